@@ -1,0 +1,1 @@
+//! The device management client: setup, the agent and certificate enrollment.

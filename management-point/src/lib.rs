@@ -1,0 +1,1 @@
+//! The management point and the publisher tools.

@@ -1,0 +1,71 @@
+//! Process state passed in, never read from globals: the device root, the clock and the
+//! environment. Tests build a [`Context`] over a temp folder and a fixed clock and run in
+//! parallel.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::clock::{Clock, SystemClock};
+use crate::layout::DeviceLayout;
+
+/// A snapshot of environment variables.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Env(BTreeMap<String, String>);
+
+impl Env {
+    /// The process's environment (variables that are not valid UTF-8 are left out).
+    pub fn from_process() -> Env {
+        Env(std::env::vars_os()
+            .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+            .collect())
+    }
+
+    /// An empty environment.
+    pub fn empty() -> Env {
+        Env::default()
+    }
+
+    /// Adds or replaces a variable.
+    pub fn with(mut self, key: &str, value: &str) -> Env {
+        self.0.insert(key.to_string(), value.to_string());
+        self
+    }
+
+    /// One variable.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).map(String::as_str)
+    }
+
+    /// All variables.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+}
+
+/// Everything a program needs to know about the process it runs in.
+#[derive(Debug, Clone)]
+pub struct Context {
+    /// The device it acts on.
+    pub layout: DeviceLayout,
+    /// The time.
+    pub clock: Arc<dyn Clock>,
+    /// Environment variables.
+    pub env: Env,
+}
+
+impl Context {
+    /// The real process: the given device root, the system clock, the process environment.
+    pub fn from_process(device_root: impl Into<PathBuf>) -> Context {
+        Context {
+            layout: DeviceLayout::new(device_root),
+            clock: Arc::new(SystemClock),
+            env: Env::from_process(),
+        }
+    }
+
+    /// A context over `root` with the given clock and an empty environment; for tests.
+    pub fn for_test(root: impl Into<PathBuf>, clock: Arc<dyn Clock>) -> Context {
+        Context { layout: DeviceLayout::new(root), clock, env: Env::empty() }
+    }
+}

@@ -1,0 +1,103 @@
+//! Failpoints for crash-safety tests, compiled into debug builds only.
+//!
+//! `DM_FAILPOINTS="name=action[,name=action…]"` where action is `error` (the step fails with an
+//! injected error), `kill` (the process kills itself with SIGKILL: no destructors, no flushing,
+//! as a power cut would), or either followed by `@N` to act on the N-th hit only. Release
+//! builds, which are what ships to devices, never read the variable.
+
+use crate::error::{Error, Result};
+
+/// Names a point in a step. Returns an error when a test asked this point to fail, kills the
+/// process when a test asked it to die, and does nothing otherwise (always, in release builds).
+pub fn hit(name: &str) -> Result<()> {
+    if cfg!(debug_assertions) { debug::hit(name) } else { Ok(()) }
+}
+
+mod debug {
+    use super::*;
+    use std::collections::HashMap;
+    use std::sync::{Mutex, OnceLock};
+
+    #[derive(Clone, Copy)]
+    enum Action {
+        Error,
+        Kill,
+    }
+
+    struct Point {
+        action: Action,
+        on_hit: Option<u64>,
+    }
+
+    fn config() -> &'static HashMap<String, Point> {
+        static CONFIG: OnceLock<HashMap<String, Point>> = OnceLock::new();
+        CONFIG.get_or_init(|| {
+            let raw = std::env::var("DM_FAILPOINTS").unwrap_or_default();
+            parse(&raw)
+        })
+    }
+
+    fn parse(raw: &str) -> HashMap<String, Point> {
+        let mut map = HashMap::new();
+        for item in raw.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let Some((name, spec)) = item.split_once('=') else { continue };
+            let (action, on_hit) = match spec.split_once('@') {
+                Some((a, n)) => (a, n.parse().ok()),
+                None => (spec, None),
+            };
+            let action = match action {
+                "error" => Action::Error,
+                "kill" => Action::Kill,
+                _ => continue,
+            };
+            map.insert(name.to_string(), Point { action, on_hit });
+        }
+        map
+    }
+
+    pub(super) fn hit(name: &str) -> Result<()> {
+        let Some(point) = config().get(name) else { return Ok(()) };
+        static HITS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
+        let count = {
+            let mut hits =
+                HITS.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+            let c = hits.entry(name.to_string()).or_insert(0);
+            *c += 1;
+            *c
+        };
+        if point.on_hit.is_some_and(|n| n != count) {
+            return Ok(());
+        }
+        match point.action {
+            Action::Error => Err(Error::Injected { name: name.to_string() }),
+            Action::Kill => {
+                log::logger().flush();
+                let _ = rustix::process::kill_process(
+                    rustix::process::getpid(),
+                    rustix::process::Signal::KILL,
+                );
+                // SIGKILL cannot be caught; if it somehow returned, fail the step instead.
+                Err(Error::Injected { name: name.to_string() })
+            }
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn parses_actions_and_counts() {
+            let m = parse("a=error, b=kill@3,bad,c=explode,d=error@x");
+            assert!(matches!(m.get("a"), Some(Point { action: Action::Error, on_hit: None })));
+            assert!(matches!(m.get("b"), Some(Point { action: Action::Kill, on_hit: Some(3) })));
+            assert!(!m.contains_key("bad") && !m.contains_key("c"));
+            assert!(matches!(m.get("d"), Some(Point { on_hit: None, .. })));
+        }
+
+        #[test]
+        fn unknown_points_do_nothing() {
+            assert!(hit("no-such-point-configured").is_ok());
+        }
+    }
+}

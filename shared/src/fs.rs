@@ -1,0 +1,390 @@
+//! The one filesystem module every write in the project goes through.
+//!
+//! Writes are atomic and durable: data goes to a temp file in the destination's folder, is
+//! fsynced, renamed over the destination, and the folder is fsynced, so a crash or power loss
+//! leaves either the old file or the new one, never a torn one. Files are created with their
+//! final mode (keys and certificates 0600 from the first byte). Reads from anything a user,
+//! a memory card or the network controls are capped in size.
+
+use std::ffi::OsString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::error::{Error, Result};
+
+/// Keys, certificates, settings with secrets, state: owner read/write only.
+pub const MODE_PRIVATE: u32 = 0o600;
+/// Files anyone on the device may read (logs, unit files).
+pub const MODE_PUBLIC: u32 = 0o644;
+/// Executables.
+pub const MODE_EXEC: u32 = 0o755;
+/// Folders anyone may traverse.
+pub const MODE_DIR: u32 = 0o755;
+/// Folders holding secrets.
+pub const MODE_DIR_PRIVATE: u32 = 0o700;
+
+/// Builds the error for an I/O failure on `path`.
+pub fn io_err<'a>(op: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> Error + 'a {
+    move |source| Error::Io { op, path: path.to_path_buf(), source }
+}
+
+fn parent_of(path: &Path) -> &Path {
+    match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    }
+}
+
+static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+fn temp_path_for(dest: &Path) -> PathBuf {
+    let n = TEMP_COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut name = OsString::from(".");
+    name.push(dest.file_name().unwrap_or_default());
+    name.push(format!(".tmp-{}-{n}", std::process::id()));
+    parent_of(dest).join(name)
+}
+
+/// Fsyncs a folder so that renames and creations inside it survive a power loss.
+pub fn sync_dir(dir: &Path) -> Result<()> {
+    File::open(dir).and_then(|d| d.sync_all()).map_err(io_err("sync folder", dir))
+}
+
+/// A file being written that only appears at its destination when committed.
+///
+/// Dropping it without [`AtomicFile::commit`] removes the temp file and leaves the
+/// destination untouched.
+#[derive(Debug)]
+pub struct AtomicFile {
+    file: Option<File>,
+    temp: PathBuf,
+    dest: PathBuf,
+}
+
+impl AtomicFile {
+    /// Starts writing `dest` with permission bits `mode`. The folder must exist.
+    pub fn create(dest: &Path, mode: u32) -> Result<AtomicFile> {
+        crate::failpoint::hit("fs-create")?;
+        let temp = temp_path_for(dest);
+        let file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&temp)
+            .map_err(io_err("create", dest))?;
+        // The umask can only have narrowed `mode`; set it exactly.
+        file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("chmod", dest))?;
+        Ok(AtomicFile { file: Some(file), temp, dest: dest.to_path_buf() })
+    }
+
+    /// The destination path.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Fsyncs the data, renames it over the destination and fsyncs the folder.
+    pub fn commit(mut self) -> Result<()> {
+        let Some(file) = self.file.take() else {
+            return Err(Error::Io {
+                op: "commit",
+                path: self.dest.clone(),
+                source: io::Error::other("file already closed"),
+            });
+        };
+        file.sync_all().map_err(io_err("sync", &self.dest))?;
+        drop(file);
+        crate::failpoint::hit("fs-rename")?;
+        fs::rename(&self.temp, &self.dest).map_err(io_err("rename into place", &self.dest))?;
+        sync_dir(parent_of(&self.dest))
+    }
+}
+
+impl Write for AtomicFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self.file.as_mut() {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("file already committed")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self.file.as_mut() {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for AtomicFile {
+    fn drop(&mut self) {
+        if self.file.take().is_some() {
+            let _ = fs::remove_file(&self.temp);
+        }
+    }
+}
+
+/// Atomically and durably replaces `path` with `data`, created with `mode`.
+pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
+    let mut f = AtomicFile::create(path, mode)?;
+    f.write_all(data).map_err(io_err("write", path))?;
+    f.commit()
+}
+
+/// Atomically copies `src` to `dest` with `mode`, returning the bytes copied.
+pub fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> Result<u64> {
+    let mut input = File::open(src).map_err(io_err("open", src))?;
+    let mut out = AtomicFile::create(dest, mode)?;
+    let n = io::copy(&mut input, &mut out).map_err(io_err("copy into", dest))?;
+    out.commit()?;
+    Ok(n)
+}
+
+/// Creates `dir` and any missing parents with `mode`, fsyncing each parent that gained a
+/// folder. Returns the folders it created, outermost first, so a transaction can undo them.
+pub fn create_dir_all(dir: &Path, mode: u32) -> Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut cur = dir;
+    loop {
+        match fs::symlink_metadata(cur) {
+            Ok(m) if m.is_dir() => break,
+            Ok(m) if m.file_type().is_symlink() && cur.is_dir() => break,
+            Ok(_) => {
+                return Err(Error::Io {
+                    op: "create folder",
+                    path: cur.to_path_buf(),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+                });
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                missing.push(cur.to_path_buf());
+                match cur.parent() {
+                    Some(p) if !p.as_os_str().is_empty() => cur = p,
+                    _ => break,
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(Error::Io {
+                    op: "create folder",
+                    path: dir.to_path_buf(),
+                    source: io::Error::new(io::ErrorKind::AlreadyExists, "a file is in the way"),
+                });
+            }
+            Err(e) => return Err(io_err("inspect", cur)(e)),
+        }
+    }
+    missing.reverse();
+    for d in &missing {
+        crate::failpoint::hit("fs-mkdir")?;
+        match fs::DirBuilder::new().mode(mode).create(d) {
+            Ok(()) => {}
+            // Another process made it between our check and now: fine.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => continue,
+            Err(e) => return Err(io_err("create folder", d)(e)),
+        }
+        fs::set_permissions(d, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", d))?;
+        sync_dir(parent_of(d))?;
+    }
+    Ok(missing)
+}
+
+/// Renames `from` to `to` and fsyncs both folders.
+pub fn rename(from: &Path, to: &Path) -> Result<()> {
+    crate::failpoint::hit("fs-rename")?;
+    fs::rename(from, to).map_err(io_err("rename", from))?;
+    sync_dir(parent_of(to))?;
+    if parent_of(from) != parent_of(to) {
+        sync_dir(parent_of(from))?;
+    }
+    Ok(())
+}
+
+/// Removes a file durably. Returns whether it existed.
+pub fn remove_file(path: &Path) -> Result<bool> {
+    match fs::remove_file(path) {
+        Ok(()) => {
+            sync_dir(parent_of(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("remove", path)(e)),
+    }
+}
+
+/// Removes an empty folder durably. Returns whether it existed.
+pub fn remove_dir(path: &Path) -> Result<bool> {
+    match fs::remove_dir(path) {
+        Ok(()) => {
+            sync_dir(parent_of(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(io_err("remove folder", path)(e)),
+    }
+}
+
+/// Removes a folder and everything in it durably. Returns whether it existed.
+///
+/// The folder is first renamed to a hidden sibling so a crash midway never leaves a
+/// half-deleted folder under its real name.
+pub fn remove_dir_all(path: &Path) -> Result<bool> {
+    if fs::symlink_metadata(path).is_err() {
+        return Ok(false);
+    }
+    let trash = temp_path_for(path);
+    rename(path, &trash)?;
+    fs::remove_dir_all(&trash).map_err(io_err("remove folder", path))?;
+    sync_dir(parent_of(path))?;
+    Ok(true)
+}
+
+/// Points the symlink `link` at `target`, atomically replacing whatever `link` was.
+pub fn symlink_replace(target: &Path, link: &Path) -> Result<()> {
+    let temp = temp_path_for(link);
+    std::os::unix::fs::symlink(target, &temp).map_err(io_err("create link", link))?;
+    crate::failpoint::hit("fs-rename")
+        .and_then(|()| fs::rename(&temp, link).map_err(io_err("switch link", link)))
+        .inspect_err(|_| {
+            let _ = fs::remove_file(&temp);
+        })?;
+    sync_dir(parent_of(link))
+}
+
+/// Creates a new file for appending (a log), failing if it exists. Logs are streams, not
+/// documents, so they are not written atomically; they are created with their final mode.
+pub fn create_new_append(path: &Path, mode: u32) -> Result<File> {
+    let file = OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err("create", path))?;
+    file.set_permissions(fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))?;
+    sync_dir(parent_of(path))?;
+    Ok(file)
+}
+
+/// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
+pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("inspect", path))?.len();
+    if len > limit {
+        return Err(Error::TooLarge { path: path.to_path_buf(), limit, actual: len });
+    }
+    let mut buf = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
+    // The file may grow after the size check: read one byte past the limit to notice.
+    file.take(limit + 1).read_to_end(&mut buf).map_err(io_err("read", path))?;
+    if buf.len() as u64 > limit {
+        return Err(Error::TooLarge { path: path.to_path_buf(), limit, actual: buf.len() as u64 });
+    }
+    Ok(buf)
+}
+
+/// Reads `path` when it exists, capped like [`read_capped`]; `None` when it does not.
+pub fn read_optional(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
+    match read_capped(path, limit) {
+        Ok(b) => Ok(Some(b)),
+        Err(Error::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mode_of(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("key.pem");
+        write_atomic(&p, b"one", MODE_PRIVATE).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"one");
+        assert_eq!(mode_of(&p), 0o600);
+        write_atomic(&p, b"two", MODE_PUBLIC).unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(mode_of(&p), 0o644);
+        // No temp files left behind.
+        let names: Vec<_> =
+            fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![OsString::from("key.pem")]);
+    }
+
+    #[test]
+    fn uncommitted_file_leaves_destination_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("settings.ini");
+        write_atomic(&p, b"old", MODE_PRIVATE).unwrap();
+        {
+            let mut f = AtomicFile::create(&p, MODE_PRIVATE).unwrap();
+            f.write_all(b"half-writ").unwrap();
+            // dropped without commit: a crash before rename
+        }
+        assert_eq!(fs::read(&p).unwrap(), b"old");
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_files_are_never_wider_than_asked() {
+        // Even with a permissive umask the temp file is created 0600.
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("k");
+        let f = AtomicFile::create(&p, MODE_PRIVATE).unwrap();
+        assert_eq!(mode_of(&f.temp), 0o600);
+        f.commit().unwrap();
+    }
+
+    #[test]
+    fn create_dir_all_reports_what_it_made() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("a/b/c");
+        let made = create_dir_all(&deep, MODE_DIR_PRIVATE).unwrap();
+        assert_eq!(made, vec![dir.path().join("a"), dir.path().join("a/b"), deep.clone()]);
+        assert_eq!(mode_of(&deep), 0o700);
+        assert!(create_dir_all(&deep, MODE_DIR).unwrap().is_empty());
+        fs::write(dir.path().join("file"), b"").unwrap();
+        let err = create_dir_all(&dir.path().join("file/sub"), MODE_DIR).unwrap_err();
+        assert!(err.to_string().contains("a file is in the way"), "{err}");
+    }
+
+    #[test]
+    fn read_capped_refuses_large_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("big");
+        fs::write(&p, vec![b'x'; 1000]).unwrap();
+        assert_eq!(read_capped(&p, 1000).unwrap().len(), 1000);
+        let err = read_capped(&p, 999).unwrap_err();
+        assert!(matches!(err, Error::TooLarge { limit: 999, actual: 1000, .. }), "{err}");
+        assert!(read_optional(&dir.path().join("none"), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn symlink_replace_switches_atomically() {
+        let dir = tempfile::tempdir().unwrap();
+        let link = dir.path().join("current");
+        symlink_replace(Path::new("versions/1"), &link).unwrap();
+        symlink_replace(Path::new("versions/2"), &link).unwrap();
+        assert_eq!(fs::read_link(&link).unwrap(), Path::new("versions/2"));
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn remove_dir_all_and_remove_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("v1");
+        create_dir_all(&d.join("x"), MODE_DIR).unwrap();
+        write_atomic(&d.join("x/f"), b"1", MODE_PUBLIC).unwrap();
+        assert!(remove_dir_all(&d).unwrap());
+        assert!(!remove_dir_all(&d).unwrap());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 0);
+        let f = dir.path().join("f");
+        write_atomic(&f, b"1", MODE_PUBLIC).unwrap();
+        assert!(remove_file(&f).unwrap());
+        assert!(!remove_file(&f).unwrap());
+    }
+}

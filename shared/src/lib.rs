@@ -1,0 +1,28 @@
+//! The library every dm program shares: settings, versions, the device layout, the file
+//! system rules, dated logging, status codes, certificate stores and publisher trust.
+//!
+//! Library code logs only through the `log` facade and returns [`Error`]; the programs decide
+//! what to print and which exit code to use.
+
+#![forbid(unsafe_code)]
+
+pub mod cli;
+pub mod clock;
+pub mod context;
+pub mod error;
+pub mod failpoint;
+pub mod fs;
+pub mod layout;
+pub mod logging;
+pub mod platform;
+pub mod settings;
+pub mod status;
+pub mod version;
+
+pub use context::{Context, Env};
+pub use error::{Error, Result};
+pub use layout::{DeviceLayout, StoreName};
+pub use platform::Platform;
+pub use settings::Settings;
+pub use status::StatusCode;
+pub use version::ClientVersion;

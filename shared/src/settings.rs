@@ -1,0 +1,1076 @@
+//! `DMCommonInstaller.ini` and `ClientSettings.ini`: parsed once into typed settings.
+//!
+//! Both files share one format and one set of keys, grouped in the five categories of the
+//! source documents: `[Installation]`, `[Environment]`, `[Communication]`, `[UserInterface]`
+//! and `[Certificates]`. Section and key names are case-insensitive; values of the enumerated
+//! keys too. A UTF-8 byte-order mark, UTF-16 files (Windows Notepad's "Unicode"), CRLF line
+//! ends and `;` or `#` comments are accepted. Unknown keys and duplicate keys are warnings (the
+//! last duplicate wins); a bad value is one error naming the file, the section, the key and
+//! what was expected. Every key, its default and its meaning are in [`KEYS`] and in
+//! `docs/settings.md`.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// The largest settings file accepted. Real files are a few hundred bytes.
+pub const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
+
+/// The file name of the common installer settings.
+pub const COMMON_INSTALLER_INI: &str = "DMCommonInstaller.ini";
+/// The file name of the client settings.
+pub const CLIENT_SETTINGS_INI: &str = "ClientSettings.ini";
+
+/// What a settings file is wrong about: where, and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct SettingsError {
+    /// The file.
+    pub file: PathBuf,
+    /// The line, for syntax errors.
+    pub line: Option<usize>,
+    /// The section, when the problem is in one.
+    pub section: Option<String>,
+    /// The key, when the problem is one key's value.
+    pub key: Option<String>,
+    /// What is wrong and what was expected.
+    pub problem: String,
+}
+
+impl fmt::Display for SettingsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if let Some(s) = &self.section {
+            write!(f, " [{s}]")?;
+        }
+        if let Some(k) = &self.key {
+            write!(f, " {k}")?;
+        }
+        write!(f, ": {}", self.problem)
+    }
+}
+
+/// `ClientInstallAction`: what setup does with the staged client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum InstallAction {
+    /// Reconfigure the installed client's settings.
+    None,
+    /// Install, or upgrade an older client.
+    Install,
+    /// Remove the client.
+    Uninstall,
+}
+
+/// `CertEnrollAction`: whether setup enrolls a client authentication certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum CertEnrollAction {
+    /// No enrollment.
+    None,
+    /// Enroll during setup.
+    Enroll,
+}
+
+/// How the agent authenticates to the management point.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum AuthMode {
+    /// `Authorization: TargetToken …`, the device's own token.
+    TargetToken,
+    /// `Authorization: GatewayToken …`, a token shared by a gateway.
+    GatewayToken,
+    /// Mutual TLS with the certificate in the device's `my` store.
+    Certificate,
+}
+
+/// Whether the device is a mobile device or a desktop: programs for one never run on the other.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub enum DeviceClass {
+    /// A mobile or embedded device.
+    Mobile,
+    /// A desktop computer.
+    Desktop,
+}
+
+/// A value that must never reach a log.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    /// Wraps a secret.
+    pub fn new(s: impl Into<String>) -> Secret {
+        Secret(s.into())
+    }
+
+    /// The secret itself, for the one place that sends it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(<redacted>)")
+    }
+}
+
+impl fmt::Display for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "<redacted, {} characters>", self.0.chars().count())
+    }
+}
+
+/// `[Installation]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Installation {
+    /// `ClientInstallAction`.
+    pub client_install_action: InstallAction,
+    /// `CertEnrollAction`.
+    pub cert_enroll_action: CertEnrollAction,
+}
+
+/// `[Environment]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Environment {
+    /// `ManagementPoint`: the management point's base URL (https).
+    pub management_point: Option<String>,
+    /// `Tenant`: the DDI tenant.
+    pub tenant: String,
+    /// `ControllerId`: the device's id; when empty setup derives one and keeps it.
+    pub controller_id: Option<String>,
+    /// `SiteCode`: the site the device is assigned to.
+    pub site_code: Option<String>,
+    /// `DeviceClass`.
+    pub device_class: DeviceClass,
+}
+
+/// `[Communication]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Communication {
+    /// `Authentication`.
+    pub authentication: AuthMode,
+    /// `TargetToken`.
+    pub target_token: Option<Secret>,
+    /// `GatewayToken`.
+    pub gateway_token: Option<Secret>,
+    /// `PollInterval`: until the management point says otherwise.
+    pub poll_interval: Duration,
+    /// `ConnectTimeout`.
+    pub connect_timeout: Duration,
+    /// `ReadTimeout`: the longest silence while receiving.
+    pub read_timeout: Duration,
+    /// `RequestTimeout`: the whole of one API call.
+    pub request_timeout: Duration,
+    /// `DownloadTimeout`: the whole of one artifact download.
+    pub download_timeout: Duration,
+    /// `RetryMaxDelay`: the cap of the exponential backoff.
+    pub retry_max_delay: Duration,
+    /// `Proxy`: an HTTP proxy; none unless set (the environment is never consulted).
+    pub proxy: Option<String>,
+    /// `ServerRootCertificate`: a PEM file of roots for the management point's TLS; when empty
+    /// the device's `root` store is used.
+    pub server_root_certificate: Option<String>,
+    /// `BandwidthLimit`: KiB/s for downloads; 0 is unlimited.
+    pub bandwidth_limit_kib: u64,
+}
+
+/// `[UserInterface]`: what the device's user and log readers see.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserInterface {
+    /// `VerboseLogging`.
+    pub verbose_logging: bool,
+    /// `LogRetention`: dated log files kept per program.
+    pub log_retention: usize,
+    /// `LogMaxSize`: KiB before the agent starts a new log file.
+    pub log_max_size_kib: u64,
+}
+
+/// `[Certificates]`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Certificates {
+    /// `ScepUrl`: the SCEP server for enrollment.
+    pub scep_url: Option<String>,
+    /// `ScepChallenge`: the one-time password for the CA.
+    pub scep_challenge: Option<Secret>,
+    /// `CertificateSubject`: the enrolled certificate's subject common name; the controller id
+    /// when empty.
+    pub certificate_subject: Option<String>,
+    /// `RenewDaysBeforeExpiry`.
+    pub renew_days_before_expiry: u32,
+}
+
+/// All settings, typed, with the values the file set explicitly.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// `[Installation]`.
+    pub installation: Installation,
+    /// `[Environment]`.
+    pub environment: Environment,
+    /// `[Communication]`.
+    pub communication: Communication,
+    /// `[UserInterface]`.
+    pub user_interface: UserInterface,
+    /// `[Certificates]`.
+    pub certificates: Certificates,
+    explicit: BTreeMap<(&'static str, &'static str), String>,
+}
+
+/// One known key.
+#[derive(Debug)]
+pub struct KeyDef {
+    /// Its section.
+    pub section: &'static str,
+    /// Its name.
+    pub key: &'static str,
+    /// Its default, as written in a file (empty: unset).
+    pub default: &'static str,
+    /// Whether the value is a secret (redacted in logs).
+    pub secret: bool,
+    /// What it means and what values it takes.
+    pub doc: &'static str,
+}
+
+const fn k(
+    section: &'static str,
+    key: &'static str,
+    default: &'static str,
+    doc: &'static str,
+) -> KeyDef {
+    KeyDef { section, key, default, secret: false, doc }
+}
+
+const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef { section, key, default: "", secret: true, doc }
+}
+
+/// The sections, in file order.
+pub const SECTIONS: [&str; 5] =
+    ["Installation", "Environment", "Communication", "UserInterface", "Certificates"];
+
+/// Every key this build knows, with its default and meaning.
+pub const KEYS: &[KeyDef] = &[
+    k(
+        "Installation",
+        "ClientInstallAction",
+        "Install",
+        "None (reconfigure), Install (install or upgrade), Uninstall",
+    ),
+    k(
+        "Installation",
+        "CertEnrollAction",
+        "None",
+        "Enroll (enroll a client certificate during setup) or None",
+    ),
+    k(
+        "Environment",
+        "ManagementPoint",
+        "",
+        "the management point's https:// URL; required to manage the device",
+    ),
+    k(
+        "Environment",
+        "Tenant",
+        "DEFAULT",
+        "the DDI tenant: 1 to 64 letters, digits, '.', '_' or '-'",
+    ),
+    k(
+        "Environment",
+        "ControllerId",
+        "",
+        "the device's id at the management point; empty: setup derives one from /etc/machine-id or the host name and keeps it",
+    ),
+    k(
+        "Environment",
+        "SiteCode",
+        "",
+        "the site code the device is assigned to (1 to 8 letters or digits)",
+    ),
+    k(
+        "Environment",
+        "DeviceClass",
+        "Mobile",
+        "Mobile or Desktop: programs for one never run on the other",
+    ),
+    k(
+        "Communication",
+        "Authentication",
+        "TargetToken",
+        "TargetToken, GatewayToken or Certificate (mutual TLS once enrolled)",
+    ),
+    secret(
+        "Communication",
+        "TargetToken",
+        "the device's security token (1 to 128 visible characters)",
+    ),
+    secret(
+        "Communication",
+        "GatewayToken",
+        "a gateway security token (1 to 128 visible characters)",
+    ),
+    k(
+        "Communication",
+        "PollInterval",
+        "300",
+        "seconds between polls until the management point sets its own (10 to 86400)",
+    ),
+    k("Communication", "ConnectTimeout", "10", "seconds to establish a connection (1 to 300)"),
+    k(
+        "Communication",
+        "ReadTimeout",
+        "30",
+        "seconds of silence tolerated while receiving (1 to 600)",
+    ),
+    k("Communication", "RequestTimeout", "120", "seconds for a whole API call (1 to 3600)"),
+    k(
+        "Communication",
+        "DownloadTimeout",
+        "3600",
+        "seconds for a whole artifact download (10 to 86400)",
+    ),
+    k(
+        "Communication",
+        "RetryMaxDelay",
+        "900",
+        "seconds: the longest wait between retries (1 to 86400)",
+    ),
+    k(
+        "Communication",
+        "Proxy",
+        "",
+        "an http:// or https:// proxy URL; the environment's proxy variables are never used",
+    ),
+    k(
+        "Communication",
+        "ServerRootCertificate",
+        "",
+        "a PEM file of root certificates for the management point's TLS, absolute or relative to the device root; empty: the device's root store",
+    ),
+    k("Communication", "BandwidthLimit", "0", "KiB/s for downloads; 0 is unlimited"),
+    k(
+        "UserInterface",
+        "VerboseLogging",
+        "false",
+        "true or false (also 1/0, yes/no, on/off): debug lines in the logs",
+    ),
+    k("UserInterface", "LogRetention", "10", "dated log files kept per program (1 to 1000)"),
+    k(
+        "UserInterface",
+        "LogMaxSize",
+        "1024",
+        "KiB before the agent starts a new log file (16 to 1048576)",
+    ),
+    k(
+        "Certificates",
+        "ScepUrl",
+        "",
+        "the SCEP server's http:// or https:// URL, required when CertEnrollAction=Enroll",
+    ),
+    secret("Certificates", "ScepChallenge", "the one-time password the CA requires"),
+    k(
+        "Certificates",
+        "CertificateSubject",
+        "",
+        "the common name of the enrolled certificate; empty: the controller id",
+    ),
+    k(
+        "Certificates",
+        "RenewDaysBeforeExpiry",
+        "30",
+        "days before expiry the agent renews its certificate (1 to 365)",
+    ),
+];
+
+/// Looks up a key by section and name (case-insensitively).
+pub fn key_def(section: &str, key: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|d| d.section.eq_ignore_ascii_case(section) && d.key.eq_ignore_ascii_case(key))
+}
+
+fn parse_choice<T: Copy>(v: &str, choices: &[(&str, T)]) -> Result<T, String> {
+    choices.iter().find(|(name, _)| name.eq_ignore_ascii_case(v)).map(|(_, t)| *t).ok_or_else(
+        || {
+            let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
+            format!("expected one of {}, found {v:?}", names.join(", "))
+        },
+    )
+}
+
+fn parse_bool(v: &str) -> Result<bool, String> {
+    match v.to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "0" | "false" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected true or false (or 1/0, yes/no, on/off), found {v:?}")),
+    }
+}
+
+fn parse_int(v: &str, min: u64, max: u64, unit: &str) -> Result<u64, String> {
+    let n: u64 = v.parse().map_err(|_| {
+        format!("expected a whole number of {unit} from {min} to {max}, found {v:?}")
+    })?;
+    if !(min..=max).contains(&n) {
+        return Err(format!("expected {unit} from {min} to {max}, found {n}"));
+    }
+    Ok(n)
+}
+
+fn parse_secs(v: &str, min: u64, max: u64) -> Result<Duration, String> {
+    parse_int(v, min, max, "seconds").map(Duration::from_secs)
+}
+
+fn parse_url(v: &str, schemes: &[&str]) -> Result<String, String> {
+    let expected = || {
+        format!(
+            "expected a {} URL such as {}://mp.example.com:8443, found {v:?}",
+            schemes.join(" or "),
+            schemes[0]
+        )
+    };
+    let (scheme, rest) = v.split_once("://").ok_or_else(expected)?;
+    if !schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)) {
+        return Err(expected());
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty()
+        || host.contains('@')
+        || v.chars().any(|c| c.is_whitespace() || c.is_control())
+    {
+        return Err(expected());
+    }
+    Ok(v.trim_end_matches('/').to_string())
+}
+
+fn parse_name(v: &str, max: usize) -> Result<String, String> {
+    let ok = !v.is_empty()
+        && v.len() <= max
+        && v.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'))
+        && !v.starts_with('.');
+    if !ok {
+        return Err(format!(
+            "expected 1 to {max} letters, digits, '.', '_' or '-' (not starting with '.'), found {v:?}"
+        ));
+    }
+    Ok(v.to_string())
+}
+
+fn parse_token(v: &str) -> Result<Secret, String> {
+    if v.is_empty() || v.len() > 128 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(format!(
+            "expected 1 to 128 visible characters without spaces, found {} characters",
+            v.chars().count()
+        ));
+    }
+    Ok(Secret::new(v))
+}
+
+fn opt<T>(v: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
+    if v.is_empty() { Ok(None) } else { f(v).map(Some) }
+}
+
+impl Settings {
+    fn set(&mut self, def: &KeyDef, v: &str) -> Result<(), String> {
+        use InstallAction as IA;
+        match def.key {
+            "ClientInstallAction" => {
+                self.installation.client_install_action = parse_choice(
+                    v,
+                    &[("None", IA::None), ("Install", IA::Install), ("Uninstall", IA::Uninstall)],
+                )?
+            }
+            "CertEnrollAction" => {
+                self.installation.cert_enroll_action = parse_choice(
+                    v,
+                    &[("Enroll", CertEnrollAction::Enroll), ("None", CertEnrollAction::None)],
+                )?
+            }
+            "ManagementPoint" => {
+                self.environment.management_point = opt(v, |v| parse_url(v, &["https"]))?
+            }
+            "Tenant" => self.environment.tenant = parse_name(v, 64)?,
+            "ControllerId" => self.environment.controller_id = opt(v, |v| parse_name(v, 64))?,
+            "SiteCode" => {
+                self.environment.site_code = opt(v, |v| {
+                    if v.len() <= 8 && v.bytes().all(|b| b.is_ascii_alphanumeric()) {
+                        Ok(v.to_ascii_uppercase())
+                    } else {
+                        Err(format!("expected 1 to 8 letters or digits, found {v:?}"))
+                    }
+                })?
+            }
+            "DeviceClass" => {
+                self.environment.device_class = parse_choice(
+                    v,
+                    &[("Mobile", DeviceClass::Mobile), ("Desktop", DeviceClass::Desktop)],
+                )?
+            }
+            "Authentication" => {
+                self.communication.authentication = parse_choice(
+                    v,
+                    &[
+                        ("TargetToken", AuthMode::TargetToken),
+                        ("GatewayToken", AuthMode::GatewayToken),
+                        ("Certificate", AuthMode::Certificate),
+                    ],
+                )?
+            }
+            "TargetToken" => self.communication.target_token = opt(v, parse_token)?,
+            "GatewayToken" => self.communication.gateway_token = opt(v, parse_token)?,
+            "PollInterval" => self.communication.poll_interval = parse_secs(v, 10, 86_400)?,
+            "ConnectTimeout" => self.communication.connect_timeout = parse_secs(v, 1, 300)?,
+            "ReadTimeout" => self.communication.read_timeout = parse_secs(v, 1, 600)?,
+            "RequestTimeout" => self.communication.request_timeout = parse_secs(v, 1, 3_600)?,
+            "DownloadTimeout" => self.communication.download_timeout = parse_secs(v, 10, 86_400)?,
+            "RetryMaxDelay" => self.communication.retry_max_delay = parse_secs(v, 1, 86_400)?,
+            "Proxy" => self.communication.proxy = opt(v, |v| parse_url(v, &["http", "https"]))?,
+            "ServerRootCertificate" => {
+                self.communication.server_root_certificate = opt(v, |v| Ok(v.to_string()))?
+            }
+            "BandwidthLimit" => {
+                self.communication.bandwidth_limit_kib = parse_int(v, 0, 10_000_000, "KiB/s")?
+            }
+            "VerboseLogging" => self.user_interface.verbose_logging = parse_bool(v)?,
+            "LogRetention" => {
+                self.user_interface.log_retention = parse_int(v, 1, 1000, "files")? as usize
+            }
+            "LogMaxSize" => {
+                self.user_interface.log_max_size_kib = parse_int(v, 16, 1_048_576, "KiB")?
+            }
+            "ScepUrl" => self.certificates.scep_url = opt(v, |v| parse_url(v, &["http", "https"]))?,
+            "ScepChallenge" => self.certificates.scep_challenge = opt(v, |v| Ok(Secret::new(v)))?,
+            "CertificateSubject" => {
+                self.certificates.certificate_subject = opt(v, |v| {
+                    if v.len() <= 64 && !v.chars().any(char::is_control) {
+                        Ok(v.to_string())
+                    } else {
+                        Err("expected at most 64 characters without control characters".into())
+                    }
+                })?
+            }
+            "RenewDaysBeforeExpiry" => {
+                self.certificates.renew_days_before_expiry = parse_int(v, 1, 365, "days")? as u32
+            }
+            other => {
+                return Err(format!(
+                    "key {other} is listed but has no parser (a bug in this build)"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn blank() -> Settings {
+        Settings {
+            installation: Installation {
+                client_install_action: InstallAction::Install,
+                cert_enroll_action: CertEnrollAction::None,
+            },
+            environment: Environment {
+                management_point: None,
+                tenant: String::new(),
+                controller_id: None,
+                site_code: None,
+                device_class: DeviceClass::Mobile,
+            },
+            communication: Communication {
+                authentication: AuthMode::TargetToken,
+                target_token: None,
+                gateway_token: None,
+                poll_interval: Duration::ZERO,
+                connect_timeout: Duration::ZERO,
+                read_timeout: Duration::ZERO,
+                request_timeout: Duration::ZERO,
+                download_timeout: Duration::ZERO,
+                retry_max_delay: Duration::ZERO,
+                proxy: None,
+                server_root_certificate: None,
+                bandwidth_limit_kib: 0,
+            },
+            user_interface: UserInterface {
+                verbose_logging: false,
+                log_retention: 0,
+                log_max_size_kib: 0,
+            },
+            certificates: Certificates {
+                scep_url: None,
+                scep_challenge: None,
+                certificate_subject: None,
+                renew_days_before_expiry: 0,
+            },
+            explicit: BTreeMap::new(),
+        }
+    }
+
+    /// The settings of a file that sets nothing.
+    pub fn defaults() -> Settings {
+        let mut s = Settings::blank();
+        for def in KEYS {
+            // The defaults are tested to parse (see tests::every_default_parses).
+            let _ = s.set(def, def.default);
+        }
+        s
+    }
+
+    /// Parses the text of a settings file. `file` is only used to name the file in errors.
+    /// Returns the settings and the warnings (unknown and duplicate keys) to log.
+    pub fn parse(file: &Path, bytes: &[u8]) -> Result<(Settings, Vec<String>), SettingsError> {
+        let err = |line: Option<usize>,
+                   section: Option<&str>,
+                   key: Option<&str>,
+                   problem: String| SettingsError {
+            file: file.to_path_buf(),
+            line,
+            section: section.map(str::to_string),
+            key: key.map(str::to_string),
+            problem,
+        };
+        if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+            return Err(err(
+                None,
+                None,
+                None,
+                format!(
+                    "the file is {} bytes; a settings file is at most {MAX_SETTINGS_BYTES} bytes",
+                    bytes.len()
+                ),
+            ));
+        }
+        let text = decode_text(bytes).map_err(|p| err(None, None, None, p))?;
+        check_lines(&text).map_err(|(line, p)| err(Some(line), None, None, p))?;
+        let opts =
+            ini::ParseOption { enabled_quote: true, enabled_escape: false, ..Default::default() };
+        let doc = ini::Ini::load_from_str_opt(&text, opts).map_err(|e| {
+            err(Some(e.line), None, None, format!("syntax error at column {}: {}", e.col, e.msg))
+        })?;
+
+        let mut settings = Settings::defaults();
+        let mut warnings = Vec::new();
+        let mut seen: BTreeMap<(&str, &str), String> = BTreeMap::new();
+        for (section, props) in doc.iter() {
+            for (key, value) in props.iter() {
+                let value = value.trim();
+                let Some(section) = section else {
+                    warnings.push(format!(
+                        "{}: key {key} is outside any section and is ignored; put it under one of [{}]",
+                        file.display(),
+                        SECTIONS.join("], [")
+                    ));
+                    continue;
+                };
+                let Some(def) = key_def(section, key) else {
+                    let hint = KEYS
+                        .iter()
+                        .find(|d| d.key.eq_ignore_ascii_case(key))
+                        .map(|d| format!(" ({} belongs in [{}])", d.key, d.section))
+                        .unwrap_or_default();
+                    warnings.push(format!(
+                        "{}: unknown key [{section}] {key} is ignored{hint}",
+                        file.display()
+                    ));
+                    continue;
+                };
+                if let Some(prev) = seen.insert((def.section, def.key), value.to_string()) {
+                    let show = |v: &str| {
+                        if def.secret { "<redacted>".to_string() } else { format!("{v:?}") }
+                    };
+                    warnings.push(format!(
+                        "{}: [{}] {} is set more than once; the last value {} wins over {}",
+                        file.display(),
+                        def.section,
+                        def.key,
+                        show(value),
+                        show(&prev)
+                    ));
+                }
+                settings
+                    .set(def, value)
+                    .map_err(|p| err(None, Some(def.section), Some(def.key), p))?;
+                settings.explicit.insert((def.section, def.key), value.to_string());
+            }
+        }
+        Ok((settings, warnings))
+    }
+
+    /// Reads and parses a settings file, logging its warnings.
+    pub fn load(path: &Path) -> Result<Settings, crate::Error> {
+        let bytes = crate::fs::read_capped(path, MAX_SETTINGS_BYTES).map_err(|e| match e {
+            crate::Error::TooLarge { actual, .. } => crate::Error::Settings(SettingsError {
+                file: path.to_path_buf(),
+                line: None,
+                section: None,
+                key: None,
+                problem: format!("the file is {actual} bytes; a settings file is at most {MAX_SETTINGS_BYTES} bytes"),
+            }),
+            other => other,
+        })?;
+        let (settings, warnings) = Settings::parse(path, &bytes)?;
+        for w in warnings {
+            log::warn!("{w}");
+        }
+        Ok(settings)
+    }
+
+    /// The keys the file set, with their values as written (secrets included: the caller
+    /// redacts with [`KeyDef::secret`]).
+    pub fn explicit(&self) -> impl Iterator<Item = (&'static KeyDef, &str)> {
+        self.explicit.iter().filter_map(|((s, k), v)| Some((key_def(s, k)?, v.as_str())))
+    }
+
+    /// The value the file set for a key, if it set one.
+    pub fn explicit_value(&self, section: &str, key: &str) -> Option<&str> {
+        let def = key_def(section, key)?;
+        self.explicit.get(&(def.section, def.key)).map(String::as_str)
+    }
+
+    /// Sets one key by its text value, checked like a file's; for setup to fill in derived
+    /// values (such as the controller id).
+    pub fn set_value(&mut self, section: &str, key: &str, value: &str) -> Result<(), String> {
+        let def = key_def(section, key).ok_or_else(|| format!("unknown key [{section}] {key}"))?;
+        self.set(def, value)?;
+        self.explicit.insert((def.section, def.key), value.to_string());
+        Ok(())
+    }
+
+    /// The settings as a canonical INI file: every explicitly set key, in table order.
+    pub fn to_ini(&self) -> String {
+        let mut out =
+            String::from("; Written by dmclientsetup. Keys and defaults: docs/settings.md\n");
+        for section in SECTIONS {
+            let keys: Vec<_> = KEYS
+                .iter()
+                .filter(|d| d.section == section)
+                .filter_map(|d| Some((d, self.explicit.get(&(d.section, d.key))?)))
+                .collect();
+            if keys.is_empty() {
+                continue;
+            }
+            out.push_str(&format!("\n[{section}]\n"));
+            for (d, v) in keys {
+                out.push_str(&format!("{}={}\n", d.key, v));
+            }
+        }
+        out
+    }
+
+    /// The log level these settings ask for.
+    pub fn log_level(&self) -> log::LevelFilter {
+        if self.user_interface.verbose_logging {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Info
+        }
+    }
+}
+
+/// Checks every line's shape before the INI parser sees it: the parser silently joins a line
+/// without `=` to the next key, and reads an unclosed `[` to the end of the file.
+fn check_lines(text: &str) -> Result<(), (usize, String)> {
+    for (i, raw) in text.lines().enumerate() {
+        let line = raw.trim();
+        let n = i + 1;
+        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+            continue;
+        }
+        if line.starts_with('[') {
+            if !line.ends_with(']') || line.len() < 3 {
+                return Err((n, format!("section header {line:?} must be [Name] on one line")));
+            }
+            continue;
+        }
+        let Some((key, value)) = line.split_once('=') else {
+            return Err((
+                n,
+                format!("expected Key=Value, [Section] or a ; comment, found {:?}", truncate(line)),
+            ));
+        };
+        if key.trim().is_empty() {
+            return Err((n, "a value has no key before its '='".into()));
+        }
+        let value = value.trim();
+        for q in ['"', '\''] {
+            if value.starts_with(q) && (value.len() < 2 || !value.ends_with(q)) {
+                return Err((
+                    n,
+                    format!("the value of {} opens a quote it does not close", key.trim()),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn truncate(s: &str) -> String {
+    s.chars().take(40).collect()
+}
+
+/// Decodes a settings file's bytes as text: UTF-8 with or without BOM, or UTF-16 with a BOM.
+/// Binary content is refused with the offset of the first offending byte.
+fn decode_text(bytes: &[u8]) -> Result<String, String> {
+    let utf16 = |be: bool| -> Result<String, String> {
+        let body = &bytes[2..];
+        if body.len() % 2 != 0 {
+            return Err(
+                "the file starts with a UTF-16 byte-order mark but has an odd number of bytes"
+                    .into(),
+            );
+        }
+        let units: Vec<u16> = body
+            .chunks_exact(2)
+            .map(|c| {
+                if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) }
+            })
+            .collect();
+        String::from_utf16(&units)
+            .map_err(|_| "the file claims to be UTF-16 but is not valid UTF-16".to_string())
+    };
+    let text = match bytes {
+        [0xFF, 0xFE, ..] => utf16(false)?,
+        [0xFE, 0xFF, ..] => utf16(true)?,
+        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest)
+            .map_err(|e| format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to() + 3))?
+            .to_string(),
+        _ => std::str::from_utf8(bytes)
+            .map_err(|e| format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to()))?
+            .to_string(),
+    };
+    if let Some(pos) = text.find(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
+        let line = text[..pos].matches('\n').count() + 1;
+        return Err(format!("not a text file: control character at line {line}"));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn parse(text: &str) -> Result<(Settings, Vec<String>), SettingsError> {
+        Settings::parse(Path::new("DMCommonInstaller.ini"), text.as_bytes())
+    }
+
+    #[test]
+    fn every_default_parses() {
+        let mut s = Settings::blank();
+        for def in KEYS {
+            s.set(def, def.default).unwrap_or_else(|e| panic!("default of {}: {e}", def.key));
+        }
+        assert!(SECTIONS.iter().all(|sec| KEYS.iter().any(|d| d.section == *sec)));
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::defaults();
+        assert_eq!(s.installation.client_install_action, InstallAction::Install);
+        assert_eq!(s.installation.cert_enroll_action, CertEnrollAction::None);
+        assert_eq!(s.environment.tenant, "DEFAULT");
+        assert_eq!(s.communication.poll_interval, Duration::from_secs(300));
+        assert_eq!(s.user_interface.log_retention, 10);
+        assert!(s.environment.management_point.is_none());
+        assert_eq!(s.explicit().count(), 0);
+    }
+
+    #[test]
+    fn full_file_with_bom_crlf_and_comments() {
+        let text = "\u{feff}; deployment settings\r\n[Installation]\r\nClientInstallAction = uninstall\r\n\
+            # enroll too\r\ncertenrollaction=Enroll\r\n[environment]\r\nManagementPoint=https://mp.example.com:8443/\r\n\
+            Tenant=acme\r\nControllerId=dev-0001\r\nSiteCode=abc\r\n[Communication]\r\nTargetToken=s3cr3t\r\n\
+            PollInterval=60\r\n[UserInterface]\r\nVerboseLogging=yes\r\n[Certificates]\r\nScepUrl=http://ca.example.com/scep\r\n\
+            ScepChallenge=pw\r\n";
+        let (s, warnings) = parse(text).unwrap();
+        assert!(warnings.is_empty(), "{warnings:?}");
+        assert_eq!(s.installation.client_install_action, InstallAction::Uninstall);
+        assert_eq!(s.installation.cert_enroll_action, CertEnrollAction::Enroll);
+        assert_eq!(s.environment.management_point.as_deref(), Some("https://mp.example.com:8443"));
+        assert_eq!(s.environment.tenant, "acme");
+        assert_eq!(s.environment.controller_id.as_deref(), Some("dev-0001"));
+        assert_eq!(s.environment.site_code.as_deref(), Some("ABC"));
+        assert_eq!(s.communication.target_token.as_ref().map(Secret::expose), Some("s3cr3t"));
+        assert_eq!(s.communication.poll_interval, Duration::from_secs(60));
+        assert!(s.user_interface.verbose_logging);
+        assert_eq!(s.log_level(), log::LevelFilter::Debug);
+        assert_eq!(s.certificates.scep_challenge.as_ref().map(Secret::expose), Some("pw"));
+        assert_eq!(s.explicit_value("installation", "clientinstallaction"), Some("uninstall"));
+    }
+
+    #[test]
+    fn utf16_files_from_windows_notepad() {
+        let text = "[Installation]\r\nClientInstallAction=None\r\n";
+        let mut le = vec![0xFF, 0xFE];
+        le.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+        let (s, _) = Settings::parse(Path::new("x.ini"), &le).unwrap();
+        assert_eq!(s.installation.client_install_action, InstallAction::None);
+        let mut be = vec![0xFE, 0xFF];
+        be.extend(text.encode_utf16().flat_map(u16::to_be_bytes));
+        assert!(Settings::parse(Path::new("x.ini"), &be).is_ok());
+        let err = Settings::parse(Path::new("x.ini"), &[0xFF, 0xFE, 0x41]).unwrap_err();
+        assert!(err.problem.contains("odd number of bytes"), "{err}");
+    }
+
+    #[test]
+    fn bad_value_names_file_section_key_and_expectation() {
+        let err = parse("[Installation]\nClientInstallAction=Instal\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "DMCommonInstaller.ini [Installation] ClientInstallAction: expected one of None, Install, Uninstall, found \"Instal\""
+        );
+        let err = parse("[Communication]\nPollInterval=5\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "DMCommonInstaller.ini [Communication] PollInterval: expected seconds from 10 to 86400, found 5"
+        );
+        let err = parse("[Environment]\nManagementPoint=http://mp\n").unwrap_err();
+        assert!(err.to_string().contains("expected a https URL"), "{err}");
+        let err = parse("[Environment]\nControllerId=../../etc\n").unwrap_err();
+        assert_eq!(err.key.as_deref(), Some("ControllerId"));
+    }
+
+    #[test]
+    fn secrets_never_appear_in_errors_or_warnings() {
+        let err = parse("[Communication]\nTargetToken=has space\n").unwrap_err();
+        assert!(!err.to_string().contains("has space"), "{err}");
+        let (_, w) = parse("[Communication]\nTargetToken=one\nTargetToken=two\n").unwrap();
+        assert_eq!(w.len(), 1);
+        assert!(!w[0].contains("one") && !w[0].contains("two"), "{w:?}");
+        assert!(format!("{:?}", Secret::new("abc")).contains("redacted"));
+        assert_eq!(Secret::new("abc").to_string(), "<redacted, 3 characters>");
+    }
+
+    #[test]
+    fn unknown_and_duplicate_keys_warn() {
+        let (s, w) = parse("Orphan=1\n[Installation]\nClientInstallAction=None\nClientInstallAction=Uninstall\nColour=blue\n[Environment]\nPollInterval=60\n").unwrap();
+        assert_eq!(s.installation.client_install_action, InstallAction::Uninstall);
+        assert_eq!(w.len(), 4, "{w:?}");
+        assert!(w[0].contains("Orphan") && w[0].contains("outside any section"), "{w:?}");
+        assert!(
+            w.iter().any(|x| x.contains("set more than once")
+                && x.contains("\"Uninstall\" wins over \"None\"")),
+            "{w:?}"
+        );
+        assert!(w.iter().any(|x| x.contains("unknown key [Installation] Colour")), "{w:?}");
+        assert!(w.iter().any(|x| x.contains("PollInterval belongs in [Communication]")), "{w:?}");
+    }
+
+    #[test]
+    fn empty_binary_and_huge_files() {
+        let (s, w) = parse("").unwrap();
+        assert_eq!(s, Settings::defaults());
+        assert!(w.is_empty());
+
+        let err = Settings::parse(
+            Path::new("card/ClientSettings.ini"),
+            &[0x7f, 0x45, 0x4c, 0x46, 0, 0xff, 0xfe],
+        )
+        .unwrap_err();
+        assert!(err.to_string().starts_with("card/ClientSettings.ini: not a text file"), "{err}");
+        let err = Settings::parse(Path::new("a.ini"), b"[A]\nx=\x01\n").unwrap_err();
+        assert!(err.problem.contains("control character at line 2"), "{err}");
+
+        let huge = vec![b'a'; 10 * 1024 * 1024];
+        let err = Settings::parse(Path::new("big.ini"), &huge).unwrap_err();
+        assert!(
+            err.to_string().contains("10485760 bytes; a settings file is at most 1048576 bytes"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn load_reports_large_files_as_settings_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("ClientSettings.ini");
+        std::fs::write(&p, vec![b';'; 10 * 1024 * 1024]).unwrap();
+        let err = Settings::load(&p).unwrap_err();
+        assert!(matches!(err, crate::Error::Settings(_)), "{err}");
+        assert_eq!(err.code(), crate::StatusCode::ERROR_BAD_CONFIGURATION);
+        assert!(err.to_string().contains("ClientSettings.ini"), "{err}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_line() {
+        let err = parse("[Installation]\n[Broken\nx=1\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(
+            err.to_string().contains("line 2: section header \"[Broken\" must be [Name]"),
+            "{err}"
+        );
+        let err =
+            parse("[Installation]\nClientInstallAction\nCertEnrollAction=None\n").unwrap_err();
+        assert_eq!(err.line, Some(2), "{err}");
+        assert!(err.problem.contains("expected Key=Value"), "{err}");
+        let err = parse("[Communication]\nTargetToken=\"abc\n").unwrap_err();
+        assert!(err.problem.contains("opens a quote"), "{err}");
+        let err = parse("[Communication]\n=abc\n").unwrap_err();
+        assert!(err.problem.contains("no key"), "{err}");
+    }
+
+    #[test]
+    fn quotes_are_removed_and_trailing_text_is_part_of_the_value() {
+        let (s, _) = parse("[Communication]\nTargetToken=\"ab#cd;ef\"\n").unwrap();
+        assert_eq!(s.communication.target_token.as_ref().map(Secret::expose), Some("ab#cd;ef"));
+        // As in Windows, there are no comments after a value.
+        let err = parse("[Installation]\nClientInstallAction=Install ; go\n").unwrap_err();
+        assert!(err.problem.contains("found \"Install ; go\""), "{err}");
+    }
+
+    #[test]
+    fn canonical_form_round_trips() {
+        let (s, _) = parse("[installation]\nclientinstallaction=None\n[Communication]\nTargetToken=abc\nPollInterval=60\n").unwrap();
+        let text = s.to_ini();
+        assert!(text.contains("[Installation]\nClientInstallAction=None\n"), "{text}");
+        let (back, w) = parse(&text).unwrap();
+        assert!(w.is_empty());
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn set_value_validates() {
+        let mut s = Settings::defaults();
+        s.set_value("Environment", "ControllerId", "dev-1").unwrap();
+        assert_eq!(s.environment.controller_id.as_deref(), Some("dev-1"));
+        assert!(s.set_value("Environment", "ControllerId", "a/b").is_err());
+        assert!(s.set_value("Nope", "X", "1").is_err());
+    }
+
+    #[test]
+    fn docs_list_every_key_with_its_default() {
+        let docs = include_str!("../../docs/settings.md");
+        for def in KEYS {
+            let row = format!("| `{}` |", def.key);
+            let line = docs
+                .lines()
+                .find(|l| l.starts_with(&row))
+                .unwrap_or_else(|| panic!("docs/settings.md has no row for {}", def.key));
+            let default = if def.default.is_empty() {
+                "(empty)".to_string()
+            } else {
+                format!("`{}`", def.default)
+            };
+            assert!(
+                line.contains(&default),
+                "docs/settings.md: {} should show default {default}: {line}",
+                def.key
+            );
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn never_panics_on_arbitrary_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Settings::parse(Path::new("fuzz.ini"), &bytes);
+        }
+
+        #[test]
+        fn never_panics_on_ini_shaped_text(
+            lines in proptest::collection::vec(
+                prop_oneof![
+                    "\\[[A-Za-z]{0,14}\\]",
+                    "(ClientInstallAction|PollInterval|ManagementPoint|TargetToken|LogRetention|VerboseLogging|[a-z]{1,8}) ?= ?[ -~]{0,20}",
+                    "[;#][ -~]{0,20}",
+                    "[ -~]{0,30}",
+                ],
+                0..20,
+            )
+        ) {
+            let text = lines.join("\n");
+            let _ = parse(&text);
+        }
+    }
+}

@@ -1,0 +1,239 @@
+//! HRESULT-style status codes used across the project, their text, and process exit codes.
+//!
+//! Every failure a dm program can report has one code here. The code travels in log lines
+//! (`Access Denied (0x80070005)`), in status messages to the management point, and maps to a
+//! distinct process exit code so scripts can tell failures apart without parsing logs.
+//! Win32 and trust codes keep their well-known values; project-specific codes use
+//! facility ITF (`0x8004_02xx`).
+
+use std::fmt;
+
+/// An HRESULT-style status code: bit 31 set means failure.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct StatusCode(pub u32);
+
+struct Entry {
+    code: StatusCode,
+    name: &'static str,
+    text: &'static str,
+    exit: u8,
+}
+
+macro_rules! codes {
+    ($( $(#[$doc:meta])* $konst:ident = $value:literal, $exit:literal, $text:literal; )*) => {
+        impl StatusCode {
+            $( $(#[$doc])* pub const $konst: StatusCode = StatusCode($value); )*
+        }
+        const TABLE: &[Entry] = &[
+            $( Entry { code: StatusCode($value), name: stringify!($konst), text: $text, exit: $exit }, )*
+        ];
+    };
+}
+
+codes! {
+    /// The operation completed successfully.
+    S_OK = 0x0000_0000, 0, "The operation completed successfully";
+    /// Nothing needed doing (for example a newer client is already installed).
+    S_FALSE = 0x0000_0001, 0, "No action was needed";
+    /// A failure with no more specific code.
+    E_FAIL = 0x8000_4005, 1, "Unspecified error";
+    /// Bad command line.
+    E_INVALIDARG = 0x8007_0057, 2, "The parameter is incorrect";
+    /// The device refused a privileged change: locked by policy or a read-only file system.
+    E_ACCESSDENIED = 0x8007_0005, 5, "Access Denied";
+    /// A required file does not exist.
+    ERROR_FILE_NOT_FOUND = 0x8007_0002, 10, "The system cannot find the file specified";
+    /// A settings file has a bad value, bad syntax or cannot be read as text.
+    ERROR_BAD_CONFIGURATION = 0x8007_064A, 11, "The configuration data is invalid";
+    /// Data read from a file or the network is malformed.
+    ERROR_INVALID_DATA = 0x8007_000D, 12, "The data is invalid";
+    /// The disk is full.
+    ERROR_DISK_FULL = 0x8007_0070, 13, "There is not enough space on the disk";
+    /// Writing a file failed.
+    ERROR_WRITE_FAULT = 0x8007_001D, 14, "The system cannot write to the specified device";
+    /// Reading a file failed.
+    ERROR_READ_FAULT = 0x8007_001E, 15, "The system cannot read from the specified device";
+    /// A file or body is larger than the limit allowed for it.
+    ERROR_FILE_TOO_LARGE = 0x8007_00DF, 16, "The file size exceeds the limit allowed";
+    /// A deadline passed.
+    ERROR_TIMEOUT = 0x8007_05B4, 17, "This operation returned because the timeout period expired";
+    /// The package has no binaries for this device's platform.
+    ERROR_INSTALL_PLATFORM_UNSUPPORTED = 0x8007_0661, 20, "This installation package is not supported by this processor type";
+    /// A newer version is installed and versions never go backwards.
+    ERROR_PRODUCT_VERSION = 0x8007_0666, 21, "Another version of this product is already installed";
+    /// Installation failed and was rolled back.
+    ERROR_INSTALL_FAILURE = 0x8007_0643, 22, "Fatal error during installation";
+    /// Another instance holds the lock.
+    ERROR_ALREADY_RUNNING = 0x8007_00B7, 23, "Another instance is already running";
+    /// No signature (or no certificate) accompanies the manifest.
+    TRUST_E_NOSIGNATURE = 0x800B_0100, 30, "No signature was present in the subject";
+    /// The manifest's signature does not verify against the publisher's key: it was tampered with.
+    TRUST_E_BAD_DIGEST = 0x8009_6010, 31, "The digital signature of the object did not verify";
+    /// The publisher's certificate does not chain to a root the device trusts.
+    CERT_E_UNTRUSTEDROOT = 0x800B_0109, 32, "A certificate chain processed, but terminated in a root certificate which is not trusted";
+    /// A certificate in the chain is expired or not yet valid.
+    CERT_E_EXPIRED = 0x800B_0101, 33, "A required certificate is not within its validity period";
+    /// The publisher's certificate lacks the code-signing extended key usage.
+    CERT_E_WRONG_USAGE = 0x800B_0110, 34, "The certificate is not valid for the requested usage";
+    /// A certificate is malformed or the chain cannot be built.
+    CERT_E_CHAINING = 0x800B_010A, 35, "A certificate chain could not be built to a trusted root authority";
+    /// A file's size or SHA-256 differs from the signed manifest.
+    CRYPT_E_HASH_VALUE = 0x8009_1007, 36, "The hash value is not correct";
+    /// The manifest is truncated or malformed.
+    TRUST_E_SUBJECT_FORM_UNKNOWN = 0x800B_0003, 37, "The form specified for the subject is not one supported or known";
+    /// A file listed in the signed manifest is missing.
+    DM_E_MISSING_FILE = 0x8004_0200, 38, "A file listed in the signed manifest is missing";
+    /// A file that is not in the signed manifest is present.
+    DM_E_UNEXPECTED_FILE = 0x8004_0201, 39, "A file that is not in the signed manifest is present";
+    /// A path would escape its folder.
+    DM_E_UNSAFE_PATH = 0x8004_0202, 40, "A path escapes the folder it must stay in";
+    /// The publisher is not in the device's software-publisher store.
+    DM_E_PUBLISHER_NOT_TRUSTED = 0x8004_0203, 41, "The publisher is not in the device's software publisher store";
+    /// The installed client is damaged.
+    DM_E_CLIENT_DAMAGED = 0x8004_0204, 42, "The installed client is damaged; run setup with --repair";
+    /// The requested feature is not part of this build.
+    DM_E_NOT_AVAILABLE = 0x8004_0205, 43, "This feature is not available in this build";
+    /// A child program could not be started or died.
+    DM_E_CHILD_FAILED = 0x8004_0206, 44, "A program the operation depends on failed to run";
+}
+
+impl StatusCode {
+    fn entry(self) -> Option<&'static Entry> {
+        TABLE.iter().find(|e| e.code == self)
+    }
+
+    /// Every code this build knows, in table order.
+    pub fn all() -> impl Iterator<Item = StatusCode> {
+        TABLE.iter().map(|e| e.code)
+    }
+
+    /// Looks a code up by its constant name, such as `E_ACCESSDENIED`.
+    pub fn from_name(name: &str) -> Option<StatusCode> {
+        TABLE.iter().find(|e| e.name == name).map(|e| e.code)
+    }
+
+    /// The human-readable text, such as `Access Denied`.
+    pub fn text(self) -> &'static str {
+        self.entry().map_or("Unknown status", |e| e.text)
+    }
+
+    /// The constant's name, such as `E_ACCESSDENIED`.
+    pub fn name(self) -> &'static str {
+        self.entry().map_or("UNKNOWN", |e| e.name)
+    }
+
+    /// True when bit 31 is set.
+    pub fn is_failure(self) -> bool {
+        self.0 & 0x8000_0000 != 0
+    }
+
+    /// The process exit code for this status: 0 on success, distinct per failure. Codes that
+    /// this build does not know map to 1.
+    pub fn exit_code(self) -> u8 {
+        match self.entry() {
+            Some(e) => e.exit,
+            None if self.is_failure() => 1,
+            None => 0,
+        }
+    }
+
+    /// The status a process exit code stands for, when it is one of ours.
+    pub fn from_exit_code(exit: i32) -> Option<StatusCode> {
+        let exit = u8::try_from(exit).ok()?;
+        TABLE.iter().find(|e| e.exit == exit).map(|e| e.code)
+    }
+}
+
+impl fmt::Display for StatusCode {
+    /// `Access Denied (0x80070005)`: the form log readers search for.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (0x{:08X})", self.text(), self.0)
+    }
+}
+
+impl fmt::Debug for StatusCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}(0x{:08X})", self.name(), self.0)
+    }
+}
+
+impl serde::Serialize for StatusCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&format!("0x{:08X}", self.0))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for StatusCode {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        let hex = s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")).ok_or_else(|| {
+            serde::de::Error::custom(format!("status code {s:?} must start with 0x"))
+        })?;
+        u32::from_str_radix(hex, 16)
+            .map(StatusCode)
+            .map_err(|_| serde::de::Error::custom(format!("status code {s:?} is not hexadecimal")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn access_denied_reads_as_the_seed_says() {
+        assert_eq!(StatusCode::E_ACCESSDENIED.to_string(), "Access Denied (0x80070005)");
+        assert_eq!(StatusCode::E_ACCESSDENIED.exit_code(), 5);
+    }
+
+    #[test]
+    fn codes_names_and_exit_codes_are_unique() {
+        let mut codes = HashSet::new();
+        let mut names = HashSet::new();
+        let mut exits = HashSet::new();
+        for e in TABLE {
+            assert!(codes.insert(e.code), "duplicate code {:?}", e.code);
+            assert!(names.insert(e.name), "duplicate name {}", e.name);
+            // Success codes share exit 0; every failure has its own exit code.
+            if e.code.is_failure() {
+                assert!(exits.insert(e.exit), "duplicate exit code {} ({})", e.exit, e.name);
+                assert_ne!(e.exit, 0, "{} is a failure with exit code 0", e.name);
+            } else {
+                assert_eq!(e.exit, 0, "{} is a success with a non-zero exit code", e.name);
+            }
+        }
+    }
+
+    #[test]
+    fn exit_codes_round_trip() {
+        for code in StatusCode::all().filter(|c| c.is_failure()) {
+            assert_eq!(StatusCode::from_exit_code(code.exit_code().into()), Some(code));
+        }
+    }
+
+    #[test]
+    fn unknown_codes_still_display_and_fail() {
+        let c = StatusCode(0x8123_4567);
+        assert_eq!(c.to_string(), "Unknown status (0x81234567)");
+        assert_eq!(c.exit_code(), 1);
+        assert_eq!(StatusCode(7).exit_code(), 0);
+    }
+
+    #[test]
+    fn docs_list_every_code() {
+        let docs = include_str!("../../docs/status-codes.md");
+        for e in TABLE {
+            let row = format!("| `0x{:08X}` | `{}` | {} |", e.code.0, e.name, e.exit);
+            assert!(docs.contains(&row), "docs/status-codes.md lacks {row}");
+        }
+    }
+
+    #[test]
+    fn serde_uses_hex_strings() {
+        let json = serde_json::to_string(&StatusCode::CRYPT_E_HASH_VALUE).unwrap();
+        assert_eq!(json, "\"0x80091007\"");
+        let back: StatusCode = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, StatusCode::CRYPT_E_HASH_VALUE);
+        assert!(serde_json::from_str::<StatusCode>("\"80091007\"").is_err());
+    }
+}

@@ -1,0 +1,8 @@
+//! End-to-end tests: the real binaries, real deployment folders, real peers on loopback.
+//! One test binary for the whole suite (as ripgrep does); each test works in its own temp dir.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod cli;
+mod cross;
+mod util;
