@@ -3,56 +3,103 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dm_shared::cli;
+use dm_installer::Options;
+use dm_shared::logging::{self, Program};
+use dm_shared::{Context, Platform, cli};
 
 const HELP: &str = "\
 dminstaller: install the device management client from a deployment folder
 
-Usage: dminstaller [--source DIR] [--device-root DIR]
+Usage: dminstaller [--source DIR] [--device-root DIR] [--verbose]
 
 Checks that the deployment folder is signed by a publisher the device trusts, installs the
 publisher's certificate into the device's privileged and software-publisher stores, then runs
-the folder's dmclientsetup for this device's platform.
+the folder's dmclientsetup for this device's platform and exits with its exit code.
+A locked device refuses the certificate: Access Denied (0x80070005), exit code 5.
 
 Options:
   --source DIR        the deployment folder (default: the folder holding this program)
   --device-root DIR   the device's root folder (default: /)
+  --verbose           debug lines in the log
   -h, --help          print this help
   -V, --version       print the version
+
+Logs: <device root>/var/log/dm/DMInstaller<YYYYMMDD-HHMMSS>.log
 ";
 
-fn main() -> ExitCode {
-    let mut source: Option<PathBuf> = None;
-    let mut device_root = PathBuf::from("/");
+struct Args {
+    source: Option<PathBuf>,
+    device_root: PathBuf,
+    verbose: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::Arg::{Long, Short};
+    let mut args = Args { source: None, device_root: PathBuf::from("/"), verbose: false };
     let mut parser = lexopt::Parser::from_env();
-    loop {
-        use lexopt::Arg::{Long, Short};
-        let arg = match parser.next() {
-            Ok(Some(a)) => a,
-            Ok(None) => break,
-            Err(e) => return cli::usage_error("dminstaller", e),
-        };
-        let value = |p: &mut lexopt::Parser| p.value().map(PathBuf::from);
+    while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
                 print!("{HELP}");
-                return ExitCode::SUCCESS;
+                return Ok(None);
             }
             Short('V') | Long("version") => {
                 println!("{}", cli::version_line("dminstaller"));
-                return ExitCode::SUCCESS;
+                return Ok(None);
             }
-            Long("source") => match value(&mut parser) {
-                Ok(v) => source = Some(v),
-                Err(e) => return cli::usage_error("dminstaller", e),
-            },
-            Long("device-root") => match value(&mut parser) {
-                Ok(v) => device_root = v,
-                Err(e) => return cli::usage_error("dminstaller", e),
-            },
-            other => return cli::usage_error("dminstaller", other.unexpected()),
+            Long("source") => args.source = Some(parser.value()?.into()),
+            Long("device-root") => args.device_root = parser.value()?.into(),
+            Long("verbose") => args.verbose = true,
+            other => return Err(other.unexpected()),
         }
     }
-    let _ = (source, device_root);
-    ExitCode::SUCCESS
+    Ok(Some(args))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => return cli::usage_error("dminstaller", e),
+    };
+    let source = match args.source {
+        Some(s) => s,
+        // Run from a memory card: the folder holding this program is the deployment folder.
+        None => match std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
+            Some(dir) => dir,
+            None => {
+                return cli::usage_error(
+                    "dminstaller",
+                    "cannot tell which folder this program is in; pass --source DIR",
+                );
+            }
+        },
+    };
+    let ctx = Context::from_process(&args.device_root);
+    let handle =
+        logging::init_device(Program::Installer, &ctx.layout, ctx.clock.clone(), args.verbose);
+    log::info!(
+        "{} starting: deployment folder {}, device root {}",
+        cli::version_line("dminstaller"),
+        source.display(),
+        ctx.layout.root().display()
+    );
+    if let Some(p) = &handle.path {
+        log::info!("log file: {}", p.display());
+    }
+    let opts = Options { source, platform: Platform::current() };
+    match dm_installer::run(&ctx, &opts) {
+        Ok(code) => {
+            log::info!("DMInstaller finished; setup exit code {code}");
+            log::logger().flush();
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+        Err(e) => {
+            let code = e.code();
+            log::error!("{code}: {e}");
+            log::error!("DMInstaller failed; exit code {}", code.exit_code());
+            log::logger().flush();
+            cli::exit(code)
+        }
+    }
 }

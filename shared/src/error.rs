@@ -59,6 +59,145 @@ pub enum Error {
         reason: String,
     },
 
+    /// The folder or package has no manifest, signature or publisher certificate.
+    #[error("{} is not signed: {what} is missing", dir.display())]
+    NotSigned {
+        /// The folder.
+        dir: PathBuf,
+        /// The missing piece (`manifest.json`, `manifest.sig` or `publisher.pem`).
+        what: &'static str,
+    },
+
+    /// The manifest's signature does not verify with the publisher's key: the manifest (or
+    /// the signature) was changed after signing.
+    #[error("{}: the signature does not match the manifest (signed by {publisher}); the manifest or its signature was altered", path.display())]
+    BadSignature {
+        /// The manifest.
+        path: PathBuf,
+        /// The publisher certificate's subject.
+        publisher: String,
+    },
+
+    /// The publisher's certificate does not chain to a root in the device's `root` store.
+    #[error(
+        "publisher {subject} (issued by {issuer}, thumbprint {thumbprint}) does not chain to a root certificate this device trusts; add its root to the device's root store or re-sign with a trusted publisher"
+    )]
+    UntrustedPublisher {
+        /// The publisher certificate's subject.
+        subject: String,
+        /// Its issuer.
+        issuer: String,
+        /// Its SHA-256 thumbprint.
+        thumbprint: String,
+    },
+
+    /// A certificate in the chain is expired or not yet valid.
+    #[error(
+        "certificate {subject} is valid from {not_before} to {not_after}, and now is {now}; renew the certificate or check the device clock"
+    )]
+    CertificateExpired {
+        /// The certificate's subject.
+        subject: String,
+        /// Start of validity (RFC 3339).
+        not_before: String,
+        /// End of validity (RFC 3339).
+        not_after: String,
+        /// The device's time (RFC 3339).
+        now: String,
+    },
+
+    /// The publisher's certificate is not for code signing.
+    #[error(
+        "certificate {subject} is not valid for code signing (no codeSigning extended key usage); sign with a code-signing certificate"
+    )]
+    WrongUsage {
+        /// The certificate's subject.
+        subject: String,
+    },
+
+    /// A certificate could not be parsed or a chain could not be built.
+    #[error("{}: bad certificate: {reason}", path.display())]
+    BadCertificate {
+        /// Where it came from.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The manifest is truncated or malformed.
+    #[error("{}: the manifest is malformed or truncated: {reason}", path.display())]
+    MalformedManifest {
+        /// The manifest.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A file's size or SHA-256 differs from what the signed manifest says.
+    #[error("{}: {what} is {actual} but the signed manifest says {expected}; the file was altered or damaged in transit", path.display())]
+    HashMismatch {
+        /// The file.
+        path: PathBuf,
+        /// `size` or `SHA-256`.
+        what: &'static str,
+        /// The manifest's value.
+        expected: String,
+        /// The file's value.
+        actual: String,
+    },
+
+    /// A file listed in the signed manifest is missing.
+    #[error("{}: listed in the signed manifest but missing", path.display())]
+    MissingFile {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// A file that is not in the signed manifest is present.
+    #[error("{}: {kind} that is not in the signed manifest; remove it or re-sign the folder", path.display())]
+    UnexpectedFile {
+        /// The file.
+        path: PathBuf,
+        /// `an executable`, `a settings file` or `a file`.
+        kind: &'static str,
+    },
+
+    /// A path would escape its folder (absolute, `..`, a symlink).
+    #[error("unsafe path {path:?}: {reason}")]
+    UnsafePath {
+        /// The path as given.
+        path: String,
+        /// Why it is refused.
+        reason: String,
+    },
+
+    /// The publisher is trusted by the root store but is not in the software-publisher store.
+    #[error(
+        "publisher {subject} (thumbprint {thumbprint}) is not in the device's spc store; install the client deployment signed by this publisher first"
+    )]
+    PublisherNotInSpc {
+        /// The publisher's subject.
+        subject: String,
+        /// Its thumbprint.
+        thumbprint: String,
+    },
+
+    /// The folder or package has nothing for this device's platform.
+    #[error("this device is {platform}, but the folder only has binaries for {available}")]
+    PlatformUnsupported {
+        /// This device's platform.
+        platform: String,
+        /// What the folder has.
+        available: String,
+    },
+
+    /// The device refuses privileged changes: locked by its security policy.
+    #[error("the device is locked: {reason}")]
+    Locked {
+        /// Why (the policy file and its stated reason).
+        reason: String,
+    },
+
     /// A failpoint asked this step to fail (debug builds only, for crash tests).
     #[error("failpoint {name} injected a failure")]
     Injected {
@@ -102,6 +241,20 @@ impl Error {
             Error::Settings(_) => StatusCode::ERROR_BAD_CONFIGURATION,
             Error::Version(_) | Error::InvalidData { .. } => StatusCode::ERROR_INVALID_DATA,
             Error::Injected { .. } => StatusCode::E_FAIL,
+            Error::NotSigned { .. } => StatusCode::TRUST_E_NOSIGNATURE,
+            Error::BadSignature { .. } => StatusCode::TRUST_E_BAD_DIGEST,
+            Error::UntrustedPublisher { .. } => StatusCode::CERT_E_UNTRUSTEDROOT,
+            Error::CertificateExpired { .. } => StatusCode::CERT_E_EXPIRED,
+            Error::WrongUsage { .. } => StatusCode::CERT_E_WRONG_USAGE,
+            Error::BadCertificate { .. } => StatusCode::CERT_E_CHAINING,
+            Error::MalformedManifest { .. } => StatusCode::TRUST_E_SUBJECT_FORM_UNKNOWN,
+            Error::HashMismatch { .. } => StatusCode::CRYPT_E_HASH_VALUE,
+            Error::MissingFile { .. } => StatusCode::DM_E_MISSING_FILE,
+            Error::UnexpectedFile { .. } => StatusCode::DM_E_UNEXPECTED_FILE,
+            Error::UnsafePath { .. } => StatusCode::DM_E_UNSAFE_PATH,
+            Error::PublisherNotInSpc { .. } => StatusCode::DM_E_PUBLISHER_NOT_TRUSTED,
+            Error::PlatformUnsupported { .. } => StatusCode::ERROR_INSTALL_PLATFORM_UNSUPPORTED,
+            Error::Locked { .. } => StatusCode::E_ACCESSDENIED,
         }
     }
 

@@ -266,6 +266,110 @@ pub fn create_new_append(path: &Path, mode: u32) -> Result<File> {
     Ok(file)
 }
 
+/// Writes a new file only if `path` does not exist yet: atomically, durably and without ever
+/// replacing another writer's file. Returns `false` when `path` already exists.
+pub fn write_new(path: &Path, data: &[u8], mode: u32) -> Result<bool> {
+    let mut f = AtomicFile::create(path, mode)?;
+    f.write_all(data).map_err(io_err("write", path))?;
+    let Some(file) = f.file.take() else { return Ok(false) };
+    file.sync_all().map_err(io_err("sync", path))?;
+    drop(file);
+    // link(2) fails if the name exists: the exclusive rename that rename(2) is not.
+    let linked = fs::hard_link(&f.temp, path);
+    let _ = fs::remove_file(&f.temp);
+    match linked {
+        Ok(()) => {
+            sync_dir(parent_of(path))?;
+            Ok(true)
+        }
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Ok(false),
+        Err(e) => Err(io_err("create", path)(e)),
+    }
+}
+
+/// Changes made under an undo log: dropped or rolled back before [`Transaction::commit`], each
+/// change is undone in reverse order. Used where a failure must leave the device exactly as
+/// it was (the installer's certificate installs).
+#[derive(Debug, Default)]
+pub struct Transaction {
+    undo: Vec<Undo>,
+    done: bool,
+}
+
+#[derive(Debug)]
+enum Undo {
+    RemoveFile(PathBuf),
+    RemoveDir(PathBuf),
+    Restore { path: PathBuf, data: Vec<u8>, mode: u32 },
+}
+
+/// The largest file a transaction backs up in memory before replacing it.
+const MAX_BACKUP: u64 = 1024 * 1024;
+
+impl Transaction {
+    /// An empty transaction.
+    pub fn new() -> Transaction {
+        Transaction::default()
+    }
+
+    /// [`create_dir_all`], undone by removing the folders it created.
+    pub fn create_dir_all(&mut self, dir: &Path, mode: u32) -> Result<()> {
+        let made = create_dir_all(dir, mode);
+        // Record what was made even if a deeper level failed.
+        if let Ok(made) = &made {
+            self.undo.extend(made.iter().cloned().map(Undo::RemoveDir));
+        }
+        made.map(|_| ())
+    }
+
+    /// [`write_atomic`], undone by removing the file or restoring its old content.
+    pub fn write(&mut self, path: &Path, data: &[u8], mode: u32) -> Result<()> {
+        let before = read_optional(path, MAX_BACKUP)?;
+        let old_mode = fs::metadata(path).map(|m| m.permissions().mode() & 0o7777).unwrap_or(mode);
+        write_atomic(path, data, mode)?;
+        self.undo.push(match before {
+            Some(data) => Undo::Restore { path: path.to_path_buf(), data, mode: old_mode },
+            None => Undo::RemoveFile(path.to_path_buf()),
+        });
+        Ok(())
+    }
+
+    /// Keeps every change.
+    pub fn commit(mut self) {
+        self.done = true;
+    }
+
+    /// Undoes every change, newest first. Returns the errors of undo steps that failed.
+    pub fn rollback(mut self) -> Vec<Error> {
+        self.undo_all()
+    }
+
+    fn undo_all(&mut self) -> Vec<Error> {
+        self.done = true;
+        let mut errors = Vec::new();
+        while let Some(step) = self.undo.pop() {
+            let r = match &step {
+                Undo::RemoveFile(p) => remove_file(p).map(|_| ()),
+                Undo::RemoveDir(p) => remove_dir(p).map(|_| ()),
+                Undo::Restore { path, data, mode } => write_atomic(path, data, *mode),
+            };
+            if let Err(e) = r {
+                log::error!("could not undo a change: {e}");
+                errors.push(e);
+            }
+        }
+        errors
+    }
+}
+
+impl Drop for Transaction {
+    fn drop(&mut self) {
+        if !self.done {
+            self.undo_all();
+        }
+    }
+}
+
 /// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(io_err("open", path))?;
@@ -361,6 +465,43 @@ mod tests {
         let err = read_capped(&p, 999).unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit: 999, actual: 1000, .. }), "{err}");
         assert!(read_optional(&dir.path().join("none"), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn write_new_never_replaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("0001.json");
+        assert!(write_new(&p, b"first", MODE_PRIVATE).unwrap());
+        assert!(!write_new(&p, b"second", MODE_PRIVATE).unwrap());
+        assert_eq!(fs::read(&p).unwrap(), b"first");
+        assert_eq!(mode_of(&p), 0o600);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn transaction_rolls_back_in_reverse_and_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let existing = dir.path().join("existing");
+        write_atomic(&existing, b"old", MODE_PUBLIC).unwrap();
+        let mut tx = Transaction::new();
+        tx.create_dir_all(&dir.path().join("a/b"), MODE_DIR).unwrap();
+        tx.write(&dir.path().join("a/b/new"), b"n", MODE_PRIVATE).unwrap();
+        tx.write(&existing, b"changed", MODE_PRIVATE).unwrap();
+        assert!(tx.rollback().is_empty());
+        assert_eq!(fs::read(&existing).unwrap(), b"old");
+        assert_eq!(mode_of(&existing), 0o644);
+        assert!(!dir.path().join("a").exists());
+
+        {
+            let mut tx = Transaction::new();
+            tx.write(&dir.path().join("dropped"), b"x", MODE_PRIVATE).unwrap();
+        }
+        assert!(!dir.path().join("dropped").exists());
+
+        let mut tx = Transaction::new();
+        tx.write(&dir.path().join("kept"), b"x", MODE_PRIVATE).unwrap();
+        tx.commit();
+        assert!(dir.path().join("kept").exists());
     }
 
     #[test]

@@ -9,14 +9,21 @@
 pub mod cli;
 pub mod clock;
 pub mod context;
+#[cfg(feature = "devpki")]
+pub mod devpki;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
 pub mod layout;
 pub mod logging;
+pub mod manifest;
+pub mod outbox;
+pub mod pki;
 pub mod platform;
+pub mod policy;
 pub mod settings;
 pub mod status;
+pub mod store;
 pub mod version;
 
 pub use context::{Context, Env};

@@ -223,6 +223,32 @@ pub fn init(program: Program, config: LogConfig, clock: Arc<dyn Clock>) -> LogHa
     LogHandle { path }
 }
 
+/// Starts logging for a device program: the device's log folder, with the verbosity,
+/// retention and size limit from the device's settings (defaults when it has none, or they
+/// cannot be read: logging must work on a damaged client too). `verbose` forces debug lines.
+pub fn init_device(
+    program: Program,
+    layout: &crate::DeviceLayout,
+    clock: Arc<dyn Clock>,
+    verbose: bool,
+) -> LogHandle {
+    let settings =
+        crate::fs::read_optional(&layout.settings_file(), crate::settings::MAX_SETTINGS_BYTES)
+            .ok()
+            .flatten()
+            .and_then(|b| crate::Settings::parse(&layout.settings_file(), &b).ok())
+            .map(|(s, _)| s)
+            .unwrap_or_else(crate::Settings::defaults);
+    let ui = &settings.user_interface;
+    let config = LogConfig {
+        dir: layout.log_dir(),
+        level: if verbose { LevelFilter::Debug } else { settings.log_level() },
+        retention: ui.log_retention,
+        max_size: ui.log_max_size_kib * 1024,
+    };
+    init(program, config, clock)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -612,34 +612,14 @@ impl Settings {
     /// Parses the text of a settings file. `file` is only used to name the file in errors.
     /// Returns the settings and the warnings (unknown and duplicate keys) to log.
     pub fn parse(file: &Path, bytes: &[u8]) -> Result<(Settings, Vec<String>), SettingsError> {
-        let err = |line: Option<usize>,
-                   section: Option<&str>,
-                   key: Option<&str>,
-                   problem: String| SettingsError {
+        let err = |section: &str, key: &str, problem: String| SettingsError {
             file: file.to_path_buf(),
-            line,
-            section: section.map(str::to_string),
-            key: key.map(str::to_string),
+            line: None,
+            section: Some(section.to_string()),
+            key: Some(key.to_string()),
             problem,
         };
-        if bytes.len() as u64 > MAX_SETTINGS_BYTES {
-            return Err(err(
-                None,
-                None,
-                None,
-                format!(
-                    "the file is {} bytes; a settings file is at most {MAX_SETTINGS_BYTES} bytes",
-                    bytes.len()
-                ),
-            ));
-        }
-        let text = decode_text(bytes).map_err(|p| err(None, None, None, p))?;
-        check_lines(&text).map_err(|(line, p)| err(Some(line), None, None, p))?;
-        let opts =
-            ini::ParseOption { enabled_quote: true, enabled_escape: false, ..Default::default() };
-        let doc = ini::Ini::load_from_str_opt(&text, opts).map_err(|e| {
-            err(Some(e.line), None, None, format!("syntax error at column {}: {}", e.col, e.msg))
-        })?;
+        let doc = parse_ini_document(file, bytes)?;
 
         let mut settings = Settings::defaults();
         let mut warnings = Vec::new();
@@ -680,9 +660,7 @@ impl Settings {
                         show(&prev)
                     ));
                 }
-                settings
-                    .set(def, value)
-                    .map_err(|p| err(None, Some(def.section), Some(def.key), p))?;
+                settings.set(def, value).map_err(|p| err(def.section, def.key, p))?;
                 settings.explicit.insert((def.section, def.key), value.to_string());
             }
         }
@@ -758,6 +736,33 @@ impl Settings {
             log::LevelFilter::Info
         }
     }
+}
+
+/// Reads INI text the way settings files are read (encodings, line checks, no escapes), for
+/// every INI file on the device: settings and the security policy.
+pub fn parse_ini_document(file: &Path, bytes: &[u8]) -> Result<ini::Ini, SettingsError> {
+    let err = |line: Option<usize>, problem: String| SettingsError {
+        file: file.to_path_buf(),
+        line,
+        section: None,
+        key: None,
+        problem,
+    };
+    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
+        return Err(err(
+            None,
+            format!(
+                "the file is {} bytes; a settings file is at most {MAX_SETTINGS_BYTES} bytes",
+                bytes.len()
+            ),
+        ));
+    }
+    let text = decode_text(bytes).map_err(|p| err(None, p))?;
+    check_lines(&text).map_err(|(line, p)| err(Some(line), p))?;
+    let opts =
+        ini::ParseOption { enabled_quote: true, enabled_escape: false, ..Default::default() };
+    ini::Ini::load_from_str_opt(&text, opts)
+        .map_err(|e| err(Some(e.line), format!("syntax error at column {}: {}", e.col, e.msg)))
 }
 
 /// Checks every line's shape before the INI parser sees it: the parser silently joins a line

@@ -1,12 +1,208 @@
 //! `dmpack`: builds and signs deployment folders and packages on the publisher's side.
 
-use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime};
 
-/// dmpack: build and sign deployment folders and packages.
+use clap::{Parser, Subcommand, ValueEnum};
+use dm_mp::pack::{self, FolderSpec, Signer};
+use dm_shared::devpki::{Purpose, Spec};
+use dm_shared::{ClientVersion, Platform, clock};
+
+/// dmpack: build and sign client deployment folders and packages.
 #[derive(Parser, Debug)]
-#[command(name = "dmpack", version)]
-struct Cli {}
+#[command(name = "dmpack", version = concat!(env!("CARGO_PKG_VERSION")))]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
 
-fn main() {
-    let _ = Cli::parse();
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Create a demo PKI: a root CA, a code-signing publisher and a TLS server certificate.
+    DevPki {
+        /// Folder to write root-ca.pem/.key, publisher.pem/.key, server.pem/.key into.
+        #[arg(long)]
+        out: PathBuf,
+        /// Days the certificates are valid.
+        #[arg(long, default_value_t = 365, value_parser = clap::value_parser!(u64).range(1..=36500))]
+        days: u64,
+        /// Names (DNS or IP) the server certificate is for.
+        #[arg(long = "server-name", default_values_t = ["localhost".to_string(), "127.0.0.1".to_string()])]
+        server_names: Vec<String>,
+    },
+    /// Issue another certificate from a dev-pki root CA (for tests: expired, wrong usage, …).
+    Cert {
+        /// The dev-pki folder holding root-ca.pem and root-ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// Subject common name.
+        #[arg(long)]
+        cn: String,
+        /// What the certificate is for.
+        #[arg(long, value_enum)]
+        purpose: CertPurpose,
+        /// Start of validity (RFC 3339); default an hour ago.
+        #[arg(long)]
+        valid_from: Option<String>,
+        /// End of validity (RFC 3339); default a year from now.
+        #[arg(long)]
+        valid_until: Option<String>,
+        /// Names for a server certificate.
+        #[arg(long = "server-name")]
+        server_names: Vec<String>,
+        /// Certificate output file.
+        #[arg(long)]
+        out_cert: PathBuf,
+        /// Key output file (written 0600).
+        #[arg(long)]
+        out_key: PathBuf,
+    },
+    /// Build and sign a client deployment folder.
+    Folder {
+        /// The folder to create (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// The client version, such as 1.2.0.345.
+        #[arg(long = "client-version")]
+        client_version: ClientVersion,
+        /// PLATFORM=DIR: the folder holding the built programs for a platform, such as
+        /// linux-aarch64=target/cross/aarch64-unknown-linux-gnu/release. Repeat per platform.
+        #[arg(long = "platform-bin", required = true)]
+        platform_bins: Vec<String>,
+        /// DMCommonInstaller.ini and/or ClientSettings.ini to include.
+        #[arg(long)]
+        settings: Vec<PathBuf>,
+        /// The publisher's PKCS#8 private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The publisher's certificate chain (publisher first).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Verify a signed folder or package against trusted roots.
+    Verify {
+        /// The folder.
+        folder: PathBuf,
+        /// PEM file of trusted root certificates.
+        #[arg(long)]
+        roots: PathBuf,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum CertPurpose {
+    Ca,
+    CodeSigning,
+    Server,
+    Client,
+    ServerAuthOnly,
+}
+
+fn parse_platform_bin(s: &str) -> Result<(Platform, PathBuf), dm_mp::Error> {
+    let (p, d) = s.split_once('=').ok_or_else(|| {
+        dm_mp::Error::Usage(format!("--platform-bin {s:?}: expected PLATFORM=DIR"))
+    })?;
+    Ok((Platform::parse(p).map_err(dm_mp::Error::Usage)?, PathBuf::from(d)))
+}
+
+fn time_arg(s: Option<&str>, default: SystemTime, what: &str) -> Result<SystemTime, dm_mp::Error> {
+    match s {
+        None => Ok(default),
+        Some(s) => clock::parse_rfc3339(s).ok_or_else(|| {
+            dm_mp::Error::Usage(format!(
+                "--{what} {s:?}: expected RFC 3339 such as 2026-11-24T13:20:01Z"
+            ))
+        }),
+    }
+}
+
+fn run(cli: Cli) -> dm_mp::Result<()> {
+    let now = SystemTime::now();
+    match cli.command {
+        Command::DevPki { out, days, server_names } => {
+            pack::dev_pki(&out, days, &server_names, now)?;
+            println!("{}", out.join(pack::names::ROOT_CERT).display());
+            eprintln!(
+                "dmpack: demo PKI written to {} (root CA, code-signing publisher, server for {})",
+                out.display(),
+                server_names.join(", ")
+            );
+        }
+        Command::Cert {
+            ca_dir,
+            cn,
+            purpose,
+            valid_from,
+            valid_until,
+            server_names,
+            out_cert,
+            out_key,
+        } => {
+            let purpose = match purpose {
+                CertPurpose::Ca => Purpose::Ca,
+                CertPurpose::CodeSigning => Purpose::CodeSigning,
+                CertPurpose::Server => Purpose::Server(server_names),
+                CertPurpose::Client => Purpose::Client,
+                CertPurpose::ServerAuthOnly => Purpose::ServerAuthOnly,
+            };
+            let spec = Spec {
+                common_name: cn,
+                purpose,
+                not_before: time_arg(
+                    valid_from.as_deref(),
+                    now - Duration::from_secs(3600),
+                    "valid-from",
+                )?,
+                not_after: time_arg(
+                    valid_until.as_deref(),
+                    now + Duration::from_secs(365 * 86_400),
+                    "valid-until",
+                )?,
+            };
+            pack::issue_cert(&ca_dir, &spec, &out_cert, &out_key)?;
+            println!("{}", out_cert.display());
+        }
+        Command::Folder { out, client_version, platform_bins, settings, key, cert } => {
+            let platforms = platform_bins
+                .iter()
+                .map(|s| parse_platform_bin(s))
+                .collect::<Result<Vec<_>, _>>()?;
+            let signer = Signer::load(&key, &cert)?;
+            let spec = FolderSpec { version: client_version, platforms, settings };
+            let m = pack::build_folder(&spec, &signer, &out, now)?;
+            println!("{}", out.display());
+            eprintln!(
+                "dmpack: signed client deployment {} for {} ({} files, {} bytes) as {}",
+                m.version,
+                m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
+                m.files.len(),
+                m.total_size(),
+                signer.publisher().describe()
+            );
+        }
+        Command::Verify { folder, roots } => {
+            let v = pack::verify(&folder, &roots, now)?;
+            println!("ok {} {} {:?}", v.manifest.name, v.manifest.version, v.manifest.kind);
+            eprintln!(
+                "dmpack: {} verified: {} files, signed by {}",
+                folder.display(),
+                v.manifest.files.len(),
+                v.publisher.describe()
+            );
+        }
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmpack: error: {e}");
+            eprintln!("dmpack: status {}", e.code());
+            ExitCode::from(e.code().exit_code())
+        }
+    }
 }

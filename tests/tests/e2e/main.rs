@@ -5,4 +5,5 @@
 
 mod cli;
 mod cross;
+mod installer;
 mod util;

@@ -47,6 +47,18 @@ pub fn cross_bin(triple: &str, name: &str) -> Option<(Vec<String>, PathBuf)> {
     let have_runner =
         Command::new(&runner[0]).arg("--version").output().is_ok_and(|o| o.status.success());
     if p.exists() && have_runner {
+        // The host binary is rebuilt by every `cargo test`; an ARM binary older than it was
+        // built from older sources and would test stale code.
+        let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
+        let host = host_bin_dir().join(name);
+        if let (Some(cross_time), Some(host_time)) = (mtime(&p), mtime(&host)) {
+            assert!(
+                cross_time >= host_time,
+                "{} is older than {}: run targets/build.sh",
+                p.display(),
+                host.display()
+            );
+        }
         return Some((runner, p));
     }
     if std::env::var_os("DM_REQUIRE_CROSS").is_some() {
@@ -90,4 +102,202 @@ pub fn show(out: &Output) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     )
+}
+
+/// Runs a command, asserting it succeeds.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = run(cmd, Duration::from_secs(120));
+    assert!(out.status.success(), "{cmd:?} failed:\n{}", show(&out));
+    out
+}
+
+/// A SHA-256 over a folder tree: every path, type, mode, size, content and symlink target,
+/// skipping `exclude` (relative paths). Equal hashes mean byte-for-byte equal trees.
+pub fn tree_hash(root: &Path, exclude: &[&str]) -> String {
+    use std::os::unix::fs::PermissionsExt;
+    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
+    let mut stack = vec![root.to_path_buf()];
+    let mut entries = Vec::new();
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd {
+            let e = e.unwrap();
+            let rel = e.path().strip_prefix(root).unwrap().to_string_lossy().into_owned();
+            if exclude.iter().any(|x| rel == *x || rel.starts_with(&format!("{x}/"))) {
+                continue;
+            }
+            let meta = std::fs::symlink_metadata(e.path()).unwrap();
+            if meta.is_dir() {
+                stack.push(e.path());
+            }
+            entries.push((rel, e.path(), meta));
+        }
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    for (rel, path, meta) in entries {
+        ctx.update(rel.as_bytes());
+        ctx.update(format!("|{:o}|{}|", meta.permissions().mode(), meta.len()).as_bytes());
+        if meta.file_type().is_symlink() {
+            ctx.update(std::fs::read_link(&path).unwrap().as_os_str().as_encoded_bytes());
+        } else if meta.is_file() {
+            ctx.update(&std::fs::read(&path).unwrap());
+        }
+    }
+    ctx.finish().as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lists a tree's paths, for assertion messages.
+pub fn tree_listing(root: &Path) -> String {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&dir) else { continue };
+        for e in rd.flatten() {
+            let p = e.path();
+            out.push(p.strip_prefix(root).unwrap().display().to_string());
+            if p.is_dir() && !p.is_symlink() {
+                stack.push(p);
+            }
+        }
+    }
+    out.sort();
+    out.join("\n")
+}
+
+/// The dated log files of a program under a device root, oldest first.
+pub fn logs(device: &Path, prefix: &str) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(device.join("var/log/dm"))
+        .map(|rd| {
+            rd.flatten()
+                .map(|e| e.path())
+                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
+                .collect()
+        })
+        .unwrap_or_default();
+    v.sort();
+    v
+}
+
+/// All of a program's log text under a device root.
+pub fn log_text(device: &Path, prefix: &str) -> String {
+    logs(device, prefix)
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// One test's world: a temp folder with a demo PKI (made by the real `dmpack dev-pki`) and a
+/// device root whose root store trusts the demo root CA.
+pub struct World {
+    pub tmp: tempfile::TempDir,
+    pub pki: PathBuf,
+    pub device: PathBuf,
+}
+
+impl World {
+    pub fn new() -> World {
+        let tmp = tempfile::tempdir().unwrap();
+        let pki = tmp.path().join("pki");
+        run_ok(Command::new(bin("dmpack")).args(["dev-pki", "--out"]).arg(&pki));
+        let device = tmp.path().join("device");
+        // A device image has a log folder; the programs' own logs are the one thing every
+        // run may add, and the tests leave them out of "the device is unchanged".
+        std::fs::create_dir_all(device.join("var/log")).unwrap();
+        let w = World { tmp, pki, device };
+        w.trust(&w.pki.join("root-ca.pem"));
+        w
+    }
+
+    /// A path in the world's temp folder.
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.tmp.path().join(rel)
+    }
+
+    /// Adds a root certificate to the device's root store.
+    pub fn trust(&self, root_pem: &Path) {
+        let store = self.device.join("etc/dm/certs/root");
+        std::fs::create_dir_all(&store).unwrap();
+        std::fs::copy(
+            root_pem,
+            store.join(format!("{}.pem", root_pem.file_stem().unwrap().to_string_lossy())),
+        )
+        .unwrap();
+    }
+
+    /// Issues another certificate from the world's CA with `dmpack cert`.
+    pub fn cert(&self, name: &str, purpose: &str, extra: &[&str]) -> (PathBuf, PathBuf) {
+        let (c, k) = (self.path(&format!("{name}.pem")), self.path(&format!("{name}.key")));
+        run_ok(
+            Command::new(bin("dmpack"))
+                .args(["cert", "--ca-dir"])
+                .arg(&self.pki)
+                .args(["--cn", name, "--purpose", purpose])
+                .args(extra)
+                .arg("--out-cert")
+                .arg(&c)
+                .arg("--out-key")
+                .arg(&k),
+        );
+        (c, k)
+    }
+
+    /// A folder of the four client programs for a platform: real host binaries, with setup
+    /// optionally replaced by a shell-script double that records how it was called.
+    pub fn bin_dir(&self, name: &str, fake_setup_exit: Option<i32>) -> PathBuf {
+        let dir = self.path(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        for prog in ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"] {
+            std::fs::copy(bin(prog), dir.join(prog)).unwrap();
+        }
+        if let Some(code) = fake_setup_exit {
+            write_fake_setup(&dir.join("dmclientsetup"), code);
+        }
+        dir
+    }
+
+    /// Builds and signs a deployment folder with the real `dmpack folder`.
+    pub fn folder(
+        &self,
+        name: &str,
+        version: &str,
+        platform_bins: &[(&str, &Path)],
+        settings: &[(&str, &str)],
+        signer: Option<(&Path, &Path)>,
+    ) -> PathBuf {
+        let out = self.path(name);
+        let mut cmd = Command::new(bin("dmpack"));
+        cmd.args(["folder", "--out"]).arg(&out).args(["--client-version", version]);
+        for (platform, dir) in platform_bins {
+            cmd.arg("--platform-bin").arg(format!("{platform}={}", dir.display()));
+        }
+        let sdir = self.path(&format!("{name}-settings"));
+        for (file, text) in settings {
+            std::fs::create_dir_all(&sdir).unwrap();
+            std::fs::write(sdir.join(file), text).unwrap();
+            cmd.arg("--settings").arg(sdir.join(file));
+        }
+        let (cert, key) = signer
+            .map(|(c, k)| (c.to_path_buf(), k.to_path_buf()))
+            .unwrap_or((self.pki.join("publisher.pem"), self.pki.join("publisher.key")));
+        cmd.arg("--cert").arg(cert).arg("--key").arg(key);
+        run_ok(&mut cmd);
+        out
+    }
+}
+
+/// Writes a shell-script stand-in for dmclientsetup: it records its arguments in
+/// `<device root>/fake-setup-args` and exits with `code`.
+pub fn write_fake_setup(path: &Path, code: i32) {
+    use std::os::unix::fs::PermissionsExt;
+    let script = format!(
+        "#!/bin/sh\n# test double of dmclientsetup\nargs=\"$*\"\nroot=\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --device-root ]; then root=\"$2\"; fi\n  shift\ndone\necho \"$args\" > \"$root/fake-setup-args\"\nexit {code}\n"
+    );
+    std::fs::write(path, script).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+/// The host's platform name.
+pub fn host_platform() -> String {
+    dm_shared::Platform::current().to_string()
 }

@@ -1,0 +1,184 @@
+//! The publisher's side: a demo PKI, client deployment folders and their verification.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use dm_shared::devpki::{self, Issued, Purpose, Spec};
+use dm_shared::fs::{self as dmfs, MODE_EXEC, MODE_PRIVATE, MODE_PUBLIC};
+use dm_shared::manifest::{
+    self, CLIENT_PROGRAMS, Manifest, ManifestKind, SignRequest, VerifiedFolder,
+};
+use dm_shared::pki::Cert;
+use dm_shared::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI, Settings};
+use dm_shared::{ClientVersion, Platform};
+
+use crate::error::{Error, Result};
+
+const DAY: Duration = Duration::from_secs(86_400);
+
+/// File names `dmpack dev-pki` writes.
+pub mod names {
+    /// The root CA certificate: install into devices' `root` store.
+    pub const ROOT_CERT: &str = "root-ca.pem";
+    /// The root CA key.
+    pub const ROOT_KEY: &str = "root-ca.key";
+    /// The code-signing publisher certificate.
+    pub const PUBLISHER_CERT: &str = "publisher.pem";
+    /// The publisher key.
+    pub const PUBLISHER_KEY: &str = "publisher.key";
+    /// The management point's TLS certificate.
+    pub const SERVER_CERT: &str = "server.pem";
+    /// The management point's TLS key.
+    pub const SERVER_KEY: &str = "server.key";
+}
+
+fn write_pair(dir: &Path, cert_name: &str, key_name: &str, issued: &Issued) -> Result<()> {
+    dmfs::write_atomic(&dir.join(cert_name), issued.cert_pem.as_bytes(), MODE_PUBLIC)?;
+    dmfs::write_atomic(&dir.join(key_name), issued.key_pem.as_bytes(), MODE_PRIVATE)?;
+    Ok(())
+}
+
+/// Creates a demo PKI in `dir`: a root CA, a code-signing publisher and a TLS server
+/// certificate for `server_names`, valid from an hour ago for `days` days.
+pub fn dev_pki(dir: &Path, days: u64, server_names: &[String], now: SystemTime) -> Result<()> {
+    dmfs::create_dir_all(dir, dmfs::MODE_DIR_PRIVATE)?;
+    let from = now - Duration::from_secs(3600);
+    let spec = |cn: &str, purpose: Purpose, days: u64| Spec {
+        common_name: cn.into(),
+        purpose,
+        not_before: from,
+        not_after: now + DAY.saturating_mul(u32::try_from(days).unwrap_or(u32::MAX)),
+    };
+    let root =
+        devpki::root_ca(&spec("dm Demo Root CA", Purpose::Ca, days * 2)).map_err(Error::Pki)?;
+    let publisher = devpki::issue(&root, &spec("dm Demo Publisher", Purpose::CodeSigning, days))
+        .map_err(Error::Pki)?;
+    let server = devpki::issue(
+        &root,
+        &spec("dm Management Point", Purpose::Server(server_names.to_vec()), days),
+    )
+    .map_err(Error::Pki)?;
+    write_pair(dir, names::ROOT_CERT, names::ROOT_KEY, &root)?;
+    write_pair(dir, names::PUBLISHER_CERT, names::PUBLISHER_KEY, &publisher)?;
+    write_pair(dir, names::SERVER_CERT, names::SERVER_KEY, &server)?;
+    Ok(())
+}
+
+/// Issues one more certificate from the CA in `ca_dir` (`root-ca.pem`, `root-ca.key`).
+pub fn issue_cert(ca_dir: &Path, spec: &Spec, cert_out: &Path, key_out: &Path) -> Result<()> {
+    let ca = Issued {
+        cert_pem: String::from_utf8_lossy(&dmfs::read_capped(
+            &ca_dir.join(names::ROOT_CERT),
+            64 * 1024,
+        )?)
+        .into_owned(),
+        key_pem: String::from_utf8_lossy(&dmfs::read_capped(
+            &ca_dir.join(names::ROOT_KEY),
+            64 * 1024,
+        )?)
+        .into_owned(),
+    };
+    let issued = devpki::issue(&ca, spec).map_err(Error::Pki)?;
+    dmfs::write_atomic(cert_out, issued.cert_pem.as_bytes(), MODE_PUBLIC)?;
+    dmfs::write_atomic(key_out, issued.key_pem.as_bytes(), MODE_PRIVATE)?;
+    Ok(())
+}
+
+/// The publisher's signing material: a key and its certificate chain.
+#[derive(Debug)]
+pub struct Signer {
+    key_pem: Vec<u8>,
+    key_path: PathBuf,
+    chain: Vec<Cert>,
+}
+
+impl Signer {
+    /// Loads a PKCS#8 key and a PEM chain (publisher first).
+    pub fn load(key: &Path, cert: &Path) -> Result<Signer> {
+        Ok(Signer {
+            key_pem: dmfs::read_capped(key, 64 * 1024)?,
+            key_path: key.to_path_buf(),
+            chain: Cert::load_pem(cert)?,
+        })
+    }
+
+    /// Signs a prepared folder.
+    pub fn sign(&self, dir: &Path, req: &SignRequest) -> Result<Manifest> {
+        Ok(manifest::sign_folder(dir, req, &self.key_pem, &self.key_path, &self.chain)?)
+    }
+
+    /// The publisher certificate.
+    pub fn publisher(&self) -> &Cert {
+        &self.chain[0]
+    }
+}
+
+/// What goes into a client deployment folder.
+#[derive(Debug)]
+pub struct FolderSpec {
+    /// The client version.
+    pub version: ClientVersion,
+    /// For each platform, the folder holding its built `dminstaller`, `dmclientsetup`, `dmsvc`
+    /// and `dmcertenroll`.
+    pub platforms: Vec<(Platform, PathBuf)>,
+    /// `DMCommonInstaller.ini` and/or `ClientSettings.ini`.
+    pub settings: Vec<PathBuf>,
+}
+
+/// Creates an empty output folder, refusing one that has content.
+pub fn prepare_out_dir(out: &Path) -> Result<()> {
+    if std::fs::read_dir(out).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        return Err(Error::OutputExists { path: out.to_path_buf() });
+    }
+    dmfs::create_dir_all(out, dmfs::MODE_DIR)?;
+    Ok(())
+}
+
+/// Builds and signs a client deployment folder in `out`.
+pub fn build_folder(
+    spec: &FolderSpec,
+    signer: &Signer,
+    out: &Path,
+    now: SystemTime,
+) -> Result<Manifest> {
+    if spec.platforms.is_empty() {
+        return Err(Error::Usage("at least one --platform-bin PLATFORM=DIR is needed".into()));
+    }
+    for s in &spec.settings {
+        let name = s.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        if name != COMMON_INSTALLER_INI && name != CLIENT_SETTINGS_INI {
+            return Err(Error::Usage(format!(
+                "{}: a settings file must be named {COMMON_INSTALLER_INI} or {CLIENT_SETTINGS_INI}",
+                s.display()
+            )));
+        }
+        // Refuse to sign settings a device would refuse.
+        Settings::load(s)?;
+    }
+    prepare_out_dir(out)?;
+    for (platform, dir) in &spec.platforms {
+        for prog in CLIENT_PROGRAMS {
+            let src = dir.join(prog);
+            dmfs::copy_atomic(&src, &out.join(manifest::program_file(prog, platform)), MODE_EXEC)?;
+        }
+    }
+    for s in &spec.settings {
+        let name = s.file_name().unwrap_or_default();
+        dmfs::copy_atomic(s, &out.join(name), MODE_PUBLIC)?;
+    }
+    let req = SignRequest {
+        kind: ManifestKind::ClientDeployment,
+        name: "dm-client".into(),
+        version: spec.version,
+        platforms: spec.platforms.iter().map(|(p, _)| p.clone()).collect(),
+        metadata: None,
+        now,
+    };
+    signer.sign(out, &req)
+}
+
+/// Verifies a signed folder against the roots in `roots_pem`.
+pub fn verify(dir: &Path, roots_pem: &Path, now: SystemTime) -> Result<VerifiedFolder> {
+    let roots = Cert::load_pem(roots_pem)?;
+    Ok(manifest::verify_folder(dir, &roots, now)?)
+}

@@ -1,0 +1,375 @@
+//! Certificates and signatures: parsing, thumbprints and subjects for logs, code-signing chain
+//! checks against the device's trusted roots, and the ECDSA signatures on manifests.
+//!
+//! Chains are checked with rustls-webpki (the codeSigning extended key usage is required of the
+//! publisher); certificates are read with x509-parser for what people need to see in logs:
+//! subject, issuer, SHA-256 thumbprint, validity.
+
+use std::path::Path;
+use std::time::{Duration, SystemTime};
+
+use ring::rand::SystemRandom;
+use ring::signature::{
+    ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
+};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::clock;
+use crate::error::{Error, Result};
+
+/// The codeSigning extended key usage, 1.3.6.1.5.5.7.3.3, DER-encoded without tag and length.
+pub const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
+
+/// The largest PEM bundle read from a folder, a package or a store.
+pub const MAX_PEM_BYTES: u64 = 256 * 1024;
+
+/// Lowercase hexadecimal.
+pub fn to_hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// SHA-256 of `bytes`, lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    to_hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
+}
+
+/// A parsed X.509 certificate with what logs and stores need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cert {
+    der: CertificateDer<'static>,
+    thumbprint: String,
+    subject: String,
+    issuer: String,
+    not_before: i64,
+    not_after: i64,
+    is_ca: bool,
+    code_signing: bool,
+}
+
+impl Cert {
+    /// Parses a DER certificate. `source` names where it came from, for errors.
+    pub fn from_der(der: Vec<u8>, source: &Path) -> Result<Cert> {
+        let bad = |reason: String| Error::BadCertificate { path: source.to_path_buf(), reason };
+        let (rest, x) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad(format!(
+                "{} bytes of trailing data after the certificate",
+                rest.len()
+            )));
+        }
+        let subject = x.subject().to_string();
+        let issuer = x.issuer().to_string();
+        let not_before = x.validity().not_before.timestamp();
+        let not_after = x.validity().not_after.timestamp();
+        let is_ca = x.is_ca();
+        let code_signing =
+            matches!(x.extended_key_usage(), Ok(Some(eku)) if eku.value.code_signing);
+        let thumbprint = sha256_hex(&der);
+        Ok(Cert {
+            der: CertificateDer::from(der),
+            thumbprint,
+            subject: if subject.is_empty() { "(empty subject)".into() } else { subject },
+            issuer,
+            not_before,
+            not_after,
+            is_ca,
+            code_signing,
+        })
+    }
+
+    /// Parses every certificate in a PEM bundle, in order. A bundle without any certificate
+    /// is an error.
+    pub fn parse_pem(bytes: &[u8], source: &Path) -> Result<Vec<Cert>> {
+        let mut certs = Vec::new();
+        for item in CertificateDer::pem_slice_iter(bytes) {
+            let der = item.map_err(|e| Error::BadCertificate {
+                path: source.to_path_buf(),
+                reason: format!("bad PEM: {e}"),
+            })?;
+            certs.push(Cert::from_der(der.to_vec(), source)?);
+        }
+        if certs.is_empty() {
+            return Err(Error::BadCertificate {
+                path: source.to_path_buf(),
+                reason: "no CERTIFICATE block in the PEM file".into(),
+            });
+        }
+        Ok(certs)
+    }
+
+    /// Reads a PEM bundle from a file (capped at [`MAX_PEM_BYTES`]).
+    pub fn load_pem(path: &Path) -> Result<Vec<Cert>> {
+        Cert::parse_pem(&crate::fs::read_capped(path, MAX_PEM_BYTES)?, path)
+    }
+
+    /// The certificate as PEM.
+    pub fn to_pem(&self) -> String {
+        let b64 = base64_encode(&self.der);
+        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END CERTIFICATE-----\n");
+        out
+    }
+
+    /// DER bytes.
+    pub fn der(&self) -> &CertificateDer<'static> {
+        &self.der
+    }
+
+    /// SHA-256 of the DER, lowercase hex: the name of the certificate's file in a store.
+    pub fn thumbprint(&self) -> &str {
+        &self.thumbprint
+    }
+
+    /// The subject, such as `CN=Contoso Publisher, O=Contoso`.
+    pub fn subject(&self) -> &str {
+        &self.subject
+    }
+
+    /// The issuer's name.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Whether it is a certification authority.
+    pub fn is_ca(&self) -> bool {
+        self.is_ca
+    }
+
+    /// Whether its extended key usage names codeSigning.
+    pub fn is_code_signing(&self) -> bool {
+        self.code_signing
+    }
+
+    /// Start of validity.
+    pub fn not_before(&self) -> SystemTime {
+        from_unix(self.not_before)
+    }
+
+    /// End of validity.
+    pub fn not_after(&self) -> SystemTime {
+        from_unix(self.not_after)
+    }
+
+    /// Whether `now` is inside the validity period.
+    pub fn valid_at(&self, now: SystemTime) -> bool {
+        let t = clock::unix_secs(now) as i64;
+        self.not_before <= t && t <= self.not_after
+    }
+
+    /// One line for logs: subject, short thumbprint and expiry.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} (thumbprint {}…, issued by {}, valid until {})",
+            self.subject,
+            &self.thumbprint[..16],
+            self.issuer,
+            clock::rfc3339(self.not_after())
+        )
+    }
+
+    fn expired_error(&self, now: SystemTime) -> Error {
+        Error::CertificateExpired {
+            subject: self.subject.clone(),
+            not_before: clock::rfc3339(self.not_before()),
+            not_after: clock::rfc3339(self.not_after()),
+            now: clock::rfc3339(now),
+        }
+    }
+}
+
+fn from_unix(secs: i64) -> SystemTime {
+    if secs >= 0 {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
+    } else {
+        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
+    }
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
+    for chunk in data.chunks(3) {
+        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// Checks that `chain` (publisher first, then intermediates) chains to one of `roots`, that
+/// the publisher has the codeSigning extended key usage, and that every certificate is valid
+/// at `now`. `source` names the chain's file in errors.
+pub fn verify_code_signing_chain(
+    chain: &[Cert],
+    roots: &[Cert],
+    now: SystemTime,
+    source: &Path,
+) -> Result<()> {
+    let Some(publisher) = chain.first() else {
+        return Err(Error::BadCertificate {
+            path: source.to_path_buf(),
+            reason: "no publisher certificate".into(),
+        });
+    };
+    let bad = |reason: String| Error::BadCertificate { path: source.to_path_buf(), reason };
+    // Name the expired certificate ourselves: webpki says only that one is.
+    if let Some(c) = chain.iter().find(|c| !c.valid_at(now)) {
+        return Err(c.expired_error(now));
+    }
+    let ee = EndEntityCert::try_from(publisher.der())
+        .map_err(|e| bad(format!("{}: {e:?}", publisher.subject())))?;
+    let anchors: Vec<_> =
+        roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r.der()).ok()).collect();
+    let intermediates: Vec<CertificateDer<'_>> =
+        chain[1..].iter().map(|c| c.der().clone()).collect();
+    let time = UnixTime::since_unix_epoch(Duration::from_secs(clock::unix_secs(now)));
+    let untrusted = || Error::UntrustedPublisher {
+        subject: publisher.subject().to_string(),
+        issuer: publisher.issuer().to_string(),
+        thumbprint: publisher.thumbprint().to_string(),
+    };
+    if anchors.is_empty() {
+        return Err(untrusted());
+    }
+    // Intermediates may omit the extended key usage (if they have one it must allow code
+    // signing); the publisher itself must name codeSigning, checked below.
+    match ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &intermediates,
+        time,
+        KeyUsage::required_if_present(CODE_SIGNING_EKU),
+        None,
+        None,
+    ) {
+        Ok(_) if publisher.is_code_signing() => Ok(()),
+        Ok(_) => Err(Error::WrongUsage { subject: publisher.subject().to_string() }),
+        Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }) => {
+            Err(chain
+                .iter()
+                .chain(roots)
+                .find(|c| !c.valid_at(now))
+                .unwrap_or(publisher)
+                .expired_error(now))
+        }
+        Err(webpki::Error::RequiredEkuNotFoundContext(_)) => {
+            Err(Error::WrongUsage { subject: publisher.subject().to_string() })
+        }
+        Err(webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey) => {
+            Err(untrusted())
+        }
+        Err(e) => {
+            Err(bad(format!("the chain of {} cannot be verified: {e:?}", publisher.subject())))
+        }
+    }
+}
+
+/// Verifies `signature` over `message` with the publisher certificate's public key.
+pub fn verify_signature(
+    publisher: &Cert,
+    message: &[u8],
+    signature: &[u8],
+    path: &Path,
+) -> Result<()> {
+    let ee = EndEntityCert::try_from(publisher.der()).map_err(|e| Error::BadCertificate {
+        path: path.to_path_buf(),
+        reason: format!("{e:?}"),
+    })?;
+    let algs = [
+        webpki::ring::ECDSA_P256_SHA256,
+        webpki::ring::ECDSA_P384_SHA384,
+        webpki::ring::ED25519,
+        webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+        webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    ];
+    for alg in algs {
+        match ee.verify_signature(alg, message, signature) {
+            Ok(()) => return Ok(()),
+            Err(webpki::Error::UnsupportedSignatureAlgorithmForPublicKeyContext(_)) => continue,
+            Err(_) => break,
+        }
+    }
+    Err(Error::BadSignature {
+        path: path.to_path_buf(),
+        publisher: publisher.subject().to_string(),
+    })
+}
+
+/// Signs `message` with a PKCS#8 ECDSA P-256 or P-384 private key in PEM (`BEGIN PRIVATE KEY`).
+pub fn sign(key_pem: &[u8], message: &[u8], key_path: &Path) -> Result<Vec<u8>> {
+    let bad = |reason: &str| Error::BadCertificate {
+        path: key_path.to_path_buf(),
+        reason: reason.to_string(),
+    };
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|_| bad("not a PEM private key"))?;
+    let PrivateKeyDer::Pkcs8(pkcs8) = key else {
+        return Err(bad(
+            "the key must be PKCS#8 (BEGIN PRIVATE KEY); convert it with `openssl pkcs8 -topk8 -nocrypt`",
+        ));
+    };
+    let rng = SystemRandom::new();
+    let pair =
+        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.secret_pkcs8_der(), &rng)
+            .or_else(|_| {
+                EcdsaKeyPair::from_pkcs8(
+                    &ECDSA_P384_SHA384_ASN1_SIGNING,
+                    pkcs8.secret_pkcs8_der(),
+                    &rng,
+                )
+            })
+            .map_err(|_| bad("the key is not an ECDSA P-256 or P-384 key"))?;
+    pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| bad("signing failed"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_and_base64() {
+        assert_eq!(to_hex(&[0, 1, 0xab, 0xff]), "0001abff");
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+        assert_eq!(base64_encode(b""), "");
+        assert_eq!(base64_encode(b"f"), "Zg==");
+        assert_eq!(base64_encode(b"fo"), "Zm8=");
+        assert_eq!(base64_encode(b"foo"), "Zm9v");
+        assert_eq!(base64_encode(b"foobar"), "Zm9vYmFy");
+    }
+
+    #[test]
+    fn garbage_is_a_bad_certificate_not_a_panic() {
+        let p = Path::new("publisher.pem");
+        assert!(matches!(Cert::parse_pem(b"", p), Err(Error::BadCertificate { .. })));
+        assert!(matches!(
+            Cert::parse_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n", p),
+            Err(Error::BadCertificate { .. })
+        ));
+        assert!(matches!(
+            Cert::from_der(vec![0x30, 0x03, 1, 2, 3], p),
+            Err(Error::BadCertificate { .. })
+        ));
+        assert!(matches!(sign(b"nope", b"m", p), Err(Error::BadCertificate { .. })));
+    }
+}
