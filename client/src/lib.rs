@@ -1,1 +1,13 @@
-//! The device management client: setup, the agent and certificate enrollment.
+//! The device management client: setup (install, upgrade, reconfigure, uninstall, repair,
+//! crash-safe), the agent's service life cycle, and the pieces both share (identity, health).
+
+#![forbid(unsafe_code)]
+
+pub mod agent;
+pub mod error;
+pub mod health;
+pub mod identity;
+pub mod service;
+pub mod setup;
+
+pub use error::{Error, Result};

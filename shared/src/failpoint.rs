@@ -4,6 +4,9 @@
 //! injected error), `kill` (the process kills itself with SIGKILL: no destructors, no flushing,
 //! as a power cut would), or either followed by `@N` to act on the N-th hit only. Release
 //! builds, which are what ships to devices, never read the variable.
+//!
+//! `DM_FAILPOINT_TRACE=<file>` appends the name of every failpoint reached, in order, so a
+//! test can enumerate the points of an operation and then kill it at each one in turn.
 
 use crate::error::{Error, Result};
 
@@ -55,7 +58,21 @@ mod debug {
         map
     }
 
+    fn trace(name: &str) {
+        static TRACE: OnceLock<Option<std::path::PathBuf>> = OnceLock::new();
+        let Some(path) =
+            TRACE.get_or_init(|| std::env::var_os("DM_FAILPOINT_TRACE").map(Into::into))
+        else {
+            return;
+        };
+        use std::io::Write;
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            let _ = writeln!(f, "{name}");
+        }
+    }
+
     pub(super) fn hit(name: &str) -> Result<()> {
+        trace(name);
         let Some(point) = config().get(name) else { return Ok(()) };
         static HITS: OnceLock<Mutex<HashMap<String, u64>>> = OnceLock::new();
         let count = {

@@ -370,6 +370,42 @@ impl Drop for Transaction {
     }
 }
 
+/// An exclusive advisory lock on a file, released when dropped or when the process dies
+/// (even by SIGKILL), so a crashed holder never leaves a stale lock.
+#[derive(Debug)]
+pub struct LockGuard {
+    _file: File,
+    path: PathBuf,
+}
+
+impl LockGuard {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// Takes the lock on `path` (creating it 0600) without waiting. `None` when another process
+/// holds it.
+pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
+    if let Some(parent) = path.parent() {
+        create_dir_all(parent, MODE_DIR)?;
+    }
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .mode(MODE_PRIVATE)
+        .open(path)
+        .map_err(io_err("open lock", path))?;
+    match rustix::fs::flock(&file, rustix::fs::FlockOperation::NonBlockingLockExclusive) {
+        Ok(()) => Ok(Some(LockGuard { _file: file, path: path.to_path_buf() })),
+        Err(rustix::io::Errno::WOULDBLOCK) => Ok(None),
+        Err(e) => Err(io_err("lock", path)(e.into())),
+    }
+}
+
 /// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(io_err("open", path))?;
@@ -465,6 +501,16 @@ mod tests {
         let err = read_capped(&p, 999).unwrap_err();
         assert!(matches!(err, Error::TooLarge { limit: 999, actual: 1000, .. }), "{err}");
         assert!(read_optional(&dir.path().join("none"), 10).unwrap().is_none());
+    }
+
+    #[test]
+    fn locks_are_exclusive_and_released_on_drop() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state/setup.lock");
+        let first = try_lock(&p).unwrap().expect("free lock");
+        assert!(try_lock(&p).unwrap().is_none());
+        drop(first);
+        assert!(try_lock(&p).unwrap().is_some());
     }
 
     #[test]

@@ -10,7 +10,9 @@
 //! etc/systemd/system/dmsvc.service   the agent's service unit
 //! opt/dm/versions/<version>/         installed client binaries, one folder per version
 //! opt/dm/current -> versions/<ver>   the active-version pointer
-//! var/lib/dm/                        client state: identity, setup journal and result, pid
+//! var/lib/dm/                        client state: identity, setup journal and result
+//! run/dm/                            runtime (a tmpfs on devices): locks, the agent's pid and
+//!                                    health report
 //! var/lib/dm/outbox/                 status messages waiting for the management point
 //! var/lib/dm/cache/                  downloads in progress and done
 //! var/lib/dm/packages/               verified packages the agent runs programs from
@@ -153,14 +155,29 @@ impl DeviceLayout {
         self.at("var/lib/dm/setup-result.json")
     }
 
-    /// The running agent's process id, when it was started without systemd.
+    /// `run/dm`: runtime files that do not outlive a boot.
+    pub fn run_dir(&self) -> PathBuf {
+        self.at("run/dm")
+    }
+
+    /// The lock held by setup while it changes the client.
+    pub fn setup_lock(&self) -> PathBuf {
+        self.at("run/dm/setup.lock")
+    }
+
+    /// The agent's health report: process id, version, state.
+    pub fn agent_health_file(&self) -> PathBuf {
+        self.at("run/dm/agent-health.json")
+    }
+
+    /// The running agent's process id.
     pub fn agent_pid_file(&self) -> PathBuf {
-        self.at("var/lib/dm/dmsvc.pid")
+        self.at("run/dm/dmsvc.pid")
     }
 
     /// The lock that keeps one agent per device.
     pub fn agent_lock_file(&self) -> PathBuf {
-        self.at("var/lib/dm/dmsvc.lock")
+        self.at("run/dm/dmsvc.lock")
     }
 
     /// Status messages waiting for the management point.

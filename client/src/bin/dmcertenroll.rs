@@ -3,12 +3,16 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dm_shared::cli;
+use dm_shared::logging::{self, Program};
+use dm_shared::{Context, StatusCode, cli};
 
 const HELP: &str = "\
 dmcertenroll: enroll the device's client authentication certificate
 
 Usage: dmcertenroll [--device-root DIR]
+
+Certificate enrollment (SCEP) is not part of this build: the program says so in its log
+(DMCertEnroll<date-time>.log) and exits with status 0x80040205 (exit code 43).
 
 Options:
   --device-root DIR   the device's root folder (default: /)
@@ -17,10 +21,10 @@ Options:
 ";
 
 fn main() -> ExitCode {
+    use lexopt::Arg::{Long, Short};
     let mut device_root = PathBuf::from("/");
     let mut parser = lexopt::Parser::from_env();
     loop {
-        use lexopt::Arg::{Long, Short};
         let arg = match parser.next() {
             Ok(Some(a)) => a,
             Ok(None) => break,
@@ -42,6 +46,12 @@ fn main() -> ExitCode {
             other => return cli::usage_error("dmcertenroll", other.unexpected()),
         }
     }
-    let _ = device_root;
-    ExitCode::SUCCESS
+    let ctx = Context::from_process(&device_root);
+    logging::init_device(Program::CertEnroll, &ctx.layout, ctx.clock.clone(), false);
+    let code = StatusCode::DM_E_NOT_AVAILABLE;
+    log::error!(
+        "{code}: certificate enrollment (SCEP) is not available in this build; no certificate was enrolled"
+    );
+    log::logger().flush();
+    cli::exit(code)
 }

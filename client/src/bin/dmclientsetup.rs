@@ -1,47 +1,180 @@
-//! `dmclientsetup`: install, upgrade, reconfigure or uninstall the device management client.
+//! `dmclientsetup`: install, upgrade, reconfigure, uninstall or repair the device management
+//! client from a deployment folder.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
-use dm_shared::cli;
+use dm_client::setup::{self, Options};
+use dm_shared::logging::{self, Program};
+use dm_shared::{Context, Platform, cli};
+use lexopt::ValueExt;
 
 const HELP: &str = "\
 dmclientsetup: install, upgrade, reconfigure or uninstall the device management client
 
-Usage: dmclientsetup [--device-root DIR]
+Usage: dmclientsetup [--source DIR] [--device-root DIR] [--settings FILE] [--repair]
+                     [--remove-certificates] [--verbose]
+       dmclientsetup --status [--device-root DIR]
+       dmclientsetup --recover [--device-root DIR]
+
+Reads ClientInstallAction from the folder's ClientSettings.ini (or DMCommonInstaller.ini) and
+compares the installed client with the staged one: no client: install; older: upgrade; same:
+reconfigure; newer: no action. None reconfigures, Uninstall removes the client (logs and
+certificates stay). Every step is journaled: a kill or power loss is finished or rolled back by
+the next run of setup or start of the agent.
 
 Options:
-  --device-root DIR   the device's root folder (default: /)
-  -h, --help          print this help
-  -V, --version       print the version
+  --source DIR            the deployment folder (default: the folder holding this program)
+  --device-root DIR       the device's root folder (default: /)
+  --settings FILE         the folder's settings file to use (default: ClientSettings.ini, else
+                          DMCommonInstaller.ini)
+  --repair                uninstall the damaged client and install the staged one
+  --remove-certificates   on uninstall, also remove the publisher and device certificates
+  --health-timeout SECS   how long a new agent gets to report healthy (default: 30)
+  --status                print the installed client's state as JSON and change nothing
+  --recover               only finish or roll back an interrupted operation
+  --verbose               debug lines in the log
+  -h, --help              print this help
+  -V, --version           print the version
+
+Logs: <device root>/var/log/dm/DMClientSetup<YYYYMMDD-HHMMSS>.log
 ";
 
-fn main() -> ExitCode {
-    let mut device_root = PathBuf::from("/");
+struct Args {
+    source: Option<PathBuf>,
+    device_root: PathBuf,
+    settings: Option<PathBuf>,
+    repair: bool,
+    remove_certificates: bool,
+    health_timeout: u64,
+    status: bool,
+    recover: bool,
+    verbose: bool,
+}
+
+fn parse_args() -> Result<Option<Args>, lexopt::Error> {
+    use lexopt::Arg::{Long, Short};
+    let mut a = Args {
+        source: None,
+        device_root: PathBuf::from("/"),
+        settings: None,
+        repair: false,
+        remove_certificates: false,
+        health_timeout: 30,
+        status: false,
+        recover: false,
+        verbose: false,
+    };
     let mut parser = lexopt::Parser::from_env();
-    loop {
-        use lexopt::Arg::{Long, Short};
-        let arg = match parser.next() {
-            Ok(Some(a)) => a,
-            Ok(None) => break,
-            Err(e) => return cli::usage_error("dmclientsetup", e),
-        };
+    while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
                 print!("{HELP}");
-                return ExitCode::SUCCESS;
+                return Ok(None);
             }
             Short('V') | Long("version") => {
                 println!("{}", cli::version_line("dmclientsetup"));
-                return ExitCode::SUCCESS;
+                return Ok(None);
             }
-            Long("device-root") => match parser.value() {
-                Ok(v) => device_root = PathBuf::from(v),
-                Err(e) => return cli::usage_error("dmclientsetup", e),
-            },
-            other => return cli::usage_error("dmclientsetup", other.unexpected()),
+            Long("source") => a.source = Some(parser.value()?.into()),
+            Long("device-root") => a.device_root = parser.value()?.into(),
+            Long("settings") => a.settings = Some(parser.value()?.into()),
+            Long("repair") => a.repair = true,
+            Long("remove-certificates") => a.remove_certificates = true,
+            Long("health-timeout") => a.health_timeout = parser.value()?.parse()?,
+            Long("status") => a.status = true,
+            Long("recover") => a.recover = true,
+            Long("verbose") => a.verbose = true,
+            other => return Err(other.unexpected()),
         }
     }
-    let _ = device_root;
-    ExitCode::SUCCESS
+    Ok(Some(a))
+}
+
+fn main() -> ExitCode {
+    let args = match parse_args() {
+        Ok(Some(a)) => a,
+        Ok(None) => return ExitCode::SUCCESS,
+        Err(e) => return cli::usage_error("dmclientsetup", e),
+    };
+    let ctx = Context::from_process(&args.device_root);
+    if args.status {
+        let state = setup::inspect(&ctx);
+        println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+        return if state.complete || state.installed.is_none() && state.interrupted.is_none() {
+            ExitCode::SUCCESS
+        } else {
+            cli::exit(dm_shared::StatusCode::DM_E_CLIENT_DAMAGED)
+        };
+    }
+    let handle =
+        logging::init_device(Program::ClientSetup, &ctx.layout, ctx.clock.clone(), args.verbose);
+    log::info!(
+        "{} starting: device root {}",
+        cli::version_line("dmclientsetup"),
+        ctx.layout.root().display()
+    );
+    let timeout = Duration::from_secs(args.health_timeout);
+
+    if args.recover {
+        let result = dm_shared::fs::try_lock(&ctx.layout.setup_lock())
+            .map_err(dm_client::Error::from)
+            .and_then(|lock| match lock {
+                Some(_l) => setup::recover(&ctx, setup::engine::Actor::Setup, timeout),
+                None => Err(dm_client::Error::AlreadyRunning {
+                    what: "dmclientsetup",
+                    lock: ctx.layout.setup_lock(),
+                }),
+            });
+        return match result {
+            Ok(None) => {
+                log::info!("no interrupted operation");
+                ExitCode::SUCCESS
+            }
+            Ok(Some(ending)) => {
+                log::info!("recovery: {ending:?}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                log::error!("{}: {e}", e.code());
+                cli::exit(e.code())
+            }
+        };
+    }
+
+    let source = match args.source {
+        Some(s) => s,
+        None => match std::env::current_exe().ok().and_then(|p| p.parent().map(PathBuf::from)) {
+            Some(d) => d,
+            None => {
+                return cli::usage_error(
+                    "dmclientsetup",
+                    "cannot tell which folder this program is in; pass --source DIR",
+                );
+            }
+        },
+    };
+    let opts = Options {
+        source,
+        settings: args.settings,
+        repair: args.repair,
+        remove_certificates: args.remove_certificates,
+        platform: Platform::current(),
+        health_timeout: timeout,
+    };
+    match setup::run(&ctx, &opts, handle.path.as_deref()) {
+        Ok(outcome) => {
+            log::info!("DMClientSetup finished: {} ({})", outcome.message, outcome.code);
+            log::logger().flush();
+            cli::exit(outcome.code)
+        }
+        Err(e) => {
+            let code = e.code();
+            log::error!("{code}: {e}");
+            log::error!("DMClientSetup failed; exit code {}", code.exit_code());
+            log::logger().flush();
+            cli::exit(code)
+        }
+    }
 }

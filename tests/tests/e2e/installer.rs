@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::util::*;
 
-/// Paths the installer may write on any run: its own logs.
-const LOGS: &[&str] = &["var/log/dm"];
+/// Paths any run may write: the logs, and runtime files under run/ (a tmpfs on a device).
+const LOGS: &[&str] = &["var/log/dm", "run"];
 
 fn install(w: &World, folder: &Path) -> Output {
     run(
@@ -294,10 +294,10 @@ fn locked_device_with_a_client_queues_a_status_message() {
     fake_installed_client(&w);
     let folder = trusted_folder(&w, 0);
     // Everything but the logs and the outbox stays as it was.
-    let before = tree_hash(&w.device, &["var/log/dm", "var/lib/dm/outbox"]);
+    let before = tree_hash(&w.device, &["var/log/dm", "run", "var/lib/dm/outbox"]);
     let out = install(&w, &folder);
     assert_eq!(out.status.code(), Some(5), "{}", show(&out));
-    assert_eq!(tree_hash(&w.device, &["var/log/dm", "var/lib/dm/outbox"]), before);
+    assert_eq!(tree_hash(&w.device, &["var/log/dm", "run", "var/lib/dm/outbox"]), before);
     assert!(!w.device.join("fake-setup-args").exists());
     let entries: Vec<_> =
         std::fs::read_dir(w.device.join("var/lib/dm/outbox")).unwrap().flatten().collect();

@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 mod cli;
+mod crash;
 mod cross;
 mod installer;
+mod setup;
 mod util;

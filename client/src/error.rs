@@ -1,0 +1,107 @@
+//! The client crate's error type: setup, the agent and enrollment.
+
+use std::path::PathBuf;
+
+use dm_shared::{ClientVersion, StatusCode};
+
+/// Everything that can stop setup or the agent.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// Files, trust, manifests, settings: from the shared library.
+    #[error(transparent)]
+    Shared(#[from] dm_shared::Error),
+
+    /// Another setup (or agent) holds the lock.
+    #[error("{what} is already running (lock {}); wait for it to finish", lock.display())]
+    AlreadyRunning {
+        /// Which program.
+        what: &'static str,
+        /// The lock file.
+        lock: PathBuf,
+    },
+
+    /// The folder's publisher is not in the device's privileged store.
+    #[error(
+        "publisher {subject} (thumbprint {thumbprint}) is not in the device's privileged store; run dminstaller from the deployment folder instead of setup"
+    )]
+    NotPrivileged {
+        /// The publisher.
+        subject: String,
+        /// Its thumbprint.
+        thumbprint: String,
+    },
+
+    /// `--settings` names a file that is not part of the signed folder.
+    #[error("{}: settings must be a signed file of the deployment folder", path.display())]
+    UnsignedSettings {
+        /// The file.
+        path: PathBuf,
+    },
+
+    /// The settings do not make a working client.
+    #[error("{0}")]
+    BadSettings(String),
+
+    /// Starting or stopping the agent failed.
+    #[error("cannot {action} the agent: {reason}")]
+    Service {
+        /// `start` or `stop`.
+        action: &'static str,
+        /// Why.
+        reason: String,
+    },
+
+    /// The new agent did not report healthy; the change was rolled back.
+    #[error("the agent {version} did not report healthy within {waited_secs} s; see the DMSvc log")]
+    Unhealthy {
+        /// The version that failed to start.
+        version: ClientVersion,
+        /// How long setup waited.
+        waited_secs: u64,
+    },
+
+    /// The operation failed and the device was returned to its previous state.
+    #[error("{cause}; the change was rolled back and the device is as it was")]
+    RolledBack {
+        /// What failed.
+        cause: Box<Error>,
+    },
+
+    /// Certificate enrollment failed.
+    #[error("certificate enrollment failed: {reason}")]
+    Enrollment {
+        /// The enrollment program's status.
+        code: StatusCode,
+        /// Why.
+        reason: String,
+    },
+
+    /// The installed client is damaged.
+    #[error("the installed client is damaged ({problems}); run dmclientsetup --repair")]
+    Damaged {
+        /// What is wrong, for the log.
+        problems: String,
+    },
+}
+
+impl Error {
+    /// The status code that reports this error.
+    pub fn code(&self) -> StatusCode {
+        match self {
+            Error::Shared(e) => e.code(),
+            Error::AlreadyRunning { .. } => StatusCode::ERROR_ALREADY_RUNNING,
+            Error::NotPrivileged { .. } => StatusCode::DM_E_PUBLISHER_NOT_TRUSTED,
+            Error::UnsignedSettings { .. } => StatusCode::DM_E_UNEXPECTED_FILE,
+            Error::BadSettings(_) => StatusCode::ERROR_BAD_CONFIGURATION,
+            Error::Service { .. } => StatusCode::DM_E_CHILD_FAILED,
+            Error::Unhealthy { .. } => StatusCode::ERROR_INSTALL_FAILURE,
+            Error::RolledBack { cause } => cause.code(),
+            Error::Enrollment { code, .. } => *code,
+            Error::Damaged { .. } => StatusCode::DM_E_CLIENT_DAMAGED,
+        }
+    }
+}
+
+/// Results with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

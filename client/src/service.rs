@@ -1,0 +1,234 @@
+//! Registering, starting and stopping the agent as a service.
+//!
+//! The agent's systemd unit `dmsvc.service` is always written into the device root. When the
+//! device root is `/` and systemd is running, the agent is enabled and started through
+//! `systemctl`. Otherwise (a device without systemd, or a device root that is a folder
+//! standing in for a device) setup starts the agent directly, in its own process group, and
+//! the agent records its process id in `var/lib/dm/dmsvc.pid`. See docs/client-setup.md.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use dm_shared::Context;
+use log::{info, warn};
+
+use crate::error::{Error, Result};
+use crate::health::pid_alive;
+
+/// How the agent is run on this device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Through systemd.
+    Systemd,
+    /// Started by setup, tracked by its pid file.
+    Direct,
+}
+
+/// How long a stopping agent gets to finish its step before it is killed.
+pub const STOP_GRACE: Duration = Duration::from_secs(15);
+
+/// The environment variable naming a program to run the agent through (an emulator on test
+/// devices). Same as the installer's.
+pub const RUNNER_ENV: &str = "DM_RUNNER";
+
+/// The way this device runs services.
+pub fn mode(ctx: &Context) -> Mode {
+    if ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir() {
+        Mode::Systemd
+    } else {
+        Mode::Direct
+    }
+}
+
+/// The agent program, through the active-version pointer.
+pub fn agent_program(ctx: &Context) -> PathBuf {
+    ctx.layout.active_pointer().join("dmsvc")
+}
+
+/// The systemd unit for the agent of this device root.
+pub fn unit_text(ctx: &Context) -> String {
+    let root = ctx.layout.root().display();
+    format!(
+        "# Written by dmclientsetup; rewritten on every install, upgrade and reconfigure.\n\
+         [Unit]\n\
+         Description=dm device management agent (DMSvc)\n\
+         After=network-online.target\n\
+         Wants=network-online.target\n\
+         \n\
+         [Service]\n\
+         Type=simple\n\
+         ExecStart={} --device-root {root}\n\
+         Restart=on-failure\n\
+         RestartSec=10\n\
+         KillSignal=SIGTERM\n\
+         TimeoutStopSec={}\n\
+         \n\
+         [Install]\n\
+         WantedBy=multi-user.target\n",
+        agent_program(ctx).display(),
+        STOP_GRACE.as_secs() + 5
+    )
+}
+
+fn systemctl(args: &[&str]) -> Result<()> {
+    info!("systemctl {}", args.join(" "));
+    let out = Command::new("systemctl").args(args).stdin(Stdio::null()).output().map_err(|e| {
+        Error::Service { action: "control", reason: format!("cannot run systemctl: {e}") }
+    })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(Error::Service {
+            action: "control",
+            reason: format!(
+                "systemctl {} failed: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        })
+    }
+}
+
+/// The environment children get: the context's, without test failpoints (they are meant for
+/// the process a test aims them at).
+pub fn child_env(ctx: &Context) -> Vec<(String, String)> {
+    ctx.env
+        .iter()
+        .filter(|(k, _)| !k.starts_with("DM_FAILPOINT"))
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+/// The runner prefix from the environment, if any.
+pub fn runner(ctx: &Context) -> Vec<String> {
+    ctx.env
+        .get(RUNNER_ENV)
+        .map(|r| r.split_whitespace().map(str::to_string).collect())
+        .unwrap_or_default()
+}
+
+/// The pid of this device's running agent, if one runs.
+pub fn running_pid(ctx: &Context) -> Option<u32> {
+    let text = std::fs::read_to_string(ctx.layout.agent_pid_file()).ok()?;
+    let pid: u32 = text.trim().parse().ok()?;
+    (pid_alive(pid) && is_our_agent(ctx, pid)).then_some(pid)
+}
+
+/// Whether `pid` is the agent of this device root (a reused pid must never be signalled).
+fn is_our_agent(ctx: &Context, pid: u32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else { return false };
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    let root = ctx.layout.root().as_os_str().as_encoded_bytes();
+    args.iter().any(|a| a.ends_with(b"dmsvc"))
+        && args.windows(2).any(|w| w[0] == b"--device-root" && w[1] == root)
+}
+
+/// A directly started agent.
+#[derive(Debug)]
+pub struct Started {
+    /// The child process (direct mode).
+    pub child: Option<Child>,
+}
+
+impl Started {
+    /// Whether the started agent has already exited, and how.
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+}
+
+/// Starts (or restarts) the agent.
+pub fn start(ctx: &Context) -> Result<Started> {
+    match mode(ctx) {
+        Mode::Systemd => {
+            systemctl(&["daemon-reload"])?;
+            systemctl(&["enable", "dmsvc.service"])?;
+            systemctl(&["restart", "dmsvc.service"])?;
+            Ok(Started { child: None })
+        }
+        Mode::Direct => {
+            if let Some(pid) = running_pid(ctx) {
+                info!("stopping the running agent (pid {pid}) before starting it again");
+                stop(ctx)?;
+            }
+            let mut argv: Vec<OsString> = runner(ctx).into_iter().map(Into::into).collect();
+            argv.push(agent_program(ctx).into_os_string());
+            argv.push("--device-root".into());
+            argv.push(ctx.layout.root().as_os_str().to_owned());
+            info!(
+                "starting the agent: {}",
+                argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+            );
+            let mut cmd = Command::new(&argv[0]);
+            cmd.args(&argv[1..])
+                .env_clear()
+                .envs(child_env(ctx))
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            use std::os::unix::process::CommandExt;
+            // Its own process group: the agent outlives setup and its terminal.
+            cmd.process_group(0);
+            let child = cmd.spawn().map_err(|e| Error::Service {
+                action: "start",
+                reason: format!("{}: {e}", argv[0].to_string_lossy()),
+            })?;
+            info!("agent started (pid {})", child.id());
+            Ok(Started { child: Some(child) })
+        }
+    }
+}
+
+/// Stops the agent, giving it [`STOP_GRACE`] to finish its current step. Returns whether one
+/// was running.
+pub fn stop(ctx: &Context) -> Result<bool> {
+    match mode(ctx) {
+        Mode::Systemd => {
+            systemctl(&["stop", "dmsvc.service"])?;
+            Ok(true)
+        }
+        Mode::Direct => {
+            let Some(pid) = running_pid(ctx) else {
+                return Ok(false);
+            };
+            info!("stopping the agent (pid {pid})");
+            let target = rustix::process::Pid::from_raw(pid as i32).ok_or_else(|| {
+                Error::Service { action: "stop", reason: format!("bad pid {pid}") }
+            })?;
+            let _ = rustix::process::kill_process(target, rustix::process::Signal::TERM);
+            let start = Instant::now();
+            while pid_alive(pid) {
+                if start.elapsed() > STOP_GRACE {
+                    warn!(
+                        "the agent (pid {pid}) did not stop within {} s; killing it",
+                        STOP_GRACE.as_secs()
+                    );
+                    let _ = rustix::process::kill_process(target, rustix::process::Signal::KILL);
+                    std::thread::sleep(Duration::from_millis(100));
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // The agent removes its pid file when it exits cleanly; a killed one cannot.
+            let _ = dm_shared::fs::remove_file(&ctx.layout.agent_pid_file());
+            Ok(true)
+        }
+    }
+}
+
+/// Stops the agent and removes it from the services that start at boot.
+pub fn unregister(ctx: &Context) -> Result<()> {
+    match mode(ctx) {
+        Mode::Systemd => {
+            let _ = systemctl(&["disable", "--now", "dmsvc.service"]);
+            Ok(())
+        }
+        Mode::Direct => stop(ctx).map(|_| ()),
+    }
+}
