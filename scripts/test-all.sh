@@ -23,14 +23,16 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo doc -D warnings"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --locked --quiet
 
+step "host build"
+# The end-to-end tests run the real binaries, so build them all first.
+cargo build --workspace --bins --locked
+
 step "ARM release builds"
+# After the host build: the tests refuse ARM binaries older than the host ones (stale code).
 targets/build.sh
 
-step "host build and tests"
-# The end-to-end tests run the real binaries, so build them all first; the ARM binaries built
-# above are run under qemu by the tests that need them (DM_REQUIRE_CROSS makes a missing one
-# a failure instead of a skip).
-cargo build --workspace --bins --locked
+step "tests"
+# DM_REQUIRE_CROSS makes a missing ARM binary or qemu a failure instead of a skip.
 DM_REQUIRE_CROSS=1 cargo test --workspace --locked
 
 step "shared tests for aarch64 under qemu"
