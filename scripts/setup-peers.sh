@@ -8,6 +8,9 @@ export DEBIAN_FRONTEND=noninteractive
 PEERS=(
     "unshare:util-linux"
     "file:file"
+    "curl:curl"
+    "openssl:openssl"
+    "swupdate:swupdate"
 )
 
 missing=()

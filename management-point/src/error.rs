@@ -26,6 +26,39 @@ pub enum Error {
     /// Certificate generation failed.
     #[error("{0}")]
     Pki(String),
+
+    /// The database failed.
+    #[error("database: {0}")]
+    Database(String),
+
+    /// Something with that name or key already exists, or is still in use.
+    #[error("{0}")]
+    Conflict(String),
+
+    /// Nothing with that id or name.
+    #[error("{0} not found")]
+    NotFound(String),
+
+    /// The action is over: no more feedback is taken.
+    #[error("{0}")]
+    Gone(String),
+
+    /// A request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+
+    /// The configuration file is wrong.
+    #[error("{}: {reason}", path.display())]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// TLS set-up failed.
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 impl Error {
@@ -35,7 +68,11 @@ impl Error {
             Error::Shared(e) => e.code(),
             Error::Usage(_) => StatusCode::E_INVALIDARG,
             Error::OutputExists { .. } => StatusCode::ERROR_WRITE_FAULT,
-            Error::Pki(_) => StatusCode::E_FAIL,
+            Error::Pki(_) | Error::Database(_) | Error::Tls(_) => StatusCode::E_FAIL,
+            Error::Conflict(_) => StatusCode::ERROR_ALREADY_RUNNING,
+            Error::NotFound(_) => StatusCode::ERROR_FILE_NOT_FOUND,
+            Error::Gone(_) | Error::BadRequest(_) => StatusCode::ERROR_INVALID_DATA,
+            Error::Config { .. } => StatusCode::ERROR_BAD_CONFIGURATION,
         }
     }
 }

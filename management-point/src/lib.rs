@@ -6,3 +6,8 @@ pub mod error;
 pub mod pack;
 
 pub use error::{Error, Result};
+pub mod admin;
+pub mod config;
+pub mod model;
+pub mod server;
+pub mod store;

@@ -177,6 +177,85 @@ pub fn build_folder(
     signer.sign(out, &req)
 }
 
+/// Copies the regular files of `src` into `out`, keeping the execute bit. Symlinks and special
+/// files are refused (a package holds files), hidden names are skipped.
+fn copy_tree(src: &Path, out: &Path) -> Result<usize> {
+    use std::os::unix::fs::PermissionsExt;
+    let mut n = 0;
+    let mut stack = vec![(src.to_path_buf(), out.to_path_buf())];
+    while let Some((from, to)) = stack.pop() {
+        dmfs::create_dir_all(&to, dmfs::MODE_DIR)?;
+        let entries = std::fs::read_dir(&from).map_err(dmfs::io_err("list", &from))?;
+        for e in entries {
+            let e = e.map_err(dmfs::io_err("list", &from))?;
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let ft = e.file_type().map_err(dmfs::io_err("inspect", &e.path()))?;
+            if ft.is_dir() {
+                stack.push((e.path(), to.join(&name)));
+            } else if ft.is_file() {
+                let exec =
+                    e.metadata().map(|m| m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+                dmfs::copy_atomic(
+                    &e.path(),
+                    &to.join(&name),
+                    if exec { MODE_EXEC } else { MODE_PUBLIC },
+                )?;
+                n += 1;
+            } else {
+                return Err(Error::Usage(format!(
+                    "{}: only regular files and folders can go into a package",
+                    e.path().display()
+                )));
+            }
+        }
+    }
+    Ok(n)
+}
+
+/// What goes into a software distribution or configuration package.
+#[derive(Debug)]
+pub struct PackageSpec {
+    /// The source folder: the package's files, its programs' scripts among them.
+    pub source: PathBuf,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: ClientVersion,
+    /// Kind.
+    pub kind: ManifestKind,
+    /// Platforms it has binaries for (empty: platform-neutral).
+    pub platforms: Vec<Platform>,
+}
+
+/// Builds and signs a package folder in `out` from `spec.source`.
+pub fn build_package(
+    spec: &PackageSpec,
+    signer: &Signer,
+    out: &Path,
+    now: SystemTime,
+) -> Result<Manifest> {
+    if spec.kind == ManifestKind::ClientDeployment {
+        return Err(Error::Usage("client deployments are built with `dmpack folder`".into()));
+    }
+    prepare_out_dir(out)?;
+    let n = copy_tree(&spec.source, out)?;
+    if n == 0 {
+        return Err(Error::Usage(format!("{} has no files", spec.source.display())));
+    }
+    let req = SignRequest {
+        kind: spec.kind,
+        name: spec.name.clone(),
+        version: spec.version,
+        platforms: spec.platforms.clone(),
+        metadata: None,
+        now,
+    };
+    signer.sign(out, &req)
+}
+
 /// Verifies a signed folder against the roots in `roots_pem`.
 pub fn verify(dir: &Path, roots_pem: &Path, now: SystemTime) -> Result<VerifiedFolder> {
     let roots = Cert::load_pem(roots_pem)?;

@@ -9,6 +9,7 @@
 pub mod cli;
 pub mod clock;
 pub mod context;
+pub mod ddi;
 #[cfg(feature = "devpki")]
 pub mod devpki;
 pub mod error;

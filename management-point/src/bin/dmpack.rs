@@ -5,8 +5,9 @@ use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
 use clap::{Parser, Subcommand, ValueEnum};
-use dm_mp::pack::{self, FolderSpec, Signer};
+use dm_mp::pack::{self, FolderSpec, PackageSpec, Signer};
 use dm_shared::devpki::{Purpose, Spec};
+use dm_shared::manifest::ManifestKind;
 use dm_shared::{ClientVersion, Platform, clock};
 
 /// dmpack: build and sign client deployment folders and packages.
@@ -73,6 +74,33 @@ enum Command {
         /// DMCommonInstaller.ini and/or ClientSettings.ini to include.
         #[arg(long)]
         settings: Vec<PathBuf>,
+        /// The publisher's PKCS#8 private key.
+        #[arg(long)]
+        key: PathBuf,
+        /// The publisher's certificate chain (publisher first).
+        #[arg(long)]
+        cert: PathBuf,
+    },
+    /// Build and sign a software distribution or configuration package from a folder.
+    Package {
+        /// The folder whose files make the package.
+        #[arg(long)]
+        source: PathBuf,
+        /// The folder to create (must not exist or be empty).
+        #[arg(long)]
+        out: PathBuf,
+        /// The package name.
+        #[arg(long)]
+        name: String,
+        /// The package version, four parts such as 1.0.0.0.
+        #[arg(long = "package-version")]
+        package_version: ClientVersion,
+        /// software-distribution or configuration.
+        #[arg(long, default_value = "software-distribution")]
+        kind: String,
+        /// A platform the package has binaries for (repeat).
+        #[arg(long = "platform")]
+        platforms: Vec<String>,
         /// The publisher's PKCS#8 private key.
         #[arg(long)]
         key: PathBuf,
@@ -176,6 +204,33 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 "dmpack: signed client deployment {} for {} ({} files, {} bytes) as {}",
                 m.version,
                 m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
+                m.files.len(),
+                m.total_size(),
+                signer.publisher().describe()
+            );
+        }
+        Command::Package { source, out, name, package_version, kind, platforms, key, cert } => {
+            let kind = match kind.as_str() {
+                "software-distribution" => ManifestKind::SoftwareDistribution,
+                "configuration" => ManifestKind::Configuration,
+                other => {
+                    return Err(dm_mp::Error::Usage(format!(
+                        "--kind {other:?}: expected software-distribution or configuration"
+                    )));
+                }
+            };
+            let platforms = platforms
+                .iter()
+                .map(|p| Platform::parse(p).map_err(dm_mp::Error::Usage))
+                .collect::<Result<Vec<_>, _>>()?;
+            let signer = Signer::load(&key, &cert)?;
+            let spec = PackageSpec { source, name, version: package_version, kind, platforms };
+            let m = pack::build_package(&spec, &signer, &out, now)?;
+            println!("{}", out.display());
+            eprintln!(
+                "dmpack: signed package {} {} ({} files, {} bytes) as {}",
+                m.name,
+                m.version,
                 m.files.len(),
                 m.total_size(),
                 signer.publisher().describe()

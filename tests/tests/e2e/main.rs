@@ -7,5 +7,7 @@ mod cli;
 mod crash;
 mod cross;
 mod installer;
+mod mp;
 mod setup;
+mod swupdate;
 mod util;

@@ -1,0 +1,277 @@
+//! `dmmp.toml`: where the management point listens, its TLS identity, its storage and how it
+//! treats devices. Documented in docs/management-point.md. Relative paths are relative to the
+//! folder holding the file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// What to do with a device the management point has never seen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UnknownDevices {
+    /// Register it on its first authenticated poll (trust on first use of its target token).
+    Register,
+    /// Refuse it (401) until an administrator adds it.
+    Refuse,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    /// Address and port to listen on.
+    pub listen: SocketAddr,
+    /// The base URL devices reach this server at, for links in responses.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// PEM certificate chain of the server.
+    pub tls_cert: PathBuf,
+    /// PEM private key of the server.
+    pub tls_key: PathBuf,
+    /// PEM roots that issue device client certificates; enables certificate authentication.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// Largest request body accepted (feedback, configData, status messages).
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+    /// Seconds a TLS handshake may take.
+    #[serde(default = "default_handshake")]
+    pub handshake_timeout_secs: u64,
+}
+
+fn default_max_body() -> usize {
+    64 * 1024
+}
+
+fn default_handshake() -> u64 {
+    10
+}
+
+/// `[storage]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageConfig {
+    /// The SQLite database file.
+    pub database: PathBuf,
+    /// Where package content is kept.
+    pub content: PathBuf,
+}
+
+/// `[devices]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Devices {
+    /// DDI tenants served.
+    #[serde(default = "default_tenants")]
+    pub tenants: Vec<String>,
+    /// The poll interval devices are told (`config.polling.sleep`).
+    #[serde(default = "default_sleep")]
+    pub poll_sleep_secs: u64,
+    /// Register or refuse unknown devices.
+    #[serde(default = "default_unknown")]
+    pub unknown_devices: UnknownDevices,
+    /// Accept `Authorization: TargetToken`.
+    #[serde(default = "default_true")]
+    pub target_token: bool,
+    /// Accept `Authorization: GatewayToken <this>`.
+    #[serde(default)]
+    pub gateway_token: Option<String>,
+    /// Seconds between writes of devices' last-seen times (never one write per poll).
+    #[serde(default = "default_flush")]
+    pub last_seen_flush_secs: u64,
+}
+
+fn default_tenants() -> Vec<String> {
+    vec!["DEFAULT".into()]
+}
+
+fn default_sleep() -> u64 {
+    300
+}
+
+fn default_unknown() -> UnknownDevices {
+    UnknownDevices::Register
+}
+
+fn default_true() -> bool {
+    true
+}
+
+fn default_flush() -> u64 {
+    10
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// `[server]`.
+    pub server: Server,
+    /// `[storage]`.
+    pub storage: StorageConfig,
+    /// `[devices]`.
+    pub devices: Devices,
+    #[serde(skip)]
+    dir: PathBuf,
+}
+
+/// The largest configuration file read.
+const MAX_CONFIG_BYTES: u64 = 256 * 1024;
+
+impl Config {
+    /// Reads and checks a configuration file.
+    pub fn load(path: &Path) -> Result<Config> {
+        let bytes = dm_shared::fs::read_capped(path, MAX_CONFIG_BYTES)?;
+        let bad = |reason: String| Error::Config { path: path.to_path_buf(), reason };
+        let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        cfg.dir = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        cfg.check().map_err(bad)?;
+        Ok(cfg)
+    }
+
+    /// A configuration with the given essentials and defaults for the rest.
+    pub fn new(dir: &Path, listen: SocketAddr, tls_cert: PathBuf, tls_key: PathBuf) -> Config {
+        Config {
+            server: Server {
+                listen,
+                public_url: None,
+                tls_cert,
+                tls_key,
+                client_ca: None,
+                max_body_bytes: default_max_body(),
+                handshake_timeout_secs: default_handshake(),
+            },
+            storage: StorageConfig { database: "dmmp.db".into(), content: "content".into() },
+            devices: Devices {
+                tenants: default_tenants(),
+                poll_sleep_secs: default_sleep(),
+                unknown_devices: default_unknown(),
+                target_token: true,
+                gateway_token: None,
+                last_seen_flush_secs: default_flush(),
+            },
+            dir: dir.to_path_buf(),
+        }
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.devices.tenants.is_empty() {
+            return Err("[devices] tenants must name at least one tenant".into());
+        }
+        for t in &self.devices.tenants {
+            if t.is_empty()
+                || t.len() > 64
+                || !t.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(format!(
+                    "[devices] tenant {t:?}: 1 to 64 letters, digits, '.', '_' or '-'"
+                ));
+            }
+        }
+        if !(1..=86_400 * 7).contains(&self.devices.poll_sleep_secs) {
+            return Err("[devices] poll_sleep_secs must be 1 to 604800".into());
+        }
+        if let Some(t) = &self.devices.gateway_token {
+            if t.len() < 16 {
+                return Err("[devices] gateway_token must be at least 16 characters".into());
+            }
+        }
+        if let Some(u) = &self.server.public_url {
+            if !u.starts_with("https://") {
+                return Err(format!("[server] public_url {u:?} must be an https:// URL"));
+            }
+        }
+        if self.server.max_body_bytes < 1024 {
+            return Err("[server] max_body_bytes must be at least 1024".into());
+        }
+        Ok(())
+    }
+
+    /// The file as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).unwrap_or_default()
+    }
+
+    /// A path from the file, resolved against the file's folder.
+    pub fn resolve(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() { p.to_path_buf() } else { self.dir.join(p) }
+    }
+
+    /// The database file.
+    pub fn database(&self) -> PathBuf {
+        self.resolve(&self.storage.database)
+    }
+
+    /// The content folder.
+    pub fn content(&self) -> PathBuf {
+        self.resolve(&self.storage.content)
+    }
+
+    /// The base URL for links.
+    pub fn public_url(&self) -> String {
+        match &self.server.public_url {
+            Some(u) => u.trim_end_matches('/').to_string(),
+            None => format!("https://{}", self.server.listen),
+        }
+    }
+
+    /// The poll sleep.
+    pub fn poll_sleep(&self) -> Duration {
+        Duration::from_secs(self.devices.poll_sleep_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(text: &str) -> Result<Config> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("dmmp.toml");
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p)
+    }
+
+    #[test]
+    fn minimal_file_gets_defaults() {
+        let c = load(
+            "[server]\nlisten = \"127.0.0.1:8443\"\ntls_cert = \"s.pem\"\ntls_key = \"s.key\"\n[storage]\ndatabase = \"db\"\ncontent = \"c\"\n[devices]\n",
+        )
+        .unwrap();
+        assert_eq!(c.devices.tenants, ["DEFAULT"]);
+        assert_eq!(c.devices.unknown_devices, UnknownDevices::Register);
+        assert_eq!(c.public_url(), "https://127.0.0.1:8443");
+        assert!(c.database().ends_with("db") && c.database().is_absolute());
+    }
+
+    #[test]
+    fn errors_name_the_file_and_problem() {
+        let err = load("[server]\nlisten = \"nowhere\"\n").unwrap_err().to_string();
+        assert!(err.contains("dmmp.toml") && err.contains("listen"), "{err}");
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"a\"\ntls_key = \"b\"\ncolour = 1\n[storage]\ndatabase = \"d\"\ncontent = \"c\"\n[devices]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("colour"), "{err}");
+        let err = load("[server]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"a\"\ntls_key = \"b\"\n[storage]\ndatabase = \"d\"\ncontent = \"c\"\n[devices]\ngateway_token = \"short\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("gateway_token"), "{err}");
+    }
+
+    #[test]
+    fn written_config_loads_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let c =
+            Config::new(dir.path(), "127.0.0.1:0".parse().unwrap(), "s.pem".into(), "s.key".into());
+        let p = dir.path().join("dmmp.toml");
+        std::fs::write(&p, c.to_toml()).unwrap();
+        let back = Config::load(&p).unwrap();
+        assert_eq!(back.server.listen, c.server.listen);
+    }
+}

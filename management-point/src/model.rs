@@ -1,0 +1,637 @@
+//! The software distribution model, in the source documents' names: devices, packages,
+//! programs, collections, advertisements; and what the management point tracks per device:
+//! actions (an advertisement delivered to one device) and status records.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::str::FromStr;
+
+use dm_shared::ClientVersion;
+use serde::{Deserialize, Serialize};
+
+/// Device attribute keys the agent reports in `configData` and collections use.
+pub mod attr {
+    /// `linux-aarch64`, …
+    pub const PLATFORM: &str = "platform";
+    /// Hardware model.
+    pub const MODEL: &str = "model";
+    /// The installed client version.
+    pub const CLIENT_VERSION: &str = "client_version";
+    /// `mobile` or `desktop`.
+    pub const DEVICE_CLASS: &str = "device_class";
+}
+
+/// A device the management point knows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Device {
+    /// Row id.
+    pub id: i64,
+    /// DDI tenant.
+    pub tenant: String,
+    /// DDI controller id.
+    pub controller_id: String,
+    /// SHA-256 of its target token, if it has one.
+    #[serde(skip)]
+    pub token_sha256: Option<String>,
+    /// Inventory attributes from `configData`.
+    pub attributes: BTreeMap<String, String>,
+    /// When it was registered (Unix seconds).
+    pub created: i64,
+    /// When it last polled (Unix seconds).
+    pub last_seen: Option<i64>,
+    /// How it was registered: `admin`, `target-token`, `gateway-token`, `certificate`.
+    pub registered_by: String,
+}
+
+impl Device {
+    /// An attribute.
+    pub fn attr(&self, key: &str) -> Option<&str> {
+        self.attributes.get(key).map(String::as_str)
+    }
+}
+
+/// What a package is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PackageKind {
+    /// Software distribution.
+    SoftwareDistribution,
+    /// Configuration items.
+    Configuration,
+    /// A client upgrade (over the air).
+    ClientUpgrade,
+}
+
+impl PackageKind {
+    /// The DDI chunk `part`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PackageKind::SoftwareDistribution => dm_shared::ddi::part::SOFTWARE_DISTRIBUTION,
+            PackageKind::Configuration => dm_shared::ddi::part::CONFIGURATION,
+            PackageKind::ClientUpgrade => dm_shared::ddi::part::CLIENT_UPGRADE,
+        }
+    }
+}
+
+impl FromStr for PackageKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "software-distribution" => Ok(PackageKind::SoftwareDistribution),
+            "configuration" => Ok(PackageKind::Configuration),
+            "client-upgrade" | "client-deployment" => Ok(PackageKind::ClientUpgrade),
+            _ => Err(format!(
+                "package kind {s:?}: expected software-distribution, configuration or client-upgrade"
+            )),
+        }
+    }
+}
+
+/// One file of a package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArtifactRecord {
+    /// Its file name (a signed manifest path; `/` allowed).
+    pub filename: String,
+    /// Size.
+    pub size: u64,
+    /// SHA-256 (hex).
+    pub sha256: String,
+    /// SHA-1 (hex).
+    pub sha1: String,
+    /// MD5 (hex).
+    pub md5: String,
+    /// Where the management point keeps it, when it serves it itself.
+    pub path: Option<PathBuf>,
+}
+
+/// A package: a source folder imported as artifacts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Package {
+    /// Row id; also the DDI software module id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Version.
+    pub version: String,
+    /// Kind.
+    pub kind: PackageKind,
+    /// The publisher that signed its manifest (none for raw packages, such as SWUpdate images).
+    pub publisher: Option<String>,
+    /// An external distribution point (`https://…/`) serving its files, if not this server.
+    pub distribution_point: Option<String>,
+    /// When it was added.
+    pub created: i64,
+    /// Its files.
+    pub artifacts: Vec<ArtifactRecord>,
+}
+
+/// Mobile or desktop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceClass {
+    /// Mobile and embedded devices.
+    Mobile,
+    /// Desktop computers.
+    Desktop,
+}
+
+impl FromStr for DeviceClass {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "mobile" => Ok(DeviceClass::Mobile),
+            "desktop" => Ok(DeviceClass::Desktop),
+            _ => Err(format!("device class {s:?}: expected mobile or desktop")),
+        }
+    }
+}
+
+impl fmt::Display for DeviceClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            DeviceClass::Mobile => "mobile",
+            DeviceClass::Desktop => "desktop",
+        })
+    }
+}
+
+/// A program: what a device does with a package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Program {
+    /// Row id.
+    pub id: i64,
+    /// The package.
+    pub package_id: i64,
+    /// Name.
+    pub name: String,
+    /// Command line, run in the package folder.
+    pub command: String,
+    /// Platforms it may run on; empty means any.
+    pub platforms: Vec<String>,
+    /// Maximum run time in seconds.
+    pub max_run_time: u64,
+    /// The device class it is for.
+    pub device_class: DeviceClass,
+}
+
+/// How a comparison on versions is made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum VersionOp {
+    /// `<`
+    Lt,
+    /// `<=`
+    Le,
+    /// `=`
+    Eq,
+    /// `>=`
+    Ge,
+    /// `>`
+    Gt,
+}
+
+/// Who is in a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "rule", rename_all = "kebab-case")]
+pub enum CollectionRule {
+    /// Every device.
+    All,
+    /// Devices of a platform.
+    Platform {
+        /// The platform.
+        platform: String,
+    },
+    /// Devices of a model.
+    Model {
+        /// The model.
+        model: String,
+    },
+    /// Devices whose client version compares so.
+    ClientVersion {
+        /// The comparison.
+        op: VersionOp,
+        /// The version.
+        version: ClientVersion,
+    },
+    /// Devices with an inventory attribute of this value.
+    Attribute {
+        /// The key.
+        key: String,
+        /// The value.
+        value: String,
+    },
+    /// The explicit members.
+    Explicit,
+}
+
+impl CollectionRule {
+    /// Parses a rule: `all`, `platform=linux-aarch64`, `model=X`, `client-version<1.2.0.0`
+    /// (also `<=`, `=`, `>=`, `>`), `attribute:key=value`, `explicit`.
+    pub fn parse(s: &str) -> Result<CollectionRule, String> {
+        let s = s.trim();
+        if s == "all" {
+            return Ok(CollectionRule::All);
+        }
+        if s == "explicit" {
+            return Ok(CollectionRule::Explicit);
+        }
+        if let Some(p) = s.strip_prefix("platform=") {
+            return Ok(CollectionRule::Platform { platform: p.to_string() });
+        }
+        if let Some(m) = s.strip_prefix("model=") {
+            return Ok(CollectionRule::Model { model: m.to_string() });
+        }
+        if let Some(kv) = s.strip_prefix("attribute:") {
+            let (k, v) = kv
+                .split_once('=')
+                .ok_or_else(|| format!("rule {s:?}: expected attribute:KEY=VALUE"))?;
+            return Ok(CollectionRule::Attribute { key: k.to_string(), value: v.to_string() });
+        }
+        if let Some(rest) = s.strip_prefix("client-version") {
+            let (op, v) = [("<=", VersionOp::Le), (">=", VersionOp::Ge), ("<", VersionOp::Lt), (">", VersionOp::Gt), ("=", VersionOp::Eq)]
+                .into_iter()
+                .find_map(|(sym, op)| rest.strip_prefix(sym).map(|v| (op, v)))
+                .ok_or_else(|| format!("rule {s:?}: expected client-version followed by <, <=, =, >= or > and a version"))?;
+            return Ok(CollectionRule::ClientVersion {
+                op,
+                version: v.parse().map_err(|e| format!("rule {s:?}: {e}"))?,
+            });
+        }
+        Err(format!(
+            "rule {s:?}: expected all, platform=P, model=M, client-version<V (or <=, =, >=, >), attribute:KEY=VALUE or explicit"
+        ))
+    }
+
+    /// Whether a device matches (explicit membership is checked by the caller).
+    pub fn matches(&self, d: &Device) -> bool {
+        match self {
+            CollectionRule::All => true,
+            CollectionRule::Platform { platform } => {
+                d.attr(attr::PLATFORM) == Some(platform.as_str())
+            }
+            CollectionRule::Model { model } => d.attr(attr::MODEL) == Some(model.as_str()),
+            CollectionRule::Attribute { key, value } => d.attr(key) == Some(value.as_str()),
+            CollectionRule::ClientVersion { op, version } => {
+                let Some(v) =
+                    d.attr(attr::CLIENT_VERSION).and_then(|v| v.parse::<ClientVersion>().ok())
+                else {
+                    return false;
+                };
+                match op {
+                    VersionOp::Lt => v < *version,
+                    VersionOp::Le => v <= *version,
+                    VersionOp::Eq => v == *version,
+                    VersionOp::Ge => v >= *version,
+                    VersionOp::Gt => v > *version,
+                }
+            }
+            CollectionRule::Explicit => false,
+        }
+    }
+}
+
+impl fmt::Display for CollectionRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CollectionRule::All => write!(f, "all"),
+            CollectionRule::Platform { platform } => write!(f, "platform={platform}"),
+            CollectionRule::Model { model } => write!(f, "model={model}"),
+            CollectionRule::Attribute { key, value } => write!(f, "attribute:{key}={value}"),
+            CollectionRule::Explicit => write!(f, "explicit"),
+            CollectionRule::ClientVersion { op, version } => {
+                let sym = match op {
+                    VersionOp::Lt => "<",
+                    VersionOp::Le => "<=",
+                    VersionOp::Eq => "=",
+                    VersionOp::Ge => ">=",
+                    VersionOp::Gt => ">",
+                };
+                write!(f, "client-version{sym}{version}")
+            }
+        }
+    }
+}
+
+/// A collection of devices.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Collection {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// Who is in it.
+    pub rule: CollectionRule,
+    /// Explicit members (device ids), for any rule.
+    pub members: Vec<i64>,
+}
+
+impl Collection {
+    /// Whether a device is in the collection.
+    pub fn contains(&self, d: &Device) -> bool {
+        self.members.contains(&d.id) || self.rule.matches(d)
+    }
+}
+
+/// Mandatory, available, or download only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AdvertisementKind {
+    /// Runs when due (DDI `update: forced`).
+    Mandatory,
+    /// Offered; runs when the device's user asks (DDI `update: attempt`).
+    Available,
+    /// Downloaded, not run (DDI `update: skip`).
+    DownloadOnly,
+}
+
+impl FromStr for AdvertisementKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "mandatory" => Ok(AdvertisementKind::Mandatory),
+            "available" => Ok(AdvertisementKind::Available),
+            "download-only" => Ok(AdvertisementKind::DownloadOnly),
+            _ => Err(format!("{s:?}: expected mandatory, available or download-only")),
+        }
+    }
+}
+
+impl AdvertisementKind {
+    /// The name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AdvertisementKind::Mandatory => "mandatory",
+            AdvertisementKind::Available => "available",
+            AdvertisementKind::DownloadOnly => "download-only",
+        }
+    }
+}
+
+/// A daily maintenance window in UTC, `HH:MM-HH:MM`; it may wrap past midnight.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MaintenanceWindow {
+    /// Start, minutes after midnight UTC.
+    pub start: u32,
+    /// End, minutes after midnight UTC.
+    pub end: u32,
+}
+
+impl MaintenanceWindow {
+    /// Parses `22:00-04:00`.
+    pub fn parse(s: &str) -> Result<MaintenanceWindow, String> {
+        let bad = || {
+            format!("maintenance window {s:?}: expected HH:MM-HH:MM in UTC, such as 22:00-04:00")
+        };
+        let (a, b) = s.split_once('-').ok_or_else(bad)?;
+        let minutes = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if start == end {
+            return Err(format!("maintenance window {s:?} is empty"));
+        }
+        Ok(MaintenanceWindow { start, end })
+    }
+
+    /// Whether `unix` (seconds) falls inside the window.
+    pub fn is_open(&self, unix: i64) -> bool {
+        let m = (unix.rem_euclid(86_400) / 60) as u32;
+        if self.start < self.end {
+            (self.start..self.end).contains(&m)
+        } else {
+            m >= self.start || m < self.end
+        }
+    }
+}
+
+impl fmt::Display for MaintenanceWindow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:02}:{:02}-{:02}:{:02}",
+            self.start / 60,
+            self.start % 60,
+            self.end / 60,
+            self.end % 60
+        )
+    }
+}
+
+/// An advertisement: a program of a package offered to a collection.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Advertisement {
+    /// Row id.
+    pub id: i64,
+    /// Name.
+    pub name: String,
+    /// The program.
+    pub program_id: i64,
+    /// The collection.
+    pub collection_id: i64,
+    /// Mandatory, available or download only.
+    pub kind: AdvertisementKind,
+    /// When it becomes due (Unix seconds).
+    pub start_time: i64,
+    /// When it expires (Unix seconds).
+    pub expires: Option<i64>,
+    /// When mandatory programs may run.
+    pub window: Option<MaintenanceWindow>,
+    /// When it was made.
+    pub created: i64,
+    /// Whether it was canceled.
+    pub canceled: bool,
+}
+
+impl Advertisement {
+    /// Whether devices are offered it at `now`.
+    pub fn is_active(&self, now: i64) -> bool {
+        !self.canceled && self.start_time <= now && self.expires.is_none_or(|e| now < e)
+    }
+}
+
+/// Where an action is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum ActionStatus {
+    /// Created, not yet fetched by the device.
+    Scheduled,
+    /// The device fetched it.
+    Retrieved,
+    /// The device reported progress (download, proceeding, …).
+    Running,
+    /// Closed with success.
+    Finished,
+    /// Closed with failure.
+    Error,
+    /// Canceled by an administrator; waiting for the device to confirm.
+    Canceling,
+    /// Canceled and confirmed.
+    Canceled,
+}
+
+impl ActionStatus {
+    /// The name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ActionStatus::Scheduled => "scheduled",
+            ActionStatus::Retrieved => "retrieved",
+            ActionStatus::Running => "running",
+            ActionStatus::Finished => "finished",
+            ActionStatus::Error => "error",
+            ActionStatus::Canceling => "canceling",
+            ActionStatus::Canceled => "canceled",
+        }
+    }
+
+    /// Whether the action is over.
+    pub fn is_closed(self) -> bool {
+        matches!(self, ActionStatus::Finished | ActionStatus::Error | ActionStatus::Canceled)
+    }
+
+    /// The hawkBit-style upper-case name used in `actionHistory`.
+    pub fn history_name(self) -> &'static str {
+        match self {
+            ActionStatus::Scheduled | ActionStatus::Retrieved => "SCHEDULED",
+            ActionStatus::Running => "RUNNING",
+            ActionStatus::Finished => "FINISHED",
+            ActionStatus::Error => "ERROR",
+            ActionStatus::Canceling => "CANCELING",
+            ActionStatus::Canceled => "CANCELED",
+        }
+    }
+}
+
+impl FromStr for ActionStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [
+            ActionStatus::Scheduled,
+            ActionStatus::Retrieved,
+            ActionStatus::Running,
+            ActionStatus::Finished,
+            ActionStatus::Error,
+            ActionStatus::Canceling,
+            ActionStatus::Canceled,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| format!("unknown action status {s:?}"))
+    }
+}
+
+/// An advertisement delivered to one device: a DDI action.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Action {
+    /// Row id; the DDI action id.
+    pub id: i64,
+    /// The advertisement.
+    pub advertisement_id: i64,
+    /// The device.
+    pub device_id: i64,
+    /// Where it is.
+    pub status: ActionStatus,
+    /// Created (Unix seconds).
+    pub created: i64,
+    /// Last change (Unix seconds).
+    pub updated: i64,
+    /// The last status message id the device reported.
+    pub last_code: Option<i32>,
+}
+
+/// A status message or feedback as stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusRecord {
+    /// Row id.
+    pub id: i64,
+    /// The device.
+    pub device_id: i64,
+    /// The action, for feedback.
+    pub action_id: Option<i64>,
+    /// When it arrived (Unix seconds).
+    pub received: i64,
+    /// `feedback`, `cancel-feedback` or `status-message`.
+    pub source: String,
+    /// DDI execution.
+    pub execution: Option<String>,
+    /// DDI `result.finished`.
+    pub finished: Option<String>,
+    /// The numeric status message id.
+    pub message_id: Option<i32>,
+    /// The HRESULT-style code, when the device sent one.
+    pub hresult: Option<String>,
+    /// The program that sent a status message (`DMInstaller`, …).
+    pub component: Option<String>,
+    /// Detail lines.
+    pub details: Vec<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn device(attrs: &[(&str, &str)]) -> Device {
+        Device {
+            id: 7,
+            tenant: "DEFAULT".into(),
+            controller_id: "d".into(),
+            token_sha256: None,
+            attributes: attrs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            created: 0,
+            last_seen: None,
+            registered_by: "admin".into(),
+        }
+    }
+
+    #[test]
+    fn collection_rules() {
+        let d = device(&[
+            ("platform", "linux-aarch64"),
+            ("model", "rpi4"),
+            ("client_version", "1.2.0.0"),
+            ("site", "WH1"),
+        ]);
+        for (rule, want) in [
+            ("all", true),
+            ("platform=linux-aarch64", true),
+            ("platform=linux-armv7", false),
+            ("model=rpi4", true),
+            ("client-version<1.3.0.0", true),
+            ("client-version>=1.2.0.0", true),
+            ("client-version>1.2.0.0", false),
+            ("client-version=1.2.0.0", true),
+            ("attribute:site=WH1", true),
+            ("attribute:site=WH2", false),
+            ("explicit", false),
+        ] {
+            let r = CollectionRule::parse(rule).unwrap();
+            assert_eq!(r.matches(&d), want, "{rule}");
+            assert_eq!(r.to_string(), rule);
+        }
+        for bad in ["", "platform", "client-version~1", "client-version<1.2", "attribute:nokey"] {
+            assert!(CollectionRule::parse(bad).is_err(), "{bad}");
+        }
+        let c = Collection {
+            id: 1,
+            name: "x".into(),
+            rule: CollectionRule::Explicit,
+            members: vec![7],
+        };
+        assert!(c.contains(&d));
+    }
+
+    #[test]
+    fn maintenance_windows_wrap_midnight() {
+        let w = MaintenanceWindow::parse("22:00-04:00").unwrap();
+        let at = |h: i64, m: i64| 1_795_478_400 + h * 3600 + m * 60; // a midnight UTC
+        assert!(w.is_open(at(23, 0)) && w.is_open(at(3, 59)) && w.is_open(at(22, 0)));
+        assert!(!w.is_open(at(4, 0)) && !w.is_open(at(12, 0)));
+        let day = MaintenanceWindow::parse("09:30-17:00").unwrap();
+        assert!(day.is_open(at(9, 30)) && !day.is_open(at(17, 0)));
+        assert_eq!(day.to_string(), "09:30-17:00");
+        for bad in ["", "9-17", "25:00-01:00", "10:00-10:00"] {
+            assert!(MaintenanceWindow::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! HTTP pieces: error responses in hawkBit's `ExceptionInfo` shape, byte ranges, and URL
+//! path segment encoding.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use dm_shared::ddi::ExceptionInfo;
+
+/// An error answered to a device: an HTTP status and an `ExceptionInfo` body. The handler that
+/// returns it has logged it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// HTTP status.
+    pub status: StatusCode,
+    /// Stable error code (`dm.auth.badToken`, …).
+    pub code: &'static str,
+    /// For people.
+    pub message: String,
+}
+
+impl ApiError {
+    /// An error.
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError { status, code, message: message.into() }
+    }
+
+    /// 400.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "dm.request.malformed", message)
+    }
+
+    /// 401.
+    pub fn unauthorized(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::UNAUTHORIZED, "dm.auth.required", message)
+    }
+
+    /// 403.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "dm.auth.forbidden", message)
+    }
+
+    /// 404.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "dm.entity.notFound", message)
+    }
+
+    /// 500.
+    pub fn internal(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "dm.server.error", message)
+    }
+}
+
+impl From<crate::Error> for ApiError {
+    fn from(e: crate::Error) -> ApiError {
+        use crate::Error as E;
+        match e {
+            E::NotFound(m) => ApiError::not_found(format!("{m} not found")),
+            E::Gone(m) => ApiError::new(StatusCode::GONE, "dm.action.closed", m),
+            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "dm.entity.conflict", m),
+            E::BadRequest(m) => ApiError::bad_request(m),
+            other => ApiError::internal(other.to_string()),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ExceptionInfo {
+            exception_class: self.status.canonical_reason().unwrap_or("Error").to_string(),
+            error_code: self.code.into(),
+            message: self.message,
+        };
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::UNAUTHORIZED {
+            r.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("TargetToken"));
+        }
+        r
+    }
+}
+
+/// A satisfiable byte range `start..=end`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte, inclusive.
+    pub end: u64,
+}
+
+/// Parses a `Range` header against a file of `size` bytes. `Ok(None)`: serve it all (no header,
+/// or a form we do not serve, such as several ranges, which RFC 9110 allows ignoring).
+/// `Err(())`: unsatisfiable (416).
+#[allow(clippy::result_unit_err)]
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>, ()> {
+    let Some(h) = header else { return Ok(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else { return Ok(None) };
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let Some((a, b)) = spec.split_once('-') else { return Ok(None) };
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        // Suffix: the last n bytes.
+        let n: u64 = b.parse().map_err(|_| ())?;
+        if n == 0 || size == 0 {
+            return Err(());
+        }
+        ByteRange { start: size.saturating_sub(n), end: size - 1 }
+    } else {
+        let start: u64 = a.parse().map_err(|_| ())?;
+        let end = if b.is_empty() {
+            size.saturating_sub(1)
+        } else {
+            b.parse::<u64>().map_err(|_| ())?.min(size.saturating_sub(1))
+        };
+        if start >= size || end < start {
+            return Err(());
+        }
+        ByteRange { start, end }
+    };
+    Ok(Some(range))
+}
+
+/// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
+pub fn encode_segment(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ranges() {
+        assert_eq!(parse_range(None, 10), Ok(None));
+        assert_eq!(parse_range(Some("bytes=0-4"), 10), Ok(Some(ByteRange { start: 0, end: 4 })));
+        assert_eq!(parse_range(Some("bytes=5-"), 10), Ok(Some(ByteRange { start: 5, end: 9 })));
+        assert_eq!(parse_range(Some("bytes=-3"), 10), Ok(Some(ByteRange { start: 7, end: 9 })));
+        assert_eq!(parse_range(Some("bytes=8-100"), 10), Ok(Some(ByteRange { start: 8, end: 9 })));
+        assert_eq!(parse_range(Some("bytes=10-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=5-2"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=x-"), 10), Err(()));
+        assert_eq!(parse_range(Some("bytes=0-1,4-5"), 10), Ok(None));
+        assert_eq!(parse_range(Some("items=0-1"), 10), Ok(None));
+    }
+
+    #[test]
+    fn segments() {
+        assert_eq!(encode_segment("docs/read me.txt"), "docs%2Fread%20me.txt");
+        assert_eq!(encode_segment("a-b_c.d~e"), "a-b_c.d~e");
+    }
+}

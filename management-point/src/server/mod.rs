@@ -1,0 +1,215 @@
+//! `dmmp serve`: the HTTPS server devices poll.
+//!
+//! One TLS listener (rustls, ring) serves the DDI device API with keep-alive over HTTP/1.1 and
+//! HTTP/2. Polls are answered from memory; the database is written for registrations, actions,
+//! feedback and inventory, and for last-seen times in batches.
+
+pub mod ddi;
+pub mod http;
+pub mod state;
+pub mod tls;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post, put};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use self::ddi::{ConnInfo, routes};
+use self::state::AppState;
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::store::{SqliteStore, Storage};
+
+/// The router of the device API.
+pub fn router(state: Arc<AppState>) -> Router {
+    let base = "/{tenant}/controller/v1/{cid}";
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .route(base, get(routes::poll))
+        .route(&format!("{base}/deploymentBase/{{id}}"), get(routes::deployment_base))
+        .route(&format!("{base}/deploymentBase/{{id}}/feedback"), post(routes::feedback))
+        .route(&format!("{base}/cancelAction/{{id}}"), get(routes::cancel_action))
+        .route(&format!("{base}/cancelAction/{{id}}/feedback"), post(routes::cancel_feedback))
+        .route(&format!("{base}/configData"), put(routes::config_data))
+        .route(&format!("{base}/installedBase"), put(routes::set_installed))
+        .route(&format!("{base}/installedBase/{{id}}"), get(routes::installed_base))
+        .route(&format!("{base}/softwaremodules/{{id}}/artifacts"), get(routes::list_artifacts))
+        .route(&format!("{base}/softwaremodules/{{id}}/artifacts/{{file}}"), get(routes::download))
+        .route(
+            &format!("{base}/{}", dm_shared::ddi::STATUS_MESSAGES_PATH),
+            post(routes::status_messages),
+        )
+        .fallback(|uri: axum::http::Uri| async move {
+            log::warn!("no route for {}", uri.path());
+            http::ApiError::not_found(format!("no resource at {}", uri.path()))
+        })
+        .layer(DefaultBodyLimit::max(max_body))
+        .with_state(state)
+}
+
+/// Opens the storage and builds the server state.
+pub fn prepare(config: Config) -> Result<Arc<AppState>> {
+    let store: Arc<dyn Storage> = Arc::new(SqliteStore::open(&config.database())?);
+    let roots = match &config.server.client_ca {
+        Some(p) => tls::load_client_roots(&config.resolve(p))?,
+        None => Vec::new(),
+    };
+    Ok(Arc::new(AppState::new(config, store, roots)?))
+}
+
+/// Serves until `shutdown` completes. `ready` receives the bound address.
+pub async fn serve(
+    state: Arc<AppState>,
+    ready: impl FnOnce(SocketAddr),
+    shutdown: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    let cfg = &state.config;
+    let tls_cfg = tls::server_config(
+        &cfg.resolve(&cfg.server.tls_cert),
+        &cfg.resolve(&cfg.server.tls_key),
+        !state.client_roots.is_empty(),
+    )?;
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
+    let listener = TcpListener::bind(cfg.server.listen).await.map_err(|e| Error::Config {
+        path: "dmmp.toml".into(),
+        reason: format!("[server] listen {}: {e}", cfg.server.listen),
+    })?;
+    let addr = listener.local_addr().map_err(|e| Error::Tls(e.to_string()))?;
+    let _ = state.public_url.set(format!("https://{addr}"));
+    log::info!(
+        "dmmp listening on https://{addr} (tenants {}); links use {}",
+        cfg.devices.tenants.join(", "),
+        state.public_url()
+    );
+    ready(addr);
+
+    // Another process (the admin commands) changes the database: pick it up.
+    let refresher = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tick.tick().await;
+                let st = st.clone();
+                let r = tokio::task::spawn_blocking(move || st.refresh_if_changed()).await;
+                if let Ok(Err(e)) = r {
+                    log::error!("cannot reload from the database: {e}");
+                }
+            }
+        })
+    };
+    let flusher = {
+        let st = state.clone();
+        let every = Duration::from_secs(st.config.devices.last_seen_flush_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            loop {
+                tick.tick().await;
+                let st = st.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || st.flush_last_seen()).await
+                {
+                    log::error!("cannot record last-seen times: {e}");
+                }
+            }
+        })
+    };
+
+    let app = router(state.clone());
+    let handshake = Duration::from_secs(cfg.server.handshake_timeout_secs);
+    tokio::pin!(shutdown);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = &mut shutdown => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    log::warn!("accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = tcp.set_nodelay(true);
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        tokio::spawn(async move {
+            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
+                Ok(Ok(t)) => t,
+                Ok(Err(e)) => {
+                    log::info!("TLS handshake with {peer} failed: {e}");
+                    return;
+                }
+                Err(_) => {
+                    log::info!("TLS handshake with {peer} timed out");
+                    return;
+                }
+            };
+            let client_chain = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
+            let conn = ConnInfo { peer, client_chain };
+            let svc = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut().insert(conn.clone());
+                    app.clone().oneshot(req.map(axum::body::Body::new))
+                },
+            );
+            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
+            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
+                log::debug!("connection with {peer} ended: {e}");
+            }
+        });
+    }
+    refresher.abort();
+    flusher.abort();
+    let st = state.clone();
+    match tokio::task::spawn_blocking(move || st.flush_last_seen()).await {
+        Ok(Ok(n)) => log::info!("stopped; recorded {n} last-seen times"),
+        Ok(Err(e)) => log::error!("stopped; cannot record last-seen times: {e}"),
+        Err(e) => log::error!("stopped; {e}"),
+    }
+    Ok(())
+}
+
+/// Runs the server until SIGTERM or SIGINT, printing `listening https://ADDR` on stdout when
+/// it accepts connections.
+pub fn run(config: Config) -> Result<()> {
+    let state = prepare(config)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    rt.block_on(async move {
+        let shutdown = async {
+            let mut term =
+                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                    Ok(s) => s,
+                    Err(_) => return std::future::pending().await,
+                };
+            tokio::select! {
+                _ = term.recv() => log::info!("SIGTERM: stopping"),
+                _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
+            }
+        };
+        serve(
+            state,
+            |addr| {
+                use std::io::Write;
+                let mut out = std::io::stdout();
+                let _ = writeln!(out, "listening https://{addr}");
+                let _ = out.flush();
+            },
+            shutdown,
+        )
+        .await
+    })
+}

@@ -1,0 +1,242 @@
+//! The server's state: the storage, and an in-memory view of it that answers polls without
+//! touching the database. The view is reloaded when another process (the admin commands)
+//! changed the database, and updated in place by the server's own writes. Last-seen times are
+//! kept in memory and written in batches.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::store::Storage;
+
+/// What is loaded from storage.
+#[derive(Debug, Default)]
+pub struct View {
+    /// The storage's data version when loaded.
+    pub version: i64,
+    /// Devices by (tenant, controller id).
+    pub devices: HashMap<(String, String), Device>,
+    /// (tenant, controller id) by device id.
+    pub device_keys: HashMap<i64, (String, String)>,
+    /// Packages by id.
+    pub packages: HashMap<i64, Package>,
+    /// Programs by id.
+    pub programs: HashMap<i64, Program>,
+    /// Collections by id.
+    pub collections: HashMap<i64, Collection>,
+    /// Advertisements by id.
+    pub advertisements: BTreeMap<i64, Advertisement>,
+    /// Actions by id.
+    pub actions: HashMap<i64, Action>,
+    /// Action ids by device, oldest first.
+    pub device_actions: HashMap<i64, Vec<i64>>,
+}
+
+impl View {
+    fn load(store: &dyn Storage) -> Result<View> {
+        let version = store.data_version()?;
+        let mut v = View { version, ..View::default() };
+        for d in store.devices()? {
+            v.device_keys.insert(d.id, (d.tenant.clone(), d.controller_id.clone()));
+            v.devices.insert((d.tenant.clone(), d.controller_id.clone()), d);
+        }
+        v.packages = store.packages()?.into_iter().map(|p| (p.id, p)).collect();
+        v.programs = store.programs()?.into_iter().map(|p| (p.id, p)).collect();
+        v.collections = store.collections()?.into_iter().map(|c| (c.id, c)).collect();
+        v.advertisements = store.advertisements()?.into_iter().map(|a| (a.id, a)).collect();
+        for a in store.actions()? {
+            v.device_actions.entry(a.device_id).or_default().push(a.id);
+            v.actions.insert(a.id, a);
+        }
+        Ok(v)
+    }
+
+    /// Records an action (new or changed).
+    pub fn put_action(&mut self, a: Action) {
+        let list = self.device_actions.entry(a.device_id).or_default();
+        if !list.contains(&a.id) {
+            list.push(a.id);
+        }
+        self.actions.insert(a.id, a);
+    }
+
+    /// The device's actions, oldest first.
+    pub fn actions_of(&self, device_id: i64) -> impl Iterator<Item = &Action> {
+        self.device_actions
+            .get(&device_id)
+            .into_iter()
+            .flatten()
+            .filter_map(|id| self.actions.get(id))
+    }
+
+    /// The advertisement, program and package of an action.
+    pub fn deployment_of(&self, a: &Action) -> Option<(&Advertisement, &Program, &Package)> {
+        let adv = self.advertisements.get(&a.advertisement_id)?;
+        let prog = self.programs.get(&adv.program_id)?;
+        let pkg = self.packages.get(&prog.package_id)?;
+        Some((adv, prog, pkg))
+    }
+
+    /// Advertisements that apply to the device now and have no action for it yet.
+    pub fn new_advertisements_for(&self, d: &Device, now: i64) -> Vec<i64> {
+        self.advertisements
+            .values()
+            .filter(|a| a.is_active(now))
+            .filter(|a| self.collections.get(&a.collection_id).is_some_and(|c| c.contains(d)))
+            .filter(|a| !self.actions_of(d.id).any(|ac| ac.advertisement_id == a.id))
+            .map(|a| a.id)
+            .collect()
+    }
+}
+
+/// Shared state of the running server.
+pub struct AppState {
+    /// The configuration.
+    pub config: Config,
+    /// The storage.
+    pub store: Arc<dyn Storage>,
+    /// The in-memory view.
+    pub view: RwLock<View>,
+    /// Last-seen times not yet written.
+    pub last_seen: Mutex<HashMap<i64, i64>>,
+    /// Roots for device client certificates.
+    pub client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// The time, injectable for tests.
+    pub clock: Arc<dyn dm_shared::clock::Clock>,
+    /// Serializes feedback, so the view's order of action changes is the database's.
+    pub feedback_lock: Mutex<()>,
+    /// The base URL for links, known once the listener is bound.
+    pub public_url: std::sync::OnceLock<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").field("listen", &self.config.server.listen).finish()
+    }
+}
+
+impl AppState {
+    /// Loads the view.
+    pub fn new(
+        config: Config,
+        store: Arc<dyn Storage>,
+        client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    ) -> Result<AppState> {
+        let view = View::load(store.as_ref())?;
+        Ok(AppState {
+            config,
+            store,
+            view: RwLock::new(view),
+            last_seen: Mutex::new(HashMap::new()),
+            client_roots,
+            clock: Arc::new(dm_shared::clock::SystemClock),
+            feedback_lock: Mutex::new(()),
+            public_url: std::sync::OnceLock::new(),
+        })
+    }
+
+    /// The base URL devices reach this server at: the configured one, else the bound address.
+    pub fn public_url(&self) -> String {
+        match &self.config.server.public_url {
+            Some(_) => self.config.public_url(),
+            None => self.public_url.get().cloned().unwrap_or_else(|| self.config.public_url()),
+        }
+    }
+
+    /// Now, in Unix seconds.
+    pub fn now(&self) -> i64 {
+        self.clock.now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
+    }
+
+    /// Now as a time.
+    pub fn now_time(&self) -> SystemTime {
+        self.clock.now()
+    }
+
+    /// Reads the view.
+    pub fn read(&self) -> std::sync::RwLockReadGuard<'_, View> {
+        self.view.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Changes the view.
+    pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
+        self.view.write().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reloads the view if another process changed the database.
+    pub fn refresh_if_changed(&self) -> Result<bool> {
+        let version = self.store.data_version()?;
+        if version == self.read().version {
+            return Ok(false);
+        }
+        let fresh = View::load(self.store.as_ref())?;
+        *self.write() = fresh;
+        log::debug!("reloaded the device and advertisement view (data version {version})");
+        Ok(true)
+    }
+
+    /// Notes that a device polled.
+    pub fn seen(&self, device_id: i64, now: i64) {
+        self.last_seen.lock().unwrap_or_else(|p| p.into_inner()).insert(device_id, now);
+    }
+
+    /// Writes the pending last-seen times in one transaction.
+    pub fn flush_last_seen(&self) -> Result<usize> {
+        let batch: Vec<(i64, i64)> = {
+            let mut m = self.last_seen.lock().unwrap_or_else(|p| p.into_inner());
+            m.drain().collect()
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        self.store.flush_last_seen(&batch)?;
+        let mut view = self.write();
+        for (id, t) in &batch {
+            if let Some(key) = view.device_keys.get(id).cloned() {
+                if let Some(d) = view.devices.get_mut(&key) {
+                    d.last_seen = Some(*t);
+                }
+            }
+        }
+        Ok(batch.len())
+    }
+
+    /// Registers a device and adds it to the view.
+    pub fn register(
+        &self,
+        tenant: &str,
+        controller_id: &str,
+        token_sha256: Option<&str>,
+        how: &str,
+    ) -> Result<Device> {
+        let d = match self.store.add_device(tenant, controller_id, token_sha256, how, self.now()) {
+            Ok(d) => d,
+            // Registered a moment ago by a concurrent request.
+            Err(Error::Conflict(_)) => self
+                .store
+                .device(tenant, controller_id)?
+                .ok_or_else(|| Error::NotFound(format!("device {tenant}/{controller_id}")))?,
+            Err(e) => return Err(e),
+        };
+        log::info!("registered device {tenant}/{controller_id} (id {}) by {how}", d.id);
+        let mut view = self.write();
+        view.device_keys.insert(d.id, (d.tenant.clone(), d.controller_id.clone()));
+        view.devices.insert((d.tenant.clone(), d.controller_id.clone()), d.clone());
+        Ok(d)
+    }
+
+    /// Creates the actions of advertisements that newly apply to a device.
+    pub fn ensure_actions(&self, d: &Device) -> Result<()> {
+        let now = self.now();
+        let new = self.read().new_advertisements_for(d, now);
+        for adv in new {
+            let a = self.store.ensure_action(adv, d.id, now)?;
+            log::info!("advertisement {adv} reaches device {} as action {}", d.controller_id, a.id);
+            self.write().put_action(a);
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,171 @@
+//! TLS for the management point (rustls, ring): the server's identity, and client
+//! certificates for certificate authentication.
+//!
+//! A client certificate is taken at the TLS layer whenever one is offered (the handshake still
+//! proves the client holds its key), and checked against the configured client CA in the
+//! request, so that a foreign or expired certificate gets an HTTP 403 with a log line instead of
+//! a handshake failure the device cannot explain.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::crypto::CryptoProvider;
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, UnixTime};
+
+use crate::error::{Error, Result};
+
+/// Accepts any client certificate whose key the client proves it holds.
+#[derive(Debug)]
+struct AnyClientCert {
+    provider: Arc<CryptoProvider>,
+}
+
+impl ClientCertVerifier for AnyClientCert {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        false
+    }
+
+    fn root_hint_subjects(&self) -> &[rustls::DistinguishedName] {
+        &[]
+    }
+
+    fn verify_client_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _now: UnixTime,
+    ) -> std::result::Result<ClientCertVerified, rustls::Error> {
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider.signature_verification_algorithms.supported_schemes()
+    }
+}
+
+fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    let bytes = dm_shared::fs::read_capped(path, 1024 * 1024)?;
+    let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+    if certs.is_empty() {
+        return Err(Error::Tls(format!("{}: no certificate", path.display())));
+    }
+    Ok(certs)
+}
+
+/// The roots for client certificates.
+pub fn load_client_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
+    load_certs(path)
+}
+
+/// The server's TLS configuration.
+pub fn server_config(cert: &Path, key: &Path, client_auth: bool) -> Result<rustls::ServerConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let chain = load_certs(cert)?;
+    let key_bytes = dm_shared::fs::read_capped(key, 64 * 1024)?;
+    let key = PrivateKeyDer::from_pem_slice(&key_bytes)
+        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| Error::Tls(e.to_string()))?;
+    let builder = if client_auth {
+        builder.with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
+    } else {
+        builder.with_no_client_auth()
+    };
+    let mut cfg = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(cfg)
+}
+
+/// Why a client certificate is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCertProblem {
+    /// Not issued by the configured CA.
+    Foreign,
+    /// Expired or not yet valid.
+    Expired,
+    /// Not for client authentication, or malformed.
+    Invalid(String),
+}
+
+/// Checks a client certificate chain against `roots` at `now` and returns its subject common
+/// name (the device's controller id).
+pub fn check_client_cert(
+    chain: &[CertificateDer<'static>],
+    roots: &[CertificateDer<'static>],
+    now: UnixTime,
+) -> std::result::Result<String, ClientCertProblem> {
+    let Some(leaf) = chain.first() else {
+        return Err(ClientCertProblem::Invalid("no certificate".into()));
+    };
+    let ee = webpki::EndEntityCert::try_from(leaf)
+        .map_err(|e| ClientCertProblem::Invalid(format!("{e:?}")))?;
+    let anchors: Vec<_> =
+        roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
+    ee.verify_for_usage(
+        webpki::ALL_VERIFICATION_ALGS,
+        &anchors,
+        &chain[1..],
+        now,
+        webpki::KeyUsage::client_auth(),
+        None,
+        None,
+    )
+    .map_err(|e| match e {
+        webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
+            ClientCertProblem::Expired
+        }
+        // A different CA with the same name as ours fails on the signature.
+        webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
+            ClientCertProblem::Foreign
+        }
+        other => ClientCertProblem::Invalid(format!("{other:?}")),
+    })?;
+    common_name(leaf).ok_or_else(|| ClientCertProblem::Invalid("no subject common name".into()))
+}
+
+fn common_name(der: &CertificateDer<'_>) -> Option<String> {
+    let cert =
+        dm_shared::pki::Cert::from_der(der.to_vec(), Path::new("client certificate")).ok()?;
+    cert.subject().split(',').map(str::trim).find_map(|p| p.strip_prefix("CN=")).map(str::to_string)
+}

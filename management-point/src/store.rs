@@ -1,0 +1,873 @@
+//! Storage: the [`Storage`] interface the server and the admin commands use, and its embedded
+//! SQLite implementation (one file, WAL, versioned migrations). Another database (PostgreSQL
+//! for large fleets) implements the same trait.
+//!
+//! The server and admin commands may run at once: the admin commands write through their own
+//! connection and the server notices through [`Storage::data_version`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rusqlite::{Connection, OptionalExtension, Row, params};
+
+use crate::error::{Error, Result};
+use crate::model::*;
+
+/// Everything the management point stores.
+pub trait Storage: Send + Sync {
+    /// A number that changes whenever another connection committed a change.
+    fn data_version(&self) -> Result<i64>;
+
+    /// Registers a device.
+    fn add_device(
+        &self,
+        tenant: &str,
+        controller_id: &str,
+        token_sha256: Option<&str>,
+        registered_by: &str,
+        now: i64,
+    ) -> Result<Device>;
+    /// Registers many devices in one transaction: (tenant, controller id, token SHA-256).
+    /// Devices that already exist are left alone. Returns how many were added.
+    fn import_devices(
+        &self,
+        devices: &[(String, String, Option<String>)],
+        now: i64,
+    ) -> Result<usize>;
+    /// A device by tenant and controller id.
+    fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>>;
+    /// Every device.
+    fn devices(&self) -> Result<Vec<Device>>;
+    /// Replaces a device's token.
+    fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
+    /// Replaces a device's inventory attributes.
+    fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
+    /// Records last-seen times in one transaction.
+    fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()>;
+
+    /// Adds a package and its artifacts.
+    fn add_package(&self, p: &Package) -> Result<i64>;
+    /// Every package.
+    fn packages(&self) -> Result<Vec<Package>>;
+    /// Removes a package that no advertisement uses.
+    fn remove_package(&self, id: i64) -> Result<()>;
+
+    /// Adds a program.
+    fn add_program(&self, p: &Program) -> Result<i64>;
+    /// Every program.
+    fn programs(&self) -> Result<Vec<Program>>;
+
+    /// Adds a collection.
+    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64>;
+    /// Adds an explicit member.
+    fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()>;
+    /// Every collection.
+    fn collections(&self) -> Result<Vec<Collection>>;
+
+    /// Adds an advertisement.
+    fn add_advertisement(&self, a: &Advertisement) -> Result<i64>;
+    /// Every advertisement.
+    fn advertisements(&self) -> Result<Vec<Advertisement>>;
+    /// Cancels an advertisement: open actions go to `canceling` (the device confirms).
+    fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize>;
+
+    /// Creates the action of an advertisement for a device (or returns the existing one).
+    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action>;
+    /// Every action.
+    fn actions(&self) -> Result<Vec<Action>>;
+    /// One action.
+    fn action(&self, id: i64) -> Result<Option<Action>>;
+    /// Marks a scheduled action retrieved.
+    fn mark_retrieved(&self, id: i64, now: i64) -> Result<()>;
+    /// Stores feedback and moves the action, atomically: `decide` sees the current status and
+    /// returns the new one, or an error (nothing is stored then).
+    fn apply_feedback(
+        &self,
+        action_id: i64,
+        record: &StatusRecord,
+        decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
+    ) -> Result<Action>;
+
+    /// Stores a status message that belongs to no action.
+    fn add_status(&self, record: &StatusRecord) -> Result<i64>;
+    /// Status records of a device, oldest first.
+    fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>>;
+    /// Status records of an action, oldest first.
+    fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>>;
+}
+
+/// The schema, one migration per version (`PRAGMA user_version`).
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE devices (
+    id INTEGER PRIMARY KEY,
+    tenant TEXT NOT NULL,
+    controller_id TEXT NOT NULL,
+    token_sha256 TEXT,
+    attributes TEXT NOT NULL DEFAULT '{}',
+    created INTEGER NOT NULL,
+    last_seen INTEGER,
+    registered_by TEXT NOT NULL,
+    UNIQUE (tenant, controller_id)
+);
+CREATE TABLE packages (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    publisher TEXT,
+    distribution_point TEXT,
+    created INTEGER NOT NULL,
+    UNIQUE (name, version)
+);
+CREATE TABLE artifacts (
+    package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
+    filename TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    sha256 TEXT NOT NULL,
+    sha1 TEXT NOT NULL,
+    md5 TEXT NOT NULL,
+    path TEXT,
+    PRIMARY KEY (package_id, filename)
+);
+CREATE TABLE programs (
+    id INTEGER PRIMARY KEY,
+    package_id INTEGER NOT NULL REFERENCES packages(id),
+    name TEXT NOT NULL UNIQUE,
+    command TEXT NOT NULL,
+    platforms TEXT NOT NULL,
+    max_run_time INTEGER NOT NULL,
+    device_class TEXT NOT NULL
+);
+CREATE TABLE collections (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    rule TEXT NOT NULL
+);
+CREATE TABLE collection_members (
+    collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
+    device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
+    PRIMARY KEY (collection_id, device_id)
+);
+CREATE TABLE advertisements (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    program_id INTEGER NOT NULL REFERENCES programs(id),
+    collection_id INTEGER NOT NULL REFERENCES collections(id),
+    kind TEXT NOT NULL,
+    start_time INTEGER NOT NULL,
+    expires INTEGER,
+    maintenance_window TEXT,
+    created INTEGER NOT NULL,
+    canceled INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE actions (
+    id INTEGER PRIMARY KEY,
+    advertisement_id INTEGER NOT NULL REFERENCES advertisements(id),
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    status TEXT NOT NULL,
+    created INTEGER NOT NULL,
+    updated INTEGER NOT NULL,
+    last_code INTEGER,
+    UNIQUE (advertisement_id, device_id)
+);
+CREATE INDEX actions_device ON actions(device_id);
+CREATE TABLE status (
+    id INTEGER PRIMARY KEY,
+    device_id INTEGER NOT NULL REFERENCES devices(id),
+    action_id INTEGER REFERENCES actions(id),
+    received INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    execution TEXT,
+    finished TEXT,
+    message_id INTEGER,
+    hresult TEXT,
+    component TEXT,
+    details TEXT NOT NULL DEFAULT '[]'
+);
+CREATE INDEX status_device ON status(device_id);
+CREATE INDEX status_action ON status(action_id);
+"#];
+
+/// The SQLite store.
+#[derive(Debug)]
+pub struct SqliteStore {
+    conn: Mutex<Connection>,
+}
+
+fn db(e: rusqlite::Error) -> Error {
+    match e {
+        rusqlite::Error::SqliteFailure(f, msg)
+            if f.code == rusqlite::ErrorCode::ConstraintViolation =>
+        {
+            Error::Conflict(msg.unwrap_or_else(|| "already exists".into()))
+        }
+        other => Error::Database(other.to_string()),
+    }
+}
+
+fn json<T: serde::Serialize>(v: &T) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
+    serde_json::from_str(s).unwrap_or_default()
+}
+
+fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    Ok(Device {
+        id: r.get(0)?,
+        tenant: r.get(1)?,
+        controller_id: r.get(2)?,
+        token_sha256: r.get(3)?,
+        attributes: from_json(&r.get::<_, String>(4)?),
+        created: r.get(5)?,
+        last_seen: r.get(6)?,
+        registered_by: r.get(7)?,
+    })
+}
+
+const DEVICE_COLS: &str =
+    "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by";
+const ACTION_COLS: &str = "id, advertisement_id, device_id, status, created, updated, last_code";
+const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details";
+
+fn action_row(r: &Row<'_>) -> rusqlite::Result<Action> {
+    let status: String = r.get(3)?;
+    Ok(Action {
+        id: r.get(0)?,
+        advertisement_id: r.get(1)?,
+        device_id: r.get(2)?,
+        status: status.parse().unwrap_or(ActionStatus::Error),
+        created: r.get(4)?,
+        updated: r.get(5)?,
+        last_code: r.get(6)?,
+    })
+}
+
+fn status_row(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
+    Ok(StatusRecord {
+        id: r.get(0)?,
+        device_id: r.get(1)?,
+        action_id: r.get(2)?,
+        received: r.get(3)?,
+        source: r.get(4)?,
+        execution: r.get(5)?,
+        finished: r.get(6)?,
+        message_id: r.get(7)?,
+        hresult: r.get(8)?,
+        component: r.get(9)?,
+        details: from_json(&r.get::<_, String>(10)?),
+    })
+}
+
+fn insert_status(c: &Connection, s: &StatusRecord) -> rusqlite::Result<i64> {
+    c.execute(
+        "INSERT INTO status (device_id, action_id, received, source, execution, finished, message_id, hresult, component, details)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        params![s.device_id, s.action_id, s.received, s.source, s.execution, s.finished, s.message_id, s.hresult, s.component, json(&s.details)],
+    )?;
+    Ok(c.last_insert_rowid())
+}
+
+impl SqliteStore {
+    /// Opens (creating and migrating) the database file.
+    pub fn open(path: &Path) -> Result<SqliteStore> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            dm_shared::fs::create_dir_all(dir, dm_shared::fs::MODE_DIR_PRIVATE)?;
+        }
+        let conn = Connection::open(path)
+            .map_err(|e| Error::Database(format!("{}: {e}", path.display())))?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
+        )
+        .map_err(db)?;
+        let store = SqliteStore { conn: Mutex::new(conn) };
+        store.migrate()?;
+        Ok(store)
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&mut c).map_err(db)
+    }
+
+    fn migrate(&self) -> Result<()> {
+        self.with(|c| {
+            let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+            let version = usize::try_from(version).unwrap_or(0);
+            if version > MIGRATIONS.len() {
+                return Err(rusqlite::Error::SqliteFailure(
+                    rusqlite::ffi::Error::new(1),
+                    Some(format!("the database is schema version {version}, newer than this dmmp knows ({}); upgrade dmmp", MIGRATIONS.len())),
+                ));
+            }
+            for (i, m) in MIGRATIONS.iter().enumerate().skip(version) {
+                let tx = c.transaction()?;
+                tx.execute_batch(m)?;
+                tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+                tx.commit()?;
+                log::info!("database migrated to schema version {}", i + 1);
+            }
+            Ok(())
+        })
+    }
+}
+
+impl Storage for SqliteStore {
+    fn data_version(&self) -> Result<i64> {
+        self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+    }
+
+    fn add_device(
+        &self,
+        tenant: &str,
+        controller_id: &str,
+        token_sha256: Option<&str>,
+        registered_by: &str,
+        now: i64,
+    ) -> Result<Device> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO devices (tenant, controller_id, token_sha256, created, registered_by) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![tenant, controller_id, token_sha256, now, registered_by],
+            )?;
+            let id = c.last_insert_rowid();
+            c.query_row(&format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1"), [id], device_row)
+        })
+    }
+
+    fn import_devices(
+        &self,
+        devices: &[(String, String, Option<String>)],
+        now: i64,
+    ) -> Result<usize> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            {
+                let mut st = tx.prepare(
+                    "INSERT OR IGNORE INTO devices (tenant, controller_id, token_sha256, created, registered_by) VALUES (?1, ?2, ?3, ?4, 'admin')",
+                )?;
+                for (t, cid, tok) in devices {
+                    n += st.execute(params![t, cid, tok, now])?;
+                }
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
+    fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>> {
+        self.with(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {DEVICE_COLS} FROM devices WHERE tenant = ?1 AND controller_id = ?2"
+                ),
+                [tenant, controller_id],
+                device_row,
+            )
+            .optional()
+        })
+    }
+
+    fn devices(&self) -> Result<Vec<Device>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"))?;
+            let rows = st.query_map([], device_row)?;
+            rows.collect()
+        })
+    }
+
+    fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET token_sha256 = ?2 WHERE id = ?1",
+                params![id, token_sha256],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()> {
+        self.with(|c| {
+            c.execute(
+                "UPDATE devices SET attributes = ?2 WHERE id = ?1",
+                params![id, json(attributes)],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            {
+                let mut st = tx.prepare("UPDATE devices SET last_seen = ?2 WHERE id = ?1 AND (last_seen IS NULL OR last_seen < ?2)")?;
+                for (id, t) in seen {
+                    st.execute(params![id, t])?;
+                }
+            }
+            tx.commit()
+        })
+    }
+
+    fn add_package(&self, p: &Package) -> Result<i64> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "INSERT INTO packages (name, version, kind, publisher, distribution_point, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.name, p.version, p.kind.as_str(), p.publisher, p.distribution_point, p.created],
+            )?;
+            let id = tx.last_insert_rowid();
+            for a in &p.artifacts {
+                tx.execute(
+                    "INSERT INTO artifacts (package_id, filename, size, sha256, sha1, md5, path) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                    params![id, a.filename, a.size as i64, a.sha256, a.sha1, a.md5, a.path.as_ref().map(|p| p.to_string_lossy().into_owned())],
+                )?;
+            }
+            tx.commit()?;
+            Ok(id)
+        })
+    }
+
+    fn packages(&self) -> Result<Vec<Package>> {
+        self.with(|c| {
+            let mut artifacts: BTreeMap<i64, Vec<ArtifactRecord>> = BTreeMap::new();
+            let mut st = c.prepare("SELECT package_id, filename, size, sha256, sha1, md5, path FROM artifacts ORDER BY package_id, filename")?;
+            let rows = st.query_map([], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    ArtifactRecord {
+                        filename: r.get(1)?,
+                        size: r.get::<_, i64>(2)? as u64,
+                        sha256: r.get(3)?,
+                        sha1: r.get(4)?,
+                        md5: r.get(5)?,
+                        path: r.get::<_, Option<String>>(6)?.map(Into::into),
+                    },
+                ))
+            })?;
+            for row in rows {
+                let (pid, a) = row?;
+                artifacts.entry(pid).or_default().push(a);
+            }
+            let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created FROM packages ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                let id: i64 = r.get(0)?;
+                let kind: String = r.get(3)?;
+                Ok(Package {
+                    id,
+                    name: r.get(1)?,
+                    version: r.get(2)?,
+                    kind: kind.parse().unwrap_or(PackageKind::SoftwareDistribution),
+                    publisher: r.get(4)?,
+                    distribution_point: r.get(5)?,
+                    created: r.get(6)?,
+                    artifacts: Vec::new(),
+                })
+            })?;
+            let mut out: Vec<Package> = rows.collect::<rusqlite::Result<_>>()?;
+            for p in &mut out {
+                p.artifacts = artifacts.remove(&p.id).unwrap_or_default();
+            }
+            Ok(out)
+        })
+    }
+
+    fn remove_package(&self, id: i64) -> Result<()> {
+        let used: i64 = self.with(|c| {
+            c.query_row(
+                "SELECT COUNT(*) FROM advertisements a JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1 AND a.canceled = 0",
+                [id],
+                |r| r.get(0),
+            )
+        })?;
+        if used > 0 {
+            return Err(Error::Conflict(format!(
+                "package {id} is used by {used} advertisement(s); cancel them first"
+            )));
+        }
+        self.with(|c| {
+            let tx = c.transaction()?;
+            tx.execute("DELETE FROM status WHERE action_id IN (SELECT ac.id FROM actions ac JOIN advertisements a ON ac.advertisement_id = a.id JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1)", [id])?;
+            tx.execute("DELETE FROM actions WHERE advertisement_id IN (SELECT a.id FROM advertisements a JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1)", [id])?;
+            tx.execute("DELETE FROM advertisements WHERE program_id IN (SELECT id FROM programs WHERE package_id = ?1)", [id])?;
+            tx.execute("DELETE FROM programs WHERE package_id = ?1", [id])?;
+            let n = tx.execute("DELETE FROM packages WHERE id = ?1", [id])?;
+            tx.commit()?;
+            Ok(n)
+        })
+        .and_then(|n| if n == 0 { Err(Error::NotFound(format!("package {id}"))) } else { Ok(()) })
+    }
+
+    fn add_program(&self, p: &Program) -> Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO programs (package_id, name, command, platforms, max_run_time, device_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![p.package_id, p.name, p.command, json(&p.platforms), p.max_run_time as i64, p.device_class.to_string()],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn programs(&self) -> Result<Vec<Program>> {
+        self.with(|c| {
+            let mut st = c.prepare("SELECT id, package_id, name, command, platforms, max_run_time, device_class FROM programs ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                let class: String = r.get(6)?;
+                Ok(Program {
+                    id: r.get(0)?,
+                    package_id: r.get(1)?,
+                    name: r.get(2)?,
+                    command: r.get(3)?,
+                    platforms: from_json(&r.get::<_, String>(4)?),
+                    max_run_time: r.get::<_, i64>(5)? as u64,
+                    device_class: class.parse().unwrap_or(DeviceClass::Mobile),
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO collections (name, rule) VALUES (?1, ?2)",
+                params![name, json(rule)],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute("INSERT OR IGNORE INTO collection_members (collection_id, device_id) VALUES (?1, ?2)", params![collection_id, device_id])
+                .map(|_| ())
+        })
+    }
+
+    fn collections(&self) -> Result<Vec<Collection>> {
+        self.with(|c| {
+            let mut members: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+            let mut st = c.prepare(
+                "SELECT collection_id, device_id FROM collection_members ORDER BY device_id",
+            )?;
+            for row in st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+                let (cid, did) = row?;
+                members.entry(cid).or_default().push(did);
+            }
+            let mut st = c.prepare("SELECT id, name, rule FROM collections ORDER BY id")?;
+            let rows = st.query_map([], |r| {
+                let id: i64 = r.get(0)?;
+                let rule: String = r.get(2)?;
+                Ok(Collection {
+                    id,
+                    name: r.get(1)?,
+                    rule: serde_json::from_str(&rule).unwrap_or(CollectionRule::Explicit),
+                    members: Vec::new(),
+                })
+            })?;
+            let mut out: Vec<Collection> = rows.collect::<rusqlite::Result<_>>()?;
+            for col in &mut out {
+                col.members = members.remove(&col.id).unwrap_or_default();
+            }
+            Ok(out)
+        })
+    }
+
+    fn add_advertisement(&self, a: &Advertisement) -> Result<i64> {
+        self.with(|c| {
+            c.execute(
+                "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
+                params![a.name, a.program_id, a.collection_id, a.kind.as_str(), a.start_time, a.expires, a.window.map(|w| w.to_string()), a.created],
+            )?;
+            Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn advertisements(&self) -> Result<Vec<Advertisement>> {
+        self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled FROM advertisements ORDER BY id",
+            )?;
+            let rows = st.query_map([], |r| {
+                let kind: String = r.get(4)?;
+                let window: Option<String> = r.get(7)?;
+                Ok(Advertisement {
+                    id: r.get(0)?,
+                    name: r.get(1)?,
+                    program_id: r.get(2)?,
+                    collection_id: r.get(3)?,
+                    kind: kind.parse().unwrap_or(AdvertisementKind::Available),
+                    start_time: r.get(5)?,
+                    expires: r.get(6)?,
+                    window: window.and_then(|w| MaintenanceWindow::parse(&w).ok()),
+                    created: r.get(8)?,
+                    canceled: r.get::<_, i64>(9)? != 0,
+                })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize> {
+        self.with(|c| {
+            let tx = c.transaction()?;
+            let n = tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = ?1", [id])?;
+            if n == 0 {
+                return Ok(None);
+            }
+            let moved = tx.execute(
+                "UPDATE actions SET status = 'canceling', updated = ?2 WHERE advertisement_id = ?1 AND status IN ('scheduled', 'retrieved', 'running')",
+                params![id, now],
+            )?;
+            tx.commit()?;
+            Ok(Some(moved))
+        })?
+        .ok_or_else(|| Error::NotFound(format!("advertisement {id}")))
+    }
+
+    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action> {
+        self.with(|c| {
+            c.execute(
+                "INSERT OR IGNORE INTO actions (advertisement_id, device_id, status, created, updated) VALUES (?1, ?2, 'scheduled', ?3, ?3)",
+                params![advertisement_id, device_id, now],
+            )?;
+            c.query_row(
+                &format!("SELECT {ACTION_COLS} FROM actions WHERE advertisement_id = ?1 AND device_id = ?2"),
+                params![advertisement_id, device_id],
+                action_row,
+            )
+        })
+    }
+
+    fn actions(&self) -> Result<Vec<Action>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!("SELECT {ACTION_COLS} FROM actions ORDER BY id"))?;
+            let rows = st.query_map([], action_row)?;
+            rows.collect()
+        })
+    }
+
+    fn action(&self, id: i64) -> Result<Option<Action>> {
+        self.with(|c| {
+            c.query_row(
+                &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
+                [id],
+                action_row,
+            )
+            .optional()
+        })
+    }
+
+    fn mark_retrieved(&self, id: i64, now: i64) -> Result<()> {
+        self.with(|c| {
+            c.execute("UPDATE actions SET status = 'retrieved', updated = ?2 WHERE id = ?1 AND status = 'scheduled'", params![id, now]).map(|_| ())
+        })
+    }
+
+    fn apply_feedback(
+        &self,
+        action_id: i64,
+        record: &StatusRecord,
+        decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
+    ) -> Result<Action> {
+        let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
+        // IMMEDIATE: concurrent feedback for one action is serialized, never interleaved.
+        let tx =
+            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let current = tx
+            .query_row(
+                &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
+                [action_id],
+                action_row,
+            )
+            .optional()
+            .map_err(db)?
+            .ok_or_else(|| Error::NotFound(format!("action {action_id}")))?;
+        let next = decide(current.status)?;
+        insert_status(&tx, record).map_err(db)?;
+        tx.execute(
+            "UPDATE actions SET status = ?2, updated = ?3, last_code = COALESCE(?4, last_code) WHERE id = ?1",
+            params![action_id, next.as_str(), record.received, record.message_id],
+        )
+        .map_err(db)?;
+        let updated = tx
+            .query_row(
+                &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
+                [action_id],
+                action_row,
+            )
+            .map_err(db)?;
+        tx.commit().map_err(db)?;
+        Ok(updated)
+    }
+
+    fn add_status(&self, record: &StatusRecord) -> Result<i64> {
+        self.with(|c| insert_status(c, record))
+    }
+
+    fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {STATUS_COLS} FROM status WHERE device_id = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([device_id], status_row)?;
+            rows.collect()
+        })
+    }
+
+    fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>> {
+        self.with(|c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {STATUS_COLS} FROM status WHERE action_id = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([action_id], status_row)?;
+            rows.collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store() -> (tempfile::TempDir, SqliteStore) {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStore::open(&dir.path().join("db/dmmp.db")).unwrap();
+        (dir, s)
+    }
+
+    fn record(device_id: i64, action_id: Option<i64>) -> StatusRecord {
+        StatusRecord {
+            id: 0,
+            device_id,
+            action_id,
+            received: 10,
+            source: "feedback".into(),
+            execution: Some("closed".into()),
+            finished: Some("success".into()),
+            message_id: Some(10008),
+            hresult: None,
+            component: None,
+            details: vec!["ok".into()],
+        }
+    }
+
+    fn setup(s: &SqliteStore) -> (Device, Advertisement) {
+        let d = s.add_device("DEFAULT", "dev-1", Some("abc"), "admin", 1).unwrap();
+        let pkg = Package {
+            id: 0,
+            name: "tools".into(),
+            version: "1.0.0.0".into(),
+            kind: PackageKind::SoftwareDistribution,
+            publisher: Some("CN=p".into()),
+            distribution_point: None,
+            created: 1,
+            artifacts: vec![ArtifactRecord {
+                filename: "a".into(),
+                size: 1,
+                sha256: "s".into(),
+                sha1: "1".into(),
+                md5: "m".into(),
+                path: None,
+            }],
+        };
+        let pid = s.add_package(&pkg).unwrap();
+        let prog = s
+            .add_program(&Program {
+                id: 0,
+                package_id: pid,
+                name: "install".into(),
+                command: "./a".into(),
+                platforms: vec![],
+                max_run_time: 60,
+                device_class: DeviceClass::Mobile,
+            })
+            .unwrap();
+        let col = s.add_collection("all", &CollectionRule::All).unwrap();
+        let mut adv = Advertisement {
+            id: 0,
+            name: "ad".into(),
+            program_id: prog,
+            collection_id: col,
+            kind: AdvertisementKind::Mandatory,
+            start_time: 0,
+            expires: None,
+            window: MaintenanceWindow::parse("22:00-04:00").ok(),
+            created: 1,
+            canceled: false,
+        };
+        adv.id = s.add_advertisement(&adv).unwrap();
+        (d, adv)
+    }
+
+    #[test]
+    fn round_trips_the_model() {
+        let (_d, s) = store();
+        let (dev, adv) = setup(&s);
+        assert_eq!(s.device("DEFAULT", "dev-1").unwrap().unwrap(), dev);
+        assert!(matches!(
+            s.add_device("DEFAULT", "dev-1", None, "admin", 2),
+            Err(Error::Conflict(_))
+        ));
+        let mut attrs = BTreeMap::new();
+        attrs.insert("platform".to_string(), "linux-aarch64".to_string());
+        s.set_attributes(dev.id, &attrs).unwrap();
+        s.flush_last_seen(&[(dev.id, 99)]).unwrap();
+        let d = &s.devices().unwrap()[0];
+        assert_eq!((d.attr("platform"), d.last_seen), (Some("linux-aarch64"), Some(99)));
+        assert_eq!(s.packages().unwrap()[0].artifacts.len(), 1);
+        assert_eq!(s.advertisements().unwrap(), vec![adv.clone()]);
+        let a1 = s.ensure_action(adv.id, dev.id, 5).unwrap();
+        let a2 = s.ensure_action(adv.id, dev.id, 6).unwrap();
+        assert_eq!(a1, a2, "one action per device and advertisement");
+        assert_eq!(a1.status, ActionStatus::Scheduled);
+    }
+
+    #[test]
+    fn feedback_is_atomic_and_refusals_store_nothing() {
+        let (_d, s) = store();
+        let (dev, adv) = setup(&s);
+        let a = s.ensure_action(adv.id, dev.id, 5).unwrap();
+        let done = s
+            .apply_feedback(a.id, &record(dev.id, Some(a.id)), &|_| Ok(ActionStatus::Finished))
+            .unwrap();
+        assert_eq!((done.status, done.last_code), (ActionStatus::Finished, Some(10008)));
+        let err = s.apply_feedback(a.id, &record(dev.id, Some(a.id)), &|st| {
+            Err(Error::Gone(format!("action is {}", st.as_str())))
+        });
+        assert!(matches!(err, Err(Error::Gone(_))));
+        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn cancel_moves_open_actions_and_packages_in_use_stay() {
+        let (_d, s) = store();
+        let (dev, adv) = setup(&s);
+        s.ensure_action(adv.id, dev.id, 5).unwrap();
+        let pkg = s.packages().unwrap()[0].id;
+        assert!(matches!(s.remove_package(pkg), Err(Error::Conflict(_))));
+        assert_eq!(s.cancel_advertisement(adv.id, 6).unwrap(), 1);
+        assert_eq!(s.actions().unwrap()[0].status, ActionStatus::Canceling);
+        assert!(matches!(s.cancel_advertisement(999, 6), Err(Error::NotFound(_))));
+        s.remove_package(pkg).unwrap();
+        assert!(s.packages().unwrap().is_empty());
+    }
+
+    #[test]
+    fn another_connection_changes_the_data_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dmmp.db");
+        let server = SqliteStore::open(&path).unwrap();
+        let admin = SqliteStore::open(&path).unwrap();
+        let v1 = server.data_version().unwrap();
+        server.add_collection("mine", &CollectionRule::All).unwrap();
+        assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
+        admin.add_collection("theirs", &CollectionRule::All).unwrap();
+        assert_ne!(server.data_version().unwrap(), v1);
+    }
+}

@@ -1,0 +1,421 @@
+//! The hawkBit Direct Device Integration (DDI) v1 wire format, shared by the management point
+//! and the agent. Field names, enum values and shapes follow
+//! `reference/hawkbit-ddi-openapi.json`, so either side works with any DDI peer.
+//!
+//! How this project's concepts ride on DDI (advertisement = action, package = chunk, program
+//! and package kind in chunk metadata, status message ids in feedback `code`) is documented in
+//! `docs/management-point.md`.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A HAL link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Link {
+    /// The URL.
+    pub href: String,
+}
+
+/// Named links (`_links`).
+pub type Links = BTreeMap<String, Link>;
+
+/// `GET /{tenant}/controller/v1/{controllerId}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ControllerBase {
+    /// Server configuration for the device.
+    #[serde(default)]
+    pub config: Config,
+    /// What the server has for the device: `deploymentBase`, `cancelAction`, `configData`,
+    /// `installedBase`.
+    #[serde(rename = "_links", default)]
+    pub links: Links,
+}
+
+/// `config`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Config {
+    /// Polling.
+    #[serde(default)]
+    pub polling: Polling,
+}
+
+/// `config.polling`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct Polling {
+    /// Sleep between polls, `HH:MM:SS`.
+    #[serde(default)]
+    pub sleep: String,
+}
+
+/// Formats a duration as DDI's `HH:MM:SS`.
+pub fn format_sleep(d: Duration) -> String {
+    let s = d.as_secs();
+    format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
+}
+
+/// Parses DDI's `HH:MM:SS` (hours may exceed 24).
+pub fn parse_sleep(s: &str) -> Option<Duration> {
+    let mut it = s.trim().split(':');
+    let (h, m, sec) = (it.next()?, it.next()?, it.next()?);
+    if it.next().is_some() {
+        return None;
+    }
+    let (h, m, sec): (u64, u64, u64) = (h.parse().ok()?, m.parse().ok()?, sec.parse().ok()?);
+    if m >= 60 || sec >= 60 {
+        return None;
+    }
+    Some(Duration::from_secs(h.checked_mul(3600)? + m * 60 + sec))
+}
+
+/// `GET …/deploymentBase/{actionId}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DeploymentBase {
+    /// The action id.
+    pub id: String,
+    /// What to deploy.
+    pub deployment: Deployment,
+    /// Previous feedback, when asked for.
+    #[serde(rename = "actionHistory", default, skip_serializing_if = "Option::is_none")]
+    pub action_history: Option<ActionHistory>,
+}
+
+/// `deployment`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    /// `skip`, `attempt` or `forced`.
+    pub download: Handling,
+    /// `skip`, `attempt` or `forced`.
+    pub update: Handling,
+    /// What to deploy.
+    pub chunks: Vec<Chunk>,
+    /// `available` or `unavailable`, when the deployment has a maintenance window.
+    #[serde(rename = "maintenanceWindow", default, skip_serializing_if = "Option::is_none")]
+    pub maintenance_window: Option<WindowState>,
+}
+
+/// How a deployment step is to be handled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Handling {
+    /// Not yet.
+    Skip,
+    /// The server asks (an available advertisement).
+    Attempt,
+    /// The server requires it now (a mandatory advertisement).
+    Forced,
+}
+
+/// Whether the maintenance window is open.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WindowState {
+    /// Inside the window.
+    Available,
+    /// Outside it.
+    Unavailable,
+}
+
+/// A chunk: in this project, one package.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Chunk {
+    /// The package kind: `software-distribution`, `configuration` or `client-upgrade`.
+    pub part: String,
+    /// The package version.
+    pub version: String,
+    /// The package name.
+    pub name: String,
+    /// Its files.
+    #[serde(default)]
+    pub artifacts: Vec<Artifact>,
+    /// Program and advertisement details (keys in docs/management-point.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub metadata: Vec<Metadata>,
+}
+
+impl Chunk {
+    /// A metadata value.
+    pub fn meta(&self, key: &str) -> Option<&str> {
+        self.metadata.iter().find(|m| m.key == key).map(|m| m.value.as_str())
+    }
+}
+
+/// A file to download.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Artifact {
+    /// Its file name.
+    pub filename: String,
+    /// Its hashes.
+    #[serde(default)]
+    pub hashes: Hashes,
+    /// Its size.
+    #[serde(default)]
+    pub size: u64,
+    /// `download` (https), `md5sum`, and possibly `download-http`.
+    #[serde(rename = "_links", default)]
+    pub links: Links,
+}
+
+/// Artifact hashes, lowercase hex.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Hashes {
+    /// SHA-1.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha1: String,
+    /// MD5.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub md5: String,
+    /// SHA-256.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub sha256: String,
+}
+
+/// A key/value pair of chunk metadata.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Metadata {
+    /// The key.
+    pub key: String,
+    /// The value.
+    pub value: String,
+}
+
+/// `actionHistory`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ActionHistory {
+    /// The server's view of the action.
+    #[serde(default)]
+    pub status: String,
+    /// Earlier feedback details, newest first.
+    #[serde(default)]
+    pub messages: Vec<String>,
+}
+
+/// `POST …/feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ActionFeedback {
+    /// The status.
+    pub status: Status,
+    /// When it happened on the device, in milliseconds since the epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<i64>,
+}
+
+/// `status` of a feedback.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Status {
+    /// Where the device is with the action.
+    pub execution: Execution,
+    /// The result so far.
+    pub result: ResultStatus,
+    /// In this project: the numeric status message id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Detail lines.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub details: Vec<String>,
+}
+
+/// `status.execution`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Hash)]
+#[serde(rename_all = "lowercase")]
+pub enum Execution {
+    /// Finished (see `result.finished`).
+    Closed,
+    /// Working on it.
+    Proceeding,
+    /// Confirms a cancellation.
+    Canceled,
+    /// Scheduled.
+    Scheduled,
+    /// Rejected (a cancellation, or the update for now).
+    Rejected,
+    /// Resumed.
+    Resumed,
+    /// Artifacts downloaded.
+    Downloaded,
+    /// Downloading.
+    Download,
+}
+
+impl Execution {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Execution::Closed => "closed",
+            Execution::Proceeding => "proceeding",
+            Execution::Canceled => "canceled",
+            Execution::Scheduled => "scheduled",
+            Execution::Rejected => "rejected",
+            Execution::Resumed => "resumed",
+            Execution::Downloaded => "downloaded",
+            Execution::Download => "download",
+        }
+    }
+}
+
+/// `status.result`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ResultStatus {
+    /// `success`, `failure` or `none`.
+    pub finished: Finished,
+    /// Progress.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<Progress>,
+}
+
+/// `result.finished`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Finished {
+    /// It worked.
+    Success,
+    /// It failed.
+    Failure,
+    /// Not finished.
+    None,
+}
+
+/// `result.progress`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Progress {
+    /// Done.
+    pub cnt: i32,
+    /// Of.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub of: Option<i32>,
+}
+
+/// `PUT …/configData`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfigData {
+    /// Attributes.
+    pub data: BTreeMap<String, String>,
+    /// `merge` (default), `replace` or `remove`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<ConfigDataMode>,
+}
+
+/// `configData.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ConfigDataMode {
+    /// Add and overwrite.
+    Merge,
+    /// Replace all.
+    Replace,
+    /// Remove the given keys.
+    Remove,
+}
+
+/// `GET …/cancelAction/{actionId}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cancel {
+    /// The cancel action's id.
+    pub id: String,
+    /// What to stop.
+    #[serde(rename = "cancelAction")]
+    pub cancel_action: CancelActionToStop,
+}
+
+/// `cancelAction`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CancelActionToStop {
+    /// The action to stop.
+    #[serde(rename = "stopId")]
+    pub stop_id: String,
+}
+
+/// An error body, as hawkBit sends them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ExceptionInfo {
+    /// The kind of error.
+    #[serde(rename = "exceptionClass", default)]
+    pub exception_class: String,
+    /// A stable error code.
+    #[serde(rename = "errorCode", default)]
+    pub error_code: String,
+    /// For people.
+    #[serde(default)]
+    pub message: String,
+}
+
+/// Chunk metadata keys this project uses (see docs/management-point.md).
+pub mod meta {
+    /// The program's name.
+    pub const PROGRAM: &str = "dm.program";
+    /// The command line to run, relative to the package folder.
+    pub const COMMAND: &str = "dm.command";
+    /// Comma-separated platforms the program may run on (`any` for all).
+    pub const PLATFORMS: &str = "dm.platforms";
+    /// Maximum run time in seconds.
+    pub const MAX_RUN_TIME: &str = "dm.max-run-time";
+    /// `mobile` or `desktop`.
+    pub const DEVICE_CLASS: &str = "dm.device-class";
+    /// The advertisement id.
+    pub const ADVERTISEMENT: &str = "dm.advertisement";
+    /// `mandatory` or `available`.
+    pub const ADVERTISEMENT_KIND: &str = "dm.advertisement-kind";
+    /// When the advertisement becomes due (RFC 3339), if later than now.
+    pub const START_TIME: &str = "dm.start-time";
+    /// When the advertisement expires (RFC 3339).
+    pub const EXPIRES: &str = "dm.expires";
+}
+
+/// The package kinds (`Chunk::part`).
+pub mod part {
+    /// A software distribution package.
+    pub const SOFTWARE_DISTRIBUTION: &str = "software-distribution";
+    /// A configuration package.
+    pub const CONFIGURATION: &str = "configuration";
+    /// A client upgrade.
+    pub const CLIENT_UPGRADE: &str = "client-upgrade";
+}
+
+/// The extension endpoint (not in DDI) where the agent posts status messages that belong to
+/// no action, such as those DMInstaller and setup queued: `POST {base}/dm/statusMessages`.
+pub const STATUS_MESSAGES_PATH: &str = "dm/statusMessages";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sleep_round_trip() {
+        assert_eq!(format_sleep(Duration::from_secs(300)), "00:05:00");
+        assert_eq!(format_sleep(Duration::from_secs(43_200)), "12:00:00");
+        assert_eq!(parse_sleep("12:00:00"), Some(Duration::from_secs(43_200)));
+        assert_eq!(parse_sleep("00:00:30"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_sleep("48:00:00"), Some(Duration::from_secs(172_800)));
+        for bad in ["", "12:00", "1:60:00", "a:b:c", "1:2:3:4", "-1:00:00"] {
+            assert_eq!(parse_sleep(bad), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn parses_the_spec_examples() {
+        let base: ControllerBase = serde_json::from_str(
+            r#"{"config":{"polling":{"sleep":"12:00:00"}},"_links":{"deploymentBase":{"href":"https://h/T/controller/v1/C/deploymentBase/5?c=-2127183556"},"configData":{"href":"https://h/T/controller/v1/C/configData"}}}"#,
+        )
+        .unwrap();
+        assert_eq!(base.config.polling.sleep, "12:00:00");
+        assert!(base.links.contains_key("deploymentBase"));
+        let d: DeploymentBase = serde_json::from_str(
+            r#"{"id":"8","deployment":{"download":"forced","update":"attempt","maintenanceWindow":"available","chunks":[{"part":"jvm","version":"1.0.75","name":"oneapp runtime","artifacts":[{"filename":"binary.tgz","hashes":{"sha1":"986a","md5":"d044","sha256":"b3a0"},"size":13,"_links":{"download":{"href":"https://x/binary.tgz"}}}],"metadata":[{"key":"k","value":"v"}]}]},"actionHistory":{"status":"RUNNING","messages":["m"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(d.deployment.update, Handling::Attempt);
+        assert_eq!(d.deployment.chunks[0].meta("k"), Some("v"));
+        let fb: ActionFeedback = serde_json::from_str(
+            r#"{"timestamp":1627997501890,"status":{"execution":"closed","result":{"finished":"success","progress":{"cnt":2,"of":5}},"code":200,"details":["Some feedback"]}}"#,
+        )
+        .unwrap();
+        assert_eq!(fb.status.execution, Execution::Closed);
+        assert!(
+            serde_json::from_str::<ActionFeedback>(
+                r#"{"status":{"execution":"exploded","result":{"finished":"success"}}}"#
+            )
+            .is_err()
+        );
+    }
+}

@@ -1,0 +1,882 @@
+//! The management point: a real `dmmp serve` on loopback, driven by its admin commands and by
+//! real HTTP clients (curl; SWUpdate's suricatta in swupdate.rs).
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::util::*;
+
+/// A running `dmmp serve` with its own folder, PKI and database.
+pub struct Mp {
+    pub w: World,
+    pub dir: PathBuf,
+    pub port: u16,
+    child: Option<Child>,
+    pub log: PathBuf,
+}
+
+impl Mp {
+    /// Starts a management point; `tweak` edits dmmp.toml before it starts.
+    pub fn start(tweak: impl FnOnce(&mut String)) -> Mp {
+        let w = World::new();
+        let dir = w.path("mp");
+        run_ok(
+            Command::new(bin("dmmp"))
+                .arg("init")
+                .arg("--dir")
+                .arg(&dir)
+                .args(["--listen", "127.0.0.1:0", "--poll-sleep", "2", "--tls-cert"])
+                .arg(w.pki.join("server.pem"))
+                .arg("--tls-key")
+                .arg(w.pki.join("server.key"))
+                .arg("--client-ca")
+                .arg(w.pki.join("root-ca.pem")),
+        );
+        let cfg = dir.join("dmmp.toml");
+        let mut text = std::fs::read_to_string(&cfg).unwrap();
+        text = text.replace("last_seen_flush_secs = 10", "last_seen_flush_secs = 1");
+        tweak(&mut text);
+        std::fs::write(&cfg, text).unwrap();
+        let mut mp = Mp { w, dir, port: 0, child: None, log: PathBuf::new() };
+        mp.spawn();
+        mp
+    }
+
+    fn spawn(&mut self) {
+        self.log = self.dir.join(format!("serve-{}.log", rand_u64()));
+        let log = std::fs::File::create(&self.log).unwrap();
+        let mut child = Command::new(bin("dmmp"))
+            .arg("--config")
+            .arg(self.dir.join("dmmp.toml"))
+            .arg("serve")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        let addr = line.trim().strip_prefix("listening https://").unwrap_or_else(|| {
+            panic!(
+                "dmmp serve said {line:?}; log: {}",
+                std::fs::read_to_string(&self.log).unwrap_or_default()
+            )
+        });
+        self.port = addr.rsplit(':').next().unwrap().parse().unwrap();
+        self.child = Some(child);
+    }
+
+    /// Stops the server (SIGTERM, as a service manager would) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = Command::new("kill").arg("-TERM").arg(c.id().to_string()).status();
+            let start = Instant::now();
+            while c.try_wait().unwrap().is_none() {
+                if start.elapsed() > Duration::from_secs(10) {
+                    let _ = c.kill();
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let cfg = self.dir.join("dmmp.toml");
+        let text = std::fs::read_to_string(&cfg).unwrap();
+        let fixed = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("listen = ") {
+                    format!("listen = \"127.0.0.1:{}\"", self.port)
+                } else {
+                    l.to_string()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(&cfg, fixed).unwrap();
+        self.spawn();
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.port)
+    }
+
+    pub fn base(&self, cid: &str) -> String {
+        format!("{}/DEFAULT/controller/v1/{cid}", self.url())
+    }
+
+    /// Runs an admin command; returns stdout.
+    pub fn admin(&self, args: &[&str]) -> String {
+        let out = run_ok(
+            Command::new(bin("dmmp")).arg("--config").arg(self.dir.join("dmmp.toml")).args(args),
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    /// Runs an admin command with --json.
+    pub fn admin_json(&self, args: &[&str]) -> Value {
+        let out = run_ok(
+            Command::new(bin("dmmp"))
+                .arg("--config")
+                .arg(self.dir.join("dmmp.toml"))
+                .arg("--json")
+                .args(args),
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    }
+
+    /// The server's log.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server's log contains `needle`.
+    pub fn wait_log(&self, needle: &str) {
+        let start = Instant::now();
+        while !self.log_text().contains(needle) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "server log never said {needle:?}:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Mp {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// An HTTP response: status and body.
+#[derive(Debug)]
+pub struct Resp {
+    pub status: u16,
+    pub body: Vec<u8>,
+}
+
+impl Resp {
+    pub fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// curl with the world's root CA and the given extra arguments.
+pub fn curl(mp: &Mp, args: &[&str]) -> Resp {
+    let body_file = mp.w.path(&format!("curl-{}.out", rand_u64()));
+    let out = run(
+        Command::new("curl")
+            .args(["-s", "--max-time", "30", "--cacert"])
+            .arg(mp.w.pki.join("root-ca.pem"))
+            .arg("-o")
+            .arg(&body_file)
+            .args(["-w", "%{http_code}"])
+            .args(args),
+        Duration::from_secs(60),
+    );
+    let status: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
+    let body = std::fs::read(&body_file).unwrap_or_default();
+    let _ = std::fs::remove_file(&body_file);
+    Resp { status, body }
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).unwrap();
+    u64::from_le_bytes(b)
+}
+
+/// curl as a device with a target token.
+pub fn as_device(mp: &Mp, token: &str, args: &[&str]) -> Resp {
+    let auth = format!("Authorization: TargetToken {token}");
+    let mut all = vec!["-H", &auth];
+    all.extend_from_slice(args);
+    curl(mp, &all)
+}
+
+/// Makes and signs a software distribution package with dmpack, adds it, a program, an
+/// all-devices collection (once) and a mandatory advertisement. Returns the advertisement name.
+pub fn advertise_package(
+    mp: &Mp,
+    name: &str,
+    files: &[(&str, &[u8])],
+    extra_adv: &[&str],
+) -> String {
+    let src = mp.w.path(&format!("{name}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    for (f, data) in files {
+        std::fs::write(src.join(f), data).unwrap();
+    }
+    let out = mp.w.path(&format!("{name}-pkg"));
+    run_ok(
+        Command::new(bin("dmpack"))
+            .args(["package", "--source"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&out)
+            .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
+            .arg(mp.w.pki.join("publisher.key"))
+            .arg("--cert")
+            .arg(mp.w.pki.join("publisher.pem")),
+    );
+    mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        out.to_str().unwrap(),
+        "--roots",
+        mp.w.pki.join("root-ca.pem").to_str().unwrap(),
+    ]);
+    mp.admin(&[
+        "program",
+        "add",
+        "--package",
+        name,
+        "--name",
+        &format!("{name}-run"),
+        "--command",
+        "./run.sh",
+    ]);
+    if !mp.admin(&["collection", "list"]).contains("everyone") {
+        mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
+    }
+    let adv = format!("{name}-ad");
+    let prog = format!("{name}-run");
+    let mut args =
+        vec!["advertise", "--name", &adv, "--program", &prog, "--collection", "everyone"];
+    args.extend_from_slice(extra_adv);
+    mp.admin(&args);
+    adv
+}
+
+/// Polls until the server (which reloads admin changes within a second) offers `link`.
+pub fn poll_until_link(mp: &Mp, token: &str, cid: &str, link: &str) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = as_device(mp, token, &[&mp.base(cid)]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        let v = r.json();
+        if v["_links"].get(link).is_some() {
+            return v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "no {link} link: {v}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn feedback(execution: &str, finished: &str, code: i32, details: &[&str]) -> String {
+    serde_json::json!({"status": {"execution": execution, "result": {"finished": finished}, "code": code, "details": details}}).to_string()
+}
+
+fn post(mp: &Mp, token: &str, url: &str, body: &str) -> Resp {
+    as_device(
+        mp,
+        token,
+        &["-X", "POST", "-H", "Content-Type: application/json", "--data-binary", body, url],
+    )
+}
+
+fn history_len(mp: &Mp, cid: &str) -> usize {
+    mp.admin_json(&["device", "show", cid])["history"].as_array().unwrap().len()
+}
+
+#[test]
+fn a_device_registers_polls_receives_an_advertisement_and_reports() {
+    let mp = Mp::start(|_| {});
+    let r = as_device(&mp, "tok-0001", &[&mp.base("dev-1")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(v["config"]["polling"]["sleep"], "00:00:02");
+    assert!(
+        v["_links"]["configData"]["href"].as_str().unwrap().starts_with(&mp.base("dev-1")),
+        "links use the bound port: {v}"
+    );
+    let r = as_device(
+        &mp,
+        "tok-0001",
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            r#"{"data":{"platform":"linux-x86_64","client_version":"1.0.0.0"}}"#,
+            &format!("{}/configData", mp.base("dev-1")),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+
+    let adv =
+        advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\necho hi\n")], &["--mandatory"]);
+    let v = poll_until_link(&mp, "tok-0001", "dev-1", "deploymentBase");
+    let href = v["_links"]["deploymentBase"]["href"].as_str().unwrap().to_string();
+    let d = as_device(&mp, "tok-0001", &[&href]).json();
+    let chunk = &d["deployment"]["chunks"][0];
+    assert_eq!(
+        (d["deployment"]["download"].as_str(), d["deployment"]["update"].as_str()),
+        (Some("forced"), Some("forced"))
+    );
+    assert_eq!(chunk["part"], "software-distribution");
+    let files: Vec<&str> = chunk["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["filename"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        files,
+        ["manifest.json", "manifest.sig", "publisher.pem", "run.sh"]
+            .iter()
+            .copied()
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect::<Vec<_>>()
+    );
+    let meta: std::collections::BTreeMap<&str, &str> = chunk["metadata"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| (m["key"].as_str().unwrap(), m["value"].as_str().unwrap()))
+        .collect();
+    assert_eq!(meta["dm.command"], "./run.sh");
+    assert_eq!(meta["dm.advertisement-kind"], "mandatory");
+
+    // The artifact, whole, ranged and its MD5SUM.
+    let run_sh =
+        chunk["artifacts"].as_array().unwrap().iter().find(|a| a["filename"] == "run.sh").unwrap();
+    let url = run_sh["_links"]["download"]["href"].as_str().unwrap();
+    let whole = as_device(&mp, "tok-0001", &[url]);
+    assert_eq!((whole.status, whole.text().as_str()), (200, "#!/bin/sh\necho hi\n"));
+    let part = as_device(&mp, "tok-0001", &["-H", "Range: bytes=10-", url]);
+    assert_eq!((part.status, part.text().as_str()), (206, "echo hi\n"));
+    let bad = as_device(&mp, "tok-0001", &["-H", "Range: bytes=100-", url]);
+    assert_eq!(bad.status, 416);
+    let md5 = as_device(&mp, "tok-0001", &[run_sh["_links"]["md5sum"]["href"].as_str().unwrap()]);
+    assert_eq!(md5.text(), format!("{}  run.sh\n", run_sh["hashes"]["md5"].as_str().unwrap()));
+
+    let fb = format!("{}/deploymentBase/{}/feedback", mp.base("dev-1"), d["id"].as_str().unwrap());
+    assert_eq!(
+        post(&mp, "tok-0001", &fb, &feedback("proceeding", "none", 10005, &["started ./run.sh"]))
+            .status,
+        200
+    );
+    assert_eq!(
+        post(
+            &mp,
+            "tok-0001",
+            &fb,
+            &feedback("closed", "success", 10008, &["exit code 0", "status 0x00000000"])
+        )
+        .status,
+        200
+    );
+    let st = mp.admin_json(&["advertisement", "status", &adv]);
+    assert_eq!(st["counts"]["finished"], 1, "{st}");
+    assert_eq!(st["devices"][0]["last_code"], 10008);
+    let text = mp.admin(&["status", &adv]);
+    assert!(text.contains("finished: 1") && text.contains("dev-1"), "{text}");
+    let v = poll_until_link(&mp, "tok-0001", "dev-1", "installedBase");
+    assert!(
+        v["_links"].get("deploymentBase").is_none(),
+        "a finished action is not offered again: {v}"
+    );
+}
+
+#[test]
+fn authentication_by_token_gateway_and_certificate() {
+    let mp = Mp::start(|t| {
+        *t = t.replace(
+            "target_token = true",
+            "target_token = true\ngateway_token = \"gateway-secret-0123456789\"",
+        )
+    });
+    // A registered device with an admin-issued token.
+    let token = mp.admin(&["device", "add", "--id", "scanner-7"]).trim().to_string();
+    assert_eq!(as_device(&mp, &token, &[&mp.base("scanner-7")]).status, 200);
+    let wrong = as_device(&mp, "not-the-token", &[&mp.base("scanner-7")]);
+    assert_eq!(wrong.status, 401);
+    assert_eq!(wrong.json()["errorCode"], "dm.auth.required");
+    mp.wait_log("the target token of device scanner-7 does not match");
+    assert_eq!(curl(&mp, &[&mp.base("scanner-7")]).status, 401, "no credentials");
+    // Gateway token acts for any device.
+    let gw = curl(
+        &mp,
+        &["-H", "Authorization: GatewayToken gateway-secret-0123456789", &mp.base("behind-gw-1")],
+    );
+    assert_eq!(gw.status, 200, "{}", gw.text());
+    assert_eq!(
+        curl(&mp, &["-H", "Authorization: GatewayToken nope", &mp.base("behind-gw-1")]).status,
+        401
+    );
+
+    // Client certificates issued by the configured client CA: the CN is the controller id.
+    let (cert, key) = mp.w.cert("cert-dev-1", "client", &[]);
+    let with_cert = |cid: &str, c: &Path, k: &Path| {
+        curl(&mp, &["--cert", c.to_str().unwrap(), "--key", k.to_str().unwrap(), &mp.base(cid)])
+    };
+    assert_eq!(with_cert("cert-dev-1", &cert, &key).status, 200);
+    let other = with_cert("someone-else", &cert, &key);
+    assert_eq!(other.status, 403);
+    assert!(
+        other.text().contains("is for \\\"cert-dev-1\\\"") || other.text().contains("cert-dev-1"),
+        "{}",
+        other.text()
+    );
+    let (old_c, old_k) = mp.w.cert(
+        "cert-dev-2",
+        "client",
+        &["--valid-from", "2020-01-01T00:00:00Z", "--valid-until", "2021-01-01T00:00:00Z"],
+    );
+    let expired = with_cert("cert-dev-2", &old_c, &old_k);
+    assert_eq!(expired.status, 403);
+    assert!(expired.text().contains("expired"), "{}", expired.text());
+    let foreign = World::new();
+    let (fc, fk) = foreign.cert("cert-dev-3", "client", &[]);
+    let r = with_cert("cert-dev-3", &fc, &fk);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("not issued by this server's client CA"), "{}", r.text());
+    mp.wait_log("403 the client certificate is expired");
+    let devices = mp.admin(&["device", "list"]);
+    assert!(
+        devices.contains("cert-dev-1")
+            && !devices.contains("cert-dev-2")
+            && !devices.contains("cert-dev-3"),
+        "{devices}"
+    );
+}
+
+#[test]
+fn unknown_devices_are_refused_when_configured() {
+    let mp = Mp::start(|t| {
+        *t = t.replace("unknown_devices = \"register\"", "unknown_devices = \"refuse\"")
+    });
+    let r = as_device(&mp, "tok", &[&mp.base("stranger")]);
+    assert_eq!(r.status, 401);
+    assert!(r.text().contains("not registered"), "{}", r.text());
+    assert!(!mp.admin(&["device", "list"]).contains("stranger"));
+    let token = mp.admin(&["device", "add", "--id", "known"]).trim().to_string();
+    assert_eq!(as_device(&mp, &token, &[&mp.base("known")]).status, 200);
+}
+
+#[test]
+fn bad_requests_get_the_right_status_and_store_nothing() {
+    let mp = Mp::start(|_| {});
+    as_device(&mp, "tok-a", &[&mp.base("dev-a")]);
+    as_device(&mp, "tok-b", &[&mp.base("dev-b")]);
+    advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    let va = poll_until_link(&mp, "tok-a", "dev-a", "deploymentBase");
+    poll_until_link(&mp, "tok-b", "dev-b", "deploymentBase");
+    let href_a = va["_links"]["deploymentBase"]["href"].as_str().unwrap();
+    let action_a = href_a.rsplit('/').next().unwrap().split('?').next().unwrap().to_string();
+    let before = (history_len(&mp, "dev-a"), history_len(&mp, "dev-b"));
+
+    let fb_a = format!("{}/deploymentBase/{action_a}/feedback", mp.base("dev-a"));
+    let cases: Vec<(Resp, u16, &str)> = vec![
+        (post(&mp, "tok-a", &fb_a, "{\"status\": {\"execution\": "), 400, "malformed JSON"),
+        (
+            post(
+                &mp,
+                "tok-a",
+                &fb_a,
+                r#"{"status":{"execution":"exploded","result":{"finished":"success"}}}"#,
+            ),
+            400,
+            "unknown execution",
+        ),
+        (
+            post(
+                &mp,
+                "tok-a",
+                &format!("{}/deploymentBase/999999/feedback", mp.base("dev-a")),
+                &feedback("proceeding", "none", 1, &[]),
+            ),
+            404,
+            "unknown action",
+        ),
+        (
+            post(
+                &mp,
+                "tok-b",
+                &format!("{}/deploymentBase/{action_a}/feedback", mp.base("dev-b")),
+                &feedback("closed", "success", 1, &[]),
+            ),
+            404,
+            "another device's action",
+        ),
+        (
+            post(&mp, "tok-a", &fb_a, &feedback("proceeding", "none", 1, &[&"x".repeat(70_000)])),
+            413,
+            "oversized body",
+        ),
+        (
+            post(&mp, "tok-a", &fb_a, &feedback("proceeding", "none", 1, &vec!["line"; 101])),
+            400,
+            "too many detail lines",
+        ),
+        (
+            as_device(
+                &mp,
+                "tok-a",
+                &[&format!(
+                    "{}/softwaremodules/1/artifacts/..%2F..%2F..%2Fetc%2Fpasswd",
+                    mp.base("dev-a")
+                )],
+            ),
+            404,
+            "path traversal",
+        ),
+        (
+            as_device(
+                &mp,
+                "tok-a",
+                &[
+                    &format!(
+                        "{}/softwaremodules/1/artifacts/../../../../etc/passwd",
+                        mp.base("dev-a")
+                    ),
+                    "--path-as-is",
+                ],
+            ),
+            404,
+            "raw dot segments",
+        ),
+        (
+            as_device(
+                &mp,
+                "tok-a",
+                &[&format!("{}/softwaremodules/999/artifacts/run.sh", mp.base("dev-a"))],
+            ),
+            404,
+            "unassigned module",
+        ),
+        (
+            as_device(&mp, "tok-a", &[&format!("{}/cancelAction/{action_a}", mp.base("dev-a"))]),
+            404,
+            "no cancellation",
+        ),
+        (
+            as_device(
+                &mp,
+                "tok-a",
+                &[
+                    "-X",
+                    "PUT",
+                    "--data-binary",
+                    "[1,2]",
+                    &format!("{}/configData", mp.base("dev-a")),
+                ],
+            ),
+            400,
+            "configData not an object",
+        ),
+        (
+            as_device(
+                &mp,
+                "tok-a",
+                &[&format!("{}/controller/v1/dev-a", mp.url())
+                    .replace("/controller", "/OTHER/controller")],
+            ),
+            404,
+            "unknown tenant",
+        ),
+        (
+            as_device(&mp, "tok-a", &[&format!("{}/DEFAULT/controller/v1/bad%20id", mp.url())]),
+            400,
+            "bad controller id",
+        ),
+    ];
+    for (resp, want, what) in cases {
+        assert_eq!(resp.status, want, "{what}: {}", resp.text());
+        if want != 413 {
+            assert!(
+                resp.json()["message"].as_str().is_some_and(|m| !m.is_empty()),
+                "{what}: no ExceptionInfo message"
+            );
+        }
+    }
+    assert_eq!(
+        (history_len(&mp, "dev-a"), history_len(&mp, "dev-b")),
+        before,
+        "a refused request stored something"
+    );
+    mp.wait_log("404 action 999999 is not an action of device dev-a");
+    assert_eq!(
+        mp.admin_json(&["advertisement", "status", "tools-ad"])["counts"]["scheduled"],
+        2,
+        "the actions did not move"
+    );
+
+    // Closed actions take no more feedback: 410.
+    assert_eq!(
+        post(&mp, "tok-a", &fb_a, &feedback("closed", "failure", 10006, &["exit code 3"])).status,
+        200
+    );
+    let gone = post(&mp, "tok-a", &fb_a, &feedback("proceeding", "none", 1, &[]));
+    assert_eq!(gone.status, 410, "{}", gone.text());
+    assert_eq!(history_len(&mp, "dev-a"), before.0 + 1);
+}
+
+#[test]
+fn concurrent_feedback_for_one_action_is_consistent() {
+    let mp = Mp::start(|_| {});
+    as_device(&mp, "tok", &[&mp.base("dev-c")]);
+    advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    let v = poll_until_link(&mp, "tok", "dev-c", "deploymentBase");
+    let id = v["_links"]["deploymentBase"]["href"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .split('?')
+        .next()
+        .unwrap()
+        .to_string();
+    let fb = format!("{}/deploymentBase/{id}/feedback", mp.base("dev-c"));
+    let statuses: Vec<u16> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..24)
+            .map(|i| {
+                let (mp, fb) = (&mp, &fb);
+                s.spawn(move || {
+                    let body = if i == 12 {
+                        feedback("closed", "success", 10008, &["done"])
+                    } else {
+                        feedback("proceeding", "none", 10005, &[&format!("step {i}")])
+                    };
+                    post(mp, "tok", fb, &body).status
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let accepted = statuses.iter().filter(|s| **s == 200).count();
+    let gone = statuses.iter().filter(|s| **s == 410).count();
+    assert_eq!(accepted + gone, statuses.len(), "{statuses:?}");
+    let st = mp.admin_json(&["advertisement", "status", "tools-ad"]);
+    assert_eq!(st["counts"]["finished"], 1, "the close wins and sticks: {st}");
+    assert_eq!(
+        history_len(&mp, "dev-c"),
+        accepted,
+        "every accepted feedback stored once, every refused one not at all"
+    );
+    let history = mp.admin_json(&["device", "show", "dev-c"])["history"].clone();
+    assert_eq!(
+        history.as_array().unwrap().last().unwrap()["execution"],
+        "closed",
+        "nothing was accepted after the close"
+    );
+}
+
+#[test]
+fn cancel_before_start_and_cancel_rejected() {
+    let mp = Mp::start(|_| {});
+    as_device(&mp, "tok1", &[&mp.base("dev-1")]);
+    as_device(&mp, "tok2", &[&mp.base("dev-2")]);
+    advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    for (t, d) in [("tok1", "dev-1"), ("tok2", "dev-2")] {
+        poll_until_link(&mp, t, d, "deploymentBase");
+    }
+    let out = mp.admin(&["advertisement", "cancel", "tools-ad"]);
+    assert!(out.contains("2 device(s) told to cancel"), "{out}");
+    for (t, d, confirm, want) in
+        [("tok1", "dev-1", "canceled", "canceled"), ("tok2", "dev-2", "rejected", "running")]
+    {
+        let v = poll_until_link(&mp, t, d, "cancelAction");
+        let href = v["_links"]["cancelAction"]["href"].as_str().unwrap();
+        let c = as_device(&mp, t, &[href]).json();
+        assert_eq!(c["cancelAction"]["stopId"], c["id"]);
+        let r =
+            post(&mp, t, &format!("{href}/feedback"), &feedback(confirm, "success", 10010, &[]));
+        assert_eq!(r.status, 200, "{}", r.text());
+        let st = mp.admin_json(&["device", "show", d]);
+        assert_eq!(st["actions"][0]["status"], want, "{st}");
+    }
+    let st = mp.admin_json(&["advertisement", "status", "tools-ad"]);
+    assert_eq!(
+        (st["counts"]["canceled"].as_u64(), st["counts"]["running"].as_u64()),
+        (Some(1), Some(1)),
+        "{st}"
+    );
+    // A canceled advertisement reaches no new device.
+    as_device(&mp, "tok3", &[&mp.base("dev-3")]);
+    std::thread::sleep(Duration::from_millis(600));
+    let v = as_device(&mp, "tok3", &[&mp.base("dev-3")]).json();
+    assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
+}
+
+#[test]
+fn collections_by_platform_start_times_and_maintenance_windows() {
+    let mp = Mp::start(|_| {});
+    for (tok, cid, platform) in [("t1", "arm-1", "linux-aarch64"), ("t2", "x86-1", "linux-x86_64")]
+    {
+        as_device(&mp, tok, &[&mp.base(cid)]);
+        let body = format!(r#"{{"data":{{"platform":"{platform}"}}}}"#);
+        assert_eq!(
+            as_device(
+                &mp,
+                tok,
+                &["-X", "PUT", "--data-binary", &body, &format!("{}/configData", mp.base(cid))]
+            )
+            .status,
+            200
+        );
+    }
+    mp.admin(&["collection", "add", "--name", "arm", "--rule", "platform=linux-aarch64"]);
+    let members = mp.admin(&["collection", "members", "arm"]);
+    assert!(members.contains("arm-1") && !members.contains("x86-1"), "{members}");
+    advertise_package(&mp, "fw", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    poll_until_link(&mp, "t1", "arm-1", "deploymentBase");
+    // Re-point the advertisement's audience: a second advertisement of the same program.
+    let now = std::time::SystemTime::now();
+    let closed_window = {
+        let h = (dm_shared::clock::unix_secs(now) / 3600 + 2) % 24;
+        format!("{:02}:00-{:02}:00", h, (h + 1) % 24)
+    };
+    mp.admin(&[
+        "advertise",
+        "--name",
+        "arm-only",
+        "--program",
+        "fw-run",
+        "--collection",
+        "arm",
+        "--mandatory",
+        "--maintenance-window",
+        &closed_window,
+    ]);
+    mp.admin(&["advertisement", "cancel", "fw-ad"]);
+    std::thread::sleep(Duration::from_millis(600));
+    // x86-1: only the canceled advertisement; arm-1 gets arm-only too.
+    let v = poll_until_link(&mp, "t1", "arm-1", "cancelAction");
+    let href = v["_links"]["cancelAction"]["href"].as_str().unwrap();
+    post(&mp, "t1", &format!("{href}/feedback"), &feedback("canceled", "success", 1, &[]));
+    let v = poll_until_link(&mp, "t1", "arm-1", "deploymentBase");
+    let d = as_device(&mp, "t1", &[v["_links"]["deploymentBase"]["href"].as_str().unwrap()]).json();
+    assert_eq!(d["deployment"]["maintenanceWindow"], "unavailable", "{d}");
+    assert_eq!(
+        d["deployment"]["update"], "skip",
+        "outside its window a mandatory program does not run: {d}"
+    );
+    // A future start time: not offered yet.
+    let later = dm_shared::clock::rfc3339(now + Duration::from_secs(3600));
+    mp.admin(&[
+        "advertise",
+        "--name",
+        "later",
+        "--program",
+        "fw-run",
+        "--collection",
+        "everyone",
+        "--start",
+        &later,
+    ]);
+    std::thread::sleep(Duration::from_millis(600));
+    let v = as_device(&mp, "t2", &[&mp.base("x86-1")]).json();
+    assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
+    let list = mp.admin(&["advertisement", "list"]);
+    assert!(list.contains("pending") && list.contains("canceled"), "{list}");
+}
+
+#[test]
+fn last_seen_is_batched_and_survives_a_restart() {
+    let mut mp =
+        Mp::start(|t| *t = t.replace("last_seen_flush_secs = 1", "last_seen_flush_secs = 3600"));
+    for _ in 0..20 {
+        assert_eq!(as_device(&mp, "tok", &[&mp.base("busy-1")]).status, 200);
+    }
+    let d = mp.admin_json(&["device", "show", "busy-1"]);
+    assert!(d["device"]["last_seen"].is_null(), "20 polls wrote last-seen to disk: {d}");
+    // A clean stop writes what it kept in memory, in one batch.
+    let first_log = mp.log.clone();
+    mp.restart();
+    let d = mp.admin_json(&["device", "show", "busy-1"]);
+    assert!(d["device"]["last_seen"].as_i64().is_some(), "{d}");
+    let log = std::fs::read_to_string(first_log).unwrap();
+    assert!(log.contains("stopped; recorded 1 last-seen times"), "{log}");
+}
+
+#[test]
+fn packages_on_an_external_distribution_point_link_there() {
+    let mp = Mp::start(|_| {});
+    as_device(&mp, "tok", &[&mp.base("dev-x")]);
+    let src = mp.w.path("ext-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("big.bin"), vec![7u8; 1000]).unwrap();
+    let pkg = mp.w.path("ext-pkg");
+    run_ok(
+        Command::new(bin("dmpack"))
+            .args(["package", "--source"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&pkg)
+            .args(["--name", "ext", "--package-version", "2.0.0.0", "--key"])
+            .arg(mp.w.pki.join("publisher.key"))
+            .arg("--cert")
+            .arg(mp.w.pki.join("publisher.pem")),
+    );
+    mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        pkg.to_str().unwrap(),
+        "--roots",
+        mp.w.pki.join("root-ca.pem").to_str().unwrap(),
+        "--distribution-point",
+        "https://dp.example.com:8444/pkgs/ext/",
+    ]);
+    mp.admin(&["program", "add", "--package", "ext", "--name", "ext-run", "--command", "true"]);
+    mp.admin(&["collection", "add", "--name", "all", "--rule", "all"]);
+    mp.admin(&["advertise", "--name", "ext-ad", "--program", "ext-run", "--collection", "all"]);
+    let v = poll_until_link(&mp, "tok", "dev-x", "deploymentBase");
+    let d =
+        as_device(&mp, "tok", &[v["_links"]["deploymentBase"]["href"].as_str().unwrap()]).json();
+    let a = d["deployment"]["chunks"][0]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["filename"] == "big.bin")
+        .unwrap()
+        .clone();
+    assert_eq!(a["_links"]["download"]["href"], "https://dp.example.com:8444/pkgs/ext/big.bin");
+    assert_eq!(a["size"], 1000);
+    let listed = mp.admin(&["package", "list"]);
+    assert!(listed.contains("https://dp.example.com:8444/pkgs/ext/"), "{listed}");
+    // A package whose publisher the server does not trust is refused at import.
+    let other = World::new();
+    let untrusted = mp.w.path("untrusted-pkg");
+    run_ok(
+        Command::new(bin("dmpack"))
+            .args(["package", "--source"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&untrusted)
+            .args(["--name", "bad", "--package-version", "1.0.0.0", "--key"])
+            .arg(other.pki.join("publisher.key"))
+            .arg("--cert")
+            .arg(other.pki.join("publisher.pem")),
+    );
+    let out = run(
+        Command::new(bin("dmmp"))
+            .arg("--config")
+            .arg(mp.dir.join("dmmp.toml"))
+            .args(["package", "add", "--source"])
+            .arg(&untrusted)
+            .arg("--roots")
+            .arg(mp.w.pki.join("root-ca.pem")),
+        Duration::from_secs(30),
+    );
+    assert_eq!(out.status.code(), Some(32), "{}", show(&out));
+}
