@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# The main job: a demo device installed from a signed deployment folder.
+# The main job, the whole story on one machine:
 #   1. set up this machine and build the programs
-#   2. make a demo PKI (root CA, code-signing publisher) with dmpack
-#   3. build and sign a client deployment folder, laid out like a memory card
-#   4. make a demo device root that trusts the demo root CA
-#   5. run the folder's dminstaller on the device: it verifies the folder, installs the
-#      publisher certificate and chains to setup, which installs the client and starts the agent
-#   6. show the installed client and its logs
-# Everything lives in ./demo (removed and recreated on each run).
+#   2. a demo PKI (root CA, code-signing publisher, TLS server certificate) made by dmpack
+#   3. dmmp, the management point, on loopback
+#   4. a signed client deployment folder laid out like a memory card
+#   5. a demo device that trusts the demo root CA; the folder's dminstaller installs the
+#      client on it, and its agent starts polling dmmp
+#   6. a signed package advertised to all devices; the agent downloads, verifies and runs it
+#   7. its success, as the management point sees it: `dmmp advertisement status`
+# Everything lives in ./demo (recreated on each run); the agent and dmmp are stopped at the end.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -20,25 +21,39 @@ cargo build --workspace --bins --locked --quiet
 bin=$root/target/debug
 platform="linux-$(uname -m | sed 's/^armv7l$/armv7/')"
 
-if [ -f "$demo/device/run/dm/dmsvc.pid" ]; then
-    kill "$(cat "$demo/device/run/dm/dmsvc.pid")" 2>/dev/null || true
-fi
+stop_all() {
+    [ -f "$demo/device/run/dm/dmsvc.pid" ] && kill "$(cat "$demo/device/run/dm/dmsvc.pid")" 2>/dev/null || true
+    [ -n "${mp_pid:-}" ] && kill "$mp_pid" 2>/dev/null && wait "$mp_pid" 2>/dev/null || true
+}
+stop_all
 rm -rf "$demo"
-mkdir -p "$demo/bins" "$demo/device/var/log"
+mkdir -p "$demo/bins" "$demo/device/var/log" "$demo/device/etc/dm/certs/root" "$demo/package"
+trap stop_all EXIT
+dmmp() { "$bin/dmmp" --config "$demo/mp/dmmp.toml" "$@"; }
 
 say "demo PKI"
 "$bin/dmpack" dev-pki --out "$demo/pki"
 
+say "management point (dmmp) on loopback"
+"$bin/dmmp" init --dir "$demo/mp" --listen 127.0.0.1:0 --poll-sleep 5 \
+    --tls-cert "$demo/pki/server.pem" --tls-key "$demo/pki/server.key"
+"$bin/dmmp" --config "$demo/mp/dmmp.toml" serve > "$demo/mp/serve.out" 2> "$demo/mp/serve.log" &
+mp_pid=$!
+for _ in $(seq 100); do grep -q listening "$demo/mp/serve.out" && break; sleep 0.1; done
+url=$(sed -n 's/^listening //p' "$demo/mp/serve.out")
+echo "dmmp listens on $url (log: demo/mp/serve.log)"
+
 say "signed client deployment folder 1.0.0.0 for $platform"
 for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$bin/$p" "$demo/bins/"; done
-cat > "$demo/DMCommonInstaller.ini" <<'INI'
+cat > "$demo/DMCommonInstaller.ini" <<INI
 ; Client deployment settings for the demo device (docs/settings.md)
 [Installation]
 ClientInstallAction=Install
 
 [Environment]
-ManagementPoint=https://127.0.0.1:8443
+ManagementPoint=$url
 ControllerId=demo-device-1
+SiteCode=DEMO
 
 [Communication]
 Authentication=TargetToken
@@ -50,23 +65,41 @@ INI
     --key "$demo/pki/publisher.key" --cert "$demo/pki/publisher.pem" >/dev/null
 ls -l "$demo/card/DMClient"
 
-say "demo device: trusts the demo root CA"
-mkdir -p "$demo/device/etc/dm/certs/root"
+say "demo device trusts the demo root CA; running dminstaller from the card"
 cp "$demo/pki/root-ca.pem" "$demo/device/etc/dm/certs/root/"
-
-say "running dminstaller from the card"
-"$demo/card/DMClient/dminstaller_$platform" --device-root "$demo/device"
-
-say "installed client (dmclientsetup --status)"
+"$demo/card/DMClient/dminstaller_$platform" --device-root "$demo/device" 2>&1 | grep -E "step|finished|installed" || true
 "$bin/dmclientsetup" --status --device-root "$demo/device"
 
-say "device files"
-(cd "$demo/device" && find . -path ./var/log -prune -o -print | sort)
+say "a signed package advertised to every device"
+cat > "$demo/package/install.sh" <<'SH'
+#!/bin/sh
+# Runs on the device in the package folder; see docs/agent.md for its environment.
+echo "installing $DM_PACKAGE_NAME $DM_PACKAGE_VERSION on $DM_CONTROLLER_ID ($DM_PLATFORM)"
+cp greeting.txt "$DM_DEVICE_ROOT/greeting.txt"
+SH
+chmod +x "$demo/package/install.sh"
+echo "hello from the management point" > "$demo/package/greeting.txt"
+"$bin/dmpack" package --source "$demo/package" --out "$demo/greeting-pkg" --name greeting --package-version 1.0.0.0 \
+    --key "$demo/pki/publisher.key" --cert "$demo/pki/publisher.pem" >/dev/null
+dmmp package add --source "$demo/greeting-pkg" --roots "$demo/pki/root-ca.pem"
+dmmp program add --package greeting --name install-greeting --command ./install.sh --max-run-time 60
+dmmp collection add --name all-devices --rule all
+dmmp advertise --name greeting-to-all --program install-greeting --collection all-devices --mandatory
 
-say "logs"
-for f in "$demo"/device/var/log/dm/*.log; do
-    echo "--- $f"
-    cat "$f"
+say "waiting for the agent to poll, run it and report"
+finished() { [[ "$(dmmp --json advertisement status greeting-to-all)" == *'"finished": 1'* ]]; }
+for _ in $(seq 240); do
+    finished && break
+    sleep 0.5
 done
 
-say "done: the agent runs as pid $(cat "$demo/device/run/dm/dmsvc.pid"); stop it with: kill \$(cat $demo/device/run/dm/dmsvc.pid)"
+say "dmmp advertisement status greeting-to-all"
+dmmp advertisement status greeting-to-all
+say "dmmp device show demo-device-1"
+dmmp device show demo-device-1
+say "on the device"
+echo "greeting.txt: $(cat "$demo/device/greeting.txt" 2>/dev/null || echo '(missing)')"
+say "the agent's log"
+cat "$demo"/device/var/log/dm/DMSvc*.log
+finished || { echo "the program did not finish"; exit 1; }
+say "done; files, logs and the database are in ./demo"

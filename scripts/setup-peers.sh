@@ -11,6 +11,7 @@ PEERS=(
     "curl:curl"
     "openssl:openssl"
     "swupdate:swupdate"
+    "nginx:nginx"
 )
 
 missing=()

@@ -77,6 +77,61 @@ pub enum Error {
         reason: String,
     },
 
+    /// A server could not be reached, or the connection failed or timed out.
+    #[error("{url}: {reason}")]
+    Network {
+        /// The URL.
+        url: String,
+        /// What went wrong.
+        reason: String,
+        /// Whether a deadline passed.
+        timeout: bool,
+    },
+
+    /// A server answered with an error status.
+    #[error("{url}: HTTP {status}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Http {
+        /// The URL.
+        url: String,
+        /// The status.
+        status: u16,
+        /// `Retry-After`, when sent.
+        retry_after: Option<std::time::Duration>,
+        /// The server's message.
+        message: String,
+    },
+
+    /// A server tried to use plain HTTP.
+    #[error("{url}: {reason}; plain HTTP is never used")]
+    Insecure {
+        /// The URL.
+        url: String,
+        /// What happened.
+        reason: String,
+    },
+
+    /// A server's answer could not be understood.
+    #[error("{url}: malformed answer: {reason}")]
+    Malformed {
+        /// The URL.
+        url: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A server's answer is larger than allowed.
+    #[error("{url}: the answer is larger than the {limit} bytes allowed")]
+    TooLarge {
+        /// The URL.
+        url: String,
+        /// The cap.
+        limit: u64,
+    },
+
+    /// The agent was asked to stop.
+    #[error("stopping")]
+    Stopped,
+
     /// The installed client is damaged.
     #[error("the installed client is damaged ({problems}); run dmclientsetup --repair")]
     Damaged {
@@ -99,6 +154,13 @@ impl Error {
             Error::RolledBack { cause } => cause.code(),
             Error::Enrollment { code, .. } => *code,
             Error::Damaged { .. } => StatusCode::DM_E_CLIENT_DAMAGED,
+            Error::Network { timeout: true, .. } => StatusCode::ERROR_TIMEOUT,
+            Error::Network { .. } => StatusCode::DM_E_NETWORK,
+            Error::Http { .. } => StatusCode::DM_E_HTTP,
+            Error::Insecure { .. } => StatusCode::DM_E_INSECURE,
+            Error::Malformed { .. } => StatusCode::ERROR_INVALID_DATA,
+            Error::TooLarge { .. } => StatusCode::ERROR_FILE_TOO_LARGE,
+            Error::Stopped => StatusCode::ERROR_CANCELLED,
         }
     }
 }

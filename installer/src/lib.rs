@@ -193,6 +193,7 @@ fn refuse(ctx: &Context, folder: &VerifiedFolder, reason: String) -> Result<i32,
             execution: None,
             final_result: true,
             details: vec![reason.clone(), format!("publisher: {}", folder.publisher.describe())],
+            cancel: false,
         };
         match Outbox::open(&ctx.layout).push(&msg) {
             Ok(seq) => info!(

@@ -40,11 +40,11 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
-                print!("{HELP}");
+                dm_shared::cli::out(HELP);
                 return Ok(None);
             }
             Short('V') | Long("version") => {
-                println!("{}", cli::version_line("dminstaller"));
+                dm_shared::cli::out(&format!("{}\n", cli::version_line("dminstaller")));
                 return Ok(None);
             }
             Long("source") => args.source = Some(parser.value()?.into()),

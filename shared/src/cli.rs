@@ -18,6 +18,15 @@ pub fn usage_error(program: &str, message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(StatusCode::E_INVALIDARG.exit_code())
 }
 
+/// Writes data to stdout. A closed pipe (`dmmp device list | head`) is not an error: the
+/// reader has what it wanted, so the rest is dropped quietly instead of panicking as
+/// `println!` would.
+pub fn out(text: &str) {
+    use std::io::Write;
+    let mut stdout = std::io::stdout().lock();
+    let _ = stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush());
+}
+
 /// The exit code for a status.
 pub fn exit(code: StatusCode) -> ExitCode {
     ExitCode::from(code.exit_code())

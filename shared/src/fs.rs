@@ -406,6 +406,31 @@ pub fn try_lock(path: &Path) -> Result<Option<LockGuard>> {
     }
 }
 
+/// Opens a download's `.partial` file to continue it: created with `mode` when missing,
+/// positioned at its end. Returns the file and the bytes already there. Partial files are
+/// resumable by design, not atomic; they are renamed into place with [`rename`] when complete.
+pub fn open_resumable(path: &Path, mode: u32) -> Result<(File, u64)> {
+    let file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(mode)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let len = file.metadata().map_err(io_err("inspect", path))?.len();
+    Ok((file, len))
+}
+
+/// Sets a file's permission bits.
+pub fn set_mode(path: &Path, mode: u32) -> Result<()> {
+    fs::set_permissions(path, fs::Permissions::from_mode(mode)).map_err(io_err("chmod", path))
+}
+
+/// Bytes available to unprivileged writers on the file system holding `path`.
+pub fn available_space(path: &Path) -> Result<u64> {
+    let st = rustix::fs::statvfs(path).map_err(|e| io_err("inspect", path)(e.into()))?;
+    Ok(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
 /// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
     let file = File::open(path).map_err(io_err("open", path))?;

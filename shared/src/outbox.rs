@@ -21,6 +21,44 @@ pub const MAX_ENTRY_BYTES: u64 = 64 * 1024;
 pub mod message_id {
     /// DMInstaller: the device refused the publisher certificate (locked device).
     pub const INSTALLER_CERT_REFUSED: u32 = 11001;
+    /// DMSvc: the program was received; its content is downloading.
+    pub const PROGRAM_RECEIVED: u32 = 10002;
+    /// DMSvc: the content was downloaded and verified.
+    pub const CONTENT_DOWNLOADED: u32 = 10003;
+    /// DMSvc: the program started.
+    pub const PROGRAM_STARTED: u32 = 10005;
+    /// DMSvc: the program failed (non-zero exit code).
+    pub const PROGRAM_FAILED: u32 = 10006;
+    /// DMSvc: the program completed successfully.
+    pub const PROGRAM_SUCCEEDED: u32 = 10008;
+    /// DMSvc: requirements not met: the program is for other platforms.
+    pub const WRONG_PLATFORM: u32 = 10018;
+    /// DMSvc: requirements not met: the program is for the other device class.
+    pub const WRONG_DEVICE_CLASS: u32 = 10019;
+    /// DMSvc: the content could not be downloaded (network, size, hash, path, disk space).
+    pub const DOWNLOAD_FAILED: u32 = 10034;
+    /// DMSvc: the package is not signed by a trusted publisher; nothing was run.
+    pub const PACKAGE_UNTRUSTED: u32 = 10035;
+    /// DMSvc: an available program waits for the device's user (`dmsvc run`).
+    pub const PROGRAM_AVAILABLE: u32 = 10037;
+    /// DMSvc: a mandatory program waits for its maintenance window.
+    pub const WAITING_FOR_WINDOW: u32 = 10038;
+    /// DMSvc: a download-only advertisement's content is on the device.
+    pub const DOWNLOAD_ONLY_DONE: u32 = 10039;
+    /// DMSvc: the advertisement was canceled before the program started.
+    pub const CANCELED: u32 = 10040;
+    /// DMSvc: the cancellation came after the program started and is rejected.
+    pub const CANCEL_REJECTED: u32 = 10041;
+    /// DMSvc: the package kind is not supported.
+    pub const UNSUPPORTED_PACKAGE: u32 = 10050;
+    /// DMSvc: the program ran longer than its maximum run time and was stopped.
+    pub const PROGRAM_TIMED_OUT: u32 = 10070;
+    /// DMSvc: the agent stopped while the program ran; it is not run again.
+    pub const PROGRAM_INTERRUPTED: u32 = 10071;
+    /// DMSvc: a client upgrade started (setup reports the result).
+    pub const CLIENT_UPGRADE_STARTED: u32 = 11020;
+    /// DMSvc: a client upgrade finished (success or failure from setup's result).
+    pub const CLIENT_UPGRADE_DONE: u32 = 11021;
 }
 
 /// One status message.
@@ -49,6 +87,36 @@ pub struct StatusMessage {
     /// More lines of detail.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+    /// Whether it answers a cancellation (`cancelAction/{id}/feedback`) rather than reporting
+    /// on the deployment.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub cancel: bool,
+}
+
+impl StatusMessage {
+    /// A message about an action (DDI feedback).
+    pub fn feedback(
+        action_id: u64,
+        execution: &str,
+        message_id: u32,
+        code: StatusCode,
+        time: String,
+        text: String,
+        final_result: bool,
+    ) -> StatusMessage {
+        StatusMessage {
+            message_id,
+            code,
+            component: "DMSvc".into(),
+            time,
+            text,
+            action_id: Some(action_id),
+            execution: Some(execution.into()),
+            final_result,
+            details: Vec::new(),
+            cancel: false,
+        }
+    }
 }
 
 /// The outbox folder of a device.
@@ -124,6 +192,36 @@ impl Outbox {
         Ok(out)
     }
 
+    /// Keeps the outbox within `max_entries`: the oldest messages that are not final results
+    /// (progress feedback) are dropped first; final results are never dropped. Returns how many
+    /// were dropped.
+    pub fn compact(&self, max_entries: usize) -> Result<usize> {
+        let pending = self.pending()?;
+        let excess = pending.len().saturating_sub(max_entries);
+        if excess == 0 {
+            return Ok(0);
+        }
+        let mut dropped = 0;
+        for (seq, m) in pending.iter().filter(|(_, m)| !m.final_result).take(excess) {
+            self.remove(*seq)?;
+            log::warn!(
+                "outbox full ({} messages): dropped progress message {} of action {:?} from {}",
+                pending.len(),
+                m.message_id,
+                m.action_id,
+                m.time
+            );
+            dropped += 1;
+        }
+        if dropped < excess {
+            log::warn!(
+                "outbox holds {} final results over its limit of {max_entries}; they are kept",
+                excess - dropped
+            );
+        }
+        Ok(dropped)
+    }
+
     /// Removes a message the management point acknowledged.
     pub fn remove(&self, seq: u64) -> Result<bool> {
         dmfs::remove_file(&self.dir.join(entry_name(seq)))
@@ -145,6 +243,7 @@ mod tests {
             execution: None,
             final_result: true,
             details: vec![],
+            cancel: false,
         }
     }
 
@@ -181,6 +280,22 @@ mod tests {
         });
         let p = Outbox::open(&layout).pending().unwrap();
         assert_eq!(p.len(), 100);
+    }
+
+    #[test]
+    fn compaction_drops_oldest_progress_never_final_results() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&DeviceLayout::new(dir.path()));
+        for i in 0..6 {
+            ob.push(&StatusMessage { final_result: i % 3 == 0, ..msg(i) }).unwrap();
+        }
+        // 0 and 3 are final; 1, 2, 4, 5 progress.
+        assert_eq!(ob.compact(3).unwrap(), 3);
+        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id).collect();
+        assert_eq!(ids, [0, 3, 5]);
+        assert_eq!(ob.compact(1).unwrap(), 1, "only progress goes");
+        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id).collect();
+        assert_eq!(ids, [0, 3]);
     }
 
     #[test]

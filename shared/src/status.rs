@@ -95,6 +95,20 @@ codes! {
     DM_E_NOT_AVAILABLE = 0x8004_0205, 43, "This feature is not available in this build";
     /// A child program could not be started or died.
     DM_E_CHILD_FAILED = 0x8004_0206, 44, "A program the operation depends on failed to run";
+    /// The management point or a distribution point could not be reached.
+    DM_E_NETWORK = 0x8004_0207, 45, "The server could not be reached";
+    /// A server answered with an error status.
+    DM_E_HTTP = 0x8004_0208, 46, "The server refused the request";
+    /// A server sent a redirect to plain HTTP, or a plain HTTP link.
+    DM_E_INSECURE = 0x8004_0209, 47, "A server tried to use plain HTTP, which is never followed";
+    /// An advertised program exited with a failure.
+    DM_E_PROGRAM_FAILED = 0x8004_020A, 48, "The program failed";
+    /// A program for the other device class (mobile or desktop).
+    DM_E_WRONG_DEVICE_CLASS = 0x8004_020B, 49, "The program is for another device class";
+    /// A package kind this client does not handle.
+    DM_E_UNSUPPORTED_PACKAGE = 0x8004_020C, 50, "The package kind is not supported by this client";
+    /// The operation was canceled.
+    ERROR_CANCELLED = 0x8007_04C7, 51, "The operation was canceled";
 }
 
 impl StatusCode {

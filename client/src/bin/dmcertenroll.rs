@@ -32,11 +32,11 @@ fn main() -> ExitCode {
         };
         match arg {
             Short('h') | Long("help") => {
-                print!("{HELP}");
+                dm_shared::cli::out(HELP);
                 return ExitCode::SUCCESS;
             }
             Short('V') | Long("version") => {
-                println!("{}", cli::version_line("dmcertenroll"));
+                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmcertenroll")));
                 return ExitCode::SUCCESS;
             }
             Long("device-root") => match parser.value() {

@@ -70,11 +70,11 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
     while let Some(arg) = parser.next()? {
         match arg {
             Short('h') | Long("help") => {
-                print!("{HELP}");
+                dm_shared::cli::out(HELP);
                 return Ok(None);
             }
             Short('V') | Long("version") => {
-                println!("{}", cli::version_line("dmclientsetup"));
+                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmclientsetup")));
                 return Ok(None);
             }
             Long("source") => a.source = Some(parser.value()?.into()),
@@ -101,7 +101,10 @@ fn main() -> ExitCode {
     let ctx = Context::from_process(&args.device_root);
     if args.status {
         let state = setup::inspect(&ctx);
-        println!("{}", serde_json::to_string_pretty(&state).unwrap_or_default());
+        dm_shared::cli::out(&format!(
+            "{}\n",
+            serde_json::to_string_pretty(&state).unwrap_or_default()
+        ));
         return if state.complete || state.installed.is_none() && state.interrupted.is_none() {
             ExitCode::SUCCESS
         } else {

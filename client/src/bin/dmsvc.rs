@@ -5,20 +5,28 @@ use std::process::ExitCode;
 
 use dm_client::agent::{self, Options};
 use dm_shared::logging::{self, Program};
-use dm_shared::{Context, cli};
+use dm_shared::{Context, StatusCode, cli};
 
 const HELP: &str = "\
 dmsvc: the device management agent
 
 Usage: dmsvc [--device-root DIR] [--verbose] [--once]
+       dmsvc available [--device-root DIR]
+       dmsvc run ACTION [--device-root DIR] [--no-wait]
 
 Runs as a service (systemd's dmsvc.service, or started by dmclientsetup): one instance per
-device. At start it finishes or rolls back a setup operation that a crash interrupted.
-SIGTERM finishes the current step and exits.
+device. It polls the management point, runs advertised programs and reports their status.
+At start it finishes or rolls back a setup operation that a crash interrupted. SIGTERM
+finishes the current step and exits.
+
+  available       list the programs advertised as available, waiting for the user
+  run ACTION      ask the running agent to run an available program now, and wait for the
+                  result (exit 0 on success, 48 when the program failed)
 
 Options:
   --device-root DIR   the device's root folder (default: /)
   --once              start, recover, report health, and exit
+  --no-wait           with run: ask and return at once
   --verbose           debug lines in the log
   -h, --help          print this help
   -V, --version       print the version
@@ -26,11 +34,70 @@ Options:
 Logs: <device root>/var/log/dm/DMSvc<YYYYMMDD-HHMMSS>.log
 ";
 
+fn available(ctx: &Context) -> ExitCode {
+    use dm_client::agent::state::{ActionRecord, Stage};
+    let list: Vec<ActionRecord> =
+        ActionRecord::all(ctx).into_iter().filter(|r| r.stage == Stage::Available).collect();
+    if list.is_empty() {
+        eprintln!("no programs are waiting to be run");
+    }
+    for r in list {
+        dm_shared::cli::out(&format!(
+            "{}\t{} {}\t{}\t{}\n",
+            r.id, r.package, r.version, r.program, r.command
+        ));
+    }
+    ExitCode::SUCCESS
+}
+
+fn run(ctx: &Context, id: u64, no_wait: bool) -> ExitCode {
+    use dm_client::agent::state::{self, ActionRecord, Stage};
+    match ActionRecord::load(ctx, id) {
+        Some(r) if matches!(r.stage, Stage::Available | Stage::Downloaded) => {}
+        Some(r) => {
+            return cli::usage_error(
+                "dmsvc",
+                format!("action {id} is {:?}, not waiting to run", r.stage),
+            );
+        }
+        None => {
+            return cli::usage_error(
+                "dmsvc",
+                format!("no action {id} on this device (see dmsvc available)"),
+            );
+        }
+    }
+    if let Err(e) = state::request_run(ctx, id) {
+        eprintln!("dmsvc: {e}");
+        return cli::exit(e.code());
+    }
+    eprintln!("dmsvc: asked the agent to run action {id}");
+    if no_wait {
+        return ExitCode::SUCCESS;
+    }
+    loop {
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        if let Some(r) =
+            ActionRecord::load(ctx, id).filter(|r| matches!(r.stage, Stage::Done | Stage::Canceled))
+        {
+            dm_shared::cli::out(&format!("{}\n", r.result.clone().unwrap_or_default()));
+            return if r.success == Some(true) {
+                ExitCode::SUCCESS
+            } else {
+                cli::exit(StatusCode::DM_E_PROGRAM_FAILED)
+            };
+        }
+    }
+}
+
 fn main() -> ExitCode {
     use lexopt::Arg::{Long, Short};
     let mut device_root = PathBuf::from("/");
     let mut verbose = false;
     let mut once = false;
+    let mut no_wait = false;
+    let mut command: Option<String> = None;
+    let mut action: Option<u64> = None;
     let mut parser = lexopt::Parser::from_env();
     loop {
         let arg = match parser.next() {
@@ -40,11 +107,11 @@ fn main() -> ExitCode {
         };
         match arg {
             Short('h') | Long("help") => {
-                print!("{HELP}");
+                dm_shared::cli::out(HELP);
                 return ExitCode::SUCCESS;
             }
             Short('V') | Long("version") => {
-                println!("{}", cli::version_line("dmsvc"));
+                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmsvc")));
                 return ExitCode::SUCCESS;
             }
             Long("device-root") => match parser.value() {
@@ -53,10 +120,31 @@ fn main() -> ExitCode {
             },
             Long("verbose") => verbose = true,
             Long("once") => once = true,
+            Long("no-wait") => no_wait = true,
+            lexopt::Arg::Value(v) if command.is_none() => {
+                command = Some(v.to_string_lossy().into_owned())
+            }
+            lexopt::Arg::Value(v) if command.as_deref() == Some("run") && action.is_none() => {
+                match v.to_string_lossy().parse() {
+                    Ok(id) => action = Some(id),
+                    Err(_) => {
+                        return cli::usage_error("dmsvc", format!("run: {v:?} is not an action id"));
+                    }
+                }
+            }
             other => return cli::usage_error("dmsvc", other.unexpected()),
         }
     }
     let ctx = Context::from_process(&device_root);
+    match (command.as_deref(), action) {
+        (None, _) => {}
+        (Some("available"), _) => return available(&ctx),
+        (Some("run"), Some(id)) => return run(&ctx, id, no_wait),
+        (Some("run"), None) => {
+            return cli::usage_error("dmsvc", "run needs an action id (see dmsvc available)");
+        }
+        (Some(other), _) => return cli::usage_error("dmsvc", format!("unknown command {other:?}")),
+    }
     logging::init_device(Program::Agent, &ctx.layout, ctx.clock.clone(), verbose);
     log::info!(
         "{} starting: device root {}",

@@ -303,6 +303,7 @@ fn record(
             execution: None,
             final_result: true,
             details: log_file.map(|p| vec![format!("log: {}", p.display())]).unwrap_or_default(),
+            cancel: false,
         };
         if let Err(e) = Outbox::open(&ctx.layout).push(&msg) {
             warn!("could not queue the status message: {e}");

@@ -587,9 +587,12 @@ fn main() -> ExitCode {
     match run(cli) {
         Ok(Some(Out(text, value))) => {
             if json {
-                println!("{}", serde_json::to_string_pretty(&value).unwrap_or_default());
+                dm_shared::cli::out(&format!(
+                    "{}\n",
+                    serde_json::to_string_pretty(&value).unwrap_or_default()
+                ));
             } else {
-                print!("{text}");
+                dm_shared::cli::out(&text);
             }
             ExitCode::SUCCESS
         }

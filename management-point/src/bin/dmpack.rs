@@ -150,7 +150,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
     match cli.command {
         Command::DevPki { out, days, server_names } => {
             pack::dev_pki(&out, days, &server_names, now)?;
-            println!("{}", out.join(pack::names::ROOT_CERT).display());
+            dm_shared::cli::out(&format!("{}\n", out.join(pack::names::ROOT_CERT).display()));
             eprintln!(
                 "dmpack: demo PKI written to {} (root CA, code-signing publisher, server for {})",
                 out.display(),
@@ -189,7 +189,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 )?,
             };
             pack::issue_cert(&ca_dir, &spec, &out_cert, &out_key)?;
-            println!("{}", out_cert.display());
+            dm_shared::cli::out(&format!("{}\n", out_cert.display()));
         }
         Command::Folder { out, client_version, platform_bins, settings, key, cert } => {
             let platforms = platform_bins
@@ -199,7 +199,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
             let signer = Signer::load(&key, &cert)?;
             let spec = FolderSpec { version: client_version, platforms, settings };
             let m = pack::build_folder(&spec, &signer, &out, now)?;
-            println!("{}", out.display());
+            dm_shared::cli::out(&format!("{}\n", out.display()));
             eprintln!(
                 "dmpack: signed client deployment {} for {} ({} files, {} bytes) as {}",
                 m.version,
@@ -226,7 +226,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
             let signer = Signer::load(&key, &cert)?;
             let spec = PackageSpec { source, name, version: package_version, kind, platforms };
             let m = pack::build_package(&spec, &signer, &out, now)?;
-            println!("{}", out.display());
+            dm_shared::cli::out(&format!("{}\n", out.display()));
             eprintln!(
                 "dmpack: signed package {} {} ({} files, {} bytes) as {}",
                 m.name,
@@ -238,7 +238,10 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
         }
         Command::Verify { folder, roots } => {
             let v = pack::verify(&folder, &roots, now)?;
-            println!("ok {} {} {:?}", v.manifest.name, v.manifest.version, v.manifest.kind);
+            dm_shared::cli::out(&format!(
+                "ok {} {} {:?}\n",
+                v.manifest.name, v.manifest.version, v.manifest.kind
+            ));
             eprintln!(
                 "dmpack: {} verified: {} files, signed by {}",
                 folder.display(),

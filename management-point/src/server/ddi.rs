@@ -890,12 +890,15 @@ pub async fn download(
         resp =
             resp.header(header::CONTENT_RANGE, format!("bytes {}-{}/{}", r.start, r.end, art.size));
     }
-    log::debug!(
-        "device {} downloads {} ({} bytes from {start})",
-        d.controller_id,
-        art.filename,
-        len
-    );
+    if start > 0 {
+        log::info!(
+            "device {} resumes {} from byte {start} ({len} bytes left)",
+            d.controller_id,
+            art.filename
+        );
+    } else {
+        log::debug!("device {} downloads {} ({len} bytes)", d.controller_id, art.filename);
+    }
     resp.body(Body::from_stream(stream)).map_err(|e| ApiError::internal(e.to_string()))
 }
 

@@ -3,9 +3,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
+mod agent;
 mod cli;
 mod crash;
 mod cross;
+mod hostile;
 mod installer;
 mod mp;
 mod setup;

@@ -1,0 +1,203 @@
+//! The agent's DDI client: poll, deployments, feedback, cancel, configData, and sending the
+//! outbox in order (see docs/status-messages.md).
+
+use std::collections::BTreeMap;
+
+use dm_shared::ddi::{
+    self, ActionFeedback, ConfigData, ConfigDataMode, ControllerBase, Execution, Finished,
+    ResultStatus, Status,
+};
+use dm_shared::outbox::{Outbox, StatusMessage};
+
+use super::net::Net;
+use crate::error::{Error, Result};
+
+/// Whether the server takes this project's status message extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerKind {
+    /// Not known yet.
+    Unknown,
+    /// `dmmp`: `POST …/dm/statusMessages` works.
+    Dmmp,
+    /// Another DDI server: status messages go as configData attributes.
+    Other,
+}
+
+/// A DDI session with one management point.
+#[derive(Debug)]
+pub struct Ddi {
+    /// The HTTP client.
+    pub net: Net,
+    /// `{ManagementPoint}/{tenant}/controller/v1/{controllerId}`.
+    pub base: String,
+    /// What the server is.
+    pub kind: ServerKind,
+}
+
+fn execution(s: &str) -> Execution {
+    match s {
+        "closed" => Execution::Closed,
+        "canceled" => Execution::Canceled,
+        "scheduled" => Execution::Scheduled,
+        "rejected" => Execution::Rejected,
+        "resumed" => Execution::Resumed,
+        "downloaded" => Execution::Downloaded,
+        "download" => Execution::Download,
+        _ => Execution::Proceeding,
+    }
+}
+
+/// The DDI feedback for an outbox message.
+pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
+    let exec = execution(m.execution.as_deref().unwrap_or("proceeding"));
+    let finished = match exec {
+        Execution::Closed if m.code.is_failure() => Finished::Failure,
+        Execution::Closed | Execution::Canceled => Finished::Success,
+        _ => Finished::None,
+    };
+    let mut details = vec![m.text.clone()];
+    details.extend(m.details.iter().cloned());
+    details.push(format!("status {}", m.code));
+    let timestamp = dm_shared::clock::parse_rfc3339(&m.time)
+        .map(|t| dm_shared::clock::unix_secs(t) as i64 * 1000);
+    ActionFeedback {
+        status: Status {
+            execution: exec,
+            result: ResultStatus { finished, progress: None },
+            code: i32::try_from(m.message_id).ok(),
+            details,
+        },
+        timestamp,
+    }
+}
+
+impl Ddi {
+    /// A session for `{management_point}/{tenant}/controller/v1/{controller_id}`.
+    pub fn new(net: Net, management_point: &str, tenant: &str, controller_id: &str) -> Ddi {
+        Ddi {
+            net,
+            base: format!(
+                "{}/{tenant}/controller/v1/{controller_id}",
+                management_point.trim_end_matches('/')
+            ),
+            kind: ServerKind::Unknown,
+        }
+    }
+
+    /// Polls.
+    pub fn poll(&self) -> Result<ControllerBase> {
+        self.net.get_json(&self.base)
+    }
+
+    /// Fetches a link the server gave.
+    pub fn get<T: serde::de::DeserializeOwned>(&self, href: &str) -> Result<T> {
+        self.net.get_json(href)
+    }
+
+    /// Sends inventory.
+    pub fn config_data(&self, data: BTreeMap<String, String>) -> Result<()> {
+        self.net.send_json(
+            "PUT",
+            &format!("{}/configData", self.base),
+            &ConfigData { data, mode: Some(ConfigDataMode::Merge) },
+        )
+    }
+
+    fn send_one(&mut self, m: &StatusMessage) -> Result<()> {
+        if let Some(id) = m.action_id {
+            let endpoint = if m.cancel { "cancelAction" } else { "deploymentBase" };
+            return self.net.send_json(
+                "POST",
+                &format!("{}/{endpoint}/{id}/feedback", self.base),
+                &to_feedback(m),
+            );
+        }
+        if self.kind != ServerKind::Other {
+            match self.net.send_json(
+                "POST",
+                &format!("{}/{}", self.base, ddi::STATUS_MESSAGES_PATH),
+                &[m],
+            ) {
+                Ok(()) => {
+                    self.kind = ServerKind::Dmmp;
+                    return Ok(());
+                }
+                Err(Error::Http { status: 404 | 405, .. }) => {
+                    log::info!(
+                        "the management point has no status message endpoint (not dmmp): sending status messages as configData attributes"
+                    );
+                    self.kind = ServerKind::Other;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let mut data = BTreeMap::new();
+        data.insert(
+            format!("dm.status.{}.{}", m.time.replace([':', '-'], ""), m.message_id),
+            format!("{} {}: {}", m.code, m.component, m.text).chars().take(4000).collect(),
+        );
+        self.config_data(data)
+    }
+
+    /// Sends the outbox in order, removing each message the server acknowledged. A message the
+    /// server refuses for good (4xx other than 401, 403, 408, 429) is dropped with a log line,
+    /// so it cannot block the ones behind it. Stops at the first transient failure and returns
+    /// it; the rest waits for the next attempt.
+    pub fn flush(&mut self, outbox: &Outbox) -> Result<usize> {
+        let mut sent = 0;
+        for (seq, m) in outbox.pending()? {
+            match self.send_one(&m) {
+                Ok(()) => {
+                    outbox.remove(seq)?;
+                    sent += 1;
+                }
+                Err(Error::Http { status, message, .. })
+                    if (400..500).contains(&status) && ![401, 403, 408, 429].contains(&status) =>
+                {
+                    log::warn!(
+                        "the management point refused status message {} (action {:?}, {}) for good with HTTP {status}: {message}; dropping it",
+                        m.message_id,
+                        m.action_id,
+                        m.execution.as_deref().unwrap_or("-")
+                    );
+                    outbox.remove(seq)?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if sent > 0 {
+            log::debug!("sent {sent} status messages");
+        }
+        Ok(sent)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dm_shared::StatusCode;
+
+    #[test]
+    fn outbox_messages_become_ddi_feedback() {
+        let mut m = StatusMessage::feedback(
+            7,
+            "closed",
+            10006,
+            StatusCode::DM_E_PROGRAM_FAILED,
+            "2026-11-24T13:20:01Z".into(),
+            "exit code 3".into(),
+            true,
+        );
+        let fb = to_feedback(&m);
+        assert_eq!(
+            (fb.status.execution, fb.status.result.finished, fb.status.code),
+            (Execution::Closed, Finished::Failure, Some(10006))
+        );
+        assert_eq!(fb.status.details.last().unwrap(), "status The program failed (0x8004020A)");
+        assert_eq!(fb.timestamp, Some(1_795_526_401_000));
+        m.code = StatusCode::S_OK;
+        assert_eq!(to_feedback(&m).status.result.finished, Finished::Success);
+        m.execution = Some("download".into());
+        assert_eq!(to_feedback(&m).status.result.finished, Finished::None);
+    }
+}

@@ -1,0 +1,274 @@
+//! Inventory sent as DDI `configData`: what the device is and how the client is doing. Sent
+//! when it changes (free space aside, which changes all the time) and at least daily.
+//!
+//! Client health follows the source documents' reports: `healthy`, or unhealthy because of
+//! `certificate`, `communication` or `local` client issues.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::{Context, Platform, Settings, clock};
+
+use crate::error::Result;
+use crate::setup::{self, SetupResult};
+
+/// Keys whose changes alone do not make the inventory worth resending.
+const VOLATILE: [&str; 1] = ["free_space_mb"];
+
+/// At least this often the inventory is sent even unchanged.
+pub const RESEND: Duration = Duration::from_secs(86_400);
+
+/// How often the installed client's files are re-checked (they are hashed: not every poll).
+pub const LOCAL_CHECK_EVERY: Duration = Duration::from_secs(3600);
+
+/// What the agent knows about its own health.
+#[derive(Debug, Clone, Default)]
+pub struct HealthState {
+    /// Consecutive failed polls.
+    pub failed_polls: u32,
+    /// The last communication problem.
+    pub last_problem: Option<String>,
+    /// Whether the last problem was a certificate problem.
+    pub certificate_problem: bool,
+    /// The last check of the installed client, and its problems.
+    local: std::cell::RefCell<Option<(std::time::Instant, Vec<String>)>>,
+}
+
+impl HealthState {
+    /// A fresh state after a successful poll, keeping the cached local check.
+    pub fn reset_communication(&mut self) {
+        self.failed_polls = 0;
+        self.last_problem = None;
+        self.certificate_problem = false;
+    }
+
+    fn local_problems(&self, ctx: &Context) -> Vec<String> {
+        let mut cache = self.local.borrow_mut();
+        match &*cache {
+            Some((at, problems)) if at.elapsed() < LOCAL_CHECK_EVERY => problems.clone(),
+            _ => {
+                let problems = setup::inspect(ctx).problems;
+                *cache = Some((std::time::Instant::now(), problems.clone()));
+                problems
+            }
+        }
+    }
+
+    /// `healthy` or `unhealthy-<category>`, and why.
+    pub fn verdict(&self, ctx: &Context) -> (String, String) {
+        if self.certificate_problem {
+            return ("unhealthy-certificate".into(), self.last_problem.clone().unwrap_or_default());
+        }
+        if self.failed_polls >= 3 {
+            return (
+                "unhealthy-communication".into(),
+                format!(
+                    "{} failed polls: {}",
+                    self.failed_polls,
+                    self.last_problem.clone().unwrap_or_default()
+                ),
+            );
+        }
+        let problems = self.local_problems(ctx);
+        if !problems.is_empty() {
+            return ("unhealthy-local".into(), problems.join("; "));
+        }
+        if let Some(r) = SetupResult::load(ctx).filter(|r| r.result == "failure") {
+            return ("unhealthy-local".into(), format!("last setup failed: {}", r.message));
+        }
+        ("healthy".into(), String::new())
+    }
+}
+
+fn read_first_line(path: &std::path::Path) -> Option<String> {
+    let b = dmfs::read_optional(path, 4096).ok()??;
+    let s =
+        String::from_utf8_lossy(&b).trim_matches(char::from(0)).lines().next()?.trim().to_string();
+    (!s.is_empty()).then_some(s)
+}
+
+fn os_name(ctx: &Context) -> String {
+    let root = ctx.layout.root();
+    let text = dmfs::read_optional(&root.join("etc/os-release"), 16 * 1024)
+        .ok()
+        .flatten()
+        .map(|b| String::from_utf8_lossy(&b).into_owned())
+        .unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| {
+            format!(
+                "{} {}",
+                rustix::system::uname().sysname().to_string_lossy(),
+                rustix::system::uname().release().to_string_lossy()
+            )
+        })
+}
+
+/// The installed packages record: name and version of each package a program ran from
+/// successfully.
+pub fn installed_packages(ctx: &Context) -> Vec<(String, String)> {
+    dmfs::read_optional(&ctx.layout.packages_dir().join("installed.json"), 256 * 1024)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default()
+}
+
+/// Adds a package to the installed packages record.
+pub fn record_installed(ctx: &Context, name: &str, version: &str) -> Result<()> {
+    let mut list = installed_packages(ctx);
+    list.retain(|(n, _)| n != name);
+    list.push((name.to_string(), version.to_string()));
+    dmfs::create_dir_all(&ctx.layout.packages_dir(), dmfs::MODE_DIR)?;
+    dmfs::write_atomic(
+        &ctx.layout.packages_dir().join("installed.json"),
+        &serde_json::to_vec(&list).unwrap_or_default(),
+        MODE_PRIVATE,
+    )?;
+    Ok(())
+}
+
+/// The inventory now.
+pub fn collect(
+    ctx: &Context,
+    settings: &Settings,
+    health: &HealthState,
+) -> BTreeMap<String, String> {
+    let root = ctx.layout.root();
+    let mut m = BTreeMap::new();
+    let platform = Platform::current();
+    m.insert("platform".into(), platform.to_string());
+    m.insert("arch".into(), platform.arch().to_string());
+    m.insert("os".into(), os_name(ctx));
+    m.insert("kernel".into(), rustix::system::uname().release().to_string_lossy().into_owned());
+    let model = read_first_line(&root.join("proc/device-tree/model"))
+        .or_else(|| read_first_line(&root.join("sys/class/dmi/id/product_name")))
+        .unwrap_or_else(|| "unknown".into());
+    m.insert("model".into(), model);
+    if let Ok(bytes) = dmfs::available_space(root) {
+        m.insert("free_space_mb".into(), (bytes / (1024 * 1024)).to_string());
+    }
+    if let Some(v) = setup::installed_version(ctx) {
+        m.insert("client_version".into(), v.to_string());
+    }
+    m.insert(
+        "device_class".into(),
+        match settings.environment.device_class {
+            dm_shared::settings::DeviceClass::Mobile => "mobile".into(),
+            dm_shared::settings::DeviceClass::Desktop => "desktop".into(),
+        },
+    );
+    if let Some(s) = &settings.environment.site_code {
+        m.insert("site_code".into(), s.clone());
+    }
+    let pkgs = installed_packages(ctx);
+    m.insert(
+        "installed_packages".into(),
+        pkgs.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", "),
+    );
+    let (verdict, why) = health.verdict(ctx);
+    m.insert("client_health".into(), verdict);
+    m.insert("client_health_reason".into(), why.chars().take(1000).collect());
+    if let Some(r) = SetupResult::load(ctx) {
+        m.insert("last_setup".into(), format!("{} {} {} at {}", r.op, r.result, r.code, r.time));
+    }
+    m
+}
+
+#[derive(serde::Serialize, serde::Deserialize, Default)]
+struct Sent {
+    fingerprint: String,
+    sent: u64,
+}
+
+fn fingerprint(m: &BTreeMap<String, String>) -> String {
+    let stable: Vec<String> = m
+        .iter()
+        .filter(|(k, _)| !VOLATILE.contains(&k.as_str()))
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    dm_shared::pki::sha256_hex(stable.join("\n").as_bytes())
+}
+
+/// Sends the inventory when it changed, when a day passed, or when `force`.
+pub fn maybe_send(
+    ctx: &Context,
+    ddi: &super::ddi::Ddi,
+    settings: &Settings,
+    health: &HealthState,
+    force: bool,
+) -> Result<bool> {
+    let path = ctx.layout.state_dir().join("inventory.json");
+    let last: Sent = dmfs::read_optional(&path, 4096)
+        .ok()
+        .flatten()
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or_default();
+    let inv = collect(ctx, settings, health);
+    let fp = fingerprint(&inv);
+    let now = clock::unix_secs(ctx.clock.now());
+    if !force && fp == last.fingerprint && now.saturating_sub(last.sent) < RESEND.as_secs() {
+        return Ok(false);
+    }
+    ddi.config_data(inv.clone())?;
+    log::info!(
+        "inventory sent (client health {})",
+        inv.get("client_health").map_or("?", String::as_str)
+    );
+    let body = serde_json::to_vec(&Sent { fingerprint: fp, sent: now }).unwrap_or_default();
+    dmfs::write_atomic(&path, &body, MODE_PRIVATE)?;
+    Ok(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inventory_describes_the_device_and_ignores_free_space_for_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::for_test(dir.path(), std::sync::Arc::new(dm_shared::clock::SystemClock));
+        std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+        std::fs::write(
+            dir.path().join("etc/os-release"),
+            "NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join("proc/device-tree")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/device-tree/model"),
+            b"Raspberry Pi 4 Model B Rev 1.4\0",
+        )
+        .unwrap();
+        record_installed(&ctx, "tools", "1.0.0.0").unwrap();
+        record_installed(&ctx, "tools", "1.1.0.0").unwrap();
+        let inv = collect(&ctx, &Settings::defaults(), &HealthState::default());
+        assert_eq!(inv["os"], "Debian GNU/Linux 12 (bookworm)");
+        assert_eq!(inv["model"], "Raspberry Pi 4 Model B Rev 1.4");
+        assert_eq!(inv["installed_packages"], "tools 1.1.0.0");
+        assert_eq!(inv["platform"], Platform::current().to_string());
+        assert_eq!(inv["client_health"], "healthy");
+        let mut other = inv.clone();
+        other.insert("free_space_mb".into(), "1".into());
+        assert_eq!(fingerprint(&inv), fingerprint(&other));
+        other.insert("client_health".into(), "unhealthy-communication".into());
+        assert_ne!(fingerprint(&inv), fingerprint(&other));
+    }
+
+    #[test]
+    fn health_categories() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::for_test(dir.path(), std::sync::Arc::new(dm_shared::clock::SystemClock));
+        let mut h = HealthState {
+            failed_polls: 3,
+            last_problem: Some("connection refused".into()),
+            ..HealthState::default()
+        };
+        assert_eq!(h.verdict(&ctx).0, "unhealthy-communication");
+        h.certificate_problem = true;
+        assert_eq!(h.verdict(&ctx).0, "unhealthy-certificate");
+    }
+}

@@ -1,0 +1,414 @@
+//! HTTPS for the agent (ureq, rustls with ring): trust only the device's roots (or the
+//! `ServerRootCertificate` file), never a proxy from the environment, every timeout set,
+//! https only (a redirect to plain HTTP is an error), bodies capped, and downloads that resume
+//! from their `.partial` file, hashed while streaming.
+
+use std::io::{Read, Write};
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use dm_shared::fs as dmfs;
+use dm_shared::pki::{self, Cert};
+use dm_shared::settings::{AuthMode, Settings};
+use dm_shared::{Context, StoreName};
+
+use crate::error::{Error, Result};
+
+/// The largest JSON answer read from a management point.
+pub const MAX_JSON_BYTES: u64 = 1024 * 1024;
+
+/// How the agent proves who it is.
+#[derive(Clone)]
+pub enum Auth {
+    /// `Authorization: TargetToken …`.
+    Target(String),
+    /// `Authorization: GatewayToken …`.
+    Gateway(String),
+    /// A client certificate (mutual TLS).
+    Certificate,
+}
+
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Auth::Target(_) => "TargetToken(<redacted>)",
+            Auth::Gateway(_) => "GatewayToken(<redacted>)",
+            Auth::Certificate => "Certificate",
+        })
+    }
+}
+
+/// The HTTP client of the agent.
+#[derive(Debug, Clone)]
+pub struct Net {
+    api: ureq::Agent,
+    download: ureq::Agent,
+    auth: Auth,
+    bandwidth: u64,
+}
+
+fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
+    let certs = match &settings.communication.server_root_certificate {
+        Some(p) => {
+            let path = if Path::new(p).is_absolute() {
+                ctx.layout.root().join(p.trim_start_matches('/'))
+            } else {
+                ctx.layout.root().join(p)
+            };
+            Cert::load_pem(&path)?
+        }
+        None => dm_shared::store::CertStore::open(&ctx.layout, StoreName::Root).list()?,
+    };
+    if certs.is_empty() {
+        return Err(Error::BadSettings(format!(
+            "no root certificates to check the management point's TLS with: the device's root store {} is empty and [Communication] ServerRootCertificate is not set",
+            ctx.layout.cert_store_dir(StoreName::Root).display()
+        )));
+    }
+    Ok(certs)
+}
+
+/// The device's client certificate and key from the `my` store: the first certificate with a
+/// matching `<thumbprint>.key` whose key really belongs to it (ureq would panic otherwise).
+fn client_cert(ctx: &Context) -> Result<ureq::tls::ClientCert> {
+    let store = dm_shared::store::CertStore::open(&ctx.layout, StoreName::My);
+    for c in store.list()? {
+        let key_path = store.dir().join(format!("{}.key", c.thumbprint()));
+        let Ok(key) = dmfs::read_capped(&key_path, 64 * 1024) else { continue };
+        let probe = b"dm client certificate pair check";
+        let matches = pki::sign(&key, probe, &key_path)
+            .and_then(|sig| pki::verify_signature(&c, probe, &sig, &key_path))
+            .is_ok();
+        if !matches {
+            log::warn!(
+                "{}: the key does not belong to {}; skipping it",
+                key_path.display(),
+                c.describe()
+            );
+            continue;
+        }
+        let pk = ureq::tls::PrivateKey::from_pem(&key)
+            .map_err(|e| Error::BadSettings(format!("{}: {e}", key_path.display())))?;
+        let chain = vec![ureq::tls::Certificate::from_der(c.der()).to_owned()];
+        return Ok(ureq::tls::ClientCert::new_with_certs(&chain, pk));
+    }
+    Err(Error::BadSettings(format!(
+        "Authentication=Certificate but the device's my store {} has no certificate with its key; enroll first",
+        store.dir().display()
+    )))
+}
+
+/// What an agent is for: small API calls kept alive, or downloads with big buffers that are
+/// not kept between downloads.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Api,
+    Download,
+}
+
+fn agent(
+    tls: ureq::tls::TlsConfig,
+    settings: &Settings,
+    global: Duration,
+    purpose: Purpose,
+) -> Result<ureq::Agent> {
+    let c = &settings.communication;
+    let proxy = match &c.proxy {
+        Some(p) => Some(
+            ureq::Proxy::new(p)
+                .map_err(|e| Error::BadSettings(format!("[Communication] Proxy {p:?}: {e}")))?,
+        ),
+        None => None,
+    };
+    let (buffer, idle) = match purpose {
+        Purpose::Api => (16 * 1024, 1),
+        Purpose::Download => (128 * 1024, 0),
+    };
+    let config = ureq::Agent::config_builder()
+        .input_buffer_size(buffer)
+        .output_buffer_size(buffer)
+        .max_idle_connections(idle)
+        .max_idle_connections_per_host(idle)
+        .tls_config(tls)
+        .https_only(true)
+        .http_status_as_error(false)
+        // The environment's proxy variables are never used; only the configured one.
+        .proxy(proxy)
+        .max_redirects(5)
+        .timeout_connect(Some(c.connect_timeout))
+        .timeout_per_read(Some(c.read_timeout))
+        .timeout_per_write(Some(c.read_timeout))
+        .timeout_global(Some(global))
+        .max_response_header_size(16 * 1024)
+        .user_agent(format!("dmsvc/{}", env!("CARGO_PKG_VERSION")))
+        .build();
+    Ok(config.new_agent())
+}
+
+fn retry_after(resp: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
+    let v = resp.headers().get("retry-after")?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(|s| Duration::from_secs(s.min(86_400)))
+}
+
+fn transport_error(url: &str, e: ureq::Error) -> Error {
+    match e {
+        ureq::Error::RequireHttpsOnly(why) => Error::Insecure { url: url.to_string(), reason: why },
+        ureq::Error::Timeout(t) => Error::Network {
+            url: url.to_string(),
+            reason: format!("timed out ({t})"),
+            timeout: true,
+        },
+        ureq::Error::BodyExceedsLimit(n) => Error::TooLarge { url: url.to_string(), limit: n },
+        other => Error::Network { url: url.to_string(), reason: other.to_string(), timeout: false },
+    }
+}
+
+/// The result of a GET: the body, or a status the caller handles.
+pub enum Got<T> {
+    /// 2xx with a parsed body.
+    Ok(T),
+    /// Another status.
+    Status(u16),
+}
+
+impl Net {
+    /// The client for this device's settings.
+    pub fn new(ctx: &Context, settings: &Settings) -> Result<Net> {
+        let roots: Vec<ureq::tls::Certificate<'static>> = roots(ctx, settings)?
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.der()).to_owned())
+            .collect();
+        let auth = match settings.communication.authentication {
+            AuthMode::TargetToken => Auth::Target(
+                settings
+                    .communication
+                    .target_token
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
+                    .ok_or_else(|| {
+                        Error::BadSettings("[Communication] TargetToken is not set".into())
+                    })?,
+            ),
+            AuthMode::GatewayToken => Auth::Gateway(
+                settings
+                    .communication
+                    .gateway_token
+                    .as_ref()
+                    .map(|s| s.expose().to_string())
+                    .ok_or_else(|| {
+                        Error::BadSettings("[Communication] GatewayToken is not set".into())
+                    })?,
+            ),
+            AuthMode::Certificate => Auth::Certificate,
+        };
+        let mut tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        if matches!(auth, Auth::Certificate) {
+            tls = tls.client_cert(Some(client_cert(ctx)?));
+        }
+        let tls = tls.build();
+        let c = &settings.communication;
+        Ok(Net {
+            api: agent(tls.clone(), settings, c.request_timeout, Purpose::Api)?,
+            download: agent(tls, settings, c.download_timeout, Purpose::Download)?,
+            auth,
+            bandwidth: c.bandwidth_limit_kib * 1024,
+        })
+    }
+
+    fn authorize<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.auth {
+            Auth::Target(t) => req.header("Authorization", format!("TargetToken {t}")),
+            Auth::Gateway(t) => req.header("Authorization", format!("GatewayToken {t}")),
+            Auth::Certificate => req,
+        }
+    }
+
+    fn check_status(
+        url: &str,
+        mut resp: ureq::http::Response<ureq::Body>,
+    ) -> Result<ureq::http::Response<ureq::Body>> {
+        let status = resp.status().as_u16();
+        if (200..300).contains(&status) {
+            return Ok(resp);
+        }
+        let ra = retry_after(&resp);
+        let body = resp.body_mut().with_config().limit(16 * 1024).read_to_vec().unwrap_or_default();
+        let message = serde_json::from_slice::<dm_shared::ddi::ExceptionInfo>(&body)
+            .map(|e| e.message)
+            .unwrap_or_else(|_| {
+                String::from_utf8_lossy(&body)
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(200)
+                    .collect()
+            });
+        Err(Error::Http { url: url.to_string(), status, retry_after: ra, message })
+    }
+
+    /// GETs JSON (capped at [`MAX_JSON_BYTES`]).
+    pub fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
+        let resp = self
+            .authorize(self.api.get(url))
+            .header("Accept", "application/json")
+            .call()
+            .map_err(|e| transport_error(url, e))?;
+        let mut resp = Self::check_status(url, resp)?;
+        let body = resp
+            .body_mut()
+            .with_config()
+            .limit(MAX_JSON_BYTES)
+            .read_to_vec()
+            .map_err(|e| transport_error(url, e))?;
+        serde_json::from_slice(&body)
+            .map_err(|e| Error::Malformed { url: url.to_string(), reason: e.to_string() })
+    }
+
+    /// Sends JSON with `POST` or `PUT`; any 2xx is success.
+    pub fn send_json<T: serde::Serialize>(&self, method: &str, url: &str, body: &T) -> Result<()> {
+        let bytes = serde_json::to_vec(body)
+            .map_err(|e| Error::Malformed { url: url.to_string(), reason: e.to_string() })?;
+        let req = if method == "PUT" { self.api.put(url) } else { self.api.post(url) };
+        let resp = self
+            .authorize(req)
+            .header("Content-Type", "application/json")
+            .send(&bytes[..])
+            .map_err(|e| transport_error(url, e))?;
+        let mut resp = Self::check_status(url, resp)?;
+        let _ = resp.body_mut().with_config().limit(MAX_JSON_BYTES).read_to_vec();
+        Ok(())
+    }
+
+    /// Downloads `url` into `partial`, resuming from what it holds, checking the size and
+    /// SHA-256 while streaming; on success renames it to `dest`. `stop` interrupts it (the
+    /// partial file is kept for the next attempt).
+    pub fn download(
+        &self,
+        url: &str,
+        partial: &Path,
+        dest: &Path,
+        size: u64,
+        sha256: &str,
+        stop: &AtomicBool,
+    ) -> Result<()> {
+        let (mut file, mut have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
+        if have > size {
+            log::warn!("{} is longer than the artifact; starting over", partial.display());
+            drop(file);
+            dmfs::remove_file(partial)?;
+            (file, have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
+        }
+        // The bytes already there count toward the hash.
+        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
+        if have > 0 {
+            let mut f = std::fs::File::open(partial).map_err(dmfs::io_err("open", partial))?;
+            let mut buf = vec![0u8; 256 * 1024];
+            loop {
+                let n = f.read(&mut buf).map_err(dmfs::io_err("read", partial))?;
+                if n == 0 {
+                    break;
+                }
+                hash.update(&buf[..n]);
+            }
+        }
+        if have < size {
+            let mut req = self.authorize(self.download.get(url));
+            if have > 0 {
+                log::info!(
+                    "resuming {} from byte {have} of {size}",
+                    dest.file_name().unwrap_or_default().to_string_lossy()
+                );
+                req = req.header("Range", format!("bytes={have}-"));
+            }
+            let resp = req.call().map_err(|e| transport_error(url, e))?;
+            let resp = Self::check_status(url, resp)?;
+            if have > 0 && resp.status().as_u16() != 206 {
+                log::warn!(
+                    "{url} does not resume (HTTP {}); downloading again from the start",
+                    resp.status().as_u16()
+                );
+                drop(file);
+                dmfs::remove_file(partial)?;
+                (file, have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
+                hash = ring::digest::Context::new(&ring::digest::SHA256);
+            }
+            let mut body = resp.into_body().into_with_config().limit(size - have + 1).reader();
+            let mut buf = vec![0u8; 256 * 1024];
+            let started = Instant::now();
+            let mut got = 0u64;
+            loop {
+                if stop.load(Ordering::Relaxed) {
+                    file.sync_all().map_err(dmfs::io_err("sync", partial))?;
+                    return Err(Error::Stopped);
+                }
+                let n = match body.read(&mut buf) {
+                    Ok(n) => n,
+                    Err(e) => {
+                        let _ = file.sync_all();
+                        return Err(
+                            match e.into_inner().and_then(|i| i.downcast::<ureq::Error>().ok()) {
+                                Some(ue) => transport_error(url, *ue),
+                                None => Error::Network {
+                                    url: url.to_string(),
+                                    reason: "the connection broke".into(),
+                                    timeout: false,
+                                },
+                            },
+                        );
+                    }
+                };
+                if n == 0 {
+                    break;
+                }
+                have += n as u64;
+                got += n as u64;
+                if have > size {
+                    drop(file);
+                    dmfs::remove_file(partial)?;
+                    return Err(dm_shared::Error::HashMismatch {
+                        path: dest.to_path_buf(),
+                        what: "size",
+                        expected: format!("{size} bytes"),
+                        actual: format!("more than {size} bytes"),
+                    }
+                    .into());
+                }
+                hash.update(&buf[..n]);
+                file.write_all(&buf[..n]).map_err(dmfs::io_err("write", partial))?;
+                if self.bandwidth > 0 {
+                    let due = Duration::from_secs_f64(got as f64 / self.bandwidth as f64);
+                    if let Some(wait) = due.checked_sub(started.elapsed()) {
+                        std::thread::sleep(wait);
+                    }
+                }
+            }
+            file.sync_all().map_err(dmfs::io_err("sync", partial))?;
+        }
+        if have != size {
+            return Err(Error::Network {
+                url: url.to_string(),
+                reason: format!("the download ended after {have} of {size} bytes"),
+                timeout: false,
+            });
+        }
+        let actual = pki::to_hex(hash.finish().as_ref());
+        if actual != sha256 {
+            drop(file);
+            dmfs::remove_file(partial)?;
+            return Err(dm_shared::Error::HashMismatch {
+                path: dest.to_path_buf(),
+                what: "SHA-256",
+                expected: sha256.to_string(),
+                actual,
+            }
+            .into());
+        }
+        drop(file);
+        dmfs::rename(partial, dest)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,125 @@
+//! What the agent remembers about actions across restarts (`var/lib/dm/actions/<id>.json`),
+//! and requests from `dmsvc run` (`var/lib/dm/requests/<id>`).
+
+use std::path::PathBuf;
+
+use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::{Context, clock};
+
+use crate::error::Result;
+
+/// Where an action is on this device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Stage {
+    /// Seen, content downloading.
+    Downloading,
+    /// Content downloaded and verified, not run (waiting for its window or the user).
+    Downloaded,
+    /// An available program waiting for `dmsvc run`.
+    Available,
+    /// The program is running.
+    Running,
+    /// A client upgrade was handed to setup.
+    Upgrading,
+    /// Over: its final result is in the outbox or sent.
+    Done,
+    /// Canceled before it started.
+    Canceled,
+}
+
+/// One action as the agent sees it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct ActionRecord {
+    /// The DDI action id.
+    pub id: u64,
+    /// The deploymentBase link.
+    pub href: String,
+    /// Package name.
+    pub package: String,
+    /// Package version.
+    pub version: String,
+    /// Program name.
+    pub program: String,
+    /// Command line.
+    pub command: String,
+    /// `mandatory`, `available` or `download-only`.
+    pub kind: String,
+    /// Where it is.
+    pub stage: Stage,
+    /// The final status text, when done.
+    pub result: Option<String>,
+    /// Whether the final result was a success.
+    pub success: Option<bool>,
+    /// Last change (RFC 3339).
+    pub updated: String,
+    /// Whether a waiting message (window, user) was already reported.
+    #[serde(default)]
+    pub waiting_reported: bool,
+}
+
+fn dir(ctx: &Context) -> PathBuf {
+    ctx.layout.state_dir().join("actions")
+}
+
+fn requests_dir(ctx: &Context) -> PathBuf {
+    ctx.layout.state_dir().join("requests")
+}
+
+impl ActionRecord {
+    /// Reads one record.
+    pub fn load(ctx: &Context, id: u64) -> Option<ActionRecord> {
+        let bytes = dmfs::read_optional(&dir(ctx).join(format!("{id}.json")), 64 * 1024).ok()??;
+        serde_json::from_slice(&bytes).ok()
+    }
+
+    /// Every record, by id.
+    pub fn all(ctx: &Context) -> Vec<ActionRecord> {
+        let mut v: Vec<ActionRecord> = std::fs::read_dir(dir(ctx))
+            .map(|rd| {
+                rd.flatten()
+                    .filter_map(|e| {
+                        e.file_name().to_str()?.strip_suffix(".json")?.parse::<u64>().ok()
+                    })
+                    .filter_map(|id| ActionRecord::load(ctx, id))
+                    .collect()
+            })
+            .unwrap_or_default();
+        v.sort_by_key(|r| r.id);
+        v
+    }
+
+    /// Writes it (durably).
+    pub fn save(&mut self, ctx: &Context) -> Result<()> {
+        self.updated = clock::rfc3339(ctx.clock.now());
+        dmfs::create_dir_all(&dir(ctx), dmfs::MODE_DIR_PRIVATE)?;
+        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
+        dmfs::write_atomic(&dir(ctx).join(format!("{}.json", self.id)), &body, MODE_PRIVATE)?;
+        Ok(())
+    }
+}
+
+/// Asks the running agent to run an available program (`dmsvc run <id>`).
+pub fn request_run(ctx: &Context, id: u64) -> Result<()> {
+    dmfs::create_dir_all(&requests_dir(ctx), dmfs::MODE_DIR_PRIVATE)?;
+    dmfs::write_atomic(
+        &requests_dir(ctx).join(id.to_string()),
+        clock::rfc3339(ctx.clock.now()).as_bytes(),
+        MODE_PRIVATE,
+    )?;
+    Ok(())
+}
+
+/// Takes the pending run requests.
+pub fn take_requests(ctx: &Context) -> Vec<u64> {
+    let Ok(rd) = std::fs::read_dir(requests_dir(ctx)) else { return Vec::new() };
+    let mut ids = Vec::new();
+    for e in rd.flatten() {
+        if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
+            let _ = dmfs::remove_file(&e.path());
+            ids.push(id);
+        }
+    }
+    ids.sort_unstable();
+    ids
+}
