@@ -29,10 +29,6 @@ pub enum Mode {
 /// How long a stopping agent gets to finish its step before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
-/// The environment variable naming a program to run the agent through (an emulator on test
-/// devices). Same as the installer's.
-pub const RUNNER_ENV: &str = "DM_RUNNER";
-
 /// The way this device runs services.
 pub fn mode(ctx: &Context) -> Mode {
     if ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir() {
@@ -101,14 +97,6 @@ pub fn child_env(ctx: &Context) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The runner prefix from the environment, if any.
-pub fn runner(ctx: &Context) -> Vec<String> {
-    ctx.env
-        .get(RUNNER_ENV)
-        .map(|r| r.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 /// The pid of this device's running agent, if one runs.
 pub fn running_pid(ctx: &Context) -> Option<u32> {
     let text = std::fs::read_to_string(ctx.layout.agent_pid_file()).ok()?;
@@ -157,7 +145,7 @@ pub fn start(ctx: &Context) -> Result<Started> {
                 info!("stopping the running agent (pid {pid}) before starting it again");
                 stop(ctx)?;
             }
-            let mut argv: Vec<OsString> = runner(ctx).into_iter().map(Into::into).collect();
+            let mut argv: Vec<OsString> = ctx.env.runner().into_iter().map(Into::into).collect();
             argv.push(agent_program(ctx).into_os_string());
             argv.push("--device-root".into());
             argv.push(ctx.layout.root().as_os_str().to_owned());

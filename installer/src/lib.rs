@@ -23,9 +23,7 @@ use dm_shared::store::{self, CertStore};
 use dm_shared::{Context, Platform, StatusCode, StoreName, clock};
 use log::{error, info, warn};
 
-/// The environment variable naming a program to run child programs through (such as
-/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` on an emulated test device). Unset on real devices.
-pub const RUNNER_ENV: &str = "DM_RUNNER";
+pub use dm_shared::context::RUNNER_ENV;
 
 /// Everything that can stop the installer.
 #[derive(Debug, thiserror::Error)]
@@ -208,15 +206,8 @@ fn refuse(ctx: &Context, folder: &VerifiedFolder, reason: String) -> Result<i32,
     Err(Error::AccessDenied { reason })
 }
 
-fn runner(ctx: &Context) -> Vec<String> {
-    ctx.env
-        .get(RUNNER_ENV)
-        .map(|r| r.split_whitespace().map(str::to_string).collect())
-        .unwrap_or_default()
-}
-
 fn run_setup(ctx: &Context, folder: &VerifiedFolder, setup: &Path) -> Result<i32, Error> {
-    let mut argv: Vec<std::ffi::OsString> = runner(ctx).into_iter().map(Into::into).collect();
+    let mut argv: Vec<std::ffi::OsString> = ctx.env.runner().into_iter().map(Into::into).collect();
     if !argv.is_empty() {
         warn!(
             "running child programs through {RUNNER_ENV}={:?}",

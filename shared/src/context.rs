@@ -9,6 +9,10 @@ use std::sync::Arc;
 use crate::clock::{Clock, SystemClock};
 use crate::layout::DeviceLayout;
 
+/// The environment variable naming a program to run child programs through (such as
+/// `qemu-aarch64 -L /usr/aarch64-linux-gnu` on an emulated test device). Unset on real devices.
+pub const RUNNER_ENV: &str = "DM_RUNNER";
+
 /// A snapshot of environment variables.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Env(BTreeMap<String, String>);
@@ -35,6 +39,13 @@ impl Env {
     /// One variable.
     pub fn get(&self, key: &str) -> Option<&str> {
         self.0.get(key).map(String::as_str)
+    }
+
+    /// The runner prefix from [`RUNNER_ENV`], split into words; empty when unset.
+    pub fn runner(&self) -> Vec<String> {
+        self.get(RUNNER_ENV)
+            .map(|r| r.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default()
     }
 
     /// All variables.

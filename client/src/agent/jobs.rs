@@ -757,7 +757,7 @@ impl Worker<'_> {
         )?;
         let _ = self.ddi.flush(&self.outbox);
         let mut argv: Vec<std::ffi::OsString> =
-            service::runner(self.ctx).into_iter().map(Into::into).collect();
+            self.ctx.env.runner().into_iter().map(Into::into).collect();
         argv.push(setup.clone().into_os_string());
         argv.extend([
             "--source".into(),

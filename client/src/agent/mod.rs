@@ -74,7 +74,7 @@ fn exec_active_if_different(ctx: &Context) -> Result<()> {
         return Ok(());
     }
     warn!("this agent is {own} but the active client is {active}: starting the active version");
-    let mut argv: Vec<PathBuf> = service::runner(ctx).into_iter().map(PathBuf::from).collect();
+    let mut argv: Vec<PathBuf> = ctx.env.runner().into_iter().map(PathBuf::from).collect();
     argv.push(service::agent_program(ctx));
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&argv[0])

@@ -128,7 +128,10 @@ fn main() -> ExitCode {
                 match v.to_string_lossy().parse() {
                     Ok(id) => action = Some(id),
                     Err(_) => {
-                        return cli::usage_error("dmsvc", format!("run: {v:?} is not an action id"));
+                        return cli::usage_error(
+                            "dmsvc",
+                            format!("run: {v:?} is not an action id"),
+                        );
                     }
                 }
             }

@@ -802,8 +802,7 @@ pub fn run(ctx: &Context, opts: &Options, log_file: Option<&Path>) -> Result<Out
 fn enroll(ctx: &Context, log_file: Option<&Path>) -> Result<()> {
     let program = ctx.layout.active_pointer().join("dmcertenroll");
     info!("CertEnrollAction=Enroll: running {}", program.display());
-    let mut argv: Vec<std::ffi::OsString> =
-        service::runner(ctx).into_iter().map(Into::into).collect();
+    let mut argv: Vec<std::ffi::OsString> = ctx.env.runner().into_iter().map(Into::into).collect();
     argv.push(program.clone().into_os_string());
     argv.push("--device-root".into());
     argv.push(ctx.layout.root().as_os_str().to_owned());

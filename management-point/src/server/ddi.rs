@@ -955,21 +955,48 @@ pub mod routes {
         authenticate(st, h, c, t, cid)
     }
 
-    async fn run<T: Send + 'static>(
+    /// Authenticates, runs `f` off the async threads, and answers: its value as JSON (an
+    /// empty 200 for `()`), or the refusal, logged.
+    async fn run<T: Reply + Send + 'static>(
         (State(st), Extension(conn), method, uri, headers): Common,
         tenant: String,
         cid: String,
         f: impl FnOnce(&AppState, &Device) -> Result<T, ApiError> + Send + 'static,
-    ) -> Result<T, ApiError> {
+    ) -> Response {
         let info = ReqInfo::new(&method, &uri, &conn);
         let st2 = st.clone();
-        blocking(move || {
+        let result = blocking(move || {
             let d = auth(&st2, &headers, &conn, &tenant, &cid)?;
             f(&st2, &d)
         })
-        .await
-        .map_err(|e| info.refuse(e))
+        .await;
+        match result {
+            Ok(v) => v.reply(),
+            Err(e) => info.refuse(e).into_response(),
+        }
     }
+
+    /// What a successful handler returns.
+    trait Reply {
+        fn reply(self) -> Response;
+    }
+
+    impl Reply for () {
+        fn reply(self) -> Response {
+            StatusCode::OK.into_response()
+        }
+    }
+
+    macro_rules! json_reply {
+        ($($t:ty),*) => {$(impl Reply for $t { fn reply(self) -> Response { json_ok(self) } })*};
+    }
+    json_reply!(
+        ddi::ControllerBase,
+        ddi::DeploymentBase,
+        ddi::Cancel,
+        serde_json::Value,
+        Vec<ddi::Artifact>
+    );
 
     /// `GET /{tenant}/controller/v1/{cid}`.
     pub async fn poll(
@@ -980,10 +1007,7 @@ pub mod routes {
         h: HeaderMap,
         Path(p): Path<DevicePath>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, super::poll).await {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, super::poll).await
     }
 
     /// `GET …/deploymentBase/{id}`.
@@ -996,14 +1020,8 @@ pub mod routes {
         Path(p): Path<DeviceItemPath>,
         Query(q): Query<HistoryQuery>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::deployment_base(st, d, &p.id, &q)
-        })
-        .await
-        {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::deployment_base(st, d, &p.id, &q))
+            .await
     }
 
     /// `GET …/installedBase/{id}`.
@@ -1016,14 +1034,8 @@ pub mod routes {
         Path(p): Path<DeviceItemPath>,
         Query(q): Query<HistoryQuery>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::installed_base(st, d, &p.id, &q)
-        })
-        .await
-        {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::installed_base(st, d, &p.id, &q))
+            .await
     }
 
     /// `POST …/deploymentBase/{id}/feedback`.
@@ -1036,14 +1048,10 @@ pub mod routes {
         Path(p): Path<DeviceItemPath>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
             super::feedback(st, d, &p.id, body, false)
         })
         .await
-        {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => e.into_response(),
-        }
     }
 
     /// `GET …/cancelAction/{id}`.
@@ -1055,12 +1063,7 @@ pub mod routes {
         h: HeaderMap,
         Path(p): Path<DeviceItemPath>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::cancel_action(st, d, &p.id))
-            .await
-        {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::cancel_action(st, d, &p.id)).await
     }
 
     /// `POST …/cancelAction/{id}/feedback`.
@@ -1073,14 +1076,10 @@ pub mod routes {
         Path(p): Path<DeviceItemPath>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
             super::feedback(st, d, &p.id, body, true)
         })
         .await
-        {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => e.into_response(),
-        }
     }
 
     /// `PUT …/configData`.
@@ -1093,12 +1092,7 @@ pub mod routes {
         Path(p): Path<DevicePath>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::config_data(st, d, body))
-            .await
-        {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::config_data(st, d, body)).await
     }
 
     /// `PUT …/installedBase`.
@@ -1111,12 +1105,7 @@ pub mod routes {
         Path(p): Path<DevicePath>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::set_installed(st, d, body))
-            .await
-        {
-            Ok(()) => StatusCode::OK.into_response(),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::set_installed(st, d, body)).await
     }
 
     /// `POST …/dm/statusMessages`.
@@ -1129,14 +1118,8 @@ pub mod routes {
         Path(p): Path<DevicePath>,
         body: Result<Bytes, BytesRejection>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::status_messages(st, d, body)
-        })
-        .await
-        {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::status_messages(st, d, body))
+            .await
     }
 
     /// `GET …/softwaremodules/{id}/artifacts`.
@@ -1148,14 +1131,8 @@ pub mod routes {
         h: HeaderMap,
         Path(p): Path<DeviceItemPath>,
     ) -> Response {
-        match run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::list_artifacts(st, d, &p.id)
-        })
-        .await
-        {
-            Ok(v) => json_ok(v),
-            Err(e) => e.into_response(),
-        }
+        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::list_artifacts(st, d, &p.id))
+            .await
     }
 
     /// `GET …/softwaremodules/{id}/artifacts/{file}`.

@@ -91,20 +91,7 @@ impl Fleet {
             }
         }
         let out = self.mp.w.path(&format!("{name}-pkg"));
-        let (cert, key) = signer
-            .map(|(c, k)| (c.to_path_buf(), k.to_path_buf()))
-            .unwrap_or((self.mp.w.pki.join("publisher.pem"), self.mp.w.pki.join("publisher.key")));
-        run_ok(
-            Command::new(bin("dmpack"))
-                .args(["package", "--source"])
-                .arg(&src)
-                .arg("--out")
-                .arg(&out)
-                .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
-                .arg(key)
-                .arg("--cert")
-                .arg(cert),
-        );
+        sign_package(&self.mp.w, &src, &out, name, signer);
         out
     }
 
@@ -147,20 +134,7 @@ impl Fleet {
 
     /// Waits until the advertisement's status satisfies `pred`.
     pub fn wait_status(&self, adv: &str, what: &str, pred: impl Fn(&Value) -> bool) -> Value {
-        let start = Instant::now();
-        loop {
-            let st = self.mp.admin_json(&["advertisement", "status", adv]);
-            if pred(&st) {
-                return st;
-            }
-            assert!(
-                start.elapsed() < Duration::from_secs(90),
-                "{what} never happened: {st}\n--- agent log:\n{}\n--- server log:\n{}",
-                self.agent_log(),
-                self.mp.log_text()
-            );
-            std::thread::sleep(Duration::from_millis(250));
-        }
+        self.mp.wait_status(adv, what, pred, || self.agent_log())
     }
 
     /// The device's status history for one action: (execution, message id, details).
@@ -183,22 +157,7 @@ impl Fleet {
 
     /// Starts the installed agent again (after a kill).
     pub fn start_agent(&self) {
-        use std::os::unix::process::CommandExt;
-        let mut child = Command::new(self.device().join("opt/dm/current/dmsvc"))
-            .arg("--device-root")
-            .arg(self.device())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        std::thread::spawn(move || child.wait());
-        let start = Instant::now();
-        while !self.device().join("run/dm/dmsvc.pid").exists() {
-            assert!(start.elapsed() < Duration::from_secs(20), "the agent did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        start_agent(self.device());
     }
 }
 

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
+use std::time::Duration;
 
 use crate::setup::{Client, check_complete, check_no_client, settings};
 use crate::util::*;
@@ -41,33 +41,6 @@ impl State {
 fn copy_device(template: &Path, to: &Path) {
     let _ = std::fs::remove_dir_all(to);
     run_ok(Command::new("cp").arg("-a").arg(template).arg(to));
-}
-
-/// Starts the device's installed agent and waits until it reports healthy.
-fn start_agent(device: &Path) {
-    let agent = device.join("opt/dm/current/dmsvc");
-    if !agent.exists() {
-        return;
-    }
-    use std::os::unix::process::CommandExt;
-    let mut child = Command::new(&agent)
-        .arg("--device-root")
-        .arg(device)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    // Reap it whenever it ends (setup stops it, or kill_agent does).
-    std::thread::spawn(move || child.wait());
-    let start = Instant::now();
-    while !device.join("run/dm/agent-health.json").exists()
-        || !device.join("run/dm/dmsvc.pid").exists()
-    {
-        assert!(start.elapsed() < Duration::from_secs(20), "the agent did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 fn setup_cmd(folder: &Path, device: &Path) -> Command {

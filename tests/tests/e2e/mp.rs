@@ -221,17 +221,7 @@ pub fn advertise_package(
         std::fs::write(src.join(f), data).unwrap();
     }
     let out = mp.w.path(&format!("{name}-pkg"));
-    run_ok(
-        Command::new(bin("dmpack"))
-            .args(["package", "--source"])
-            .arg(&src)
-            .arg("--out")
-            .arg(&out)
-            .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
-            .arg(mp.w.pki.join("publisher.key"))
-            .arg("--cert")
-            .arg(mp.w.pki.join("publisher.pem")),
-    );
+    sign_package(&mp.w, &src, &out, name, None);
     mp.admin(&[
         "package",
         "add",
@@ -260,6 +250,33 @@ pub fn advertise_package(
     args.extend_from_slice(extra_adv);
     mp.admin(&args);
     adv
+}
+
+impl Mp {
+    /// Waits until the advertisement's status satisfies `pred`; on timeout the message
+    /// includes `context()` (a client's log) and the server's log.
+    pub fn wait_status(
+        &self,
+        adv: &str,
+        what: &str,
+        pred: impl Fn(&Value) -> bool,
+        context: impl Fn() -> String,
+    ) -> Value {
+        let start = Instant::now();
+        loop {
+            let st = self.admin_json(&["advertisement", "status", adv]);
+            if pred(&st) {
+                return st;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(90),
+                "{what} never happened: {st}\n--- client:\n{}\n--- server log:\n{}",
+                context(),
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
 }
 
 /// Polls until the server (which reloads admin changes within a second) offers `link`.
@@ -816,17 +833,7 @@ fn packages_on_an_external_distribution_point_link_there() {
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("big.bin"), vec![7u8; 1000]).unwrap();
     let pkg = mp.w.path("ext-pkg");
-    run_ok(
-        Command::new(bin("dmpack"))
-            .args(["package", "--source"])
-            .arg(&src)
-            .arg("--out")
-            .arg(&pkg)
-            .args(["--name", "ext", "--package-version", "2.0.0.0", "--key"])
-            .arg(mp.w.pki.join("publisher.key"))
-            .arg("--cert")
-            .arg(mp.w.pki.join("publisher.pem")),
-    );
+    sign_package(&mp.w, &src, &pkg, "ext", None);
     mp.admin(&[
         "package",
         "add",
@@ -857,16 +864,12 @@ fn packages_on_an_external_distribution_point_link_there() {
     // A package whose publisher the server does not trust is refused at import.
     let other = World::new();
     let untrusted = mp.w.path("untrusted-pkg");
-    run_ok(
-        Command::new(bin("dmpack"))
-            .args(["package", "--source"])
-            .arg(&src)
-            .arg("--out")
-            .arg(&untrusted)
-            .args(["--name", "bad", "--package-version", "1.0.0.0", "--key"])
-            .arg(other.pki.join("publisher.key"))
-            .arg("--cert")
-            .arg(other.pki.join("publisher.pem")),
+    sign_package(
+        &mp.w,
+        &src,
+        &untrusted,
+        "bad",
+        Some((&other.pki.join("publisher.pem"), &other.pki.join("publisher.key"))),
     );
     let out = run(
         Command::new(bin("dmmp"))

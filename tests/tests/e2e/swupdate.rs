@@ -120,34 +120,6 @@ fn stop(child: &mut Child) {
     }
 }
 
-fn wait_for_status(
-    mp: &Mp,
-    adv: &str,
-    what: &str,
-    pred: impl Fn(&serde_json::Value) -> bool,
-    log: &Path,
-) -> serde_json::Value {
-    let start = Instant::now();
-    loop {
-        let st = mp.admin_json(&["advertisement", "status", adv]);
-        if pred(&st) {
-            return st;
-        }
-        assert!(
-            start.elapsed() < Duration::from_secs(90),
-            "{what} never happened: {st}\nsuricatta log:\n{}\nserver log:\n{}",
-            std::fs::read_to_string(log)
-                .unwrap_or_default()
-                .lines()
-                .filter(|l| !l.contains("lua"))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            mp.log_text()
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
-
 #[test]
 fn swupdate_suricatta_installs_an_advertised_signed_swu() {
     let mp = Mp::start(|_| {});
@@ -204,12 +176,11 @@ fn swupdate_suricatta_installs_an_advertised_signed_swu() {
     // First run: it polls, downloads, verifies the signature, installs, and reports progress.
     let log1 = mp.w.path("suricatta-1.log");
     let mut sw = suricatta(&mp, &cfg, "", &log1);
-    let st = wait_for_status(
-        &mp,
+    let st = mp.wait_status(
         "firmware-1",
         "the installation",
         |st| st["devices"][0]["last_details"].to_string().contains("All Chunks Installed"),
-        &log1,
+        || std::fs::read_to_string(&log1).unwrap_or_default(),
     );
     stop(&mut sw);
     assert_eq!(std::fs::read_to_string(&target).unwrap(), "firmware 1.0.0 from dmmp\n");
@@ -218,12 +189,11 @@ fn swupdate_suricatta_installs_an_advertised_signed_swu() {
     // After the "reboot", SWUpdate confirms the update: the advertisement's status is finished.
     let log2 = mp.w.path("suricatta-2.log");
     let mut sw = suricatta(&mp, &cfg, "-c 2", &log2);
-    let st = wait_for_status(
-        &mp,
+    let st = mp.wait_status(
         "firmware-1",
         "the confirmation",
         |st| st["counts"]["finished"] == 1,
-        &log2,
+        || std::fs::read_to_string(&log2).unwrap_or_default(),
     );
     stop(&mut sw);
     assert_eq!(st["devices"][0]["device"], "swu-dev-1");

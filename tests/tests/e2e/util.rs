@@ -321,3 +321,49 @@ pub fn write_fake_setup(path: &Path, code: i32) {
 pub fn host_platform() -> String {
     dm_shared::Platform::current().to_string()
 }
+
+/// Starts a device's installed agent in its own process group and waits until it reports its
+/// pid and health. The child is reaped whenever it ends.
+pub fn start_agent(device: &Path) {
+    let agent = device.join("opt/dm/current/dmsvc");
+    if !agent.exists() {
+        return;
+    }
+    use std::os::unix::process::CommandExt;
+    let mut child = Command::new(&agent)
+        .arg("--device-root")
+        .arg(device)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    std::thread::spawn(move || child.wait());
+    let start = Instant::now();
+    while !device.join("run/dm/agent-health.json").exists()
+        || !device.join("run/dm/dmsvc.pid").exists()
+    {
+        assert!(start.elapsed() < Duration::from_secs(20), "the agent did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Signs `src` as package `name` 1.0.0.0 into `out` with the real `dmpack package`, by the
+/// world's publisher or `signer` (certificate, key).
+pub fn sign_package(w: &World, src: &Path, out: &Path, name: &str, signer: Option<(&Path, &Path)>) {
+    let (cert, key) = signer
+        .map(|(c, k)| (c.to_path_buf(), k.to_path_buf()))
+        .unwrap_or((w.pki.join("publisher.pem"), w.pki.join("publisher.key")));
+    run_ok(
+        Command::new(bin("dmpack"))
+            .args(["package", "--source"])
+            .arg(src)
+            .arg("--out")
+            .arg(out)
+            .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
+            .arg(key)
+            .arg("--cert")
+            .arg(cert),
+    );
+}
