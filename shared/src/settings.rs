@@ -296,7 +296,7 @@ pub const KEYS: &[KeyDef] = &[
         "Communication",
         "Authentication",
         "TargetToken",
-        "TargetToken, GatewayToken or Certificate (mutual TLS once enrolled)",
+        "TargetToken, GatewayToken or Certificate (mutual TLS with the certificate in the my store)",
     ),
     secret(
         "Communication",

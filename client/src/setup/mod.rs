@@ -367,8 +367,19 @@ fn choose_settings(folder: &VerifiedFolder, given: Option<&Path>) -> Result<Opti
     Ok(found.map(|n| folder.path_of(n)))
 }
 
+/// Whether the device's `my` store holds a certificate with its key (provisioned by the device
+/// vendor, or enrolled earlier).
+fn has_client_certificate(ctx: &Context) -> bool {
+    let store = CertStore::open(&ctx.layout, StoreName::My);
+    store
+        .list()
+        .unwrap_or_default()
+        .iter()
+        .any(|c| store.dir().join(format!("{}.key", c.thumbprint())).is_file())
+}
+
 /// Checks that settings make a client that can reach its management point.
-fn check_usable(s: &Settings, file: &Path) -> Result<()> {
+fn check_usable(ctx: &Context, s: &Settings, file: &Path) -> Result<()> {
     let place = |section: &str, key: &str| format!("{} [{section}] {key}", file.display());
     if s.environment.management_point.is_none() {
         return Err(Error::BadSettings(format!(
@@ -390,12 +401,14 @@ fn check_usable(s: &Settings, file: &Path) -> Result<()> {
             )))
         }
         AuthMode::Certificate
-            if s.installation.cert_enroll_action != CertEnrollAction::Enroll
-                && s.certificates.scep_url.is_none() =>
+            if !(has_client_certificate(ctx)
+                || (s.installation.cert_enroll_action == CertEnrollAction::Enroll
+                    && s.certificates.scep_url.is_some())) =>
         {
             Err(Error::BadSettings(format!(
-                "{} needs CertEnrollAction=Enroll and a ScepUrl",
-                place("Communication", "Authentication")
+                "{} needs a certificate with its key in the device's my store ({}), or CertEnrollAction=Enroll and a ScepUrl",
+                place("Communication", "Authentication"),
+                ctx.layout.cert_store_dir(StoreName::My).display()
             )))
         }
         _ => Ok(()),
@@ -577,7 +590,7 @@ pub fn run(ctx: &Context, opts: &Options, log_file: Option<&Path>) -> Result<Out
         }
     };
     if engine::leaves_client(op) {
-        check_usable(&settings, settings_path.as_deref().unwrap_or(Path::new("(defaults)")))?;
+        check_usable(ctx, &settings, settings_path.as_deref().unwrap_or(Path::new("(defaults)")))?;
     }
 
     let existing_identity =

@@ -32,7 +32,13 @@ pub fn device_settings(mp: &Mp, extra: &str) -> String {
 impl Fleet {
     /// A management point and a device installed from a deployment folder, its agent running.
     pub fn new(extra_settings: &str) -> Fleet {
+        Fleet::new_with(extra_settings, |_| {})
+    }
+
+    /// Like [`Fleet::new`], with `prepare` run on the device before the client is installed.
+    pub fn new_with(extra_settings: &str, prepare: impl FnOnce(&Mp)) -> Fleet {
         let mp = Mp::start(|_| {});
+        prepare(&mp);
         let bins = mp.w.bin_dir("bins", None);
         let f = Fleet { mp, bins };
         let folder =
@@ -212,6 +218,31 @@ fn an_advertised_program_runs_and_its_success_is_reported() {
         "{:?}",
         f.history()
     );
+}
+
+#[test]
+fn native_mode_authenticates_with_a_client_certificate() {
+    // The device vendor put a client certificate for dev-1 and its key in the my store.
+    let f = Fleet::new_with("Authentication=Certificate\n", |mp| {
+        let (cert, key) = mp.w.cert("dev-1", "client", &[]);
+        let thumb = dm_shared::pki::Cert::load_pem(&cert).unwrap()[0].thumbprint().to_string();
+        let my = mp.w.device.join("etc/dm/certs/my");
+        std::fs::create_dir_all(&my).unwrap();
+        std::fs::copy(&cert, my.join(format!("{thumb}.pem"))).unwrap();
+        std::fs::copy(&key, my.join(format!("{thumb}.key"))).unwrap();
+    });
+    let pkg = f.package("mtls", &[("run.sh", b"#!/bin/sh\ntrue\n")], None);
+    let ad = f.advertise(
+        "mtls",
+        &pkg,
+        &f.mp.w.pki.join("root-ca.pem"),
+        &["--command", "./run.sh"],
+        &["--mandatory"],
+        None,
+    );
+    f.wait_status(&ad, "success", finished);
+    let d = f.mp.admin_json(&["device", "show", "dev-1"]);
+    assert_eq!(d["device"]["registered_by"], "certificate", "{d}");
 }
 
 #[test]
