@@ -420,18 +420,8 @@ pub fn advertisement_status(store: &dyn Storage, a: &Advertisement) -> Result<(S
     let collection = store.collections()?.into_iter().find(|c| c.id == a.collection_id);
     let actions: Vec<Action> =
         store.actions()?.into_iter().filter(|x| x.advertisement_id == a.id).collect();
-    let mut counts: BTreeMap<&str, usize> = [
-        ActionStatus::Scheduled,
-        ActionStatus::Retrieved,
-        ActionStatus::Running,
-        ActionStatus::Finished,
-        ActionStatus::Error,
-        ActionStatus::Canceling,
-        ActionStatus::Canceled,
-    ]
-    .iter()
-    .map(|s| (s.as_str(), 0))
-    .collect();
+    let mut counts: BTreeMap<&str, usize> =
+        ActionStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     let mut rows = Vec::new();
     let mut per_device = Vec::new();
     for ac in &actions {

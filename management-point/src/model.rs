@@ -472,6 +472,17 @@ pub enum ActionStatus {
 }
 
 impl ActionStatus {
+    /// Every state, in the order of an action's life.
+    pub const ALL: [ActionStatus; 7] = [
+        ActionStatus::Scheduled,
+        ActionStatus::Retrieved,
+        ActionStatus::Running,
+        ActionStatus::Finished,
+        ActionStatus::Error,
+        ActionStatus::Canceling,
+        ActionStatus::Canceled,
+    ];
+
     /// The name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -506,18 +517,10 @@ impl ActionStatus {
 impl FromStr for ActionStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        [
-            ActionStatus::Scheduled,
-            ActionStatus::Retrieved,
-            ActionStatus::Running,
-            ActionStatus::Finished,
-            ActionStatus::Error,
-            ActionStatus::Canceling,
-            ActionStatus::Canceled,
-        ]
-        .into_iter()
-        .find(|a| a.as_str() == s)
-        .ok_or_else(|| format!("unknown action status {s:?}"))
+        ActionStatus::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown action status {s:?}"))
     }
 }
 

@@ -215,18 +215,18 @@ fn poll_loop(
                     warn!("inventory not sent: {e}");
                 }
                 let step = if let Some(l) = base.links.get("cancelAction") {
-                    w.cancel(&l.href)
-                } else if let Some(l) = base.links.get("deploymentBase") {
-                    w.deployment(&l.href, false)
+                    Some(w.cancel(&l.href))
                 } else {
-                    Ok(())
+                    base.links.get("deploymentBase").map(|l| w.deployment(&l.href, false))
                 };
-                if let Err(e) = step {
-                    warn!("{e} ({}); tried again at the next poll", e.code());
-                }
-                // A program that ran may have changed what is installed.
-                if let Err(e) = inventory::maybe_send(ctx, w.ddi, settings, &state, false) {
-                    log::debug!("inventory not sent: {e}");
+                if let Some(step) = step {
+                    if let Err(e) = step {
+                        warn!("{e} ({}); tried again at the next poll", e.code());
+                    }
+                    // A program that ran may have changed what is installed.
+                    if let Err(e) = inventory::maybe_send(ctx, w.ddi, settings, &state, false) {
+                        log::debug!("inventory not sent: {e}");
+                    }
                 }
                 if let Err(e) = w.ddi.flush(&outbox) {
                     log::debug!("status messages wait: {e}");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use dm_shared::ddi::{self, ActionFeedback, ConfigData, ConfigDataMode, Execution, Finished};
@@ -935,39 +935,53 @@ async fn blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(ApiError::internal(format!("handler failed: {e}"))))
 }
 
-type Common = (State<Arc<AppState>>, Extension<ConnInfo>, Method, Uri, HeaderMap);
-
 fn json_ok<T: serde::Serialize>(v: T) -> Response {
     axum::Json(v).into_response()
+}
+
+/// What every device request carries: the server state, what the TLS layer learned about the
+/// connection, the headers (credentials), and the method and path for log lines.
+pub struct Req {
+    st: Arc<AppState>,
+    conn: ConnInfo,
+    headers: HeaderMap,
+    info: ReqInfo,
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Req {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        // The accept loop inserts it into every request; an unknown peer only shows in logs.
+        let conn = parts
+            .extensions
+            .get::<ConnInfo>()
+            .cloned()
+            .unwrap_or(ConnInfo { peer: SocketAddr::from(([0, 0, 0, 0], 0)), client_chain: None });
+        let info = ReqInfo::new(&parts.method, &parts.uri, &conn);
+        Ok(Req { st: state.clone(), conn, headers: parts.headers.clone(), info })
+    }
 }
 
 /// Router handlers, each authenticating then calling the logic above.
 pub mod routes {
     use super::*;
 
-    fn auth(
-        st: &AppState,
-        h: &HeaderMap,
-        c: &ConnInfo,
-        t: &str,
-        cid: &str,
-    ) -> Result<Device, ApiError> {
-        authenticate(st, h, c, t, cid)
-    }
-
     /// Authenticates, runs `f` off the async threads, and answers: its value as JSON (an
     /// empty 200 for `()`), or the refusal, logged.
     async fn run<T: Reply + Send + 'static>(
-        (State(st), Extension(conn), method, uri, headers): Common,
+        r: Req,
         tenant: String,
         cid: String,
         f: impl FnOnce(&AppState, &Device) -> Result<T, ApiError> + Send + 'static,
     ) -> Response {
-        let info = ReqInfo::new(&method, &uri, &conn);
-        let st2 = st.clone();
+        let Req { st, conn, headers, info } = r;
         let result = blocking(move || {
-            let d = auth(&st2, &headers, &conn, &tenant, &cid)?;
-            f(&st2, &d)
+            let d = authenticate(&st, &headers, &conn, &tenant, &cid)?;
+            f(&st, &d)
         })
         .await;
         match result {
@@ -998,157 +1012,72 @@ pub mod routes {
         Vec<ddi::Artifact>
     );
 
+    type Body = Result<Bytes, BytesRejection>;
+
     /// `GET /{tenant}/controller/v1/{cid}`.
-    pub async fn poll(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DevicePath>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, super::poll).await
+    pub async fn poll(r: Req, Path(p): Path<DevicePath>) -> Response {
+        run(r, p.tenant, p.cid, super::poll).await
     }
 
     /// `GET …/deploymentBase/{id}`.
     pub async fn deployment_base(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
+        r: Req,
         Path(p): Path<DeviceItemPath>,
         Query(q): Query<HistoryQuery>,
     ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::deployment_base(st, d, &p.id, &q))
-            .await
+        run(r, p.tenant, p.cid, move |st, d| super::deployment_base(st, d, &p.id, &q)).await
     }
 
     /// `GET …/installedBase/{id}`.
     pub async fn installed_base(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
+        r: Req,
         Path(p): Path<DeviceItemPath>,
         Query(q): Query<HistoryQuery>,
     ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::installed_base(st, d, &p.id, &q))
-            .await
+        run(r, p.tenant, p.cid, move |st, d| super::installed_base(st, d, &p.id, &q)).await
     }
 
     /// `POST …/deploymentBase/{id}/feedback`.
-    pub async fn feedback(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DeviceItemPath>,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::feedback(st, d, &p.id, body, false)
-        })
-        .await
+    pub async fn feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::feedback(st, d, &p.id, body, false)).await
     }
 
     /// `GET …/cancelAction/{id}`.
-    pub async fn cancel_action(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DeviceItemPath>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::cancel_action(st, d, &p.id)).await
+    pub async fn cancel_action(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::cancel_action(st, d, &p.id)).await
     }
 
     /// `POST …/cancelAction/{id}/feedback`.
-    pub async fn cancel_feedback(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DeviceItemPath>,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| {
-            super::feedback(st, d, &p.id, body, true)
-        })
-        .await
+    pub async fn cancel_feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::feedback(st, d, &p.id, body, true)).await
     }
 
     /// `PUT …/configData`.
-    pub async fn config_data(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DevicePath>,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::config_data(st, d, body)).await
+    pub async fn config_data(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::config_data(st, d, body)).await
     }
 
     /// `PUT …/installedBase`.
-    pub async fn set_installed(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DevicePath>,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::set_installed(st, d, body)).await
+    pub async fn set_installed(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::set_installed(st, d, body)).await
     }
 
     /// `POST …/dm/statusMessages`.
-    pub async fn status_messages(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DevicePath>,
-        body: Result<Bytes, BytesRejection>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::status_messages(st, d, body))
-            .await
+    pub async fn status_messages(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::status_messages(st, d, body)).await
     }
 
     /// `GET …/softwaremodules/{id}/artifacts`.
-    pub async fn list_artifacts(
-        s: State<Arc<AppState>>,
-        e: Extension<ConnInfo>,
-        m: Method,
-        u: Uri,
-        h: HeaderMap,
-        Path(p): Path<DeviceItemPath>,
-    ) -> Response {
-        run((s, e, m, u, h), p.tenant, p.cid, move |st, d| super::list_artifacts(st, d, &p.id))
-            .await
+    pub async fn list_artifacts(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+        run(r, p.tenant, p.cid, move |st, d| super::list_artifacts(st, d, &p.id)).await
     }
 
-    /// `GET …/softwaremodules/{id}/artifacts/{file}`.
-    pub async fn download(
-        State(st): State<Arc<AppState>>,
-        Extension(conn): Extension<ConnInfo>,
-        method: Method,
-        uri: Uri,
-        headers: HeaderMap,
-        Path(p): Path<ArtifactPath>,
-    ) -> Response {
-        let info = ReqInfo::new(&method, &uri, &conn);
-        let st2 = st.clone();
-        let h2 = headers.clone();
-        let (tenant, cid) = (p.tenant.clone(), p.cid.clone());
-        let device = blocking(move || auth(&st2, &h2, &conn, &tenant, &cid)).await;
+    /// `GET …/softwaremodules/{id}/artifacts/{file}`: streamed, so only the authentication
+    /// runs off the async threads.
+    pub async fn download(r: Req, Path(p): Path<ArtifactPath>) -> Response {
+        let Req { st, conn, headers, info } = r;
+        let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
+        let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
         let result = match device {
             Ok(d) => super::download(st, d, p.id, p.file, headers).await,
             Err(e) => Err(e),

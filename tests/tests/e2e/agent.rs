@@ -43,19 +43,7 @@ impl Fleet {
         let f = Fleet { mp, bins };
         let folder =
             f.client_folder("client-1.0.0.0", "1.0.0.0", &device_settings(&f.mp, extra_settings));
-        let out = run(
-            Command::new(folder.join(format!("dminstaller_{}", host_platform())))
-                .arg("--device-root")
-                .arg(&f.mp.w.device),
-            Duration::from_secs(120),
-        );
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            show(&out),
-            log_text(&f.mp.w.device, "DMClientSetup")
-        );
+        f.mp.w.install_from_ok(&folder);
         f
     }
 

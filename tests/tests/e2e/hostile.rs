@@ -8,7 +8,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -341,19 +340,7 @@ fn a_hostile_management_point_never_stops_the_agent() {
         &[("DMCommonInstaller.ini", &ini)],
         None,
     );
-    let out = run(
-        Command::new(folder.join(format!("dminstaller_{}", host_platform())))
-            .arg("--device-root")
-            .arg(&w.device),
-        Duration::from_secs(120),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}\n{}",
-        show(&out),
-        log_text(&w.device, "DMClientSetup")
-    );
+    w.install_from_ok(&folder);
     let dev = w.device.clone();
     let mut at = wait_log(&dev, "inventory sent", 0);
     let set = |p: Phase| *h.phase.lock().unwrap() = p;

@@ -43,24 +43,11 @@ impl Client {
 
     /// Runs the folder's dminstaller (which runs its setup) on the device.
     pub fn install(&self, folder: &Path) -> Output {
-        run(
-            Command::new(folder.join(format!("dminstaller_{}", host_platform())))
-                .arg("--device-root")
-                .arg(&self.w.device),
-            Duration::from_secs(120),
-        )
+        self.w.install_from(folder)
     }
 
     pub fn install_ok(&self, folder: &Path) -> Output {
-        let out = self.install(folder);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "{}\n{}",
-            show(&out),
-            log_text(&self.w.device, "DMClientSetup")
-        );
-        out
+        self.w.install_from_ok(folder)
     }
 
     /// Runs the folder's dmclientsetup directly.

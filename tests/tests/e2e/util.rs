@@ -288,6 +288,31 @@ impl World {
     }
 }
 
+impl World {
+    /// Runs a deployment folder's own dminstaller on the world's device, as from a card.
+    pub fn install_from(&self, folder: &Path) -> Output {
+        run(
+            Command::new(folder.join(format!("dminstaller_{}", host_platform())))
+                .arg("--device-root")
+                .arg(&self.device),
+            Duration::from_secs(120),
+        )
+    }
+
+    /// [`World::install_from`], requiring success (the setup log explains a failure).
+    pub fn install_from_ok(&self, folder: &Path) -> Output {
+        let out = self.install_from(folder);
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}\n{}",
+            show(&out),
+            log_text(&self.device, "DMClientSetup")
+        );
+        out
+    }
+}
+
 impl Drop for World {
     /// Stops an agent the test started on its device, so none outlives the test.
     fn drop(&mut self) {
