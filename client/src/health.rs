@@ -24,16 +24,13 @@ pub struct Health {
 impl Health {
     /// Reads the report, if there is a readable one.
     pub fn read(ctx: &Context) -> Option<Health> {
-        let bytes = dmfs::read_optional(&ctx.layout.agent_health_file(), 4096).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        dmfs::read_json(&ctx.layout.agent_health_file(), 4096).ok().flatten()
     }
 
     /// Writes the report.
     pub fn write(&self, ctx: &Context) -> Result<()> {
-        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
         dmfs::create_dir_all(&ctx.layout.run_dir(), dmfs::MODE_DIR)?;
-        dmfs::write_atomic(&ctx.layout.agent_health_file(), &body, MODE_PRIVATE)?;
-        Ok(())
+        Ok(dmfs::write_json(&ctx.layout.agent_health_file(), self, MODE_PRIVATE)?)
     }
 
     /// A report for this process, running `version`, started now.

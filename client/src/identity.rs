@@ -2,7 +2,7 @@
 //! (from settings, the device's machine id, or at random), kept across upgrades and repairs.
 
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
-use dm_shared::{Context, Error as SharedError, Settings};
+use dm_shared::{Context, Settings};
 
 use crate::error::Result;
 
@@ -17,15 +17,12 @@ impl Identity {
     /// The device's identity, if it has one.
     pub fn load(ctx: &Context) -> Result<Option<Identity>> {
         let path = ctx.layout.identity_file();
-        let Some(bytes) = dmfs::read_optional(&path, 4096)? else { return Ok(None) };
-        serde_json::from_slice(&bytes)
-            .map(Some)
-            .map_err(|e| SharedError::InvalidData { path, reason: e.to_string() }.into())
+        Ok(dmfs::read_json(&path, 4096)?)
     }
 
-    /// The identity as stored.
+    /// The identity as stored: a JSON document (a `Value`'s text cannot fail to form).
     pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_default() + "\n"
+        format!("{:#}\n", serde_json::json!({ "controller_id": self.controller_id }))
     }
 
     /// Writes it.
@@ -94,6 +91,14 @@ mod tests {
         assert_eq!(choose(&ctx, &s, Some(&existing)), existing);
         s.set_value("Environment", "ControllerId", "scanner-7").unwrap();
         assert_eq!(choose(&ctx, &s, Some(&existing)).controller_id, "scanner-7");
+    }
+
+    #[test]
+    fn stored_form_is_json_that_loads_back() {
+        let id = Identity { controller_id: "dev-\"1".into() };
+        let back: Identity = serde_json::from_str(&id.to_json()).unwrap();
+        assert_eq!(back, id);
+        assert!(id.to_json().ends_with("}\n"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ pub mod agent;
 pub mod error;
 pub mod health;
 pub mod identity;
+pub mod installed;
 pub mod service;
 pub mod setup;
 

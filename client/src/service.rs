@@ -6,7 +6,6 @@
 //! standing in for a device) setup starts the agent directly, in its own process group, and
 //! the agent records its process id in `var/lib/dm/dmsvc.pid`. See docs/client-setup.md.
 
-use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,16 +86,6 @@ fn systemctl(args: &[&str]) -> Result<()> {
     }
 }
 
-/// The environment children get: the context's, without test failpoints (they are meant for
-/// the process a test aims them at).
-pub fn child_env(ctx: &Context) -> Vec<(String, String)> {
-    ctx.env
-        .iter()
-        .filter(|(k, _)| !k.starts_with("DM_FAILPOINT"))
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
-
 /// The pid of this device's running agent, if one runs.
 pub fn running_pid(ctx: &Context) -> Option<u32> {
     let text = std::fs::read_to_string(ctx.layout.agent_pid_file()).ok()?;
@@ -145,27 +134,20 @@ pub fn start(ctx: &Context) -> Result<Started> {
                 info!("stopping the running agent (pid {pid}) before starting it again");
                 stop(ctx)?;
             }
-            let mut argv: Vec<OsString> = ctx.env.runner().into_iter().map(Into::into).collect();
-            argv.push(agent_program(ctx).into_os_string());
-            argv.push("--device-root".into());
-            argv.push(ctx.layout.root().as_os_str().to_owned());
-            info!(
-                "starting the agent: {}",
-                argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
-            );
-            let mut cmd = Command::new(&argv[0]);
-            cmd.args(&argv[1..])
-                .env_clear()
-                .envs(child_env(ctx))
+            let program = agent_program(ctx);
+            let mut cmd = ctx.command(&program);
+            cmd.arg("--device-root")
+                .arg(ctx.layout.root())
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null());
+            info!("starting the agent: {}", describe(&cmd));
             use std::os::unix::process::CommandExt;
             // Its own process group: the agent outlives setup and its terminal.
             cmd.process_group(0);
             let child = cmd.spawn().map_err(|e| Error::Service {
                 action: "start",
-                reason: format!("{}: {e}", argv[0].to_string_lossy()),
+                reason: format!("{}: {e}", program.display()),
             })?;
             info!("agent started (pid {})", child.id());
             Ok(Started { child: Some(child) })
@@ -208,6 +190,26 @@ pub fn stop(ctx: &Context) -> Result<bool> {
             Ok(true)
         }
     }
+}
+
+/// Whether this device's agent is running.
+pub fn is_running(ctx: &Context) -> bool {
+    match mode(ctx) {
+        Mode::Direct => running_pid(ctx).is_some(),
+        Mode::Systemd => Command::new("systemctl")
+            .args(["is-active", "--quiet", "dmsvc.service"])
+            .status()
+            .is_ok_and(|s| s.success()),
+    }
+}
+
+/// A command line for the log.
+pub fn describe(cmd: &Command) -> String {
+    std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Stops the agent and removes it from the services that start at boot.

@@ -12,15 +12,15 @@
 #![forbid(unsafe_code)]
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
+use dm_shared::certstore::{self, CertStore};
 use dm_shared::fs::Transaction;
 use dm_shared::manifest::{self, VerifiedFolder};
-use dm_shared::outbox::{Outbox, StatusMessage, message_id};
+use dm_shared::message::{MessageId, StatusMessage};
+use dm_shared::outbox::Outbox;
 use dm_shared::policy::SecurityPolicy;
 use dm_shared::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI};
-use dm_shared::store::{self, CertStore};
-use dm_shared::{Context, Platform, StatusCode, StoreName, clock};
+use dm_shared::{Context, Platform, StatusCode, StoreName, clock, deployment};
 use log::{error, info, warn};
 
 pub use dm_shared::context::RUNNER_ENV;
@@ -84,15 +84,6 @@ pub struct Options {
     pub platform: Platform,
 }
 
-/// The settings file a deployment folder's setup uses: `ClientSettings.ini` when present,
-/// else `DMCommonInstaller.ini`, else none.
-pub fn deployment_settings(folder: &VerifiedFolder) -> Option<PathBuf> {
-    [CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI]
-        .into_iter()
-        .find(|name| folder.manifest.file(name).is_some())
-        .map(|name| folder.path_of(name))
-}
-
 /// Whether a managed client is installed (its active-version pointer exists).
 pub fn client_installed(ctx: &Context) -> bool {
     std::fs::symlink_metadata(ctx.layout.active_pointer()).is_ok()
@@ -102,8 +93,8 @@ pub fn client_installed(ctx: &Context) -> bool {
 pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
     let source = &opts.source;
     info!("step 1/5: verifying deployment folder {}", source.display());
-    let roots = store::trusted_roots(&ctx.layout)?;
-    let folder = manifest::verify_folder(source, &roots, ctx.clock.now())?;
+    let roots = certstore::trusted_roots(&ctx.layout)?;
+    let folder = deployment::verify(source, &roots, ctx.clock.now(), &opts.platform)?;
     let m = &folder.manifest;
     info!(
         "verified client deployment {} {} for {}: {} files, {} bytes, signed by {}",
@@ -114,22 +105,8 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
         m.total_size(),
         folder.publisher.describe()
     );
-    if m.kind != manifest::ManifestKind::ClientDeployment {
-        return Err(dm_shared::Error::MalformedManifest {
-            path: source.join(manifest::MANIFEST_FILE),
-            reason: format!("it is a {:?} package, not a client deployment", m.kind),
-        }
-        .into());
-    }
 
     info!("step 2/5: selecting binaries for this device ({})", opts.platform);
-    if !m.platforms.contains(&opts.platform) {
-        return Err(dm_shared::Error::PlatformUnsupported {
-            platform: opts.platform.to_string(),
-            available: m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
-        }
-        .into());
-    }
     let setup = folder.path_of(&manifest::program_file("dmclientsetup", &opts.platform));
     info!("setup program: {}", setup.display());
 
@@ -178,25 +155,21 @@ fn refuse(ctx: &Context, folder: &VerifiedFolder, reason: String) -> Result<i32,
         "the device refused the publisher certificate ({code}); setup will not run and nothing was changed"
     );
     if client_installed(ctx) {
-        let msg = StatusMessage {
-            message_id: message_id::INSTALLER_CERT_REFUSED,
+        let mut msg = StatusMessage::event(
+            "DMInstaller",
+            MessageId::INSTALLER_CERT_REFUSED,
             code,
-            component: "DMInstaller".into(),
-            time: clock::rfc3339(ctx.clock.now()),
-            text: format!(
+            clock::rfc3339(ctx.clock.now()),
+            format!(
                 "{code}: the device refused the publisher certificate of client deployment {}",
                 folder.manifest.version
             ),
-            action_id: None,
-            execution: None,
-            final_result: true,
-            details: vec![reason.clone(), format!("publisher: {}", folder.publisher.describe())],
-            cancel: false,
-        };
+        );
+        msg.details = vec![reason.clone(), format!("publisher: {}", folder.publisher.describe())];
         match Outbox::open(&ctx.layout).push(&msg) {
             Ok(seq) => info!(
                 "status message {} queued for the management point (outbox entry {seq})",
-                message_id::INSTALLER_CERT_REFUSED
+                MessageId::INSTALLER_CERT_REFUSED
             ),
             Err(e) => warn!("could not queue the status message for the management point: {e}"),
         }
@@ -207,32 +180,28 @@ fn refuse(ctx: &Context, folder: &VerifiedFolder, reason: String) -> Result<i32,
 }
 
 fn run_setup(ctx: &Context, folder: &VerifiedFolder, setup: &Path) -> Result<i32, Error> {
-    let mut argv: Vec<std::ffi::OsString> = ctx.env.runner().into_iter().map(Into::into).collect();
-    if !argv.is_empty() {
-        warn!(
-            "running child programs through {RUNNER_ENV}={:?}",
-            ctx.env.get(RUNNER_ENV).unwrap_or("")
-        );
+    if let Some(runner) = ctx.env.get(RUNNER_ENV) {
+        warn!("running child programs through {RUNNER_ENV}={runner:?}");
     }
-    argv.push(setup.into());
-    argv.extend(["--source".into(), folder.dir.clone().into_os_string()]);
-    argv.extend(["--device-root".into(), ctx.layout.root().as_os_str().to_owned()]);
-    match deployment_settings(folder) {
-        Some(s) => {
+    let mut cmd = ctx.command(setup);
+    cmd.arg("--source").arg(&folder.dir).arg("--device-root").arg(ctx.layout.root());
+    match deployment::settings_file(folder) {
+        Some(name) => {
+            let s = folder.path_of(name);
             info!("settings for setup: {}", s.display());
-            argv.extend(["--settings".into(), s.into_os_string()]);
+            cmd.arg("--settings").arg(s);
         }
         None => info!(
             "the folder has no {CLIENT_SETTINGS_INI} or {COMMON_INSTALLER_INI}; setup uses the device's settings"
         ),
     }
-    info!("starting {}", argv.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" "));
+    let line = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy())
+        .collect::<Vec<_>>()
+        .join(" ");
+    info!("starting {line}");
     log::logger().flush();
-    let mut cmd = Command::new(&argv[0]);
-    cmd.args(&argv[1..]);
-    for (k, v) in ctx.env.iter() {
-        cmd.env(k, v);
-    }
     let status = cmd.status().map_err(|source| {
         let hint = if source.kind() == std::io::ErrorKind::PermissionDenied {
             " (is the memory card mounted noexec? copy the folder to the device and run it from there)"

@@ -27,40 +27,32 @@ Options:
 Logs: <device root>/var/log/dm/DMInstaller<YYYYMMDD-HHMMSS>.log
 ";
 
+#[derive(Default)]
 struct Args {
     source: Option<PathBuf>,
-    device_root: PathBuf,
+    device_root: Option<PathBuf>,
     verbose: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
-    use lexopt::Arg::{Long, Short};
-    let mut args = Args { source: None, device_root: PathBuf::from("/"), verbose: false };
-    let mut parser = lexopt::Parser::from_env();
-    while let Some(arg) = parser.next()? {
+fn parse_args() -> Result<Args, ExitCode> {
+    use lexopt::Arg::Long;
+    let mut a = Args::default();
+    let mut p = cli::Parser::from_env("dminstaller", HELP);
+    while let Some(arg) = p.next_arg()? {
         match arg {
-            Short('h') | Long("help") => {
-                dm_shared::cli::out(HELP);
-                return Ok(None);
-            }
-            Short('V') | Long("version") => {
-                dm_shared::cli::out(&format!("{}\n", cli::version_line("dminstaller")));
-                return Ok(None);
-            }
-            Long("source") => args.source = Some(parser.value()?.into()),
-            Long("device-root") => args.device_root = parser.value()?.into(),
-            Long("verbose") => args.verbose = true,
-            other => return Err(other.unexpected()),
+            Long("source") => a.source = Some(p.value()?.into()),
+            Long("device-root") => a.device_root = Some(p.value()?.into()),
+            Long("verbose") => a.verbose = true,
+            other => return Err(cli::usage_error("dminstaller", other.unexpected())),
         }
     }
-    Ok(Some(args))
+    Ok(a)
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => return cli::usage_error("dminstaller", e),
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let source = match args.source {
         Some(s) => s,
@@ -75,7 +67,7 @@ fn main() -> ExitCode {
             }
         },
     };
-    let ctx = Context::from_process(&args.device_root);
+    let ctx = Context::from_process(args.device_root.unwrap_or_else(|| "/".into()));
     let handle =
         logging::init_device(Program::Installer, &ctx.layout, ctx.clock.clone(), args.verbose);
     log::info!(

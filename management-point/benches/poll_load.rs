@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use dm_mp::store::{SqliteStore, Storage};
+use dm_mp::storage::{SqliteStore, Storage};
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
@@ -83,7 +83,7 @@ fn main() {
     );
     cfg.devices.poll_sleep_secs = 60;
     std::fs::create_dir_all(&mpdir).unwrap();
-    std::fs::write(mpdir.join("dmmp.toml"), cfg.to_toml()).unwrap();
+    std::fs::write(mpdir.join("dmmp.toml"), cfg.to_toml().unwrap()).unwrap();
     let cfg = dm_mp::config::Config::load(&mpdir.join("dmmp.toml")).unwrap();
     let store = SqliteStore::open(&cfg.database()).unwrap();
     let rows: Vec<(String, String, Option<String>)> = (0..a.devices)

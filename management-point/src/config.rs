@@ -194,8 +194,11 @@ impl Config {
     }
 
     /// The file as TOML.
-    pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_default()
+    pub fn to_toml(&self) -> Result<String> {
+        toml::to_string_pretty(self).map_err(|e| Error::Config {
+            path: self.dir.join("dmmp.toml"),
+            reason: format!("cannot be written as TOML: {e}"),
+        })
     }
 
     /// A path from the file, resolved against the file's folder.
@@ -270,7 +273,7 @@ mod tests {
         let c =
             Config::new(dir.path(), "127.0.0.1:0".parse().unwrap(), "s.pem".into(), "s.key".into());
         let p = dir.path().join("dmmp.toml");
-        std::fs::write(&p, c.to_toml()).unwrap();
+        std::fs::write(&p, c.to_toml().unwrap()).unwrap();
         let back = Config::load(&p).unwrap();
         assert_eq!(back.server.listen, c.server.listen);
     }

@@ -1,4 +1,5 @@
-//! The management point crate's error type.
+//! The management point crate's error type. Each variant keeps the error it came from (as its
+//! `source`), so a log line or an admin's terminal shows the whole chain.
 
 use std::path::PathBuf;
 
@@ -24,12 +25,35 @@ pub enum Error {
     },
 
     /// Certificate generation failed.
-    #[error("{0}")]
-    Pki(String),
+    #[error("cannot issue {what}: {reason}")]
+    Pki {
+        /// The certificate being made.
+        what: String,
+        /// Why (from the demo PKI).
+        reason: String,
+    },
 
     /// The database failed.
-    #[error("database: {0}")]
-    Database(String),
+    #[error("database: {what}: {source}")]
+    Database {
+        /// What was being done.
+        what: String,
+        /// The driver's error.
+        #[source]
+        source: rusqlite::Error,
+    },
+
+    /// A stored row does not hold what the schema promises (written by a newer `dmmp`, or
+    /// edited by hand): named, never replaced by a default.
+    #[error("database: {table} row {row}: {reason}")]
+    CorruptRow {
+        /// The table.
+        table: &'static str,
+        /// The row's key.
+        row: String,
+        /// What is wrong.
+        reason: String,
+    },
 
     /// Something with that name or key already exists, or is still in use.
     #[error("{0}")]
@@ -42,6 +66,10 @@ pub enum Error {
     /// The action is over: no more feedback is taken.
     #[error("{0}")]
     Gone(String),
+
+    /// A device answered a cancellation that is not pending.
+    #[error("{0}")]
+    NotCanceling(String),
 
     /// A request is malformed.
     #[error("{0}")]
@@ -57,21 +85,38 @@ pub enum Error {
     },
 
     /// TLS set-up failed.
-    #[error("TLS: {0}")]
-    Tls(String),
+    #[error("TLS: {what}: {source}")]
+    Tls {
+        /// What was being set up (a file, the listener).
+        what: String,
+        /// Why.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
 }
 
 impl Error {
+    /// A TLS set-up error about `what`.
+    pub fn tls(
+        what: impl Into<String>,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Error {
+        Error::Tls { what: what.into(), source: source.into() }
+    }
+
     /// The status code reporting this error.
     pub fn code(&self) -> StatusCode {
         match self {
             Error::Shared(e) => e.code(),
             Error::Usage(_) => StatusCode::E_INVALIDARG,
             Error::OutputExists { .. } => StatusCode::ERROR_WRITE_FAULT,
-            Error::Pki(_) | Error::Database(_) | Error::Tls(_) => StatusCode::E_FAIL,
-            Error::Conflict(_) => StatusCode::ERROR_ALREADY_RUNNING,
+            Error::Pki { .. } | Error::Database { .. } | Error::Tls { .. } => StatusCode::E_FAIL,
+            Error::CorruptRow { .. } => StatusCode::ERROR_INVALID_DATA,
+            Error::Conflict(_) => StatusCode::ERROR_ALREADY_EXISTS,
             Error::NotFound(_) => StatusCode::ERROR_FILE_NOT_FOUND,
-            Error::Gone(_) | Error::BadRequest(_) => StatusCode::ERROR_INVALID_DATA,
+            Error::Gone(_) | Error::NotCanceling(_) | Error::BadRequest(_) => {
+                StatusCode::ERROR_INVALID_DATA
+            }
             Error::Config { .. } => StatusCode::ERROR_BAD_CONFIGURATION,
         }
     }
@@ -79,3 +124,21 @@ impl Error {
 
 /// Results with [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::error::Error as _;
+
+    #[test]
+    fn sources_are_kept_and_conflicts_have_their_own_code() {
+        let e =
+            Error::Database { what: "open dmmp.db".into(), source: rusqlite::Error::InvalidQuery };
+        assert!(e.source().is_some());
+        assert!(e.to_string().starts_with("database: open dmmp.db: "), "{e}");
+        assert_eq!(Error::Conflict("x".into()).code(), StatusCode::ERROR_ALREADY_EXISTS);
+        assert_ne!(StatusCode::ERROR_ALREADY_EXISTS, StatusCode::ERROR_ALREADY_RUNNING);
+        let t = Error::tls("server.pem", std::io::Error::other("bad"));
+        assert_eq!(t.to_string(), "TLS: server.pem: bad");
+    }
+}

@@ -10,4 +10,4 @@ pub mod admin;
 pub mod config;
 pub mod model;
 pub mod server;
-pub mod store;
+pub mod storage;

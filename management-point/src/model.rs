@@ -8,19 +8,13 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use dm_shared::ClientVersion;
+use dm_shared::ddi::{Execution, Finished};
 use serde::{Deserialize, Serialize};
 
-/// Device attribute keys the agent reports in `configData` and collections use.
-pub mod attr {
-    /// `linux-aarch64`, …
-    pub const PLATFORM: &str = "platform";
-    /// Hardware model.
-    pub const MODEL: &str = "model";
-    /// The installed client version.
-    pub const CLIENT_VERSION: &str = "client_version";
-    /// `mobile` or `desktop`.
-    pub const DEVICE_CLASS: &str = "device_class";
-}
+use crate::error::Error;
+
+pub use dm_shared::vocab::inventory as attr;
+pub use dm_shared::vocab::{DeviceClass, PackageKind};
 
 /// A device the management point knows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,43 +42,6 @@ impl Device {
     /// An attribute.
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
-    }
-}
-
-/// What a package is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum PackageKind {
-    /// Software distribution.
-    SoftwareDistribution,
-    /// Configuration items.
-    Configuration,
-    /// A client upgrade (over the air).
-    ClientUpgrade,
-}
-
-impl PackageKind {
-    /// The DDI chunk `part`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PackageKind::SoftwareDistribution => dm_shared::ddi::part::SOFTWARE_DISTRIBUTION,
-            PackageKind::Configuration => dm_shared::ddi::part::CONFIGURATION,
-            PackageKind::ClientUpgrade => dm_shared::ddi::part::CLIENT_UPGRADE,
-        }
-    }
-}
-
-impl FromStr for PackageKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "software-distribution" => Ok(PackageKind::SoftwareDistribution),
-            "configuration" => Ok(PackageKind::Configuration),
-            "client-upgrade" | "client-deployment" => Ok(PackageKind::ClientUpgrade),
-            _ => Err(format!(
-                "package kind {s:?}: expected software-distribution, configuration or client-upgrade"
-            )),
-        }
     }
 }
 
@@ -124,36 +81,6 @@ pub struct Package {
     pub created: i64,
     /// Its files.
     pub artifacts: Vec<ArtifactRecord>,
-}
-
-/// Mobile or desktop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum DeviceClass {
-    /// Mobile and embedded devices.
-    Mobile,
-    /// Desktop computers.
-    Desktop,
-}
-
-impl FromStr for DeviceClass {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "mobile" => Ok(DeviceClass::Mobile),
-            "desktop" => Ok(DeviceClass::Desktop),
-            _ => Err(format!("device class {s:?}: expected mobile or desktop")),
-        }
-    }
-}
-
-impl fmt::Display for DeviceClass {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            DeviceClass::Mobile => "mobile",
-            DeviceClass::Desktop => "desktop",
-        })
-    }
 }
 
 /// A program: what a device does with a package.
@@ -514,6 +441,64 @@ impl ActionStatus {
     }
 }
 
+impl ActionStatus {
+    /// Where deployment feedback (`execution`, `result.finished`) moves an action in this
+    /// state. A closed action takes no more feedback.
+    pub fn on_feedback(
+        self,
+        execution: Execution,
+        finished: Finished,
+    ) -> Result<ActionStatus, Error> {
+        if self.is_closed() {
+            return Err(Error::Gone(format!(
+                "the action is already {}; no more feedback is taken",
+                self.as_str()
+            )));
+        }
+        Ok(match (execution, finished) {
+            (Execution::Closed, Finished::Failure) => ActionStatus::Error,
+            (Execution::Closed, _) => ActionStatus::Finished,
+            (Execution::Canceled, _) => ActionStatus::Canceled,
+            // A cancellation stays pending until the device answers it.
+            _ if self == ActionStatus::Canceling => ActionStatus::Canceling,
+            _ => ActionStatus::Running,
+        })
+    }
+
+    /// Where the device's answer to a cancellation moves an action in this state. Only an
+    /// action being canceled takes one.
+    pub fn on_cancel_feedback(
+        self,
+        execution: Execution,
+        finished: Finished,
+    ) -> Result<ActionStatus, Error> {
+        if self.is_closed() {
+            return Err(Error::Gone(format!("the action is already {}", self.as_str())));
+        }
+        if self != ActionStatus::Canceling {
+            return Err(Error::NotCanceling(format!(
+                "the action is {}, not being canceled",
+                self.as_str()
+            )));
+        }
+        Ok(match (execution, finished) {
+            (Execution::Canceled, _) | (Execution::Closed, Finished::Success | Finished::None) => {
+                ActionStatus::Canceled
+            }
+            // The device will not stop: the action goes on.
+            (Execution::Rejected, _) | (Execution::Closed, Finished::Failure) => {
+                ActionStatus::Running
+            }
+            _ => ActionStatus::Canceling,
+        })
+    }
+
+    /// Whether the device should still work on an action in this state.
+    pub fn is_open(self) -> bool {
+        matches!(self, ActionStatus::Scheduled | ActionStatus::Retrieved | ActionStatus::Running)
+    }
+}
+
 impl FromStr for ActionStatus {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -557,9 +542,9 @@ pub struct StatusRecord {
     /// `feedback`, `cancel-feedback` or `status-message`.
     pub source: String,
     /// DDI execution.
-    pub execution: Option<String>,
+    pub execution: Option<Execution>,
     /// DDI `result.finished`.
-    pub finished: Option<String>,
+    pub finished: Option<Finished>,
     /// The numeric status message id.
     pub message_id: Option<i32>,
     /// The HRESULT-style code, when the device sent one.
@@ -622,6 +607,82 @@ mod tests {
             members: vec![7],
         };
         assert!(c.contains(&d));
+    }
+
+    const OPEN: [ActionStatus; 3] =
+        [ActionStatus::Scheduled, ActionStatus::Retrieved, ActionStatus::Running];
+    const CLOSED: [ActionStatus; 3] =
+        [ActionStatus::Finished, ActionStatus::Error, ActionStatus::Canceled];
+
+    #[test]
+    fn feedback_moves_open_actions() {
+        use Execution as E;
+        use Finished as F;
+        for from in OPEN {
+            assert_eq!(from.on_feedback(E::Closed, F::Success).unwrap(), ActionStatus::Finished);
+            assert_eq!(from.on_feedback(E::Closed, F::None).unwrap(), ActionStatus::Finished);
+            assert_eq!(from.on_feedback(E::Closed, F::Failure).unwrap(), ActionStatus::Error);
+            assert_eq!(from.on_feedback(E::Canceled, F::Success).unwrap(), ActionStatus::Canceled);
+            for progress in
+                [E::Proceeding, E::Download, E::Downloaded, E::Scheduled, E::Resumed, E::Rejected]
+            {
+                assert_eq!(from.on_feedback(progress, F::None).unwrap(), ActionStatus::Running);
+            }
+        }
+    }
+
+    #[test]
+    fn feedback_keeps_a_cancellation_pending_until_answered() {
+        let c = ActionStatus::Canceling;
+        assert_eq!(c.on_feedback(Execution::Proceeding, Finished::None).unwrap(), c);
+        assert_eq!(c.on_feedback(Execution::Download, Finished::None).unwrap(), c);
+        assert_eq!(
+            c.on_feedback(Execution::Closed, Finished::Success).unwrap(),
+            ActionStatus::Finished
+        );
+        assert_eq!(
+            c.on_feedback(Execution::Closed, Finished::Failure).unwrap(),
+            ActionStatus::Error
+        );
+    }
+
+    #[test]
+    fn closed_actions_refuse_feedback_as_gone() {
+        for from in CLOSED {
+            for exec in Execution::ALL {
+                assert!(matches!(from.on_feedback(exec, Finished::Success), Err(Error::Gone(_))));
+                assert!(matches!(
+                    from.on_cancel_feedback(exec, Finished::Success),
+                    Err(Error::Gone(_))
+                ));
+            }
+        }
+    }
+
+    #[test]
+    fn cancel_feedback_answers_a_cancellation() {
+        use Execution as E;
+        use Finished as F;
+        let c = ActionStatus::Canceling;
+        assert_eq!(c.on_cancel_feedback(E::Canceled, F::Success).unwrap(), ActionStatus::Canceled);
+        assert_eq!(c.on_cancel_feedback(E::Closed, F::Success).unwrap(), ActionStatus::Canceled);
+        assert_eq!(c.on_cancel_feedback(E::Closed, F::None).unwrap(), ActionStatus::Canceled);
+        assert_eq!(c.on_cancel_feedback(E::Rejected, F::None).unwrap(), ActionStatus::Running);
+        assert_eq!(c.on_cancel_feedback(E::Closed, F::Failure).unwrap(), ActionStatus::Running);
+        assert_eq!(c.on_cancel_feedback(E::Proceeding, F::None).unwrap(), c);
+        for from in OPEN {
+            assert!(matches!(
+                from.on_cancel_feedback(E::Canceled, F::Success),
+                Err(Error::NotCanceling(_))
+            ));
+        }
+    }
+
+    #[test]
+    fn open_states_are_the_ones_a_device_works_on() {
+        assert!(OPEN.iter().all(|s| s.is_open() && !s.is_closed()));
+        assert!(CLOSED.iter().all(|s| !s.is_open() && s.is_closed()));
+        assert!(!ActionStatus::Canceling.is_open() && !ActionStatus::Canceling.is_closed());
     }
 
     #[test]

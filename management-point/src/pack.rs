@@ -6,7 +6,7 @@ use std::time::{Duration, SystemTime};
 use dm_shared::devpki::{self, Issued, Purpose, Spec};
 use dm_shared::fs::{self as dmfs, MODE_EXEC, MODE_PRIVATE, MODE_PUBLIC};
 use dm_shared::manifest::{
-    self, CLIENT_PROGRAMS, Manifest, ManifestKind, SignRequest, VerifiedFolder,
+    self, CLIENT_PROGRAMS, Manifest, PackageKind, SignRequest, VerifiedFolder,
 };
 use dm_shared::pki::Cert;
 use dm_shared::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI, Settings};
@@ -49,15 +49,19 @@ pub fn dev_pki(dir: &Path, days: u64, server_names: &[String], now: SystemTime) 
         not_before: from,
         not_after: now + DAY.saturating_mul(u32::try_from(days).unwrap_or(u32::MAX)),
     };
-    let root =
-        devpki::root_ca(&spec("dm Demo Root CA", Purpose::Ca, days * 2)).map_err(Error::Pki)?;
+    let pki = |what: &str| {
+        let what = what.to_string();
+        move |reason| Error::Pki { what, reason }
+    };
+    let root = devpki::root_ca(&spec("dm Demo Root CA", Purpose::Ca, days * 2))
+        .map_err(pki("the demo root CA"))?;
     let publisher = devpki::issue(&root, &spec("dm Demo Publisher", Purpose::CodeSigning, days))
-        .map_err(Error::Pki)?;
+        .map_err(pki("the demo publisher certificate"))?;
     let server = devpki::issue(
         &root,
         &spec("dm Management Point", Purpose::Server(server_names.to_vec()), days),
     )
-    .map_err(Error::Pki)?;
+    .map_err(pki("the demo server certificate"))?;
     write_pair(dir, names::ROOT_CERT, names::ROOT_KEY, &root)?;
     write_pair(dir, names::PUBLISHER_CERT, names::PUBLISHER_KEY, &publisher)?;
     write_pair(dir, names::SERVER_CERT, names::SERVER_KEY, &server)?;
@@ -78,7 +82,8 @@ pub fn issue_cert(ca_dir: &Path, spec: &Spec, cert_out: &Path, key_out: &Path) -
         )?)
         .into_owned(),
     };
-    let issued = devpki::issue(&ca, spec).map_err(Error::Pki)?;
+    let issued = devpki::issue(&ca, spec)
+        .map_err(|reason| Error::Pki { what: spec.common_name.clone(), reason })?;
     dmfs::write_atomic(cert_out, issued.cert_pem.as_bytes(), MODE_PUBLIC)?;
     dmfs::write_atomic(key_out, issued.key_pem.as_bytes(), MODE_PRIVATE)?;
     Ok(())
@@ -167,7 +172,7 @@ pub fn build_folder(
         dmfs::copy_atomic(s, &out.join(name), MODE_PUBLIC)?;
     }
     let req = SignRequest {
-        kind: ManifestKind::ClientDeployment,
+        kind: PackageKind::ClientDeployment,
         name: "dm-client".into(),
         version: spec.version,
         platforms: spec.platforms.iter().map(|(p, _)| p.clone()).collect(),
@@ -225,7 +230,7 @@ pub struct PackageSpec {
     /// Version.
     pub version: ClientVersion,
     /// Kind.
-    pub kind: ManifestKind,
+    pub kind: PackageKind,
     /// Platforms it has binaries for (empty: platform-neutral).
     pub platforms: Vec<Platform>,
 }
@@ -237,7 +242,7 @@ pub fn build_package(
     out: &Path,
     now: SystemTime,
 ) -> Result<Manifest> {
-    if spec.kind == ManifestKind::ClientDeployment {
+    if spec.kind == PackageKind::ClientDeployment {
         return Err(Error::Usage("client deployments are built with `dmpack folder`".into()));
     }
     prepare_out_dir(out)?;

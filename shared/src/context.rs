@@ -3,7 +3,9 @@
 //! parallel.
 
 use std::collections::BTreeMap;
+use std::ffi::OsStr;
 use std::path::PathBuf;
+use std::process::Command;
 use std::sync::Arc;
 
 use crate::clock::{Clock, SystemClock};
@@ -78,5 +80,49 @@ impl Context {
     /// A context over `root` with the given clock and an empty environment; for tests.
     pub fn for_test(root: impl Into<PathBuf>, clock: Arc<dyn Clock>) -> Context {
         Context { layout: DeviceLayout::new(root), clock, env: Env::empty() }
+    }
+
+    /// The command that runs another dm program (setup, the agent, enrollment): through the
+    /// runner prefix when [`RUNNER_ENV`] is set, with exactly this context's environment, minus
+    /// the failpoint variables (a test aims those at one process, never at its children).
+    pub fn command(&self, program: impl AsRef<OsStr>) -> Command {
+        let runner = self.env.runner();
+        let mut cmd = match runner.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(program.as_ref());
+                c
+            }
+            None => Command::new(program.as_ref()),
+        };
+        cmd.env_clear()
+            .envs(self.env.iter().filter(|(k, _)| !k.starts_with(crate::failpoint::ENV_PREFIX)));
+        cmd
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_run_through_the_runner_with_the_context_environment() {
+        let mut ctx = Context::for_test("/dev-root", Arc::new(SystemClock));
+        ctx.env = Env::empty()
+            .with(RUNNER_ENV, "qemu-aarch64 -L /usr/aarch64-linux-gnu")
+            .with("LANG", "C")
+            .with("DM_FAILPOINTS", "setup-x=kill");
+        let cmd = ctx.command("/opt/dm/current/dmsvc");
+        assert_eq!(cmd.get_program(), "qemu-aarch64");
+        let args: Vec<_> = cmd.get_args().collect();
+        assert_eq!(args, ["-L", "/usr/aarch64-linux-gnu", "/opt/dm/current/dmsvc"]);
+        let envs: Vec<_> = cmd.get_envs().filter_map(|(k, v)| Some((k, v?))).collect();
+        assert!(envs.iter().any(|(k, v)| *k == "LANG" && *v == "C"), "{envs:?}");
+        assert!(!envs.iter().any(|(k, _)| k.to_string_lossy().starts_with("DM_FAILPOINT")));
+
+        ctx.env = Env::empty();
+        let cmd = ctx.command("/bin/true");
+        assert_eq!(cmd.get_program(), "/bin/true");
+        assert_eq!(cmd.get_args().count(), 0);
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::status::StatusCode;
+
 /// A HAL link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Link {
@@ -55,7 +57,12 @@ pub fn format_sleep(d: Duration) -> String {
     format!("{:02}:{:02}:{:02}", s / 3600, (s / 60) % 60, s % 60)
 }
 
-/// Parses DDI's `HH:MM:SS` (hours may exceed 24).
+/// The longest sleep or retry delay a server may ask for: a day. A longer one is cut to this,
+/// so no server can silence a device for good (or overflow its timer).
+pub const MAX_SERVER_DELAY: Duration = Duration::from_secs(86_400);
+
+/// Parses DDI's `HH:MM:SS` (hours may exceed 24). The value is the server's, unbounded: callers
+/// bound it (see [`MAX_SERVER_DELAY`]).
 pub fn parse_sleep(s: &str) -> Option<Duration> {
     let mut it = s.trim().split(':');
     let (h, m, sec) = (it.next()?, it.next()?, it.next()?);
@@ -66,7 +73,8 @@ pub fn parse_sleep(s: &str) -> Option<Duration> {
     if m >= 60 || sec >= 60 {
         return None;
     }
-    Some(Duration::from_secs(h.checked_mul(3600)? + m * 60 + sec))
+    // Absurd hours saturate: the caller bounds the result anyway.
+    Some(Duration::from_secs(h.saturating_mul(3600).saturating_add(m * 60 + sec)))
 }
 
 /// `GET …/deploymentBase/{actionId}`.
@@ -211,9 +219,56 @@ pub struct Status {
     /// In this project: the numeric status message id.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
-    /// Detail lines.
+    /// Detail lines; this project's structured fields ride in [`Tags`] lines.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
+}
+
+/// The structured fields this project adds to DDI feedback, each a detail line
+/// `dm.<key>=<value>` (DDI has no field for them, and every DDI server keeps detail lines), so
+/// a plain DDI server still accepts the feedback and `dmmp` reads them by key. Documented in
+/// `docs/management-point.md`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tags {
+    /// The HRESULT-style status code of the report: `dm.status=0x8004020A`.
+    pub status: Option<StatusCode>,
+}
+
+impl Tags {
+    /// The prefix of every tag line.
+    pub const PREFIX: &'static str = "dm.";
+    const STATUS: &'static str = "dm.status=";
+
+    /// The tag lines, to append to the details.
+    pub fn lines(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        if let Some(code) = self.status {
+            out.push(format!("{}0x{:08X}", Self::STATUS, code.0));
+        }
+        out
+    }
+
+    /// Splits feedback details into the tags and the lines for people. A tag line whose value
+    /// does not parse is an error naming it, never a silent default.
+    pub fn split(details: &[String]) -> Result<(Tags, Vec<String>), String> {
+        let mut tags = Tags::default();
+        let mut rest = Vec::new();
+        for line in details {
+            if let Some(v) = line.strip_prefix(Self::STATUS) {
+                tags.status = Some(parse_status_code(v).ok_or_else(|| {
+                    format!("detail line {line:?}: expected dm.status=0x followed by 8 hex digits")
+                })?);
+            } else {
+                rest.push(line.clone());
+            }
+        }
+        Ok((tags, rest))
+    }
+}
+
+fn parse_status_code(v: &str) -> Option<StatusCode> {
+    let hex = v.strip_prefix("0x")?;
+    (hex.len() == 8).then(|| u32::from_str_radix(hex, 16).ok().map(StatusCode))?
 }
 
 /// `status.execution`.
@@ -239,6 +294,18 @@ pub enum Execution {
 }
 
 impl Execution {
+    /// Every value.
+    pub const ALL: [Execution; 8] = [
+        Execution::Closed,
+        Execution::Proceeding,
+        Execution::Canceled,
+        Execution::Scheduled,
+        Execution::Rejected,
+        Execution::Resumed,
+        Execution::Downloaded,
+        Execution::Download,
+    ];
+
     /// The lowercase name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -251,6 +318,16 @@ impl Execution {
             Execution::Downloaded => "downloaded",
             Execution::Download => "download",
         }
+    }
+}
+
+impl std::str::FromStr for Execution {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Execution::ALL
+            .into_iter()
+            .find(|e| e.as_str() == s)
+            .ok_or_else(|| format!("execution {s:?} is not a DDI execution status"))
     }
 }
 
@@ -274,6 +351,27 @@ pub enum Finished {
     Failure,
     /// Not finished.
     None,
+}
+
+impl Finished {
+    /// The lowercase name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Finished::Success => "success",
+            Finished::Failure => "failure",
+            Finished::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for Finished {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [Finished::Success, Finished::Failure, Finished::None]
+            .into_iter()
+            .find(|f| f.as_str() == s)
+            .ok_or_else(|| format!("finished {s:?} is not success, failure or none"))
+    }
 }
 
 /// `result.progress`.
@@ -362,16 +460,6 @@ pub mod meta {
     pub const EXPIRES: &str = "dm.expires";
 }
 
-/// The package kinds (`Chunk::part`).
-pub mod part {
-    /// A software distribution package.
-    pub const SOFTWARE_DISTRIBUTION: &str = "software-distribution";
-    /// A configuration package.
-    pub const CONFIGURATION: &str = "configuration";
-    /// A client upgrade.
-    pub const CLIENT_UPGRADE: &str = "client-upgrade";
-}
-
 /// The extension endpoint (not in DDI) where the agent posts status messages that belong to
 /// no action, such as those DMInstaller and setup queued: `POST {base}/dm/statusMessages`.
 pub const STATUS_MESSAGES_PATH: &str = "dm/statusMessages";
@@ -387,8 +475,27 @@ mod tests {
         assert_eq!(parse_sleep("12:00:00"), Some(Duration::from_secs(43_200)));
         assert_eq!(parse_sleep("00:00:30"), Some(Duration::from_secs(30)));
         assert_eq!(parse_sleep("48:00:00"), Some(Duration::from_secs(172_800)));
-        for bad in ["", "12:00", "1:60:00", "a:b:c", "1:2:3:4", "-1:00:00"] {
+        for bad in
+            ["", "12:00", "1:60:00", "a:b:c", "1:2:3:4", "-1:00:00", "99999999999999999999:00:00"]
+        {
             assert_eq!(parse_sleep(bad), None, "{bad}");
+        }
+        // Absurd but representable: the caller bounds it.
+        assert!(parse_sleep("4000000000000000:00:00").unwrap() > MAX_SERVER_DELAY);
+    }
+
+    #[test]
+    fn tags_ride_in_detail_lines() {
+        let tags = Tags { status: Some(StatusCode::DM_E_PROGRAM_FAILED) };
+        let mut details = vec!["run failed with exit code 3".to_string()];
+        details.extend(tags.lines());
+        assert_eq!(details[1], "dm.status=0x8004020A");
+        let (back, people) = Tags::split(&details).unwrap();
+        assert_eq!(back, tags);
+        assert_eq!(people, ["run failed with exit code 3"]);
+        assert_eq!(Tags::split(&["plain".to_string()]).unwrap().0, Tags::default());
+        for bad in ["dm.status=80004005", "dm.status=0x8000400", "dm.status=0xZZZZZZZZ"] {
+            assert!(Tags::split(&[bad.to_string()]).is_err(), "{bad}");
         }
     }
 

@@ -8,7 +8,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use crate::settings::SettingsError;
+use crate::ini::SettingsError;
 use crate::status::StatusCode;
 use crate::version::VersionError;
 

@@ -10,6 +10,9 @@
 
 use crate::error::{Error, Result};
 
+/// The prefix of the failpoint variables (`DM_FAILPOINTS`, `DM_FAILPOINT_TRACE`).
+pub const ENV_PREFIX: &str = "DM_FAILPOINT";
+
 /// Names a point in a step. Returns an error when a test asked this point to fail, kills the
 /// process when a test asked it to die, and does nothing otherwise (always, in release builds).
 pub fn hit(name: &str) -> Result<()> {

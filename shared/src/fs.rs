@@ -456,6 +456,27 @@ pub fn read_optional(path: &Path, limit: u64) -> Result<Option<Vec<u8>>> {
     }
 }
 
+/// Reads a JSON document of at most `limit` bytes; `None` when the file does not exist. A
+/// document that does not parse is [`Error::InvalidData`] naming the file: never a silent
+/// default.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path, limit: u64) -> Result<Option<T>> {
+    let Some(bytes) = read_optional(path, limit)? else { return Ok(None) };
+    serde_json::from_slice(&bytes)
+        .map(Some)
+        .map_err(|e| Error::InvalidData { path: path.to_path_buf(), reason: e.to_string() })
+}
+
+/// Writes `value` as pretty JSON, atomically and durably, created with `mode`. The folder must
+/// exist.
+pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T, mode: u32) -> Result<()> {
+    let mut body = serde_json::to_vec_pretty(value).map_err(|e| Error::InvalidData {
+        path: path.to_path_buf(),
+        reason: format!("cannot be written as JSON: {e}"),
+    })?;
+    body.push(b'\n');
+    write_atomic(path, &body, mode)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -583,6 +604,21 @@ mod tests {
         symlink_replace(Path::new("versions/2"), &link).unwrap();
         assert_eq!(fs::read_link(&link).unwrap(), Path::new("versions/2"));
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn json_documents_round_trip_and_corruption_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("state.json");
+        assert_eq!(read_json::<Vec<u32>>(&p, 100).unwrap(), None);
+        write_json(&p, &vec![1u32, 2, 3], MODE_PRIVATE).unwrap();
+        assert_eq!(read_json::<Vec<u32>>(&p, 100).unwrap(), Some(vec![1, 2, 3]));
+        assert_eq!(mode_of(&p), 0o600);
+        fs::write(&p, b"[1, 2,").unwrap();
+        let err = read_json::<Vec<u32>>(&p, 100).unwrap_err();
+        assert!(matches!(err, Error::InvalidData { .. }), "{err}");
+        assert!(err.to_string().contains("state.json"), "{err}");
+        assert!(matches!(read_json::<Vec<u32>>(&p, 3), Err(Error::TooLarge { .. })));
     }
 
     #[test]

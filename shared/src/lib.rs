@@ -6,26 +6,31 @@
 
 #![forbid(unsafe_code)]
 
+pub mod certstore;
 pub mod cli;
 pub mod clock;
 pub mod context;
 pub mod ddi;
+pub mod deployment;
 #[cfg(feature = "devpki")]
 pub mod devpki;
+pub mod digest;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
+pub mod ini;
 pub mod layout;
 pub mod logging;
 pub mod manifest;
+pub mod message;
 pub mod outbox;
 pub mod pki;
 pub mod platform;
 pub mod policy;
 pub mod settings;
 pub mod status;
-pub mod store;
 pub mod version;
+pub mod vocab;
 
 pub use context::{Context, Env};
 pub use error::{Error, Result};

@@ -17,10 +17,12 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
+use crate::digest;
 use crate::error::{Error, Result};
 use crate::pki::{self, Cert};
 use crate::platform::Platform;
 use crate::version::ClientVersion;
+pub use crate::vocab::PackageKind;
 
 /// The manifest's file name.
 pub const MANIFEST_FILE: &str = "manifest.json";
@@ -39,18 +41,6 @@ pub const MAX_SIGNATURE_BYTES: u64 = 2048;
 pub const MAX_FILES: usize = 10_000;
 /// The largest single file a manifest may list (16 GiB).
 pub const MAX_FILE_SIZE: u64 = 16 << 30;
-
-/// What the signed folder is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum ManifestKind {
-    /// A client deployment folder: dminstaller, dmclientsetup, dmsvc, dmcertenroll per platform.
-    ClientDeployment,
-    /// A software distribution package.
-    SoftwareDistribution,
-    /// A configuration package (configuration items).
-    Configuration,
-}
 
 /// One file of the folder.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -74,7 +64,7 @@ pub struct Manifest {
     /// Always [`FORMAT`].
     pub format: String,
     /// What the folder is.
-    pub kind: ManifestKind,
+    pub kind: PackageKind,
     /// A name for people (`dm-client`, a package name).
     pub name: String,
     /// The version: of the client for a deployment, of the package otherwise.
@@ -188,7 +178,7 @@ impl Manifest {
                 return Err(bad(format!("{} is listed both as a file and as a folder", f.path)));
             }
         }
-        if m.kind == ManifestKind::ClientDeployment {
+        if m.kind == PackageKind::ClientDeployment {
             if m.platforms.is_empty() {
                 return Err(bad("a client deployment must name at least one platform".into()));
             }
@@ -207,10 +197,13 @@ impl Manifest {
     }
 
     /// Serializes the manifest the way `dmpack` signs it.
-    pub fn to_json(&self) -> Vec<u8> {
-        let mut out = serde_json::to_vec_pretty(self).unwrap_or_default();
+    pub fn to_json(&self) -> Result<Vec<u8>> {
+        let mut out = serde_json::to_vec_pretty(self).map_err(|e| Error::MalformedManifest {
+            path: PathBuf::from(MANIFEST_FILE),
+            reason: format!("cannot be written as JSON: {e}"),
+        })?;
         out.push(b'\n');
-        out
+        Ok(out)
     }
 
     /// The entry for a path.
@@ -264,31 +257,6 @@ pub fn verify_signature(
     pki::verify_code_signing_chain(&chain, roots, now, &dir.join(PUBLISHER_FILE))?;
     pki::verify_signature(&chain[0], &manifest_bytes, &signature, &manifest_path)?;
     Ok((manifest, chain))
-}
-
-/// Hashes a file while reading it, refusing to read more than `expected_size` bytes.
-pub fn hash_file(path: &Path, expected_size: u64) -> Result<(u64, String)> {
-    let mut f = File::open(path).map_err(crate::fs::io_err("open", path))?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = f.read(&mut buf).map_err(crate::fs::io_err("read", path))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > expected_size {
-            return Err(Error::HashMismatch {
-                path: path.to_path_buf(),
-                what: "size",
-                expected: format!("{expected_size} bytes"),
-                actual: format!("more than {expected_size} bytes"),
-            });
-        }
-        ctx.update(&buf[..n]);
-    }
-    Ok((total, pki::to_hex(ctx.finish().as_ref())))
 }
 
 fn file_kind(name: &str, path: &Path) -> &'static str {
@@ -358,23 +326,7 @@ pub fn verify_folder(dir: &Path, roots: &[Cert], now: SystemTime) -> Result<Veri
         let Some(path) = present.remove(&f.path) else {
             return Err(Error::MissingFile { path: dir.join(&f.path) });
         };
-        let (size, sha) = hash_file(&path, f.size)?;
-        if size != f.size {
-            return Err(Error::HashMismatch {
-                path,
-                what: "size",
-                expected: format!("{} bytes", f.size),
-                actual: format!("{size} bytes"),
-            });
-        }
-        if sha != f.sha256 {
-            return Err(Error::HashMismatch {
-                path,
-                what: "SHA-256",
-                expected: f.sha256.clone(),
-                actual: sha,
-            });
-        }
+        digest::hash_file(&path, f.size)?.check(&path, f.size, &f.sha256)?;
     }
     if let Some((name, path)) = present.into_iter().next() {
         let kind = file_kind(&name, &path);
@@ -388,7 +340,7 @@ pub fn verify_folder(dir: &Path, roots: &[Cert], now: SystemTime) -> Result<Veri
 #[derive(Debug, Clone)]
 pub struct SignRequest {
     /// What the folder is.
-    pub kind: ManifestKind,
+    pub kind: PackageKind,
     /// Its name.
     pub name: String,
     /// Its version.
@@ -425,11 +377,11 @@ pub fn sign_folder(
     for (rel, path) in list_files(dir)? {
         check_relative_path(&rel)?;
         let meta = std::fs::metadata(&path).map_err(crate::fs::io_err("inspect", &path))?;
-        let (size, sha256) = hash_file(&path, meta.len())?;
+        let hashed = digest::hash_file(&path, meta.len())?;
         files.push(FileEntry {
             path: rel,
-            size,
-            sha256,
+            size: hashed.size,
+            sha256: hashed.sha256,
             executable: meta.permissions().mode() & 0o111 != 0,
         });
     }
@@ -446,7 +398,7 @@ pub fn sign_folder(
         files,
         metadata: req.metadata.clone(),
     };
-    let bytes = manifest.to_json();
+    let bytes = manifest.to_json()?;
     // Check what we are about to sign the way a device will.
     Manifest::parse(&bytes, &dir.join(MANIFEST_FILE))?;
     let signature = pki::sign(key_pem, &bytes, key_path)?;
@@ -474,7 +426,7 @@ mod tests {
     fn manifest(files: Vec<FileEntry>) -> Manifest {
         Manifest {
             format: FORMAT.into(),
-            kind: ManifestKind::SoftwareDistribution,
+            kind: PackageKind::SoftwareDistribution,
             name: "pkg".into(),
             version: ClientVersion::new(1, 0, 0, 0),
             platforms: vec![],
@@ -485,7 +437,7 @@ mod tests {
     }
 
     fn parse(m: &Manifest) -> Result<Manifest> {
-        Manifest::parse(&m.to_json(), Path::new("manifest.json"))
+        Manifest::parse(&m.to_json().unwrap(), Path::new("manifest.json"))
     }
 
     #[test]
@@ -521,12 +473,12 @@ mod tests {
             (Manifest { format: "dm-manifest/2".into(), ..manifest(vec![]) }, "too old"),
             (Manifest { name: String::new(), ..manifest(vec![]) }, "name"),
             (
-                Manifest { kind: ManifestKind::ClientDeployment, ..manifest(vec![]) },
+                Manifest { kind: PackageKind::ClientDeployment, ..manifest(vec![]) },
                 "at least one platform",
             ),
             (
                 Manifest {
-                    kind: ManifestKind::ClientDeployment,
+                    kind: PackageKind::ClientDeployment,
                     platforms: vec![Platform::parse("linux-aarch64").unwrap()],
                     ..manifest(vec![entry("dminstaller_linux-aarch64", true)])
                 },
@@ -541,7 +493,7 @@ mod tests {
 
     #[test]
     fn truncated_and_unknown_fields_are_malformed() {
-        let json = manifest(vec![entry("a", false)]).to_json();
+        let json = manifest(vec![entry("a", false)]).to_json().unwrap();
         for cut in [0, 1, json.len() / 2, json.len() - 3] {
             let err = Manifest::parse(&json[..cut], Path::new("m")).unwrap_err();
             assert!(matches!(err, Error::MalformedManifest { .. }), "{err}");
@@ -558,8 +510,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("f");
         std::fs::write(&p, b"hello").unwrap();
-        assert_eq!(hash_file(&p, 5).unwrap(), (5, pki::sha256_hex(b"hello")));
-        assert!(matches!(hash_file(&p, 4), Err(Error::HashMismatch { what: "size", .. })));
+        let h = digest::hash_file(&p, 5).unwrap();
+        assert_eq!((h.size, h.sha256), (5, pki::sha256_hex(b"hello")));
+        let err = digest::hash_file(&p, 4).unwrap().check(&p, 4, "x").unwrap_err();
+        assert!(matches!(err, Error::HashMismatch { what: "size", .. }), "{err}");
     }
 
     mod signed {
@@ -603,7 +557,7 @@ mod tests {
             std::fs::write(dir.join("docs/readme.txt"), b"hello").unwrap();
             let chain = Cert::parse_pem(publisher.cert_pem.as_bytes(), Path::new("p")).unwrap();
             let req = SignRequest {
-                kind: ManifestKind::SoftwareDistribution,
+                kind: PackageKind::SoftwareDistribution,
                 name: "tools".into(),
                 version: ClientVersion::new(1, 0, 0, 1),
                 platforms: vec![],

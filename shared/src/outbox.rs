@@ -11,113 +11,10 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs as dmfs;
 use crate::layout::DeviceLayout;
-use crate::status::StatusCode;
+use crate::message::StatusMessage;
 
 /// The largest outbox entry read back.
 pub const MAX_ENTRY_BYTES: u64 = 64 * 1024;
-
-/// Numeric status message ids, in the style of the source documents' status messages.
-/// Documented in `docs/status-messages.md`.
-pub mod message_id {
-    /// DMInstaller: the device refused the publisher certificate (locked device).
-    pub const INSTALLER_CERT_REFUSED: u32 = 11001;
-    /// DMSvc: the program was received; its content is downloading.
-    pub const PROGRAM_RECEIVED: u32 = 10002;
-    /// DMSvc: the content was downloaded and verified.
-    pub const CONTENT_DOWNLOADED: u32 = 10003;
-    /// DMSvc: the program started.
-    pub const PROGRAM_STARTED: u32 = 10005;
-    /// DMSvc: the program failed (non-zero exit code).
-    pub const PROGRAM_FAILED: u32 = 10006;
-    /// DMSvc: the program completed successfully.
-    pub const PROGRAM_SUCCEEDED: u32 = 10008;
-    /// DMSvc: requirements not met: the program is for other platforms.
-    pub const WRONG_PLATFORM: u32 = 10018;
-    /// DMSvc: requirements not met: the program is for the other device class.
-    pub const WRONG_DEVICE_CLASS: u32 = 10019;
-    /// DMSvc: the content could not be downloaded (network, size, hash, path, disk space).
-    pub const DOWNLOAD_FAILED: u32 = 10034;
-    /// DMSvc: the package is not signed by a trusted publisher; nothing was run.
-    pub const PACKAGE_UNTRUSTED: u32 = 10035;
-    /// DMSvc: an available program waits for the device's user (`dmsvc run`).
-    pub const PROGRAM_AVAILABLE: u32 = 10037;
-    /// DMSvc: a mandatory program waits for its maintenance window.
-    pub const WAITING_FOR_WINDOW: u32 = 10038;
-    /// DMSvc: a download-only advertisement's content is on the device.
-    pub const DOWNLOAD_ONLY_DONE: u32 = 10039;
-    /// DMSvc: the advertisement was canceled before the program started.
-    pub const CANCELED: u32 = 10040;
-    /// DMSvc: the cancellation came after the program started and is rejected.
-    pub const CANCEL_REJECTED: u32 = 10041;
-    /// DMSvc: the package kind is not supported.
-    pub const UNSUPPORTED_PACKAGE: u32 = 10050;
-    /// DMSvc: the program ran longer than its maximum run time and was stopped.
-    pub const PROGRAM_TIMED_OUT: u32 = 10070;
-    /// DMSvc: the agent stopped while the program ran; it is not run again.
-    pub const PROGRAM_INTERRUPTED: u32 = 10071;
-    /// DMSvc: a client upgrade started (setup reports the result).
-    pub const CLIENT_UPGRADE_STARTED: u32 = 11020;
-    /// DMSvc: a client upgrade finished (success or failure from setup's result).
-    pub const CLIENT_UPGRADE_DONE: u32 = 11021;
-}
-
-/// One status message.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct StatusMessage {
-    /// The numeric message id (see [`message_id`]).
-    pub message_id: u32,
-    /// The outcome.
-    pub code: StatusCode,
-    /// Which program sent it (`DMInstaller`, `DMClientSetup`, `DMSvc`).
-    pub component: String,
-    /// When it happened (RFC 3339).
-    pub time: String,
-    /// What happened, for people.
-    pub text: String,
-    /// The DDI action it reports on, if any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub action_id: Option<u64>,
-    /// The DDI execution status (`proceeding`, `closed`, …) when it is feedback on an action.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub execution: Option<String>,
-    /// Whether it is the final word on its action or operation; final messages are never
-    /// dropped to make room.
-    #[serde(default)]
-    pub final_result: bool,
-    /// More lines of detail.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub details: Vec<String>,
-    /// Whether it answers a cancellation (`cancelAction/{id}/feedback`) rather than reporting
-    /// on the deployment.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub cancel: bool,
-}
-
-impl StatusMessage {
-    /// A message about an action (DDI feedback).
-    pub fn feedback(
-        action_id: u64,
-        execution: &str,
-        message_id: u32,
-        code: StatusCode,
-        time: String,
-        text: String,
-        final_result: bool,
-    ) -> StatusMessage {
-        StatusMessage {
-            message_id,
-            code,
-            component: "DMSvc".into(),
-            time,
-            text,
-            action_id: Some(action_id),
-            execution: Some(execution.into()),
-            final_result,
-            details: Vec::new(),
-            cancel: false,
-        }
-    }
-}
 
 /// The outbox folder of a device.
 #[derive(Debug, Clone)]
@@ -232,19 +129,17 @@ impl Outbox {
 mod tests {
     use super::*;
 
+    use crate::message::MessageId;
+    use crate::status::StatusCode;
+
     fn msg(id: u32) -> StatusMessage {
-        StatusMessage {
-            message_id: id,
-            code: StatusCode::E_ACCESSDENIED,
-            component: "DMInstaller".into(),
-            time: "2026-11-24T13:20:01Z".into(),
-            text: "Access Denied (0x80070005)".into(),
-            action_id: None,
-            execution: None,
-            final_result: true,
-            details: vec![],
-            cancel: false,
-        }
+        StatusMessage::event(
+            "DMInstaller",
+            MessageId(id),
+            StatusCode::E_ACCESSDENIED,
+            "2026-11-24T13:20:01Z".into(),
+            "Access Denied (0x80070005)".into(),
+        )
     }
 
     #[test]
@@ -256,7 +151,7 @@ mod tests {
         let b = ob.push(&msg(2)).unwrap();
         assert!(a < b);
         let p = ob.pending().unwrap();
-        assert_eq!(p.iter().map(|(_, m)| m.message_id).collect::<Vec<_>>(), [1, 2]);
+        assert_eq!(p.iter().map(|(_, m)| m.message_id.0).collect::<Vec<_>>(), [1, 2]);
         assert!(ob.remove(a).unwrap());
         assert_eq!(ob.pending().unwrap().len(), 1);
         // Sequence numbers keep growing after removals.
@@ -291,10 +186,10 @@ mod tests {
         }
         // 0 and 3 are final; 1, 2, 4, 5 progress.
         assert_eq!(ob.compact(3).unwrap(), 3);
-        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id).collect();
+        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id.0).collect();
         assert_eq!(ids, [0, 3, 5]);
         assert_eq!(ob.compact(1).unwrap(), 1, "only progress goes");
-        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id).collect();
+        let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id.0).collect();
         assert_eq!(ids, [0, 3]);
     }
 

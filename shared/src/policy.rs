@@ -8,8 +8,8 @@
 use std::path::PathBuf;
 
 use crate::error::Result;
+use crate::ini::{MAX_INI_BYTES, SettingsError, parse_ini_document};
 use crate::layout::DeviceLayout;
-use crate::settings::{MAX_SETTINGS_BYTES, parse_ini_document};
 
 /// The policy in effect.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -39,7 +39,7 @@ impl SecurityPolicy {
     }
 
     fn read(source: &std::path::Path) -> Result<SecurityPolicy> {
-        let Some(bytes) = crate::fs::read_optional(source, MAX_SETTINGS_BYTES)? else {
+        let Some(bytes) = crate::fs::read_optional(source, MAX_INI_BYTES)? else {
             return Ok(SecurityPolicy {
                 locked: false,
                 reason: "no security policy file".into(),
@@ -47,7 +47,7 @@ impl SecurityPolicy {
             });
         };
         let doc = parse_ini_document(source, &bytes)?;
-        let bad = |key: &str, problem: String| crate::settings::SettingsError {
+        let bad = |key: &str, problem: String| SettingsError {
             file: source.to_path_buf(),
             line: None,
             section: Some("DeviceSecurity".into()),

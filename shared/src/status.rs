@@ -64,7 +64,9 @@ codes! {
     /// Installation failed and was rolled back.
     ERROR_INSTALL_FAILURE = 0x8007_0643, 22, "Fatal error during installation";
     /// Another instance holds the lock.
-    ERROR_ALREADY_RUNNING = 0x8007_00B7, 23, "Another instance is already running";
+    ERROR_ALREADY_RUNNING = 0x8007_0420, 23, "An instance of the service is already running";
+    /// Something with that name already exists (a package version, a program, a collection).
+    ERROR_ALREADY_EXISTS = 0x8007_00B7, 24, "Cannot create a file when that file already exists";
     /// No signature (or no certificate) accompanies the manifest.
     TRUST_E_NOSIGNATURE = 0x800B_0100, 30, "No signature was present in the subject";
     /// The manifest's signature does not verify against the publisher's key: it was tampered with.

@@ -8,13 +8,14 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::vocab::inventory as key;
 use dm_shared::{Context, Platform, Settings, clock};
 
 use crate::error::Result;
-use crate::setup::{self, SetupResult};
+use crate::installed::{self, Outcome, SetupResult};
 
 /// Keys whose changes alone do not make the inventory worth resending.
-const VOLATILE: [&str; 1] = ["free_space_mb"];
+const VOLATILE: [&str; 1] = [key::FREE_SPACE_MB];
 
 /// At least this often the inventory is sent even unchanged.
 pub const RESEND: Duration = Duration::from_secs(86_400);
@@ -48,7 +49,7 @@ impl HealthState {
         match &*cache {
             Some((at, problems)) if at.elapsed() < LOCAL_CHECK_EVERY => problems.clone(),
             _ => {
-                let problems = setup::inspect(ctx).problems;
+                let problems = installed::inspect(ctx).problems;
                 *cache = Some((std::time::Instant::now(), problems.clone()));
                 problems
             }
@@ -74,7 +75,7 @@ impl HealthState {
         if !problems.is_empty() {
             return ("unhealthy-local".into(), problems.join("; "));
         }
-        if let Some(r) = SetupResult::load(ctx).filter(|r| r.result == "failure") {
+        if let Some(r) = SetupResult::load(ctx).filter(|r| r.result == Outcome::Failure) {
             return ("unhealthy-local".into(), format!("last setup failed: {}", r.message));
         }
         ("healthy".into(), String::new())
@@ -110,10 +111,10 @@ fn os_name(ctx: &Context) -> String {
 /// The installed packages record: name and version of each package a program ran from
 /// successfully.
 pub fn installed_packages(ctx: &Context) -> Vec<(String, String)> {
-    dmfs::read_optional(&ctx.layout.packages_dir().join("installed.json"), 256 * 1024)
+    dmfs::read_json(&ctx.layout.packages_dir().join("installed.json"), 256 * 1024)
+        .inspect_err(|e| log::warn!("ignoring the installed packages record: {e}"))
         .ok()
         .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or_default()
 }
 
@@ -123,12 +124,7 @@ pub fn record_installed(ctx: &Context, name: &str, version: &str) -> Result<()> 
     list.retain(|(n, _)| n != name);
     list.push((name.to_string(), version.to_string()));
     dmfs::create_dir_all(&ctx.layout.packages_dir(), dmfs::MODE_DIR)?;
-    dmfs::write_atomic(
-        &ctx.layout.packages_dir().join("installed.json"),
-        &serde_json::to_vec(&list).unwrap_or_default(),
-        MODE_PRIVATE,
-    )?;
-    Ok(())
+    Ok(dmfs::write_json(&ctx.layout.packages_dir().join("installed.json"), &list, MODE_PRIVATE)?)
 }
 
 /// The inventory now.
@@ -139,41 +135,38 @@ pub fn collect(
 ) -> BTreeMap<String, String> {
     let root = ctx.layout.root();
     let mut m = BTreeMap::new();
+    let mut put = |k: &str, v: String| {
+        m.insert(k.to_string(), v);
+    };
     let platform = Platform::current();
-    m.insert("platform".into(), platform.to_string());
-    m.insert("arch".into(), platform.arch().to_string());
-    m.insert("os".into(), os_name(ctx));
-    m.insert("kernel".into(), rustix::system::uname().release().to_string_lossy().into_owned());
+    put(key::PLATFORM, platform.to_string());
+    put(key::ARCH, platform.arch().to_string());
+    put(key::OS, os_name(ctx));
+    put(key::KERNEL, rustix::system::uname().release().to_string_lossy().into_owned());
     let model = read_first_line(&root.join("proc/device-tree/model"))
         .or_else(|| read_first_line(&root.join("sys/class/dmi/id/product_name")))
         .unwrap_or_else(|| "unknown".into());
-    m.insert("model".into(), model);
+    put(key::MODEL, model);
     if let Ok(bytes) = dmfs::available_space(root) {
-        m.insert("free_space_mb".into(), (bytes / (1024 * 1024)).to_string());
+        put(key::FREE_SPACE_MB, (bytes / (1024 * 1024)).to_string());
     }
-    if let Some(v) = setup::installed_version(ctx) {
-        m.insert("client_version".into(), v.to_string());
+    if let Some(v) = installed::installed_version(ctx) {
+        put(key::CLIENT_VERSION, v.to_string());
     }
-    m.insert(
-        "device_class".into(),
-        match settings.environment.device_class {
-            dm_shared::settings::DeviceClass::Mobile => "mobile".into(),
-            dm_shared::settings::DeviceClass::Desktop => "desktop".into(),
-        },
-    );
+    put(key::DEVICE_CLASS, settings.environment.device_class.to_string());
     if let Some(s) = &settings.environment.site_code {
-        m.insert("site_code".into(), s.clone());
+        put(key::SITE_CODE, s.clone());
     }
     let pkgs = installed_packages(ctx);
-    m.insert(
-        "installed_packages".into(),
+    put(
+        key::INSTALLED_PACKAGES,
         pkgs.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", "),
     );
     let (verdict, why) = health.verdict(ctx);
-    m.insert("client_health".into(), verdict);
-    m.insert("client_health_reason".into(), why.chars().take(1000).collect());
+    put(key::CLIENT_HEALTH, verdict);
+    put(key::CLIENT_HEALTH_REASON, why.chars().take(1000).collect());
     if let Some(r) = SetupResult::load(ctx) {
-        m.insert("last_setup".into(), format!("{} {} {} at {}", r.op, r.result, r.code, r.time));
+        put(key::LAST_SETUP, format!("{} {} {} at {}", r.op, r.result.as_str(), r.code, r.time));
     }
     m
 }
@@ -196,30 +189,25 @@ fn fingerprint(m: &BTreeMap<String, String>) -> String {
 /// Sends the inventory when it changed, when a day passed, or when `force`.
 pub fn maybe_send(
     ctx: &Context,
-    ddi: &super::ddi::Ddi,
+    session: &super::session::Session,
     settings: &Settings,
     health: &HealthState,
     force: bool,
 ) -> Result<bool> {
     let path = ctx.layout.state_dir().join("inventory.json");
-    let last: Sent = dmfs::read_optional(&path, 4096)
-        .ok()
-        .flatten()
-        .and_then(|b| serde_json::from_slice(&b).ok())
-        .unwrap_or_default();
+    let last: Sent = dmfs::read_json(&path, 4096).ok().flatten().unwrap_or_default();
     let inv = collect(ctx, settings, health);
     let fp = fingerprint(&inv);
     let now = clock::unix_secs(ctx.clock.now());
     if !force && fp == last.fingerprint && now.saturating_sub(last.sent) < RESEND.as_secs() {
         return Ok(false);
     }
-    ddi.config_data(inv.clone())?;
+    session.config_data(inv.clone())?;
     log::info!(
         "inventory sent (client health {})",
-        inv.get("client_health").map_or("?", String::as_str)
+        inv.get(key::CLIENT_HEALTH).map_or("?", String::as_str)
     );
-    let body = serde_json::to_vec(&Sent { fingerprint: fp, sent: now }).unwrap_or_default();
-    dmfs::write_atomic(&path, &body, MODE_PRIVATE)?;
+    dmfs::write_json(&path, &Sent { fingerprint: fp, sent: now }, MODE_PRIVATE)?;
     Ok(true)
 }
 

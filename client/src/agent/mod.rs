@@ -5,11 +5,16 @@
 //! the management point until SIGTERM or SIGINT, finishing its current step before it exits.
 //! See docs/agent.md.
 
-pub mod ddi;
+pub mod action;
+pub mod content;
 pub mod inventory;
-pub mod jobs;
 pub mod net;
+pub mod plan;
+pub mod program;
+pub mod session;
 pub mod state;
+pub mod timing;
+pub mod upgrade;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,8 +25,13 @@ use dm_shared::fs::{self as dmfs, MODE_PUBLIC};
 use dm_shared::{ClientVersion, Context, Settings};
 use log::{error, info, warn};
 
+use self::action::Worker;
+use self::inventory::HealthState;
+use self::session::Session;
+use self::state::{ActionRecord, Stage};
 use crate::error::{Error, Result};
 use crate::health::Health;
+use crate::installed::installed_version;
 use crate::service;
 use crate::setup::{self, engine::Actor};
 
@@ -67,24 +77,19 @@ fn recover_setup(ctx: &Context) -> Result<()> {
 /// Re-executes the active version when this binary is not it (after recovery rolled an
 /// upgrade back, the running binary may be the version that was undone).
 fn exec_active_if_different(ctx: &Context) -> Result<()> {
-    let (Some(own), Some(active)) = (own_version(), setup::installed_version(ctx)) else {
+    let (Some(own), Some(active)) = (own_version(), installed_version(ctx)) else {
         return Ok(());
     };
     if own == active {
         return Ok(());
     }
     warn!("this agent is {own} but the active client is {active}: starting the active version");
-    let mut argv: Vec<PathBuf> = ctx.env.runner().into_iter().map(PathBuf::from).collect();
-    argv.push(service::agent_program(ctx));
+    let program = service::agent_program(ctx);
     use std::os::unix::process::CommandExt;
-    let err = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .arg("--device-root")
-        .arg(ctx.layout.root())
-        .exec();
+    let err = ctx.command(&program).arg("--device-root").arg(ctx.layout.root()).exec();
     Err(Error::Service {
         action: "start",
-        reason: format!("cannot run {}: {err}", argv[argv.len() - 1].display()),
+        reason: format!("cannot run {}: {err}", program.display()),
     })
 }
 
@@ -101,30 +106,6 @@ fn check_clock(ctx: &Context) {
             dm_shared::clock::rfc3339(ctx.clock.now()),
             dm_shared::clock::rfc3339(std::time::UNIX_EPOCH + Duration::from_secs(built))
         );
-    }
-}
-
-/// A uniformly random fraction in [0, 1).
-fn random_fraction() -> f64 {
-    let mut b = [0u8; 4];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    f64::from(u32::from_le_bytes(b)) / (f64::from(u32::MAX) + 1.0)
-}
-
-/// The server's sleep with ±20% jitter, so a fleet does not poll in lockstep.
-pub fn jittered(sleep: Duration) -> Duration {
-    sleep.mul_f64(0.8 + 0.4 * random_fraction())
-}
-
-/// The wait after `failures` consecutive failures: exponential from 2 s, capped at `cap`,
-/// with jitter (between half and all of it), and never shorter than the server's Retry-After.
-pub fn backoff(failures: u32, cap: Duration, retry_after: Option<Duration>) -> Duration {
-    let exp =
-        Duration::from_secs(2).saturating_mul(1u32 << failures.saturating_sub(1).min(20)).min(cap);
-    let jittered = exp.mul_f64(0.5 + 0.5 * random_fraction());
-    match retry_after {
-        Some(ra) => jittered.max(ra.min(Duration::from_secs(86_400))),
-        None => jittered,
     }
 }
 
@@ -154,107 +135,102 @@ fn is_certificate_problem(e: &Error) -> bool {
             || s.contains("expired"))
 }
 
-/// Polls until stopped.
-fn poll_loop(
-    ctx: &Context,
-    settings: &Settings,
-    ddi: &mut ddi::Ddi,
-    controller_id: String,
-    stop: Arc<AtomicBool>,
-) -> Result<()> {
-    let outbox = dm_shared::outbox::Outbox::open(&ctx.layout);
-    let mut state = inventory::HealthState::default();
-    let mut w = jobs::Worker {
-        ctx,
-        settings,
-        ddi,
-        outbox: outbox.clone(),
-        stop: stop.clone(),
-        controller_id,
+/// Runs the programs the device's user asked for with `dmsvc run`.
+fn run_requests(w: &mut Worker<'_>) {
+    for id in state::take_requests(w.ctx) {
+        match ActionRecord::load(w.ctx, id) {
+            Some(r) if matches!(r.stage, Stage::Available | Stage::Downloaded) => {
+                info!("the device's user asked to run action {id} ({})", r.program);
+                if let Err(e) = w.deployment(&r.href, true) {
+                    warn!("action {id}: {e}; it is tried again");
+                    let _ = state::request_run(w.ctx, id);
+                }
+            }
+            Some(r) => warn!("dmsvc run {id}: the action is {:?}, not available to run", r.stage),
+            None => warn!("dmsvc run {id}: no such action on this device"),
+        }
+    }
+}
+
+/// Sends what waits in the outbox, as far as the server takes it.
+fn flush(w: &mut Worker<'_>) {
+    if let Err(e) = w.session.flush(&w.outbox) {
+        log::debug!("status messages wait: {e}");
+    }
+}
+
+/// One successful poll's work: inventory, then the action the server offers. Returns how long
+/// to sleep.
+fn after_poll(
+    w: &mut Worker<'_>,
+    health: &mut HealthState,
+    base: dm_shared::ddi::ControllerBase,
+) -> Duration {
+    if health.failed_polls > 0 {
+        info!("the management point answers again after {} failed polls", health.failed_polls);
+    }
+    health.reset_communication();
+    let sleep =
+        timing::poll_sleep(&base.config.polling.sleep, w.settings.communication.poll_interval);
+    let asked = base.links.contains_key("configData");
+    if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, asked) {
+        warn!("inventory not sent: {e}");
+    }
+    let step = match (base.links.get("cancelAction"), base.links.get("deploymentBase")) {
+        (Some(l), _) => Some(w.cancel(&l.href)),
+        (None, Some(l)) => Some(w.deployment(&l.href, false)),
+        (None, None) => None,
     };
+    if let Some(step) = step {
+        if let Err(e) = step {
+            warn!("{e} ({}); tried again at the next poll", e.code());
+        }
+        // A program that ran may have changed what is installed.
+        if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, false) {
+            log::debug!("inventory not sent: {e}");
+        }
+    }
+    flush(w);
+    timing::jittered(sleep)
+}
+
+/// A failed poll: noted for health, and the backoff to wait.
+fn poll_failed(w: &Worker<'_>, health: &mut HealthState, e: Error) -> Duration {
+    health.failed_polls += 1;
+    health.certificate_problem = is_certificate_problem(&e);
+    health.last_problem = Some(e.to_string());
+    let ra = match &e {
+        Error::Http { retry_after, .. } => *retry_after,
+        _ => None,
+    };
+    let d = timing::backoff(health.failed_polls, w.settings.communication.retry_max_delay, ra);
+    error!(
+        "poll failed ({} in a row): {e} ({}); {}next attempt in {} s",
+        health.failed_polls,
+        e.code(),
+        ra.map(|r| format!("the server asked to retry after {} s; ", r.as_secs()))
+            .unwrap_or_default(),
+        d.as_secs()
+    );
+    d
+}
+
+/// Polls until stopped.
+fn poll_loop(mut w: Worker<'_>) -> Result<()> {
+    let mut health = HealthState::default();
     w.report_interrupted()?;
-    while !stop.load(Ordering::Relaxed) {
+    while !w.stopping() {
         if let Err(e) = w.check_upgrade() {
             warn!("cannot report the client upgrade yet: {e}");
         }
-        for id in state::take_requests(ctx) {
-            match state::ActionRecord::load(ctx, id) {
-                Some(r)
-                    if r.stage == state::Stage::Available
-                        || r.stage == state::Stage::Downloaded =>
-                {
-                    info!("the device's user asked to run action {id} ({})", r.program);
-                    if let Err(e) = w.deployment(&r.href, true) {
-                        warn!("action {id}: {e}; it is tried again");
-                        let _ = state::request_run(ctx, id);
-                    }
-                }
-                Some(r) => {
-                    warn!("dmsvc run {id}: the action is {:?}, not available to run", r.stage)
-                }
-                None => warn!("dmsvc run {id}: no such action on this device"),
-            }
-        }
-        if let Err(e) = w.ddi.flush(&outbox) {
-            log::debug!("status messages wait: {e}");
-        }
-        match w.ddi.poll() {
-            Ok(base) => {
-                if state.failed_polls > 0 {
-                    info!(
-                        "the management point answers again after {} failed polls",
-                        state.failed_polls
-                    );
-                }
-                state.reset_communication();
-                let sleep = dm_shared::ddi::parse_sleep(&base.config.polling.sleep)
-                    .filter(|d| !d.is_zero())
-                    .unwrap_or(settings.communication.poll_interval);
-                let asked = base.links.contains_key("configData");
-                if let Err(e) = inventory::maybe_send(ctx, w.ddi, settings, &state, asked) {
-                    warn!("inventory not sent: {e}");
-                }
-                let step = if let Some(l) = base.links.get("cancelAction") {
-                    Some(w.cancel(&l.href))
-                } else {
-                    base.links.get("deploymentBase").map(|l| w.deployment(&l.href, false))
-                };
-                if let Some(step) = step {
-                    if let Err(e) = step {
-                        warn!("{e} ({}); tried again at the next poll", e.code());
-                    }
-                    // A program that ran may have changed what is installed.
-                    if let Err(e) = inventory::maybe_send(ctx, w.ddi, settings, &state, false) {
-                        log::debug!("inventory not sent: {e}");
-                    }
-                }
-                if let Err(e) = w.ddi.flush(&outbox) {
-                    log::debug!("status messages wait: {e}");
-                }
-                let d = jittered(sleep);
-                log::debug!("next poll in {} s", d.as_secs());
-                wait(ctx, &stop, d);
-            }
-            Err(e) => {
-                state.failed_polls += 1;
-                state.certificate_problem = is_certificate_problem(&e);
-                state.last_problem = Some(e.to_string());
-                let ra = match &e {
-                    Error::Http { retry_after, .. } => *retry_after,
-                    _ => None,
-                };
-                let d = backoff(state.failed_polls, settings.communication.retry_max_delay, ra);
-                error!(
-                    "poll failed ({} in a row): {e} ({}); {}next attempt in {} s",
-                    state.failed_polls,
-                    e.code(),
-                    ra.map(|r| format!("the server asked to retry after {} s; ", r.as_secs()))
-                        .unwrap_or_default(),
-                    d.as_secs()
-                );
-                wait(ctx, &stop, d);
-            }
-        }
+        run_requests(&mut w);
+        flush(&mut w);
+        let d = match w.session.poll() {
+            Ok(base) => after_poll(&mut w, &mut health, base),
+            Err(e) => poll_failed(&w, &mut health, e),
+        };
+        log::debug!("next poll in {} s", d.as_secs());
+        wait(w.ctx, &w.stop, d);
     }
     Ok(())
 }
@@ -275,27 +251,8 @@ impl Drop for PidFile {
     }
 }
 
-/// Runs the agent until stopped.
-pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
-    let stop = stop_flag()?;
-    dmfs::create_dir_all(&ctx.layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
-    dmfs::create_dir_all(&ctx.layout.run_dir(), dmfs::MODE_DIR)?;
-    let lock_path = ctx.layout.agent_lock_file();
-    let _lock = dmfs::try_lock(&lock_path)?
-        .ok_or(Error::AlreadyRunning { what: "dmsvc", lock: lock_path.clone() })?;
-
-    recover_setup(ctx)?;
-    let Some(version) = setup::installed_version(ctx) else {
-        // An interrupted install was rolled back, or the client was removed under us.
-        warn!(
-            "no client is installed on this device ({} is missing); the agent has nothing to run and exits",
-            ctx.layout.active_pointer().display()
-        );
-        return Ok(());
-    };
-    exec_active_if_different(ctx)?;
-    let version = Some(version);
-    let settings = Settings::load(&ctx.layout.settings_file())?;
+/// The controller id and management point the agent polls.
+fn identity(ctx: &Context, settings: &Settings) -> Result<(String, String)> {
     let identity = crate::identity::Identity::load(ctx)?;
     let controller_id = identity
         .map(|i| i.controller_id)
@@ -312,20 +269,50 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
             ctx.layout.settings_file().display()
         ))
     })?;
-    info!(
-        "agent {} for controller {controller_id} polling {management_point}",
-        version.map_or_else(|| "(not installed)".into(), |v| v.to_string())
-    );
+    Ok((controller_id, management_point))
+}
+
+/// Runs the agent until stopped.
+pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
+    let stop = stop_flag()?;
+    dmfs::create_dir_all(&ctx.layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
+    dmfs::create_dir_all(&ctx.layout.run_dir(), dmfs::MODE_DIR)?;
+    let lock_path = ctx.layout.agent_lock_file();
+    let _lock = dmfs::try_lock(&lock_path)?
+        .ok_or(Error::AlreadyRunning { what: "dmsvc", lock: lock_path.clone() })?;
+
+    recover_setup(ctx)?;
+    let Some(version) = installed_version(ctx) else {
+        // An interrupted install was rolled back, or the client was removed under us.
+        warn!(
+            "no client is installed on this device ({} is missing); the agent has nothing to run and exits",
+            ctx.layout.active_pointer().display()
+        );
+        return Ok(());
+    };
+    exec_active_if_different(ctx)?;
+    let settings = Settings::load(&ctx.layout.settings_file())?;
+    let (controller_id, management_point) = identity(ctx, &settings)?;
+    info!("agent {version} for controller {controller_id} polling {management_point}");
     let _pid = PidFile::create(&ctx.layout.agent_pid_file())?;
-    let mut health = Health::running(ctx, version);
+    let mut health = Health::running(ctx, Some(version));
     health.write(ctx)?;
     info!("running (pid {})", health.pid);
     if !opts.once {
         check_clock(ctx);
         let net = net::Net::new(ctx, &settings)?;
-        let mut ddi =
-            ddi::Ddi::new(net, &management_point, &settings.environment.tenant, &controller_id);
-        poll_loop(ctx, &settings, &mut ddi, controller_id, stop.clone())?;
+        let tenant = &settings.environment.tenant;
+        let mut session = Session::new(net, &management_point, tenant, &controller_id);
+        let outbox = dm_shared::outbox::Outbox::open(&ctx.layout);
+        let w = Worker {
+            ctx,
+            settings: &settings,
+            session: &mut session,
+            outbox,
+            stop: stop.clone(),
+            controller_id,
+        };
+        poll_loop(w)?;
         info!("stop requested; exiting");
     }
     health.state = "stopped".into();

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
+use dm_shared::digest::{HashingReader, Sha256State};
 use dm_shared::fs as dmfs;
 use dm_shared::pki::{self, Cert};
 use dm_shared::settings::{AuthMode, Settings};
@@ -59,7 +60,7 @@ fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
             };
             Cert::load_pem(&path)?
         }
-        None => dm_shared::store::CertStore::open(&ctx.layout, StoreName::Root).list()?,
+        None => dm_shared::certstore::CertStore::open(&ctx.layout, StoreName::Root).list()?,
     };
     if certs.is_empty() {
         return Err(Error::BadSettings(format!(
@@ -73,7 +74,7 @@ fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
 /// The device's client certificate and key from the `my` store: the first certificate with a
 /// matching `<thumbprint>.key` whose key really belongs to it (ureq would panic otherwise).
 fn client_cert(ctx: &Context) -> Result<ureq::tls::ClientCert> {
-    let store = dm_shared::store::CertStore::open(&ctx.layout, StoreName::My);
+    let store = dm_shared::certstore::CertStore::open(&ctx.layout, StoreName::My);
     for c in store.list()? {
         let key_path = store.dir().join(format!("{}.key", c.thumbprint()));
         let Ok(key) = dmfs::read_capped(&key_path, 64 * 1024) else { continue };
@@ -295,120 +296,121 @@ impl Net {
         sha256: &str,
         stop: &AtomicBool,
     ) -> Result<()> {
-        let (mut file, mut have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
-        if have > size {
-            log::warn!("{} is longer than the artifact; starting over", partial.display());
-            drop(file);
-            dmfs::remove_file(partial)?;
-            (file, have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
+        let mut state = resume_state(partial, size)?;
+        if state.count() < size {
+            state = self.fetch_rest(url, partial, dest, size, state, stop)?;
         }
-        // The bytes already there count toward the hash.
-        let mut hash = ring::digest::Context::new(&ring::digest::SHA256);
-        if have > 0 {
-            let mut f = std::fs::File::open(partial).map_err(dmfs::io_err("open", partial))?;
-            let mut buf = vec![0u8; 256 * 1024];
-            loop {
-                let n = f.read(&mut buf).map_err(dmfs::io_err("read", partial))?;
-                if n == 0 {
-                    break;
-                }
-                hash.update(&buf[..n]);
-            }
-        }
-        if have < size {
-            let mut req = self.authorize(self.download.get(url));
-            if have > 0 {
-                log::info!(
-                    "resuming {} from byte {have} of {size}",
-                    dest.file_name().unwrap_or_default().to_string_lossy()
-                );
-                req = req.header("Range", format!("bytes={have}-"));
-            }
-            let resp = req.call().map_err(|e| transport_error(url, e))?;
-            let resp = Self::check_status(url, resp)?;
-            if have > 0 && resp.status().as_u16() != 206 {
-                log::warn!(
-                    "{url} does not resume (HTTP {}); downloading again from the start",
-                    resp.status().as_u16()
-                );
-                drop(file);
-                dmfs::remove_file(partial)?;
-                (file, have) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
-                hash = ring::digest::Context::new(&ring::digest::SHA256);
-            }
-            let mut body = resp.into_body().into_with_config().limit(size - have + 1).reader();
-            let mut buf = vec![0u8; 256 * 1024];
-            let started = Instant::now();
-            let mut got = 0u64;
-            loop {
-                if stop.load(Ordering::Relaxed) {
-                    file.sync_all().map_err(dmfs::io_err("sync", partial))?;
-                    return Err(Error::Stopped);
-                }
-                let n = match body.read(&mut buf) {
-                    Ok(n) => n,
-                    Err(e) => {
-                        let _ = file.sync_all();
-                        return Err(
-                            match e.into_inner().and_then(|i| i.downcast::<ureq::Error>().ok()) {
-                                Some(ue) => transport_error(url, *ue),
-                                None => Error::Network {
-                                    url: url.to_string(),
-                                    reason: "the connection broke".into(),
-                                    timeout: false,
-                                },
-                            },
-                        );
-                    }
-                };
-                if n == 0 {
-                    break;
-                }
-                have += n as u64;
-                got += n as u64;
-                if have > size {
-                    drop(file);
-                    dmfs::remove_file(partial)?;
-                    return Err(dm_shared::Error::HashMismatch {
-                        path: dest.to_path_buf(),
-                        what: "size",
-                        expected: format!("{size} bytes"),
-                        actual: format!("more than {size} bytes"),
-                    }
-                    .into());
-                }
-                hash.update(&buf[..n]);
-                file.write_all(&buf[..n]).map_err(dmfs::io_err("write", partial))?;
-                if self.bandwidth > 0 {
-                    let due = Duration::from_secs_f64(got as f64 / self.bandwidth as f64);
-                    if let Some(wait) = due.checked_sub(started.elapsed()) {
-                        std::thread::sleep(wait);
-                    }
-                }
-            }
-            file.sync_all().map_err(dmfs::io_err("sync", partial))?;
-        }
-        if have != size {
+        if state.count() != size {
             return Err(Error::Network {
                 url: url.to_string(),
-                reason: format!("the download ended after {have} of {size} bytes"),
+                reason: format!("the download ended after {} of {size} bytes", state.count()),
                 timeout: false,
             });
         }
-        let actual = pki::to_hex(hash.finish().as_ref());
-        if actual != sha256 {
-            drop(file);
+        if let Err(e) = state.finish().check(dest, size, sha256) {
             dmfs::remove_file(partial)?;
-            return Err(dm_shared::Error::HashMismatch {
-                path: dest.to_path_buf(),
-                what: "SHA-256",
-                expected: sha256.to_string(),
-                actual,
-            }
-            .into());
+            return Err(e.into());
         }
-        drop(file);
         dmfs::rename(partial, dest)?;
         Ok(())
+    }
+
+    /// Fetches what `partial` lacks (all of it when the server does not resume), appending to
+    /// it and hashing on from `state`. Returns the hash of the whole file so far.
+    fn fetch_rest(
+        &self,
+        url: &str,
+        partial: &Path,
+        dest: &Path,
+        size: u64,
+        mut state: Sha256State,
+        stop: &AtomicBool,
+    ) -> Result<Sha256State> {
+        let mut req = self.authorize(self.download.get(url));
+        let have = state.count();
+        if have > 0 {
+            let name = dest.file_name().unwrap_or_default().to_string_lossy();
+            log::info!("resuming {name} from byte {have} of {size}");
+            req = req.header("Range", format!("bytes={have}-"));
+        }
+        let resp = Self::check_status(url, req.call().map_err(|e| transport_error(url, e))?)?;
+        if have > 0 && resp.status().as_u16() != 206 {
+            log::warn!(
+                "{url} does not resume (HTTP {}); downloading again from the start",
+                resp.status().as_u16()
+            );
+            dmfs::remove_file(partial)?;
+            state = Sha256State::new();
+        }
+        let (mut file, _) = dmfs::open_resumable(partial, dmfs::MODE_PRIVATE)?;
+        let body = resp.into_body().into_with_config().limit(size - state.count() + 1).reader();
+        let mut body = HashingReader::resume(body, size, state);
+        let mut buf = vec![0u8; 256 * 1024];
+        let (started, from) = (Instant::now(), body.count());
+        loop {
+            if stop.load(Ordering::Relaxed) {
+                file.sync_all().map_err(dmfs::io_err("sync", partial))?;
+                return Err(Error::Stopped);
+            }
+            let n = match body.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) => {
+                    let _ = file.sync_all();
+                    return Err(read_error(url, e));
+                }
+            };
+            if body.over_cap() {
+                drop(file);
+                dmfs::remove_file(partial)?;
+                return Err(dm_shared::Error::HashMismatch {
+                    path: dest.to_path_buf(),
+                    what: "size",
+                    expected: format!("{size} bytes"),
+                    actual: format!("more than {size} bytes"),
+                }
+                .into());
+            }
+            file.write_all(&buf[..n]).map_err(dmfs::io_err("write", partial))?;
+            self.throttle(body.count() - from, started);
+        }
+        file.sync_all().map_err(dmfs::io_err("sync", partial))?;
+        Ok(body.into_state())
+    }
+
+    /// Sleeps as long as `BandwidthLimit` asks after `got` bytes since `started`.
+    fn throttle(&self, got: u64, started: Instant) {
+        if self.bandwidth > 0 {
+            let due = Duration::from_secs_f64(got as f64 / self.bandwidth as f64);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                std::thread::sleep(wait);
+            }
+        }
+    }
+}
+
+/// The hash of what a `.partial` file already holds, so a resumed download is checked whole;
+/// a file longer than the artifact is started over.
+fn resume_state(partial: &Path, size: u64) -> Result<Sha256State> {
+    let Ok(file) = std::fs::File::open(partial) else { return Ok(Sha256State::new()) };
+    let mut r = HashingReader::new(file, size);
+    std::io::copy(&mut r, &mut std::io::sink()).map_err(dmfs::io_err("read", partial))?;
+    if r.over_cap() {
+        log::warn!("{} is longer than the artifact; starting over", partial.display());
+        dmfs::remove_file(partial)?;
+        return Ok(Sha256State::new());
+    }
+    Ok(r.into_state())
+}
+
+/// The error for a body read that failed.
+fn read_error(url: &str, e: std::io::Error) -> Error {
+    match e.into_inner().and_then(|i| i.downcast::<ureq::Error>().ok()) {
+        Some(ue) => transport_error(url, *ue),
+        None => Error::Network {
+            url: url.to_string(),
+            reason: "the connection broke".into(),
+            timeout: false,
+        },
     }
 }

@@ -66,11 +66,34 @@ fn requests_dir(ctx: &Context) -> PathBuf {
     ctx.layout.state_dir().join("requests")
 }
 
+/// The largest action record read back.
+const MAX_RECORD_BYTES: u64 = 64 * 1024;
+
 impl ActionRecord {
-    /// Reads one record.
+    /// A new record of an action seen at `href`: downloading, nothing known yet.
+    pub fn new(id: u64, href: String) -> ActionRecord {
+        ActionRecord {
+            id,
+            href,
+            package: String::new(),
+            version: String::new(),
+            program: String::new(),
+            command: String::new(),
+            kind: String::new(),
+            stage: Stage::Downloading,
+            result: None,
+            success: None,
+            updated: String::new(),
+            waiting_reported: false,
+        }
+    }
+
+    /// Reads one record. A damaged record is logged and counts as none.
     pub fn load(ctx: &Context, id: u64) -> Option<ActionRecord> {
-        let bytes = dmfs::read_optional(&dir(ctx).join(format!("{id}.json")), 64 * 1024).ok()??;
-        serde_json::from_slice(&bytes).ok()
+        dmfs::read_json(&dir(ctx).join(format!("{id}.json")), MAX_RECORD_BYTES)
+            .inspect_err(|e| log::warn!("ignoring the record of action {id}: {e}"))
+            .ok()
+            .flatten()
     }
 
     /// Every record, by id.
@@ -93,9 +116,7 @@ impl ActionRecord {
     pub fn save(&mut self, ctx: &Context) -> Result<()> {
         self.updated = clock::rfc3339(ctx.clock.now());
         dmfs::create_dir_all(&dir(ctx), dmfs::MODE_DIR_PRIVATE)?;
-        let body = serde_json::to_vec_pretty(self).unwrap_or_default();
-        dmfs::write_atomic(&dir(ctx).join(format!("{}.json", self.id)), &body, MODE_PRIVATE)?;
-        Ok(())
+        Ok(dmfs::write_json(&dir(ctx).join(format!("{}.json", self.id)), self, MODE_PRIVATE)?)
     }
 }
 

@@ -20,32 +20,24 @@ Options:
   -V, --version       print the version
 ";
 
-fn main() -> ExitCode {
-    use lexopt::Arg::{Long, Short};
+fn parse_args() -> Result<PathBuf, ExitCode> {
+    use lexopt::Arg::Long;
     let mut device_root = PathBuf::from("/");
-    let mut parser = lexopt::Parser::from_env();
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(a)) => a,
-            Ok(None) => break,
-            Err(e) => return cli::usage_error("dmcertenroll", e),
-        };
+    let mut p = cli::Parser::from_env("dmcertenroll", HELP);
+    while let Some(arg) = p.next_arg()? {
         match arg {
-            Short('h') | Long("help") => {
-                dm_shared::cli::out(HELP);
-                return ExitCode::SUCCESS;
-            }
-            Short('V') | Long("version") => {
-                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmcertenroll")));
-                return ExitCode::SUCCESS;
-            }
-            Long("device-root") => match parser.value() {
-                Ok(v) => device_root = PathBuf::from(v),
-                Err(e) => return cli::usage_error("dmcertenroll", e),
-            },
-            other => return cli::usage_error("dmcertenroll", other.unexpected()),
+            Long("device-root") => device_root = p.value()?.into(),
+            other => return Err(cli::usage_error("dmcertenroll", other.unexpected())),
         }
     }
+    Ok(device_root)
+}
+
+fn main() -> ExitCode {
+    let device_root = match parse_args() {
+        Ok(root) => root,
+        Err(code) => return code,
+    };
     let ctx = Context::from_process(&device_root);
     logging::init_device(Program::CertEnroll, &ctx.layout, ctx.clock.clone(), false);
     let code = StatusCode::DM_E_NOT_AVAILABLE;

@@ -8,7 +8,6 @@ use std::time::Duration;
 use dm_client::setup::{self, Options};
 use dm_shared::logging::{self, Program};
 use dm_shared::{Context, Platform, cli};
-use lexopt::ValueExt;
 
 const HELP: &str = "\
 dmclientsetup: install, upgrade, reconfigure or uninstall the device management client
@@ -53,9 +52,9 @@ struct Args {
     verbose: bool,
 }
 
-fn parse_args() -> Result<Option<Args>, lexopt::Error> {
-    use lexopt::Arg::{Long, Short};
-    let mut a = Args {
+fn parse_args() -> Result<Args, ExitCode> {
+    use lexopt::Arg::Long;
+    let defaults = Args {
         source: None,
         device_root: PathBuf::from("/"),
         settings: None,
@@ -66,45 +65,37 @@ fn parse_args() -> Result<Option<Args>, lexopt::Error> {
         recover: false,
         verbose: false,
     };
-    let mut parser = lexopt::Parser::from_env();
-    while let Some(arg) = parser.next()? {
+    let mut a = defaults;
+    let mut p = cli::Parser::from_env("dmclientsetup", HELP);
+    while let Some(arg) = p.next_arg()? {
         match arg {
-            Short('h') | Long("help") => {
-                dm_shared::cli::out(HELP);
-                return Ok(None);
-            }
-            Short('V') | Long("version") => {
-                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmclientsetup")));
-                return Ok(None);
-            }
-            Long("source") => a.source = Some(parser.value()?.into()),
-            Long("device-root") => a.device_root = parser.value()?.into(),
-            Long("settings") => a.settings = Some(parser.value()?.into()),
+            Long("source") => a.source = Some(p.value()?.into()),
+            Long("device-root") => a.device_root = p.value()?.into(),
+            Long("settings") => a.settings = Some(p.value()?.into()),
             Long("repair") => a.repair = true,
             Long("remove-certificates") => a.remove_certificates = true,
-            Long("health-timeout") => a.health_timeout = parser.value()?.parse()?,
+            Long("health-timeout") => a.health_timeout = p.parse_value()?,
             Long("status") => a.status = true,
             Long("recover") => a.recover = true,
             Long("verbose") => a.verbose = true,
-            other => return Err(other.unexpected()),
+            other => return Err(cli::usage_error("dmclientsetup", other.unexpected())),
         }
     }
-    Ok(Some(a))
+    Ok(a)
 }
 
 fn main() -> ExitCode {
     let args = match parse_args() {
-        Ok(Some(a)) => a,
-        Ok(None) => return ExitCode::SUCCESS,
-        Err(e) => return cli::usage_error("dmclientsetup", e),
+        Ok(a) => a,
+        Err(code) => return code,
     };
     let ctx = Context::from_process(&args.device_root);
     if args.status {
-        let state = setup::inspect(&ctx);
-        dm_shared::cli::out(&format!(
-            "{}\n",
-            serde_json::to_string_pretty(&state).unwrap_or_default()
-        ));
+        let state = dm_client::installed::inspect(&ctx);
+        if let Err(e) = cli::out_json(&state) {
+            eprintln!("dmclientsetup: {e}");
+            return cli::exit(dm_shared::StatusCode::E_FAIL);
+        }
         return if state.complete || state.installed.is_none() && state.interrupted.is_none() {
             ExitCode::SUCCESS
         } else {

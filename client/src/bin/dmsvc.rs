@@ -90,54 +90,50 @@ fn run(ctx: &Context, id: u64, no_wait: bool) -> ExitCode {
     }
 }
 
-fn main() -> ExitCode {
-    use lexopt::Arg::{Long, Short};
-    let mut device_root = PathBuf::from("/");
-    let mut verbose = false;
-    let mut once = false;
-    let mut no_wait = false;
-    let mut command: Option<String> = None;
-    let mut action: Option<u64> = None;
-    let mut parser = lexopt::Parser::from_env();
-    loop {
-        let arg = match parser.next() {
-            Ok(Some(a)) => a,
-            Ok(None) => break,
-            Err(e) => return cli::usage_error("dmsvc", e),
-        };
+#[derive(Default)]
+struct Args {
+    device_root: Option<PathBuf>,
+    verbose: bool,
+    once: bool,
+    no_wait: bool,
+    command: Option<String>,
+    action: Option<u64>,
+}
+
+fn parse_args() -> Result<Args, ExitCode> {
+    use lexopt::Arg::{Long, Value};
+    let mut a = Args::default();
+    let mut p = cli::Parser::from_env("dmsvc", HELP);
+    while let Some(arg) = p.next_arg()? {
         match arg {
-            Short('h') | Long("help") => {
-                dm_shared::cli::out(HELP);
-                return ExitCode::SUCCESS;
-            }
-            Short('V') | Long("version") => {
-                dm_shared::cli::out(&format!("{}\n", cli::version_line("dmsvc")));
-                return ExitCode::SUCCESS;
-            }
-            Long("device-root") => match parser.value() {
-                Ok(v) => device_root = PathBuf::from(v),
-                Err(e) => return cli::usage_error("dmsvc", e),
-            },
-            Long("verbose") => verbose = true,
-            Long("once") => once = true,
-            Long("no-wait") => no_wait = true,
-            lexopt::Arg::Value(v) if command.is_none() => {
-                command = Some(v.to_string_lossy().into_owned())
-            }
-            lexopt::Arg::Value(v) if command.as_deref() == Some("run") && action.is_none() => {
+            Long("device-root") => a.device_root = Some(p.value()?.into()),
+            Long("verbose") => a.verbose = true,
+            Long("once") => a.once = true,
+            Long("no-wait") => a.no_wait = true,
+            Value(v) if a.command.is_none() => a.command = Some(v.to_string_lossy().into_owned()),
+            Value(v) if a.command.as_deref() == Some("run") && a.action.is_none() => {
                 match v.to_string_lossy().parse() {
-                    Ok(id) => action = Some(id),
+                    Ok(id) => a.action = Some(id),
                     Err(_) => {
-                        return cli::usage_error(
+                        return Err(cli::usage_error(
                             "dmsvc",
                             format!("run: {v:?} is not an action id"),
-                        );
+                        ));
                     }
                 }
             }
-            other => return cli::usage_error("dmsvc", other.unexpected()),
+            other => return Err(cli::usage_error("dmsvc", other.unexpected())),
         }
     }
+    Ok(a)
+}
+
+fn main() -> ExitCode {
+    let Args { device_root, verbose, once, no_wait, command, action } = match parse_args() {
+        Ok(a) => a,
+        Err(code) => return code,
+    };
+    let device_root = device_root.unwrap_or_else(|| PathBuf::from("/"));
     let ctx = Context::from_process(&device_root);
     match (command.as_deref(), action) {
         (None, _) => {}

@@ -4,17 +4,16 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use dm_shared::digest::HashingReader;
 use dm_shared::fs::{self as dmfs, MODE_EXEC, MODE_PRIVATE, MODE_PUBLIC};
 use dm_shared::{ClientVersion, Context, StoreName, failpoint};
 use log::{error, info, warn};
 
-use super::journal::{Binary, Direction, Journal, Op, Step};
+use super::journal::{Direction, Journal, Op, Step};
 use crate::error::{Error, Result};
 use crate::health;
+use crate::installed::{Binary, FILES_RECORD, verify_version_dir, write_files_record};
 use crate::service;
-
-/// The record of installed binaries in each version folder.
-pub const FILES_RECORD: &str = ".files.json";
 
 /// Who is carrying out the journal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,61 +51,14 @@ fn partial_dir(ctx: &Context, v: &ClientVersion) -> PathBuf {
     ctx.layout.versions_dir().join(format!("{v}.partial"))
 }
 
-/// Checks that a version folder holds exactly the expected binaries (size and SHA-256).
-pub fn verify_version_dir(dir: &Path, binaries: &[Binary]) -> Result<()> {
-    for b in binaries {
-        let path = dir.join(&b.name);
-        let (size, sha) = dm_shared::manifest::hash_file(&path, b.size)?;
-        if size != b.size || sha != b.sha256 {
-            return Err(dm_shared::Error::HashMismatch {
-                path,
-                what: "SHA-256",
-                expected: b.sha256.clone(),
-                actual: sha,
-            }
-            .into());
-        }
-    }
-    Ok(())
-}
-
-/// Reads a version folder's record of its binaries.
-pub fn read_files_record(dir: &Path) -> Result<Vec<Binary>> {
-    let path = dir.join(FILES_RECORD);
-    let bytes = dmfs::read_capped(&path, 64 * 1024)?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| dm_shared::Error::InvalidData { path, reason: e.to_string() }.into())
-}
-
+/// Copies a deployment binary into the install folder, hashing while copying: the bytes that
+/// land are exactly the bytes the journal (and the signed manifest) names, or nothing lands.
 fn copy_verified(src: &Path, dest: &Path, b: &Binary) -> Result<()> {
-    use std::io::{Read, Write};
-    let mut input = std::fs::File::open(src).map_err(dmfs::io_err("open", src))?;
+    let input = std::fs::File::open(src).map_err(dmfs::io_err("open", src))?;
+    let mut reader = HashingReader::new(input, b.size);
     let mut out = dmfs::AtomicFile::create(dest, MODE_EXEC)?;
-    let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
-    loop {
-        let n = input.read(&mut buf).map_err(dmfs::io_err("read", src))?;
-        if n == 0 {
-            break;
-        }
-        total += n as u64;
-        if total > b.size {
-            break;
-        }
-        ctx.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(dmfs::io_err("write", dest))?;
-    }
-    let sha = dm_shared::pki::to_hex(ctx.finish().as_ref());
-    if total != b.size || sha != b.sha256 {
-        return Err(dm_shared::Error::HashMismatch {
-            path: src.to_path_buf(),
-            what: if total != b.size { "size" } else { "SHA-256" },
-            expected: if total != b.size { format!("{} bytes", b.size) } else { b.sha256.clone() },
-            actual: if total != b.size { format!("{total} bytes or more") } else { sha },
-        }
-        .into());
-    }
+    std::io::copy(&mut reader, &mut out).map_err(dmfs::io_err("copy into", dest))?;
+    reader.finish().check(src, b.size, &b.sha256)?;
     out.commit()?;
     Ok(())
 }
@@ -126,12 +78,46 @@ fn restore(path: &Path, backup: &Option<String>, mode: u32) -> Result<()> {
     Ok(())
 }
 
-fn write_file(path: &Path, text: &str, mode: u32) -> Result<()> {
+/// Writes a file of the new client, when the journal has one.
+fn write_new(path: &Path, text: &Option<String>, mode: u32) -> Result<()> {
+    let Some(text) = text else { return Ok(()) };
     if let Some(dir) = path.parent() {
         dmfs::create_dir_all(dir, dmfs::MODE_DIR)?;
     }
     dmfs::write_atomic(path, text.as_bytes(), mode)?;
     Ok(())
+}
+
+/// Uninstall with `--remove-certificates`: the publisher from the privileged and spc stores,
+/// and the device's own certificates.
+fn remove_certificates(ctx: &Context, publisher: Option<&str>) -> Result<()> {
+    if let Some(t) = publisher {
+        for name in [StoreName::Privileged, StoreName::Spc] {
+            if dm_shared::certstore::CertStore::open(&ctx.layout, name).remove(t)? {
+                info!("removed the publisher {t} from the {name} store");
+            }
+        }
+    }
+    let my = ctx.layout.cert_store_dir(StoreName::My);
+    if dmfs::remove_dir_all(&my)? {
+        info!("removed the device's own certificates ({})", my.display());
+    }
+    Ok(())
+}
+
+/// Repair: removes whatever is left of the damaged client, keeping the staged binaries and
+/// the device's identity.
+fn remove_damaged(ctx: &Context, to: Option<ClientVersion>) -> Result<()> {
+    let layout = &ctx.layout;
+    point_at(ctx, None)?;
+    let keep = to.map(|to| format!("{to}.partial"));
+    remove_children_except(
+        &layout.versions_dir(),
+        &keep.iter().map(String::as_str).collect::<Vec<_>>(),
+    )?;
+    dmfs::remove_file(&layout.settings_file())?;
+    dmfs::remove_file(&layout.systemd_unit())?;
+    remove_children_except(&layout.state_dir(), &["setup-journal.json", "identity.json"])
 }
 
 /// Points `opt/dm/current` at a version, or removes it.
@@ -288,37 +274,9 @@ impl<'a> Engine<'a> {
     fn apply(&mut self, j: &Journal, step: Step) -> Result<()> {
         let ctx = self.ctx;
         let layout = &ctx.layout;
+        let setup = self.actor == Actor::Setup;
         match step {
-            Step::StageBinaries => {
-                let to = self.to(j)?;
-                let done = layout.version_dir(&to);
-                // A repair replaces the version folder even when it looks whole.
-                if j.op != Op::Repair && verify_version_dir(&done, &j.binaries).is_ok() {
-                    info!("{} is already in place", done.display());
-                    return Ok(());
-                }
-                let partial = partial_dir(ctx, &to);
-                if verify_version_dir(&partial, &j.binaries).is_ok()
-                    && partial.join(FILES_RECORD).is_file()
-                {
-                    return Ok(());
-                }
-                dmfs::remove_dir_all(&partial)?;
-                dmfs::create_dir_all(&partial, dmfs::MODE_DIR)?;
-                for b in &j.binaries {
-                    failpoint::hit("setup-copy-binary")?;
-                    copy_verified(&j.source.join(&b.source_name), &partial.join(&b.name), b)?;
-                    info!(
-                        "copied {} ({} bytes, SHA-256 {}) to {}",
-                        b.source_name,
-                        b.size,
-                        b.sha256,
-                        partial.join(&b.name).display()
-                    );
-                }
-                let record = serde_json::to_vec_pretty(&j.binaries).unwrap_or_default();
-                dmfs::write_atomic(&partial.join(FILES_RECORD), &record, MODE_PUBLIC)?;
-            }
+            Step::StageBinaries => self.stage_binaries(j)?,
             Step::PromoteBinaries => {
                 let to = self.to(j)?;
                 let done = layout.version_dir(&to);
@@ -330,42 +288,29 @@ impl<'a> Engine<'a> {
                 verify_version_dir(&done, &j.binaries)?;
             }
             Step::WriteSettings => {
-                if let Some(text) = &j.new_settings {
-                    write_file(&layout.settings_file(), text, MODE_PRIVATE)?;
-                }
+                write_new(&layout.settings_file(), &j.new_settings, MODE_PRIVATE)?
             }
             Step::WriteIdentity => {
-                if let Some(text) = &j.new_identity {
-                    dmfs::create_dir_all(&layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
-                    write_file(&layout.identity_file(), text, MODE_PRIVATE)?;
-                }
+                dmfs::create_dir_all(&layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
+                write_new(&layout.identity_file(), &j.new_identity, MODE_PRIVATE)?
             }
-            Step::WriteUnit => {
-                if let Some(text) = &j.new_unit {
-                    write_file(&layout.systemd_unit(), text, MODE_PUBLIC)?;
-                }
+            Step::WriteUnit => write_new(&layout.systemd_unit(), &j.new_unit, MODE_PUBLIC)?,
+            Step::StopAgent if setup => {
+                service::stop(ctx)?;
             }
-            Step::StopAgent => {
-                if self.actor == Actor::Setup {
-                    service::stop(ctx)?;
-                }
-            }
+            Step::UnregisterAgent if setup => service::unregister(ctx)?,
             Step::SwitchPointer => point_at(ctx, Some(&self.to(j)?))?,
-            Step::StartAgent => {
-                if self.actor == Actor::Setup {
-                    self.started = Some(service::start(ctx)?);
-                }
+            Step::StartAgent if setup => self.started = Some(service::start(ctx)?),
+            Step::AwaitHealth if setup => {
+                let to = self.to(j)?;
+                let started = &mut self.started;
+                let h = health::await_healthy(ctx, to, self.health_timeout, || {
+                    started.as_mut().and_then(|s| s.exited())
+                })?;
+                info!("the agent {to} is running (pid {})", h.pid);
             }
-            Step::AwaitHealth => {
-                if self.actor == Actor::Setup {
-                    let to = self.to(j)?;
-                    let started = &mut self.started;
-                    let h = health::await_healthy(ctx, to, self.health_timeout, || {
-                        started.as_mut().and_then(|s| s.exited())
-                    })?;
-                    info!("the agent {to} is running (pid {})", h.pid);
-                }
-            }
+            // The agent recovering never starts, stops or waits for itself.
+            Step::StopAgent | Step::UnregisterAgent | Step::StartAgent | Step::AwaitHealth => {}
             Step::RemoveOldVersion => {
                 let keep = version_dir_name(&self.to(j)?);
                 remove_children_except(&layout.versions_dir(), &[keep.as_str()])?;
@@ -382,34 +327,42 @@ impl<'a> Engine<'a> {
             }
             Step::RemoveState => remove_children_except(&layout.state_dir(), &STATE_KEEP)?,
             Step::RemoveCertificates => {
-                if let Some(t) = &j.publisher_thumbprint {
-                    for name in [StoreName::Privileged, StoreName::Spc] {
-                        if dm_shared::store::CertStore::open(layout, name).remove(t)? {
-                            info!("removed the publisher {t} from the {name} store");
-                        }
-                    }
-                }
-                let my = layout.cert_store_dir(StoreName::My);
-                if dmfs::remove_dir_all(&my)? {
-                    info!("removed the device's own certificates ({})", my.display());
-                }
+                remove_certificates(ctx, j.publisher_thumbprint.as_deref())?
             }
-            Step::RemoveDamaged => {
-                point_at(ctx, None)?;
-                let keep = j.to.map(|to| format!("{to}.partial"));
-                remove_children_except(
-                    &layout.versions_dir(),
-                    &keep.iter().map(String::as_str).collect::<Vec<_>>(),
-                )?;
-                dmfs::remove_file(&layout.settings_file())?;
-                dmfs::remove_file(&layout.systemd_unit())?;
-                remove_children_except(
-                    &layout.state_dir(),
-                    &["setup-journal.json", "identity.json"],
-                )?;
-            }
+            Step::RemoveDamaged => remove_damaged(ctx, j.to)?,
         }
         Ok(())
+    }
+
+    /// Copies the new binaries into `versions/<to>.partial`, hashing while copying.
+    fn stage_binaries(&self, j: &Journal) -> Result<()> {
+        let to = self.to(j)?;
+        let done = self.ctx.layout.version_dir(&to);
+        // A repair replaces the version folder even when it looks whole.
+        if j.op != Op::Repair && verify_version_dir(&done, &j.binaries).is_ok() {
+            info!("{} is already in place", done.display());
+            return Ok(());
+        }
+        let partial = partial_dir(self.ctx, &to);
+        if verify_version_dir(&partial, &j.binaries).is_ok() && partial.join(FILES_RECORD).is_file()
+        {
+            return Ok(());
+        }
+        dmfs::remove_dir_all(&partial)?;
+        dmfs::create_dir_all(&partial, dmfs::MODE_DIR)?;
+        for b in &j.binaries {
+            failpoint::hit("setup-copy-binary")?;
+            let dest = partial.join(&b.name);
+            copy_verified(&j.source.join(&b.source_name), &dest, b)?;
+            info!(
+                "copied {} ({} bytes, SHA-256 {}) to {}",
+                b.source_name,
+                b.size,
+                b.sha256,
+                dest.display()
+            );
+        }
+        write_files_record(&partial, &j.binaries)
     }
 
     fn undo(&mut self, j: &Journal, step: Step) -> Result<()> {
@@ -434,7 +387,7 @@ impl<'a> Engine<'a> {
                 restore(&layout.identity_file(), &j.backup.identity, MODE_PRIVATE)?
             }
             Step::WriteUnit => restore(&layout.systemd_unit(), &j.backup.unit, MODE_PUBLIC)?,
-            Step::StopAgent => {
+            Step::StopAgent | Step::UnregisterAgent => {
                 let has_client = std::fs::metadata(layout.active_pointer()).is_ok();
                 if self.actor == Actor::Setup && j.backup.agent_was_running && has_client {
                     info!("restarting the agent that was running before");
@@ -461,9 +414,4 @@ impl<'a> Engine<'a> {
         }
         Ok(())
     }
-}
-
-/// Whether an operation leaves a client installed.
-pub fn leaves_client(op: Op) -> bool {
-    !matches!(op, Op::Uninstall)
 }

@@ -15,6 +15,9 @@ use dm_shared::{ClientVersion, Context, Error as SharedError, Platform};
 
 use crate::error::Result;
 
+/// The largest journal read back (it holds the settings, unit and identity texts).
+const MAX_JOURNAL_BYTES: u64 = 4 * 1024 * 1024;
+
 /// What the operation does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -32,6 +35,11 @@ pub enum Op {
 }
 
 impl Op {
+    /// Whether the operation leaves a client installed.
+    pub fn leaves_client(self) -> bool {
+        !matches!(self, Op::Uninstall)
+    }
+
     /// The name for logs.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -45,7 +53,7 @@ impl Op {
 }
 
 /// One step of an operation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// Copy the new binaries into `versions/<to>.partial`, hashing while copying.
@@ -60,6 +68,8 @@ pub enum Step {
     WriteUnit,
     /// Stop the running agent.
     StopAgent,
+    /// Uninstall: stop the agent and remove it from the services started at boot.
+    UnregisterAgent,
     /// Point `opt/dm/current` at `versions/<to>`.
     SwitchPointer,
     /// Start (or restart) the agent.
@@ -94,6 +104,7 @@ impl Step {
             Step::WriteIdentity => "write-identity",
             Step::WriteUnit => "write-unit",
             Step::StopAgent => "stop-agent",
+            Step::UnregisterAgent => "unregister-agent",
             Step::SwitchPointer => "switch-pointer",
             Step::StartAgent => "start-agent",
             Step::AwaitHealth => "await-health",
@@ -191,27 +202,20 @@ pub struct Journal {
 impl Journal {
     /// Reads the journal of an operation in progress.
     pub fn load(ctx: &Context) -> Result<Option<Journal>> {
-        let path = ctx.layout.setup_journal();
-        let Some(bytes) = dmfs::read_optional(&path, 4 * 1024 * 1024)? else { return Ok(None) };
-        serde_json::from_slice(&bytes).map(Some).map_err(|e| {
-            SharedError::InvalidData {
+        dmfs::read_json(&ctx.layout.setup_journal(), MAX_JOURNAL_BYTES).map_err(|e| match e {
+            SharedError::InvalidData { path, reason } => SharedError::InvalidData {
                 path,
-                reason: format!("{e}; move it aside and run dmclientsetup --repair"),
+                reason: format!("{reason}; move it aside and run dmclientsetup --repair"),
             }
-            .into()
+            .into(),
+            other => other.into(),
         })
     }
 
     /// Writes the journal durably.
     pub fn save(&self, ctx: &Context) -> Result<()> {
-        let path = ctx.layout.setup_journal();
-        if let Some(dir) = path.parent() {
-            dmfs::create_dir_all(dir, dmfs::MODE_DIR_PRIVATE)?;
-        }
-        let body = serde_json::to_vec_pretty(self)
-            .map_err(|e| SharedError::InvalidData { path: path.clone(), reason: e.to_string() })?;
-        dmfs::write_atomic(&path, &body, MODE_PRIVATE)?;
-        Ok(())
+        dmfs::create_dir_all(&ctx.layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
+        Ok(dmfs::write_json(&ctx.layout.setup_journal(), self, MODE_PRIVATE)?)
     }
 
     /// Removes the finished journal.

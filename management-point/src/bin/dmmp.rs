@@ -3,15 +3,16 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
-use dm_mp::admin::{self, PackageSource};
+use dm_mp::admin::init::InitSpec;
+use dm_mp::admin::packages::{self, PackageSource, ProgramSpec};
+use dm_mp::admin::targeting::{self, AdvertiseSpec};
+use dm_mp::admin::{self, Out, devices};
 use dm_mp::config::{Config, UnknownDevices};
-use dm_mp::model::*;
-use dm_mp::store::{SqliteStore, Storage};
+use dm_mp::model::AdvertisementKind;
+use dm_mp::storage::SqliteStore;
 use dm_mp::{Error, Result};
-use serde_json::Value;
 
 /// dmmp: the management point devices poll (hawkBit DDI over HTTPS), and its admin commands.
 #[derive(Parser, Debug)]
@@ -255,71 +256,34 @@ enum DeviceCmd {
     },
 }
 
-fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64)
-}
-
-fn time_arg(s: &str, flag: &str) -> Result<i64> {
-    dm_shared::clock::parse_rfc3339(s)
-        .map(|t| t.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64))
-        .ok_or_else(|| {
-            Error::Usage(format!("--{flag} {s:?}: expected RFC 3339 such as 2026-11-24T13:20:01Z"))
-        })
-}
-
 fn open(cli: &Cli) -> Result<(Config, SqliteStore)> {
     let cfg = Config::load(&cli.config)?;
     let store = SqliteStore::open(&cfg.database())?;
     Ok((cfg, store))
 }
 
-/// What a command prints: text for people, JSON for scripts.
-struct Out(String, Value);
+fn init(a: &InitArgs) -> Result<Out> {
+    admin::init::init(&InitSpec {
+        dir: a.dir.clone(),
+        listen: a.listen,
+        public_url: a.public_url.clone(),
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
+        client_ca: a.client_ca.clone(),
+        unknown_devices: if a.unknown_devices == "refuse" {
+            UnknownDevices::Refuse
+        } else {
+            UnknownDevices::Register
+        },
+        gateway_token: a.gateway_token.clone(),
+        poll_sleep: a.poll_sleep,
+    })
+}
 
-fn run(cli: Cli) -> Result<Option<Out>> {
-    let t = now();
-    Ok(Some(match &cli.command {
-        Command::Init(a) => {
-            let path = a.dir.join("dmmp.toml");
-            if path.exists() {
-                return Err(Error::OutputExists { path });
-            }
-            dm_shared::fs::create_dir_all(&a.dir, dm_shared::fs::MODE_DIR_PRIVATE)?;
-            let abs = |p: &PathBuf| std::path::absolute(p).unwrap_or_else(|_| p.clone());
-            let mut cfg = Config::new(&a.dir, a.listen, abs(&a.tls_cert), abs(&a.tls_key));
-            cfg.server.public_url = a.public_url.clone();
-            cfg.server.client_ca = a.client_ca.as_ref().map(abs);
-            cfg.devices.unknown_devices = if a.unknown_devices == "refuse" {
-                UnknownDevices::Refuse
-            } else {
-                UnknownDevices::Register
-            };
-            cfg.devices.gateway_token = a.gateway_token.clone();
-            cfg.devices.poll_sleep_secs = a.poll_sleep;
-            dm_shared::fs::write_atomic(
-                &path,
-                cfg.to_toml().as_bytes(),
-                dm_shared::fs::MODE_PRIVATE,
-            )?;
-            let cfg = Config::load(&path)?;
-            SqliteStore::open(&cfg.database())?;
-            Out(format!("{}\n", path.display()), serde_json::json!({"config": path}))
-        }
-        Command::Serve => {
-            let cfg = Config::load(&cli.config)?;
-            dm_mp::server::run(cfg)?;
-            return Ok(None);
-        }
-        Command::Package(PackageCmd::Add {
-            source,
-            roots,
-            raw,
-            name,
-            package_version,
-            kind,
-            distribution_point,
-        }) => {
-            let (cfg, store) = open(&cli)?;
+fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    match cmd {
+        PackageCmd::Add { source, roots, raw, name, package_version, kind, distribution_point } => {
             let src = match (source, raw.is_empty()) {
                 (Some(dir), true) => PackageSource::Signed {
                     dir: dir.clone(),
@@ -344,225 +308,109 @@ fn run(cli: Cli) -> Result<Option<Out>> {
                     ));
                 }
             };
-            let p = admin::add_package(&cfg, &store, &src, distribution_point.as_deref(), t)?;
-            Out(
-                format!(
-                    "package {} added: {} {} ({}, {} files)\n",
-                    p.id,
-                    p.name,
-                    p.version,
-                    p.kind.as_str(),
-                    p.artifacts.len()
-                ),
-                serde_json::json!(p),
-            )
+            packages::package_add(&cfg, &store, &src, distribution_point.as_deref(), admin::now())
         }
-        Command::Package(PackageCmd::List) => {
-            let (_, store) = open(&cli)?;
-            let (t, j) = admin::package_list(&store)?;
-            Out(t, j)
-        }
-        Command::Package(PackageCmd::Remove { package }) => {
-            let (_, store) = open(&cli)?;
-            let p = admin::find_package(&store, package)?;
-            store.remove_package(p.id)?;
-            Out(format!("package {} removed\n", p.id), serde_json::json!({"removed": p.id}))
-        }
-        Command::Program(ProgramCmd::Add {
-            package,
-            name,
-            command,
-            platforms,
-            max_run_time,
-            device_class,
-        }) => {
-            let (_, store) = open(&cli)?;
-            let pkg = admin::find_package(&store, package)?;
-            for p in platforms {
-                dm_shared::Platform::parse(p).map_err(Error::Usage)?;
-            }
-            if command.trim().is_empty() {
-                return Err(Error::Usage("--command must not be empty".into()));
-            }
-            let mut prog = Program {
-                id: 0,
-                package_id: pkg.id,
+        PackageCmd::List => packages::package_list(&store),
+        PackageCmd::Remove { package } => packages::package_remove(&store, package),
+    }
+}
+
+fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        ProgramCmd::Add { package, name, command, platforms, max_run_time, device_class } => {
+            let spec = ProgramSpec {
+                package: package.clone(),
                 name: name.clone(),
                 command: command.clone(),
                 platforms: platforms.clone(),
                 max_run_time: *max_run_time,
-                device_class: device_class.parse().map_err(Error::Usage)?,
+                device_class: device_class.clone(),
             };
-            prog.id = store.add_program(&prog)?;
-            Out(
-                format!("program {} added: {} runs {:?}\n", prog.id, prog.name, prog.command),
-                serde_json::json!(prog),
-            )
+            packages::program_add(&store, &spec)
         }
-        Command::Program(ProgramCmd::List) => {
-            let (_, store) = open(&cli)?;
-            let (t, j) = admin::program_list(&store)?;
-            Out(t, j)
+        ProgramCmd::List => packages::program_list(&store),
+    }
+}
+
+fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        CollectionCmd::Add { name, rule } => targeting::collection_add(&store, name, rule),
+        CollectionCmd::List => targeting::collection_list(&store),
+        CollectionCmd::Members { collection, add } => {
+            targeting::collection_members(&store, collection, add)
         }
-        Command::Collection(CollectionCmd::Add { name, rule }) => {
-            let (_, store) = open(&cli)?;
-            let rule = CollectionRule::parse(rule).map_err(Error::Usage)?;
-            let id = store.add_collection(name, &rule)?;
-            Out(
-                format!("collection {id} added: {name} ({rule})\n"),
-                serde_json::json!({"id": id, "name": name, "rule": rule}),
-            )
+    }
+}
+
+fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    let kind = if a.available {
+        AdvertisementKind::Available
+    } else if a.download_only {
+        AdvertisementKind::DownloadOnly
+    } else {
+        AdvertisementKind::Mandatory
+    };
+    let spec = AdvertiseSpec {
+        name: a.name.clone(),
+        program: a.program.clone(),
+        collection: a.collection.clone(),
+        kind,
+        start: a.start.clone(),
+        expires: a.expires.clone(),
+        maintenance_window: a.maintenance_window.clone(),
+    };
+    targeting::advertise(&store, &spec, admin::now())
+}
+
+fn advertisement(cli: &Cli, cmd: &AdvertisementCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        AdvertisementCmd::List => targeting::advertisement_list(&store, admin::now()),
+        AdvertisementCmd::Cancel { advertisement } => {
+            targeting::advertisement_cancel(&store, advertisement, admin::now())
         }
-        Command::Collection(CollectionCmd::List) => {
-            let (_, store) = open(&cli)?;
-            let (t, j) = admin::collection_list(&store)?;
-            Out(t, j)
-        }
-        Command::Collection(CollectionCmd::Members { collection, add }) => {
-            let (_, store) = open(&cli)?;
-            let c = admin::find_collection(&store, collection)?;
-            for d in add {
-                let dev = admin::find_device(&store, d)?;
-                store.add_member(c.id, dev.id)?;
-            }
-            let c = admin::find_collection(&store, collection)?;
-            let (t, j) = admin::collection_members(&store, &c)?;
-            Out(t, j)
-        }
-        Command::Advertise(a) => {
-            let (_, store) = open(&cli)?;
-            let prog = admin::find_program(&store, &a.program)?;
-            let col = admin::find_collection(&store, &a.collection)?;
-            let kind = if a.available {
-                AdvertisementKind::Available
-            } else if a.download_only {
-                AdvertisementKind::DownloadOnly
-            } else {
-                AdvertisementKind::Mandatory
-            };
-            let start = a.start.as_deref().map(|s| time_arg(s, "start")).transpose()?.unwrap_or(t);
-            let expires = a.expires.as_deref().map(|s| time_arg(s, "expires")).transpose()?;
-            if expires.is_some_and(|e| e <= start) {
-                return Err(Error::Usage("--expires must be after --start".into()));
-            }
-            let window = a
-                .maintenance_window
-                .as_deref()
-                .map(MaintenanceWindow::parse)
-                .transpose()
-                .map_err(Error::Usage)?;
-            let mut adv = Advertisement {
-                id: 0,
-                name: a.name.clone(),
-                program_id: prog.id,
-                collection_id: col.id,
-                kind,
-                start_time: start,
-                expires,
-                window,
-                created: t,
-                canceled: false,
-            };
-            adv.id = store.add_advertisement(&adv)?;
-            Out(
-                format!(
-                    "advertisement {} added: {} of {} to {} ({})\n",
-                    adv.id,
-                    prog.name,
-                    prog.package_id,
-                    col.name,
-                    kind.as_str()
-                ),
-                serde_json::json!(adv),
-            )
-        }
-        Command::Advertisement(AdvertisementCmd::List) => {
-            let (_, store) = open(&cli)?;
-            let (t2, j) = admin::advertisement_list(&store, t)?;
-            Out(t2, j)
-        }
-        Command::Advertisement(AdvertisementCmd::Cancel { advertisement }) => {
-            let (_, store) = open(&cli)?;
+        AdvertisementCmd::Status { advertisement } => {
             let a = admin::find_advertisement(&store, advertisement)?;
-            let n = store.cancel_advertisement(a.id, t)?;
-            Out(
-                format!("advertisement {} canceled; {n} device(s) told to cancel\n", a.id),
-                serde_json::json!({"canceled": a.id, "actions_canceling": n}),
-            )
+            targeting::advertisement_status(&store, &a)
         }
-        Command::Advertisement(AdvertisementCmd::Status { advertisement })
-        | Command::Status { advertisement } => {
-            let (_, store) = open(&cli)?;
-            let a = admin::find_advertisement(&store, advertisement)?;
-            let (t2, j) = admin::advertisement_status(&store, &a)?;
-            Out(t2, j)
+    }
+}
+
+fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    let now = admin::now();
+    match cmd {
+        DeviceCmd::Add { id, tenant, token } => {
+            devices::device_add(&cfg, &store, id, tenant.as_deref(), token.as_deref(), now)
         }
-        Command::Device(DeviceCmd::Add { id, tenant, token }) => {
-            let (cfg, store) = open(&cli)?;
-            let tenant = tenant
-                .clone()
-                .or_else(|| cfg.devices.tenants.first().cloned())
-                .unwrap_or_else(|| "DEFAULT".into());
-            let token = token.clone().unwrap_or_else(admin::new_token);
-            let d = store.add_device(
-                &tenant,
-                id,
-                Some(&dm_shared::pki::sha256_hex(token.as_bytes())),
-                "admin",
-                t,
-            )?;
-            Out(format!("{token}\n"), serde_json::json!({"device": d, "target_token": token}))
+        DeviceCmd::Import { csv, tenant } => {
+            devices::device_import(&cfg, &store, csv, tenant.as_deref(), now)
         }
-        Command::Device(DeviceCmd::Import { csv, tenant }) => {
-            let (cfg, store) = open(&cli)?;
-            let tenant = tenant
-                .clone()
-                .or_else(|| cfg.devices.tenants.first().cloned())
-                .unwrap_or_else(|| "DEFAULT".into());
-            let text = String::from_utf8(dm_shared::fs::read_capped(csv, 256 * 1024 * 1024)?)
-                .map_err(|_| Error::Usage(format!("{}: not UTF-8 text", csv.display())))?;
-            let mut rows = Vec::new();
-            for (i, line) in text.lines().enumerate() {
-                let line = line.trim();
-                if line.is_empty()
-                    || line.starts_with('#')
-                    || (i == 0 && line.starts_with("controller_id"))
-                {
-                    continue;
-                }
-                let (cid, tok) =
-                    line.split_once(',').map_or((line, None), |(c, t)| (c.trim(), Some(t.trim())));
-                if cid.is_empty()
-                    || cid.len() > 64
-                    || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-                {
-                    return Err(Error::Usage(format!(
-                        "{} line {}: bad controller id {cid:?}",
-                        csv.display(),
-                        i + 1
-                    )));
-                }
-                let sha =
-                    tok.filter(|t| !t.is_empty()).map(|t| dm_shared::pki::sha256_hex(t.as_bytes()));
-                rows.push((tenant.clone(), cid.to_string(), sha));
-            }
-            let n = store.import_devices(&rows, t)?;
-            Out(
-                format!("{n} devices added ({} already known)\n", rows.len() - n),
-                serde_json::json!({"added": n, "read": rows.len()}),
-            )
+        DeviceCmd::List => devices::device_list(&store),
+        DeviceCmd::Show { device } => devices::device_show(&store, device),
+    }
+}
+
+/// Runs one command; `None` for `serve`, which prints as it goes.
+fn run(cli: &Cli) -> Result<Option<Out>> {
+    Ok(Some(match &cli.command {
+        Command::Init(a) => init(a)?,
+        Command::Serve => {
+            dm_mp::server::run(Config::load(&cli.config)?)?;
+            return Ok(None);
         }
-        Command::Device(DeviceCmd::List) => {
-            let (_, store) = open(&cli)?;
-            let (t2, j) = admin::device_list(&store)?;
-            Out(t2, j)
+        Command::Package(c) => package(cli, c)?,
+        Command::Program(c) => program(cli, c)?,
+        Command::Collection(c) => collection(cli, c)?,
+        Command::Advertise(a) => advertise(cli, a)?,
+        Command::Advertisement(c) => advertisement(cli, c)?,
+        Command::Status { advertisement: a } => {
+            advertisement(cli, &AdvertisementCmd::Status { advertisement: a.clone() })?
         }
-        Command::Device(DeviceCmd::Show { device }) => {
-            let (_, store) = open(&cli)?;
-            let d = admin::find_device(&store, device)?;
-            let (t2, j) = admin::device_show(&store, &d)?;
-            Out(t2, j)
-        }
+        Command::Device(c) => device(cli, c)?,
     }))
 }
 
@@ -584,15 +432,15 @@ fn main() -> ExitCode {
             .build(),
         std::io::stderr(),
     );
-    match run(cli) {
-        Ok(Some(Out(text, value))) => {
+    match run(&cli) {
+        Ok(Some(out)) => {
             if json {
-                dm_shared::cli::out(&format!(
-                    "{}\n",
-                    serde_json::to_string_pretty(&value).unwrap_or_default()
-                ));
+                if let Err(e) = dm_shared::cli::out_json(&out.json) {
+                    eprintln!("dmmp: error: {e}");
+                    return ExitCode::from(dm_shared::StatusCode::E_FAIL.exit_code());
+                }
             } else {
-                dm_shared::cli::out(&text);
+                dm_shared::cli::out(&out.text);
             }
             ExitCode::SUCCESS
         }

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 use clap::{Parser, Subcommand, ValueEnum};
 use dm_mp::pack::{self, FolderSpec, PackageSpec, Signer};
 use dm_shared::devpki::{Purpose, Spec};
-use dm_shared::manifest::ManifestKind;
+use dm_shared::manifest::PackageKind;
 use dm_shared::{ClientVersion, Platform, clock};
 
 /// dmpack: build and sign client deployment folders and packages.
@@ -211,8 +211,8 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
         }
         Command::Package { source, out, name, package_version, kind, platforms, key, cert } => {
             let kind = match kind.as_str() {
-                "software-distribution" => ManifestKind::SoftwareDistribution,
-                "configuration" => ManifestKind::Configuration,
+                "software-distribution" => PackageKind::SoftwareDistribution,
+                "configuration" => PackageKind::Configuration,
                 other => {
                     return Err(dm_mp::Error::Usage(format!(
                         "--kind {other:?}: expected software-distribution or configuration"

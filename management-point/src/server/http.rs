@@ -55,7 +55,9 @@ impl From<crate::Error> for ApiError {
         match e {
             E::NotFound(m) => ApiError::not_found(format!("{m} not found")),
             E::Gone(m) => ApiError::new(StatusCode::GONE, "dm.action.closed", m),
-            E::Conflict(m) => ApiError::new(StatusCode::CONFLICT, "dm.entity.conflict", m),
+            E::Conflict(m) | E::NotCanceling(m) => {
+                ApiError::new(StatusCode::CONFLICT, "dm.entity.conflict", m)
+            }
             E::BadRequest(m) => ApiError::bad_request(m),
             other => ApiError::internal(other.to_string()),
         }

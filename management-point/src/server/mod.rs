@@ -4,8 +4,12 @@
 //! HTTP/2. Polls are answered from memory; the database is written for registrations, actions,
 //! feedback and inventory, and for last-seen times in batches.
 
-pub mod ddi;
+pub mod artifacts;
+pub mod auth;
+pub mod feedback;
 pub mod http;
+pub mod poll;
+pub mod routes;
 pub mod state;
 pub mod tls;
 
@@ -20,11 +24,11 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use self::ddi::{ConnInfo, routes};
+use self::auth::ConnInfo;
 use self::state::AppState;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::store::{SqliteStore, Storage};
+use crate::storage::{SqliteStore, Storage};
 
 /// The router of the device API.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -80,7 +84,7 @@ pub async fn serve(
         path: "dmmp.toml".into(),
         reason: format!("[server] listen {}: {e}", cfg.server.listen),
     })?;
-    let addr = listener.local_addr().map_err(|e| Error::Tls(e.to_string()))?;
+    let addr = listener.local_addr().map_err(|e| Error::tls("the listener", e))?;
     let _ = state.public_url.set(format!("https://{addr}"));
     log::info!(
         "dmmp listening on https://{addr} (tenants {}); links use {}",
@@ -187,7 +191,7 @@ pub fn run(config: Config) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::tls("the async runtime", e))?;
     rt.block_on(async move {
         let shutdown = async {
             let mut term =

@@ -10,7 +10,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::store::Storage;
+use crate::storage::Storage;
 
 /// What is loaded from storage.
 #[derive(Debug, Default)]

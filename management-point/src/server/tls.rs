@@ -83,9 +83,9 @@ fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
     let bytes = dm_shared::fs::read_capped(path, 1024 * 1024)?;
     let certs: Vec<_> = CertificateDer::pem_slice_iter(&bytes)
         .collect::<std::result::Result<_, _>>()
-        .map_err(|e| Error::Tls(format!("{}: {e}", path.display())))?;
+        .map_err(|e| Error::tls(path.display().to_string(), e))?;
     if certs.is_empty() {
-        return Err(Error::Tls(format!("{}: no certificate", path.display())));
+        return Err(Error::tls(path.display().to_string(), "no CERTIFICATE block in the PEM file"));
     }
     Ok(certs)
 }
@@ -101,10 +101,10 @@ pub fn server_config(cert: &Path, key: &Path, client_auth: bool) -> Result<rustl
     let chain = load_certs(cert)?;
     let key_bytes = dm_shared::fs::read_capped(key, 64 * 1024)?;
     let key = PrivateKeyDer::from_pem_slice(&key_bytes)
-        .map_err(|e| Error::Tls(format!("{}: {e}", key.display())))?;
+        .map_err(|e| Error::tls(key.display().to_string(), e))?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| Error::Tls(e.to_string()))?;
+        .map_err(|e| Error::tls("protocol versions", e))?;
     let builder = if client_auth {
         builder.with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
     } else {
@@ -112,7 +112,7 @@ pub fn server_config(cert: &Path, key: &Path, client_auth: bool) -> Result<rustl
     };
     let mut cfg = builder
         .with_single_cert(chain, key)
-        .map_err(|e| Error::Tls(format!("{}: {e}", cert.display())))?;
+        .map_err(|e| Error::tls(cert.display().to_string(), e))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(cfg)
 }

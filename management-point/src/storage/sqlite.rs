@@ -1,9 +1,4 @@
-//! Storage: the [`Storage`] interface the server and the admin commands use, and its embedded
-//! SQLite implementation (one file, WAL, versioned migrations). Another database (PostgreSQL
-//! for large fleets) implements the same trait.
-//!
-//! The server and admin commands may run at once: the admin commands write through their own
-//! connection and the server notices through [`Storage::data_version`].
+//! The embedded SQLite store: one file, WAL, versioned migrations (`PRAGMA user_version`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -11,183 +6,12 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
+use super::Storage;
 use crate::error::{Error, Result};
 use crate::model::*;
 
-/// Everything the management point stores.
-pub trait Storage: Send + Sync {
-    /// A number that changes whenever another connection committed a change.
-    fn data_version(&self) -> Result<i64>;
-
-    /// Registers a device.
-    fn add_device(
-        &self,
-        tenant: &str,
-        controller_id: &str,
-        token_sha256: Option<&str>,
-        registered_by: &str,
-        now: i64,
-    ) -> Result<Device>;
-    /// Registers many devices in one transaction: (tenant, controller id, token SHA-256).
-    /// Devices that already exist are left alone. Returns how many were added.
-    fn import_devices(
-        &self,
-        devices: &[(String, String, Option<String>)],
-        now: i64,
-    ) -> Result<usize>;
-    /// A device by tenant and controller id.
-    fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>>;
-    /// Every device.
-    fn devices(&self) -> Result<Vec<Device>>;
-    /// Replaces a device's token.
-    fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
-    /// Replaces a device's inventory attributes.
-    fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
-    /// Records last-seen times in one transaction.
-    fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()>;
-
-    /// Adds a package and its artifacts.
-    fn add_package(&self, p: &Package) -> Result<i64>;
-    /// Every package.
-    fn packages(&self) -> Result<Vec<Package>>;
-    /// Removes a package that no advertisement uses.
-    fn remove_package(&self, id: i64) -> Result<()>;
-
-    /// Adds a program.
-    fn add_program(&self, p: &Program) -> Result<i64>;
-    /// Every program.
-    fn programs(&self) -> Result<Vec<Program>>;
-
-    /// Adds a collection.
-    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64>;
-    /// Adds an explicit member.
-    fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()>;
-    /// Every collection.
-    fn collections(&self) -> Result<Vec<Collection>>;
-
-    /// Adds an advertisement.
-    fn add_advertisement(&self, a: &Advertisement) -> Result<i64>;
-    /// Every advertisement.
-    fn advertisements(&self) -> Result<Vec<Advertisement>>;
-    /// Cancels an advertisement: open actions go to `canceling` (the device confirms).
-    fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize>;
-
-    /// Creates the action of an advertisement for a device (or returns the existing one).
-    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action>;
-    /// Every action.
-    fn actions(&self) -> Result<Vec<Action>>;
-    /// One action.
-    fn action(&self, id: i64) -> Result<Option<Action>>;
-    /// Marks a scheduled action retrieved.
-    fn mark_retrieved(&self, id: i64, now: i64) -> Result<()>;
-    /// Stores feedback and moves the action, atomically: `decide` sees the current status and
-    /// returns the new one, or an error (nothing is stored then).
-    fn apply_feedback(
-        &self,
-        action_id: i64,
-        record: &StatusRecord,
-        decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
-    ) -> Result<Action>;
-
-    /// Stores a status message that belongs to no action.
-    fn add_status(&self, record: &StatusRecord) -> Result<i64>;
-    /// Status records of a device, oldest first.
-    fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>>;
-    /// Status records of an action, oldest first.
-    fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>>;
-}
-
-/// The schema, one migration per version (`PRAGMA user_version`).
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE devices (
-    id INTEGER PRIMARY KEY,
-    tenant TEXT NOT NULL,
-    controller_id TEXT NOT NULL,
-    token_sha256 TEXT,
-    attributes TEXT NOT NULL DEFAULT '{}',
-    created INTEGER NOT NULL,
-    last_seen INTEGER,
-    registered_by TEXT NOT NULL,
-    UNIQUE (tenant, controller_id)
-);
-CREATE TABLE packages (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL,
-    version TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    publisher TEXT,
-    distribution_point TEXT,
-    created INTEGER NOT NULL,
-    UNIQUE (name, version)
-);
-CREATE TABLE artifacts (
-    package_id INTEGER NOT NULL REFERENCES packages(id) ON DELETE CASCADE,
-    filename TEXT NOT NULL,
-    size INTEGER NOT NULL,
-    sha256 TEXT NOT NULL,
-    sha1 TEXT NOT NULL,
-    md5 TEXT NOT NULL,
-    path TEXT,
-    PRIMARY KEY (package_id, filename)
-);
-CREATE TABLE programs (
-    id INTEGER PRIMARY KEY,
-    package_id INTEGER NOT NULL REFERENCES packages(id),
-    name TEXT NOT NULL UNIQUE,
-    command TEXT NOT NULL,
-    platforms TEXT NOT NULL,
-    max_run_time INTEGER NOT NULL,
-    device_class TEXT NOT NULL
-);
-CREATE TABLE collections (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    rule TEXT NOT NULL
-);
-CREATE TABLE collection_members (
-    collection_id INTEGER NOT NULL REFERENCES collections(id) ON DELETE CASCADE,
-    device_id INTEGER NOT NULL REFERENCES devices(id) ON DELETE CASCADE,
-    PRIMARY KEY (collection_id, device_id)
-);
-CREATE TABLE advertisements (
-    id INTEGER PRIMARY KEY,
-    name TEXT NOT NULL UNIQUE,
-    program_id INTEGER NOT NULL REFERENCES programs(id),
-    collection_id INTEGER NOT NULL REFERENCES collections(id),
-    kind TEXT NOT NULL,
-    start_time INTEGER NOT NULL,
-    expires INTEGER,
-    maintenance_window TEXT,
-    created INTEGER NOT NULL,
-    canceled INTEGER NOT NULL DEFAULT 0
-);
-CREATE TABLE actions (
-    id INTEGER PRIMARY KEY,
-    advertisement_id INTEGER NOT NULL REFERENCES advertisements(id),
-    device_id INTEGER NOT NULL REFERENCES devices(id),
-    status TEXT NOT NULL,
-    created INTEGER NOT NULL,
-    updated INTEGER NOT NULL,
-    last_code INTEGER,
-    UNIQUE (advertisement_id, device_id)
-);
-CREATE INDEX actions_device ON actions(device_id);
-CREATE TABLE status (
-    id INTEGER PRIMARY KEY,
-    device_id INTEGER NOT NULL REFERENCES devices(id),
-    action_id INTEGER REFERENCES actions(id),
-    received INTEGER NOT NULL,
-    source TEXT NOT NULL,
-    execution TEXT,
-    finished TEXT,
-    message_id INTEGER,
-    hresult TEXT,
-    component TEXT,
-    details TEXT NOT NULL DEFAULT '[]'
-);
-CREATE INDEX status_device ON status(device_id);
-CREATE INDEX status_action ON status(action_id);
-"#];
+/// The schema, one migration per version (`PRAGMA user_version`), oldest first.
+const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite-001-initial.sql")];
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -195,32 +19,84 @@ pub struct SqliteStore {
     conn: Mutex<Connection>,
 }
 
-fn db(e: rusqlite::Error) -> Error {
+/// A stored value that does not parse: carried through rusqlite's row mapping, then reported
+/// as [`Error::CorruptRow`].
+#[derive(Debug)]
+struct Corrupt {
+    table: &'static str,
+    row: String,
+    reason: String,
+}
+
+impl std::fmt::Display for Corrupt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} row {}: {}", self.table, self.row, self.reason)
+    }
+}
+
+impl std::error::Error for Corrupt {}
+
+/// Parses a stored value of `table` row `row`, naming both when it does not parse.
+fn parsed<T, E: std::fmt::Display>(
+    table: &'static str,
+    row: impl std::fmt::Display,
+    column: &str,
+    value: std::result::Result<T, E>,
+) -> rusqlite::Result<T> {
+    value.map_err(|e| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(Corrupt { table, row: row.to_string(), reason: format!("{column}: {e}") }),
+        )
+    })
+}
+
+/// The project's error for a driver error while doing `what`.
+fn db(what: &str, e: rusqlite::Error) -> Error {
     match e {
         rusqlite::Error::SqliteFailure(f, msg)
             if f.code == rusqlite::ErrorCode::ConstraintViolation =>
         {
-            Error::Conflict(msg.unwrap_or_else(|| "already exists".into()))
+            Error::Conflict(msg.unwrap_or_else(|| format!("{what}: already exists")))
         }
-        other => Error::Database(other.to_string()),
+        rusqlite::Error::FromSqlConversionFailure(_, _, inner) => match inner.downcast::<Corrupt>()
+        {
+            Ok(c) => Error::CorruptRow { table: c.table, row: c.row, reason: c.reason },
+            Err(inner) => Error::Database {
+                what: what.to_string(),
+                source: rusqlite::Error::FromSqlConversionFailure(
+                    0,
+                    rusqlite::types::Type::Null,
+                    inner,
+                ),
+            },
+        },
+        source => Error::Database { what: what.to_string(), source },
     }
 }
 
-fn json<T: serde::Serialize>(v: &T) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+fn json<T: serde::Serialize>(v: &T) -> rusqlite::Result<String> {
+    serde_json::to_string(v).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))
 }
 
-fn from_json<T: serde::de::DeserializeOwned + Default>(s: &str) -> T {
-    serde_json::from_str(s).unwrap_or_default()
+fn from_json<T: serde::de::DeserializeOwned>(
+    table: &'static str,
+    row: i64,
+    column: &str,
+    s: &str,
+) -> rusqlite::Result<T> {
+    parsed(table, row, column, serde_json::from_str(s))
 }
 
 fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
+    let id: i64 = r.get(0)?;
     Ok(Device {
-        id: r.get(0)?,
+        id,
         tenant: r.get(1)?,
         controller_id: r.get(2)?,
         token_sha256: r.get(3)?,
-        attributes: from_json(&r.get::<_, String>(4)?),
+        attributes: from_json("devices", id, "attributes", &r.get::<_, String>(4)?)?,
         created: r.get(5)?,
         last_seen: r.get(6)?,
         registered_by: r.get(7)?,
@@ -233,31 +109,41 @@ const ACTION_COLS: &str = "id, advertisement_id, device_id, status, created, upd
 const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details";
 
 fn action_row(r: &Row<'_>) -> rusqlite::Result<Action> {
+    let id: i64 = r.get(0)?;
     let status: String = r.get(3)?;
     Ok(Action {
-        id: r.get(0)?,
+        id,
         advertisement_id: r.get(1)?,
         device_id: r.get(2)?,
-        status: status.parse().unwrap_or(ActionStatus::Error),
+        status: parsed("actions", id, "status", status.parse())?,
         created: r.get(4)?,
         updated: r.get(5)?,
         last_code: r.get(6)?,
     })
 }
 
+fn optional<T: std::str::FromStr<Err = String>>(
+    id: i64,
+    column: &str,
+    v: Option<String>,
+) -> rusqlite::Result<Option<T>> {
+    v.map(|s| parsed("status", id, column, s.parse())).transpose()
+}
+
 fn status_row(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
+    let id: i64 = r.get(0)?;
     Ok(StatusRecord {
-        id: r.get(0)?,
+        id,
         device_id: r.get(1)?,
         action_id: r.get(2)?,
         received: r.get(3)?,
         source: r.get(4)?,
-        execution: r.get(5)?,
-        finished: r.get(6)?,
+        execution: optional(id, "execution", r.get(5)?)?,
+        finished: optional(id, "finished", r.get(6)?)?,
         message_id: r.get(7)?,
         hresult: r.get(8)?,
         component: r.get(9)?,
-        details: from_json(&r.get::<_, String>(10)?),
+        details: from_json("status", id, "details", &r.get::<_, String>(10)?)?,
     })
 }
 
@@ -265,7 +151,18 @@ fn insert_status(c: &Connection, s: &StatusRecord) -> rusqlite::Result<i64> {
     c.execute(
         "INSERT INTO status (device_id, action_id, received, source, execution, finished, message_id, hresult, component, details)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-        params![s.device_id, s.action_id, s.received, s.source, s.execution, s.finished, s.message_id, s.hresult, s.component, json(&s.details)],
+        params![
+            s.device_id,
+            s.action_id,
+            s.received,
+            s.source,
+            s.execution.map(|e| e.as_str()),
+            s.finished.map(|f| f.as_str()),
+            s.message_id,
+            s.hresult,
+            s.component,
+            json(&s.details)?
+        ],
     )?;
     Ok(c.last_insert_rowid())
 }
@@ -276,25 +173,32 @@ impl SqliteStore {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             dm_shared::fs::create_dir_all(dir, dm_shared::fs::MODE_DIR_PRIVATE)?;
         }
-        let conn = Connection::open(path)
-            .map_err(|e| Error::Database(format!("{}: {e}", path.display())))?;
-        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(db)?;
+        let conn = Connection::open(path).map_err(|source| Error::Database {
+            what: format!("open {}", path.display()),
+            source,
+        })?;
+        conn.busy_timeout(std::time::Duration::from_secs(10)).map_err(|e| db("open", e))?;
         conn.execute_batch(
             "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;",
         )
-        .map_err(db)?;
+        .map_err(|e| db("open", e))?;
         let store = SqliteStore { conn: Mutex::new(conn) };
         store.migrate()?;
         Ok(store)
     }
 
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>) -> Result<T> {
+    /// Runs `f` on the connection; errors say they happened while doing `what`.
+    fn with<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut c).map_err(db)
+        f(&mut c).map_err(|e| db(what, e))
     }
 
     fn migrate(&self) -> Result<()> {
-        self.with(|c| {
+        self.with("migrate the schema", |c| {
             let version: i64 = c.query_row("PRAGMA user_version", [], |r| r.get(0))?;
             let version = usize::try_from(version).unwrap_or(0);
             if version > MIGRATIONS.len() {
@@ -317,7 +221,7 @@ impl SqliteStore {
 
 impl Storage for SqliteStore {
     fn data_version(&self) -> Result<i64> {
-        self.with(|c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
+        self.with("read the data version", |c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }
 
     fn add_device(
@@ -328,7 +232,7 @@ impl Storage for SqliteStore {
         registered_by: &str,
         now: i64,
     ) -> Result<Device> {
-        self.with(|c| {
+        self.with("add a device", |c| {
             c.execute(
                 "INSERT INTO devices (tenant, controller_id, token_sha256, created, registered_by) VALUES (?1, ?2, ?3, ?4, ?5)",
                 params![tenant, controller_id, token_sha256, now, registered_by],
@@ -343,7 +247,7 @@ impl Storage for SqliteStore {
         devices: &[(String, String, Option<String>)],
         now: i64,
     ) -> Result<usize> {
-        self.with(|c| {
+        self.with("import devices", |c| {
             let tx = c.transaction()?;
             let mut n = 0;
             {
@@ -360,7 +264,7 @@ impl Storage for SqliteStore {
     }
 
     fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>> {
-        self.with(|c| {
+        self.with("read a device", |c| {
             c.query_row(
                 &format!(
                     "SELECT {DEVICE_COLS} FROM devices WHERE tenant = ?1 AND controller_id = ?2"
@@ -373,7 +277,7 @@ impl Storage for SqliteStore {
     }
 
     fn devices(&self) -> Result<Vec<Device>> {
-        self.with(|c| {
+        self.with("read devices", |c| {
             let mut st = c.prepare(&format!("SELECT {DEVICE_COLS} FROM devices ORDER BY id"))?;
             let rows = st.query_map([], device_row)?;
             rows.collect()
@@ -381,7 +285,7 @@ impl Storage for SqliteStore {
     }
 
     fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()> {
-        self.with(|c| {
+        self.with("set a device token", |c| {
             c.execute(
                 "UPDATE devices SET token_sha256 = ?2 WHERE id = ?1",
                 params![id, token_sha256],
@@ -391,17 +295,17 @@ impl Storage for SqliteStore {
     }
 
     fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()> {
-        self.with(|c| {
+        self.with("store device attributes", |c| {
             c.execute(
                 "UPDATE devices SET attributes = ?2 WHERE id = ?1",
-                params![id, json(attributes)],
+                params![id, json(attributes)?],
             )
             .map(|_| ())
         })
     }
 
     fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()> {
-        self.with(|c| {
+        self.with("record last-seen times", |c| {
             let tx = c.transaction()?;
             {
                 let mut st = tx.prepare("UPDATE devices SET last_seen = ?2 WHERE id = ?1 AND (last_seen IS NULL OR last_seen < ?2)")?;
@@ -414,7 +318,7 @@ impl Storage for SqliteStore {
     }
 
     fn add_package(&self, p: &Package) -> Result<i64> {
-        self.with(|c| {
+        self.with("add a package", |c| {
             let tx = c.transaction()?;
             tx.execute(
                 "INSERT INTO packages (name, version, kind, publisher, distribution_point, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
@@ -433,7 +337,7 @@ impl Storage for SqliteStore {
     }
 
     fn packages(&self) -> Result<Vec<Package>> {
-        self.with(|c| {
+        self.with("read packages", |c| {
             let mut artifacts: BTreeMap<i64, Vec<ArtifactRecord>> = BTreeMap::new();
             let mut st = c.prepare("SELECT package_id, filename, size, sha256, sha1, md5, path FROM artifacts ORDER BY package_id, filename")?;
             let rows = st.query_map([], |r| {
@@ -461,7 +365,7 @@ impl Storage for SqliteStore {
                     id,
                     name: r.get(1)?,
                     version: r.get(2)?,
-                    kind: kind.parse().unwrap_or(PackageKind::SoftwareDistribution),
+                    kind: parsed("packages", id, "kind", kind.parse())?,
                     publisher: r.get(4)?,
                     distribution_point: r.get(5)?,
                     created: r.get(6)?,
@@ -477,7 +381,7 @@ impl Storage for SqliteStore {
     }
 
     fn remove_package(&self, id: i64) -> Result<()> {
-        let used: i64 = self.with(|c| {
+        let used: i64 = self.with("remove a package", |c| {
             c.query_row(
                 "SELECT COUNT(*) FROM advertisements a JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1 AND a.canceled = 0",
                 [id],
@@ -489,7 +393,7 @@ impl Storage for SqliteStore {
                 "package {id} is used by {used} advertisement(s); cancel them first"
             )));
         }
-        self.with(|c| {
+        self.with("remove a package", |c| {
             let tx = c.transaction()?;
             tx.execute("DELETE FROM status WHERE action_id IN (SELECT ac.id FROM actions ac JOIN advertisements a ON ac.advertisement_id = a.id JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1)", [id])?;
             tx.execute("DELETE FROM actions WHERE advertisement_id IN (SELECT a.id FROM advertisements a JOIN programs p ON a.program_id = p.id WHERE p.package_id = ?1)", [id])?;
@@ -503,28 +407,29 @@ impl Storage for SqliteStore {
     }
 
     fn add_program(&self, p: &Program) -> Result<i64> {
-        self.with(|c| {
+        self.with("add a program", |c| {
             c.execute(
                 "INSERT INTO programs (package_id, name, command, platforms, max_run_time, device_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![p.package_id, p.name, p.command, json(&p.platforms), p.max_run_time as i64, p.device_class.to_string()],
+                params![p.package_id, p.name, p.command, json(&p.platforms)?, p.max_run_time as i64, p.device_class.to_string()],
             )?;
             Ok(c.last_insert_rowid())
         })
     }
 
     fn programs(&self) -> Result<Vec<Program>> {
-        self.with(|c| {
+        self.with("read programs", |c| {
             let mut st = c.prepare("SELECT id, package_id, name, command, platforms, max_run_time, device_class FROM programs ORDER BY id")?;
             let rows = st.query_map([], |r| {
+                let id: i64 = r.get(0)?;
                 let class: String = r.get(6)?;
                 Ok(Program {
-                    id: r.get(0)?,
+                    id,
                     package_id: r.get(1)?,
                     name: r.get(2)?,
                     command: r.get(3)?,
-                    platforms: from_json(&r.get::<_, String>(4)?),
+                    platforms: from_json("programs", id, "platforms", &r.get::<_, String>(4)?)?,
                     max_run_time: r.get::<_, i64>(5)? as u64,
-                    device_class: class.parse().unwrap_or(DeviceClass::Mobile),
+                    device_class: parsed("programs", id, "device_class", class.parse())?,
                 })
             })?;
             rows.collect()
@@ -532,24 +437,24 @@ impl Storage for SqliteStore {
     }
 
     fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64> {
-        self.with(|c| {
+        self.with("add a collection", |c| {
             c.execute(
                 "INSERT INTO collections (name, rule) VALUES (?1, ?2)",
-                params![name, json(rule)],
+                params![name, json(rule)?],
             )?;
             Ok(c.last_insert_rowid())
         })
     }
 
     fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()> {
-        self.with(|c| {
+        self.with("add a collection member", |c| {
             c.execute("INSERT OR IGNORE INTO collection_members (collection_id, device_id) VALUES (?1, ?2)", params![collection_id, device_id])
                 .map(|_| ())
         })
     }
 
     fn collections(&self) -> Result<Vec<Collection>> {
-        self.with(|c| {
+        self.with("read collections", |c| {
             let mut members: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
             let mut st = c.prepare(
                 "SELECT collection_id, device_id FROM collection_members ORDER BY device_id",
@@ -565,7 +470,7 @@ impl Storage for SqliteStore {
                 Ok(Collection {
                     id,
                     name: r.get(1)?,
-                    rule: serde_json::from_str(&rule).unwrap_or(CollectionRule::Explicit),
+                    rule: from_json("collections", id, "rule", &rule)?,
                     members: Vec::new(),
                 })
             })?;
@@ -578,7 +483,7 @@ impl Storage for SqliteStore {
     }
 
     fn add_advertisement(&self, a: &Advertisement) -> Result<i64> {
-        self.with(|c| {
+        self.with("add an advertisement", |c| {
             c.execute(
                 "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
@@ -589,22 +494,25 @@ impl Storage for SqliteStore {
     }
 
     fn advertisements(&self) -> Result<Vec<Advertisement>> {
-        self.with(|c| {
+        self.with("read advertisements", |c| {
             let mut st = c.prepare(
                 "SELECT id, name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled FROM advertisements ORDER BY id",
             )?;
             let rows = st.query_map([], |r| {
+                let id: i64 = r.get(0)?;
                 let kind: String = r.get(4)?;
                 let window: Option<String> = r.get(7)?;
                 Ok(Advertisement {
-                    id: r.get(0)?,
+                    id,
                     name: r.get(1)?,
                     program_id: r.get(2)?,
                     collection_id: r.get(3)?,
-                    kind: kind.parse().unwrap_or(AdvertisementKind::Available),
+                    kind: parsed("advertisements", id, "kind", kind.parse())?,
                     start_time: r.get(5)?,
                     expires: r.get(6)?,
-                    window: window.and_then(|w| MaintenanceWindow::parse(&w).ok()),
+                    window: window
+                        .map(|w| parsed("advertisements", id, "maintenance_window", MaintenanceWindow::parse(&w)))
+                        .transpose()?,
                     created: r.get(8)?,
                     canceled: r.get::<_, i64>(9)? != 0,
                 })
@@ -614,7 +522,7 @@ impl Storage for SqliteStore {
     }
 
     fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize> {
-        self.with(|c| {
+        self.with("cancel an advertisement", |c| {
             let tx = c.transaction()?;
             let n = tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = ?1", [id])?;
             if n == 0 {
@@ -631,7 +539,7 @@ impl Storage for SqliteStore {
     }
 
     fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action> {
-        self.with(|c| {
+        self.with("create an action", |c| {
             c.execute(
                 "INSERT OR IGNORE INTO actions (advertisement_id, device_id, status, created, updated) VALUES (?1, ?2, 'scheduled', ?3, ?3)",
                 params![advertisement_id, device_id, now],
@@ -645,7 +553,7 @@ impl Storage for SqliteStore {
     }
 
     fn actions(&self) -> Result<Vec<Action>> {
-        self.with(|c| {
+        self.with("read actions", |c| {
             let mut st = c.prepare(&format!("SELECT {ACTION_COLS} FROM actions ORDER BY id"))?;
             let rows = st.query_map([], action_row)?;
             rows.collect()
@@ -653,7 +561,7 @@ impl Storage for SqliteStore {
     }
 
     fn action(&self, id: i64) -> Result<Option<Action>> {
-        self.with(|c| {
+        self.with("read an action", |c| {
             c.query_row(
                 &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
                 [id],
@@ -664,7 +572,7 @@ impl Storage for SqliteStore {
     }
 
     fn mark_retrieved(&self, id: i64, now: i64) -> Result<()> {
-        self.with(|c| {
+        self.with("mark an action retrieved", |c| {
             c.execute("UPDATE actions SET status = 'retrieved', updated = ?2 WHERE id = ?1 AND status = 'scheduled'", params![id, now]).map(|_| ())
         })
     }
@@ -677,8 +585,9 @@ impl Storage for SqliteStore {
     ) -> Result<Action> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // IMMEDIATE: concurrent feedback for one action is serialized, never interleaved.
-        let tx =
-            c.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(db)?;
+        let tx = c
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+            .map_err(|e| db("store feedback", e))?;
         let current = tx
             .query_row(
                 &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
@@ -686,32 +595,32 @@ impl Storage for SqliteStore {
                 action_row,
             )
             .optional()
-            .map_err(db)?
+            .map_err(|e| db("store feedback", e))?
             .ok_or_else(|| Error::NotFound(format!("action {action_id}")))?;
         let next = decide(current.status)?;
-        insert_status(&tx, record).map_err(db)?;
+        insert_status(&tx, record).map_err(|e| db("store feedback", e))?;
         tx.execute(
             "UPDATE actions SET status = ?2, updated = ?3, last_code = COALESCE(?4, last_code) WHERE id = ?1",
             params![action_id, next.as_str(), record.received, record.message_id],
         )
-        .map_err(db)?;
+        .map_err(|e| db("store feedback", e))?;
         let updated = tx
             .query_row(
                 &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
                 [action_id],
                 action_row,
             )
-            .map_err(db)?;
-        tx.commit().map_err(db)?;
+            .map_err(|e| db("store feedback", e))?;
+        tx.commit().map_err(|e| db("store feedback", e))?;
         Ok(updated)
     }
 
     fn add_status(&self, record: &StatusRecord) -> Result<i64> {
-        self.with(|c| insert_status(c, record))
+        self.with("store a status message", |c| insert_status(c, record))
     }
 
     fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>> {
-        self.with(|c| {
+        self.with("read status records", |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {STATUS_COLS} FROM status WHERE device_id = ?1 ORDER BY id"
             ))?;
@@ -721,7 +630,7 @@ impl Storage for SqliteStore {
     }
 
     fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>> {
-        self.with(|c| {
+        self.with("read status records", |c| {
             let mut st = c.prepare(&format!(
                 "SELECT {STATUS_COLS} FROM status WHERE action_id = ?1 ORDER BY id"
             ))?;
@@ -748,8 +657,8 @@ mod tests {
             action_id,
             received: 10,
             source: "feedback".into(),
-            execution: Some("closed".into()),
-            finished: Some("success".into()),
+            execution: Some(dm_shared::ddi::Execution::Closed),
+            finished: Some(dm_shared::ddi::Finished::Success),
             message_id: Some(10008),
             hresult: None,
             component: None,

@@ -1,13 +1,14 @@
-//! The agent's DDI client: poll, deployments, feedback, cancel, configData, and sending the
-//! outbox in order (see docs/status-messages.md).
+//! The agent's session with its management point over DDI: poll, deployments, feedback,
+//! cancel, configData, and sending the outbox in order (see docs/status-messages.md).
 
 use std::collections::BTreeMap;
 
 use dm_shared::ddi::{
     self, ActionFeedback, ConfigData, ConfigDataMode, ControllerBase, Execution, Finished,
-    ResultStatus, Status,
+    ResultStatus, Status, Tags,
 };
-use dm_shared::outbox::{Outbox, StatusMessage};
+use dm_shared::message::StatusMessage;
+use dm_shared::outbox::Outbox;
 
 use super::net::Net;
 use crate::error::{Error, Result};
@@ -25,7 +26,7 @@ pub enum ServerKind {
 
 /// A DDI session with one management point.
 #[derive(Debug)]
-pub struct Ddi {
+pub struct Session {
     /// The HTTP client.
     pub net: Net,
     /// `{ManagementPoint}/{tenant}/controller/v1/{controllerId}`.
@@ -34,22 +35,9 @@ pub struct Ddi {
     pub kind: ServerKind,
 }
 
-fn execution(s: &str) -> Execution {
-    match s {
-        "closed" => Execution::Closed,
-        "canceled" => Execution::Canceled,
-        "scheduled" => Execution::Scheduled,
-        "rejected" => Execution::Rejected,
-        "resumed" => Execution::Resumed,
-        "downloaded" => Execution::Downloaded,
-        "download" => Execution::Download,
-        _ => Execution::Proceeding,
-    }
-}
-
 /// The DDI feedback for an outbox message.
 pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
-    let exec = execution(m.execution.as_deref().unwrap_or("proceeding"));
+    let exec = m.execution.unwrap_or(Execution::Proceeding);
     let finished = match exec {
         Execution::Closed if m.code.is_failure() => Finished::Failure,
         Execution::Closed | Execution::Canceled => Finished::Success,
@@ -57,24 +45,24 @@ pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
     };
     let mut details = vec![m.text.clone()];
     details.extend(m.details.iter().cloned());
-    details.push(format!("status {}", m.code));
+    details.extend(Tags { status: Some(m.code) }.lines());
     let timestamp = dm_shared::clock::parse_rfc3339(&m.time)
         .map(|t| dm_shared::clock::unix_secs(t) as i64 * 1000);
     ActionFeedback {
         status: Status {
             execution: exec,
             result: ResultStatus { finished, progress: None },
-            code: i32::try_from(m.message_id).ok(),
+            code: m.message_id.ddi_code(),
             details,
         },
         timestamp,
     }
 }
 
-impl Ddi {
+impl Session {
     /// A session for `{management_point}/{tenant}/controller/v1/{controller_id}`.
-    pub fn new(net: Net, management_point: &str, tenant: &str, controller_id: &str) -> Ddi {
-        Ddi {
+    pub fn new(net: Net, management_point: &str, tenant: &str, controller_id: &str) -> Session {
+        Session {
             net,
             base: format!(
                 "{}/{tenant}/controller/v1/{controller_id}",
@@ -158,7 +146,7 @@ impl Ddi {
                         "the management point refused status message {} (action {:?}, {}) for good with HTTP {status}: {message}; dropping it",
                         m.message_id,
                         m.action_id,
-                        m.execution.as_deref().unwrap_or("-")
+                        m.execution.map_or("-", Execution::as_str)
                     );
                     outbox.remove(seq)?;
                 }
@@ -176,13 +164,14 @@ impl Ddi {
 mod tests {
     use super::*;
     use dm_shared::StatusCode;
+    use dm_shared::message::MessageId;
 
     #[test]
     fn outbox_messages_become_ddi_feedback() {
         let mut m = StatusMessage::feedback(
             7,
-            "closed",
-            10006,
+            Execution::Closed,
+            MessageId::PROGRAM_FAILED,
             StatusCode::DM_E_PROGRAM_FAILED,
             "2026-11-24T13:20:01Z".into(),
             "exit code 3".into(),
@@ -193,11 +182,13 @@ mod tests {
             (fb.status.execution, fb.status.result.finished, fb.status.code),
             (Execution::Closed, Finished::Failure, Some(10006))
         );
-        assert_eq!(fb.status.details.last().unwrap(), "status The program failed (0x8004020A)");
+        let (tags, people) = Tags::split(&fb.status.details).unwrap();
+        assert_eq!(tags.status, Some(StatusCode::DM_E_PROGRAM_FAILED));
+        assert_eq!(people, ["exit code 3"]);
         assert_eq!(fb.timestamp, Some(1_795_526_401_000));
         m.code = StatusCode::S_OK;
         assert_eq!(to_feedback(&m).status.result.finished, Finished::Success);
-        m.execution = Some("download".into());
+        m.execution = Some(Execution::Download);
         assert_eq!(to_feedback(&m).status.result.finished, Finished::None);
     }
 }

@@ -11,47 +11,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
-/// The largest settings file accepted. Real files are a few hundred bytes.
-pub const MAX_SETTINGS_BYTES: u64 = 1024 * 1024;
+use crate::ini::parse_ini_document;
+pub use crate::ini::{MAX_INI_BYTES as MAX_SETTINGS_BYTES, SettingsError};
+pub use crate::vocab::DeviceClass;
+pub use keys::{KEYS, KeyDef, SECTIONS, key_def};
+
+mod keys;
 
 /// The file name of the common installer settings.
 pub const COMMON_INSTALLER_INI: &str = "DMCommonInstaller.ini";
 /// The file name of the client settings.
 pub const CLIENT_SETTINGS_INI: &str = "ClientSettings.ini";
-
-/// What a settings file is wrong about: where, and what was expected.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub struct SettingsError {
-    /// The file.
-    pub file: PathBuf,
-    /// The line, for syntax errors.
-    pub line: Option<usize>,
-    /// The section, when the problem is in one.
-    pub section: Option<String>,
-    /// The key, when the problem is one key's value.
-    pub key: Option<String>,
-    /// What is wrong and what was expected.
-    pub problem: String,
-}
-
-impl fmt::Display for SettingsError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file.display())?;
-        if let Some(line) = self.line {
-            write!(f, " line {line}")?;
-        }
-        if let Some(s) = &self.section {
-            write!(f, " [{s}]")?;
-        }
-        if let Some(k) = &self.key {
-            write!(f, " {k}")?;
-        }
-        write!(f, ": {}", self.problem)
-    }
-}
 
 /// `ClientInstallAction`: what setup does with the staged client.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -82,15 +55,6 @@ pub enum AuthMode {
     GatewayToken,
     /// Mutual TLS with the certificate in the device's `my` store.
     Certificate,
-}
-
-/// Whether the device is a mobile device or a desktop: programs for one never run on the other.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub enum DeviceClass {
-    /// A mobile or embedded device.
-    Mobile,
-    /// A desktop computer.
-    Desktop,
 }
 
 /// A value that must never reach a log.
@@ -214,176 +178,6 @@ pub struct Settings {
     /// `[Certificates]`.
     pub certificates: Certificates,
     explicit: BTreeMap<(&'static str, &'static str), String>,
-}
-
-/// One known key.
-#[derive(Debug)]
-pub struct KeyDef {
-    /// Its section.
-    pub section: &'static str,
-    /// Its name.
-    pub key: &'static str,
-    /// Its default, as written in a file (empty: unset).
-    pub default: &'static str,
-    /// Whether the value is a secret (redacted in logs).
-    pub secret: bool,
-    /// What it means and what values it takes.
-    pub doc: &'static str,
-}
-
-const fn k(
-    section: &'static str,
-    key: &'static str,
-    default: &'static str,
-    doc: &'static str,
-) -> KeyDef {
-    KeyDef { section, key, default, secret: false, doc }
-}
-
-const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> KeyDef {
-    KeyDef { section, key, default: "", secret: true, doc }
-}
-
-/// The sections, in file order.
-pub const SECTIONS: [&str; 5] =
-    ["Installation", "Environment", "Communication", "UserInterface", "Certificates"];
-
-/// Every key this build knows, with its default and meaning.
-pub const KEYS: &[KeyDef] = &[
-    k(
-        "Installation",
-        "ClientInstallAction",
-        "Install",
-        "None (reconfigure), Install (install or upgrade), Uninstall",
-    ),
-    k(
-        "Installation",
-        "CertEnrollAction",
-        "None",
-        "Enroll (enroll a client certificate during setup) or None",
-    ),
-    k(
-        "Environment",
-        "ManagementPoint",
-        "",
-        "the management point's https:// URL; required to manage the device",
-    ),
-    k(
-        "Environment",
-        "Tenant",
-        "DEFAULT",
-        "the DDI tenant: 1 to 64 letters, digits, '.', '_' or '-'",
-    ),
-    k(
-        "Environment",
-        "ControllerId",
-        "",
-        "the device's id at the management point; empty: setup derives one from /etc/machine-id or the host name and keeps it",
-    ),
-    k(
-        "Environment",
-        "SiteCode",
-        "",
-        "the site code the device is assigned to (1 to 8 letters or digits)",
-    ),
-    k(
-        "Environment",
-        "DeviceClass",
-        "Mobile",
-        "Mobile or Desktop: programs for one never run on the other",
-    ),
-    k(
-        "Communication",
-        "Authentication",
-        "TargetToken",
-        "TargetToken, GatewayToken or Certificate (mutual TLS with the certificate in the my store)",
-    ),
-    secret(
-        "Communication",
-        "TargetToken",
-        "the device's security token (1 to 128 visible characters)",
-    ),
-    secret(
-        "Communication",
-        "GatewayToken",
-        "a gateway security token (1 to 128 visible characters)",
-    ),
-    k(
-        "Communication",
-        "PollInterval",
-        "300",
-        "seconds between polls until the management point sets its own (10 to 86400)",
-    ),
-    k("Communication", "ConnectTimeout", "10", "seconds to establish a connection (1 to 300)"),
-    k(
-        "Communication",
-        "ReadTimeout",
-        "30",
-        "seconds of silence tolerated while receiving (1 to 600)",
-    ),
-    k("Communication", "RequestTimeout", "120", "seconds for a whole API call (1 to 3600)"),
-    k(
-        "Communication",
-        "DownloadTimeout",
-        "3600",
-        "seconds for a whole artifact download (10 to 86400)",
-    ),
-    k(
-        "Communication",
-        "RetryMaxDelay",
-        "900",
-        "seconds: the longest wait between retries (1 to 86400)",
-    ),
-    k(
-        "Communication",
-        "Proxy",
-        "",
-        "an http:// or https:// proxy URL; the environment's proxy variables are never used",
-    ),
-    k(
-        "Communication",
-        "ServerRootCertificate",
-        "",
-        "a PEM file of root certificates for the management point's TLS, absolute or relative to the device root; empty: the device's root store",
-    ),
-    k("Communication", "BandwidthLimit", "0", "KiB/s for downloads; 0 is unlimited"),
-    k(
-        "UserInterface",
-        "VerboseLogging",
-        "false",
-        "true or false (also 1/0, yes/no, on/off): debug lines in the logs",
-    ),
-    k("UserInterface", "LogRetention", "10", "dated log files kept per program (1 to 1000)"),
-    k(
-        "UserInterface",
-        "LogMaxSize",
-        "1024",
-        "KiB before the agent starts a new log file (16 to 1048576)",
-    ),
-    k(
-        "Certificates",
-        "ScepUrl",
-        "",
-        "the SCEP server's http:// or https:// URL, required when CertEnrollAction=Enroll",
-    ),
-    secret("Certificates", "ScepChallenge", "the one-time password the CA requires"),
-    k(
-        "Certificates",
-        "CertificateSubject",
-        "",
-        "the common name of the enrolled certificate; empty: the controller id",
-    ),
-    k(
-        "Certificates",
-        "RenewDaysBeforeExpiry",
-        "30",
-        "days before expiry the agent renews its certificate (1 to 365)",
-    ),
-];
-
-/// Looks up a key by section and name (case-insensitively).
-pub fn key_def(section: &str, key: &str) -> Option<&'static KeyDef> {
-    KEYS.iter().find(|d| d.section.eq_ignore_ascii_case(section) && d.key.eq_ignore_ascii_case(key))
 }
 
 fn parse_choice<T: Copy>(v: &str, choices: &[(&str, T)]) -> Result<T, String> {
@@ -738,111 +532,6 @@ impl Settings {
     }
 }
 
-/// Reads INI text the way settings files are read (encodings, line checks, no escapes), for
-/// every INI file on the device: settings and the security policy.
-pub fn parse_ini_document(file: &Path, bytes: &[u8]) -> Result<ini::Ini, SettingsError> {
-    let err = |line: Option<usize>, problem: String| SettingsError {
-        file: file.to_path_buf(),
-        line,
-        section: None,
-        key: None,
-        problem,
-    };
-    if bytes.len() as u64 > MAX_SETTINGS_BYTES {
-        return Err(err(
-            None,
-            format!(
-                "the file is {} bytes; a settings file is at most {MAX_SETTINGS_BYTES} bytes",
-                bytes.len()
-            ),
-        ));
-    }
-    let text = decode_text(bytes).map_err(|p| err(None, p))?;
-    check_lines(&text).map_err(|(line, p)| err(Some(line), p))?;
-    let opts =
-        ini::ParseOption { enabled_quote: true, enabled_escape: false, ..Default::default() };
-    ini::Ini::load_from_str_opt(&text, opts)
-        .map_err(|e| err(Some(e.line), format!("syntax error at column {}: {}", e.col, e.msg)))
-}
-
-/// Checks every line's shape before the INI parser sees it: the parser silently joins a line
-/// without `=` to the next key, and reads an unclosed `[` to the end of the file.
-fn check_lines(text: &str) -> Result<(), (usize, String)> {
-    for (i, raw) in text.lines().enumerate() {
-        let line = raw.trim();
-        let n = i + 1;
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
-            continue;
-        }
-        if line.starts_with('[') {
-            if !line.ends_with(']') || line.len() < 3 {
-                return Err((n, format!("section header {line:?} must be [Name] on one line")));
-            }
-            continue;
-        }
-        let Some((key, value)) = line.split_once('=') else {
-            return Err((
-                n,
-                format!("expected Key=Value, [Section] or a ; comment, found {:?}", truncate(line)),
-            ));
-        };
-        if key.trim().is_empty() {
-            return Err((n, "a value has no key before its '='".into()));
-        }
-        let value = value.trim();
-        for q in ['"', '\''] {
-            if value.starts_with(q) && (value.len() < 2 || !value.ends_with(q)) {
-                return Err((
-                    n,
-                    format!("the value of {} opens a quote it does not close", key.trim()),
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
-}
-
-/// Decodes a settings file's bytes as text: UTF-8 with or without BOM, or UTF-16 with a BOM.
-/// Binary content is refused with the offset of the first offending byte.
-fn decode_text(bytes: &[u8]) -> Result<String, String> {
-    let utf16 = |be: bool| -> Result<String, String> {
-        let body = &bytes[2..];
-        if body.len() % 2 != 0 {
-            return Err(
-                "the file starts with a UTF-16 byte-order mark but has an odd number of bytes"
-                    .into(),
-            );
-        }
-        let units: Vec<u16> = body
-            .chunks_exact(2)
-            .map(|c| {
-                if be { u16::from_be_bytes([c[0], c[1]]) } else { u16::from_le_bytes([c[0], c[1]]) }
-            })
-            .collect();
-        String::from_utf16(&units)
-            .map_err(|_| "the file claims to be UTF-16 but is not valid UTF-16".to_string())
-    };
-    let text = match bytes {
-        [0xFF, 0xFE, ..] => utf16(false)?,
-        [0xFE, 0xFF, ..] => utf16(true)?,
-        [0xEF, 0xBB, 0xBF, rest @ ..] => std::str::from_utf8(rest)
-            .map_err(|e| format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to() + 3))?
-            .to_string(),
-        _ => std::str::from_utf8(bytes)
-            .map_err(|e| format!("not a text file: invalid UTF-8 at byte {}", e.valid_up_to()))?
-            .to_string(),
-    };
-    if let Some(pos) = text.find(|c: char| c.is_control() && !matches!(c, '\n' | '\r' | '\t')) {
-        let line = text[..pos].matches('\n').count() + 1;
-        return Err(format!("not a text file: control character at line {line}"));
-    }
-    Ok(text)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1036,7 +725,7 @@ mod tests {
 
     #[test]
     fn docs_list_every_key_with_its_default() {
-        let docs = include_str!("../../docs/settings.md");
+        let docs = include_str!("../../../docs/settings.md");
         for def in KEYS {
             let row = format!("| `{}` |", def.key);
             let line = docs

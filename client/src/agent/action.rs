@@ -1,0 +1,364 @@
+//! What the agent does with an action, stage by stage: record it, check it ([`super::plan`]),
+//! download and verify its content ([`super::content`]), then run its program or hand a client
+//! upgrade to setup, reporting every stage through the outbox.
+//!
+//! Nothing runs unless the package's signed manifest chains to the device's roots and its
+//! publisher is in the `spc` store. Transport errors are returned (the action is retried at
+//! the next poll); everything the action itself gets wrong ends in a final report.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use dm_shared::ddi::{self, Chunk, DeploymentBase, Execution};
+use dm_shared::fs as dmfs;
+use dm_shared::message::{MessageId, StatusMessage};
+use dm_shared::outbox::Outbox;
+use dm_shared::vocab::PackageKind;
+use dm_shared::{Context, Platform, Settings, StatusCode, clock};
+use log::{error, info, warn};
+
+use super::content::{self, cache_dir};
+use super::inventory;
+use super::plan::{self, Refusal, Requirements, When};
+use super::program::{RunOutcome, run_program};
+use super::session::Session;
+use super::state::{ActionRecord, Stage};
+use crate::error::{Error, Result};
+
+/// The most times a download is retried across polls before the action fails.
+const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
+/// The most messages the outbox keeps (final results are never dropped).
+const MAX_OUTBOX: usize = 1000;
+/// The maximum run time of a program whose advertisement names none.
+const DEFAULT_MAX_RUN_TIME: u64 = 3600;
+/// The longest maximum run time taken from a server: a week.
+const MAX_RUN_TIME_CAP: u64 = 7 * 86_400;
+
+/// Works on actions.
+pub struct Worker<'a> {
+    /// The device.
+    pub ctx: &'a Context,
+    /// Its settings.
+    pub settings: &'a Settings,
+    /// The management point.
+    pub session: &'a mut Session,
+    /// Where reports wait.
+    pub outbox: Outbox,
+    /// Set on SIGTERM.
+    pub stop: Arc<AtomicBool>,
+    /// The device's controller id.
+    pub controller_id: String,
+}
+
+impl Worker<'_> {
+    /// Now, for reports.
+    pub fn now(&self) -> String {
+        clock::rfc3339(self.ctx.clock.now())
+    }
+
+    /// Whether an agent stop was requested.
+    pub fn stopping(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    /// Queues a report durably, before anything tries to send it.
+    fn queue(&self, m: &StatusMessage) -> Result<()> {
+        self.outbox.push(m)?;
+        let _ = self.outbox.compact(MAX_OUTBOX);
+        Ok(())
+    }
+
+    /// Queues a progress report on an action.
+    pub fn progress(
+        &self,
+        action: u64,
+        exec: Execution,
+        id: MessageId,
+        text: String,
+    ) -> Result<()> {
+        let m =
+            StatusMessage::feedback(action, exec, id, StatusCode::S_OK, self.now(), text, false);
+        self.queue(&m)
+    }
+
+    /// The final report of an action: queued, then the record marked done.
+    pub fn finish(
+        &self,
+        rec: &mut ActionRecord,
+        id: MessageId,
+        code: StatusCode,
+        text: String,
+        details: Vec<String>,
+    ) -> Result<()> {
+        if code.is_failure() {
+            error!("action {} ({} {}): {code}: {text}", rec.id, rec.package, rec.version);
+        } else {
+            info!("action {} ({} {}): {text}", rec.id, rec.package, rec.version);
+        }
+        let mut m = StatusMessage::feedback(
+            rec.id,
+            Execution::Closed,
+            id,
+            code,
+            self.now(),
+            text.clone(),
+            true,
+        );
+        m.details = details;
+        self.queue(&m)?;
+        rec.stage = Stage::Done;
+        rec.result = Some(text);
+        rec.success = Some(!code.is_failure());
+        rec.save(self.ctx)?;
+        let _ = dmfs::remove_dir_all(&cache_dir(self.ctx, rec.id));
+        Ok(())
+    }
+
+    fn refuse(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {
+        self.finish(rec, r.message_id, r.code, r.text, vec![])
+    }
+
+    /// Reports programs a previous run of the agent left running: they are not run again.
+    pub fn report_interrupted(&self) -> Result<()> {
+        for mut rec in ActionRecord::all(self.ctx).into_iter().filter(|r| r.stage == Stage::Running)
+        {
+            self.finish(
+                &mut rec,
+                MessageId::PROGRAM_INTERRUPTED,
+                StatusCode::DM_E_PROGRAM_FAILED,
+                "the agent stopped while the program ran; it is not run again".into(),
+                vec![],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Answers a cancellation: honoured before the program started, rejected after.
+    pub fn cancel(&mut self, href: &str) -> Result<()> {
+        let c: ddi::Cancel = self.session.get(href)?;
+        let action: u64 = c.cancel_action.stop_id.parse().map_err(|_| Error::Malformed {
+            url: href.into(),
+            reason: format!("stopId {:?} is not a number", c.cancel_action.stop_id),
+        })?;
+        let rec = ActionRecord::load(self.ctx, action);
+        let started = rec
+            .as_ref()
+            .is_some_and(|r| matches!(r.stage, Stage::Running | Stage::Upgrading | Stage::Done));
+        let (exec, id, code, text) = if started {
+            warn!(
+                "action {action} was canceled, but its program already started: rejecting the cancellation"
+            );
+            let text = "the program already started; it cannot be canceled";
+            (Execution::Rejected, MessageId::CANCEL_REJECTED, StatusCode::S_FALSE, text)
+        } else {
+            info!("action {action} was canceled before its program started");
+            let _ = dmfs::remove_dir_all(&cache_dir(self.ctx, action));
+            let text = "canceled before the program started";
+            (Execution::Canceled, MessageId::CANCELED, StatusCode::S_OK, text)
+        };
+        let mut m = StatusMessage::feedback(action, exec, id, code, self.now(), text.into(), true);
+        m.cancel = true;
+        self.queue(&m)?;
+        if !started {
+            let mut r = rec.unwrap_or_else(|| ActionRecord::new(action, String::new()));
+            r.stage = Stage::Canceled;
+            r.result = Some("canceled".into());
+            r.save(self.ctx)?;
+        }
+        Ok(())
+    }
+
+    /// Works on the deployment at `href`. `run_requested`: the user asked to run an available
+    /// program.
+    pub fn deployment(&mut self, href: &str, run_requested: bool) -> Result<()> {
+        let d: DeploymentBase = self.session.get(href)?;
+        let action: u64 = d.id.parse().map_err(|_| Error::Malformed {
+            url: href.into(),
+            reason: format!("action id {:?} is not a number", d.id),
+        })?;
+        if let Some(r) = ActionRecord::load(self.ctx, action) {
+            if matches!(r.stage, Stage::Done | Stage::Canceled | Stage::Upgrading) {
+                log::debug!("action {action} is {:?} here; its report is on its way", r.stage);
+                return Ok(());
+            }
+        }
+        let (chunk, kind) = match plan::classify(&d.deployment) {
+            Ok(c) => c,
+            Err(r) => {
+                let mut rec = self.record(action, href, d.deployment.chunks.first())?;
+                return self.refuse(&mut rec, r);
+            }
+        };
+        let mut rec = self.record(action, href, Some(chunk))?;
+        let class = self.settings.environment.device_class;
+        if let Err(r) = Requirements::of_chunk(chunk).check(&Platform::current(), class) {
+            return self.refuse(&mut rec, r);
+        }
+        let when = plan::schedule(&d.deployment, run_requested);
+        if when == When::NotYet {
+            log::debug!("action {action}: the server says not to download yet");
+            return Ok(());
+        }
+        if rec.stage == Stage::Downloading && !self.fetch(&mut rec, chunk, kind)? {
+            return Ok(());
+        }
+        match when {
+            When::Now if kind == PackageKind::ClientDeployment => self.upgrade(&mut rec),
+            When::Now => self.run(&mut rec, chunk),
+            When::DownloadOnly => {
+                let text = format!(
+                    "{} {} is on the device (download only; not run)",
+                    rec.package, rec.version
+                );
+                self.finish(&mut rec, MessageId::DOWNLOAD_ONLY_DONE, StatusCode::S_OK, text, vec![])
+            }
+            When::WaitForUser | When::WaitForWindow | When::NotYet => self.wait(&mut rec, when),
+        }
+    }
+
+    /// Downloads and verifies the content. `Ok(false)`: the action ended (reported).
+    fn fetch(&mut self, rec: &mut ActionRecord, chunk: &Chunk, kind: PackageKind) -> Result<bool> {
+        let net = &self.session.net;
+        if let Err(e) = content::download(self.ctx, net, rec.id, chunk, &rec.href, &self.stop) {
+            self.download_failed(rec, e)?;
+            return Ok(false);
+        }
+        if let Err(e) = content::verify(self.ctx, rec.id, kind) {
+            let text = format!("the package is not trusted; nothing was run: {e}");
+            self.finish(rec, MessageId::PACKAGE_UNTRUSTED, e.code(), text, vec![])?;
+            return Ok(false);
+        }
+        rec.stage = Stage::Downloaded;
+        rec.save(self.ctx)?;
+        let text = format!("{} {} downloaded and verified", rec.package, rec.version);
+        self.progress(rec.id, Execution::Downloaded, MessageId::CONTENT_DOWNLOADED, text)?;
+        Ok(true)
+    }
+
+    /// A program that waits for its user or its window: reported once.
+    fn wait(&mut self, rec: &mut ActionRecord, when: When) -> Result<()> {
+        let (stage, id, text) = if when == When::WaitForUser {
+            let text = format!(
+                "{} is available; the device's user runs it with `dmsvc run {}`",
+                rec.program, rec.id
+            );
+            (Stage::Available, MessageId::PROGRAM_AVAILABLE, text)
+        } else {
+            let text = format!("{} waits for its maintenance window", rec.program);
+            (Stage::Downloaded, MessageId::WAITING_FOR_WINDOW, text)
+        };
+        rec.stage = stage;
+        if !rec.waiting_reported {
+            info!("action {}: {text}", rec.id);
+            self.progress(rec.id, Execution::Scheduled, id, text)?;
+            rec.waiting_reported = true;
+        }
+        rec.save(self.ctx)
+    }
+
+    /// The action's record, created (and the action's receipt reported) on first sight.
+    fn record(&self, action: u64, href: &str, chunk: Option<&Chunk>) -> Result<ActionRecord> {
+        if let Some(mut r) = ActionRecord::load(self.ctx, action) {
+            r.href = href.to_string();
+            return Ok(r);
+        }
+        let meta = |k: &str| chunk.and_then(|c| c.meta(k)).unwrap_or_default().to_string();
+        let mut r = ActionRecord::new(action, href.to_string());
+        r.package = chunk.map(|c| c.name.clone()).unwrap_or_default();
+        r.version = chunk.map(|c| c.version.clone()).unwrap_or_default();
+        r.program = meta(ddi::meta::PROGRAM);
+        r.command = meta(ddi::meta::COMMAND);
+        r.kind = meta(ddi::meta::ADVERTISEMENT_KIND);
+        r.save(self.ctx)?;
+        info!("action {action}: {} {} ({}), program {:?}", r.package, r.version, r.kind, r.command);
+        let text = format!("received {} {}; downloading", r.package, r.version);
+        self.progress(action, Execution::Download, MessageId::PROGRAM_RECEIVED, text)?;
+        Ok(r)
+    }
+
+    fn download_failed(&self, rec: &mut ActionRecord, e: Error) -> Result<()> {
+        let transient = match &e {
+            Error::Network { .. } | Error::Stopped => true,
+            Error::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        };
+        if transient {
+            let attempts = content::bump_attempts(self.ctx, rec.id);
+            if matches!(e, Error::Stopped) || attempts < MAX_DOWNLOAD_ATTEMPTS {
+                warn!(
+                    "action {}: download interrupted ({e}); it resumes on the next poll (attempt {attempts} of {MAX_DOWNLOAD_ATTEMPTS})",
+                    rec.id
+                );
+                return Err(e);
+            }
+        }
+        let text = format!("the content could not be downloaded: {e}");
+        self.finish(rec, MessageId::DOWNLOAD_FAILED, e.code(), text, vec![])
+    }
+
+    fn run(&mut self, rec: &mut ActionRecord, chunk: &Chunk) -> Result<()> {
+        let dir = content::promote(self.ctx, rec.id, &rec.package, &rec.version)?;
+        let max = chunk
+            .meta(ddi::meta::MAX_RUN_TIME)
+            .and_then(|s| s.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_MAX_RUN_TIME)
+            .clamp(1, MAX_RUN_TIME_CAP);
+        rec.stage = Stage::Running;
+        rec.save(self.ctx)?;
+        let text = format!("started {:?} (at most {max} s)", rec.command);
+        self.progress(rec.id, Execution::Proceeding, MessageId::PROGRAM_STARTED, text)?;
+        // Tell the server before a long run when it can be reached.
+        if let Err(e) = self.session.flush(&self.outbox) {
+            log::debug!("reports wait: {e}");
+        }
+        let env = [
+            ("DM_ACTION_ID", rec.id.to_string()),
+            ("DM_ADVERTISEMENT_ID", chunk.meta(ddi::meta::ADVERTISEMENT).unwrap_or("").to_string()),
+            ("DM_PACKAGE_NAME", rec.package.clone()),
+            ("DM_PACKAGE_VERSION", rec.version.clone()),
+            ("DM_PACKAGE_DIR", dir.display().to_string()),
+            ("DM_DEVICE_ROOT", self.ctx.layout.root().display().to_string()),
+            ("DM_CONTROLLER_ID", self.controller_id.clone()),
+            ("DM_PLATFORM", Platform::current().to_string()),
+        ]
+        .map(|(k, v)| (k.to_string(), v));
+        info!("action {}: running {:?} in {}", rec.id, rec.command, dir.display());
+        let outcome = run_program(&rec.command, &dir, &env, Duration::from_secs(max), &rec.program);
+        let program = rec.program.clone();
+        let (id, code, text, details) = match outcome {
+            Ok(RunOutcome::Exited(0)) => {
+                let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version);
+                let text = format!("{program} completed successfully");
+                (MessageId::PROGRAM_SUCCEEDED, StatusCode::S_OK, text, vec!["exit code 0".into()])
+            }
+            Ok(RunOutcome::Exited(c)) => (
+                MessageId::PROGRAM_FAILED,
+                StatusCode::DM_E_PROGRAM_FAILED,
+                format!("{program} failed with exit code {c}"),
+                vec![format!("exit code {c}")],
+            ),
+            Ok(RunOutcome::Signaled(sig)) => (
+                MessageId::PROGRAM_FAILED,
+                StatusCode::DM_E_PROGRAM_FAILED,
+                format!("{program} was killed by signal {sig}"),
+                vec![format!("signal {sig}")],
+            ),
+            Ok(RunOutcome::TimedOut) => (
+                MessageId::PROGRAM_TIMED_OUT,
+                StatusCode::ERROR_TIMEOUT,
+                format!(
+                    "{program} ran longer than its maximum run time of {max} s and was stopped"
+                ),
+                vec![format!("maximum run time {max} s")],
+            ),
+            Err(e) => (
+                MessageId::PROGRAM_FAILED,
+                StatusCode::DM_E_CHILD_FAILED,
+                format!("{program} could not be started: {e}"),
+                vec![],
+            ),
+        };
+        self.finish(rec, id, code, text, details)
+    }
+}

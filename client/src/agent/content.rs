@@ -1,0 +1,187 @@
+//! A package's content on the device: downloaded into `var/lib/dm/cache/action-<id>/`,
+//! verified against its signed manifest and the `spc` store, then moved into
+//! `var/lib/dm/packages/` for its program to run from.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use dm_shared::ddi::Chunk;
+use dm_shared::fs as dmfs;
+use dm_shared::manifest::{self, PackageKind, VerifiedFolder};
+use dm_shared::{Context, certstore};
+use log::info;
+
+use super::net::Net;
+use crate::error::{Error, Result};
+
+/// The largest artifact taken.
+const MAX_ARTIFACT: u64 = 16 << 30;
+/// Free space kept beyond what a download needs.
+const SPACE_MARGIN: u64 = 32 << 20;
+/// The file counting an action's download attempts, in its cache folder.
+const ATTEMPTS_FILE: &str = ".attempts";
+
+/// Where an action's downloads go.
+pub fn cache_dir(ctx: &Context, action: u64) -> PathBuf {
+    ctx.layout.download_cache_dir().join(format!("action-{action}"))
+}
+
+/// The `.partial` file of a download: hidden, so folder verification never counts it.
+pub fn partial_of(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.partial"))
+}
+
+/// Counts one more download attempt of an action; returns the count.
+pub fn bump_attempts(ctx: &Context, action: u64) -> u32 {
+    let dir = cache_dir(ctx, action);
+    let p = dir.join(ATTEMPTS_FILE);
+    let n = dmfs::read_optional(&p, 64)
+        .ok()
+        .flatten()
+        .and_then(|b| String::from_utf8_lossy(&b).trim().parse::<u32>().ok())
+        .unwrap_or(0)
+        + 1;
+    let _ = dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE);
+    let _ = dmfs::write_atomic(&p, n.to_string().as_bytes(), dmfs::MODE_PRIVATE);
+    n
+}
+
+/// Checks every artifact of a chunk before anything is fetched: safe names, sizes within
+/// bounds, a SHA-256, https links, and room on the disk. Returns the bytes still to fetch.
+fn check_artifacts(chunk: &Chunk, dir: &Path, url: &str) -> Result<u64> {
+    let mut needed = 0u64;
+    for a in &chunk.artifacts {
+        manifest::check_relative_path(&a.filename)?;
+        if a.size > MAX_ARTIFACT {
+            return Err(dm_shared::Error::TooLarge {
+                path: dir.join(&a.filename),
+                limit: MAX_ARTIFACT,
+                actual: a.size,
+            }
+            .into());
+        }
+        if a.hashes.sha256.len() != 64 || !a.hashes.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(Error::Malformed {
+                url: url.to_string(),
+                reason: format!("artifact {} has no SHA-256", a.filename),
+            });
+        }
+        let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
+        if !href.starts_with("https://") {
+            return Err(Error::Insecure {
+                url: href.to_string(),
+                reason: format!("the download link of {} is not https", a.filename),
+            });
+        }
+        let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+        let dest = dir.join(&a.filename);
+        needed += a.size.saturating_sub(len(&dest) + len(&partial_of(&dest)));
+    }
+    let free = dmfs::available_space(dir)?;
+    if free < needed + SPACE_MARGIN {
+        return Err(dm_shared::Error::Io {
+            op: "download into",
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::StorageFull,
+                format!(
+                    "{needed} bytes to download but {free} bytes free (and {SPACE_MARGIN} kept)"
+                ),
+            ),
+        }
+        .into());
+    }
+    Ok(needed)
+}
+
+/// Downloads every artifact of `chunk` for `action` that is not complete yet, resuming
+/// partial files; `url` is the deployment's, for errors.
+pub fn download(
+    ctx: &Context,
+    net: &Net,
+    action: u64,
+    chunk: &Chunk,
+    url: &str,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let dir = cache_dir(ctx, action);
+    dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
+    check_artifacts(chunk, &dir, url)?;
+    for a in &chunk.artifacts {
+        let dest = dir.join(&a.filename);
+        if let Some(parent) = dest.parent() {
+            dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
+        }
+        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == a.size) {
+            continue;
+        }
+        let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
+        info!("downloading {} ({} bytes)", a.filename, a.size);
+        let start = Instant::now();
+        let sha256 = a.hashes.sha256.to_ascii_lowercase();
+        net.download(href, &partial_of(&dest), &dest, a.size, &sha256, stop)?;
+        let secs = start.elapsed().as_secs_f64().max(0.001);
+        info!(
+            "downloaded {} ({:.1} MB/s, SHA-256 verified)",
+            a.filename,
+            a.size as f64 / secs / 1e6
+        );
+    }
+    Ok(())
+}
+
+/// Verifies an action's downloaded package: signed by a publisher in the `spc` store, every
+/// file as its manifest says, and of the advertised kind. Files become readable (and the
+/// manifest's programs executable) only once verified.
+pub fn verify(ctx: &Context, action: u64, kind: PackageKind) -> Result<VerifiedFolder> {
+    let dir = cache_dir(ctx, action);
+    let roots = certstore::trusted_roots(&ctx.layout)?;
+    let v = manifest::verify_folder(&dir, &roots, ctx.clock.now())?;
+    certstore::require_spc_publisher(&ctx.layout, &v.publisher)?;
+    if v.manifest.kind != kind {
+        return Err(dm_shared::Error::MalformedManifest {
+            path: dir.join(manifest::MANIFEST_FILE),
+            reason: format!("it is a {} package, advertised as {kind}", v.manifest.kind),
+        }
+        .into());
+    }
+    for f in &v.manifest.files {
+        let mode = if f.executable { dmfs::MODE_EXEC } else { dmfs::MODE_PUBLIC };
+        dmfs::set_mode(&dir.join(&f.path), mode)?;
+    }
+    info!(
+        "verified {} {} signed by {}",
+        v.manifest.name,
+        v.manifest.version,
+        v.publisher.describe()
+    );
+    Ok(v)
+}
+
+/// Moves an action's verified content to `var/lib/dm/packages/<name>-<version>-<action>/`.
+pub fn promote(ctx: &Context, action: u64, package: &str, version: &str) -> Result<PathBuf> {
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .collect::<String>()
+    };
+    let packages = ctx.layout.packages_dir();
+    let dest = packages.join(format!("{}-{}-{action}", clean(package), clean(version)));
+    dmfs::create_dir_all(&packages, dmfs::MODE_DIR)?;
+    dmfs::remove_dir_all(&dest)?;
+    dmfs::rename(&cache_dir(ctx, action), &dest)?;
+    let _ = dmfs::remove_file(&dest.join(ATTEMPTS_FILE));
+    Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn partial_files_are_hidden_siblings() {
+        assert_eq!(partial_of(Path::new("/c/a/run.sh")), Path::new("/c/a/.run.sh.partial"));
+    }
+}

@@ -1,0 +1,133 @@
+//! A client upgrade over the air: the verified client deployment is handed to its own
+//! `dmclientsetup`, which stops this agent and starts the new one; whichever agent runs
+//! afterwards reports the result from setup's result record.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use dm_shared::ddi::Execution;
+use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::manifest;
+use dm_shared::message::MessageId;
+use dm_shared::{Context, Platform, StatusCode, clock};
+use log::{info, warn};
+
+use super::action::Worker;
+use super::content;
+use super::state::{ActionRecord, Stage};
+use crate::error::Result;
+use crate::installed::{Outcome, SetupResult, installed_version};
+use crate::service;
+
+/// How long an upgrade may go without a result from setup before it is reported failed.
+const UPGRADE_DEADLINE_SECS: u64 = 7200;
+
+/// A client upgrade handed to setup, for the agent (old or new) to report when setup is done.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct PendingUpgrade {
+    /// The action.
+    pub action_id: u64,
+    /// The version being installed.
+    pub to: String,
+    /// When setup was started (RFC 3339).
+    pub started: String,
+}
+
+fn pending_path(ctx: &Context) -> PathBuf {
+    ctx.layout.state_dir().join("upgrade-pending.json")
+}
+
+impl Worker<'_> {
+    /// Hands the downloaded client deployment of `rec` to its setup.
+    pub fn upgrade(&mut self, rec: &mut ActionRecord) -> Result<()> {
+        let dir = content::promote(self.ctx, rec.id, &rec.package, &rec.version)?;
+        let setup = dir.join(manifest::program_file("dmclientsetup", &Platform::current()));
+        let pending =
+            PendingUpgrade { action_id: rec.id, to: rec.version.clone(), started: self.now() };
+        dmfs::write_json(&pending_path(self.ctx), &pending, MODE_PRIVATE)?;
+        rec.stage = Stage::Upgrading;
+        rec.save(self.ctx)?;
+        let text = format!("upgrading the client to {}", rec.version);
+        self.progress(rec.id, Execution::Proceeding, MessageId::CLIENT_UPGRADE_STARTED, text)?;
+        let _ = self.session.flush(&self.outbox);
+        let mut cmd = self.ctx.command(&setup);
+        cmd.arg("--source")
+            .arg(&dir)
+            .arg("--device-root")
+            .arg(self.ctx.layout.root())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        info!("starting the client upgrade: {}", service::describe(&cmd));
+        use std::os::unix::process::CommandExt;
+        match cmd.process_group(0).spawn() {
+            // Setup stops this agent and starts the new one, which reports the result.
+            Ok(child) => {
+                info!(
+                    "setup (pid {}) is upgrading the client; it will stop this agent",
+                    child.id()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                dmfs::remove_file(&pending_path(self.ctx))?;
+                let text = format!("cannot start {}: {e}", setup.display());
+                let code = StatusCode::DM_E_CHILD_FAILED;
+                self.finish(rec, MessageId::CLIENT_UPGRADE_DONE, code, text, vec![])
+            }
+        }
+    }
+
+    /// Reports a client upgrade setup has finished (success or rollback).
+    pub fn check_upgrade(&self) -> Result<()> {
+        let path = pending_path(self.ctx);
+        let p: PendingUpgrade = match dmfs::read_json(&path, 4096) {
+            Ok(Some(p)) => p,
+            Ok(None) => return Ok(()),
+            Err(e) => {
+                warn!("{e}; removing it");
+                dmfs::remove_file(&path)?;
+                return Ok(());
+            }
+        };
+        let mut rec = ActionRecord::load(self.ctx, p.action_id).unwrap_or_else(|| {
+            let mut r = ActionRecord::new(p.action_id, String::new());
+            r.package = "dm-client".into();
+            r.version = p.to.clone();
+            r.program = "client upgrade".into();
+            r.kind = "mandatory".into();
+            r.stage = Stage::Upgrading;
+            r
+        });
+        let result = SetupResult::load(self.ctx).filter(|r| r.time >= p.started);
+        let installed = installed_version(self.ctx).map(|v| v.to_string());
+        let done = MessageId::CLIENT_UPGRADE_DONE;
+        match result {
+            Some(r) if matches!(r.result, Outcome::Success | Outcome::NoAction) => {
+                let text = if installed.as_deref() == Some(p.to.as_str()) {
+                    format!("client upgraded to {}", p.to)
+                } else {
+                    let now = installed.unwrap_or_else(|| "not installed".into());
+                    format!("{}; the client is {now}", r.message)
+                };
+                self.finish(&mut rec, done, StatusCode::S_OK, text, vec![r.message])?;
+            }
+            Some(r) => {
+                let text = format!("client upgrade to {} failed: {}", p.to, r.message);
+                self.finish(&mut rec, done, r.code, text, vec![])?;
+            }
+            None => {
+                let started = clock::parse_rfc3339(&p.started).map_or(0, clock::unix_secs);
+                let waited = clock::unix_secs(self.ctx.clock.now()).saturating_sub(started);
+                if waited < UPGRADE_DEADLINE_SECS {
+                    return Ok(());
+                }
+                let text =
+                    format!("setup left no result for the upgrade to {} within 2 hours", p.to);
+                self.finish(&mut rec, done, StatusCode::ERROR_INSTALL_FAILURE, text, vec![])?;
+            }
+        }
+        dmfs::remove_file(&path)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,185 @@
+//! Devices: registering them (one, or many from a CSV file), listing them, and one device's
+//! inventory, actions and status history.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::{Out, find_device, table, when};
+use crate::config::Config;
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::storage::Storage;
+
+/// The largest CSV file `device import` reads.
+const MAX_CSV_BYTES: u64 = 256 * 1024 * 1024;
+
+fn tenant_or_default(cfg: &Config, tenant: Option<&str>) -> String {
+    tenant
+        .map(str::to_string)
+        .or_else(|| cfg.devices.tenants.first().cloned())
+        .unwrap_or_else(|| "DEFAULT".into())
+}
+
+/// `dmmp device add`: registers a device with a target token (generated unless given) and
+/// prints the token.
+pub fn device_add(
+    cfg: &Config,
+    store: &dyn Storage,
+    id: &str,
+    tenant: Option<&str>,
+    token: Option<&str>,
+    now: i64,
+) -> Result<Out> {
+    let tenant = tenant_or_default(cfg, tenant);
+    let token = token.map_or_else(super::new_token, str::to_string);
+    let sha = dm_shared::pki::sha256_hex(token.as_bytes());
+    let d = store.add_device(&tenant, id, Some(&sha), "admin", now)?;
+    Ok(Out::new(format!("{token}\n"), json!({"device": d, "target_token": token})))
+}
+
+/// The rows of a device CSV file: `controller_id,target_token` lines (a header line and `#`
+/// comments are skipped), as (tenant, controller id, token SHA-256).
+pub fn parse_device_csv(
+    text: &str,
+    file: &Path,
+    tenant: &str,
+) -> Result<Vec<(String, String, Option<String>)>> {
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || (i == 0 && line.starts_with("controller_id"))
+        {
+            continue;
+        }
+        let (cid, tok) =
+            line.split_once(',').map_or((line, None), |(c, t)| (c.trim(), Some(t.trim())));
+        if cid.is_empty()
+            || cid.len() > 64
+            || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        {
+            return Err(Error::Usage(format!(
+                "{} line {}: bad controller id {cid:?}",
+                file.display(),
+                i + 1
+            )));
+        }
+        let sha = tok.filter(|t| !t.is_empty()).map(|t| dm_shared::pki::sha256_hex(t.as_bytes()));
+        rows.push((tenant.to_string(), cid.to_string(), sha));
+    }
+    Ok(rows)
+}
+
+/// `dmmp device import`: registers the devices of a CSV file; existing ones are left alone.
+pub fn device_import(
+    cfg: &Config,
+    store: &dyn Storage,
+    csv: &Path,
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<Out> {
+    let tenant = tenant_or_default(cfg, tenant);
+    let text = String::from_utf8(dm_shared::fs::read_capped(csv, MAX_CSV_BYTES)?)
+        .map_err(|_| Error::Usage(format!("{}: not UTF-8 text", csv.display())))?;
+    let rows = parse_device_csv(&text, csv, &tenant)?;
+    let n = store.import_devices(&rows, now)?;
+    Ok(Out::new(
+        format!("{n} devices added ({} already known)\n", rows.len() - n),
+        json!({"added": n, "read": rows.len()}),
+    ))
+}
+
+/// Lists devices.
+pub fn device_list(store: &dyn Storage) -> Result<Out> {
+    let ds = store.devices()?;
+    let rows: Vec<Vec<String>> = ds
+        .iter()
+        .map(|d| {
+            vec![
+                d.tenant.clone(),
+                d.controller_id.clone(),
+                d.attr(attr::PLATFORM).unwrap_or("?").into(),
+                d.attr(attr::CLIENT_VERSION).unwrap_or("?").into(),
+                when(d.last_seen),
+                d.registered_by.clone(),
+            ]
+        })
+        .collect();
+    let header = ["TENANT", "CONTROLLER ID", "PLATFORM", "CLIENT", "LAST POLL", "REGISTERED BY"];
+    Ok(Out::new(table(&header, &rows), json!(ds)))
+}
+
+/// One device: inventory, last poll, actions and status history.
+pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
+    let d = &find_device(store, device)?;
+    let history = store.statuses_for_device(d.id)?;
+    let actions: Vec<Action> =
+        store.actions()?.into_iter().filter(|a| a.device_id == d.id).collect();
+    let mut text = format!(
+        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n\ninventory\n",
+        d.tenant,
+        d.controller_id,
+        d.id,
+        when(Some(d.created)),
+        d.registered_by,
+        when(d.last_seen)
+    );
+    for (k, v) in &d.attributes {
+        text.push_str(&format!("  {k} = {v}\n"));
+    }
+    text.push_str("\nactions\n");
+    let arows: Vec<Vec<String>> = actions
+        .iter()
+        .map(|a| {
+            vec![
+                a.id.to_string(),
+                a.advertisement_id.to_string(),
+                a.status.as_str().into(),
+                when(Some(a.updated)),
+            ]
+        })
+        .collect();
+    text.push_str(&table(&["ACTION", "ADVERTISEMENT", "STATUS", "UPDATED"], &arows));
+    text.push_str("\nstatus history\n");
+    let hrows: Vec<Vec<String>> = history
+        .iter()
+        .map(|r| {
+            vec![
+                when(Some(r.received)),
+                r.action_id.map_or("-".into(), |a| a.to_string()),
+                r.component.clone().unwrap_or_else(|| r.source.clone()),
+                format!(
+                    "{} {}",
+                    r.execution.map_or("-", |e| e.as_str()),
+                    r.finished.map_or("", |f| f.as_str())
+                )
+                .trim()
+                .to_string(),
+                r.message_id.map_or("-".into(), |c| c.to_string()),
+                r.hresult.clone().unwrap_or_else(|| "-".into()),
+                r.details.join("; ").chars().take(120).collect(),
+            ]
+        })
+        .collect();
+    text.push_str(&table(
+        &["RECEIVED", "ACTION", "FROM", "EXECUTION", "MESSAGE", "CODE", "DETAILS"],
+        &hrows,
+    ));
+    Ok(Out::new(text, json!({"device": d, "actions": actions, "history": history})))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_rows_skip_headers_and_comments_and_name_bad_lines() {
+        let text = "controller_id,target_token\n# a comment\ndev-1,tok\n\ndev-2\ndev-3,\n";
+        let rows = parse_device_csv(text, Path::new("d.csv"), "T").unwrap();
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[0].2.as_deref(), Some(dm_shared::pki::sha256_hex(b"tok").as_str()));
+        assert_eq!((rows[1].2.clone(), rows[2].2.clone()), (None, None));
+        let err = parse_device_csv("ok\nbad/id,x\n", Path::new("d.csv"), "T").unwrap_err();
+        assert!(err.to_string().contains("d.csv line 2: bad controller id"), "{err}");
+    }
+}

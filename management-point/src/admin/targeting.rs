@@ -1,0 +1,216 @@
+//! Targeting: collections of devices, and advertisements of a program to a collection with
+//! their status per device.
+
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::{Out, find_advertisement, find_collection, find_device, find_program, table, when};
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::storage::Storage;
+
+/// `dmmp collection add`.
+pub fn collection_add(store: &dyn Storage, name: &str, rule: &str) -> Result<Out> {
+    let rule = CollectionRule::parse(rule).map_err(Error::Usage)?;
+    let id = store.add_collection(name, &rule)?;
+    Ok(Out::new(
+        format!("collection {id} added: {name} ({rule})\n"),
+        json!({"id": id, "name": name, "rule": rule}),
+    ))
+}
+
+/// Lists collections with their current member counts.
+pub fn collection_list(store: &dyn Storage) -> Result<Out> {
+    let devices = store.devices()?;
+    let cs = store.collections()?;
+    let rows: Vec<Vec<String>> = cs
+        .iter()
+        .map(|c| {
+            vec![
+                c.id.to_string(),
+                c.name.clone(),
+                c.rule.to_string(),
+                devices.iter().filter(|d| c.contains(d)).count().to_string(),
+            ]
+        })
+        .collect();
+    Ok(Out::new(table(&["ID", "NAME", "RULE", "MEMBERS"], &rows), json!(cs)))
+}
+
+/// The members of a collection now.
+/// `dmmp collection members`: adds the explicit members named, then lists the members now.
+pub fn collection_members(store: &dyn Storage, collection: &str, add: &[String]) -> Result<Out> {
+    let c = find_collection(store, collection)?;
+    for d in add {
+        let dev = find_device(store, d)?;
+        store.add_member(c.id, dev.id)?;
+    }
+    let c = find_collection(store, collection)?;
+    let members: Vec<Device> = store.devices()?.into_iter().filter(|d| c.contains(d)).collect();
+    let rows: Vec<Vec<String>> = members
+        .iter()
+        .map(|d| {
+            vec![
+                d.tenant.clone(),
+                d.controller_id.clone(),
+                d.attr(attr::PLATFORM).unwrap_or("?").into(),
+                d.attr(attr::CLIENT_VERSION).unwrap_or("?").into(),
+            ]
+        })
+        .collect();
+    Ok(Out::new(table(&["TENANT", "CONTROLLER ID", "PLATFORM", "CLIENT"], &rows), json!(members)))
+}
+
+/// Lists advertisements.
+pub fn advertisement_list(store: &dyn Storage, now: i64) -> Result<Out> {
+    let progs: BTreeMap<i64, Program> = store.programs()?.into_iter().map(|p| (p.id, p)).collect();
+    let cols: BTreeMap<i64, Collection> =
+        store.collections()?.into_iter().map(|c| (c.id, c)).collect();
+    let ads = store.advertisements()?;
+    let rows: Vec<Vec<String>> = ads
+        .iter()
+        .map(|a| {
+            let state = if a.canceled {
+                "canceled"
+            } else if a.start_time > now {
+                "pending"
+            } else if a.expires.is_some_and(|e| e <= now) {
+                "expired"
+            } else {
+                "active"
+            };
+            vec![
+                a.id.to_string(),
+                a.name.clone(),
+                a.kind.as_str().into(),
+                progs.get(&a.program_id).map_or("?".into(), |p| p.name.clone()),
+                cols.get(&a.collection_id).map_or("?".into(), |c| c.name.clone()),
+                state.into(),
+                when(Some(a.start_time)),
+                a.window.map_or("-".into(), |w| w.to_string()),
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "KIND", "PROGRAM", "COLLECTION", "STATE", "START", "WINDOW"];
+    Ok(Out::new(table(&header, &rows), json!(ads)))
+}
+
+/// Counts per state for one advertisement, and each targeted device's state.
+pub fn advertisement_status(store: &dyn Storage, a: &Advertisement) -> Result<Out> {
+    let devices: BTreeMap<i64, Device> = store.devices()?.into_iter().map(|d| (d.id, d)).collect();
+    let collection = store.collections()?.into_iter().find(|c| c.id == a.collection_id);
+    let actions: Vec<Action> =
+        store.actions()?.into_iter().filter(|x| x.advertisement_id == a.id).collect();
+    let mut counts: BTreeMap<&str, usize> =
+        ActionStatus::ALL.iter().map(|s| (s.as_str(), 0)).collect();
+    let mut rows = Vec::new();
+    let mut per_device = Vec::new();
+    for ac in &actions {
+        *counts.entry(ac.status.as_str()).or_default() += 1;
+        let d = devices.get(&ac.device_id);
+        let last = store.statuses_for_action(ac.id)?.pop();
+        let detail = last.as_ref().map(|r| r.details.join("; ")).unwrap_or_default();
+        let cid = d.map_or("?".to_string(), |d| d.controller_id.clone());
+        rows.push(vec![
+            cid.clone(),
+            ac.status.as_str().into(),
+            ac.last_code.map_or("-".into(), |c| c.to_string()),
+            detail.chars().take(100).collect(),
+        ]);
+        per_device.push(json!({"device": cid, "action": ac.id, "status": ac.status.as_str(), "last_code": ac.last_code, "last_details": last.map(|r| r.details)}));
+    }
+    let not_yet = match &collection {
+        Some(c) => devices
+            .values()
+            .filter(|d| c.contains(d) && !actions.iter().any(|x| x.device_id == d.id))
+            .count(),
+        None => 0,
+    };
+    let mut text = format!(
+        "advertisement {} {:?} ({}{})\n",
+        a.id,
+        a.name,
+        a.kind.as_str(),
+        if a.canceled { ", canceled" } else { "" }
+    );
+    text.push_str(&format!(
+        "  actions: {}, targeted devices not yet polled: {not_yet}\n  ",
+        actions.len()
+    ));
+    text.push_str(&counts.iter().map(|(k, v)| format!("{k}: {v}")).collect::<Vec<_>>().join("  "));
+    text.push_str("\n\n");
+    text.push_str(&table(&["DEVICE", "STATUS", "CODE", "LAST DETAILS"], &rows));
+    Ok(Out::new(
+        text,
+        json!({"advertisement": a, "counts": counts, "not_yet_polled": not_yet, "devices": per_device}),
+    ))
+}
+
+/// What `dmmp advertise` is given.
+#[derive(Debug, Clone)]
+pub struct AdvertiseSpec {
+    /// The advertisement's name.
+    pub name: String,
+    /// The program (id or name).
+    pub program: String,
+    /// The collection (id or name).
+    pub collection: String,
+    /// Mandatory, available or download only.
+    pub kind: AdvertisementKind,
+    /// When it becomes due (RFC 3339; default now).
+    pub start: Option<String>,
+    /// When it expires (RFC 3339).
+    pub expires: Option<String>,
+    /// Daily window in UTC when mandatory programs may run.
+    pub maintenance_window: Option<String>,
+}
+
+/// `dmmp advertise`.
+pub fn advertise(store: &dyn Storage, a: &AdvertiseSpec, now: i64) -> Result<Out> {
+    let prog = find_program(store, &a.program)?;
+    let col = find_collection(store, &a.collection)?;
+    let start = a.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?.unwrap_or(now);
+    let expires = a.expires.as_deref().map(|s| super::time_arg(s, "expires")).transpose()?;
+    if expires.is_some_and(|e| e <= start) {
+        return Err(Error::Usage("--expires must be after --start".into()));
+    }
+    let window = a
+        .maintenance_window
+        .as_deref()
+        .map(MaintenanceWindow::parse)
+        .transpose()
+        .map_err(Error::Usage)?;
+    let mut adv = Advertisement {
+        id: 0,
+        name: a.name.clone(),
+        program_id: prog.id,
+        collection_id: col.id,
+        kind: a.kind,
+        start_time: start,
+        expires,
+        window,
+        created: now,
+        canceled: false,
+    };
+    adv.id = store.add_advertisement(&adv)?;
+    let text = format!(
+        "advertisement {} added: {} of {} to {} ({})\n",
+        adv.id,
+        prog.name,
+        prog.package_id,
+        col.name,
+        a.kind.as_str()
+    );
+    Ok(Out::new(text, json!(adv)))
+}
+
+/// `dmmp advertisement cancel`: devices that have not started it are told to cancel.
+pub fn advertisement_cancel(store: &dyn Storage, advertisement: &str, now: i64) -> Result<Out> {
+    let a = find_advertisement(store, advertisement)?;
+    let n = store.cancel_advertisement(a.id, now)?;
+    Ok(Out::new(
+        format!("advertisement {} canceled; {n} device(s) told to cancel\n", a.id),
+        json!({"canceled": a.id, "actions_canceling": n}),
+    ))
+}

@@ -1,0 +1,306 @@
+//! What a device reads: the poll (its next action as a link), the deployment of an action
+//! as a DDI chunk, the installed base, and a pending cancellation.
+
+use dm_shared::ddi;
+use serde::Deserialize;
+
+use super::http::{ApiError, encode_segment};
+use super::state::{AppState, View};
+use crate::model::*;
+
+fn base_url(state: &AppState, tenant: &str, cid: &str) -> String {
+    format!(
+        "{}/{}/controller/v1/{}",
+        state.public_url(),
+        encode_segment(tenant),
+        encode_segment(cid)
+    )
+}
+
+fn window_open(adv: &Advertisement, now: i64) -> Option<bool> {
+    adv.window.map(|w| w.is_open(now))
+}
+
+/// The action the device should work on next: the oldest open one whose advertisement is
+/// active, or that it already started.
+fn next_action(view: &View, device_id: i64, now: i64) -> Option<&Action> {
+    view.actions_of(device_id).find(|a| {
+        a.status.is_open()
+            && (a.status != ActionStatus::Scheduled
+                || view
+                    .advertisements
+                    .get(&a.advertisement_id)
+                    .is_some_and(|adv| adv.is_active(now)))
+    })
+}
+
+fn change_marker(a: &Action, window: Option<bool>) -> u64 {
+    // FNV-1a over what, when it changes, should make a device fetch the deployment again.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("{}:{}:{:?}", a.id, a.status.as_str(), window).bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// `GET /{tenant}/controller/v1/{controllerId}`.
+pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiError> {
+    let now = state.now();
+    state.seen(d.id, now);
+    state.ensure_actions(d).map_err(ApiError::from)?;
+    let view = state.read();
+    let base = base_url(state, &d.tenant, &d.controller_id);
+    let mut links = ddi::Links::new();
+    let link = |href: String| ddi::Link { href };
+    if let Some(a) = view.actions_of(d.id).find(|a| a.status == ActionStatus::Canceling) {
+        links.insert("cancelAction".into(), link(format!("{base}/cancelAction/{}", a.id)));
+    } else if let Some(a) = next_action(&view, d.id, now) {
+        let window =
+            view.advertisements.get(&a.advertisement_id).and_then(|adv| window_open(adv, now));
+        links.insert(
+            "deploymentBase".into(),
+            link(format!("{base}/deploymentBase/{}?c={}", a.id, change_marker(a, window))),
+        );
+    }
+    let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone())).unwrap_or(d);
+    if current.attributes.is_empty() {
+        links.insert("configData".into(), link(format!("{base}/configData")));
+    }
+    if let Some(a) = view
+        .actions_of(d.id)
+        .filter(|a| a.status == ActionStatus::Finished)
+        .max_by_key(|a| a.updated)
+    {
+        links.insert("installedBase".into(), link(format!("{base}/installedBase/{}", a.id)));
+    }
+    Ok(ddi::ControllerBase {
+        config: ddi::Config {
+            polling: ddi::Polling { sleep: ddi::format_sleep(state.config.poll_sleep()) },
+        },
+        links,
+    })
+}
+
+fn rfc3339(t: i64) -> String {
+    dm_shared::clock::rfc3339(
+        std::time::UNIX_EPOCH + std::time::Duration::from_secs(t.max(0) as u64),
+    )
+}
+
+pub(super) fn chunk(
+    state: &AppState,
+    d: &Device,
+    adv: &Advertisement,
+    prog: &Program,
+    pkg: &Package,
+) -> ddi::Chunk {
+    let base = base_url(state, &d.tenant, &d.controller_id);
+    let artifacts = pkg
+        .artifacts
+        .iter()
+        .map(|a| {
+            let download = match &pkg.distribution_point {
+                Some(dp) => format!(
+                    "{}/{}",
+                    dp.trim_end_matches('/'),
+                    a.filename.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
+                ),
+                None => format!(
+                    "{base}/softwaremodules/{}/artifacts/{}",
+                    pkg.id,
+                    encode_segment(&a.filename)
+                ),
+            };
+            let mut links = ddi::Links::new();
+            if pkg.distribution_point.is_none() {
+                links.insert("md5sum".into(), ddi::Link { href: format!("{download}.MD5SUM") });
+            }
+            links.insert("download".into(), ddi::Link { href: download });
+            ddi::Artifact {
+                filename: a.filename.clone(),
+                hashes: ddi::Hashes {
+                    sha1: a.sha1.clone(),
+                    md5: a.md5.clone(),
+                    sha256: a.sha256.clone(),
+                },
+                size: a.size,
+                links,
+            }
+        })
+        .collect();
+    let m = |k: &str, v: String| ddi::Metadata { key: k.to_string(), value: v };
+    let mut metadata = vec![
+        m(ddi::meta::PROGRAM, prog.name.clone()),
+        m(ddi::meta::COMMAND, prog.command.clone()),
+        m(
+            ddi::meta::PLATFORMS,
+            if prog.platforms.is_empty() { "any".into() } else { prog.platforms.join(",") },
+        ),
+        m(ddi::meta::MAX_RUN_TIME, prog.max_run_time.to_string()),
+        m(ddi::meta::DEVICE_CLASS, prog.device_class.to_string()),
+        m(ddi::meta::ADVERTISEMENT, adv.id.to_string()),
+        m(ddi::meta::ADVERTISEMENT_KIND, adv.kind.as_str().into()),
+        m(ddi::meta::START_TIME, rfc3339(adv.start_time)),
+    ];
+    if let Some(e) = adv.expires {
+        metadata.push(m(ddi::meta::EXPIRES, rfc3339(e)));
+    }
+    ddi::Chunk {
+        part: pkg.kind.part().into(),
+        version: pkg.version.clone(),
+        name: pkg.name.clone(),
+        artifacts,
+        metadata,
+    }
+}
+
+/// Query of deploymentBase and installedBase.
+#[derive(Debug, Deserialize, Default)]
+pub struct HistoryQuery {
+    #[serde(rename = "actionHistory")]
+    action_history: Option<i64>,
+}
+
+fn history(state: &AppState, a: &Action, n: Option<i64>) -> Option<ddi::ActionHistory> {
+    let n = n.filter(|n| *n != 0)?;
+    let mut records = state.store.statuses_for_action(a.id).ok()?;
+    records.reverse();
+    let take = if n < 0 { records.len() } else { n as usize };
+    let messages = records
+        .iter()
+        .take(take)
+        .map(|r| {
+            let mut s = format!(
+                "{} {}",
+                r.execution.map_or("-", |e| e.as_str()),
+                r.finished.map_or("-", |f| f.as_str())
+            );
+            if let Some(c) = r.message_id {
+                s.push_str(&format!(" {c}"));
+            }
+            if !r.details.is_empty() {
+                s.push_str(&format!(": {}", r.details.join("; ")));
+            }
+            s
+        })
+        .collect();
+    Some(ddi::ActionHistory { status: a.status.history_name().into(), messages })
+}
+
+pub(super) fn device_action(view: &View, d: &Device, action_id: &str) -> Result<Action, ApiError> {
+    let id: i64 = action_id
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("action id {action_id:?} is not a number")))?;
+    match view.actions.get(&id) {
+        Some(a) if a.device_id == d.id => Ok(a.clone()),
+        // Another device's action is as unknown to this device as a missing one.
+        _ => Err(ApiError::not_found(format!(
+            "action {id} is not an action of device {}",
+            d.controller_id
+        ))),
+    }
+}
+
+fn deployment(
+    state: &AppState,
+    d: &Device,
+    a: &Action,
+    q: &HistoryQuery,
+) -> Result<ddi::DeploymentBase, ApiError> {
+    let now = state.now();
+    let (adv, prog, pkg) = {
+        let view = state.read();
+        let (adv, prog, pkg) = view
+            .deployment_of(a)
+            .ok_or_else(|| ApiError::internal(format!("action {} has no package", a.id)))?;
+        (adv.clone(), prog.clone(), pkg.clone())
+    };
+    let window = window_open(&adv, now);
+    let (download, mut update) = match adv.kind {
+        AdvertisementKind::Mandatory => (ddi::Handling::Forced, ddi::Handling::Forced),
+        AdvertisementKind::Available => (ddi::Handling::Attempt, ddi::Handling::Attempt),
+        AdvertisementKind::DownloadOnly => (ddi::Handling::Forced, ddi::Handling::Skip),
+    };
+    if window == Some(false) {
+        update = ddi::Handling::Skip;
+    }
+    Ok(ddi::DeploymentBase {
+        id: a.id.to_string(),
+        deployment: ddi::Deployment {
+            download,
+            update,
+            chunks: vec![chunk(state, d, &adv, &prog, &pkg)],
+            maintenance_window: window.map(|open| {
+                if open { ddi::WindowState::Available } else { ddi::WindowState::Unavailable }
+            }),
+        },
+        action_history: history(state, a, q.action_history),
+    })
+}
+
+/// `GET …/deploymentBase/{actionId}`.
+pub fn deployment_base(
+    state: &AppState,
+    d: &Device,
+    action_id: &str,
+    q: &HistoryQuery,
+) -> Result<ddi::DeploymentBase, ApiError> {
+    let a = device_action(&state.read(), d, action_id)?;
+    let dep = deployment(state, d, &a, q)?;
+    if a.status == ActionStatus::Scheduled {
+        state.store.mark_retrieved(a.id, state.now()).map_err(ApiError::from)?;
+        let mut view = state.write();
+        if let Some(v) = view.actions.get_mut(&a.id) {
+            if v.status == ActionStatus::Scheduled {
+                v.status = ActionStatus::Retrieved;
+            }
+        }
+        log::info!(
+            "device {} retrieved action {} ({} {})",
+            d.controller_id,
+            a.id,
+            dep.deployment.chunks[0].name,
+            dep.deployment.chunks[0].version
+        );
+    }
+    Ok(dep)
+}
+
+/// `GET …/installedBase/{actionId}`.
+pub fn installed_base(
+    state: &AppState,
+    d: &Device,
+    action_id: &str,
+    q: &HistoryQuery,
+) -> Result<ddi::DeploymentBase, ApiError> {
+    let a = device_action(&state.read(), d, action_id)?;
+    if a.status != ActionStatus::Finished {
+        return Err(ApiError::not_found(format!(
+            "action {} is {}, not installed",
+            a.id,
+            a.status.as_str()
+        )));
+    }
+    deployment(state, d, &a, q)
+}
+
+/// `GET …/cancelAction/{actionId}`.
+pub fn cancel_action(
+    state: &AppState,
+    d: &Device,
+    action_id: &str,
+) -> Result<ddi::Cancel, ApiError> {
+    let a = device_action(&state.read(), d, action_id)?;
+    if a.status != ActionStatus::Canceling {
+        return Err(ApiError::not_found(format!(
+            "action {} is {}, not being canceled",
+            a.id,
+            a.status.as_str()
+        )));
+    }
+    Ok(ddi::Cancel {
+        id: a.id.to_string(),
+        cancel_action: ddi::CancelActionToStop { stop_id: a.id.to_string() },
+    })
+}

@@ -1,0 +1,242 @@
+//! The device API's routes: every handler extracts the request, authenticates the device
+//! off the async threads, runs its logic from [`super::poll`], [`super::feedback`] or
+//! [`super::artifacts`], and answers JSON or a logged refusal in hawkBit's `ExceptionInfo`
+//! shape.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query};
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use dm_shared::ddi;
+use serde::Deserialize;
+
+use super::auth::{ConnInfo, authenticate};
+use super::http::ApiError;
+use super::poll::HistoryQuery;
+use super::state::AppState;
+use super::{artifacts, feedback, poll};
+use crate::model::Device;
+
+/// The request as the handlers log it.
+#[derive(Debug, Clone)]
+pub struct ReqInfo {
+    method: Method,
+    path: String,
+    peer: SocketAddr,
+}
+
+impl ReqInfo {
+    fn new(method: &Method, uri: &Uri, conn: &ConnInfo) -> ReqInfo {
+        ReqInfo { method: method.clone(), path: uri.path().to_string(), peer: conn.peer }
+    }
+
+    /// Logs a refusal and returns it.
+    fn refuse(&self, e: ApiError) -> ApiError {
+        if e.status.is_server_error() {
+            log::error!(
+                "{} {} from {}: {} {}",
+                self.method,
+                self.path,
+                self.peer,
+                e.status.as_u16(),
+                e.message
+            );
+        } else {
+            log::warn!(
+                "{} {} from {}: {} {}",
+                self.method,
+                self.path,
+                self.peer,
+                e.status.as_u16(),
+                e.message
+            );
+        }
+        e
+    }
+}
+
+/// Path parameters.
+#[derive(Debug, Deserialize)]
+pub struct DevicePath {
+    tenant: String,
+    cid: String,
+}
+
+/// Path parameters with an action or module id.
+#[derive(Debug, Deserialize)]
+pub struct DeviceItemPath {
+    tenant: String,
+    cid: String,
+    id: String,
+}
+
+/// Path parameters of an artifact.
+#[derive(Debug, Deserialize)]
+pub struct ArtifactPath {
+    tenant: String,
+    cid: String,
+    id: String,
+    file: String,
+}
+
+/// Runs a handler's blocking work (storage) off the async threads.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(ApiError::internal(format!("handler failed: {e}"))))
+}
+
+fn json_ok<T: serde::Serialize>(v: T) -> Response {
+    axum::Json(v).into_response()
+}
+
+/// What every device request carries: the server state, what the TLS layer learned about the
+/// connection, the headers (credentials), and the method and path for log lines.
+pub struct Req {
+    st: Arc<AppState>,
+    conn: ConnInfo,
+    headers: HeaderMap,
+    info: ReqInfo,
+}
+
+impl axum::extract::FromRequestParts<Arc<AppState>> for Req {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        // The accept loop inserts it into every request; an unknown peer only shows in logs.
+        let conn = parts
+            .extensions
+            .get::<ConnInfo>()
+            .cloned()
+            .unwrap_or(ConnInfo { peer: SocketAddr::from(([0, 0, 0, 0], 0)), client_chain: None });
+        let info = ReqInfo::new(&parts.method, &parts.uri, &conn);
+        Ok(Req { st: state.clone(), conn, headers: parts.headers.clone(), info })
+    }
+}
+
+/// Authenticates, runs `f` off the async threads, and answers: its value as JSON (an
+/// empty 200 for `()`), or the refusal, logged.
+async fn run<T: Reply + Send + 'static>(
+    r: Req,
+    tenant: String,
+    cid: String,
+    f: impl FnOnce(&AppState, &Device) -> Result<T, ApiError> + Send + 'static,
+) -> Response {
+    let Req { st, conn, headers, info } = r;
+    let result = blocking(move || {
+        let d = authenticate(&st, &headers, &conn, &tenant, &cid)?;
+        f(&st, &d)
+    })
+    .await;
+    match result {
+        Ok(v) => v.reply(),
+        Err(e) => info.refuse(e).into_response(),
+    }
+}
+
+/// What a successful handler returns.
+trait Reply {
+    fn reply(self) -> Response;
+}
+
+impl Reply for () {
+    fn reply(self) -> Response {
+        StatusCode::OK.into_response()
+    }
+}
+
+macro_rules! json_reply {
+    ($($t:ty),*) => {$(impl Reply for $t { fn reply(self) -> Response { json_ok(self) } })*};
+}
+json_reply!(
+    ddi::ControllerBase,
+    ddi::DeploymentBase,
+    ddi::Cancel,
+    serde_json::Value,
+    Vec<ddi::Artifact>
+);
+
+type Body = Result<Bytes, BytesRejection>;
+
+/// `GET /{tenant}/controller/v1/{cid}`.
+pub async fn poll(r: Req, Path(p): Path<DevicePath>) -> Response {
+    run(r, p.tenant, p.cid, poll::poll).await
+}
+
+/// `GET …/deploymentBase/{id}`.
+pub async fn deployment_base(
+    r: Req,
+    Path(p): Path<DeviceItemPath>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| poll::deployment_base(st, d, &p.id, &q)).await
+}
+
+/// `GET …/installedBase/{id}`.
+pub async fn installed_base(
+    r: Req,
+    Path(p): Path<DeviceItemPath>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| poll::installed_base(st, d, &p.id, &q)).await
+}
+
+/// `POST …/deploymentBase/{id}/feedback`.
+pub async fn feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| feedback::feedback(st, d, &p.id, body, false)).await
+}
+
+/// `GET …/cancelAction/{id}`.
+pub async fn cancel_action(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| poll::cancel_action(st, d, &p.id)).await
+}
+
+/// `POST …/cancelAction/{id}/feedback`.
+pub async fn cancel_feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| feedback::feedback(st, d, &p.id, body, true)).await
+}
+
+/// `PUT …/configData`.
+pub async fn config_data(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| feedback::config_data(st, d, body)).await
+}
+
+/// `PUT …/installedBase`.
+pub async fn set_installed(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| feedback::set_installed(st, d, body)).await
+}
+
+/// `POST …/dm/statusMessages`.
+pub async fn status_messages(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| feedback::status_messages(st, d, body)).await
+}
+
+/// `GET …/softwaremodules/{id}/artifacts`.
+pub async fn list_artifacts(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| artifacts::list_artifacts(st, d, &p.id)).await
+}
+
+/// `GET …/softwaremodules/{id}/artifacts/{file}`: streamed, so only the authentication
+/// runs off the async threads.
+pub async fn download(r: Req, Path(p): Path<ArtifactPath>) -> Response {
+    let Req { st, conn, headers, info } = r;
+    let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
+    let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
+    let result = match device {
+        Ok(d) => artifacts::download(st, d, p.id, p.file, headers).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => info.refuse(e).into_response(),
+    }
+}

@@ -1,0 +1,97 @@
+//! Storage: the [`Storage`] interface the server and the admin commands use, and its
+//! implementations: [`sqlite::SqliteStore`], the embedded default (one file, WAL, versioned
+//! migrations).
+//!
+//! The server and admin commands may run at once: the admin commands write through their own
+//! connection and the server notices through [`Storage::data_version`].
+
+pub mod sqlite;
+
+use std::collections::BTreeMap;
+
+pub use self::sqlite::SqliteStore;
+use crate::error::Result;
+use crate::model::*;
+
+/// Everything the management point stores.
+pub trait Storage: Send + Sync {
+    /// A number that changes whenever another connection committed a change.
+    fn data_version(&self) -> Result<i64>;
+
+    /// Registers a device.
+    fn add_device(
+        &self,
+        tenant: &str,
+        controller_id: &str,
+        token_sha256: Option<&str>,
+        registered_by: &str,
+        now: i64,
+    ) -> Result<Device>;
+    /// Registers many devices in one transaction: (tenant, controller id, token SHA-256).
+    /// Devices that already exist are left alone. Returns how many were added.
+    fn import_devices(
+        &self,
+        devices: &[(String, String, Option<String>)],
+        now: i64,
+    ) -> Result<usize>;
+    /// A device by tenant and controller id.
+    fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>>;
+    /// Every device.
+    fn devices(&self) -> Result<Vec<Device>>;
+    /// Replaces a device's token.
+    fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
+    /// Replaces a device's inventory attributes.
+    fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
+    /// Records last-seen times in one transaction.
+    fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()>;
+
+    /// Adds a package and its artifacts.
+    fn add_package(&self, p: &Package) -> Result<i64>;
+    /// Every package.
+    fn packages(&self) -> Result<Vec<Package>>;
+    /// Removes a package that no advertisement uses.
+    fn remove_package(&self, id: i64) -> Result<()>;
+
+    /// Adds a program.
+    fn add_program(&self, p: &Program) -> Result<i64>;
+    /// Every program.
+    fn programs(&self) -> Result<Vec<Program>>;
+
+    /// Adds a collection.
+    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64>;
+    /// Adds an explicit member.
+    fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()>;
+    /// Every collection.
+    fn collections(&self) -> Result<Vec<Collection>>;
+
+    /// Adds an advertisement.
+    fn add_advertisement(&self, a: &Advertisement) -> Result<i64>;
+    /// Every advertisement.
+    fn advertisements(&self) -> Result<Vec<Advertisement>>;
+    /// Cancels an advertisement: open actions go to `canceling` (the device confirms).
+    fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize>;
+
+    /// Creates the action of an advertisement for a device (or returns the existing one).
+    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action>;
+    /// Every action.
+    fn actions(&self) -> Result<Vec<Action>>;
+    /// One action.
+    fn action(&self, id: i64) -> Result<Option<Action>>;
+    /// Marks a scheduled action retrieved.
+    fn mark_retrieved(&self, id: i64, now: i64) -> Result<()>;
+    /// Stores feedback and moves the action, atomically: `decide` sees the current status and
+    /// returns the new one, or an error (nothing is stored then).
+    fn apply_feedback(
+        &self,
+        action_id: i64,
+        record: &StatusRecord,
+        decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
+    ) -> Result<Action>;
+
+    /// Stores a status message that belongs to no action.
+    fn add_status(&self, record: &StatusRecord) -> Result<i64>;
+    /// Status records of a device, oldest first.
+    fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>>;
+    /// Status records of an action, oldest first.
+    fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>>;
+}

@@ -1,0 +1,172 @@
+//! The table of every key the settings files know: section, name, default, whether it is a
+//! secret, and what it means. Parsing, defaults, redaction and `docs/settings.md` all follow it.
+
+/// One known key.
+#[derive(Debug)]
+pub struct KeyDef {
+    /// Its section.
+    pub section: &'static str,
+    /// Its name.
+    pub key: &'static str,
+    /// Its default, as written in a file (empty: unset).
+    pub default: &'static str,
+    /// Whether the value is a secret (redacted in logs).
+    pub secret: bool,
+    /// What it means and what values it takes.
+    pub doc: &'static str,
+}
+
+const fn k(
+    section: &'static str,
+    key: &'static str,
+    default: &'static str,
+    doc: &'static str,
+) -> KeyDef {
+    KeyDef { section, key, default, secret: false, doc }
+}
+
+const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> KeyDef {
+    KeyDef { section, key, default: "", secret: true, doc }
+}
+
+/// The sections, in file order.
+pub const SECTIONS: [&str; 5] =
+    ["Installation", "Environment", "Communication", "UserInterface", "Certificates"];
+
+/// Every key this build knows, with its default and meaning.
+pub const KEYS: &[KeyDef] = &[
+    k(
+        "Installation",
+        "ClientInstallAction",
+        "Install",
+        "None (reconfigure), Install (install or upgrade), Uninstall",
+    ),
+    k(
+        "Installation",
+        "CertEnrollAction",
+        "None",
+        "Enroll (enroll a client certificate during setup) or None",
+    ),
+    k(
+        "Environment",
+        "ManagementPoint",
+        "",
+        "the management point's https:// URL; required to manage the device",
+    ),
+    k(
+        "Environment",
+        "Tenant",
+        "DEFAULT",
+        "the DDI tenant: 1 to 64 letters, digits, '.', '_' or '-'",
+    ),
+    k(
+        "Environment",
+        "ControllerId",
+        "",
+        "the device's id at the management point; empty: setup derives one from /etc/machine-id or the host name and keeps it",
+    ),
+    k(
+        "Environment",
+        "SiteCode",
+        "",
+        "the site code the device is assigned to (1 to 8 letters or digits)",
+    ),
+    k(
+        "Environment",
+        "DeviceClass",
+        "Mobile",
+        "Mobile or Desktop: programs for one never run on the other",
+    ),
+    k(
+        "Communication",
+        "Authentication",
+        "TargetToken",
+        "TargetToken, GatewayToken or Certificate (mutual TLS with the certificate in the my store)",
+    ),
+    secret(
+        "Communication",
+        "TargetToken",
+        "the device's security token (1 to 128 visible characters)",
+    ),
+    secret(
+        "Communication",
+        "GatewayToken",
+        "a gateway security token (1 to 128 visible characters)",
+    ),
+    k(
+        "Communication",
+        "PollInterval",
+        "300",
+        "seconds between polls until the management point sets its own (10 to 86400)",
+    ),
+    k("Communication", "ConnectTimeout", "10", "seconds to establish a connection (1 to 300)"),
+    k(
+        "Communication",
+        "ReadTimeout",
+        "30",
+        "seconds of silence tolerated while receiving (1 to 600)",
+    ),
+    k("Communication", "RequestTimeout", "120", "seconds for a whole API call (1 to 3600)"),
+    k(
+        "Communication",
+        "DownloadTimeout",
+        "3600",
+        "seconds for a whole artifact download (10 to 86400)",
+    ),
+    k(
+        "Communication",
+        "RetryMaxDelay",
+        "900",
+        "seconds: the longest wait between retries (1 to 86400)",
+    ),
+    k(
+        "Communication",
+        "Proxy",
+        "",
+        "an http:// or https:// proxy URL; the environment's proxy variables are never used",
+    ),
+    k(
+        "Communication",
+        "ServerRootCertificate",
+        "",
+        "a PEM file of root certificates for the management point's TLS, absolute or relative to the device root; empty: the device's root store",
+    ),
+    k("Communication", "BandwidthLimit", "0", "KiB/s for downloads; 0 is unlimited"),
+    k(
+        "UserInterface",
+        "VerboseLogging",
+        "false",
+        "true or false (also 1/0, yes/no, on/off): debug lines in the logs",
+    ),
+    k("UserInterface", "LogRetention", "10", "dated log files kept per program (1 to 1000)"),
+    k(
+        "UserInterface",
+        "LogMaxSize",
+        "1024",
+        "KiB before the agent starts a new log file (16 to 1048576)",
+    ),
+    k(
+        "Certificates",
+        "ScepUrl",
+        "",
+        "the SCEP server's http:// or https:// URL, required when CertEnrollAction=Enroll",
+    ),
+    secret("Certificates", "ScepChallenge", "the one-time password the CA requires"),
+    k(
+        "Certificates",
+        "CertificateSubject",
+        "",
+        "the common name of the enrolled certificate; empty: the controller id",
+    ),
+    k(
+        "Certificates",
+        "RenewDaysBeforeExpiry",
+        "30",
+        "days before expiry the agent renews its certificate (1 to 365)",
+    ),
+];
+
+/// Looks up a key by section and name (case-insensitively).
+pub fn key_def(section: &str, key: &str) -> Option<&'static KeyDef> {
+    KEYS.iter().find(|d| d.section.eq_ignore_ascii_case(section) && d.key.eq_ignore_ascii_case(key))
+}
