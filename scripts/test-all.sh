@@ -31,9 +31,12 @@ step "ARM release builds"
 # After the host build: the tests refuse ARM binaries older than the host ones (stale code).
 targets/build.sh
 
-step "tests"
+step "fast tier: unit and in-process tests"
+cargo test --workspace --exclude dm-tests --locked
+
+step "end-to-end tier: real binaries and peers"
 # DM_REQUIRE_CROSS makes a missing ARM binary or qemu a failure instead of a skip.
-DM_REQUIRE_CROSS=1 cargo test --workspace --locked
+DM_REQUIRE_CROSS=1 cargo test -p dm-tests --locked
 
 step "shared tests for aarch64 under qemu"
 targets/test-qemu.sh

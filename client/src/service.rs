@@ -28,9 +28,22 @@ pub enum Mode {
 /// How long a stopping agent gets to finish its step before it is killed.
 pub const STOP_GRACE: Duration = Duration::from_secs(15);
 
+/// Debug builds only: a stand-in `systemctl` for tests, which also makes the device count as
+/// a systemd device. Release builds, which are what ships, never read it.
+pub const TEST_SYSTEMCTL_ENV: &str = "DM_TEST_SYSTEMCTL";
+
+/// The `systemctl` program: the test stand-in in debug builds when one is set.
+fn systemctl_program(ctx: &Context) -> std::ffi::OsString {
+    match ctx.env.get(TEST_SYSTEMCTL_ENV) {
+        Some(p) if cfg!(debug_assertions) => p.into(),
+        _ => "systemctl".into(),
+    }
+}
+
 /// The way this device runs services.
 pub fn mode(ctx: &Context) -> Mode {
-    if ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir() {
+    let stand_in = cfg!(debug_assertions) && ctx.env.get(TEST_SYSTEMCTL_ENV).is_some();
+    if stand_in || (ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir()) {
         Mode::Systemd
     } else {
         Mode::Direct
@@ -67,11 +80,12 @@ pub fn unit_text(ctx: &Context) -> String {
     )
 }
 
-fn systemctl(args: &[&str]) -> Result<()> {
+fn systemctl(ctx: &Context, args: &[&str]) -> Result<()> {
     info!("systemctl {}", args.join(" "));
-    let out = Command::new("systemctl").args(args).stdin(Stdio::null()).output().map_err(|e| {
-        Error::Service { action: "control", reason: format!("cannot run systemctl: {e}") }
-    })?;
+    let out =
+        Command::new(systemctl_program(ctx)).args(args).stdin(Stdio::null()).output().map_err(
+            |e| Error::Service { action: "control", reason: format!("cannot run systemctl: {e}") },
+        )?;
     if out.status.success() {
         Ok(())
     } else {
@@ -124,9 +138,9 @@ impl Started {
 pub fn start(ctx: &Context) -> Result<Started> {
     match mode(ctx) {
         Mode::Systemd => {
-            systemctl(&["daemon-reload"])?;
-            systemctl(&["enable", "dmsvc.service"])?;
-            systemctl(&["restart", "dmsvc.service"])?;
+            systemctl(ctx, &["daemon-reload"])?;
+            systemctl(ctx, &["enable", "dmsvc.service"])?;
+            systemctl(ctx, &["restart", "dmsvc.service"])?;
             Ok(Started { child: None })
         }
         Mode::Direct => {
@@ -160,7 +174,7 @@ pub fn start(ctx: &Context) -> Result<Started> {
 pub fn stop(ctx: &Context) -> Result<bool> {
     match mode(ctx) {
         Mode::Systemd => {
-            systemctl(&["stop", "dmsvc.service"])?;
+            systemctl(ctx, &["stop", "dmsvc.service"])?;
             Ok(true)
         }
         Mode::Direct => {
@@ -196,7 +210,7 @@ pub fn stop(ctx: &Context) -> Result<bool> {
 pub fn is_running(ctx: &Context) -> bool {
     match mode(ctx) {
         Mode::Direct => running_pid(ctx).is_some(),
-        Mode::Systemd => Command::new("systemctl")
+        Mode::Systemd => Command::new(systemctl_program(ctx))
             .args(["is-active", "--quiet", "dmsvc.service"])
             .status()
             .is_ok_and(|s| s.success()),
@@ -216,7 +230,10 @@ pub fn describe(cmd: &Command) -> String {
 pub fn unregister(ctx: &Context) -> Result<()> {
     match mode(ctx) {
         Mode::Systemd => {
-            let _ = systemctl(&["disable", "--now", "dmsvc.service"]);
+            // A unit systemd no longer knows must not keep the client from being removed.
+            if let Err(e) = systemctl(ctx, &["disable", "--now", "dmsvc.service"]) {
+                warn!("{e}; removing the client anyway");
+            }
             Ok(())
         }
         Mode::Direct => stop(ctx).map(|_| ()),

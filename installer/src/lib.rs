@@ -226,3 +226,113 @@ fn run_setup(ctx: &Context, folder: &VerifiedFolder, setup: &Path) -> Result<i32
         (None, None) => Err(Error::SetupKilled { path: setup.to_path_buf(), signal: 0 }),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+    use std::sync::Arc;
+    use std::time::{Duration, SystemTime};
+
+    use dm_shared::devpki::{self, Purpose, Spec};
+    use dm_shared::manifest::{PackageKind, SignRequest, sign_folder};
+    use dm_shared::pki::Cert;
+    use dm_shared::{ClientVersion, message::MessageId};
+
+    use super::*;
+
+    struct Case {
+        _tmp: tempfile::TempDir,
+        ctx: Context,
+        folder: PathBuf,
+        root_pem: String,
+    }
+
+    /// A device root and a signed client deployment for this platform whose setup exits 0.
+    fn case() -> Case {
+        let tmp = tempfile::tempdir().unwrap();
+        let now = SystemTime::now();
+        let spec = |cn: &str, purpose| Spec {
+            common_name: cn.into(),
+            purpose,
+            not_before: now - Duration::from_secs(3600),
+            not_after: now + Duration::from_secs(86_400),
+        };
+        let root = devpki::root_ca(&spec("test root", Purpose::Ca)).unwrap();
+        let publisher =
+            devpki::issue(&root, &spec("test publisher", Purpose::CodeSigning)).unwrap();
+        let folder = tmp.path().join("card");
+        std::fs::create_dir_all(&folder).unwrap();
+        let platform = Platform::current();
+        for prog in manifest::CLIENT_PROGRAMS {
+            let p = folder.join(manifest::program_file(prog, &platform));
+            std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        let req = SignRequest {
+            kind: PackageKind::ClientDeployment,
+            name: "dm-client".into(),
+            version: ClientVersion::new(1, 0, 0, 0),
+            platforms: vec![platform],
+            metadata: None,
+            now,
+        };
+        let chain = Cert::parse_pem(publisher.cert_pem.as_bytes(), Path::new("p")).unwrap();
+        sign_folder(&folder, &req, publisher.key_pem.as_bytes(), Path::new("k"), &chain).unwrap();
+        let ctx =
+            Context::for_test(tmp.path().join("device"), Arc::new(dm_shared::clock::SystemClock));
+        Case { _tmp: tmp, ctx, folder, root_pem: root.cert_pem }
+    }
+
+    impl Case {
+        fn trust_root(&self) {
+            let dir = self.ctx.layout.cert_store_dir(StoreName::Root);
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("root.pem"), &self.root_pem).unwrap();
+        }
+
+        fn run(&self) -> Result<i32, Error> {
+            run(&self.ctx, &Options { source: self.folder.clone(), platform: Platform::current() })
+        }
+
+        fn in_store(&self, store: StoreName) -> usize {
+            CertStore::open(&self.ctx.layout, store).list().unwrap().len()
+        }
+    }
+
+    #[test]
+    fn a_trusted_folder_installs_its_publisher_and_runs_setup() {
+        let c = case();
+        c.trust_root();
+        assert_eq!(c.run().unwrap(), 0);
+        assert_eq!((c.in_store(StoreName::Privileged), c.in_store(StoreName::Spc)), (1, 1));
+    }
+
+    #[test]
+    fn an_untrusted_folder_changes_nothing() {
+        let c = case();
+        let err = c.run().unwrap_err();
+        assert_eq!(err.code(), StatusCode::CERT_E_UNTRUSTEDROOT, "{err}");
+        assert!(!c.ctx.layout.cert_stores_dir().join("privileged").exists());
+    }
+
+    #[test]
+    fn a_locked_device_refuses_and_tells_an_installed_client() {
+        let c = case();
+        c.trust_root();
+        let policy = c.ctx.layout.security_policy_file();
+        std::fs::write(&policy, "[DeviceSecurity]\nLocked=true\nReason=carrier lock\n").unwrap();
+        let err = c.run().unwrap_err();
+        assert_eq!(err.code(), StatusCode::E_ACCESSDENIED);
+        assert_eq!(c.in_store(StoreName::Privileged), 0);
+        assert!(Outbox::open(&c.ctx.layout).pending().unwrap().is_empty(), "no client, no message");
+
+        // With a client installed, its agent is told.
+        std::fs::create_dir_all(c.ctx.layout.install_dir()).unwrap();
+        std::os::unix::fs::symlink("versions/0.9.0.0", c.ctx.layout.active_pointer()).unwrap();
+        assert!(c.run().is_err());
+        let pending = Outbox::open(&c.ctx.layout).pending().unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!(pending[0].1.message_id, MessageId::INSTALLER_CERT_REFUSED);
+        assert!(pending[0].1.details[0].contains("carrier lock"), "{:?}", pending[0].1.details);
+    }
+}

@@ -415,3 +415,144 @@ impl<'a> Engine<'a> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::sync::Arc;
+
+    use dm_shared::Platform;
+
+    use super::*;
+    use crate::setup::journal::Backup;
+
+    struct Device {
+        _tmp: tempfile::TempDir,
+        ctx: Context,
+        source: PathBuf,
+    }
+
+    /// A device root and a deployment folder with the four client programs.
+    fn device() -> Device {
+        let tmp = tempfile::tempdir().unwrap();
+        let ctx = Context::for_test(
+            tmp.path().join("root"),
+            Arc::new(dm_shared::clock::FixedClock::at_unix(1_800_000_000)),
+        );
+        std::fs::create_dir_all(ctx.layout.root()).unwrap();
+        let source = tmp.path().join("folder");
+        std::fs::create_dir_all(&source).unwrap();
+        Device { _tmp: tmp, ctx, source }
+    }
+
+    fn binaries(d: &Device, tamper: bool) -> Vec<Binary> {
+        dm_shared::manifest::CLIENT_PROGRAMS
+            .iter()
+            .map(|p| {
+                let source_name = format!("{p}_linux-test");
+                let body = format!("#!/bin/sh\n# {p}\n");
+                std::fs::write(d.source.join(&source_name), &body).unwrap();
+                let sha =
+                    dm_shared::pki::sha256_hex(if tamper { b"other" } else { body.as_bytes() });
+                Binary { name: p.to_string(), source_name, size: body.len() as u64, sha256: sha }
+            })
+            .collect()
+    }
+
+    fn journal(d: &Device, op: Op, tamper: bool) -> Journal {
+        let plan = op.plan(false);
+        Journal {
+            op,
+            from: None,
+            to: Some(ClientVersion::new(1, 0, 0, 0)),
+            platform: Platform::parse("linux-test").unwrap_or_else(|_| Platform::current()),
+            source: d.source.clone(),
+            binaries: binaries(d, tamper),
+            new_settings: Some("[Environment]\nManagementPoint=https://mp\n".into()),
+            new_identity: Some("{\"controller_id\": \"dev-1\"}\n".into()),
+            new_unit: Some("[Unit]\n".into()),
+            backup: Backup::default(),
+            publisher_thumbprint: None,
+            absent_dirs: crate::setup::prepare::absent_dirs(&d.ctx),
+            steps: plan.steps,
+            commit: plan.commit,
+            no_return: plan.no_return,
+            done: 0,
+            direction: Direction::Forward,
+            started: "2027-01-15T08:00:00Z".into(),
+        }
+    }
+
+    fn files(ctx: &Context) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut stack = vec![ctx.layout.root().to_path_buf()];
+        while let Some(dir) = stack.pop() {
+            for e in std::fs::read_dir(&dir).unwrap().flatten() {
+                let p = e.path();
+                if p.is_dir() && !p.is_symlink() {
+                    stack.push(p.clone());
+                }
+                out.push(p.strip_prefix(ctx.layout.root()).unwrap().display().to_string());
+            }
+        }
+        out.sort();
+        out
+    }
+
+    #[test]
+    fn an_install_applies_every_step_and_removes_its_journal() {
+        let d = device();
+        let mut j = journal(&d, Op::Install, false);
+        let ending = Engine::new(&d.ctx, Actor::Agent, Duration::from_secs(1)).execute(&mut j);
+        assert_eq!(ending.unwrap(), Ending::Completed);
+        assert_eq!(
+            crate::installed::installed_version(&d.ctx),
+            Some(ClientVersion::new(1, 0, 0, 0))
+        );
+        let dir = d.ctx.layout.version_dir(&ClientVersion::new(1, 0, 0, 0));
+        verify_version_dir(&dir, &j.binaries).unwrap();
+        assert!(d.ctx.layout.settings_file().is_file() && d.ctx.layout.identity_file().is_file());
+        assert!(!d.ctx.layout.setup_journal().exists());
+    }
+
+    #[test]
+    fn a_failed_step_rolls_everything_back() {
+        let d = device();
+        let before = files(&d.ctx);
+        let mut j = journal(&d, Op::Install, true);
+        let err = Engine::new(&d.ctx, Actor::Agent, Duration::from_secs(1)).execute(&mut j);
+        assert!(matches!(err, Err(Error::RolledBack { .. })), "{err:?}");
+        assert_eq!(
+            err.unwrap_err().code(),
+            dm_shared::StatusCode::CRYPT_E_HASH_VALUE,
+            "the cause's code survives the rollback"
+        );
+        let after: Vec<String> =
+            files(&d.ctx).into_iter().filter(|f| !f.starts_with("var")).collect();
+        assert_eq!(after, before.into_iter().filter(|f| !f.starts_with("var")).collect::<Vec<_>>());
+        assert!(!d.ctx.layout.setup_journal().exists());
+    }
+
+    #[test]
+    fn recovery_rolls_back_before_the_commit_point_and_forward_after() {
+        for (done, want) in [(2, Ending::RolledBack), (6, Ending::Completed)] {
+            let d = device();
+            let mut j = journal(&d, Op::Install, false);
+            let mut engine = Engine::new(&d.ctx, Actor::Agent, Duration::from_secs(1));
+            // Apply the first `done` steps, then "crash" with the journal on disk.
+            for i in 0..done {
+                engine.apply(&j, j.steps[i]).unwrap();
+            }
+            j.done = done;
+            j.save(&d.ctx).unwrap();
+            let mut loaded = Journal::load(&d.ctx).unwrap().unwrap();
+            assert_eq!(loaded.committed(), done >= j.commit);
+            let ending =
+                Engine::new(&d.ctx, Actor::Agent, Duration::from_secs(1)).recover(&mut loaded);
+            assert_eq!(ending.unwrap(), want, "after {done} steps");
+            let installed = crate::installed::installed_version(&d.ctx);
+            assert_eq!(installed.is_some(), want == Ending::Completed, "after {done} steps");
+            assert!(!d.ctx.layout.setup_journal().exists());
+        }
+    }
+}

@@ -180,7 +180,7 @@ fn read_text(path: &Path) -> Option<String> {
 }
 
 /// The folders an operation may create, deepest first, that do not exist yet.
-fn absent_dirs(ctx: &Context) -> Vec<PathBuf> {
+pub(crate) fn absent_dirs(ctx: &Context) -> Vec<PathBuf> {
     let l = &ctx.layout;
     let unit_dir = l.systemd_unit().parent().map(Path::to_path_buf).unwrap_or_default();
     let candidates = [

@@ -126,3 +126,103 @@ pub fn authenticate(
         "no credentials: send Authorization: TargetToken <token> or a client certificate",
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+    use super::*;
+
+    fn status(r: Result<Device, ApiError>) -> StatusCode {
+        match r {
+            Ok(_) => StatusCode::OK,
+            Err(e) => e.status,
+        }
+    }
+
+    #[test]
+    fn target_tokens_register_once_and_must_match_after() {
+        let f = Fixture::new(|_| {});
+        let d = f.device("dev-1", "tok-1");
+        assert_eq!((d.controller_id.as_str(), d.registered_by.as_str()), ("dev-1", "target-token"));
+        assert_eq!(f.device("dev-1", "tok-1").id, d.id, "the same device again");
+        let wrong = f.try_auth(&Fixture::auth("TargetToken tok-2"), &Fixture::conn(), "dev-1");
+        assert_eq!(status(wrong), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn refusals_by_request_shape() {
+        let f = Fixture::new(|_| {});
+        let conn = Fixture::conn();
+        let tok = Fixture::auth("TargetToken t");
+        for (headers, tenant, cid, want) in [
+            (HeaderMap::new(), "DEFAULT", "dev-1", StatusCode::UNAUTHORIZED),
+            (tok.clone(), "OTHER", "dev-1", StatusCode::NOT_FOUND),
+            (tok.clone(), "DEFAULT", "bad id", StatusCode::BAD_REQUEST),
+            (tok.clone(), "DEFAULT", &"x".repeat(65), StatusCode::BAD_REQUEST),
+            (Fixture::auth("TargetToken "), "DEFAULT", "dev-1", StatusCode::UNAUTHORIZED),
+            (Fixture::auth("Basic dXNlcg=="), "DEFAULT", "dev-1", StatusCode::UNAUTHORIZED),
+            (Fixture::auth("GatewayToken nope"), "DEFAULT", "dev-1", StatusCode::UNAUTHORIZED),
+        ] {
+            let got = status(authenticate(&f.state, &headers, &conn, tenant, cid));
+            assert_eq!(got, want, "{headers:?} {tenant}/{cid}");
+        }
+        assert!(f.state.store.devices().unwrap().is_empty(), "a refusal registered a device");
+    }
+
+    #[test]
+    fn gateway_tokens_speak_for_any_device() {
+        let f = Fixture::new(|c| c.devices.gateway_token = Some("gateway-secret-0123".into()));
+        let h = Fixture::auth("GatewayToken gateway-secret-0123");
+        let d = f.try_auth(&h, &Fixture::conn(), "behind-1").unwrap();
+        assert_eq!(d.registered_by, "gateway-token");
+        let wrong = f.try_auth(
+            &Fixture::auth("GatewayToken gateway-secret-0124"),
+            &Fixture::conn(),
+            "behind-1",
+        );
+        assert_eq!(status(wrong), StatusCode::UNAUTHORIZED);
+    }
+
+    #[test]
+    fn unknown_devices_are_refused_when_configured() {
+        let f = Fixture::new(Fixture::refusing());
+        let r = f.try_auth(&Fixture::auth("TargetToken t"), &Fixture::conn(), "new-1");
+        assert_eq!(status(r), StatusCode::UNAUTHORIZED);
+        f.state.store.add_device("DEFAULT", "known", Some(&sha256_hex("t")), "admin", 1).unwrap();
+        let d = f.try_auth(&Fixture::auth("TargetToken t"), &Fixture::conn(), "known").unwrap();
+        assert_eq!(
+            d.registered_by, "admin",
+            "an admin-added device is found before the view knows it"
+        );
+    }
+
+    #[test]
+    fn client_certificates_name_their_device() {
+        let f = Fixture::new(|_| {});
+        let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_chain: Some(chain),
+        };
+        let mine = f.client_cert("cert-dev-1", None, 365);
+        let d = f.try_auth(&HeaderMap::new(), &conn(vec![mine.clone()]), "cert-dev-1").unwrap();
+        assert_eq!(d.registered_by, "certificate");
+        let other = f.try_auth(&HeaderMap::new(), &conn(vec![mine]), "someone-else");
+        assert_eq!(status(other), StatusCode::FORBIDDEN);
+        let now = std::time::SystemTime::now();
+        let foreign_ca = dm_shared::devpki::root_ca(&dm_shared::devpki::Spec {
+            common_name: "fixture CA".into(),
+            purpose: dm_shared::devpki::Purpose::Ca,
+            not_before: now - std::time::Duration::from_secs(3600),
+            not_after: now + std::time::Duration::from_secs(86_400),
+        })
+        .unwrap();
+        let foreign = f.client_cert("cert-dev-1", Some(&foreign_ca), 365);
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![foreign]), "cert-dev-1");
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "a foreign CA with the same name");
+        let expired = f.client_cert("cert-dev-1", None, 1);
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![expired]), "cert-dev-1");
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "an expired certificate");
+    }
+}

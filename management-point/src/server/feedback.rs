@@ -247,3 +247,163 @@ pub fn status_messages(
     }
     Ok(serde_json::json!({ "accepted": msgs.len() }))
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::http::StatusCode;
+
+    use super::super::fixture::Fixture;
+    use super::super::poll::{HistoryQuery, cancel_action, deployment_base, poll};
+    use super::*;
+
+    fn action_of(f: &Fixture, d: &Device) -> String {
+        let base = poll(&f.state, d).unwrap();
+        let href = &base.links.get("deploymentBase").expect("a deployment").href;
+        href.rsplit('/').next().unwrap().split('?').next().unwrap().to_string()
+    }
+
+    fn status_of(f: &Fixture, action: &str) -> ActionStatus {
+        f.state.read().actions[&action.parse::<i64>().unwrap()].status
+    }
+
+    #[test]
+    fn an_action_moves_from_scheduled_to_finished() {
+        let f = Fixture::new(|_| {});
+        f.advertise("tools", AdvertisementKind::Mandatory);
+        let d = f.device("dev-1", "tok");
+        let action = action_of(&f, &d);
+        assert_eq!(status_of(&f, &action), ActionStatus::Scheduled);
+        let dep = deployment_base(&f.state, &d, &action, &HistoryQuery::default()).unwrap();
+        assert_eq!(dep.deployment.chunks[0].part, "software-distribution");
+        assert_eq!(status_of(&f, &action), ActionStatus::Retrieved);
+        let fb = |e, r, c, details: &[&str]| {
+            feedback(&f.state, &d, &action, Ok(Fixture::feedback(e, r, c, details)), false)
+        };
+        fb("proceeding", "none", 10005, &[]).unwrap();
+        assert_eq!(status_of(&f, &action), ActionStatus::Running);
+        fb("closed", "success", 10008, &["tools-run completed", "dm.status=0x00000000"]).unwrap();
+        assert_eq!(status_of(&f, &action), ActionStatus::Finished);
+        let gone = fb("closed", "success", 10008, &[]).unwrap_err();
+        assert_eq!(gone.status, StatusCode::GONE);
+        let history = f.state.store.statuses_for_action(action.parse().unwrap()).unwrap();
+        assert_eq!(history.len(), 2, "the refused feedback stored nothing");
+        assert_eq!(history[1].hresult.as_deref(), Some("0x00000000"));
+        assert_eq!(history[1].details, ["tools-run completed"], "tags are not details");
+        assert!(poll(&f.state, &d).unwrap().links.contains_key("installedBase"));
+    }
+
+    #[test]
+    fn status_codes_are_read_by_key_and_bad_tags_refused() {
+        let f = Fixture::new(|_| {});
+        f.advertise("tools", AdvertisementKind::Mandatory);
+        let d = f.device("dev-1", "tok");
+        let action = action_of(&f, &d);
+        let send = |details: &[&str]| {
+            feedback(
+                &f.state,
+                &d,
+                &action,
+                Ok(Fixture::feedback("closed", "failure", 10006, details)),
+                false,
+            )
+        };
+        // A hex word in free text is just text now.
+        let bad = send(&["failed: 0xDEADBEEF", "dm.status=8004020A"]).unwrap_err();
+        assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+        assert!(f.state.store.statuses_for_action(action.parse().unwrap()).unwrap().is_empty());
+        send(&["failed: 0xDEADBEEF", "dm.status=0x8004020A"]).unwrap();
+        let r = &f.state.store.statuses_for_action(action.parse().unwrap()).unwrap()[0];
+        assert_eq!(r.hresult.as_deref(), Some("0x8004020A"));
+        assert_eq!(status_of(&f, &action), ActionStatus::Error);
+    }
+
+    #[test]
+    fn a_cancellation_waits_for_the_device_to_answer() {
+        let f = Fixture::new(|_| {});
+        let adv = f.advertise("tools", AdvertisementKind::Mandatory);
+        let d = f.device("dev-1", "tok");
+        let action = action_of(&f, &d);
+        let early = cancel_action(&f.state, &d, &action).unwrap_err();
+        assert_eq!(early.status, StatusCode::NOT_FOUND, "nothing to cancel yet");
+        let wrong = feedback(
+            &f.state,
+            &d,
+            &action,
+            Ok(Fixture::feedback("canceled", "success", 1, &[])),
+            true,
+        );
+        assert_eq!(wrong.unwrap_err().status, StatusCode::CONFLICT);
+        f.state.store.cancel_advertisement(adv.id, 5).unwrap();
+        f.reload();
+        let base = poll(&f.state, &d).unwrap();
+        assert!(
+            base.links.contains_key("cancelAction") && !base.links.contains_key("deploymentBase")
+        );
+        assert_eq!(cancel_action(&f.state, &d, &action).unwrap().cancel_action.stop_id, action);
+        // Progress does not end a pending cancellation; the device's answer does.
+        feedback(
+            &f.state,
+            &d,
+            &action,
+            Ok(Fixture::feedback("download", "none", 10002, &[])),
+            false,
+        )
+        .unwrap();
+        assert_eq!(status_of(&f, &action), ActionStatus::Canceling);
+        feedback(
+            &f.state,
+            &d,
+            &action,
+            Ok(Fixture::feedback("canceled", "success", 10040, &[])),
+            true,
+        )
+        .unwrap();
+        assert_eq!(status_of(&f, &action), ActionStatus::Canceled);
+    }
+
+    #[test]
+    fn devices_only_see_their_own_actions() {
+        let f = Fixture::new(|_| {});
+        f.advertise("tools", AdvertisementKind::Mandatory);
+        let a = f.device("dev-a", "tok-a");
+        let b = f.device("dev-b", "tok-b");
+        let action_a = action_of(&f, &a);
+        let q = HistoryQuery::default();
+        assert_eq!(
+            deployment_base(&f.state, &b, &action_a, &q).unwrap_err().status,
+            StatusCode::NOT_FOUND
+        );
+        let r = feedback(
+            &f.state,
+            &b,
+            &action_a,
+            Ok(Fixture::feedback("closed", "success", 1, &[])),
+            false,
+        );
+        assert_eq!(r.unwrap_err().status, StatusCode::NOT_FOUND);
+        assert_eq!(status_of(&f, &action_a), ActionStatus::Scheduled);
+    }
+
+    #[test]
+    fn inventory_merges_and_caps() {
+        let f = Fixture::new(|_| {});
+        let d = f.device("dev-1", "tok");
+        assert!(poll(&f.state, &d).unwrap().links.contains_key("configData"));
+        let put = |body: &str| config_data(&f.state, &d, Ok(Bytes::from(body.to_string())));
+        put(r#"{"data":{"platform":"linux-aarch64","model":"rpi4"}}"#).unwrap();
+        put(r#"{"data":{"model":"rpi5"},"mode":"merge"}"#).unwrap();
+        let attrs = f.state.read().devices[&("DEFAULT".to_string(), "dev-1".to_string())]
+            .attributes
+            .clone();
+        assert_eq!(
+            (attrs["platform"].as_str(), attrs["model"].as_str()),
+            ("linux-aarch64", "rpi5")
+        );
+        assert!(!poll(&f.state, &d).unwrap().links.contains_key("configData"));
+        let many: BTreeMap<String, String> =
+            (0..300).map(|i| (format!("k{i}"), "v".into())).collect();
+        let body = serde_json::json!({ "data": many }).to_string();
+        assert_eq!(put(&body).unwrap_err().status, StatusCode::BAD_REQUEST);
+        assert_eq!(put("[1,2]").unwrap_err().status, StatusCode::BAD_REQUEST);
+    }
+}

@@ -7,6 +7,8 @@
 pub mod artifacts;
 pub mod auth;
 pub mod feedback;
+#[cfg(test)]
+pub mod fixture;
 pub mod http;
 pub mod poll;
 pub mod routes;
@@ -35,6 +37,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let base = "/{tenant}/controller/v1/{cid}";
     let max_body = state.config.server.max_body_bytes;
     Router::new()
+        .route("/healthz", get(routes::healthz))
         .route(base, get(routes::poll))
         .route(&format!("{base}/deploymentBase/{{id}}"), get(routes::deployment_base))
         .route(&format!("{base}/deploymentBase/{{id}}/feedback"), post(routes::feedback))
@@ -216,4 +219,67 @@ pub fn run(config: Config) -> Result<()> {
         )
         .await
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fixture::Fixture;
+    use super::*;
+
+    /// The real router and TLS listener on loopback, in this process, with an HTTPS client.
+    fn serving(f: &Fixture) -> (tokio::runtime::Runtime, SocketAddr, ureq::Agent) {
+        let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = f.state.clone();
+        rt.spawn(async move {
+            let _ = serve(state, move |a| tx.send(a).unwrap(), std::future::pending()).await;
+        });
+        let addr = rx.recv().unwrap();
+        let pem = std::fs::read(f.dir.path().join("root-ca.pem")).unwrap();
+        let roots: Vec<_> = ureq::tls::parse_pem(&pem)
+            .filter_map(|i| match i.unwrap() {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let tls = ureq::tls::TlsConfig::builder()
+            .provider(ureq::tls::TlsProvider::Rustls)
+            .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+            .build();
+        let agent = ureq::Agent::config_builder()
+            .tls_config(tls)
+            .http_status_as_error(false)
+            .build()
+            .new_agent();
+        (rt, addr, agent)
+    }
+
+    #[test]
+    fn refusals_are_exception_info_and_health_needs_no_credentials() {
+        let f = Fixture::new(|_| {});
+        let (_rt, addr, agent) = serving(&f);
+        let get = |path: &str| {
+            let mut r = agent.get(&format!("https://{addr}{path}")).call().unwrap();
+            let status = r.status().as_u16();
+            let auth = r.headers().get("www-authenticate").map(|v| v.to_str().unwrap().to_string());
+            let body: serde_json::Value =
+                serde_json::from_slice(&r.body_mut().read_to_vec().unwrap()).unwrap();
+            (status, auth, body)
+        };
+        let (status, _, body) = get("/healthz");
+        assert_eq!((status, body["database"].as_str()), (200, Some("ok")), "{body}");
+        let (status, auth, body) = get("/DEFAULT/controller/v1/dev-1");
+        assert_eq!((status, auth.as_deref()), (401, Some("TargetToken")));
+        assert_eq!(body["errorCode"], "dm.auth.required", "{body}");
+        assert!(body["message"].as_str().unwrap().contains("no credentials"), "{body}");
+        let (status, _, body) = get("/no/such/thing");
+        assert_eq!((status, body["exceptionClass"].as_str()), (404, Some("Not Found")), "{body}");
+        let r = agent
+            .get(&format!("https://{addr}/DEFAULT/controller/v1/dev-1"))
+            .header("Authorization", "TargetToken t")
+            .call()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    }
 }

@@ -240,3 +240,14 @@ pub async fn download(r: Req, Path(p): Path<ArtifactPath>) -> Response {
         Err(e) => info.refuse(e).into_response(),
     }
 }
+
+/// `GET /healthz`: for load balancers and tests; no credentials, no device data. 503 when the
+/// database does not answer.
+pub async fn healthz(axum::extract::State(st): axum::extract::State<Arc<AppState>>) -> Response {
+    let health = blocking(move || Ok(st.health())).await;
+    match health {
+        Ok(v) if v["status"] == "ok" => json_ok(v),
+        Ok(v) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(v)).into_response(),
+        Err(e) => e.into_response(),
+    }
+}

@@ -36,7 +36,8 @@ pub struct View {
 }
 
 impl View {
-    fn load(store: &dyn Storage) -> Result<View> {
+    /// Loads everything the view holds from the store.
+    pub(crate) fn load(store: &dyn Storage) -> Result<View> {
         let version = store.data_version()?;
         let mut v = View { version, ..View::default() };
         for d in store.devices()? {
@@ -110,6 +111,8 @@ pub struct AppState {
     pub feedback_lock: Mutex<()>,
     /// The base URL for links, known once the listener is bound.
     pub public_url: std::sync::OnceLock<String>,
+    /// How many times the view was reloaded because another process changed the database.
+    pub reloads: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for AppState {
@@ -135,6 +138,7 @@ impl AppState {
             clock: Arc::new(dm_shared::clock::SystemClock),
             feedback_lock: Mutex::new(()),
             public_url: std::sync::OnceLock::new(),
+            reloads: std::sync::atomic::AtomicU64::new(0),
         })
     }
 
@@ -174,8 +178,28 @@ impl AppState {
         }
         let fresh = View::load(self.store.as_ref())?;
         *self.write() = fresh;
+        self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         log::debug!("reloaded the device and advertisement view (data version {version})");
         Ok(true)
+    }
+
+    /// What `GET /healthz` says: whether the database answers, and whether the view holds
+    /// every change another process made to it (and how often it was reloaded).
+    pub fn health(&self) -> serde_json::Value {
+        let loaded = self.read().version;
+        let reloads = self.reloads.load(std::sync::atomic::Ordering::Relaxed);
+        match self.store.data_version() {
+            Ok(now) => serde_json::json!({
+                "status": "ok",
+                "database": "ok",
+                "view": {"fresh": now == loaded, "reloads": reloads},
+            }),
+            Err(e) => serde_json::json!({
+                "status": "unavailable",
+                "database": e.to_string(),
+                "view": {"fresh": false, "reloads": reloads},
+            }),
+        }
     }
 
     /// Notes that a device polled.

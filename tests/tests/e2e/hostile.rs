@@ -25,6 +25,8 @@ enum Phase {
     Slow,
     Error500,
     TooMany,
+    /// A poll interval of about 456 billion years.
+    AbsurdSleep,
     /// Offer the deployment with this action id.
     Deploy(u32),
 }
@@ -221,6 +223,12 @@ fn serve_connection(h: Arc<Hostile>, tcp: TcpStream, cfg: Arc<rustls::ServerConf
                     }
                     return;
                 }
+                Phase::AbsurdSleep => {
+                    let (hd, b) = json_ok(
+                        &json!({"config": {"polling": {"sleep": "4000000000000000:00:00"}}, "_links": {}}),
+                    );
+                    respond(&mut tls, "200 OK", &hd, &b)
+                }
                 Phase::Idle => {
                     let (hd, b) = json_ok(
                         &json!({"config": {"polling": {"sleep": "00:00:01"}}, "_links": {}}),
@@ -407,5 +415,19 @@ fn a_hostile_management_point_never_stops_the_agent() {
         assert!(start.elapsed() < Duration::from_secs(30), "the agent stopped polling");
         std::thread::sleep(Duration::from_millis(100));
     }
+
+    // A poll interval beyond any timer: it once panicked the agent (a crash loop under
+    // systemd); now it is cut to a day, said in the log, and the agent lives on.
+    let at = log_text(&dev, "DMSvc").len();
+    set(Phase::AbsurdSleep);
+    wait_log(&dev, "polling after 86400 s instead", at);
+    std::thread::sleep(Duration::from_secs(1));
+    let pid: u32 = std::fs::read_to_string(w.device.join("run/dm/dmsvc.pid"))
+        .expect("the agent is still running (pid file)")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the agent died after the absurd sleep");
+    assert!(!log_text(&dev, "DMSvc").contains("panicked"));
     kill_agent(&w.device);
 }

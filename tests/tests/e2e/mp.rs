@@ -131,6 +131,40 @@ impl Mp {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// `GET /healthz`.
+    pub fn health(&self) -> Value {
+        let r = curl(self, &[&format!("{}/healthz", self.url())]);
+        assert_eq!(r.status, 200, "{}", r.text());
+        r.json()
+    }
+
+    /// Runs an admin command that changes the database and waits until the server's view
+    /// holds the change: the readiness signal, instead of sleeping and hoping.
+    pub fn admin_seen(&self, args: &[&str]) -> String {
+        let fresh = |h: &Value| h["view"]["fresh"] == true;
+        let reloads = |h: &Value| h["view"]["reloads"].as_u64().unwrap();
+        let start = Instant::now();
+        let mut h = self.health();
+        while !fresh(&h) {
+            assert!(start.elapsed() < Duration::from_secs(20), "the view never settled: {h}");
+            std::thread::sleep(Duration::from_millis(20));
+            h = self.health();
+        }
+        let before = reloads(&h);
+        let out = self.admin(args);
+        loop {
+            let h = self.health();
+            if fresh(&h) && reloads(&h) > before {
+                return out;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "the server never saw {args:?}: {h}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// The server's log.
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
@@ -174,23 +208,80 @@ impl Resp {
     }
 }
 
-/// curl with the world's root CA and the given extra arguments.
+/// An HTTPS request from this process (ureq, trusting the world's root CA), described with
+/// curl's flags so tests read like the command lines an administrator would try: `-X METHOD`,
+/// `-H 'Name: value'`, `--data-binary BODY`, `--cert FILE --key FILE`, `--path-as-is`, then
+/// the URL.
 pub fn curl(mp: &Mp, args: &[&str]) -> Resp {
-    let body_file = mp.w.path(&format!("curl-{}.out", rand_u64()));
-    let out = run(
-        Command::new("curl")
-            .args(["-s", "--max-time", "30", "--cacert"])
-            .arg(mp.w.pki.join("root-ca.pem"))
-            .arg("-o")
-            .arg(&body_file)
-            .args(["-w", "%{http_code}"])
-            .args(args),
-        Duration::from_secs(60),
-    );
-    let status: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0);
-    let body = std::fs::read(&body_file).unwrap_or_default();
-    let _ = std::fs::remove_file(&body_file);
-    Resp { status, body }
+    let (mut method, mut headers, mut body, mut cert, mut key, mut url) =
+        ("GET", Vec::new(), None, None, None, None);
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match *a {
+            "-X" => method = it.next().unwrap(),
+            "-H" => headers.push(it.next().unwrap().split_once(':').unwrap()),
+            "--data-binary" => body = Some(*it.next().unwrap()),
+            "--cert" => cert = Some(*it.next().unwrap()),
+            "--key" => key = Some(*it.next().unwrap()),
+            // ureq sends the path as given, dot segments and all.
+            "--path-as-is" => {}
+            u if !u.starts_with('-') => url = Some(u),
+            other => panic!("curl flag {other} is not supported by this test client"),
+        }
+    }
+    let agent = https_agent(&mp.w.pki.join("root-ca.pem"), cert.zip(key));
+    let url = url.expect("a URL");
+    let mut req = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        req = req.header(k.trim(), v.trim());
+    }
+    let result = match body {
+        Some(b) => agent.run(req.body(b.as_bytes().to_vec()).unwrap()),
+        None => agent.run(req.body(()).unwrap()),
+    };
+    match result {
+        Ok(mut resp) => Resp {
+            status: resp.status().as_u16(),
+            body: resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default(),
+        },
+        // A refused handshake or a broken connection: curl's status 0.
+        Err(_) => Resp { status: 0, body: Vec::new() },
+    }
+}
+
+/// An HTTPS client trusting `root` (and presenting a client certificate when given).
+pub fn https_agent(root: &Path, client: Option<(&str, &str)>) -> ureq::Agent {
+    use ureq::tls::{Certificate, ClientCert, PrivateKey, RootCerts, TlsConfig, TlsProvider};
+    let pem = std::fs::read(root).unwrap();
+    let roots: Vec<Certificate<'static>> = ureq::tls::parse_pem(&pem)
+        .filter_map(|i| match i.unwrap() {
+            ureq::tls::PemItem::Certificate(c) => Some(c),
+            _ => None,
+        })
+        .collect();
+    let mut tls = TlsConfig::builder()
+        .provider(TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .root_certs(RootCerts::new_with_certs(&roots));
+    if let Some((cert, key)) = client {
+        let chain: Vec<Certificate<'static>> = ureq::tls::parse_pem(&std::fs::read(cert).unwrap())
+            .filter_map(|i| match i.unwrap() {
+                ureq::tls::PemItem::Certificate(c) => Some(c),
+                _ => None,
+            })
+            .collect();
+        let key = PrivateKey::from_pem(&std::fs::read(key).unwrap()).unwrap().to_owned();
+        tls = tls.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
+    }
+    ureq::Agent::config_builder()
+        .tls_config(tls.build())
+        .http_status_as_error(false)
+        .max_redirects(0)
+        .timeout_global(Some(Duration::from_secs(30)))
+        .build()
+        .new_agent()
 }
 
 fn rand_u64() -> u64 {
@@ -706,7 +797,7 @@ fn cancel_before_start_and_cancel_rejected() {
     for (t, d) in [("tok1", "dev-1"), ("tok2", "dev-2")] {
         poll_until_link(&mp, t, d, "deploymentBase");
     }
-    let out = mp.admin(&["advertisement", "cancel", "tools-ad"]);
+    let out = mp.admin_seen(&["advertisement", "cancel", "tools-ad"]);
     assert!(out.contains("2 device(s) told to cancel"), "{out}");
     for (t, d, confirm, want) in
         [("tok1", "dev-1", "canceled", "canceled"), ("tok2", "dev-2", "rejected", "running")]
@@ -729,7 +820,6 @@ fn cancel_before_start_and_cancel_rejected() {
     );
     // A canceled advertisement reaches no new device.
     as_device(&mp, "tok3", &[&mp.base("dev-3")]);
-    std::thread::sleep(Duration::from_millis(600));
     let v = as_device(&mp, "tok3", &[&mp.base("dev-3")]).json();
     assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
 }
@@ -774,8 +864,7 @@ fn collections_by_platform_start_times_and_maintenance_windows() {
         "--maintenance-window",
         &closed_window,
     ]);
-    mp.admin(&["advertisement", "cancel", "fw-ad"]);
-    std::thread::sleep(Duration::from_millis(600));
+    mp.admin_seen(&["advertisement", "cancel", "fw-ad"]);
     // x86-1: only the canceled advertisement; arm-1 gets arm-only too.
     let v = poll_until_link(&mp, "t1", "arm-1", "cancelAction");
     let href = v["_links"]["cancelAction"]["href"].as_str().unwrap();
@@ -789,7 +878,7 @@ fn collections_by_platform_start_times_and_maintenance_windows() {
     );
     // A future start time: not offered yet.
     let later = dm_shared::clock::rfc3339(now + Duration::from_secs(3600));
-    mp.admin(&[
+    mp.admin_seen(&[
         "advertise",
         "--name",
         "later",
@@ -800,7 +889,6 @@ fn collections_by_platform_start_times_and_maintenance_windows() {
         "--start",
         &later,
     ]);
-    std::thread::sleep(Duration::from_millis(600));
     let v = as_device(&mp, "t2", &[&mp.base("x86-1")]).json();
     assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
     let list = mp.admin(&["advertisement", "list"]);

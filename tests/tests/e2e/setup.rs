@@ -360,6 +360,41 @@ fn same_client_uninstall_removes_it() {
     assert_no_client(c.device());
 }
 
+/// A stand-in `systemctl` (debug builds honour DM_TEST_SYSTEMCTL) that records every call and
+/// answers that the agent is not active.
+fn fake_systemctl(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let log = dir.join("systemctl.log");
+    let prog = dir.join("systemctl");
+    std::fs::write(
+        &prog,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> {}\ncase \"$1\" in is-active) exit 3;; esac\nexit 0\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (prog, log)
+}
+
+#[test]
+fn uninstall_under_systemd_disables_the_unit() {
+    let c = Client::new();
+    with_installed(&c, "1.2.0.0");
+    kill_agent(c.device());
+    let (systemctl, calls) = fake_systemctl(&c.w.path(""));
+    let f = c.folder("f", "1.2.0.0", &settings("Uninstall", ""));
+    let out = c.setup(&f, &[], &[("DM_TEST_SYSTEMCTL", systemctl.display().to_string())]);
+    assert!(out.status.success(), "{}", show(&out));
+    let calls = std::fs::read_to_string(&calls).unwrap_or_default();
+    assert!(
+        calls.lines().any(|l| l == "disable --now dmsvc.service"),
+        "uninstall left the unit enabled for the next boot; systemctl saw:\n{calls}"
+    );
+    assert_no_client(c.device());
+}
+
 #[test]
 fn newer_client_install_is_no_action() {
     let c = Client::new();
