@@ -65,10 +65,10 @@ echo "downloading a 1 GiB artifact..."
 mkdir -p src
 head -c $((1024 * 1024 * 1024)) /dev/urandom > src/big.bin
 printf '#!/bin/sh\ntrue\n' > src/run.sh && chmod +x src/run.sh
-"$R/dmpack" package --source src --out pkg --name big --package-version 1.0.0.0 --key pki/publisher.key --cert pki/publisher.pem >/dev/null 2>&1
+"$R/dmpack" package --source src --out pkg --name big --package-version 1.0.0.0 --program run=run.sh --key pki/publisher.key --cert pki/publisher.pem >/dev/null 2>&1
 rm -f src/big.bin
 "$R/dmmp" --config mp/dmmp.toml package add --source pkg --roots pki/root-ca.pem >/dev/null
-"$R/dmmp" --config mp/dmmp.toml program add --package big --name big-run --command ./run.sh >/dev/null
+"$R/dmmp" --config mp/dmmp.toml program add --package big --name big-run --program run >/dev/null
 "$R/dmmp" --config mp/dmmp.toml collection add --name all --rule all >/dev/null
 "$R/dmmp" --config mp/dmmp.toml advertise --name big-ad --program big-run --collection all --mandatory >/dev/null
 for _ in $(seq 600); do

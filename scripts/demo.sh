@@ -3,7 +3,7 @@
 #   1. set up this machine and build the programs
 #   2. a demo PKI (root CA, code-signing publisher, TLS server certificate) made by dmpack
 #   3. dmmp, the management point, on loopback
-#   4. a signed client deployment folder laid out like a memory card
+#   4. a signed client deployment as one bundle on a memory card, beside dminstaller
 #   5. a demo device that trusts the demo root CA; the folder's dminstaller installs the
 #      client on it, and its agent starts polling dmmp
 #   6. a signed package advertised to all devices; the agent downloads, verifies and runs it
@@ -60,14 +60,20 @@ Authentication=TargetToken
 TargetToken=demo-target-token-0001
 PollInterval=60
 INI
-"$bin/dmpack" folder --out "$demo/card/DMClient" --client-version 1.0.0.0 \
+"$bin/dmpack" folder --out "$demo/DMClient" --client-version 1.0.0.0 \
     --platform-bin "$platform=$demo/bins" --settings "$demo/DMCommonInstaller.ini" \
     --key "$demo/pki/publisher.key" --cert "$demo/pki/publisher.pem" >/dev/null
-ls -l "$demo/card/DMClient"
+say "the folder as one signed bundle on the memory card, beside the installer"
+mkdir -p "$demo/card"
+"$bin/dmpack" bundle --source "$demo/DMClient" --roots "$demo/pki/root-ca.pem" --out "$demo/card" >/dev/null
+cp "$demo/DMClient/dminstaller_$platform" "$demo/card/"
+ls -l "$demo/card"
 
-say "demo device trusts the demo root CA; running dminstaller from the card"
+say "demo device trusts the demo root CA for code signing and for TLS; running dminstaller from the card"
 cp "$demo/pki/root-ca.pem" "$demo/device/etc/dm/certs/root/"
-"$demo/card/DMClient/dminstaller_$platform" --device-root "$demo/device" 2>&1 | grep -E "step|finished|installed" || true
+mkdir -p "$demo/device/etc/dm/certs/tls-root"
+cp "$demo/pki/root-ca.pem" "$demo/device/etc/dm/certs/tls-root/"
+"$demo/card/dminstaller_$platform" --device-root "$demo/device" 2>&1 | grep -E "step|finished|installed" || true
 "$bin/dmclientsetup" --status --device-root "$demo/device"
 
 say "a signed package advertised to every device"
@@ -79,10 +85,12 @@ cp greeting.txt "$DM_DEVICE_ROOT/greeting.txt"
 SH
 chmod +x "$demo/package/install.sh"
 echo "hello from the management point" > "$demo/package/greeting.txt"
+# The publisher signs the program with the package: the server can only choose it.
 "$bin/dmpack" package --source "$demo/package" --out "$demo/greeting-pkg" --name greeting --package-version 1.0.0.0 \
-    --key "$demo/pki/publisher.key" --cert "$demo/pki/publisher.pem" >/dev/null
-dmmp package add --source "$demo/greeting-pkg" --roots "$demo/pki/root-ca.pem"
-dmmp program add --package greeting --name install-greeting --command ./install.sh --max-run-time 60
+    --program "install=install.sh" --key "$demo/pki/publisher.key" --cert "$demo/pki/publisher.pem" >/dev/null
+"$bin/dmpack" bundle --source "$demo/greeting-pkg" --roots "$demo/pki/root-ca.pem" --out "$demo" >/dev/null
+dmmp package add --source "$demo/greeting-1.0.0.0.dmpkg" --roots "$demo/pki/root-ca.pem"
+dmmp program add --package greeting --name install-greeting --program install --max-run-time 60
 dmmp collection add --name all-devices --rule all
 dmmp advertise --name greeting-to-all --program install-greeting --collection all-devices --mandatory
 

@@ -1,13 +1,17 @@
-//! DMInstaller: the first program run on a device from a client deployment folder.
+//! DMInstaller: the first program run on a device from a client deployment (a folder, or a
+//! `.dmpkg` bundle, on a memory card or pushed by a tethered desktop).
 //!
-//! In order, each step logged: verify the folder (signature chained to the device's `root`
-//! store with the codeSigning usage, valid dates, every file's size and SHA-256, no unlisted
-//! files) before touching anything; pick this device's platform binaries; check the device's
-//! security policy; install the publisher certificate into the `privileged` and `spc` stores
-//! as one transaction; then run the folder's `dmclientsetup_<platform>` and exit with its
-//! outcome. A locked device refuses the certificate: the installer logs
-//! `Access Denied (0x80070005)`, queues a status message for an already installed client's
-//! agent to send, leaves the device as it was and does not run setup.
+//! In order, each step logged: verify the deployment (signature chained to the device's
+//! code-signing roots, nothing revoked or disallowed, valid dates, every file's size and
+//! SHA-256, no unlisted files) before touching anything; pick this device's platform binaries;
+//! check the device's security policy; copy exactly the signed bytes into a staging folder only
+//! root can write (`var/lib/dm/staging/`, 0700), hashing while copying; install the publisher
+//! certificate into the `privileged` and `spc` stores as one transaction; then run the staged
+//! `dmclientsetup_<platform>` and exit with its outcome. Nothing is read from the source
+//! again after it is staged, so a card swapped meanwhile changes nothing. A locked device
+//! refuses the certificate: the installer logs `Access Denied (0x80070005)`, queues a status
+//! message for an already installed client's agent to send, leaves the device as it was and
+//! does not run setup.
 
 #![forbid(unsafe_code)]
 
@@ -20,7 +24,7 @@ use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::outbox::Outbox;
 use dm_shared::policy::SecurityPolicy;
 use dm_shared::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI};
-use dm_shared::{Context, Platform, StatusCode, StoreName, clock, deployment};
+use dm_shared::{Context, Platform, StatusCode, StoreName, bundle, clock, deployment, failpoint};
 use log::{error, info, warn};
 
 pub use dm_shared::context::RUNNER_ENV;
@@ -78,7 +82,7 @@ impl Error {
 /// How to run the installer.
 #[derive(Debug, Clone)]
 pub struct Options {
-    /// The deployment folder.
+    /// The deployment: a folder, a `.dmpkg` bundle, or a folder holding one bundle.
     pub source: PathBuf,
     /// This device's platform.
     pub platform: Platform,
@@ -89,13 +93,42 @@ pub fn client_installed(ctx: &Context) -> bool {
     std::fs::symlink_metadata(ctx.layout.active_pointer()).is_ok()
 }
 
+/// The staging folder of one installer run: removed, with the folders made for it, when the
+/// run ends however it ends.
+struct Staging {
+    dir: PathBuf,
+    made: Vec<PathBuf>,
+}
+
+impl Staging {
+    fn new(ctx: &Context) -> Result<Staging, dm_shared::Error> {
+        let dir = ctx.layout.staging_dir().join("deployment");
+        // What a killed run left behind.
+        dm_shared::fs::remove_dir_all(&dir)?;
+        let parent = dir.parent().unwrap_or(&dir).to_path_buf();
+        let made = dm_shared::fs::create_dir_all(&parent, dm_shared::fs::MODE_DIR_PRIVATE)?;
+        Ok(Staging { dir, made })
+    }
+}
+
+impl Drop for Staging {
+    fn drop(&mut self) {
+        if let Err(e) = dm_shared::fs::remove_dir_all(&self.dir) {
+            warn!("could not remove the staging folder: {e}");
+        }
+        for d in self.made.iter().rev() {
+            let _ = dm_shared::fs::remove_dir(d);
+        }
+    }
+}
+
 /// Runs the installer. Returns setup's exit code when setup ran.
 pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
-    let source = &opts.source;
-    info!("step 1/5: verifying deployment folder {}", source.display());
-    let roots = certstore::trusted_roots(&ctx.layout)?;
-    let folder = deployment::verify(source, &roots, ctx.clock.now(), &opts.platform)?;
-    let m = &folder.manifest;
+    let source = bundle::locate(&opts.source)?;
+    info!("step 1/6: verifying the deployment {}", source.display());
+    let trust = certstore::trust(&ctx.layout, ctx.clock.now())?;
+    let verified = deployment::verify_source(&source, &trust, ctx.clock.now(), &opts.platform)?;
+    let m = &verified.manifest;
     info!(
         "verified client deployment {} {} for {}: {} files, {} bytes, signed by {}",
         m.name,
@@ -103,29 +136,50 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
         m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
         m.files.len(),
         m.total_size(),
-        folder.publisher.describe()
+        verified.publisher.describe()
     );
+    failpoint::hit("installer-verified")?;
 
-    info!("step 2/5: selecting binaries for this device ({})", opts.platform);
-    let setup = folder.path_of(&manifest::program_file("dmclientsetup", &opts.platform));
-    info!("setup program: {}", setup.display());
+    info!("step 2/6: selecting binaries for this device ({})", opts.platform);
+    let setup_name = manifest::program_file("dmclientsetup", &opts.platform);
+    info!("setup program: {setup_name}");
 
-    info!("step 3/5: checking the device security policy");
+    info!("step 3/6: checking the device security policy");
     let policy = SecurityPolicy::load(&ctx.layout);
     if policy.locked {
-        return refuse(ctx, &folder, format!("{} ({})", policy.reason, policy.source.display()));
+        let reason = format!("{} ({})", policy.reason, policy.source.display());
+        return refuse(ctx, &verified, reason);
     }
     info!("{} ({})", policy.reason, policy.source.display());
+    failpoint::hit("installer-policy-checked")?;
 
-    info!("step 4/5: installing the publisher certificate into the privileged and spc stores");
+    info!("step 4/6: staging the signed bytes");
+    let staging = match Staging::new(ctx) {
+        Ok(s) => s,
+        Err(e) if e.is_refusal() => return refuse(ctx, &verified, e.to_string()),
+        Err(e) => return Err(e.into()),
+    };
+    let folder = deployment::stage(&source, &staging.dir, &trust, ctx.clock.now(), &opts.platform)?;
+    if folder.manifest != verified.manifest {
+        return Err(dm_shared::Error::MalformedManifest {
+            path: source.join(manifest::MANIFEST_FILE),
+            reason: "the deployment changed while it was copied; nothing was installed".into(),
+        }
+        .into());
+    }
+    info!("staged {} files in {}", folder.manifest.files.len(), folder.dir.display());
+    failpoint::hit("installer-staged")?;
+
+    info!("step 5/6: installing the publisher certificate into the privileged and spc stores");
     match install_publisher(ctx, &folder) {
         Ok(()) => {}
-        Err(e) if e.is_refusal() => return refuse(ctx, &folder, e.to_string()),
+        Err(e) if e.is_refusal() => return refuse(ctx, &verified, e.to_string()),
         Err(e) => return Err(e.into()),
     }
+    failpoint::hit("installer-trusted")?;
 
-    info!("step 5/5: running setup");
-    run_setup(ctx, &folder, &setup)
+    info!("step 6/6: running setup");
+    run_setup(ctx, &folder, &folder.path_of(&setup_name))
 }
 
 fn install_publisher(ctx: &Context, folder: &VerifiedFolder) -> Result<(), dm_shared::Error> {
@@ -149,7 +203,7 @@ fn install_publisher(ctx: &Context, folder: &VerifiedFolder) -> Result<(), dm_sh
 
 /// The locked-device path: log, queue a status message for an installed client, change
 /// nothing else, and stop before setup.
-fn refuse(ctx: &Context, folder: &VerifiedFolder, reason: String) -> Result<i32, Error> {
+fn refuse(ctx: &Context, folder: &deployment::Verified, reason: String) -> Result<i32, Error> {
     let code = StatusCode::E_ACCESSDENIED;
     warn!(
         "the device refused the publisher certificate ({code}); setup will not run and nothing was changed"
@@ -274,6 +328,7 @@ mod tests {
             version: ClientVersion::new(1, 0, 0, 0),
             platforms: vec![platform],
             metadata: None,
+            programs: vec![],
             now,
         };
         let chain = Cert::parse_pem(publisher.cert_pem.as_bytes(), Path::new("p")).unwrap();

@@ -8,7 +8,9 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use dm_shared::ClientVersion;
+pub use dm_shared::ddi::Rerun;
 use dm_shared::ddi::{Execution, Finished};
+pub use dm_shared::programs::SignedProgram;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -81,6 +83,9 @@ pub struct Package {
     pub created: i64,
     /// Its files.
     pub artifacts: Vec<ArtifactRecord>,
+    /// The programs its publisher signed (none for raw packages and client deployments).
+    #[serde(default)]
+    pub programs: Vec<SignedProgram>,
 }
 
 /// A program: what a device does with a package.
@@ -100,6 +105,10 @@ pub struct Program {
     pub max_run_time: u64,
     /// The device class it is for.
     pub device_class: DeviceClass,
+    /// The signed program of the package it runs (none for raw packages, whose own clients
+    /// decide what to run).
+    #[serde(default)]
+    pub signed_program: Option<String>,
 }
 
 /// How a comparison on versions is made.
@@ -369,6 +378,12 @@ pub struct Advertisement {
     pub created: i64,
     /// Whether it was canceled.
     pub canceled: bool,
+    /// Whether a program that ran before on a device runs again.
+    #[serde(default)]
+    pub rerun: Rerun,
+    /// Whether a device may take an older version of the package than it has had.
+    #[serde(default)]
+    pub allow_downgrade: bool,
 }
 
 impl Advertisement {

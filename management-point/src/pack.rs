@@ -3,12 +3,12 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
+use dm_shared::bundle;
 use dm_shared::devpki::{self, Issued, Purpose, Spec};
 use dm_shared::fs::{self as dmfs, MODE_EXEC, MODE_PRIVATE, MODE_PUBLIC};
-use dm_shared::manifest::{
-    self, CLIENT_PROGRAMS, Manifest, PackageKind, SignRequest, VerifiedFolder,
-};
-use dm_shared::pki::Cert;
+use dm_shared::manifest::{self, CLIENT_PROGRAMS, Manifest, PackageKind, SignRequest};
+use dm_shared::pki::{Cert, Trust};
+use dm_shared::programs::SignedProgram;
 use dm_shared::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI, Settings};
 use dm_shared::{ClientVersion, Platform};
 
@@ -177,6 +177,7 @@ pub fn build_folder(
         version: spec.version,
         platforms: spec.platforms.iter().map(|(p, _)| p.clone()).collect(),
         metadata: None,
+        programs: Vec::new(),
         now,
     };
     signer.sign(out, &req)
@@ -233,6 +234,8 @@ pub struct PackageSpec {
     pub kind: PackageKind,
     /// Platforms it has binaries for (empty: platform-neutral).
     pub platforms: Vec<Platform>,
+    /// The programs a device may run from it.
+    pub programs: Vec<SignedProgram>,
 }
 
 /// Builds and signs a package folder in `out` from `spec.source`.
@@ -256,13 +259,158 @@ pub fn build_package(
         version: spec.version,
         platforms: spec.platforms.clone(),
         metadata: None,
+        programs: spec.programs.clone(),
         now,
     };
     signer.sign(out, &req)
 }
 
-/// Verifies a signed folder against the roots in `roots_pem`.
-pub fn verify(dir: &Path, roots_pem: &Path, now: SystemTime) -> Result<VerifiedFolder> {
-    let roots = Cert::load_pem(roots_pem)?;
-    Ok(manifest::verify_folder(dir, &roots, now)?)
+/// Verifies a signed folder, or a bundle, against the roots in `roots_pem`. A bundle is
+/// unpacked into a temp folder to be checked like a folder.
+pub fn verify(source: &Path, roots_pem: &Path, now: SystemTime) -> Result<Manifest> {
+    let trust = Trust::roots(Cert::load_pem(roots_pem)?);
+    if bundle::is_bundle(source) {
+        return Ok(bundle::verify(source, &trust, now)?.0);
+    }
+    Ok(manifest::verify_folder(source, &trust, now)?.manifest)
+}
+
+/// Writes the signed folder `source` (checked against `roots_pem`) as a bundle: to `out`, or
+/// when `out` is a folder, to `<name>-<version>.dmpkg` in it. Returns the bundle's path.
+pub fn bundle(source: &Path, roots_pem: &Path, out: &Path, now: SystemTime) -> Result<PathBuf> {
+    let trust = Trust::roots(Cert::load_pem(roots_pem)?);
+    let folder = manifest::verify_folder(source, &trust, now)?;
+    let dest = if out.is_dir() {
+        out.join(bundle::file_name(&folder.manifest))
+    } else {
+        out.to_path_buf()
+    };
+    if dest.exists() {
+        return Err(Error::OutputExists { path: dest });
+    }
+    bundle::write(&folder, &dest)?;
+    Ok(dest)
+}
+
+/// A program as `dmpack package --programs FILE` reads it: TOML (or JSON), with defaults.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProgramToml {
+    /// Its name.
+    pub name: String,
+    /// The command: a file of the package (relative path), or an absolute program, then
+    /// arguments.
+    pub command: Vec<String>,
+    /// Seconds it may run (default an hour).
+    #[serde(default = "default_max_run_time")]
+    pub max_run_time: u64,
+    /// Platforms it runs on (default any).
+    #[serde(default)]
+    pub platforms: Vec<String>,
+    /// `mobile` (default) or `desktop`.
+    #[serde(default)]
+    pub device_class: Option<String>,
+    /// Environment additions.
+    #[serde(default)]
+    pub environment: std::collections::BTreeMap<String, String>,
+}
+
+fn default_max_run_time() -> u64 {
+    3600
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ProgramsFile {
+    program: Vec<ProgramToml>,
+}
+
+impl ProgramToml {
+    /// The program to sign.
+    pub fn to_signed(&self) -> Result<SignedProgram> {
+        let platforms = self
+            .platforms
+            .iter()
+            .map(|p| Platform::parse(p).map_err(Error::Usage))
+            .collect::<Result<Vec<_>>>()?;
+        let device_class = match &self.device_class {
+            Some(c) => c.parse().map_err(Error::Usage)?,
+            None => dm_shared::vocab::DeviceClass::Mobile,
+        };
+        Ok(SignedProgram {
+            name: self.name.clone(),
+            command: self.command.clone(),
+            max_run_time: self.max_run_time,
+            platforms,
+            device_class,
+            environment: self.environment.clone(),
+        })
+    }
+}
+
+/// Reads a programs file: `[[program]]` tables in TOML (or `{"program": [...]}` in JSON).
+pub fn read_programs(path: &Path) -> Result<Vec<SignedProgram>> {
+    let bytes = dmfs::read_capped(path, 1024 * 1024)?;
+    let bad = |reason: String| Error::Config { path: path.to_path_buf(), reason };
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let file: ProgramsFile = if path.extension().is_some_and(|e| e == "json") {
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+    } else {
+        toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+    };
+    file.program.iter().map(ProgramToml::to_signed).collect()
+}
+
+/// `NAME=COMMAND WORDS…` from the command line: an hour, any platform, mobile.
+pub fn program_flag(s: &str) -> Result<SignedProgram> {
+    let (name, command) = s.split_once('=').ok_or_else(|| {
+        Error::Usage(format!(
+            "--program {s:?}: expected NAME=COMMAND, such as install=install.sh --quiet"
+        ))
+    })?;
+    ProgramToml {
+        name: name.trim().to_string(),
+        command: command.split_whitespace().map(str::to_string).collect(),
+        max_run_time: default_max_run_time(),
+        platforms: Vec::new(),
+        device_class: None,
+        environment: Default::default(),
+    }
+    .to_signed()
+}
+
+/// Issues a certificate revocation list from the CA in `ca_dir`, revoking the certificates in
+/// the PEM files `revoke`, valid for `days`; writes it as PEM to `out`.
+pub fn issue_crl(
+    ca_dir: &Path,
+    revoke: &[PathBuf],
+    number: u64,
+    days: u64,
+    out: &Path,
+    now: SystemTime,
+) -> Result<usize> {
+    let ca = Issued {
+        cert_pem: String::from_utf8_lossy(&dmfs::read_capped(
+            &ca_dir.join(names::ROOT_CERT),
+            64 * 1024,
+        )?)
+        .into_owned(),
+        key_pem: String::from_utf8_lossy(&dmfs::read_capped(
+            &ca_dir.join(names::ROOT_KEY),
+            64 * 1024,
+        )?)
+        .into_owned(),
+    };
+    let mut serials = Vec::new();
+    for p in revoke {
+        for c in Cert::load_pem(p)? {
+            serials.push(c.serial().to_vec());
+        }
+    }
+    let refs: Vec<&[u8]> = serials.iter().map(Vec::as_slice).collect();
+    let until = now + DAY.saturating_mul(u32::try_from(days).unwrap_or(u32::MAX));
+    let pem = devpki::crl(&ca, &refs, number, now - Duration::from_secs(60), until)
+        .map_err(|reason| Error::Pki { what: "the revocation list".into(), reason })?;
+    dmfs::write_atomic(out, pem.as_bytes(), MODE_PUBLIC)?;
+    Ok(serials.len())
 }

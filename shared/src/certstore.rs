@@ -1,4 +1,6 @@
-//! The device's certificate stores: `root`, `privileged`, `spc` and `my`.
+//! The device's certificate stores (`root`, `tls-root`, `privileged`, `spc`, `disallowed`,
+//! `my`), its certificate revocation lists, and what they add up to for code signing
+//! ([`trust`]).
 //!
 //! Each store is a folder under `etc/dm/certs/`, one PEM file per certificate named by its
 //! SHA-256 thumbprint (`<thumbprint>.pem`), written atomically with mode 0600. An administrator
@@ -10,7 +12,7 @@ use std::path::{Path, PathBuf};
 use crate::error::{Error, Result};
 use crate::fs::{self as dmfs, Transaction};
 use crate::layout::{DeviceLayout, StoreName};
-use crate::pki::{self, Cert};
+use crate::pki::{self, Cert, Crl, Trust};
 
 /// One certificate store.
 #[derive(Debug, Clone)]
@@ -107,7 +109,7 @@ impl CertStore {
     }
 }
 
-/// The device's trusted roots, for chain checks. An empty store is logged: nothing can be
+/// The device's code-signing roots, for chain checks. An empty store is logged: nothing can be
 /// trusted until a root is installed.
 pub fn trusted_roots(layout: &DeviceLayout) -> Result<Vec<Cert>> {
     let store = CertStore::open(layout, StoreName::Root);
@@ -123,6 +125,103 @@ pub fn trusted_roots(layout: &DeviceLayout) -> Result<Vec<Cert>> {
         }
     }
     Ok(roots)
+}
+
+/// The revocation lists in the device's CRL folder. A file that is not a CRL is logged and
+/// ignored; a stale list is logged and still applies.
+pub fn crls(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Vec<Crl>> {
+    let dir = layout.crl_dir();
+    let entries = match std::fs::read_dir(&dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(dmfs::io_err("list", &dir)(e)),
+    };
+    let mut paths: Vec<PathBuf> = entries
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crl" || x == "pem"))
+        .collect();
+    paths.sort();
+    let mut out = Vec::new();
+    for p in paths {
+        match Crl::load(&p) {
+            Ok(lists) => {
+                for l in lists {
+                    if l.is_stale(now) {
+                        log::warn!(
+                            "{}: the revocation list of {} is past its next update; its revocations still apply, newer ones may be missing",
+                            p.display(),
+                            l.issuer()
+                        );
+                    }
+                    out.push(l);
+                }
+            }
+            Err(e) => log::warn!("ignoring {}: {e}", p.display()),
+        }
+    }
+    Ok(out)
+}
+
+/// Everything the device trusts for code signing: the `root` store, minus what the
+/// `disallowed` store names, checked against the CRLs in `etc/dm/crl/`.
+pub fn trust(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Trust> {
+    Ok(Trust {
+        roots: trusted_roots(layout)?,
+        disallowed: CertStore::open(layout, StoreName::Disallowed).list()?,
+        crls: crls(layout, now)?,
+    })
+}
+
+/// Stores a revocation list in the device's CRL folder (named by its SHA-256), replacing any
+/// older list of the same issuer. Returns whether anything changed.
+pub fn store_crl(layout: &DeviceLayout, crl: &Crl, now: std::time::SystemTime) -> Result<bool> {
+    let dir = layout.crl_dir();
+    let dest = dir.join(format!("{}.crl", crl.thumbprint()));
+    if dest.is_file() {
+        return Ok(false);
+    }
+    for old in crls(layout, now)?.iter().filter(|o| o.issuer() == crl.issuer()) {
+        if old.this_update() > crl.this_update() {
+            log::warn!(
+                "not storing the revocation list of {} from {}: the device has a newer one",
+                crl.issuer(),
+                crl.source().display()
+            );
+            return Ok(false);
+        }
+    }
+    dmfs::create_dir_all(&dir, dmfs::MODE_DIR)?;
+    dmfs::write_atomic(&dest, crl.der(), dmfs::MODE_PUBLIC)?;
+    for old in
+        crls(layout, now)?.iter().filter(|o| o.issuer() == crl.issuer() && o.der() != crl.der())
+    {
+        dmfs::remove_file(old.source())?;
+    }
+    Ok(true)
+}
+
+/// The roots for the management point's TLS: the `tls-root` store. A device set up before the
+/// two stores were separate has only `root`, which served both: its roots are copied into
+/// `tls-root` once, so the device keeps reaching its management point (docs/certificates.md).
+pub fn tls_roots(layout: &DeviceLayout) -> Result<Vec<Cert>> {
+    let tls = CertStore::open(layout, StoreName::TlsRoot);
+    if !tls.dir().exists() {
+        let old = CertStore::open(layout, StoreName::Root).list()?;
+        if !old.is_empty() {
+            let mut tx = Transaction::new();
+            for c in &old {
+                tls.add(c, &mut tx)?;
+            }
+            tx.commit();
+            log::warn!(
+                "the tls-root store did not exist: copied the {} certificate(s) of the root store into {}; from now on TLS and code signing trust separate roots",
+                old.len(),
+                tls.dir().display()
+            );
+        }
+    }
+    tls.list()
 }
 
 /// Checks that the publisher (first certificate of a verified chain) is in the `spc` store.

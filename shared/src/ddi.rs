@@ -440,13 +440,15 @@ pub struct ExceptionInfo {
 
 /// Chunk metadata keys this project uses (see docs/management-point.md).
 pub mod meta {
-    /// The program's name.
+    /// The name of the signed program to run (one of the package's signed programs).
     pub const PROGRAM: &str = "dm.program";
-    /// The command line to run, relative to the package folder.
+    /// The signed program's command as a JSON array, for people and for the agent's check:
+    /// when present it must equal the signed command exactly.
     pub const COMMAND: &str = "dm.command";
-    /// Comma-separated platforms the program may run on (`any` for all).
+    /// Comma-separated platforms the program may run on (`any` for all): may narrow the
+    /// signed ones, never widen them.
     pub const PLATFORMS: &str = "dm.platforms";
-    /// Maximum run time in seconds.
+    /// Maximum run time in seconds: may shorten the signed one, never lengthen it.
     pub const MAX_RUN_TIME: &str = "dm.max-run-time";
     /// `mobile` or `desktop`.
     pub const DEVICE_CLASS: &str = "dm.device-class";
@@ -458,6 +460,75 @@ pub mod meta {
     pub const START_TIME: &str = "dm.start-time";
     /// When the advertisement expires (RFC 3339).
     pub const EXPIRES: &str = "dm.expires";
+    /// `true` when the advertisement allows an older version than the device has.
+    pub const ALLOW_DOWNGRADE: &str = "dm.allow-downgrade";
+    /// Whether a program that ran before runs again: `never`, `always`, `if-failed`,
+    /// `if-succeeded` (see [`super::Rerun`]).
+    pub const RERUN: &str = "dm.rerun";
+}
+
+/// Whether a program that ran before on a device runs again for a new advertisement, as the
+/// source documents' advertisements say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Rerun {
+    /// Never again once it ran, whatever the outcome (the default).
+    #[default]
+    Never,
+    /// Every time it is advertised.
+    Always,
+    /// Only when its last run failed.
+    IfFailed,
+    /// Only when its last run succeeded.
+    IfSucceeded,
+}
+
+impl Rerun {
+    /// Every policy.
+    pub const ALL: [Rerun; 4] = [Rerun::Never, Rerun::Always, Rerun::IfFailed, Rerun::IfSucceeded];
+
+    /// The name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Rerun::Never => "never",
+            Rerun::Always => "always",
+            Rerun::IfFailed => "if-failed",
+            Rerun::IfSucceeded => "if-succeeded",
+        }
+    }
+
+    /// Whether a program whose last run succeeded (`Some(true)`), failed (`Some(false)`) or
+    /// that never ran (`None`) runs now.
+    pub fn runs(self, last: Option<bool>) -> bool {
+        match (self, last) {
+            (_, None) | (Rerun::Always, _) => true,
+            (Rerun::Never, Some(_)) => false,
+            (Rerun::IfFailed, Some(succeeded)) => !succeeded,
+            (Rerun::IfSucceeded, Some(succeeded)) => succeeded,
+        }
+    }
+}
+
+impl std::str::FromStr for Rerun {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Rerun::ALL.into_iter().find(|r| r.as_str() == s).ok_or_else(|| {
+            format!("rerun {s:?}: expected never, always, if-failed or if-succeeded")
+        })
+    }
+}
+
+/// The extension endpoint (not in DDI) where the agent fetches the certificate revocation
+/// lists the management point distributes: `GET {base}/dm/crls`. The poll offers it as the
+/// link `dmCrls` when the lists changed.
+pub const CRLS_PATH: &str = "dm/crls";
+
+/// `GET …/dm/crls`: the CAs' revocation lists, PEM. Each is signed by its CA, so the server
+/// is only the courier.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct CrlList {
+    /// PEM texts (`BEGIN X509 CRL`).
+    pub crls: Vec<String>,
 }
 
 /// The extension endpoint (not in DDI) where the agent posts status messages that belong to
@@ -482,6 +553,21 @@ mod tests {
         }
         // Absurd but representable: the caller bounds it.
         assert!(parse_sleep("4000000000000000:00:00").unwrap() > MAX_SERVER_DELAY);
+    }
+
+    #[test]
+    fn rerun_policies() {
+        use Rerun::*;
+        for p in Rerun::ALL {
+            assert!(p.runs(None), "{p:?}: a program that never ran runs");
+            assert_eq!(p.as_str().parse(), Ok(p));
+        }
+        assert_eq!((Never.runs(Some(true)), Never.runs(Some(false))), (false, false));
+        assert_eq!((Always.runs(Some(true)), Always.runs(Some(false))), (true, true));
+        assert_eq!((IfFailed.runs(Some(true)), IfFailed.runs(Some(false))), (false, true));
+        assert_eq!((IfSucceeded.runs(Some(true)), IfSucceeded.runs(Some(false))), (true, false));
+        assert_eq!(Rerun::default(), Never);
+        assert!("sometimes".parse::<Rerun>().is_err());
     }
 
     #[test]

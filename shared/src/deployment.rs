@@ -1,39 +1,34 @@
-//! Client deployment folders as DMInstaller and DMClientSetup both see them: a signed folder of
-//! kind `client-deployment` with every client program for this device's platform, and the
-//! settings file setup reads. One verification for both programs, so they can never disagree
-//! about what a valid deployment is.
+//! Client deployments as DMInstaller and DMClientSetup both see them: a signed folder (or a
+//! `.dmpkg` bundle of one) of kind `client-deployment` with every client program for this
+//! device's platform, and the settings file setup reads. One verification for both programs,
+//! so they can never disagree about what a valid deployment is; and [`stage`], which copies
+//! exactly the signed bytes somewhere only root can write, so what runs is what was verified.
 
 use std::path::Path;
 use std::time::SystemTime;
 
+use crate::bundle;
+use crate::digest::HashingReader;
 use crate::error::{Error, Result};
-use crate::manifest::{self, MANIFEST_FILE, PackageKind, VerifiedFolder};
-use crate::pki::Cert;
+use crate::fs as dmfs;
+use crate::manifest::{
+    self, MANIFEST_FILE, Manifest, PUBLISHER_FILE, PackageKind, SIGNATURE_FILE, SignatureFiles,
+    VerifiedFolder,
+};
+use crate::pki::{Cert, Trust};
 use crate::platform::Platform;
 use crate::settings::{CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI};
 
-/// Verifies `dir` completely (signature, chain to `roots`, every file) and checks that it is a
+/// Verifies `dir` completely (signature, chain to what the device trusts, every file) and checks that it is a
 /// client deployment with binaries for `platform`. Nothing is written.
 pub fn verify(
     dir: &Path,
-    roots: &[Cert],
+    trust: &Trust,
     now: SystemTime,
     platform: &Platform,
 ) -> Result<VerifiedFolder> {
-    let folder = manifest::verify_folder(dir, roots, now)?;
-    let m = &folder.manifest;
-    if m.kind != PackageKind::ClientDeployment {
-        return Err(Error::MalformedManifest {
-            path: dir.join(MANIFEST_FILE),
-            reason: format!("it is a {} package, not a client deployment", m.kind),
-        });
-    }
-    if !m.platforms.contains(platform) {
-        return Err(Error::PlatformUnsupported {
-            platform: platform.to_string(),
-            available: m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
-        });
-    }
+    let folder = manifest::verify_folder(dir, trust, now)?;
+    check_kind_and_platform(&folder.manifest, dir, platform)?;
     Ok(folder)
 }
 
@@ -43,4 +38,113 @@ pub fn settings_file(folder: &VerifiedFolder) -> Option<&'static str> {
     [CLIENT_SETTINGS_INI, COMMON_INSTALLER_INI]
         .into_iter()
         .find(|name| folder.manifest.file(name).is_some())
+}
+
+/// What a deployment source (a folder or a bundle) was verified to be, without writing.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// Its manifest.
+    pub manifest: Manifest,
+    /// Its publisher.
+    pub publisher: Cert,
+}
+
+fn check_kind_and_platform(m: &Manifest, source: &Path, platform: &Platform) -> Result<()> {
+    if m.kind != PackageKind::ClientDeployment {
+        return Err(Error::MalformedManifest {
+            path: source.join(MANIFEST_FILE),
+            reason: format!("it is a {} package, not a client deployment", m.kind),
+        });
+    }
+    if !m.platforms.contains(platform) {
+        return Err(Error::PlatformUnsupported {
+            platform: platform.to_string(),
+            available: m.platforms.iter().map(Platform::as_str).collect::<Vec<_>>().join(", "),
+        });
+    }
+    Ok(())
+}
+
+/// Verifies a deployment given as a folder or a bundle, completely and without writing.
+pub fn verify_source(
+    source: &Path,
+    trust: &Trust,
+    now: SystemTime,
+    platform: &Platform,
+) -> Result<Verified> {
+    if bundle::is_bundle(source) {
+        let (manifest, chain) = bundle::verify(source, trust, now)?;
+        check_kind_and_platform(&manifest, source, platform)?;
+        let publisher = chain
+            .into_iter()
+            .next()
+            .ok_or_else(|| Error::NotSigned { dir: source.to_path_buf(), what: PUBLISHER_FILE })?;
+        return Ok(Verified { manifest, publisher });
+    }
+    let v = verify(source, trust, now, platform)?;
+    Ok(Verified { manifest: v.manifest, publisher: v.publisher })
+}
+
+/// Copies a deployment (folder) or unpacks it (bundle) into `dest`, a new folder created 0700,
+/// taking every byte through the check against the signed manifest, so `dest` holds exactly
+/// what the publisher signed however the source changes meanwhile. Returns the staged folder.
+pub fn stage(
+    source: &Path,
+    dest: &Path,
+    trust: &Trust,
+    now: SystemTime,
+    platform: &Platform,
+) -> Result<VerifiedFolder> {
+    let staged = if bundle::is_bundle(source) {
+        bundle::unpack(source, dest, trust, now)?
+    } else {
+        copy_folder(source, dest, trust, now)?
+    };
+    check_kind_and_platform(&staged.manifest, source, platform)?;
+    Ok(staged)
+}
+
+/// The signature files once (capped), verified; then every listed file through the hash.
+fn copy_folder(
+    source: &Path,
+    dest: &Path,
+    trust: &Trust,
+    now: SystemTime,
+) -> Result<VerifiedFolder> {
+    let read = |name: &'static str, cap: u64| -> Result<Vec<u8>> {
+        dmfs::read_optional(&source.join(name), cap)?
+            .ok_or_else(|| Error::NotSigned { dir: source.to_path_buf(), what: name })
+    };
+    let signed = SignatureFiles {
+        manifest: read(MANIFEST_FILE, manifest::MAX_MANIFEST_BYTES)?,
+        signature: read(SIGNATURE_FILE, manifest::MAX_SIGNATURE_BYTES)?,
+        chain: read(PUBLISHER_FILE, crate::pki::MAX_PEM_BYTES)?,
+    };
+    let (manifest, chain) = signed.verify(source, trust, now)?;
+    dmfs::create_dir_all(dest, dmfs::MODE_DIR_PRIVATE)?;
+    for (name, data) in [
+        (MANIFEST_FILE, &signed.manifest),
+        (SIGNATURE_FILE, &signed.signature),
+        (PUBLISHER_FILE, &signed.chain),
+    ] {
+        dmfs::write_atomic(&dest.join(name), data, dmfs::MODE_PRIVATE)?;
+    }
+    for f in &manifest.files {
+        let (src, to) = (source.join(&f.path), dest.join(&f.path));
+        if let Some(parent) = to.parent() {
+            dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
+        }
+        let input = std::fs::File::open(&src).map_err(dmfs::io_err("open", &src))?;
+        let mut reader = HashingReader::new(input, f.size);
+        let mode = if f.executable { dmfs::MODE_EXEC } else { dmfs::MODE_PRIVATE };
+        let mut out = dmfs::AtomicFile::create(&to, mode)?;
+        std::io::copy(&mut reader, &mut out).map_err(dmfs::io_err("copy", &src))?;
+        reader.finish().check(&src, f.size, &f.sha256)?;
+        out.commit()?;
+    }
+    let publisher = chain
+        .first()
+        .cloned()
+        .ok_or_else(|| Error::NotSigned { dir: source.to_path_buf(), what: PUBLISHER_FILE })?;
+    Ok(VerifiedFolder { dir: dest.to_path_buf(), manifest, publisher, chain })
 }

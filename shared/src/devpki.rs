@@ -119,6 +119,40 @@ pub fn issue(ca: &Issued, spec: &Spec) -> Result<Issued, String> {
     Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+/// A certificate revocation list from the CA `ca`, revoking the certificates whose serial
+/// numbers (DER bytes) are given, current from `this_update` until `next_update`; as PEM.
+pub fn crl(
+    ca: &Issued,
+    revoked: &[&[u8]],
+    number: u64,
+    this_update: SystemTime,
+    next_update: SystemTime,
+) -> Result<String, String> {
+    use rcgen::{
+        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
+        SerialNumber,
+    };
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err)?;
+    let params = CertificateRevocationListParams {
+        this_update: this_update.into(),
+        next_update: next_update.into(),
+        crl_number: SerialNumber::from(number),
+        issuing_distribution_point: None,
+        revoked_certs: revoked
+            .iter()
+            .map(|serial| RevokedCertParams {
+                serial_number: SerialNumber::from_slice(serial),
+                revocation_time: this_update.into(),
+                reason_code: Some(RevocationReason::KeyCompromise),
+                invalidity_date: None,
+            })
+            .collect(),
+        key_identifier_method: KeyIdMethod::Sha256,
+    };
+    params.signed_by(&issuer).and_then(|c| c.pem()).map_err(err)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -154,10 +188,10 @@ mod tests {
     #[test]
     fn issued_chain_verifies_and_signatures_check() {
         let (pki, now) = pki_now();
-        let roots = certs(&pki.root.cert_pem);
+        let roots = crate::pki::Trust::roots(certs(&pki.root.cert_pem));
         let chain = certs(&pki.publisher.cert_pem);
         assert!(chain[0].subject().contains("CN=Demo Publisher"), "{}", chain[0].subject());
-        assert!(roots[0].is_ca() && !chain[0].is_ca());
+        assert!(roots.roots[0].is_ca() && !chain[0].is_ca());
         pki::verify_code_signing_chain(&chain, &roots, now, Path::new("p")).unwrap();
         let sig =
             pki::sign(pki.publisher.key_pem.as_bytes(), b"manifest bytes", Path::new("k")).unwrap();
@@ -172,7 +206,7 @@ mod tests {
     #[test]
     fn each_trust_failure_has_its_own_error() {
         let (pki, now) = pki_now();
-        let roots = certs(&pki.root.cert_pem);
+        let roots = crate::pki::Trust::roots(certs(&pki.root.cert_pem));
         let p = Path::new("publisher.pem");
 
         let (other, _) = pki_now();
@@ -211,9 +245,66 @@ mod tests {
             pki::verify_code_signing_chain(&certs(&server.cert_pem), &roots, now, p).unwrap_err();
         assert!(matches!(err, Error::WrongUsage { .. }), "{err}");
 
-        let err = pki::verify_code_signing_chain(&certs(&pki.publisher.cert_pem), &[], now, p)
-            .unwrap_err();
+        let err = pki::verify_code_signing_chain(
+            &certs(&pki.publisher.cert_pem),
+            &Default::default(),
+            now,
+            p,
+        )
+        .unwrap_err();
         assert!(matches!(err, Error::UntrustedPublisher { .. }), "{err}");
+    }
+
+    #[test]
+    fn revoked_and_disallowed_certificates_are_never_trusted() {
+        use crate::pki::{Crl, Trust};
+        let (pki, now) = pki_now();
+        let p = Path::new("publisher.pem");
+        let chain = certs(&pki.publisher.cert_pem);
+        let mut trust = Trust::roots(certs(&pki.root.cert_pem));
+        let other =
+            issue(&pki.root, &spec("Other", Purpose::CodeSigning, now - DAY, now + DAY)).unwrap();
+        let other_serial = certs(&other.cert_pem)[0].serial().to_vec();
+
+        // A CRL that revokes someone else changes nothing.
+        let pem = crl(&pki.root, &[&other_serial], 1, now - DAY, now + DAY).unwrap();
+        trust.crls = Crl::parse(pem.as_bytes(), Path::new("root.crl")).unwrap();
+        pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap();
+
+        // One that revokes the publisher: refused, and the error names it and the list.
+        let pem = crl(&pki.root, &[chain[0].serial()], 2, now - DAY, now + DAY).unwrap();
+        trust.crls = Crl::parse(pem.as_bytes(), Path::new("root.crl")).unwrap();
+        let err = pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::CERT_E_REVOKED, "{err}");
+        assert!(
+            err.to_string().contains("Demo Publisher") && err.to_string().contains("root.crl"),
+            "{err}"
+        );
+
+        // A stale list still revokes.
+        let stale = crl(&pki.root, &[chain[0].serial()], 3, now - 30 * DAY, now - DAY).unwrap();
+        trust.crls = Crl::parse(stale.as_bytes(), Path::new("old.crl")).unwrap();
+        assert!(trust.crls[0].is_stale(now));
+        let err = pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::CERT_E_REVOKED, "{err}");
+
+        // A list signed by another key with the same issuer name cannot be used.
+        let (forger, _) = pki_now();
+        let forged = crl(&forger.root, &[chain[0].serial()], 4, now - DAY, now + DAY).unwrap();
+        trust.crls = Crl::parse(forged.as_bytes(), Path::new("forged.crl")).unwrap();
+        let err = pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::CRYPT_E_NO_REVOCATION_CHECK, "{err}");
+
+        // Disallowed: the publisher itself, or the root it chains to.
+        trust.crls.clear();
+        trust.disallowed = chain.clone();
+        let err = pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::TRUST_E_EXPLICIT_DISTRUST, "{err}");
+        trust.disallowed = trust.roots.clone();
+        let err = pki::verify_code_signing_chain(&chain, &trust, now, p).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::TRUST_E_EXPLICIT_DISTRUST, "{err}");
+        assert!(err.to_string().contains("Demo Root"), "{err}");
+        assert!(Crl::parse(b"not a crl", Path::new("x.crl")).is_err());
     }
 
     #[test]
@@ -225,7 +316,7 @@ mod tests {
         let leaf =
             issue(&inter, &spec("Leaf Publisher", Purpose::CodeSigning, now - DAY, now + 30 * DAY))
                 .unwrap();
-        let roots = certs(&pki.root.cert_pem);
+        let roots = crate::pki::Trust::roots(certs(&pki.root.cert_pem));
         let mut chain = certs(&leaf.cert_pem);
         let p = Path::new("p");
         assert!(matches!(

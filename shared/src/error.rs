@@ -198,6 +198,112 @@ pub enum Error {
         reason: String,
     },
 
+    /// A certificate of the chain is on its issuer's certificate revocation list.
+    #[error(
+        "certificate {subject} (serial {serial}) is revoked by its issuer ({crl}); nothing it signed is trusted"
+    )]
+    Revoked {
+        /// The revoked certificate's subject.
+        subject: String,
+        /// Its serial number, hex.
+        serial: String,
+        /// The revocation list that says so.
+        crl: String,
+    },
+
+    /// A certificate of the chain, or the root it chains to, is in the device's disallowed
+    /// store.
+    #[error(
+        "certificate {subject} (thumbprint {thumbprint}) is in the device's disallowed store; nothing it signed is trusted"
+    )]
+    Distrusted {
+        /// The certificate's subject.
+        subject: String,
+        /// Its thumbprint.
+        thumbprint: String,
+    },
+
+    /// A certificate revocation list cannot be used.
+    #[error("{}: the certificate revocation list cannot be used: {reason}", path.display())]
+    CrlUnusable {
+        /// The list's file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+
+    /// A package signed with a manifest format that does not sign its programs.
+    #[error(
+        "{}: the manifest is format {format}, which does not sign the package's programs; re-sign the package with a current dmpack",
+        path.display()
+    )]
+    ManifestTooOld {
+        /// The manifest.
+        path: PathBuf,
+        /// Its format.
+        format: String,
+    },
+
+    /// A bundle entry is a symbolic or hard link.
+    #[error("{}: entry {entry:?} is a link; a bundle holds only files", bundle.display())]
+    BundleLink {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The entry.
+        entry: String,
+    },
+
+    /// A bundle entry is a device file, a FIFO or another special entry.
+    #[error("{}: entry {entry:?} is a {kind}; a bundle holds only files", bundle.display())]
+    BundleSpecialFile {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The entry.
+        entry: String,
+        /// What it is.
+        kind: String,
+    },
+
+    /// A bundle holds the same path twice.
+    #[error("{}: entry {entry:?} appears twice", bundle.display())]
+    BundleDuplicate {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The entry.
+        entry: String,
+    },
+
+    /// A bundle entry is larger than it may be.
+    #[error("{}: entry {entry:?} is {size} bytes; at most {limit} are allowed", bundle.display())]
+    BundleOversized {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The entry.
+        entry: String,
+        /// Its size.
+        size: u64,
+        /// The cap (the signed size, or a signature file's cap).
+        limit: u64,
+    },
+
+    /// A bundle holds more entries than a manifest may list.
+    #[error("{}: more than {limit} entries", bundle.display())]
+    BundleTooMany {
+        /// The bundle.
+        bundle: PathBuf,
+        /// The cap.
+        limit: usize,
+    },
+
+    /// A bundle ends early, or is not a bundle.
+    #[error("{}: the bundle is truncated or is not a bundle: {reason}", bundle.display())]
+    BundleTruncated {
+        /// The bundle.
+        bundle: PathBuf,
+        /// What went wrong.
+        reason: String,
+    },
+
     /// A failpoint asked this step to fail (debug builds only, for crash tests).
     #[error("failpoint {name} injected a failure")]
     Injected {
@@ -255,6 +361,16 @@ impl Error {
             Error::PublisherNotInSpc { .. } => StatusCode::DM_E_PUBLISHER_NOT_TRUSTED,
             Error::PlatformUnsupported { .. } => StatusCode::ERROR_INSTALL_PLATFORM_UNSUPPORTED,
             Error::Locked { .. } => StatusCode::E_ACCESSDENIED,
+            Error::Revoked { .. } => StatusCode::CERT_E_REVOKED,
+            Error::Distrusted { .. } => StatusCode::TRUST_E_EXPLICIT_DISTRUST,
+            Error::CrlUnusable { .. } => StatusCode::CRYPT_E_NO_REVOCATION_CHECK,
+            Error::ManifestTooOld { .. } => StatusCode::DM_E_MANIFEST_TOO_OLD,
+            Error::BundleLink { .. } => StatusCode::DM_E_BUNDLE_LINK,
+            Error::BundleSpecialFile { .. } => StatusCode::DM_E_BUNDLE_SPECIAL_FILE,
+            Error::BundleDuplicate { .. } => StatusCode::DM_E_BUNDLE_DUPLICATE,
+            Error::BundleOversized { .. } => StatusCode::DM_E_BUNDLE_OVERSIZED,
+            Error::BundleTooMany { .. } => StatusCode::DM_E_BUNDLE_TOO_MANY,
+            Error::BundleTruncated { .. } => StatusCode::DM_E_BUNDLE_TRUNCATED,
         }
     }
 

@@ -2,8 +2,11 @@
 //!
 //! `DM_FAILPOINTS="name=action[,name=action…]"` where action is `error` (the step fails with an
 //! injected error), `kill` (the process kills itself with SIGKILL: no destructors, no flushing,
-//! as a power cut would), or either followed by `@N` to act on the N-th hit only. Release
-//! builds, which are what ships to devices, never read the variable.
+//! as a power cut would), `pause` (the process creates `<name>.paused` in the folder
+//! `DM_FAILPOINT_PAUSE_DIR` and waits, at most a minute, until the test creates `<name>.go`:
+//! the test acts while the process stands at that point), or any of them followed by `@N` to
+//! act on the N-th hit only. Release builds, which are what ships to devices, never read the
+//! variables.
 //!
 //! `DM_FAILPOINT_TRACE=<file>` appends the name of every failpoint reached, in order, so a
 //! test can enumerate the points of an operation and then kill it at each one in turn.
@@ -28,6 +31,7 @@ mod debug {
     enum Action {
         Error,
         Kill,
+        Pause,
     }
 
     struct Point {
@@ -54,6 +58,7 @@ mod debug {
             let action = match action {
                 "error" => Action::Error,
                 "kill" => Action::Kill,
+                "pause" => Action::Pause,
                 _ => continue,
             };
             map.insert(name.to_string(), Point { action, on_hit });
@@ -99,6 +104,24 @@ mod debug {
                 // SIGKILL cannot be caught; if it somehow returned, fail the step instead.
                 Err(Error::Injected { name: name.to_string() })
             }
+            Action::Pause => {
+                pause(name);
+                Ok(())
+            }
+        }
+    }
+
+    /// Stands at `name` until the test says go (or a minute passes).
+    fn pause(name: &str) {
+        let Some(dir) = std::env::var_os("DM_FAILPOINT_PAUSE_DIR").map(std::path::PathBuf::from)
+        else {
+            return;
+        };
+        let _ = std::fs::write(dir.join(format!("{name}.paused")), b"");
+        let go = dir.join(format!("{name}.go"));
+        let start = std::time::Instant::now();
+        while !go.exists() && start.elapsed() < std::time::Duration::from_secs(60) {
+            std::thread::sleep(std::time::Duration::from_millis(20));
         }
     }
 
@@ -108,7 +131,8 @@ mod debug {
 
         #[test]
         fn parses_actions_and_counts() {
-            let m = parse("a=error, b=kill@3,bad,c=explode,d=error@x");
+            let m = parse("a=error, b=kill@3,bad,c=explode,d=error@x,e=pause");
+            assert!(matches!(m.get("e"), Some(Point { action: Action::Pause, on_hit: None })));
             assert!(matches!(m.get("a"), Some(Point { action: Action::Error, on_hit: None })));
             assert!(matches!(m.get("b"), Some(Point { action: Action::Kill, on_hit: Some(3) })));
             assert!(!m.contains_key("bad") && !m.contains_key("c"));

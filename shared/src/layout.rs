@@ -6,7 +6,8 @@
 //! ```text
 //! etc/dm/ClientSettings.ini          the client's settings (written by setup)
 //! etc/dm/security-policy.ini         device security policy (vendor or operator)
-//! etc/dm/certs/{root,privileged,spc,my}/   certificate stores
+//! etc/dm/certs/{root,tls-root,privileged,spc,disallowed,my}/   certificate stores
+//! etc/dm/crl/                        revocation lists of the code-signing CAs
 //! etc/systemd/system/dmsvc.service   the agent's service unit
 //! opt/dm/versions/<version>/         installed client binaries, one folder per version
 //! opt/dm/current -> versions/<ver>   the active-version pointer
@@ -16,6 +17,8 @@
 //! var/lib/dm/outbox/                 status messages waiting for the management point
 //! var/lib/dm/cache/                  downloads in progress and done
 //! var/lib/dm/packages/               verified packages the agent runs programs from
+//! var/lib/dm/staging/                DMInstaller's verified copy of a deployment (0700)
+//! var/lib/dm/package-ledger.json     highest version and past runs of each package
 //! var/log/dm/                        dated log files of every program
 //! ```
 
@@ -27,27 +30,39 @@ use crate::version::ClientVersion;
 /// The device's certificate stores.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum StoreName {
-    /// Trusted root certificates: deployment folders and packages must chain to one.
+    /// Code-signing roots: deployment folders and packages must chain to one.
     Root,
+    /// Roots for the management point's TLS (and nothing else).
+    TlsRoot,
     /// Privileged execution: publishers whose code may make privileged changes.
     Privileged,
     /// Software publishers (SPC): the agent only runs packages signed by one of these.
     Spc,
+    /// Certificates never trusted, even when they chain to a root.
+    Disallowed,
     /// The device's own certificates and keys (client authentication).
     My,
 }
 
 impl StoreName {
     /// All stores.
-    pub const ALL: [StoreName; 4] =
-        [StoreName::Root, StoreName::Privileged, StoreName::Spc, StoreName::My];
+    pub const ALL: [StoreName; 6] = [
+        StoreName::Root,
+        StoreName::TlsRoot,
+        StoreName::Privileged,
+        StoreName::Spc,
+        StoreName::Disallowed,
+        StoreName::My,
+    ];
 
     /// The store's folder name.
     pub fn as_str(self) -> &'static str {
         match self {
             StoreName::Root => "root",
+            StoreName::TlsRoot => "tls-root",
             StoreName::Privileged => "privileged",
             StoreName::Spc => "spc",
+            StoreName::Disallowed => "disallowed",
             StoreName::My => "my",
         }
     }
@@ -108,6 +123,21 @@ impl DeviceLayout {
     /// One certificate store's folder.
     pub fn cert_store_dir(&self, store: StoreName) -> PathBuf {
         self.cert_stores_dir().join(store.as_str())
+    }
+
+    /// Certificate revocation lists of the code-signing CAs, one file each.
+    pub fn crl_dir(&self) -> PathBuf {
+        self.at("etc/dm/crl")
+    }
+
+    /// Where DMInstaller stages the verified copy of a deployment before running it (0700).
+    pub fn staging_dir(&self) -> PathBuf {
+        self.at("var/lib/dm/staging")
+    }
+
+    /// The agent's record of each package's highest version and past runs.
+    pub fn package_ledger(&self) -> PathBuf {
+        self.at("var/lib/dm/package-ledger.json")
     }
 
     /// The agent's systemd unit.

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod bundle;
 pub mod certstore;
 pub mod cli;
 pub mod clock;
@@ -27,8 +28,11 @@ pub mod outbox;
 pub mod pki;
 pub mod platform;
 pub mod policy;
+pub mod programs;
 pub mod settings;
 pub mod status;
+#[cfg(test)]
+mod testing;
 pub mod version;
 pub mod vocab;
 

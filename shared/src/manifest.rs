@@ -19,8 +19,9 @@ use std::time::SystemTime;
 
 use crate::digest;
 use crate::error::{Error, Result};
-use crate::pki::{self, Cert};
+use crate::pki::{self, Cert, Trust};
 use crate::platform::Platform;
+use crate::programs::{self, SignedProgram};
 use crate::version::ClientVersion;
 pub use crate::vocab::PackageKind;
 
@@ -30,8 +31,11 @@ pub const MANIFEST_FILE: &str = "manifest.json";
 pub const SIGNATURE_FILE: &str = "manifest.sig";
 /// The publisher certificate chain's file name.
 pub const PUBLISHER_FILE: &str = "publisher.pem";
-/// The format tag of this version of the manifest.
-pub const FORMAT: &str = "dm-manifest/1";
+/// The format tag this build writes: the manifest signs the package's programs.
+pub const FORMAT: &str = "dm-manifest/2";
+/// The first format, without programs. Client deployment folders signed with it still
+/// install; packages signed with it are refused, since their programs are not signed.
+pub const FORMAT_V1: &str = "dm-manifest/1";
 
 /// The largest manifest accepted.
 pub const MAX_MANIFEST_BYTES: u64 = 1024 * 1024;
@@ -75,6 +79,9 @@ pub struct Manifest {
     pub created: String,
     /// Every file, sorted by path.
     pub files: Vec<FileEntry>,
+    /// The programs a device may run from the package (format 2).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub programs: Vec<SignedProgram>,
     /// Kind-specific data (programs of a package), kept as JSON and typed by its user.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metadata: Option<serde_json::Value>,
@@ -130,11 +137,14 @@ impl Manifest {
             return Err(bad(format!("{} bytes; at most {MAX_MANIFEST_BYTES}", bytes.len())));
         }
         let m: Manifest = serde_json::from_slice(bytes).map_err(|e| bad(e.to_string()))?;
-        if m.format != FORMAT {
+        if m.format != FORMAT && m.format != FORMAT_V1 {
             return Err(bad(format!(
-                "format {:?} is not {FORMAT:?}; this client is too old for it, or it is not a manifest",
+                "format {:?} is not {FORMAT:?} or {FORMAT_V1:?}; this client is too old for it, or it is not a manifest",
                 m.format
             )));
+        }
+        if m.format == FORMAT_V1 && !m.programs.is_empty() {
+            return Err(bad(format!("format {FORMAT_V1} has no programs")));
         }
         if m.name.is_empty() || m.name.len() > 128 || m.name.chars().any(char::is_control) {
             return Err(bad("name must be 1 to 128 characters without control characters".into()));
@@ -178,6 +188,7 @@ impl Manifest {
                 return Err(bad(format!("{} is listed both as a file and as a folder", f.path)));
             }
         }
+        programs::check_all(&m.programs, &m.files).map_err(bad)?;
         if m.kind == PackageKind::ClientDeployment {
             if m.platforms.is_empty() {
                 return Err(bad("a client deployment must name at least one platform".into()));
@@ -204,6 +215,23 @@ impl Manifest {
         })?;
         out.push(b'\n');
         Ok(out)
+    }
+
+    /// Checks that the manifest signs its programs: packages signed with the first format
+    /// are refused (client deployments carry no programs and install either way).
+    pub fn require_signed_programs(&self, path: &Path) -> Result<()> {
+        if self.format == FORMAT_V1 && self.kind != PackageKind::ClientDeployment {
+            return Err(Error::ManifestTooOld {
+                path: path.to_path_buf(),
+                format: self.format.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The signed program of that name.
+    pub fn program(&self, name: &str) -> Option<&SignedProgram> {
+        self.programs.iter().find(|p| p.name == name)
     }
 
     /// The entry for a path.
@@ -235,28 +263,82 @@ impl VerifiedFolder {
     pub fn path_of(&self, rel: &str) -> PathBuf {
         self.dir.join(rel)
     }
+
+    /// Reads a listed file, checking its bytes against the signed manifest as they are read:
+    /// the bytes returned are the bytes that were signed, whatever happened to the folder
+    /// since it was verified.
+    pub fn read_signed(&self, rel: &str) -> Result<Vec<u8>> {
+        let path = self.path_of(rel);
+        let f = self.manifest.file(rel).ok_or_else(|| Error::UnexpectedFile {
+            path: path.clone(),
+            kind: "a file that is not in the signed manifest",
+        })?;
+        let file = File::open(&path).map_err(crate::fs::io_err("open", &path))?;
+        let mut reader = digest::HashingReader::new(file, f.size);
+        let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
+        reader.read_to_end(&mut bytes).map_err(crate::fs::io_err("read", &path))?;
+        reader.finish().check(&path, f.size, &f.sha256)?;
+        Ok(bytes)
+    }
 }
 
 /// Reads the three signature files and checks the signature and chain, without hashing the
 /// folder's files. Returns the manifest, the chain and the manifest's bytes.
 pub fn verify_signature(
     dir: &Path,
-    roots: &[Cert],
+    trust: &Trust,
     now: SystemTime,
 ) -> Result<(Manifest, Vec<Cert>)> {
     let read = |name: &'static str, cap: u64| -> Result<Vec<u8>> {
         crate::fs::read_optional(&dir.join(name), cap)?
             .ok_or_else(|| Error::NotSigned { dir: dir.to_path_buf(), what: name })
     };
-    let manifest_path = dir.join(MANIFEST_FILE);
-    let manifest_bytes = read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?;
-    let signature = read(SIGNATURE_FILE, MAX_SIGNATURE_BYTES)?;
-    let chain_bytes = read(PUBLISHER_FILE, pki::MAX_PEM_BYTES)?;
-    let manifest = Manifest::parse(&manifest_bytes, &manifest_path)?;
-    let chain = Cert::parse_pem(&chain_bytes, &dir.join(PUBLISHER_FILE))?;
-    pki::verify_code_signing_chain(&chain, roots, now, &dir.join(PUBLISHER_FILE))?;
-    pki::verify_signature(&chain[0], &manifest_bytes, &signature, &manifest_path)?;
-    Ok((manifest, chain))
+    let signed = SignatureFiles {
+        manifest: read(MANIFEST_FILE, MAX_MANIFEST_BYTES)?,
+        signature: read(SIGNATURE_FILE, MAX_SIGNATURE_BYTES)?,
+        chain: read(PUBLISHER_FILE, pki::MAX_PEM_BYTES)?,
+    };
+    signed.verify(dir, trust, now)
+}
+
+/// The three files that sign a folder, as bytes (from a folder or the head of a bundle).
+#[derive(Debug, Clone, Default)]
+pub struct SignatureFiles {
+    /// `manifest.json`.
+    pub manifest: Vec<u8>,
+    /// `manifest.sig`.
+    pub signature: Vec<u8>,
+    /// `publisher.pem`.
+    pub chain: Vec<u8>,
+}
+
+impl SignatureFiles {
+    /// Parses the manifest and checks the chain against `trust` and the signature over the
+    /// manifest's exact bytes. `dir` names the files in errors.
+    pub fn verify(
+        &self,
+        dir: &Path,
+        trust: &Trust,
+        now: SystemTime,
+    ) -> Result<(Manifest, Vec<Cert>)> {
+        let manifest_path = dir.join(MANIFEST_FILE);
+        let manifest = Manifest::parse(&self.manifest, &manifest_path)?;
+        let chain = Cert::parse_pem(&self.chain, &dir.join(PUBLISHER_FILE))?;
+        pki::verify_code_signing_chain(&chain, trust, now, &dir.join(PUBLISHER_FILE))?;
+        pki::verify_signature(&chain[0], &self.manifest, &self.signature, &manifest_path)?;
+        Ok((manifest, chain))
+    }
+
+    /// Sets one file by its name; `false` for a name that is not a signature file.
+    pub fn set(&mut self, name: &str, bytes: Vec<u8>) -> bool {
+        match name {
+            MANIFEST_FILE => self.manifest = bytes,
+            SIGNATURE_FILE => self.signature = bytes,
+            PUBLISHER_FILE => self.chain = bytes,
+            _ => return false,
+        }
+        true
+    }
 }
 
 fn file_kind(name: &str, path: &Path) -> &'static str {
@@ -313,11 +395,11 @@ fn list_files(dir: &Path) -> Result<BTreeMap<String, PathBuf>> {
     Ok(out)
 }
 
-/// Verifies a signed folder completely: signature, chain to `roots` with the codeSigning
-/// usage and valid dates at `now`, then every listed file's size and SHA-256, and that no
+/// Verifies a signed folder completely: signature, chain to `trust`'s roots with the
+/// codeSigning usage, valid dates at `now` and nothing revoked or disallowed, then every listed file's size and SHA-256, and that no
 /// unlisted file is present. Nothing is written.
-pub fn verify_folder(dir: &Path, roots: &[Cert], now: SystemTime) -> Result<VerifiedFolder> {
-    let (manifest, chain) = verify_signature(dir, roots, now)?;
+pub fn verify_folder(dir: &Path, trust: &Trust, now: SystemTime) -> Result<VerifiedFolder> {
+    let (manifest, chain) = verify_signature(dir, trust, now)?;
     let mut present = list_files(dir)?;
     for name in [MANIFEST_FILE, SIGNATURE_FILE, PUBLISHER_FILE] {
         present.remove(name);
@@ -349,6 +431,8 @@ pub struct SignRequest {
     pub platforms: Vec<Platform>,
     /// Kind-specific metadata.
     pub metadata: Option<serde_json::Value>,
+    /// The programs a device may run from it.
+    pub programs: Vec<SignedProgram>,
     /// When it is signed.
     pub now: SystemTime,
 }
@@ -388,14 +472,22 @@ pub fn sign_folder(
     let mut platforms = req.platforms.clone();
     platforms.sort();
     platforms.dedup();
+    // Client deployments carry no programs and keep the first format, which every released
+    // client reads: an old client can still verify (and install) its successor.
+    let format = if req.kind == PackageKind::ClientDeployment && req.programs.is_empty() {
+        FORMAT_V1
+    } else {
+        FORMAT
+    };
     let manifest = Manifest {
-        format: FORMAT.into(),
+        format: format.into(),
         kind: req.kind,
         name: req.name.clone(),
         version: req.version,
         platforms,
         created: crate::clock::rfc3339(req.now),
         files,
+        programs: req.programs.clone(),
         metadata: req.metadata.clone(),
     };
     let bytes = manifest.to_json()?;
@@ -432,6 +524,7 @@ mod tests {
             platforms: vec![],
             created: "2026-11-24T13:20:01Z".into(),
             files,
+            programs: vec![],
             metadata: None,
         }
     }
@@ -470,7 +563,19 @@ mod tests {
                 "64 lowercase hex",
             ),
             (manifest(vec![FileEntry { size: MAX_FILE_SIZE + 1, ..entry("a", false) }]), "allowed"),
-            (Manifest { format: "dm-manifest/2".into(), ..manifest(vec![]) }, "too old"),
+            (Manifest { format: "dm-manifest/3".into(), ..manifest(vec![]) }, "too old"),
+            (
+                Manifest {
+                    format: FORMAT_V1.into(),
+                    programs: vec![crate::testing::setup_program()],
+                    ..manifest(vec![entry("setup.sh", true)])
+                },
+                "has no programs",
+            ),
+            (
+                Manifest { programs: vec![crate::testing::setup_program()], ..manifest(vec![]) },
+                "setup.sh is not an executable file of the package",
+            ),
             (Manifest { name: String::new(), ..manifest(vec![]) }, "name"),
             (
                 Manifest { kind: PackageKind::ClientDeployment, ..manifest(vec![]) },
@@ -489,6 +594,19 @@ mod tests {
             let err = parse(&m).unwrap_err().to_string();
             assert!(err.contains(want), "want {want:?} in {err}");
         }
+    }
+
+    #[test]
+    fn old_format_packages_are_refused_and_old_client_deployments_are_not() {
+        let old = Manifest { format: FORMAT_V1.into(), ..manifest(vec![]) };
+        let m = parse(&old).unwrap();
+        let err = m.require_signed_programs(Path::new("m")).unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::DM_E_MANIFEST_TOO_OLD);
+        assert!(err.to_string().contains("re-sign"), "{err}");
+        let deployment = Manifest { kind: PackageKind::ClientDeployment, ..old };
+        deployment.require_signed_programs(Path::new("m")).unwrap();
+        let new = Manifest { programs: vec![], ..manifest(vec![]) };
+        new.require_signed_programs(Path::new("m")).unwrap();
     }
 
     #[test]
@@ -518,71 +636,26 @@ mod tests {
 
     mod signed {
         use super::*;
-        use crate::devpki::{self, Issued, Purpose, Spec};
-        use std::os::unix::fs::PermissionsExt;
+        use crate::testing::{Signed, signed_folder as signed};
         use std::time::Duration;
 
-        struct Fixture {
-            _tmp: tempfile::TempDir,
-            dir: PathBuf,
-            roots: Vec<Cert>,
-            now: SystemTime,
-        }
-
-        fn spec(cn: &str, purpose: Purpose, now: SystemTime) -> Spec {
-            Spec {
-                common_name: cn.into(),
-                purpose,
-                not_before: now - Duration::from_secs(3600),
-                not_after: now + Duration::from_secs(86_400),
-            }
-        }
+        type Fixture = Signed;
 
         fn signed_folder() -> Fixture {
-            let now = SystemTime::now();
-            let root = devpki::root_ca(&spec("Root", Purpose::Ca, now)).unwrap();
-            let publisher: Issued =
-                devpki::issue(&root, &spec("Publisher", Purpose::CodeSigning, now)).unwrap();
-            let tmp = tempfile::tempdir().unwrap();
-            let dir = tmp.path().join("card");
-            std::fs::create_dir_all(dir.join("docs")).unwrap();
-            std::fs::write(dir.join("setup.sh"), b"#!/bin/sh\necho hi\n").unwrap();
-            std::fs::set_permissions(dir.join("setup.sh"), std::fs::Permissions::from_mode(0o755))
-                .unwrap();
-            std::fs::write(
-                dir.join("ClientSettings.ini"),
-                b"[Installation]\nClientInstallAction=Install\n",
-            )
-            .unwrap();
-            std::fs::write(dir.join("docs/readme.txt"), b"hello").unwrap();
-            let chain = Cert::parse_pem(publisher.cert_pem.as_bytes(), Path::new("p")).unwrap();
-            let req = SignRequest {
-                kind: PackageKind::SoftwareDistribution,
-                name: "tools".into(),
-                version: ClientVersion::new(1, 0, 0, 1),
-                platforms: vec![],
-                metadata: None,
-                now,
-            };
-            let m = sign_folder(
-                &dir,
-                &req,
-                publisher.key_pem.as_bytes(),
-                Path::new("publisher.key"),
-                &chain,
-            )
-            .unwrap();
+            let f = signed(vec![crate::testing::setup_program()]);
+            let m = verify(&f).unwrap().manifest;
             assert_eq!(m.files.len(), 3);
             assert!(
                 m.file("setup.sh").unwrap().executable
                     && !m.file("docs/readme.txt").unwrap().executable
             );
-            let roots = Cert::parse_pem(root.cert_pem.as_bytes(), Path::new("r")).unwrap();
-            Fixture { _tmp: tmp, dir, roots, now }
+            assert_eq!(m.format, FORMAT);
+            assert_eq!(m.program("install").unwrap().command, ["setup.sh", "--quiet"]);
+            f
         }
 
         fn verify(f: &Fixture) -> Result<VerifiedFolder> {
-            verify_folder(&f.dir, &f.roots, f.now)
+            verify_folder(&f.dir, &f.trust, f.now)
         }
 
         #[test]
@@ -643,11 +716,11 @@ mod tests {
             let f = signed_folder();
             let other = signed_folder();
             assert!(matches!(
-                verify_folder(&f.dir, &other.roots, f.now),
+                verify_folder(&f.dir, &other.trust, f.now),
                 Err(Error::UntrustedPublisher { .. })
             ));
             assert!(matches!(
-                verify_folder(&f.dir, &f.roots, f.now + Duration::from_secs(2 * 86_400)),
+                verify_folder(&f.dir, &f.trust, f.now + Duration::from_secs(2 * 86_400)),
                 Err(Error::CertificateExpired { .. })
             ));
             std::fs::remove_file(f.dir.join(SIGNATURE_FILE)).unwrap();

@@ -54,6 +54,8 @@ ids! {
     DOWNLOAD_FAILED = 10034, "DMSvc", "content download failed: network, size, hash, unsafe path, plain HTTP, disk space";
     /// The package is not signed by a trusted publisher; nothing was run.
     PACKAGE_UNTRUSTED = 10035, "DMSvc", "package not signed by a trusted publisher in the `spc` store; nothing ran";
+    /// The advertisement does not match the signed package; nothing ran.
+    ADVERTISEMENT_MISMATCH = 10036, "DMSvc", "the advertisement does not match the signed package (name, version, kind, program or command); nothing ran";
     /// An available program waits for the device's user (`dmsvc run`).
     PROGRAM_AVAILABLE = 10037, "DMSvc", "available program waiting for the device's user (`scheduled`)";
     /// A mandatory program waits for its maintenance window.
@@ -70,6 +72,12 @@ ids! {
     PROGRAM_TIMED_OUT = 10070, "DMSvc", "program ran past its maximum run time and was stopped";
     /// The agent stopped while the program ran; it is not run again.
     PROGRAM_INTERRUPTED = 10071, "DMSvc", "the agent stopped while the program ran; it is not run again";
+    /// The program ran before and its advertisement's rerun policy says not again.
+    PROGRAM_NOT_RERUN = 10072, "DMSvc", "program not run again: it ran before, and the advertisement's rerun policy says not again";
+    /// A newer version of the package is installed; the older one is refused.
+    DOWNGRADE_REFUSED = 10073, "DMSvc", "refused: a newer version of the package is on the device and the advertisement does not allow a downgrade";
+    /// An installed package's publisher is revoked or disallowed.
+    PUBLISHER_REVOKED = 10074, "DMSvc", "the publisher of an installed package was revoked or disallowed (reported in inventory)";
     /// The device refused the publisher certificate (locked device).
     INSTALLER_CERT_REFUSED = 11001, "DMInstaller", "the device refused the publisher certificate (locked device); code `0x80070005`";
     /// The client was installed.

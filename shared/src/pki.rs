@@ -1,9 +1,11 @@
 //! Certificates and signatures: parsing, thumbprints and subjects for logs, code-signing chain
-//! checks against the device's trusted roots, and the ECDSA signatures on manifests.
+//! checks against what the device trusts ([`Trust`]: roots, the disallowed store and
+//! certificate revocation lists), and the ECDSA signatures on manifests.
 //!
 //! Chains are checked with rustls-webpki (the codeSigning extended key usage is required of the
-//! publisher); certificates are read with x509-parser for what people need to see in logs:
-//! subject, issuer, SHA-256 thumbprint, validity.
+//! publisher, and CRL signatures are verified by the issuer in the path); certificates and CRLs
+//! are read with x509-parser for what people need to see in logs: subject, issuer, serial,
+//! SHA-256 thumbprint, validity.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
@@ -50,6 +52,7 @@ pub struct Cert {
     issuer: String,
     not_before: i64,
     not_after: i64,
+    serial: Vec<u8>,
     is_ca: bool,
     code_signing: bool,
 }
@@ -74,6 +77,7 @@ impl Cert {
         let code_signing =
             matches!(x.extended_key_usage(), Ok(Some(eku)) if eku.value.code_signing);
         let thumbprint = sha256_hex(&der);
+        let serial = x.raw_serial().to_vec();
         Ok(Cert {
             der: CertificateDer::from(der),
             thumbprint,
@@ -81,6 +85,7 @@ impl Cert {
             issuer,
             not_before,
             not_after,
+            serial,
             is_ca,
             code_signing,
         })
@@ -141,6 +146,11 @@ impl Cert {
     /// The issuer's name.
     pub fn issuer(&self) -> &str {
         &self.issuer
+    }
+
+    /// The serial number, as its DER bytes.
+    pub fn serial(&self) -> &[u8] {
+        &self.serial
     }
 
     /// Whether it is a certification authority.
@@ -215,12 +225,176 @@ fn base64_encode(data: &[u8]) -> String {
     out
 }
 
-/// Checks that `chain` (publisher first, then intermediates) chains to one of `roots`, that
-/// the publisher has the codeSigning extended key usage, and that every certificate is valid
-/// at `now`. `source` names the chain's file in errors.
+/// A certificate revocation list (RFC 5280) as a CA published it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Crl {
+    der: Vec<u8>,
+    issuer: String,
+    revoked: Vec<Vec<u8>>,
+    this_update: i64,
+    next_update: Option<i64>,
+    source: std::path::PathBuf,
+}
+
+/// The largest CRL file read.
+pub const MAX_CRL_BYTES: u64 = 4 * 1024 * 1024;
+
+impl Crl {
+    /// Parses a DER CRL. `source` names where it came from, for errors.
+    pub fn from_der(der: Vec<u8>, source: &Path) -> Result<Crl> {
+        let bad = |reason: String| Error::CrlUnusable { path: source.to_path_buf(), reason };
+        let (rest, crl) = x509_parser::parse_x509_crl(&der)
+            .map_err(|e| bad(format!("not a certificate revocation list: {e}")))?;
+        if !rest.is_empty() {
+            return Err(bad(format!("{} bytes of trailing data", rest.len())));
+        }
+        webpki::BorrowedCertRevocationList::from_der(&der)
+            .map_err(|e| bad(format!("not usable for revocation checks: {e:?}")))?;
+        let revoked = crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
+        let issuer = crl.issuer().to_string();
+        let this_update = crl.last_update().timestamp();
+        let next_update = crl.next_update().map(|t| t.timestamp());
+        Ok(Crl { der, issuer, revoked, this_update, next_update, source: source.to_path_buf() })
+    }
+
+    /// Parses a file's CRLs: PEM (`BEGIN X509 CRL`, any number) or one DER CRL.
+    pub fn parse(bytes: &[u8], source: &Path) -> Result<Vec<Crl>> {
+        use rustls_pki_types::CertificateRevocationListDer;
+        if !bytes.starts_with(b"-----") && !bytes.windows(10).any(|w| w == b"-----BEGIN") {
+            return Ok(vec![Crl::from_der(bytes.to_vec(), source)?]);
+        }
+        let mut out = Vec::new();
+        for item in CertificateRevocationListDer::pem_slice_iter(bytes) {
+            let der = item.map_err(|e| Error::CrlUnusable {
+                path: source.to_path_buf(),
+                reason: format!("bad PEM: {e}"),
+            })?;
+            out.push(Crl::from_der(der.to_vec(), source)?);
+        }
+        if out.is_empty() {
+            return Err(Error::CrlUnusable {
+                path: source.to_path_buf(),
+                reason: "no X509 CRL block in the PEM file".into(),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Reads a CRL file (capped at [`MAX_CRL_BYTES`]).
+    pub fn load(path: &Path) -> Result<Vec<Crl>> {
+        Crl::parse(&crate::fs::read_capped(path, MAX_CRL_BYTES)?, path)
+    }
+
+    /// DER bytes.
+    pub fn der(&self) -> &[u8] {
+        &self.der
+    }
+
+    /// The issuing CA's name.
+    pub fn issuer(&self) -> &str {
+        &self.issuer
+    }
+
+    /// Where it was read from.
+    pub fn source(&self) -> &Path {
+        &self.source
+    }
+
+    /// SHA-256 of the DER, lowercase hex: its file name in the device's CRL folder.
+    pub fn thumbprint(&self) -> String {
+        sha256_hex(&self.der)
+    }
+
+    /// When it was issued (Unix seconds).
+    pub fn this_update(&self) -> i64 {
+        self.this_update
+    }
+
+    /// Whether its next update is past at `now`: its revocations still apply, but newer ones
+    /// may be missing.
+    pub fn is_stale(&self, now: SystemTime) -> bool {
+        self.next_update.is_some_and(|n| n < clock::unix_secs(now) as i64)
+    }
+
+    /// Whether it revokes `cert`.
+    pub fn revokes(&self, cert: &Cert) -> bool {
+        self.issuer == cert.issuer && self.revoked.iter().any(|s| s == cert.serial())
+    }
+
+    /// The CRL as PEM.
+    pub fn to_pem(&self) -> String {
+        let b64 = base64_encode(&self.der);
+        let mut out = String::from("-----BEGIN X509 CRL-----\n");
+        for line in b64.as_bytes().chunks(64) {
+            out.push_str(&String::from_utf8_lossy(line));
+            out.push('\n');
+        }
+        out.push_str("-----END X509 CRL-----\n");
+        out
+    }
+}
+
+/// What a device (or a management point) trusts for code signing: the roots publishers must
+/// chain to, the certificates it never trusts (the `disallowed` store), and the CAs'
+/// certificate revocation lists.
+#[derive(Debug, Clone, Default)]
+pub struct Trust {
+    /// Roots a publisher must chain to.
+    pub roots: Vec<Cert>,
+    /// Certificates never trusted, even when they chain.
+    pub disallowed: Vec<Cert>,
+    /// Revocation lists.
+    pub crls: Vec<Crl>,
+}
+
+impl Trust {
+    /// Trust in `roots` alone.
+    pub fn roots(roots: Vec<Cert>) -> Trust {
+        Trust { roots, ..Trust::default() }
+    }
+
+    fn is_disallowed(&self, c: &Cert) -> bool {
+        self.disallowed.iter().any(|d| d.thumbprint == c.thumbprint)
+    }
+}
+
+/// Checks that `chain` (publisher first, then intermediates) chains to a root of `trust`, that
+/// the publisher has the codeSigning extended key usage, that every certificate is valid at
+/// `now`, and that none is revoked by a CRL of its issuer or in the disallowed store, root
+/// included. `source` names the chain's file in errors.
 pub fn verify_code_signing_chain(
     chain: &[Cert],
+    trust: &Trust,
+    now: SystemTime,
+    source: &Path,
+) -> Result<()> {
+    if let Some(c) = chain.iter().find(|c| trust.is_disallowed(c)) {
+        return Err(Error::Distrusted {
+            subject: c.subject.clone(),
+            thumbprint: c.thumbprint.clone(),
+        });
+    }
+    let allowed: Vec<Cert> =
+        trust.roots.iter().filter(|r| !trust.is_disallowed(r)).cloned().collect();
+    let result = verify_chain(chain, &allowed, &trust.crls, now, source);
+    if matches!(result, Err(Error::UntrustedPublisher { .. })) {
+        // Say so when the chain ends at a root the device has disallowed.
+        if let Some(root) = trust.roots.iter().find(|r| {
+            trust.is_disallowed(r) && verify_chain(chain, &[(*r).clone()], &[], now, source).is_ok()
+        }) {
+            return Err(Error::Distrusted {
+                subject: root.subject.clone(),
+                thumbprint: root.thumbprint.clone(),
+            });
+        }
+    }
+    result
+}
+
+fn verify_chain(
+    chain: &[Cert],
     roots: &[Cert],
+    crls: &[Crl],
     now: SystemTime,
     source: &Path,
 ) -> Result<()> {
@@ -250,6 +424,19 @@ pub fn verify_code_signing_chain(
     if anchors.is_empty() {
         return Err(untrusted());
     }
+    let lists: Vec<webpki::CertRevocationList<'_>> = crls
+        .iter()
+        .filter_map(|c| webpki::BorrowedCertRevocationList::from_der(&c.der).ok().map(Into::into))
+        .collect();
+    let list_refs: Vec<&webpki::CertRevocationList<'_>> = lists.iter().collect();
+    // Unknown status is allowed (a CA without a CRL on the device), and a stale CRL still
+    // applies: its revocations stand until a newer list arrives (docs/deployment-folder.md).
+    let revocation = webpki::RevocationOptionsBuilder::new(&list_refs).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    });
     // Intermediates may omit the extended key usage (if they have one it must allow code
     // signing); the publisher itself must name codeSigning, checked below.
     match ee.verify_for_usage(
@@ -258,7 +445,7 @@ pub fn verify_code_signing_chain(
         &intermediates,
         time,
         KeyUsage::required_if_present(CODE_SIGNING_EKU),
-        None,
+        revocation,
         None,
     ) {
         Ok(_) if publisher.is_code_signing() => Ok(()),
@@ -276,6 +463,38 @@ pub fn verify_code_signing_chain(
         }
         Err(webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey) => {
             Err(untrusted())
+        }
+        Err(webpki::Error::CertRevoked) => {
+            let revoked =
+                chain.iter().find_map(|c| crls.iter().find(|l| l.revokes(c)).map(|l| (c, l)));
+            Err(match revoked {
+                Some((c, l)) => Error::Revoked {
+                    subject: c.subject.clone(),
+                    serial: to_hex(&c.serial),
+                    crl: format!("{}, issued by {}", l.source.display(), l.issuer),
+                },
+                None => Error::Revoked {
+                    subject: publisher.subject.clone(),
+                    serial: to_hex(&publisher.serial),
+                    crl: "a revocation list on the device".into(),
+                },
+            })
+        }
+        Err(
+            e @ (webpki::Error::InvalidCrlSignatureForPublicKey
+            | webpki::Error::IssuerNotCrlSigner
+            | webpki::Error::UnsupportedCrlVersion
+            | webpki::Error::UnsupportedDeltaCrl
+            | webpki::Error::UnsupportedIndirectCrl
+            | webpki::Error::UnsupportedCrlIssuingDistributionPoint
+            | webpki::Error::UnsupportedCrlSignatureAlgorithmContext(_)
+            | webpki::Error::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_)),
+        ) => {
+            let list = chain.iter().find_map(|c| crls.iter().find(|l| l.issuer == c.issuer));
+            Err(Error::CrlUnusable {
+                path: list.map_or_else(|| source.to_path_buf(), |l| l.source.clone()),
+                reason: format!("{e:?}; the chain of {} cannot be checked", publisher.subject),
+            })
         }
         Err(e) => {
             Err(bad(format!("the chain of {} cannot be verified: {e:?}", publisher.subject())))

@@ -111,6 +111,32 @@ codes! {
     DM_E_UNSUPPORTED_PACKAGE = 0x8004_020C, 50, "The package kind is not supported by this client";
     /// The operation was canceled.
     ERROR_CANCELLED = 0x8007_04C7, 51, "The operation was canceled";
+    /// A certificate of the chain is on its issuer's certificate revocation list.
+    CERT_E_REVOKED = 0x800B_010C, 52, "A certificate was explicitly revoked by its issuer";
+    /// A certificate of the chain is in the device's disallowed store.
+    TRUST_E_EXPLICIT_DISTRUST = 0x800B_0111, 53, "The certificate was explicitly marked as untrusted";
+    /// A certificate revocation list cannot be used: unreadable, or its signature does not verify.
+    CRYPT_E_NO_REVOCATION_CHECK = 0x8009_2012, 54, "The revocation function was unable to check revocation for the certificate";
+    /// The advertisement names another package, version, kind or command than the signed manifest.
+    DM_E_ADVERTISEMENT_MISMATCH = 0x8004_020D, 55, "The advertisement does not match the signed package";
+    /// The advertised program is not one of the package's signed programs.
+    DM_E_PROGRAM_NOT_SIGNED = 0x8004_020E, 56, "The advertised program is not in the package's signed manifest";
+    /// The package's manifest is of the first format, which does not sign its programs.
+    DM_E_MANIFEST_TOO_OLD = 0x8004_020F, 57, "The package's manifest does not sign its programs; re-sign it with a current dmpack";
+    /// A newer version of the package is already on the device.
+    DM_E_DOWNGRADE = 0x8004_0210, 58, "A newer version of this package is installed and versions never go backwards";
+    /// A bundle holds a symbolic or hard link.
+    DM_E_BUNDLE_LINK = 0x8004_0211, 59, "The bundle holds a link";
+    /// A bundle holds a device file, a FIFO or another special entry.
+    DM_E_BUNDLE_SPECIAL_FILE = 0x8004_0212, 60, "The bundle holds a device file or another special entry";
+    /// A bundle holds the same path twice.
+    DM_E_BUNDLE_DUPLICATE = 0x8004_0213, 61, "The bundle holds the same entry twice";
+    /// A bundle entry is larger than the signed manifest (or a signature file's cap) allows.
+    DM_E_BUNDLE_OVERSIZED = 0x8004_0214, 62, "A bundle entry is larger than its signed size";
+    /// A bundle holds more entries than a manifest may list.
+    DM_E_BUNDLE_TOO_MANY = 0x8004_0215, 63, "The bundle holds more entries than a manifest may list";
+    /// A bundle ends early or is not a bundle.
+    DM_E_BUNDLE_TRUNCATED = 0x8004_0216, 64, "The bundle is truncated or is not a bundle";
 }
 
 impl StatusCode {

@@ -131,6 +131,9 @@ pub mod inventory {
     pub const SITE_CODE: &str = "site_code";
     /// Packages a program ran from successfully: `name version, …`.
     pub const INSTALLED_PACKAGES: &str = "installed_packages";
+    /// Installed packages whose publisher is now revoked or disallowed: `name version, …`
+    /// (present only when there are some).
+    pub const REVOKED_PACKAGES: &str = "revoked_packages";
     /// `healthy`, or `unhealthy-certificate`, `unhealthy-communication`, `unhealthy-local`.
     pub const CLIENT_HEALTH: &str = "client_health";
     /// Why the client is unhealthy.
@@ -139,7 +142,7 @@ pub mod inventory {
     pub const LAST_SETUP: &str = "last_setup";
 
     /// Every key, in the order the docs list them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         PLATFORM,
         ARCH,
         OS,
@@ -150,6 +153,7 @@ pub mod inventory {
         DEVICE_CLASS,
         SITE_CODE,
         INSTALLED_PACKAGES,
+        REVOKED_PACKAGES,
         CLIENT_HEALTH,
         CLIENT_HEALTH_REASON,
         LAST_SETUP,

@@ -10,16 +10,19 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use dm_shared::ddi::{self, Chunk, DeploymentBase, Execution};
+use dm_shared::ddi::{self, Chunk, DeploymentBase, Execution, Rerun};
 use dm_shared::fs as dmfs;
+use dm_shared::manifest::{Manifest, VerifiedFolder};
 use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::outbox::Outbox;
+use dm_shared::programs::SignedProgram;
 use dm_shared::vocab::PackageKind;
 use dm_shared::{Context, Platform, Settings, StatusCode, clock};
 use log::{error, info, warn};
 
 use super::content::{self, cache_dir};
 use super::inventory;
+use super::ledger::Ledger;
 use super::plan::{self, Refusal, Requirements, When};
 use super::program::{RunOutcome, run_program};
 use super::session::Session;
@@ -30,10 +33,6 @@ use crate::error::{Error, Result};
 const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
 /// The most messages the outbox keeps (final results are never dropped).
 const MAX_OUTBOX: usize = 1000;
-/// The maximum run time of a program whose advertisement names none.
-const DEFAULT_MAX_RUN_TIME: u64 = 3600;
-/// The longest maximum run time taken from a server: a week.
-const MAX_RUN_TIME_CAP: u64 = 7 * 86_400;
 
 /// Works on actions.
 pub struct Worker<'a> {
@@ -191,6 +190,8 @@ impl Worker<'_> {
             }
         };
         let mut rec = self.record(action, href, Some(chunk))?;
+        // The server may narrow the requirements before anything is downloaded (never widen:
+        // the signed ones are checked once the package is verified).
         let class = self.settings.environment.device_class;
         if let Err(r) = Requirements::of_chunk(chunk).check(&Platform::current(), class) {
             return self.refuse(&mut rec, r);
@@ -200,40 +201,84 @@ impl Worker<'_> {
             log::debug!("action {action}: the server says not to download yet");
             return Ok(());
         }
-        if rec.stage == Stage::Downloading && !self.fetch(&mut rec, chunk, kind)? {
+        if rec.stage == Stage::Downloading && !self.download(&mut rec, chunk)? {
             return Ok(());
         }
-        match when {
-            When::Now if kind == PackageKind::ClientDeployment => self.upgrade(&mut rec),
-            When::Now => self.run(&mut rec, chunk),
-            When::DownloadOnly => {
+        // Every time, not only after the download: a publisher revoked since is refused.
+        let (folder, program) = match self.verify(&rec, chunk, kind) {
+            Ok(v) => v,
+            Err(r) => return self.refuse(&mut rec, r),
+        };
+        if rec.stage == Stage::Downloading {
+            rec.stage = Stage::Downloaded;
+            rec.save(self.ctx)?;
+            let text = format!("{} {} downloaded and verified", rec.package, rec.version);
+            self.progress(rec.id, Execution::Downloaded, MessageId::CONTENT_DOWNLOADED, text)?;
+        }
+        match (when, program) {
+            (When::Now, None) => self.upgrade(&mut rec),
+            (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder.manifest, &p),
+            (When::DownloadOnly, _) => {
                 let text = format!(
                     "{} {} is on the device (download only; not run)",
                     rec.package, rec.version
                 );
                 self.finish(&mut rec, MessageId::DOWNLOAD_ONLY_DONE, StatusCode::S_OK, text, vec![])
             }
-            When::WaitForUser | When::WaitForWindow | When::NotYet => self.wait(&mut rec, when),
+            (When::WaitForUser | When::WaitForWindow | When::NotYet, _) => {
+                self.wait(&mut rec, when)
+            }
         }
     }
 
-    /// Downloads and verifies the content. `Ok(false)`: the action ended (reported).
-    fn fetch(&mut self, rec: &mut ActionRecord, chunk: &Chunk, kind: PackageKind) -> Result<bool> {
+    /// Downloads the content. `Ok(false)`: the action ended (reported).
+    fn download(&mut self, rec: &mut ActionRecord, chunk: &Chunk) -> Result<bool> {
         let net = &self.session.net;
         if let Err(e) = content::download(self.ctx, net, rec.id, chunk, &rec.href, &self.stop) {
             self.download_failed(rec, e)?;
             return Ok(false);
         }
-        if let Err(e) = content::verify(self.ctx, rec.id, kind) {
-            let text = format!("the package is not trusted; nothing was run: {e}");
-            self.finish(rec, MessageId::PACKAGE_UNTRUSTED, e.code(), text, vec![])?;
-            return Ok(false);
-        }
-        rec.stage = Stage::Downloaded;
-        rec.save(self.ctx)?;
-        let text = format!("{} {} downloaded and verified", rec.package, rec.version);
-        self.progress(rec.id, Execution::Downloaded, MessageId::CONTENT_DOWNLOADED, text)?;
         Ok(true)
+    }
+
+    /// Verifies the downloaded package and the advertisement against it: signed by a trusted
+    /// publisher in the `spc` store with a manifest that signs its programs; the name, version,
+    /// kind, program and command the server states are the signed ones; the device meets the
+    /// signed requirements; the version does not go backwards. Returns the package and the
+    /// signed program to run (none for a client upgrade).
+    fn verify(
+        &self,
+        rec: &ActionRecord,
+        chunk: &Chunk,
+        kind: PackageKind,
+    ) -> std::result::Result<(VerifiedFolder, Option<SignedProgram>), Refusal> {
+        let untrusted = |e: Error| Refusal {
+            message_id: MessageId::PACKAGE_UNTRUSTED,
+            code: e.code(),
+            text: format!("the package is not trusted; nothing was run: {e}"),
+        };
+        let folder = content::verify(self.ctx, rec.id, kind).map_err(untrusted)?;
+        let m = &folder.manifest;
+        let manifest_path = folder.path_of(dm_shared::manifest::MANIFEST_FILE);
+        m.require_signed_programs(&manifest_path).map_err(|e| untrusted(e.into()))?;
+        let program = plan::match_advertisement(chunk, kind, m)?.cloned();
+        if let Some(p) = &program {
+            let class = self.settings.environment.device_class;
+            Requirements::of_program(p).check(&Platform::current(), class)?;
+        }
+        let highest = match kind {
+            PackageKind::ClientDeployment => crate::installed::installed_version(self.ctx),
+            _ => Ledger::load(self.ctx).map_err(untrusted)?.highest(&m.name),
+        };
+        let allow = chunk.meta(ddi::meta::ALLOW_DOWNGRADE) == Some("true");
+        plan::check_version(&m.name, m.version, highest, allow)?;
+        if let Some(h) = highest.filter(|h| m.version < *h) {
+            warn!(
+                "action {}: {} {} is older than the {h} this device had; the advertisement allows the downgrade",
+                rec.id, m.name, m.version
+            );
+        }
+        Ok((folder, program))
     }
 
     /// A program that waits for its user or its window: reported once.
@@ -268,10 +313,9 @@ impl Worker<'_> {
         r.package = chunk.map(|c| c.name.clone()).unwrap_or_default();
         r.version = chunk.map(|c| c.version.clone()).unwrap_or_default();
         r.program = meta(ddi::meta::PROGRAM);
-        r.command = meta(ddi::meta::COMMAND);
         r.kind = meta(ddi::meta::ADVERTISEMENT_KIND);
         r.save(self.ctx)?;
-        info!("action {action}: {} {} ({}), program {:?}", r.package, r.version, r.kind, r.command);
+        info!("action {action}: {} {} ({}), program {:?}", r.package, r.version, r.kind, r.program);
         let text = format!("received {} {}; downloading", r.package, r.version);
         self.progress(action, Execution::Download, MessageId::PROGRAM_RECEIVED, text)?;
         Ok(r)
@@ -297,68 +341,106 @@ impl Worker<'_> {
         self.finish(rec, MessageId::DOWNLOAD_FAILED, e.code(), text, vec![])
     }
 
-    fn run(&mut self, rec: &mut ActionRecord, chunk: &Chunk) -> Result<()> {
+    fn run(
+        &mut self,
+        rec: &mut ActionRecord,
+        chunk: &Chunk,
+        m: &Manifest,
+        program: &SignedProgram,
+    ) -> Result<()> {
+        let rerun: Rerun =
+            chunk.meta(ddi::meta::RERUN).and_then(|r| r.parse().ok()).unwrap_or_default();
+        let last = Ledger::load(self.ctx)?.last_run(&m.name, m.version, &program.name);
+        if !rerun.runs(last) {
+            let before = if last == Some(true) { "succeeded" } else { "failed" };
+            let text = format!(
+                "{} of {} {} {before} before; the advertisement's rerun policy ({}) says not again",
+                program.name,
+                m.name,
+                m.version,
+                rerun.as_str()
+            );
+            let id = MessageId::PROGRAM_NOT_RERUN;
+            return self.finish(rec, id, StatusCode::S_FALSE, text, vec![]);
+        }
         let dir = content::promote(self.ctx, rec.id, &rec.package, &rec.version)?;
-        let max = chunk
-            .meta(ddi::meta::MAX_RUN_TIME)
-            .and_then(|s| s.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_MAX_RUN_TIME)
-            .clamp(1, MAX_RUN_TIME_CAP);
+        let max = plan::max_run_time(chunk, program);
         rec.stage = Stage::Running;
+        rec.command = program.display();
         rec.save(self.ctx)?;
-        let text = format!("started {:?} (at most {max} s)", rec.command);
+        let text = format!("started {} (at most {max} s)", rec.command);
         self.progress(rec.id, Execution::Proceeding, MessageId::PROGRAM_STARTED, text)?;
         // Tell the server before a long run when it can be reached.
         if let Err(e) = self.session.flush(&self.outbox) {
             log::debug!("reports wait: {e}");
         }
-        let env = [
-            ("DM_ACTION_ID", rec.id.to_string()),
-            ("DM_ADVERTISEMENT_ID", chunk.meta(ddi::meta::ADVERTISEMENT).unwrap_or("").to_string()),
-            ("DM_PACKAGE_NAME", rec.package.clone()),
-            ("DM_PACKAGE_VERSION", rec.version.clone()),
-            ("DM_PACKAGE_DIR", dir.display().to_string()),
-            ("DM_DEVICE_ROOT", self.ctx.layout.root().display().to_string()),
-            ("DM_CONTROLLER_ID", self.controller_id.clone()),
-            ("DM_PLATFORM", Platform::current().to_string()),
-        ]
-        .map(|(k, v)| (k.to_string(), v));
-        info!("action {}: running {:?} in {}", rec.id, rec.command, dir.display());
-        let outcome = run_program(&rec.command, &dir, &env, Duration::from_secs(max), &rec.program);
-        let program = rec.program.clone();
-        let (id, code, text, details) = match outcome {
-            Ok(RunOutcome::Exited(0)) => {
-                let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version);
-                let text = format!("{program} completed successfully");
-                (MessageId::PROGRAM_SUCCEEDED, StatusCode::S_OK, text, vec!["exit code 0".into()])
-            }
-            Ok(RunOutcome::Exited(c)) => (
-                MessageId::PROGRAM_FAILED,
-                StatusCode::DM_E_PROGRAM_FAILED,
-                format!("{program} failed with exit code {c}"),
-                vec![format!("exit code {c}")],
-            ),
-            Ok(RunOutcome::Signaled(sig)) => (
-                MessageId::PROGRAM_FAILED,
-                StatusCode::DM_E_PROGRAM_FAILED,
-                format!("{program} was killed by signal {sig}"),
-                vec![format!("signal {sig}")],
-            ),
-            Ok(RunOutcome::TimedOut) => (
-                MessageId::PROGRAM_TIMED_OUT,
-                StatusCode::ERROR_TIMEOUT,
-                format!(
-                    "{program} ran longer than its maximum run time of {max} s and was stopped"
-                ),
-                vec![format!("maximum run time {max} s")],
-            ),
-            Err(e) => (
-                MessageId::PROGRAM_FAILED,
-                StatusCode::DM_E_CHILD_FAILED,
-                format!("{program} could not be started: {e}"),
-                vec![],
-            ),
-        };
+        let mut env: Vec<(String, String)> = program.environment.clone().into_iter().collect();
+        env.extend(
+            [
+                ("DM_ACTION_ID", rec.id.to_string()),
+                ("DM_ADVERTISEMENT_ID", chunk.meta(ddi::meta::ADVERTISEMENT).unwrap_or("").into()),
+                ("DM_PACKAGE_NAME", rec.package.clone()),
+                ("DM_PACKAGE_VERSION", rec.version.clone()),
+                ("DM_PACKAGE_DIR", dir.display().to_string()),
+                ("DM_DEVICE_ROOT", self.ctx.layout.root().display().to_string()),
+                ("DM_CONTROLLER_ID", self.controller_id.clone()),
+                ("DM_PLATFORM", Platform::current().to_string()),
+                ("DM_PROGRAM", program.name.clone()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        info!("action {}: running {} in {}", rec.id, rec.command, dir.display());
+        let limit = Duration::from_secs(max);
+        let outcome = run_program(&program.command, &dir, &env, limit, &program.name);
+        let (id, code, text, details) = report_of(&program.name, max, outcome);
+        if code == StatusCode::S_OK {
+            let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, Some(&dir));
+        }
+        if let Err(e) =
+            Ledger::record_run(self.ctx, &m.name, m.version, &program.name, !code.is_failure())
+        {
+            error!("cannot record the run of {}: {e}", program.name);
+        }
         self.finish(rec, id, code, text, details)
+    }
+}
+
+/// The final report of a program run.
+fn report_of(
+    name: &str,
+    max: u64,
+    outcome: std::io::Result<RunOutcome>,
+) -> (MessageId, StatusCode, String, Vec<String>) {
+    match outcome {
+        Ok(RunOutcome::Exited(0)) => (
+            MessageId::PROGRAM_SUCCEEDED,
+            StatusCode::S_OK,
+            format!("{name} completed successfully"),
+            vec!["exit code 0".into()],
+        ),
+        Ok(RunOutcome::Exited(c)) => (
+            MessageId::PROGRAM_FAILED,
+            StatusCode::DM_E_PROGRAM_FAILED,
+            format!("{name} failed with exit code {c}"),
+            vec![format!("exit code {c}")],
+        ),
+        Ok(RunOutcome::Signaled(sig)) => (
+            MessageId::PROGRAM_FAILED,
+            StatusCode::DM_E_PROGRAM_FAILED,
+            format!("{name} was killed by signal {sig}"),
+            vec![format!("signal {sig}")],
+        ),
+        Ok(RunOutcome::TimedOut) => (
+            MessageId::PROGRAM_TIMED_OUT,
+            StatusCode::ERROR_TIMEOUT,
+            format!("{name} ran longer than its maximum run time of {max} s and was stopped"),
+            vec![format!("maximum run time {max} s")],
+        ),
+        Err(e) => (
+            MessageId::PROGRAM_FAILED,
+            StatusCode::DM_E_CHILD_FAILED,
+            format!("{name} could not be started: {e}"),
+            vec![],
+        ),
     }
 }

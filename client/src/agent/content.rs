@@ -6,10 +6,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
-use dm_shared::ddi::Chunk;
+use dm_shared::ddi::{Artifact, Chunk};
 use dm_shared::fs as dmfs;
 use dm_shared::manifest::{self, PackageKind, VerifiedFolder};
-use dm_shared::{Context, certstore};
+use dm_shared::{Context, bundle, certstore};
 use log::info;
 
 use super::net::Net;
@@ -96,8 +96,20 @@ fn check_artifacts(chunk: &Chunk, dir: &Path, url: &str) -> Result<u64> {
     Ok(needed)
 }
 
+/// Whether the chunk is one `.dmpkg` bundle rather than a package's files.
+pub fn is_bundle(chunk: &Chunk) -> bool {
+    let suffix = format!(".{}", bundle::EXTENSION);
+    matches!(chunk.artifacts.as_slice(), [one] if one.filename.ends_with(&suffix))
+}
+
+/// Where a bundle artifact is downloaded: beside the package folder it unpacks into.
+fn bundle_file(ctx: &Context, action: u64) -> PathBuf {
+    ctx.layout.download_cache_dir().join(format!("action-{action}.{}", bundle::EXTENSION))
+}
+
 /// Downloads every artifact of `chunk` for `action` that is not complete yet, resuming
-/// partial files; `url` is the deployment's, for errors.
+/// partial files; `url` is the deployment's, for errors. A bundle is downloaded beside the
+/// package folder, then unpacked into it, checked against its signature entry by entry.
 pub fn download(
     ctx: &Context,
     net: &Net,
@@ -109,26 +121,38 @@ pub fn download(
     let dir = cache_dir(ctx, action);
     dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
     check_artifacts(chunk, &dir, url)?;
-    for a in &chunk.artifacts {
-        let dest = dir.join(&a.filename);
-        if let Some(parent) = dest.parent() {
-            dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
+    if !is_bundle(chunk) {
+        for a in &chunk.artifacts {
+            fetch(net, a, &dir.join(&a.filename), stop)?;
         }
-        if std::fs::metadata(&dest).is_ok_and(|m| m.len() == a.size) {
-            continue;
-        }
-        let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
-        info!("downloading {} ({} bytes)", a.filename, a.size);
-        let start = Instant::now();
-        let sha256 = a.hashes.sha256.to_ascii_lowercase();
-        net.download(href, &partial_of(&dest), &dest, a.size, &sha256, stop)?;
-        let secs = start.elapsed().as_secs_f64().max(0.001);
-        info!(
-            "downloaded {} ({:.1} MB/s, SHA-256 verified)",
-            a.filename,
-            a.size as f64 / secs / 1e6
-        );
+        return Ok(());
     }
+    let file = bundle_file(ctx, action);
+    fetch(net, &chunk.artifacts[0], &file, stop)?;
+    dmfs::remove_dir_all(&dir)?;
+    let trust = certstore::trust(&ctx.layout, ctx.clock.now())?;
+    let unpacked = bundle::unpack(&file, &dir, &trust, ctx.clock.now());
+    dmfs::remove_file(&file)?;
+    unpacked?;
+    info!("unpacked the bundle {} into {}", chunk.artifacts[0].filename, dir.display());
+    Ok(())
+}
+
+/// Downloads one artifact to `dest` unless it is there already.
+fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> {
+    if let Some(parent) = dest.parent() {
+        dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
+    }
+    if std::fs::metadata(dest).is_ok_and(|m| m.len() == a.size) {
+        return Ok(());
+    }
+    let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
+    info!("downloading {} ({} bytes)", a.filename, a.size);
+    let start = Instant::now();
+    let sha256 = a.hashes.sha256.to_ascii_lowercase();
+    net.download(href, &partial_of(dest), dest, a.size, &sha256, stop)?;
+    let secs = start.elapsed().as_secs_f64().max(0.001);
+    info!("downloaded {} ({:.1} MB/s, SHA-256 verified)", a.filename, a.size as f64 / secs / 1e6);
     Ok(())
 }
 
@@ -137,8 +161,8 @@ pub fn download(
 /// manifest's programs executable) only once verified.
 pub fn verify(ctx: &Context, action: u64, kind: PackageKind) -> Result<VerifiedFolder> {
     let dir = cache_dir(ctx, action);
-    let roots = certstore::trusted_roots(&ctx.layout)?;
-    let v = manifest::verify_folder(&dir, &roots, ctx.clock.now())?;
+    let trust = certstore::trust(&ctx.layout, ctx.clock.now())?;
+    let v = manifest::verify_folder(&dir, &trust, ctx.clock.now())?;
     certstore::require_spc_publisher(&ctx.layout, &v.publisher)?;
     if v.manifest.kind != kind {
         return Err(dm_shared::Error::MalformedManifest {

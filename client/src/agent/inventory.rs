@@ -108,23 +108,82 @@ fn os_name(ctx: &Context) -> String {
         })
 }
 
-/// The installed packages record: name and version of each package a program ran from
-/// successfully.
-pub fn installed_packages(ctx: &Context) -> Vec<(String, String)> {
-    dmfs::read_json(&ctx.layout.packages_dir().join("installed.json"), 256 * 1024)
-        .inspect_err(|e| log::warn!("ignoring the installed packages record: {e}"))
-        .ok()
-        .flatten()
-        .unwrap_or_default()
+/// A package a program ran from successfully.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstalledPackage {
+    /// Its name.
+    pub name: String,
+    /// Its version.
+    pub version: String,
+    /// Its folder under `var/lib/dm/packages/` (with its signature files), when known.
+    #[serde(default)]
+    pub dir: Option<std::path::PathBuf>,
+}
+
+/// The record as stored: entries of this client, or `[name, version]` pairs of older ones.
+#[derive(serde::Deserialize)]
+#[serde(untagged)]
+enum Stored {
+    Package(InstalledPackage),
+    Pair(String, String),
+}
+
+/// The installed packages record: each package a program ran from successfully.
+pub fn installed_packages(ctx: &Context) -> Vec<InstalledPackage> {
+    let stored: Vec<Stored> =
+        dmfs::read_json(&ctx.layout.packages_dir().join("installed.json"), 256 * 1024)
+            .inspect_err(|e| log::warn!("ignoring the installed packages record: {e}"))
+            .ok()
+            .flatten()
+            .unwrap_or_default();
+    stored
+        .into_iter()
+        .map(|s| match s {
+            Stored::Package(p) => p,
+            Stored::Pair(name, version) => InstalledPackage { name, version, dir: None },
+        })
+        .collect()
 }
 
 /// Adds a package to the installed packages record.
-pub fn record_installed(ctx: &Context, name: &str, version: &str) -> Result<()> {
+pub fn record_installed(
+    ctx: &Context,
+    name: &str,
+    version: &str,
+    dir: Option<&std::path::Path>,
+) -> Result<()> {
     let mut list = installed_packages(ctx);
-    list.retain(|(n, _)| n != name);
-    list.push((name.to_string(), version.to_string()));
+    list.retain(|p| p.name != name);
+    list.push(InstalledPackage {
+        name: name.to_string(),
+        version: version.to_string(),
+        dir: dir.map(std::path::Path::to_path_buf),
+    });
     dmfs::create_dir_all(&ctx.layout.packages_dir(), dmfs::MODE_DIR)?;
     Ok(dmfs::write_json(&ctx.layout.packages_dir().join("installed.json"), &list, MODE_PRIVATE)?)
+}
+
+/// Installed packages whose publisher (or a CA above it) is now revoked or in the
+/// `disallowed` store: `name version`, each.
+pub fn revoked_packages(ctx: &Context) -> Vec<String> {
+    let now = ctx.clock.now();
+    let Ok(trust) = dm_shared::certstore::trust(&ctx.layout, now) else { return Vec::new() };
+    if trust.crls.is_empty() && trust.disallowed.is_empty() {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for p in installed_packages(ctx) {
+        let Some(dir) = &p.dir else { continue };
+        let path = dir.join(dm_shared::manifest::PUBLISHER_FILE);
+        let Ok(chain) = dm_shared::pki::Cert::load_pem(&path) else { continue };
+        if let Err(e @ (dm_shared::Error::Revoked { .. } | dm_shared::Error::Distrusted { .. })) =
+            dm_shared::pki::verify_code_signing_chain(&chain, &trust, now, &path)
+        {
+            log::warn!("installed package {} {}: {e}", p.name, p.version);
+            out.push(format!("{} {}", p.name, p.version));
+        }
+    }
+    out
 }
 
 /// The inventory now.
@@ -160,8 +219,12 @@ pub fn collect(
     let pkgs = installed_packages(ctx);
     put(
         key::INSTALLED_PACKAGES,
-        pkgs.iter().map(|(n, v)| format!("{n} {v}")).collect::<Vec<_>>().join(", "),
+        pkgs.iter().map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>().join(", "),
     );
+    let revoked = revoked_packages(ctx);
+    if !revoked.is_empty() {
+        put(key::REVOKED_PACKAGES, revoked.join(", "));
+    }
     let (verdict, why) = health.verdict(ctx);
     put(key::CLIENT_HEALTH, verdict);
     put(key::CLIENT_HEALTH_REASON, why.chars().take(1000).collect());
@@ -231,8 +294,8 @@ mod tests {
             b"Raspberry Pi 4 Model B Rev 1.4\0",
         )
         .unwrap();
-        record_installed(&ctx, "tools", "1.0.0.0").unwrap();
-        record_installed(&ctx, "tools", "1.1.0.0").unwrap();
+        record_installed(&ctx, "tools", "1.0.0.0", None).unwrap();
+        record_installed(&ctx, "tools", "1.1.0.0", None).unwrap();
         let inv = collect(&ctx, &Settings::defaults(), &HealthState::default());
         assert_eq!(inv["os"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(inv["model"], "Raspberry Pi 4 Model B Rev 1.4");

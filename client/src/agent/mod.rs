@@ -8,9 +8,11 @@
 pub mod action;
 pub mod content;
 pub mod inventory;
+pub mod ledger;
 pub mod net;
 pub mod plan;
 pub mod program;
+pub mod revocation;
 pub mod session;
 pub mod state;
 pub mod timing;
@@ -172,6 +174,11 @@ fn after_poll(
     health.reset_communication();
     let sleep =
         timing::poll_sleep(&base.config.polling.sleep, w.settings.communication.poll_interval);
+    if let Some(l) = base.links.get("dmCrls") {
+        if let Err(e) = revocation::update(w.ctx, w.session, &l.href) {
+            warn!("revocation lists not updated: {e}");
+        }
+    }
     let asked = base.links.contains_key("configData");
     if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, asked) {
         warn!("inventory not sent: {e}");

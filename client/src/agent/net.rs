@@ -60,12 +60,12 @@ fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
             };
             Cert::load_pem(&path)?
         }
-        None => dm_shared::certstore::CertStore::open(&ctx.layout, StoreName::Root).list()?,
+        None => dm_shared::certstore::tls_roots(&ctx.layout)?,
     };
     if certs.is_empty() {
         return Err(Error::BadSettings(format!(
-            "no root certificates to check the management point's TLS with: the device's root store {} is empty and [Communication] ServerRootCertificate is not set",
-            ctx.layout.cert_store_dir(StoreName::Root).display()
+            "no root certificates to check the management point's TLS with: the device's tls-root store {} is empty and [Communication] ServerRootCertificate is not set",
+            ctx.layout.cert_store_dir(StoreName::TlsRoot).display()
         )));
     }
     Ok(certs)

@@ -1,12 +1,15 @@
 //! The agent's decisions about an action, without touching the device or the network: what
-//! the deployment is, whether this device meets the program's requirements, and when the
-//! program runs. Each is a pure function of the deployment and the device's facts, so every
-//! branch has a unit test.
+//! the deployment is, whether the advertisement matches what the publisher signed, whether
+//! this device meets the program's requirements, whether its version may be installed, and
+//! when and whether the program runs. Each is a pure function of the deployment, the signed
+//! manifest and the device's facts, so every branch has a unit test.
 
 use dm_shared::ddi::{self, Chunk, Deployment, Handling, WindowState};
+use dm_shared::manifest::Manifest;
 use dm_shared::message::MessageId;
+use dm_shared::programs::SignedProgram;
 use dm_shared::vocab::{DeviceClass, PackageKind};
-use dm_shared::{Platform, StatusCode};
+use dm_shared::{ClientVersion, Platform, StatusCode};
 
 /// Why an action ends before anything is downloaded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,6 +50,87 @@ pub fn classify(d: &Deployment) -> Result<(&Chunk, PackageKind), Refusal> {
     Ok((chunk, kind))
 }
 
+impl Refusal {
+    fn mismatch(text: String) -> Refusal {
+        Refusal {
+            message_id: MessageId::ADVERTISEMENT_MISMATCH,
+            code: StatusCode::DM_E_ADVERTISEMENT_MISMATCH,
+            text,
+        }
+    }
+}
+
+/// Checks the advertisement against the signed manifest: the same package name, version and
+/// kind; the program it names is one the publisher signed (client deployments carry none), and
+/// a command it states is exactly the signed one. Returns the signed program to run.
+pub fn match_advertisement<'m>(
+    chunk: &Chunk,
+    kind: PackageKind,
+    m: &'m Manifest,
+) -> Result<Option<&'m SignedProgram>, Refusal> {
+    if chunk.name != m.name || chunk.version != m.version.to_string() || kind != m.kind {
+        return Err(Refusal::mismatch(format!(
+            "the advertisement says {} {} ({}) but the signed package is {} {} ({}); nothing ran",
+            chunk.name, chunk.version, kind, m.name, m.version, m.kind
+        )));
+    }
+    if kind == PackageKind::ClientDeployment {
+        return Ok(None);
+    }
+    let name = chunk.meta(ddi::meta::PROGRAM).unwrap_or_default();
+    let Some(program) = m.program(name) else {
+        let signed: Vec<&str> = m.programs.iter().map(|p| p.name.as_str()).collect();
+        return Err(Refusal {
+            message_id: MessageId::ADVERTISEMENT_MISMATCH,
+            code: StatusCode::DM_E_PROGRAM_NOT_SIGNED,
+            text: format!(
+                "the advertisement names program {name:?}, which {} {} does not sign (it signs {}); nothing ran",
+                m.name,
+                m.version,
+                if signed.is_empty() { "none".into() } else { signed.join(", ") }
+            ),
+        });
+    };
+    if let Some(stated) = chunk.meta(ddi::meta::COMMAND) {
+        let same = serde_json::from_str::<Vec<String>>(stated).is_ok_and(|c| c == program.command);
+        if !same {
+            return Err(Refusal::mismatch(format!(
+                "the advertisement states the command {:?}, but program {} is signed to run {}; nothing ran",
+                stated.chars().take(200).collect::<String>(),
+                program.name,
+                program.display()
+            )));
+        }
+    }
+    Ok(Some(program))
+}
+
+/// The maximum run time: the signed one, shortened by the advertisement's when it says less.
+pub fn max_run_time(chunk: &Chunk, program: &SignedProgram) -> u64 {
+    let asked = chunk.meta(ddi::meta::MAX_RUN_TIME).and_then(|s| s.parse::<u64>().ok());
+    asked.map_or(program.max_run_time, |a| a.clamp(1, program.max_run_time))
+}
+
+/// Checks that `version` does not take the package below the highest version the device has
+/// had, unless the advertisement allows it.
+pub fn check_version(
+    name: &str,
+    version: ClientVersion,
+    highest: Option<ClientVersion>,
+    allow_downgrade: bool,
+) -> Result<(), Refusal> {
+    match highest {
+        Some(h) if version < h && !allow_downgrade => Err(Refusal {
+            message_id: MessageId::DOWNGRADE_REFUSED,
+            code: StatusCode::DM_E_DOWNGRADE,
+            text: format!(
+                "{name} {version} is older than {h}, which this device has had; versions never go backwards unless the advertisement allows a downgrade"
+            ),
+        }),
+        _ => Ok(()),
+    }
+}
+
 /// What a program asks of the device it runs on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Requirements {
@@ -67,6 +151,14 @@ impl Requirements {
         };
         let class = chunk.meta(ddi::meta::DEVICE_CLASS).unwrap_or("mobile");
         Requirements { platforms, device_class: class.parse().map_err(|_| class.to_string()) }
+    }
+
+    /// The requirements the publisher signed.
+    pub fn of_program(p: &SignedProgram) -> Requirements {
+        Requirements {
+            platforms: p.platforms.iter().map(|p| p.to_string()).collect(),
+            device_class: Ok(p.device_class),
+        }
     }
 
     /// Whether this device (its platform and class) may run the program.
@@ -209,6 +301,91 @@ mod tests {
         ));
         let r = odd.check(&here, DeviceClass::Mobile).unwrap_err();
         assert!(r.text.contains("for tablet devices"), "{}", r.text);
+    }
+
+    fn signed() -> Manifest {
+        let program = SignedProgram {
+            name: "install".into(),
+            command: vec!["install.sh".into(), "--quiet".into()],
+            max_run_time: 600,
+            platforms: vec![],
+            device_class: DeviceClass::Mobile,
+            environment: Default::default(),
+        };
+        Manifest {
+            format: dm_shared::manifest::FORMAT.into(),
+            kind: PackageKind::SoftwareDistribution,
+            name: "tools".into(),
+            version: ClientVersion::new(1, 0, 0, 0),
+            platforms: vec![],
+            created: String::new(),
+            files: vec![],
+            programs: vec![program],
+            metadata: None,
+        }
+    }
+
+    #[test]
+    fn the_advertisement_must_match_what_was_signed() {
+        let m = signed();
+        let kind = PackageKind::SoftwareDistribution;
+        let ok = chunk("software-distribution", &[("dm.program", "install")]);
+        assert_eq!(match_advertisement(&ok, kind, &m).unwrap().unwrap().name, "install");
+        let with_command = chunk(
+            "software-distribution",
+            &[("dm.program", "install"), ("dm.command", r#"["install.sh","--quiet"]"#)],
+        );
+        assert!(match_advertisement(&with_command, kind, &m).is_ok());
+
+        let changed = chunk(
+            "software-distribution",
+            &[("dm.program", "install"), ("dm.command", "rm -rf /")],
+        );
+        let r = match_advertisement(&changed, kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_ADVERTISEMENT_MISMATCH);
+        assert!(r.text.contains("signed to run install.sh --quiet"), "{}", r.text);
+
+        let unknown = chunk("software-distribution", &[("dm.program", "wipe")]);
+        let r = match_advertisement(&unknown, kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_PROGRAM_NOT_SIGNED);
+        assert!(r.text.contains("it signs install"), "{}", r.text);
+
+        let mut other = ok.clone();
+        other.version = "2.0.0.0".into();
+        let r = match_advertisement(&other, kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_ADVERTISEMENT_MISMATCH);
+        let mut renamed = ok.clone();
+        renamed.name = "toolz".into();
+        assert!(match_advertisement(&renamed, kind, &m).is_err());
+        assert!(match_advertisement(&ok, PackageKind::Configuration, &m).is_err());
+    }
+
+    #[test]
+    fn servers_narrow_and_never_widen() {
+        let m = signed();
+        let p = &m.programs[0];
+        let c = |v: &str| chunk("software-distribution", &[("dm.max-run-time", v)]);
+        assert_eq!(max_run_time(&c("60"), p), 60);
+        assert_eq!(max_run_time(&c("999999"), p), 600, "never longer than signed");
+        assert_eq!(max_run_time(&c("0"), p), 1);
+        assert_eq!(max_run_time(&chunk("software-distribution", &[]), p), 600);
+        let r = Requirements::of_program(p);
+        assert!(r.check(&Platform::current(), DeviceClass::Mobile).is_ok());
+        assert!(r.check(&Platform::current(), DeviceClass::Desktop).is_err());
+    }
+
+    #[test]
+    fn versions_never_go_backwards_unless_allowed() {
+        let v = |s: &str| s.parse::<ClientVersion>().unwrap();
+        assert!(check_version("tools", v("1.0.0.0"), None, false).is_ok());
+        assert!(check_version("tools", v("1.0.0.0"), Some(v("1.0.0.0")), false).is_ok());
+        assert!(check_version("tools", v("1.1.0.0"), Some(v("1.0.0.0")), false).is_ok());
+        let r = check_version("tools", v("0.9.0.0"), Some(v("1.0.0.0")), false).unwrap_err();
+        assert_eq!(
+            (r.code, r.message_id),
+            (StatusCode::DM_E_DOWNGRADE, MessageId::DOWNGRADE_REFUSED)
+        );
+        assert!(check_version("tools", v("0.9.0.0"), Some(v("1.0.0.0")), true).is_ok());
     }
 
     #[test]

@@ -19,20 +19,25 @@ pub enum RunOutcome {
     TimedOut,
 }
 
-/// Runs `command` with `/bin/sh -c` in `dir`, with only the given environment (plus PATH,
-/// HOME and LANG), its output logged line by line, stopped (SIGTERM, then SIGKILL after 5 s)
-/// when it runs past `max`.
+/// Runs the signed `command` (an argument vector: a file of the package, relative to `dir`,
+/// or an absolute program, then its arguments; no shell) in `dir`, with only the given
+/// environment (plus PATH, HOME and LANG), its output logged line by line, stopped (SIGTERM,
+/// then SIGKILL after 5 s) when it runs past `max`.
 pub fn run_program(
-    command: &str,
+    command: &[String],
     dir: &Path,
     env: &[(String, String)],
     max: Duration,
     name: &str,
 ) -> std::io::Result<RunOutcome> {
     use std::os::unix::process::{CommandExt, ExitStatusExt};
-    let mut child = Command::new("/bin/sh")
-        .arg("-c")
-        .arg(command)
+    let Some((program, args)) = command.split_first() else {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "empty command"));
+    };
+    let program =
+        if program.starts_with('/') { Path::new(program).to_path_buf() } else { dir.join(program) };
+    let mut child = Command::new(program)
+        .args(args)
         .current_dir(dir)
         .env_clear()
         .env("PATH", "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
@@ -117,22 +122,29 @@ mod tests {
     fn programs_run_with_their_environment_and_deadline() {
         let dir = tempfile::tempdir().unwrap();
         let env = vec![("DM_PACKAGE_NAME".to_string(), "tools".to_string())];
-        let out = run_program("test \"$DM_PACKAGE_NAME\" = tools && test \"$PWD\" = \"$HOME\" && test -z \"$SECRET_FROM_AGENT\"", dir.path(), &env, Duration::from_secs(10), "t").unwrap();
+        let sh = |script: &str| vec!["/bin/sh".to_string(), "-c".to_string(), script.to_string()];
+        let out = run_program(&sh("test \"$DM_PACKAGE_NAME\" = tools && test \"$PWD\" = \"$HOME\" && test -z \"$SECRET_FROM_AGENT\""), dir.path(), &env, Duration::from_secs(10), "t").unwrap();
         assert_eq!(out, RunOutcome::Exited(0));
         assert_eq!(
-            run_program("exit 7", dir.path(), &[], Duration::from_secs(10), "t").unwrap(),
+            run_program(&sh("exit 7"), dir.path(), &[], Duration::from_secs(10), "t").unwrap(),
             RunOutcome::Exited(7)
         );
         let start = Instant::now();
         assert_eq!(
-            run_program("sleep 30", dir.path(), &[], Duration::from_millis(300), "t").unwrap(),
+            run_program(&sh("sleep 30"), dir.path(), &[], Duration::from_millis(300), "t").unwrap(),
             RunOutcome::TimedOut
         );
         assert!(start.elapsed() < Duration::from_secs(10));
         // A program ignoring SIGTERM is killed.
         assert_eq!(
-            run_program("trap '' TERM; sleep 30", dir.path(), &[], Duration::from_millis(300), "t")
-                .unwrap(),
+            run_program(
+                &sh("trap '' TERM; sleep 30"),
+                dir.path(),
+                &[],
+                Duration::from_millis(300),
+                "t"
+            )
+            .unwrap(),
             RunOutcome::TimedOut
         );
     }

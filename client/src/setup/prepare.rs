@@ -39,8 +39,8 @@ impl Staged {
     /// settings.
     pub fn load(ctx: &Context, opts: &Options) -> Result<Staged> {
         info!("verifying the deployment folder {}", opts.source.display());
-        let roots = certstore::trusted_roots(&ctx.layout)?;
-        let folder = deployment::verify(&opts.source, &roots, ctx.clock.now(), &opts.platform)?;
+        let trust = certstore::trust(&ctx.layout, ctx.clock.now())?;
+        let folder = deployment::verify(&opts.source, &trust, ctx.clock.now(), &opts.platform)?;
         let publisher = &folder.publisher;
         if !CertStore::open(&ctx.layout, StoreName::Privileged).contains(publisher.thumbprint())? {
             return Err(Error::NotPrivileged {
@@ -58,7 +58,15 @@ impl Staged {
         let settings = match &settings_path {
             Some(p) => {
                 info!("settings: {}", p.display());
-                Settings::load(p)?
+                // Parsed from the bytes that were checked against the signature, read once:
+                // the file is never opened again, so swapping it changes nothing.
+                let name = p.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+                let (s, warnings) = Settings::parse(p, &folder.read_signed(name)?)
+                    .map_err(dm_shared::Error::from)?;
+                for w in warnings {
+                    log::warn!("{w}");
+                }
+                s
             }
             None => {
                 info!("the folder has no settings file; using the defaults");

@@ -5,10 +5,11 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use dm_shared::bundle;
 use dm_shared::digest::HashingReader;
 use dm_shared::fs::{self as dmfs, MODE_DIR, MODE_PUBLIC};
 use dm_shared::manifest;
-use dm_shared::pki::{self, Cert};
+use dm_shared::pki::{self, Cert, Trust};
 use md5::Digest;
 use serde_json::json;
 
@@ -80,9 +81,9 @@ fn hash_copy(src: &Path, dest: Option<&Path>) -> Result<Hashed> {
 #[derive(Debug, Clone)]
 pub enum PackageSource {
     /// A folder signed with `dmpack package` (or a client deployment folder, for an
-    /// over-the-air client upgrade), checked against trusted roots.
+    /// over-the-air client upgrade), or a `.dmpkg` bundle of one, checked against trusted roots.
     Signed {
-        /// The folder.
+        /// The folder or bundle.
         dir: PathBuf,
         /// PEM roots the publisher must chain to.
         roots: PathBuf,
@@ -125,44 +126,7 @@ pub fn add_package(
             )));
         }
     }
-    let (name, version, kind, publisher, files): (
-        String,
-        String,
-        PackageKind,
-        Option<String>,
-        Vec<(String, PathBuf)>,
-    ) = match source {
-        PackageSource::Signed { dir, roots } => {
-            let roots = Cert::load_pem(roots)?;
-            let v = manifest::verify_folder(dir, &roots, std::time::SystemTime::now())?;
-            let kind = v.manifest.kind;
-            let mut files: Vec<(String, PathBuf)> =
-                v.manifest.files.iter().map(|f| (f.path.clone(), dir.join(&f.path))).collect();
-            for sig in [manifest::MANIFEST_FILE, manifest::SIGNATURE_FILE, manifest::PUBLISHER_FILE]
-            {
-                files.push((sig.to_string(), dir.join(sig)));
-            }
-            (
-                v.manifest.name.clone(),
-                v.manifest.version.to_string(),
-                kind,
-                Some(v.publisher.subject().to_string()),
-                files,
-            )
-        }
-        PackageSource::Raw { files, name, version, kind } => {
-            let mut named = Vec::new();
-            for f in files {
-                let n = f
-                    .file_name()
-                    .and_then(|n| n.to_str())
-                    .ok_or_else(|| Error::Usage(format!("{}: not a file name", f.display())))?;
-                manifest::check_relative_path(n)?;
-                named.push((n.to_string(), f.clone()));
-            }
-            (name.clone(), version.clone(), *kind, None, named)
-        }
-    };
+    let Import { name, version, kind, publisher, files, programs } = import(source)?;
     if store.packages()?.iter().any(|p| p.name == name && p.version == version) {
         return Err(Error::Conflict(format!("package {name} {version} already exists")));
     }
@@ -193,9 +157,75 @@ pub fn add_package(
         distribution_point: distribution_point.map(str::to_string),
         created: now,
         artifacts,
+        programs,
     };
     pkg.id = store.add_package(&pkg)?;
     Ok(pkg)
+}
+
+/// What a source brings: its identity, its files (artifact name, where it is) and programs.
+struct Import {
+    name: String,
+    version: String,
+    kind: PackageKind,
+    publisher: Option<String>,
+    files: Vec<(String, PathBuf)>,
+    programs: Vec<SignedProgram>,
+}
+
+/// Checks a source and lists its files. A signed folder gives its files and signature files;
+/// a bundle is kept whole, one artifact, as any DDI server could hold it.
+fn import(source: &PackageSource) -> Result<Import> {
+    match source {
+        PackageSource::Signed { dir, roots } => {
+            let trust = Trust::roots(Cert::load_pem(roots)?);
+            let now = std::time::SystemTime::now();
+            let (m, publisher, files) = if bundle::is_bundle(dir) {
+                let (m, chain) = bundle::verify(dir, &trust, now)?;
+                let publisher = chain.first().map(|c| c.subject().to_string());
+                let one = vec![(bundle::file_name(&m), dir.clone())];
+                (m, publisher, one)
+            } else {
+                let v = manifest::verify_folder(dir, &trust, now)?;
+                let mut files: Vec<(String, PathBuf)> =
+                    v.manifest.files.iter().map(|f| (f.path.clone(), dir.join(&f.path))).collect();
+                for sig in
+                    [manifest::MANIFEST_FILE, manifest::SIGNATURE_FILE, manifest::PUBLISHER_FILE]
+                {
+                    files.push((sig.to_string(), dir.join(sig)));
+                }
+                (v.manifest, Some(v.publisher.subject().to_string()), files)
+            };
+            m.require_signed_programs(&dir.join(manifest::MANIFEST_FILE))?;
+            Ok(Import {
+                name: m.name,
+                version: m.version.to_string(),
+                kind: m.kind,
+                publisher,
+                files,
+                programs: m.programs,
+            })
+        }
+        PackageSource::Raw { files, name, version, kind } => {
+            let mut named = Vec::new();
+            for f in files {
+                let n = f
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| Error::Usage(format!("{}: not a file name", f.display())))?;
+                manifest::check_relative_path(n)?;
+                named.push((n.to_string(), f.clone()));
+            }
+            Ok(Import {
+                name: name.clone(),
+                version: version.clone(),
+                kind: *kind,
+                publisher: None,
+                files: named,
+                programs: Vec::new(),
+            })
+        }
+    }
 }
 
 /// Lists packages.
@@ -274,37 +304,107 @@ pub fn package_remove(store: &dyn Storage, package: &str) -> Result<Out> {
 pub struct ProgramSpec {
     /// The package (id, name or name@version).
     pub package: String,
-    /// The program's name.
+    /// The program's name in dmmp (advertisements name it).
     pub name: String,
-    /// The command line, run in the package folder.
-    pub command: String,
-    /// Platforms it may run on; none: any.
+    /// The signed program of the package it runs (required for signed packages).
+    pub signed_program: Option<String>,
+    /// For raw packages only: a command for clients that read one (not ours).
+    pub command: Option<String>,
+    /// Platforms it may run on: narrows the signed ones; none: as signed.
     pub platforms: Vec<String>,
-    /// Seconds it may run.
-    pub max_run_time: u64,
-    /// `mobile` or `desktop`.
-    pub device_class: String,
+    /// Seconds it may run: shortens the signed limit; none: as signed.
+    pub max_run_time: Option<u64>,
+    /// `mobile` or `desktop`, for raw packages (a signed program's class is signed).
+    pub device_class: Option<String>,
 }
 
-/// `dmmp program add`.
+/// The platforms a program of dmmp runs on: the signed ones, narrowed by the administrator's
+/// (who can never add one the publisher did not sign).
+fn narrow_platforms(signed: &SignedProgram, asked: &[String]) -> Result<Vec<String>> {
+    let signed_names: Vec<String> = signed.platforms.iter().map(|p| p.to_string()).collect();
+    for p in asked {
+        dm_shared::Platform::parse(p).map_err(Error::Usage)?;
+        if !signed_names.is_empty() && !signed_names.contains(p) {
+            return Err(Error::Usage(format!(
+                "--platform {p}: program {} is signed for {} only; a server can narrow that, never widen it",
+                signed.name,
+                signed_names.join(", ")
+            )));
+        }
+    }
+    Ok(if asked.is_empty() { signed_names } else { asked.to_vec() })
+}
+
+/// `dmmp program add`: picks one of the package's signed programs (raw packages, which our
+/// agent never runs, take a free command).
 pub fn program_add(store: &dyn Storage, spec: &ProgramSpec) -> Result<Out> {
     let pkg = find_package(store, &spec.package)?;
-    for p in &spec.platforms {
-        dm_shared::Platform::parse(p).map_err(Error::Usage)?;
-    }
-    if spec.command.trim().is_empty() {
-        return Err(Error::Usage("--command must not be empty".into()));
-    }
-    let mut prog = Program {
-        id: 0,
-        package_id: pkg.id,
-        name: spec.name.clone(),
-        command: spec.command.clone(),
-        platforms: spec.platforms.clone(),
-        max_run_time: spec.max_run_time,
-        device_class: spec.device_class.parse().map_err(Error::Usage)?,
+    let prog = if pkg.publisher.is_some() && pkg.kind != PackageKind::ClientDeployment {
+        let wanted = spec.signed_program.as_deref().ok_or_else(|| {
+            let names: Vec<&str> = pkg.programs.iter().map(|p| p.name.as_str()).collect();
+            Error::Usage(format!(
+                "--program NAME: which signed program of {} {} runs ({})",
+                pkg.name,
+                pkg.version,
+                names.join(", ")
+            ))
+        })?;
+        let signed = pkg.programs.iter().find(|p| p.name == wanted).ok_or_else(|| {
+            Error::Usage(format!("{} {} signs no program {wanted:?}", pkg.name, pkg.version))
+        })?;
+        if spec.command.is_some() {
+            return Err(Error::Usage(format!(
+                "--command: the command of {wanted} is signed by the publisher ({})",
+                signed.display()
+            )));
+        }
+        let max = spec.max_run_time.unwrap_or(signed.max_run_time);
+        if max > signed.max_run_time {
+            return Err(Error::Usage(format!(
+                "--max-run-time {max}: program {wanted} is signed for at most {} s; a server can shorten that, never lengthen it",
+                signed.max_run_time
+            )));
+        }
+        Program {
+            id: 0,
+            package_id: pkg.id,
+            name: spec.name.clone(),
+            command: serde_json::to_string(&signed.command)
+                .map_err(|e| Error::Usage(e.to_string()))?,
+            platforms: narrow_platforms(signed, &spec.platforms)?,
+            max_run_time: max,
+            device_class: signed.device_class,
+            signed_program: Some(wanted.to_string()),
+        }
+    } else {
+        if spec.signed_program.is_some() && pkg.kind != PackageKind::ClientDeployment {
+            return Err(Error::Usage(format!(
+                "--program: {} {} is a raw package without signed programs",
+                pkg.name, pkg.version
+            )));
+        }
+        for p in &spec.platforms {
+            dm_shared::Platform::parse(p).map_err(Error::Usage)?;
+        }
+        Program {
+            id: 0,
+            package_id: pkg.id,
+            name: spec.name.clone(),
+            command: spec.command.clone().unwrap_or_default(),
+            platforms: spec.platforms.clone(),
+            max_run_time: spec.max_run_time.unwrap_or(3600),
+            device_class: match &spec.device_class {
+                Some(c) => c.parse().map_err(Error::Usage)?,
+                None => DeviceClass::Mobile,
+            },
+            signed_program: None,
+        }
     };
+    let mut prog = prog;
     prog.id = store.add_program(&prog)?;
-    let text = format!("program {} added: {} runs {:?}\n", prog.id, prog.name, prog.command);
-    Ok(Out::new(text, json!(prog)))
+    let what = prog.signed_program.as_deref().map_or_else(
+        || format!("{:?}", prog.command),
+        |p| format!("signed program {p} ({})", prog.command),
+    );
+    Ok(Out::new(format!("program {} added: {} runs {what}\n", prog.id, prog.name), json!(prog)))
 }

@@ -89,10 +89,23 @@ pub fn advertisement_list(store: &dyn Storage, now: i64) -> Result<Out> {
                 state.into(),
                 when(Some(a.start_time)),
                 a.window.map_or("-".into(), |w| w.to_string()),
+                a.rerun.as_str().into(),
+                if a.allow_downgrade { "allowed".into() } else { "no".into() },
             ]
         })
         .collect();
-    let header = ["ID", "NAME", "KIND", "PROGRAM", "COLLECTION", "STATE", "START", "WINDOW"];
+    let header = [
+        "ID",
+        "NAME",
+        "KIND",
+        "PROGRAM",
+        "COLLECTION",
+        "STATE",
+        "START",
+        "WINDOW",
+        "RERUN",
+        "DOWNGRADE",
+    ];
     Ok(Out::new(table(&header, &rows), json!(ads)))
 }
 
@@ -164,6 +177,10 @@ pub struct AdvertiseSpec {
     pub expires: Option<String>,
     /// Daily window in UTC when mandatory programs may run.
     pub maintenance_window: Option<String>,
+    /// Whether a program that ran before runs again.
+    pub rerun: Rerun,
+    /// Whether devices may take an older version than they have had.
+    pub allow_downgrade: bool,
 }
 
 /// `dmmp advertise`.
@@ -192,15 +209,19 @@ pub fn advertise(store: &dyn Storage, a: &AdvertiseSpec, now: i64) -> Result<Out
         window,
         created: now,
         canceled: false,
+        rerun: a.rerun,
+        allow_downgrade: a.allow_downgrade,
     };
     adv.id = store.add_advertisement(&adv)?;
+    let downgrade = if a.allow_downgrade { ", downgrade allowed" } else { "" };
     let text = format!(
-        "advertisement {} added: {} of {} to {} ({})\n",
+        "advertisement {} added: {} of {} to {} ({}, rerun {}{downgrade})\n",
         adv.id,
         prog.name,
         prog.package_id,
         col.name,
-        a.kind.as_str()
+        a.kind.as_str(),
+        a.rerun.as_str()
     );
     Ok(Out::new(text, json!(adv)))
 }

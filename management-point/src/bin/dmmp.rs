@@ -51,6 +51,9 @@ enum Command {
     /// Devices.
     #[command(subcommand)]
     Device(DeviceCmd),
+    /// Certificate revocation lists of the code-signing CAs, passed on to devices.
+    #[command(subcommand)]
+    Crl(CrlCmd),
     /// Counts per state of one advertisement (same as `advertisement status`).
     Status {
         /// The advertisement (id or name).
@@ -128,26 +131,29 @@ enum PackageCmd {
 
 #[derive(Subcommand, Debug)]
 enum ProgramCmd {
-    /// Add a program to a package.
+    /// Add a program: one of the package's signed programs, under a name advertisements use.
     Add {
         /// The package (id, name or name@version).
         #[arg(long)]
         package: String,
-        /// The program's name.
+        /// The program's name in dmmp.
         #[arg(long)]
         name: String,
-        /// The command line, run in the package folder.
+        /// The package's signed program it runs (see `dmmp package list --json`).
+        #[arg(long = "program")]
+        signed_program: Option<String>,
+        /// Raw packages only (SWUpdate images): a command for clients that read one.
         #[arg(long)]
-        command: String,
-        /// A platform it may run on (repeat; none: any).
+        command: Option<String>,
+        /// A platform it may run on (repeat): narrows the signed platforms.
         #[arg(long = "platform")]
         platforms: Vec<String>,
-        /// Seconds it may run before it is stopped.
-        #[arg(long, default_value_t = 3600)]
-        max_run_time: u64,
-        /// mobile or desktop.
-        #[arg(long, default_value = "mobile")]
-        device_class: String,
+        /// Seconds it may run before it is stopped: shortens the signed limit.
+        #[arg(long)]
+        max_run_time: Option<u64>,
+        /// Raw packages only: mobile or desktop (a signed program's class is signed).
+        #[arg(long)]
+        device_class: Option<String>,
     },
     /// List programs.
     List,
@@ -205,6 +211,13 @@ struct AdvertiseArgs {
     /// Daily window in UTC when mandatory programs may run, such as 22:00-04:00.
     #[arg(long)]
     maintenance_window: Option<String>,
+    /// Whether a program that ran before on a device runs again: never (default), always,
+    /// if-failed, if-succeeded.
+    #[arg(long, default_value = "never")]
+    rerun: String,
+    /// Let devices take this version even when they have had a newer one.
+    #[arg(long)]
+    allow_downgrade: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -221,6 +234,17 @@ enum AdvertisementCmd {
         /// id or name.
         advertisement: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+enum CrlCmd {
+    /// Add a CA's revocation list (PEM or DER); devices fetch it at their next poll.
+    Add {
+        /// The CRL file.
+        file: PathBuf,
+    },
+    /// List the revocation lists devices are given.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
@@ -318,10 +342,19 @@ fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
 fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
     let (_, store) = open(cli)?;
     match cmd {
-        ProgramCmd::Add { package, name, command, platforms, max_run_time, device_class } => {
+        ProgramCmd::Add {
+            package,
+            name,
+            signed_program,
+            command,
+            platforms,
+            max_run_time,
+            device_class,
+        } => {
             let spec = ProgramSpec {
                 package: package.clone(),
                 name: name.clone(),
+                signed_program: signed_program.clone(),
                 command: command.clone(),
                 platforms: platforms.clone(),
                 max_run_time: *max_run_time,
@@ -361,6 +394,8 @@ fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
         start: a.start.clone(),
         expires: a.expires.clone(),
         maintenance_window: a.maintenance_window.clone(),
+        rerun: a.rerun.parse().map_err(Error::Usage)?,
+        allow_downgrade: a.allow_downgrade,
     };
     targeting::advertise(&store, &spec, admin::now())
 }
@@ -394,6 +429,14 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
     }
 }
 
+fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        CrlCmd::Add { file } => admin::crl::crl_add(&store, file, admin::now()),
+        CrlCmd::List => admin::crl::crl_list(&store),
+    }
+}
+
 /// Runs one command; `None` for `serve`, which prints as it goes.
 fn run(cli: &Cli) -> Result<Option<Out>> {
     Ok(Some(match &cli.command {
@@ -411,6 +454,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             advertisement(cli, &AdvertisementCmd::Status { advertisement: a.clone() })?
         }
         Command::Device(c) => device(cli, c)?,
+        Command::Crl(c) => crl(cli, c)?,
     }))
 }
 

@@ -101,6 +101,14 @@ enum Command {
         /// A platform the package has binaries for (repeat).
         #[arg(long = "platform")]
         platforms: Vec<String>,
+        /// A program devices may run, NAME=COMMAND (a file of the package and its arguments,
+        /// no shell), with the defaults: at most an hour, any platform, mobile. Repeat.
+        #[arg(long = "program")]
+        programs: Vec<String>,
+        /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
+        /// (docs/deployment-folder.md).
+        #[arg(long = "programs")]
+        programs_file: Option<PathBuf>,
         /// The publisher's PKCS#8 private key.
         #[arg(long)]
         key: PathBuf,
@@ -108,9 +116,39 @@ enum Command {
         #[arg(long)]
         cert: PathBuf,
     },
-    /// Verify a signed folder or package against trusted roots.
+    /// Write a signed folder as one `.dmpkg` bundle file.
+    Bundle {
+        /// The signed folder.
+        #[arg(long)]
+        source: PathBuf,
+        /// PEM file of the roots its publisher chains to (it is verified first).
+        #[arg(long)]
+        roots: PathBuf,
+        /// The bundle file, or a folder to write `<name>-<version>.dmpkg` into.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Issue a certificate revocation list from a dev-pki root CA.
+    Crl {
+        /// The dev-pki folder holding root-ca.pem and root-ca.key.
+        #[arg(long)]
+        ca_dir: PathBuf,
+        /// A PEM file of certificates to revoke (repeat; none: an empty list).
+        #[arg(long)]
+        revoke: Vec<PathBuf>,
+        /// The list's number (higher than the last one's).
+        #[arg(long, default_value_t = 1)]
+        number: u64,
+        /// Days until the next list is due.
+        #[arg(long, default_value_t = 30)]
+        days: u64,
+        /// Where to write it (PEM).
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Verify a signed folder or bundle against trusted roots.
     Verify {
-        /// The folder.
+        /// The folder or bundle.
         folder: PathBuf,
         /// PEM file of trusted root certificates.
         #[arg(long)]
@@ -209,7 +247,18 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 signer.publisher().describe()
             );
         }
-        Command::Package { source, out, name, package_version, kind, platforms, key, cert } => {
+        Command::Package {
+            source,
+            out,
+            name,
+            package_version,
+            kind,
+            platforms,
+            programs,
+            programs_file,
+            key,
+            cert,
+        } => {
             let kind = match kind.as_str() {
                 "software-distribution" => PackageKind::SoftwareDistribution,
                 "configuration" => PackageKind::Configuration,
@@ -223,8 +272,22 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 .iter()
                 .map(|p| Platform::parse(p).map_err(dm_mp::Error::Usage))
                 .collect::<Result<Vec<_>, _>>()?;
+            let mut signed = match &programs_file {
+                Some(f) => pack::read_programs(f)?,
+                None => Vec::new(),
+            };
+            for p in &programs {
+                signed.push(pack::program_flag(p)?);
+            }
             let signer = Signer::load(&key, &cert)?;
-            let spec = PackageSpec { source, name, version: package_version, kind, platforms };
+            let spec = PackageSpec {
+                source,
+                name,
+                version: package_version,
+                kind,
+                platforms,
+                programs: signed,
+            };
             let m = pack::build_package(&spec, &signer, &out, now)?;
             dm_shared::cli::out(&format!("{}\n", out.display()));
             eprintln!(
@@ -237,16 +300,27 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
             );
         }
         Command::Verify { folder, roots } => {
-            let v = pack::verify(&folder, &roots, now)?;
-            dm_shared::cli::out(&format!(
-                "ok {} {} {:?}\n",
-                v.manifest.name, v.manifest.version, v.manifest.kind
-            ));
+            let m = pack::verify(&folder, &roots, now)?;
+            dm_shared::cli::out(&format!("ok {} {} {}\n", m.name, m.version, m.kind));
             eprintln!(
-                "dmpack: {} verified: {} files, signed by {}",
+                "dmpack: {} verified: {} files, {} programs ({})",
                 folder.display(),
-                v.manifest.files.len(),
-                v.publisher.describe()
+                m.files.len(),
+                m.programs.len(),
+                m.programs.iter().map(|p| p.name.as_str()).collect::<Vec<_>>().join(", ")
+            );
+        }
+        Command::Bundle { source, roots, out } => {
+            let path = pack::bundle(&source, &roots, &out, now)?;
+            dm_shared::cli::out(&format!("{}\n", path.display()));
+            eprintln!("dmpack: bundle written to {}", path.display());
+        }
+        Command::Crl { ca_dir, revoke, number, days, out } => {
+            let n = pack::issue_crl(&ca_dir, &revoke, number, days, &out, now)?;
+            dm_shared::cli::out(&format!("{}\n", out.display()));
+            eprintln!(
+                "dmpack: revocation list {number} revoking {n} certificate(s) written to {}",
+                out.display()
             );
         }
     }

@@ -115,6 +115,7 @@ impl Fixture {
                 md5: "c".repeat(32),
                 path: None,
             }],
+            programs: vec![],
         };
         let package_id = store.add_package(&pkg).unwrap();
         let program_id = store
@@ -126,6 +127,7 @@ impl Fixture {
                 platforms: vec![],
                 max_run_time: 60,
                 device_class: DeviceClass::Mobile,
+                signed_program: None,
             })
             .unwrap();
         let collection_id =
@@ -141,6 +143,8 @@ impl Fixture {
             window: None,
             created: 1,
             canceled: false,
+            rerun: Rerun::Never,
+            allow_downgrade: false,
         };
         adv.id = store.add_advertisement(&adv).unwrap();
         self.reload();

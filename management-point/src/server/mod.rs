@@ -52,6 +52,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             &format!("{base}/{}", dm_shared::ddi::STATUS_MESSAGES_PATH),
             post(routes::status_messages),
         )
+        .route(&format!("{base}/{}", dm_shared::ddi::CRLS_PATH), get(routes::crls))
         .fallback(|uri: axum::http::Uri| async move {
             log::warn!("no route for {}", uri.path());
             http::ApiError::not_found(format!("no resource at {}", uri.path()))

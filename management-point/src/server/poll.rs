@@ -67,6 +67,10 @@ pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiErro
     if current.attributes.is_empty() {
         links.insert("configData".into(), link(format!("{base}/configData")));
     }
+    if let Some(marker) = &view.crl_marker {
+        let href = format!("{base}/{}?v={marker}", ddi::CRLS_PATH);
+        links.insert("dmCrls".into(), link(href));
+    }
     if let Some(a) = view
         .actions_of(d.id)
         .filter(|a| a.status == ActionStatus::Finished)
@@ -130,8 +134,9 @@ pub(super) fn chunk(
         })
         .collect();
     let m = |k: &str, v: String| ddi::Metadata { key: k.to_string(), value: v };
+    let program = prog.signed_program.clone().unwrap_or_else(|| prog.name.clone());
     let mut metadata = vec![
-        m(ddi::meta::PROGRAM, prog.name.clone()),
+        m(ddi::meta::PROGRAM, program),
         m(ddi::meta::COMMAND, prog.command.clone()),
         m(
             ddi::meta::PLATFORMS,
@@ -145,6 +150,10 @@ pub(super) fn chunk(
     ];
     if let Some(e) = adv.expires {
         metadata.push(m(ddi::meta::EXPIRES, rfc3339(e)));
+    }
+    metadata.push(m(ddi::meta::RERUN, adv.rerun.as_str().into()));
+    if adv.allow_downgrade {
+        metadata.push(m(ddi::meta::ALLOW_DOWNGRADE, "true".into()));
     }
     ddi::Chunk {
         part: pkg.kind.part().into(),
@@ -303,4 +312,11 @@ pub fn cancel_action(
         id: a.id.to_string(),
         cancel_action: ddi::CancelActionToStop { stop_id: a.id.to_string() },
     })
+}
+
+/// `GET …/dm/crls`: the revocation lists the administrators gave this server. Each is signed
+/// by its CA, so a device checks them itself; the server is only the courier.
+pub fn crls(state: &AppState, _d: &Device) -> Result<ddi::CrlList, ApiError> {
+    let crls = state.store.crls().map_err(ApiError::from)?;
+    Ok(ddi::CrlList { crls: crls.into_iter().map(|(_, pem)| pem).collect() })
 }

@@ -159,6 +159,7 @@ macro_rules! json_reply {
 }
 json_reply!(
     ddi::ControllerBase,
+    ddi::CrlList,
     ddi::DeploymentBase,
     ddi::Cancel,
     serde_json::Value,
@@ -250,4 +251,9 @@ pub async fn healthz(axum::extract::State(st): axum::extract::State<Arc<AppState
         Ok(v) => (StatusCode::SERVICE_UNAVAILABLE, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+/// `GET …/dm/crls`.
+pub async fn crls(r: Req, Path(p): Path<DevicePath>) -> Response {
+    run(r, p.tenant, p.cid, poll::crls).await
 }

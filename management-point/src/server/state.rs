@@ -33,6 +33,8 @@ pub struct View {
     pub actions: HashMap<i64, Action>,
     /// Action ids by device, oldest first.
     pub device_actions: HashMap<i64, Vec<i64>>,
+    /// A marker that changes when the revocation lists change (none: there are none).
+    pub crl_marker: Option<String>,
 }
 
 impl View {
@@ -51,6 +53,11 @@ impl View {
         for a in store.actions()? {
             v.device_actions.entry(a.device_id).or_default().push(a.id);
             v.actions.insert(a.id, a);
+        }
+        let crls = store.crls()?;
+        if !crls.is_empty() {
+            let all: String = crls.iter().map(|(_, pem)| pem.as_str()).collect();
+            v.crl_marker = Some(dm_shared::pki::sha256_hex(all.as_bytes())[..16].to_string());
         }
         Ok(v)
     }

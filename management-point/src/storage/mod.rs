@@ -92,6 +92,12 @@ pub trait Storage: Send + Sync {
     fn add_status(&self, record: &StatusRecord) -> Result<i64>;
     /// Status records of a device, oldest first.
     fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>>;
+    /// Stores a CA's revocation list (PEM), unless a newer one of that issuer is stored.
+    /// Returns whether it was stored.
+    fn put_crl(&self, issuer: &str, pem: &str, this_update: i64, now: i64) -> Result<bool>;
+    /// Every CA's revocation list: (issuer, PEM).
+    fn crls(&self) -> Result<Vec<(String, String)>>;
+
     /// Status records of an action, oldest first.
     fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>>;
 }

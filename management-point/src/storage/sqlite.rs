@@ -11,7 +11,10 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 /// The schema, one migration per version (`PRAGMA user_version`), oldest first.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/sqlite-001-initial.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite-001-initial.sql"),
+    include_str!("migrations/sqlite-002-signed-programs.sql"),
+];
 
 /// The SQLite store.
 #[derive(Debug)]
@@ -321,8 +324,8 @@ impl Storage for SqliteStore {
         self.with("add a package", |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO packages (name, version, kind, publisher, distribution_point, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![p.name, p.version, p.kind.as_str(), p.publisher, p.distribution_point, p.created],
+                "INSERT INTO packages (name, version, kind, publisher, distribution_point, created, programs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![p.name, p.version, p.kind.as_str(), p.publisher, p.distribution_point, p.created, json(&p.programs)?],
             )?;
             let id = tx.last_insert_rowid();
             for a in &p.artifacts {
@@ -357,7 +360,7 @@ impl Storage for SqliteStore {
                 let (pid, a) = row?;
                 artifacts.entry(pid).or_default().push(a);
             }
-            let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created FROM packages ORDER BY id")?;
+            let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created, programs FROM packages ORDER BY id")?;
             let rows = st.query_map([], |r| {
                 let id: i64 = r.get(0)?;
                 let kind: String = r.get(3)?;
@@ -370,6 +373,7 @@ impl Storage for SqliteStore {
                     distribution_point: r.get(5)?,
                     created: r.get(6)?,
                     artifacts: Vec::new(),
+                    programs: from_json("packages", id, "programs", &r.get::<_, String>(7)?)?,
                 })
             })?;
             let mut out: Vec<Package> = rows.collect::<rusqlite::Result<_>>()?;
@@ -409,8 +413,8 @@ impl Storage for SqliteStore {
     fn add_program(&self, p: &Program) -> Result<i64> {
         self.with("add a program", |c| {
             c.execute(
-                "INSERT INTO programs (package_id, name, command, platforms, max_run_time, device_class) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
-                params![p.package_id, p.name, p.command, json(&p.platforms)?, p.max_run_time as i64, p.device_class.to_string()],
+                "INSERT INTO programs (package_id, name, command, platforms, max_run_time, device_class, signed_program) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![p.package_id, p.name, p.command, json(&p.platforms)?, p.max_run_time as i64, p.device_class.to_string(), p.signed_program],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -418,7 +422,7 @@ impl Storage for SqliteStore {
 
     fn programs(&self) -> Result<Vec<Program>> {
         self.with("read programs", |c| {
-            let mut st = c.prepare("SELECT id, package_id, name, command, platforms, max_run_time, device_class FROM programs ORDER BY id")?;
+            let mut st = c.prepare("SELECT id, package_id, name, command, platforms, max_run_time, device_class, signed_program FROM programs ORDER BY id")?;
             let rows = st.query_map([], |r| {
                 let id: i64 = r.get(0)?;
                 let class: String = r.get(6)?;
@@ -430,6 +434,7 @@ impl Storage for SqliteStore {
                     platforms: from_json("programs", id, "platforms", &r.get::<_, String>(4)?)?,
                     max_run_time: r.get::<_, i64>(5)? as u64,
                     device_class: parsed("programs", id, "device_class", class.parse())?,
+                    signed_program: r.get(7)?,
                 })
             })?;
             rows.collect()
@@ -485,9 +490,9 @@ impl Storage for SqliteStore {
     fn add_advertisement(&self, a: &Advertisement) -> Result<i64> {
         self.with("add an advertisement", |c| {
             c.execute(
-                "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0)",
-                params![a.name, a.program_id, a.collection_id, a.kind.as_str(), a.start_time, a.expires, a.window.map(|w| w.to_string()), a.created],
+                "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+                params![a.name, a.program_id, a.collection_id, a.kind.as_str(), a.start_time, a.expires, a.window.map(|w| w.to_string()), a.created, a.rerun.as_str(), a.allow_downgrade],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -496,7 +501,7 @@ impl Storage for SqliteStore {
     fn advertisements(&self) -> Result<Vec<Advertisement>> {
         self.with("read advertisements", |c| {
             let mut st = c.prepare(
-                "SELECT id, name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled FROM advertisements ORDER BY id",
+                "SELECT id, name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade FROM advertisements ORDER BY id",
             )?;
             let rows = st.query_map([], |r| {
                 let id: i64 = r.get(0)?;
@@ -515,6 +520,8 @@ impl Storage for SqliteStore {
                         .transpose()?,
                     created: r.get(8)?,
                     canceled: r.get::<_, i64>(9)? != 0,
+                    rerun: parsed("advertisements", id, "rerun", r.get::<_, String>(10)?.parse())?,
+                    allow_downgrade: r.get::<_, i64>(11)? != 0,
                 })
             })?;
             rows.collect()
@@ -629,6 +636,31 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn put_crl(&self, issuer: &str, pem: &str, this_update: i64, now: i64) -> Result<bool> {
+        self.with("store a revocation list", |c| {
+            let newer: Option<i64> = c
+                .query_row("SELECT this_update FROM crls WHERE issuer = ?1", [issuer], |r| r.get(0))
+                .optional()?;
+            if newer.is_some_and(|t| t > this_update) {
+                return Ok(false);
+            }
+            c.execute(
+                "INSERT INTO crls (issuer, pem, this_update, added) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (issuer) DO UPDATE SET pem = ?2, this_update = ?3, added = ?4",
+                params![issuer, pem, this_update, now],
+            )?;
+            Ok(true)
+        })
+    }
+
+    fn crls(&self) -> Result<Vec<(String, String)>> {
+        self.with("read revocation lists", |c| {
+            let mut st = c.prepare("SELECT issuer, pem FROM crls ORDER BY issuer")?;
+            let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect()
+        })
+    }
+
     fn statuses_for_action(&self, action_id: i64) -> Result<Vec<StatusRecord>> {
         self.with("read status records", |c| {
             let mut st = c.prepare(&format!(
@@ -684,6 +716,7 @@ mod tests {
                 md5: "m".into(),
                 path: None,
             }],
+            programs: vec![],
         };
         let pid = s.add_package(&pkg).unwrap();
         let prog = s
@@ -695,6 +728,7 @@ mod tests {
                 platforms: vec![],
                 max_run_time: 60,
                 device_class: DeviceClass::Mobile,
+                signed_program: Some("install".into()),
             })
             .unwrap();
         let col = s.add_collection("all", &CollectionRule::All).unwrap();
@@ -709,6 +743,8 @@ mod tests {
             window: MaintenanceWindow::parse("22:00-04:00").ok(),
             created: 1,
             canceled: false,
+            rerun: Rerun::IfFailed,
+            allow_downgrade: true,
         };
         adv.id = s.add_advertisement(&adv).unwrap();
         (d, adv)

@@ -85,7 +85,7 @@ impl Fleet {
             }
         }
         let out = self.mp.w.path(&format!("{name}-pkg"));
-        sign_package(&self.mp.w, &src, &out, name, signer);
+        sign_package(&self.mp.w, &src, &out, name, files[0].0, signer);
         out
     }
 
@@ -172,7 +172,7 @@ fn an_advertised_program_runs_and_its_success_is_reported() {
         "tools",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./install.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -190,7 +190,7 @@ fn an_advertised_program_runs_and_its_success_is_reported() {
         ]
     );
     let log = f.agent_log();
-    assert!(log.contains("program tools-run [out]: ran tools 1.0.0.0 as action"), "{log}");
+    assert!(log.contains("program run [out]: ran tools 1.0.0.0 as action"), "{log}");
     // Inventory reached the management point.
     let d = f.mp.admin_json(&["device", "show", "dev-1"]);
     assert_eq!(d["device"]["attributes"]["platform"], host_platform());
@@ -224,7 +224,7 @@ fn native_mode_authenticates_with_a_client_certificate() {
         "mtls",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -242,21 +242,21 @@ fn program_failure_and_timeout_are_reported() {
         "fails",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
     let st = f.wait_status(&ad, "the failure", errored);
     assert_eq!(st["devices"][0]["last_code"], 10006);
     assert!(st["devices"][0]["last_details"].to_string().contains("exit code 3"), "{st}");
-    assert!(f.agent_log().contains("program fails-run [err]: disk not found"));
+    assert!(f.agent_log().contains("program run [err]: disk not found"));
 
     let pkg = f.package("hangs", &[("run.sh", b"#!/bin/sh\nsleep 600\n")], None);
     let ad = f.advertise(
         "hangs",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh", "--max-run-time", "2"],
+        &["--program", "run", "--max-run-time", "2"],
         &["--mandatory"],
         None,
     );
@@ -274,7 +274,7 @@ fn a_program_for_another_platform_is_refused_and_not_run() {
         "riscv",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh", "--platform", "linux-riscv64"],
+        &["--program", "run", "--platform", "linux-riscv64"],
         &["--mandatory"],
         None,
     );
@@ -298,7 +298,7 @@ fn packages_from_untrusted_publishers_are_refused_and_nothing_runs() {
         "foreign",
         &pkg,
         &other.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -316,7 +316,7 @@ fn packages_from_untrusted_publishers_are_refused_and_nothing_runs() {
         "not-spc",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -335,7 +335,7 @@ fn an_available_program_waits_for_the_user_and_runs_on_request() {
         "optional",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--available"],
         None,
     );
@@ -374,7 +374,7 @@ fn cancel_before_start_is_honoured() {
         "later",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--available"],
         None,
     );
@@ -398,7 +398,7 @@ fn an_interrupted_download_resumes_from_its_partial_file() {
         "big",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -504,7 +504,7 @@ fn the_same_package_from_nginx_as_an_external_distribution_point() {
         "from-dp",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         Some(&dp),
     );
@@ -527,7 +527,7 @@ fn nothing_is_lost_while_the_management_point_is_down() {
         "slow",
         &pkg,
         &f.mp.w.pki.join("root-ca.pem"),
-        &["--command", "./run.sh"],
+        &["--program", "run"],
         &["--mandatory"],
         None,
     );
@@ -536,7 +536,7 @@ fn nothing_is_lost_while_the_management_point_is_down() {
     f.mp.stop();
     let outbox = f.device().join("var/lib/dm/outbox");
     let start = Instant::now();
-    while !f.agent_log().contains("slow-run completed successfully") {
+    while !f.agent_log().contains("run completed successfully") {
         assert!(start.elapsed() < Duration::from_secs(30), "{}", f.agent_log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -582,16 +582,7 @@ fn the_client_upgrades_itself_over_the_air() {
         "--roots",
         f.mp.w.pki.join("root-ca.pem").to_str().unwrap(),
     ]);
-    f.mp.admin(&[
-        "program",
-        "add",
-        "--package",
-        "dm-client",
-        "--name",
-        "upgrade-client",
-        "--command",
-        "dmclientsetup",
-    ]);
+    f.mp.admin(&["program", "add", "--package", "dm-client", "--name", "upgrade-client"]);
     f.mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
     f.mp.admin(&[
         "advertise",

@@ -58,13 +58,16 @@ fn trusted_folder_installs_the_publisher_and_runs_setup() {
     let mode = std::fs::metadata(w.device.join(format!("etc/dm/certs/spc/{thumb}.pem"))).unwrap();
     assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
 
+    // Setup ran from the staged copy of the verified bytes, never from the card.
     let args = std::fs::read_to_string(w.device.join("fake-setup-args")).unwrap();
-    assert!(args.contains(&format!("--source {}", folder.display())), "{args}");
+    let staged = w.device.join("var/lib/dm/staging/deployment");
+    assert!(args.contains(&format!("--source {}", staged.display())), "{args}");
     assert!(args.contains(&format!("--device-root {}", w.device.display())), "{args}");
     assert!(
-        args.contains(&format!("--settings {}", folder.join("DMCommonInstaller.ini").display())),
+        args.contains(&format!("--settings {}", staged.join("DMCommonInstaller.ini").display())),
         "{args}"
     );
+    assert!(!staged.exists(), "the staging folder is removed when the installer ends");
 
     let logs = logs(&w.device, "DMInstaller");
     assert_eq!(logs.len(), 1);
@@ -75,11 +78,12 @@ fn trusted_folder_installs_the_publisher_and_runs_setup() {
     );
     let text = log_text(&w.device, "DMInstaller");
     for step in [
-        "step 1/5",
-        "step 2/5",
-        "step 3/5",
-        "step 4/5",
-        "step 5/5",
+        "step 1/6",
+        "step 2/6",
+        "step 3/6",
+        "step 4/6",
+        "step 5/6",
+        "step 6/6",
         "dm Demo Publisher",
         "setup finished successfully",
     ] {
@@ -363,21 +367,26 @@ fn aarch64_installer_runs_from_a_memory_card_under_qemu() {
             .unwrap();
     }
     write_fake_setup(&bins.join("dmclientsetup"), 0);
-    // Laid out like a memory card: the deployment folder in a folder of the card.
-    let card = w.path("card");
-    std::fs::create_dir_all(card.join(".Trashes")).unwrap();
     let folder = w.folder(
-        "card/DMClient",
+        "DMClient",
         "1.2.0.345",
         &[("linux-aarch64", &bins)],
         &[("DMCommonInstaller.ini", "[Installation]\nClientInstallAction=Install\n")],
         None,
     );
-    // No --source: the installer finds its folder from where it was run.
+    // Laid out like a memory card: the installer beside the one signed bundle, and the litter a
+    // desktop leaves on a card.
+    let card = w.path("card");
+    std::fs::create_dir_all(card.join(".Trashes")).unwrap();
+    let bundle = w.bundle(&folder, &card);
+    std::fs::copy(folder.join("dminstaller_linux-aarch64"), card.join("dminstaller_linux-aarch64"))
+        .unwrap();
+    let card_before = tree_hash(&card, &[]);
+    // No --source: the installer finds the bundle beside itself.
     let out = run(
         Command::new(&runner[0])
             .args(&runner[1..])
-            .arg(folder.join("dminstaller_linux-aarch64"))
+            .arg(card.join("dminstaller_linux-aarch64"))
             .arg("--device-root")
             .arg(&w.device),
         Duration::from_secs(120),
@@ -385,7 +394,13 @@ fn aarch64_installer_runs_from_a_memory_card_under_qemu() {
     assert_eq!(out.status.code(), Some(0), "{}", show(&out));
     let thumb = thumbprint_of_pem(&w.pki.join("publisher.pem"));
     assert_eq!(store_files(&w, "spc"), [format!("{thumb}.pem")]);
+    // Setup ran from the bytes the installer verified and staged, never from the card.
+    let staged = w.device.join("var/lib/dm/staging/deployment");
     let args = std::fs::read_to_string(w.device.join("fake-setup-args")).unwrap();
-    assert!(args.contains(&format!("--source {}", folder.display())), "{args}");
+    assert!(args.contains(&format!("--source {}", staged.display())), "{args}");
+    assert!(!staged.exists(), "the staging folder is removed when the installer ends");
+    assert_eq!(tree_hash(&card, &[]), card_before, "the card is read, never written");
+    let text = log_text(&w.device, "DMInstaller");
+    assert!(text.contains(&bundle.display().to_string()), "{text}");
     assert!(log_text(&w.device, "DMInstaller").contains("(linux-aarch64) starting"));
 }

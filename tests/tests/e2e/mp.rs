@@ -312,7 +312,7 @@ pub fn advertise_package(
         std::fs::write(src.join(f), data).unwrap();
     }
     let out = mp.w.path(&format!("{name}-pkg"));
-    sign_package(&mp.w, &src, &out, name, None);
+    sign_package(&mp.w, &src, &out, name, "run.sh", None);
     mp.admin(&[
         "package",
         "add",
@@ -328,8 +328,8 @@ pub fn advertise_package(
         name,
         "--name",
         &format!("{name}-run"),
-        "--command",
-        "./run.sh",
+        "--program",
+        "run",
     ]);
     if !mp.admin(&["collection", "list"]).contains("everyone") {
         mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
@@ -459,7 +459,9 @@ fn a_device_registers_polls_receives_an_advertisement_and_reports() {
         .iter()
         .map(|m| (m["key"].as_str().unwrap(), m["value"].as_str().unwrap()))
         .collect();
-    assert_eq!(meta["dm.command"], "./run.sh");
+    // The signed command, for people: the agent runs what the manifest signs.
+    assert_eq!(meta["dm.command"], r#"["run.sh"]"#);
+    assert_eq!(meta["dm.program"], "run");
     assert_eq!(meta["dm.advertisement-kind"], "mandatory");
 
     // The artifact, whole, ranged and its MD5SUM.
@@ -920,8 +922,9 @@ fn packages_on_an_external_distribution_point_link_there() {
     let src = mp.w.path("ext-src");
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("big.bin"), vec![7u8; 1000]).unwrap();
+    std::fs::write(src.join("run.sh"), b"#!/bin/sh\ntrue\n").unwrap();
     let pkg = mp.w.path("ext-pkg");
-    sign_package(&mp.w, &src, &pkg, "ext", None);
+    sign_package(&mp.w, &src, &pkg, "ext", "run.sh", None);
     mp.admin(&[
         "package",
         "add",
@@ -932,7 +935,7 @@ fn packages_on_an_external_distribution_point_link_there() {
         "--distribution-point",
         "https://dp.example.com:8444/pkgs/ext/",
     ]);
-    mp.admin(&["program", "add", "--package", "ext", "--name", "ext-run", "--command", "true"]);
+    mp.admin(&["program", "add", "--package", "ext", "--name", "ext-run", "--program", "run"]);
     mp.admin(&["collection", "add", "--name", "all", "--rule", "all"]);
     mp.admin(&["advertise", "--name", "ext-ad", "--program", "ext-run", "--collection", "all"]);
     let v = poll_until_link(&mp, "tok", "dev-x", "deploymentBase");
@@ -957,6 +960,7 @@ fn packages_on_an_external_distribution_point_link_there() {
         &src,
         &untrusted,
         "bad",
+        "run.sh",
         Some((&other.pki.join("publisher.pem"), &other.pki.join("publisher.key"))),
     );
     let out = run(

@@ -289,6 +289,28 @@ impl World {
 }
 
 impl World {
+    /// Writes a signed folder as one `.dmpkg` bundle into `out_dir` with the real
+    /// `dmpack bundle`, and returns the bundle's path.
+    pub fn bundle(&self, folder: &Path, out_dir: &Path) -> PathBuf {
+        std::fs::create_dir_all(out_dir).unwrap();
+        run_ok(
+            Command::new(bin("dmpack"))
+                .args(["bundle", "--source"])
+                .arg(folder)
+                .arg("--roots")
+                .arg(self.pki.join("root-ca.pem"))
+                .arg("--out")
+                .arg(out_dir),
+        );
+        let mut found: Vec<PathBuf> = std::fs::read_dir(out_dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "dmpkg"))
+            .collect();
+        assert_eq!(found.len(), 1, "one bundle in {}", out_dir.display());
+        found.pop().unwrap()
+    }
+
     /// Runs a deployment folder's own dminstaller on the world's device, as from a card.
     pub fn install_from(&self, folder: &Path) -> Output {
         run(
@@ -375,11 +397,21 @@ pub fn start_agent(device: &Path) {
 }
 
 /// Signs `src` as package `name` 1.0.0.0 into `out` with the real `dmpack package`, by the
-/// world's publisher or `signer` (certificate, key).
-pub fn sign_package(w: &World, src: &Path, out: &Path, name: &str, signer: Option<(&Path, &Path)>) {
+/// world's publisher or `signer` (certificate, key). `program`, a file of `src` (made
+/// executable), is the package's one signed program, `run`.
+pub fn sign_package(
+    w: &World,
+    src: &Path,
+    out: &Path,
+    name: &str,
+    program: &str,
+    signer: Option<(&Path, &Path)>,
+) {
+    use std::os::unix::fs::PermissionsExt;
     let (cert, key) = signer
         .map(|(c, k)| (c.to_path_buf(), k.to_path_buf()))
         .unwrap_or((w.pki.join("publisher.pem"), w.pki.join("publisher.key")));
+    std::fs::set_permissions(src.join(program), std::fs::Permissions::from_mode(0o755)).unwrap();
     run_ok(
         Command::new(bin("dmpack"))
             .args(["package", "--source"])
@@ -389,6 +421,8 @@ pub fn sign_package(w: &World, src: &Path, out: &Path, name: &str, signer: Optio
             .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
             .arg(key)
             .arg("--cert")
-            .arg(cert),
+            .arg(cert)
+            .arg("--program")
+            .arg(format!("run={program}")),
     );
 }

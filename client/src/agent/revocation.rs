@@ -1,0 +1,48 @@
+//! Certificate revocation lists from the management point: fetched when the poll offers the
+//! `dmCrls` link with a marker the device has not seen, each list parsed and kept in
+//! `etc/dm/crl/`. The lists are signed by their CAs and checked when a chain is verified, so
+//! the management point is only their courier.
+
+use std::path::Path;
+
+use dm_shared::ddi::CrlList;
+use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::pki::Crl;
+use dm_shared::{Context, certstore};
+
+use super::session::Session;
+use crate::error::Result;
+
+/// The most lists taken from one answer.
+const MAX_LISTS: usize = 64;
+
+fn seen_file(ctx: &Context) -> std::path::PathBuf {
+    ctx.layout.state_dir().join("crl-seen.txt")
+}
+
+/// Fetches and keeps the lists behind `href`, unless they were fetched already.
+pub fn update(ctx: &Context, session: &Session, href: &str) -> Result<()> {
+    let seen = dmfs::read_optional(&seen_file(ctx), 4096)?.unwrap_or_default();
+    if seen == href.as_bytes() {
+        return Ok(());
+    }
+    let list: CrlList = session.get(href)?;
+    let now = ctx.clock.now();
+    let mut stored = 0;
+    for pem in list.crls.iter().take(MAX_LISTS) {
+        match Crl::parse(pem.as_bytes(), Path::new(href)) {
+            Ok(crls) => {
+                for c in crls {
+                    if certstore::store_crl(&ctx.layout, &c, now)? {
+                        log::info!("new revocation list of {}", c.issuer());
+                        stored += 1;
+                    }
+                }
+            }
+            Err(e) => log::warn!("a revocation list from the management point is unusable: {e}"),
+        }
+    }
+    log::info!("revocation lists checked: {stored} new of {}", list.crls.len());
+    dmfs::write_atomic(&seen_file(ctx), href.as_bytes(), MODE_PRIVATE)?;
+    Ok(())
+}
