@@ -68,20 +68,18 @@ pub fn dev_pki(dir: &Path, days: u64, server_names: &[String], now: SystemTime) 
     Ok(())
 }
 
+/// The CA of a dev-pki folder: `root-ca.pem` and `root-ca.key`.
+fn load_ca(ca_dir: &Path) -> Result<Issued> {
+    let read = |name: &str| -> Result<String> {
+        let bytes = dmfs::read_capped(&ca_dir.join(name), 64 * 1024)?;
+        Ok(String::from_utf8_lossy(&bytes).into_owned())
+    };
+    Ok(Issued { cert_pem: read(names::ROOT_CERT)?, key_pem: read(names::ROOT_KEY)? })
+}
+
 /// Issues one more certificate from the CA in `ca_dir` (`root-ca.pem`, `root-ca.key`).
 pub fn issue_cert(ca_dir: &Path, spec: &Spec, cert_out: &Path, key_out: &Path) -> Result<()> {
-    let ca = Issued {
-        cert_pem: String::from_utf8_lossy(&dmfs::read_capped(
-            &ca_dir.join(names::ROOT_CERT),
-            64 * 1024,
-        )?)
-        .into_owned(),
-        key_pem: String::from_utf8_lossy(&dmfs::read_capped(
-            &ca_dir.join(names::ROOT_KEY),
-            64 * 1024,
-        )?)
-        .into_owned(),
-    };
+    let ca = load_ca(ca_dir)?;
     let issued = devpki::issue(&ca, spec)
         .map_err(|reason| Error::Pki { what: spec.common_name.clone(), reason })?;
     dmfs::write_atomic(cert_out, issued.cert_pem.as_bytes(), MODE_PUBLIC)?;
@@ -389,18 +387,7 @@ pub fn issue_crl(
     out: &Path,
     now: SystemTime,
 ) -> Result<usize> {
-    let ca = Issued {
-        cert_pem: String::from_utf8_lossy(&dmfs::read_capped(
-            &ca_dir.join(names::ROOT_CERT),
-            64 * 1024,
-        )?)
-        .into_owned(),
-        key_pem: String::from_utf8_lossy(&dmfs::read_capped(
-            &ca_dir.join(names::ROOT_KEY),
-            64 * 1024,
-        )?)
-        .into_owned(),
-    };
+    let ca = load_ca(ca_dir)?;
     let mut serials = Vec::new();
     for p in revoke {
         for c in Cert::load_pem(p)? {

@@ -68,6 +68,13 @@ impl Worker<'_> {
         Ok(())
     }
 
+    /// Queues a report that no action waits on; a failure to queue is logged.
+    pub fn report(&self, m: &StatusMessage) {
+        if let Err(e) = self.queue(m) {
+            warn!("status message {} not queued: {e}", m.message_id);
+        }
+    }
+
     /// Queues a progress report on an action.
     pub fn progress(
         &self,

@@ -164,8 +164,8 @@ pub fn record_installed(
 }
 
 /// Installed packages whose publisher (or a CA above it) is now revoked or in the
-/// `disallowed` store: `name version`, each.
-pub fn revoked_packages(ctx: &Context) -> Vec<String> {
+/// `disallowed` store: `name version` and the error that says why, each.
+pub fn revoked_packages(ctx: &Context) -> Vec<(String, dm_shared::Error)> {
     let now = ctx.clock.now();
     let Ok(trust) = dm_shared::certstore::trust(&ctx.layout, now) else { return Vec::new() };
     if trust.crls.is_empty() && trust.disallowed.is_empty() {
@@ -179,8 +179,7 @@ pub fn revoked_packages(ctx: &Context) -> Vec<String> {
         if let Err(e @ (dm_shared::Error::Revoked { .. } | dm_shared::Error::Distrusted { .. })) =
             dm_shared::pki::verify_code_signing_chain(&chain, &trust, now, &path)
         {
-            log::warn!("installed package {} {}: {e}", p.name, p.version);
-            out.push(format!("{} {}", p.name, p.version));
+            out.push((format!("{} {}", p.name, p.version), e));
         }
     }
     out
@@ -221,7 +220,7 @@ pub fn collect(
         key::INSTALLED_PACKAGES,
         pkgs.iter().map(|p| format!("{} {}", p.name, p.version)).collect::<Vec<_>>().join(", "),
     );
-    let revoked = revoked_packages(ctx);
+    let revoked: Vec<String> = revoked_packages(ctx).into_iter().map(|(p, _)| p).collect();
     if !revoked.is_empty() {
         put(key::REVOKED_PACKAGES, revoked.join(", "));
     }

@@ -175,8 +175,13 @@ fn after_poll(
     let sleep =
         timing::poll_sleep(&base.config.polling.sleep, w.settings.communication.poll_interval);
     if let Some(l) = base.links.get("dmCrls") {
-        if let Err(e) = revocation::update(w.ctx, w.session, &l.href) {
-            warn!("revocation lists not updated: {e}");
+        match revocation::update(w.ctx, w.session, &l.href) {
+            Ok(0) => {}
+            Ok(_) => match revocation::newly_revoked(w.ctx) {
+                Ok(messages) => messages.iter().for_each(|m| w.report(m)),
+                Err(e) => warn!("installed packages not checked against the new lists: {e}"),
+            },
+            Err(e) => warn!("revocation lists not updated: {e}"),
         }
     }
     let asked = base.links.contains_key("configData");

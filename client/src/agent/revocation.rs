@@ -7,9 +7,11 @@ use std::path::Path;
 
 use dm_shared::ddi::CrlList;
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
+use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::pki::Crl;
-use dm_shared::{Context, certstore};
+use dm_shared::{Context, certstore, clock};
 
+use super::inventory;
 use super::session::Session;
 use crate::error::Result;
 
@@ -20,11 +22,16 @@ fn seen_file(ctx: &Context) -> std::path::PathBuf {
     ctx.layout.state_dir().join("crl-seen.txt")
 }
 
-/// Fetches and keeps the lists behind `href`, unless they were fetched already.
-pub fn update(ctx: &Context, session: &Session, href: &str) -> Result<()> {
+fn reported_file(ctx: &Context) -> std::path::PathBuf {
+    ctx.layout.state_dir().join("revoked-reported.txt")
+}
+
+/// Fetches and keeps the lists behind `href`, unless they were fetched already. Returns how
+/// many lists were new.
+pub fn update(ctx: &Context, session: &Session, href: &str) -> Result<usize> {
     let seen = dmfs::read_optional(&seen_file(ctx), 4096)?.unwrap_or_default();
     if seen == href.as_bytes() {
-        return Ok(());
+        return Ok(0);
     }
     let list: CrlList = session.get(href)?;
     let now = ctx.clock.now();
@@ -44,5 +51,35 @@ pub fn update(ctx: &Context, session: &Session, href: &str) -> Result<()> {
     }
     log::info!("revocation lists checked: {stored} new of {}", list.crls.len());
     dmfs::write_atomic(&seen_file(ctx), href.as_bytes(), MODE_PRIVATE)?;
-    Ok(())
+    Ok(stored)
+}
+
+/// Status messages (10074) for installed packages whose publisher is now revoked or
+/// disallowed, each package once: the administrator learns which devices hold software that
+/// would no longer be allowed to run.
+pub fn newly_revoked(ctx: &Context) -> Result<Vec<StatusMessage>> {
+    let path = reported_file(ctx);
+    let before = dmfs::read_optional(&path, 64 * 1024)?.unwrap_or_default();
+    let before = String::from_utf8_lossy(&before).into_owned();
+    let mut reported: Vec<&str> = before.lines().collect();
+    let mut out = Vec::new();
+    let revoked = inventory::revoked_packages(ctx);
+    for (package, e) in &revoked {
+        if reported.contains(&package.as_str()) {
+            continue;
+        }
+        log::warn!("installed package {package}: {e}");
+        out.push(StatusMessage::event(
+            "DMSvc",
+            MessageId::PUBLISHER_REVOKED,
+            e.code(),
+            clock::rfc3339(ctx.clock.now()),
+            format!("installed package {package}: {e}"),
+        ));
+        reported.push(package);
+    }
+    if !out.is_empty() {
+        dmfs::write_atomic(&path, reported.join("\n").as_bytes(), MODE_PRIVATE)?;
+    }
+    Ok(out)
 }
