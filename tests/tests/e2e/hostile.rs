@@ -5,6 +5,7 @@
 //!
 //! The server is written by hand over rustls so every byte it sends is under the test's control.
 
+use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
@@ -18,7 +19,7 @@ use serde_json::{Value, json};
 use crate::util::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Phase {
+pub enum Phase {
     Idle,
     MalformedJson,
     HugeBody,
@@ -39,10 +40,14 @@ struct Seen {
     body: Vec<u8>,
 }
 
-struct Hostile {
+pub struct Hostile {
     phase: Mutex<Phase>,
     seen: Mutex<Vec<Seen>>,
     port: u16,
+    /// Deployments other tests offer, by action id (ids 1 to 3 are this file's own).
+    offers: Mutex<HashMap<u32, Value>>,
+    /// Artifacts those deployments link to, by URL path.
+    pub files: Mutex<HashMap<String, Vec<u8>>>,
 }
 
 const GOOD: &[u8] = b"#!/bin/sh\necho never runs\n";
@@ -56,11 +61,54 @@ fn sha(b: &[u8]) -> String {
 }
 
 impl Hostile {
-    fn base(&self) -> String {
+    pub fn base(&self) -> String {
         format!("https://127.0.0.1:{}", self.port)
     }
 
+    pub fn set(&self, phase: Phase) {
+        *self.phase.lock().unwrap() = phase;
+    }
+
+    /// Offers action `id`: a chunk of `kind` named `name` `version` whose artifacts are
+    /// `files` (name, bytes), with `metadata`. Set `Phase::Deploy(id)` to send it; after its
+    /// closed feedback the server moves on to `id + 1` if offered, else goes idle.
+    pub fn offer(
+        &self,
+        id: u32,
+        kind: &str,
+        (name, version): (&str, &str),
+        files: &[(String, Vec<u8>)],
+        metadata: &[(&str, &str)],
+    ) {
+        let mut artifacts = Vec::new();
+        for (file, bytes) in files {
+            let path = format!("/art/offer/{id}/{file}");
+            artifacts.push(
+                json!({"filename": file, "hashes": {"sha256": sha(bytes)}, "size": bytes.len(),
+                "_links": {"download": {"href": format!("{}{path}", self.base())}}}),
+            );
+            self.files.lock().unwrap().insert(path, bytes.clone());
+        }
+        let metadata: Vec<Value> =
+            metadata.iter().map(|(k, v)| json!({"key": k, "value": v})).collect();
+        let d = json!({"id": id.to_string(), "deployment": {"download": "forced", "update": "forced", "chunks": [{
+            "part": kind, "version": version, "name": name, "artifacts": artifacts, "metadata": metadata}]}});
+        self.offers.lock().unwrap().insert(id, d);
+    }
+
+    /// The phase after action `n` closed.
+    fn after(&self, n: u32) -> Phase {
+        if self.offers.lock().unwrap().contains_key(&(n + 1)) || n < 3 {
+            Phase::Deploy(n + 1)
+        } else {
+            Phase::Idle
+        }
+    }
+
     fn deployment(&self, action: u32) -> Value {
+        if let Some(d) = self.offers.lock().unwrap().get(&action) {
+            return d.clone();
+        }
         let art = |name: &str, href: String, sha256: String, size: usize| json!({"filename": name, "hashes": {"sha256": sha256}, "size": size, "_links": {"download": {"href": href}}});
         let artifacts = match action {
             // A link that redirects to plain http.
@@ -161,7 +209,10 @@ fn serve_connection(h: Arc<Hostile>, tcp: TcpStream, cfg: Arc<rustls::ServerConf
                 "/art/tampered" => {
                     respond(&mut tls, "200 OK", &[], b"#!/bin/sh\nrm -rf /tmp/x #\n")
                 }
-                _ => respond(&mut tls, "200 OK", &[], GOOD),
+                other => match h.files.lock().unwrap().get(other).cloned() {
+                    Some(bytes) => respond(&mut tls, "200 OK", &[], &bytes),
+                    None => respond(&mut tls, "200 OK", &[], GOOD),
+                },
             }
         } else if path.ends_with("/dm/statusMessages") {
             // Like any DDI server that is not dmmp: no such endpoint.
@@ -170,8 +221,8 @@ fn serve_connection(h: Arc<Hostile>, tcp: TcpStream, cfg: Arc<rustls::ServerConf
             if let (Phase::Deploy(n), true) = (phase, path.contains("/feedback")) {
                 let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
                 if v["status"]["execution"] == "closed" {
-                    *h.phase.lock().unwrap() =
-                        if n < 3 { Phase::Deploy(n + 1) } else { Phase::Idle };
+                    let next = h.after(n);
+                    *h.phase.lock().unwrap() = next;
                 }
             }
             respond(&mut tls, "200 OK", &[], b"")
@@ -249,7 +300,7 @@ fn serve_connection(h: Arc<Hostile>, tcp: TcpStream, cfg: Arc<rustls::ServerConf
     }
 }
 
-fn start(w: &World) -> Arc<Hostile> {
+pub fn start(w: &World) -> Arc<Hostile> {
     let certs: Vec<_> = CertificateDer::pem_file_iter(w.pki.join("server.pem"))
         .unwrap()
         .map(|c| c.unwrap())
@@ -270,6 +321,8 @@ fn start(w: &World) -> Arc<Hostile> {
         phase: Mutex::new(Phase::Idle),
         seen: Mutex::new(Vec::new()),
         port: listener.local_addr().unwrap().port(),
+        offers: Mutex::new(HashMap::new()),
+        files: Mutex::new(HashMap::new()),
     });
     let h2 = h.clone();
     std::thread::spawn(move || {
@@ -281,7 +334,7 @@ fn start(w: &World) -> Arc<Hostile> {
     h
 }
 
-fn wait_log(device: &Path, needle: &str, from: usize) -> usize {
+pub fn wait_log(device: &Path, needle: &str, from: usize) -> usize {
     let start = Instant::now();
     loop {
         let text = log_text(device, "DMSvc");
@@ -307,7 +360,7 @@ fn polls_since(h: &Hostile, t: Instant) -> Vec<Instant> {
         .collect()
 }
 
-fn closed_feedback(h: &Hostile, action: u32) -> Value {
+pub fn closed_feedback(h: &Hostile, action: u32) -> Value {
     let start = Instant::now();
     loop {
         let found = h
@@ -331,10 +384,8 @@ fn closed_feedback(h: &Hostile, action: u32) -> Value {
     }
 }
 
-#[test]
-fn a_hostile_management_point_never_stops_the_agent() {
-    let w = World::new();
-    let h = start(&w);
+/// Installs a client on the world's device that polls `h` (every second, short deadlines).
+pub fn install_client(w: &World, h: &Hostile) {
     let bins = w.bin_dir("bins", None);
     let ini = format!(
         "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={}\nControllerId=dev-1\n[Communication]\nTargetToken=tok-1\n\
@@ -349,22 +400,28 @@ fn a_hostile_management_point_never_stops_the_agent() {
         None,
     );
     w.install_from_ok(&folder);
+}
+
+#[test]
+fn a_hostile_management_point_never_stops_the_agent() {
+    let w = World::new();
+    let h = start(&w);
+    install_client(&w, &h);
     let dev = w.device.clone();
     let mut at = wait_log(&dev, "inventory sent", 0);
-    let set = |p: Phase| *h.phase.lock().unwrap() = p;
 
-    set(Phase::MalformedJson);
+    h.set(Phase::MalformedJson);
     at = wait_log(&dev, "malformed answer", at);
-    set(Phase::HugeBody);
+    h.set(Phase::HugeBody);
     at = wait_log(&dev, "larger than the 1048576 bytes allowed", at);
-    set(Phase::Slow);
+    h.set(Phase::Slow);
     at = wait_log(&dev, "timed out", at);
-    set(Phase::Error500);
+    h.set(Phase::Error500);
     at = wait_log(&dev, "HTTP 500", at);
-    set(Phase::TooMany);
+    h.set(Phase::TooMany);
     at = wait_log(&dev, "the server asked to retry after 3 s", at);
     let asked = Instant::now();
-    set(Phase::Idle);
+    h.set(Phase::Idle);
     let start = Instant::now();
     while polls_since(&h, asked).is_empty() {
         assert!(start.elapsed() < Duration::from_secs(30), "no poll after the 429");
@@ -378,7 +435,7 @@ fn a_hostile_management_point_never_stops_the_agent() {
     );
 
     // Deployments: a redirect to http, a tampered artifact, a path out of the folder.
-    set(Phase::Deploy(1));
+    h.set(Phase::Deploy(1));
     let fb = closed_feedback(&h, 1);
     assert_eq!(fb["status"]["result"]["finished"], "failure");
     assert_eq!(fb["status"]["code"], 10034);
@@ -419,7 +476,7 @@ fn a_hostile_management_point_never_stops_the_agent() {
     // A poll interval beyond any timer: it once panicked the agent (a crash loop under
     // systemd); now it is cut to a day, said in the log, and the agent lives on.
     let at = log_text(&dev, "DMSvc").len();
-    set(Phase::AbsurdSleep);
+    h.set(Phase::AbsurdSleep);
     wait_log(&dev, "polling after 86400 s instead", at);
     std::thread::sleep(Duration::from_secs(1));
     let pid: u32 = std::fs::read_to_string(w.device.join("run/dm/dmsvc.pid"))

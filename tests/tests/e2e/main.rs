@@ -12,4 +12,5 @@ mod installer;
 mod mp;
 mod setup;
 mod swupdate;
+mod trust;
 mod util;

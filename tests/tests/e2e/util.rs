@@ -407,6 +407,18 @@ pub fn sign_package(
     program: &str,
     signer: Option<(&Path, &Path)>,
 ) {
+    sign_package_as(w, src, out, (name, "1.0.0.0"), program, signer);
+}
+
+/// [`sign_package`] for any version.
+pub fn sign_package_as(
+    w: &World,
+    src: &Path,
+    out: &Path,
+    (name, version): (&str, &str),
+    program: &str,
+    signer: Option<(&Path, &Path)>,
+) {
     use std::os::unix::fs::PermissionsExt;
     let (cert, key) = signer
         .map(|(c, k)| (c.to_path_buf(), k.to_path_buf()))
@@ -418,7 +430,7 @@ pub fn sign_package(
             .arg(src)
             .arg("--out")
             .arg(out)
-            .args(["--name", name, "--package-version", "1.0.0.0", "--key"])
+            .args(["--name", name, "--package-version", version, "--key"])
             .arg(key)
             .arg("--cert")
             .arg(cert)
