@@ -83,15 +83,13 @@ fn check_lines(text: &str) -> Result<(), (usize, String)> {
         }
         if line.starts_with('[') {
             if !line.ends_with(']') || line.len() < 3 {
-                return Err((n, format!("section header {line:?} must be [Name] on one line")));
+                return Err((n, "a section header must be [Name] on one line".into()));
             }
             continue;
         }
         let Some((key, value)) = line.split_once('=') else {
-            return Err((
-                n,
-                format!("expected Key=Value, [Section] or a ; comment, found {:?}", truncate(line)),
-            ));
+            // The line itself is never quoted: a settings file may be a link to a secret.
+            return Err((n, "expected Key=Value, [Section] or a ; comment".into()));
         };
         if key.trim().is_empty() {
             return Err((n, "a value has no key before its '='".into()));
@@ -107,10 +105,6 @@ fn check_lines(text: &str) -> Result<(), (usize, String)> {
         }
     }
     Ok(())
-}
-
-fn truncate(s: &str) -> String {
-    s.chars().take(40).collect()
 }
 
 /// Decodes a settings file's bytes as text: UTF-8 with or without BOM, or UTF-16 with a BOM.

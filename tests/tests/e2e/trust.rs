@@ -292,42 +292,44 @@ fn a_revoked_or_disallowed_publisher_is_refused_at_install() {
 /// How the card changes while the installer waits at a failpoint.
 #[derive(Debug, Clone, Copy)]
 enum Swap {
-    /// Setup is replaced by a program of the attacker's (not signed).
+    /// Setup and the settings are replaced by the attacker's (not signed).
     Tampered,
     /// The whole folder is replaced by another validly signed one.
     Resigned,
 }
 
+/// In every byte an attacker swaps onto the card.
+const SWAPPED: &str = "SWAPPED-BYTES";
+
+fn executable(path: &Path, text: &str) {
+    let _ = std::fs::remove_file(path);
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+}
+
 fn swap(w: &World, card: &Path, how: Swap) {
-    let setup = card.join(format!("dmclientsetup_{}", host_platform()));
-    let evil = format!("#!/bin/sh\ntouch '{}'\n", w.device.join("evil").display());
+    let setup = format!("dmclientsetup_{}", host_platform());
+    let evil = format!("#!/bin/sh\n# {SWAPPED}\ntouch '{}'\n", w.device.join("evil").display());
+    let settings = format!(
+        "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint=https://{SWAPPED}.example\n"
+    );
     match how {
         Swap::Tampered => {
-            std::fs::remove_file(&setup).unwrap();
-            std::fs::write(&setup, evil).unwrap();
-            std::fs::set_permissions(&setup, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-                .unwrap();
+            executable(&card.join(&setup), &evil);
+            std::fs::write(card.join("DMCommonInstaller.ini"), settings).unwrap();
         }
         Swap::Resigned => {
-            let other = w.path("other-src");
-            run_ok(Command::new("cp").arg("-a").arg(card).arg(&other));
-            std::fs::remove_file(other.join(format!("dmclientsetup_{}", host_platform()))).unwrap();
             let bins = w.path("other-bins");
             std::fs::create_dir_all(&bins).unwrap();
             for p in ["dminstaller", "dmsvc", "dmcertenroll"] {
                 std::fs::copy(card.join(format!("{p}_{}", host_platform())), bins.join(p)).unwrap();
             }
-            std::fs::write(bins.join("dmclientsetup"), evil).unwrap();
-            std::fs::set_permissions(
-                bins.join("dmclientsetup"),
-                std::os::unix::fs::PermissionsExt::from_mode(0o755),
-            )
-            .unwrap();
+            executable(&bins.join("dmclientsetup"), &evil);
             let signed = w.folder(
                 "other-signed",
                 "9.9.9.9",
                 &[(&host_platform(), &bins)],
-                &[("DMCommonInstaller.ini", "[Installation]\nClientInstallAction=Install\n")],
+                &[("DMCommonInstaller.ini", &settings)],
                 None,
             );
             std::fs::remove_dir_all(card).unwrap();
@@ -336,46 +338,69 @@ fn swap(w: &World, card: &Path, how: Swap) {
     }
 }
 
+/// Files under `root` holding `needle`.
+fn holding(root: &Path, needle: &str) -> Vec<PathBuf> {
+    walk(root)
+        .into_iter()
+        .filter(|p| {
+            p.is_file()
+                && std::fs::read(p)
+                    .is_ok_and(|b| b.windows(needle.len()).any(|x| x == needle.as_bytes()))
+        })
+        .collect()
+}
+
 #[test]
 fn a_card_swapped_during_install_runs_nothing_it_did_not_verify() {
-    // (where the installer waits, what changes, the exit code, what the log says)
-    let cases: [(&str, Swap, i32, &str); 5] = [
-        ("installer-verified", Swap::Tampered, 36, "0x80091007"),
-        ("installer-verified", Swap::Resigned, 37, "changed while it was copied"),
-        ("installer-policy-checked", Swap::Tampered, 36, "0x80091007"),
-        ("installer-staged", Swap::Resigned, 0, "setup finished successfully"),
-        ("installer-trusted", Swap::Tampered, 0, "setup finished successfully"),
+    // Each step of the installer, and whether it comes before the staging copy.
+    let steps = [
+        ("installer-verified", true),
+        ("installer-policy-checked", true),
+        ("installer-staged", false),
+        ("installer-trusted", false),
     ];
-    for (point, how, code, says) in cases {
-        let w = World::new();
-        let card = client_folder(&w, "card", "1.2.0.345");
-        let pause = w.path("pause");
-        std::fs::create_dir_all(&pause).unwrap();
-        let child = installer(&w, &card)
-            .env("DM_FAILPOINTS", format!("{point}=pause"))
-            .env("DM_FAILPOINT_PAUSE_DIR", &pause)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let start = Instant::now();
-        while !pause.join(format!("{point}.paused")).exists() {
-            assert!(start.elapsed() < Duration::from_secs(60), "{point}: never paused");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        swap(&w, &card, how);
-        std::fs::write(pause.join(format!("{point}.go")), b"").unwrap();
-        let out = child.wait_with_output().unwrap();
-        let case = format!("{point} {how:?}");
-        assert_eq!(out.status.code(), Some(code), "{case}: {}", show(&out));
-        let log = log_text(&w.device, "DMInstaller");
-        assert!(log.contains(says), "{case}: {log}");
-        assert!(!w.device.join("evil").exists(), "{case}: the swapped setup ran");
-        if code == 0 {
-            let args = std::fs::read_to_string(w.device.join("fake-setup-args")).unwrap();
-            assert!(args.contains("var/lib/dm/staging/deployment"), "{case}: {args}");
-        } else {
-            assert_eq!(spc_store(&w), 0, "{case}: the publisher was trusted");
+    for (point, before_staging) in steps {
+        for how in [Swap::Tampered, Swap::Resigned] {
+            // (the exit code, what the log says)
+            let (code, says) = match (before_staging, how) {
+                (true, Swap::Tampered) => (36, "0x80091007"),
+                (true, Swap::Resigned) => (37, "changed while it was copied"),
+                (false, _) => (0, "setup finished successfully"),
+            };
+            let w = World::new();
+            let card = client_folder(&w, "card", "1.2.0.345");
+            let pause = w.path("pause");
+            std::fs::create_dir_all(&pause).unwrap();
+            let child = installer(&w, &card)
+                .env("DM_FAILPOINTS", format!("{point}=pause"))
+                .env("DM_FAILPOINT_PAUSE_DIR", &pause)
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap();
+            let start = Instant::now();
+            while !pause.join(format!("{point}.paused")).exists() {
+                assert!(start.elapsed() < Duration::from_secs(60), "{point}: never paused");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            swap(&w, &card, how);
+            std::fs::write(pause.join(format!("{point}.go")), b"").unwrap();
+            let out = child.wait_with_output().unwrap();
+            let case = format!("{point} {how:?}");
+            assert_eq!(out.status.code(), Some(code), "{case}: {}", show(&out));
+            let log = log_text(&w.device, "DMInstaller");
+            assert!(log.contains(says), "{case}: {log}");
+            assert!(!w.device.join("evil").exists(), "{case}: the swapped setup ran");
+            // Not a byte of the swap reached the device, its logs included.
+            assert_eq!(holding(&w.device, SWAPPED), Vec::<PathBuf>::new(), "{case}");
+            if code == 0 {
+                let args = std::fs::read_to_string(w.device.join("fake-setup-args")).unwrap();
+                assert!(args.contains("var/lib/dm/staging/deployment"), "{case}: {args}");
+                assert!(w.device.join("fake-setup-settings").is_file(), "{case}: no settings");
+            } else {
+                assert_eq!(spc_store(&w), 0, "{case}: the publisher was trusted");
+                assert!(!w.device.join("fake-setup-args").exists(), "{case}: setup ran");
+            }
         }
     }
 }

@@ -358,7 +358,7 @@ pub fn kill_agent(device: &Path) {
 pub fn write_fake_setup(path: &Path, code: i32) {
     use std::os::unix::fs::PermissionsExt;
     let script = format!(
-        "#!/bin/sh\n# test double of dmclientsetup\nargs=\"$*\"\nroot=\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --device-root ]; then root=\"$2\"; fi\n  shift\ndone\necho \"$args\" > \"$root/fake-setup-args\"\nexit {code}\n"
+        "#!/bin/sh\n# test double of dmclientsetup\nargs=\"$*\"\nroot=\nsettings=\nwhile [ $# -gt 0 ]; do\n  if [ \"$1\" = --device-root ]; then root=\"$2\"; fi\n  if [ \"$1\" = --settings ]; then settings=\"$2\"; fi\n  shift\ndone\necho \"$args\" > \"$root/fake-setup-args\"\n[ -n \"$settings\" ] && cat \"$settings\" > \"$root/fake-setup-settings\"\nexit {code}\n"
     );
     std::fs::write(path, script).unwrap();
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
