@@ -207,21 +207,33 @@ pub fn store_crl(layout: &DeviceLayout, crl: &Crl, now: std::time::SystemTime) -
 pub fn tls_roots(layout: &DeviceLayout) -> Result<Vec<Cert>> {
     let tls = CertStore::open(layout, StoreName::TlsRoot);
     if !tls.dir().exists() {
-        let old = CertStore::open(layout, StoreName::Root).list()?;
-        if !old.is_empty() {
-            let mut tx = Transaction::new();
-            for c in &old {
-                tls.add(c, &mut tx)?;
-            }
-            tx.commit();
-            log::warn!(
-                "the tls-root store did not exist: copied the {} certificate(s) of the root store into {}; from now on TLS and code signing trust separate roots",
-                old.len(),
-                tls.dir().display()
-            );
-        }
+        migrate_tls_roots(layout, &tls)?;
     }
     tls.list()
+}
+
+/// Copies the `root` store into a new `tls-root` store, all or nothing: the copy is made in
+/// a sibling folder and renamed into place, so a kill or a power cut never leaves an empty
+/// `tls-root` behind (which would cut the device off from its management point for good).
+fn migrate_tls_roots(layout: &DeviceLayout, tls: &CertStore) -> Result<()> {
+    let old = CertStore::open(layout, StoreName::Root).list()?;
+    if old.is_empty() {
+        return Ok(());
+    }
+    let building = tls.dir().with_extension("migrating");
+    dmfs::remove_dir_all(&building)?;
+    dmfs::create_dir_all(&building, dmfs::MODE_DIR)?;
+    for c in &old {
+        let file = building.join(format!("{}.pem", c.thumbprint()));
+        dmfs::write_atomic(&file, c.to_pem().as_bytes(), dmfs::MODE_PRIVATE)?;
+    }
+    dmfs::rename(&building, tls.dir())?;
+    log::warn!(
+        "the tls-root store did not exist: copied the {} certificate(s) of the root store into {}; from now on TLS and code signing trust separate roots",
+        old.len(),
+        tls.dir().display()
+    );
+    Ok(())
 }
 
 /// Checks that the publisher (first certificate of a verified chain) is in the `spc` store.
@@ -239,4 +251,41 @@ pub fn require_spc_publisher(layout: &DeviceLayout, publisher: &Cert) -> Result<
 /// The SHA-256 thumbprint of DER bytes; the name of a store file.
 pub fn thumbprint_of(der: &[u8]) -> String {
     pki::sha256_hex(der)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testing::signed_folder;
+
+    #[test]
+    fn tls_roots_are_migrated_once_and_a_half_done_migration_is_redone() {
+        let f = signed_folder(vec![]);
+        let layout = DeviceLayout::new(f.tmp.path().join("device"));
+        let root = CertStore::open(&layout, StoreName::Root);
+        root.add_now(&f.trust.roots[0]).unwrap();
+
+        // A migration killed halfway left its building folder (and no tls-root).
+        let tls = CertStore::open(&layout, StoreName::TlsRoot);
+        let building = tls.dir().with_extension("migrating");
+        dmfs::create_dir_all(&building, dmfs::MODE_DIR).unwrap();
+        std::fs::write(building.join("partial.pem"), b"-----BEGIN CERT").unwrap();
+        let got = tls_roots(&layout).unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].thumbprint(), f.trust.roots[0].thumbprint());
+        assert!(!building.exists());
+
+        // From then on the stores are separate: a root removed from tls-root stays removed.
+        assert!(tls.remove(f.trust.roots[0].thumbprint()).unwrap());
+        assert!(tls_roots(&layout).unwrap().is_empty());
+        assert_eq!(root.list().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_device_without_roots_gets_no_tls_store() {
+        let f = signed_folder(vec![]);
+        let layout = DeviceLayout::new(f.tmp.path().join("device"));
+        assert!(tls_roots(&layout).unwrap().is_empty());
+        assert!(!CertStore::open(&layout, StoreName::TlsRoot).dir().exists());
+    }
 }

@@ -201,7 +201,10 @@ fn crash_at_every_failpoint_with(
         // The interrupted setup, run again, finishes the job.
         let again = run(&mut setup_cmd(&folder, &device), Duration::from_secs(120));
         if again.status.code() != Some(0) {
-            failures.push(format!("{spec}: the rerun failed: {}", show(&again)));
+            let agent = log_text(&device, "DMSvc");
+            let tail = &agent[agent.len().saturating_sub(3000)..];
+            failures
+                .push(format!("{spec}: the rerun failed: {}\nagent log:\n{tail}", show(&again)));
         } else if let Err(e) = target.check(&device) {
             failures.push(format!(
                 "{spec}: after the rerun the new state ({}) is not complete: {e}",
