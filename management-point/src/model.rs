@@ -568,6 +568,9 @@ pub struct StatusRecord {
     pub component: Option<String>,
     /// Detail lines.
     pub details: Vec<String>,
+    /// The device's id for the report (`dm.report=`): a report resent after a lost
+    /// acknowledgement is stored once.
+    pub report_id: Option<String>,
 }
 
 #[cfg(test)]

@@ -12,7 +12,6 @@
 //! entries, a hash mismatch, a truncated archive.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::io::{self, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
@@ -84,7 +83,7 @@ pub fn write(folder: &VerifiedFolder, out: &Path) -> Result<()> {
         if len > cap {
             return Err(Error::TooLarge { path: src, limit: cap, actual: len });
         }
-        let input = File::open(&src).map_err(dmfs::io_err("open", &src))?;
+        let input = dmfs::open_regular(&src)?;
         let mut reader = HashingReader::new(input, len);
         tar.append(&header(&path, len, executable)?, &mut reader)
             .map_err(dmfs::io_err("write", out))?;
@@ -244,7 +243,7 @@ fn walk(
     trust: &Trust,
     now: SystemTime,
 ) -> Result<(Manifest, Vec<crate::pki::Cert>)> {
-    let file = File::open(bundle).map_err(dmfs::io_err("open", bundle))?;
+    let file = dmfs::open_regular(bundle)?;
     let mut r = Reader { bundle, dest, seen: BTreeSet::new(), entries: 0 };
     let mut archive = tar::Archive::new(BufReader::new(file));
     let mut entries = archive.entries().map_err(|e| r.truncated(e))?;
@@ -316,7 +315,7 @@ pub fn unpack(
 /// bundle cut short at an entry boundary lacks.
 fn ends_with_marker(bundle: &Path) -> Result<bool> {
     use std::io::{Seek, SeekFrom};
-    let mut f = File::open(bundle).map_err(dmfs::io_err("open", bundle))?;
+    let mut f = dmfs::open_regular(bundle)?;
     let len = f.metadata().map_err(dmfs::io_err("inspect", bundle))?.len();
     if len < 1024 {
         return Ok(false);
@@ -355,6 +354,7 @@ mod tests {
     use super::*;
     use crate::status::StatusCode;
     use crate::testing::{Signed, setup_program, signed_folder};
+    use std::fs::File;
 
     fn verified(f: &Signed) -> VerifiedFolder {
         manifest::verify_folder(&f.dir, &f.trust, f.now).unwrap()

@@ -232,18 +232,25 @@ pub struct Status {
 pub struct Tags {
     /// The HRESULT-style status code of the report: `dm.status=0x8004020A`.
     pub status: Option<StatusCode>,
+    /// The report's id, the same on every resend: `dm.report=<id>`. The management point
+    /// stores a report once, however often a lost acknowledgement makes the device resend it.
+    pub report: Option<String>,
 }
 
 impl Tags {
     /// The prefix of every tag line.
     pub const PREFIX: &'static str = "dm.";
     const STATUS: &'static str = "dm.status=";
+    const REPORT: &'static str = "dm.report=";
 
     /// The tag lines, to append to the details.
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(code) = self.status {
             out.push(format!("{}0x{:08X}", Self::STATUS, code.0));
+        }
+        if let Some(id) = &self.report {
+            out.push(format!("{}{id}", Self::REPORT));
         }
         out
     }
@@ -258,12 +265,26 @@ impl Tags {
                 tags.status = Some(parse_status_code(v).ok_or_else(|| {
                     format!("detail line {line:?}: expected dm.status=0x followed by 8 hex digits")
                 })?);
+            } else if let Some(v) = line.strip_prefix(Self::REPORT) {
+                if !valid_report_id(v) {
+                    return Err(format!(
+                        "detail line {:?}: a report id is 1 to 64 letters, digits, '-' or '_'",
+                        line.chars().take(80).collect::<String>()
+                    ));
+                }
+                tags.report = Some(v.to_string());
             } else {
                 rest.push(line.clone());
             }
         }
         Ok((tags, rest))
     }
+}
+
+/// Whether `id` can be a report id: 1 to 64 ASCII letters, digits, `-` or `_`.
+pub fn valid_report_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
+        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn parse_status_code(v: &str) -> Option<StatusCode> {
@@ -572,15 +593,25 @@ mod tests {
 
     #[test]
     fn tags_ride_in_detail_lines() {
-        let tags = Tags { status: Some(StatusCode::DM_E_PROGRAM_FAILED) };
+        let tags = Tags {
+            status: Some(StatusCode::DM_E_PROGRAM_FAILED),
+            report: Some("4f1c2a9e0b7d4c5e8a6f1b2c3d4e5f60".into()),
+        };
         let mut details = vec!["run failed with exit code 3".to_string()];
         details.extend(tags.lines());
         assert_eq!(details[1], "dm.status=0x8004020A");
+        assert_eq!(details[2], "dm.report=4f1c2a9e0b7d4c5e8a6f1b2c3d4e5f60");
         let (back, people) = Tags::split(&details).unwrap();
         assert_eq!(back, tags);
         assert_eq!(people, ["run failed with exit code 3"]);
         assert_eq!(Tags::split(&["plain".to_string()]).unwrap().0, Tags::default());
-        for bad in ["dm.status=80004005", "dm.status=0x8000400", "dm.status=0xZZZZZZZZ"] {
+        for bad in [
+            "dm.status=80004005",
+            "dm.status=0x8000400",
+            "dm.status=0xZZZZZZZZ",
+            "dm.report=",
+            "dm.report=a b",
+        ] {
             assert!(Tags::split(&[bad.to_string()]).is_err(), "{bad}");
         }
     }

@@ -134,7 +134,7 @@ fn copy_folder(
         if let Some(parent) = to.parent() {
             dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
         }
-        let input = std::fs::File::open(&src).map_err(dmfs::io_err("open", &src))?;
+        let input = dmfs::open_regular(&src)?;
         let mut reader = HashingReader::new(input, f.size);
         let mode = if f.executable { dmfs::MODE_EXEC } else { dmfs::MODE_PRIVATE };
         let mut out = dmfs::AtomicFile::create(&to, mode)?;

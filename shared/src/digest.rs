@@ -145,7 +145,7 @@ impl Hashed {
 
 /// Hashes a file, reading at most `cap + 1` bytes of it.
 pub fn hash_file(path: &Path, cap: u64) -> Result<Hashed> {
-    let file = std::fs::File::open(path).map_err(crate::fs::io_err("open", path))?;
+    let file = crate::fs::open_regular(path)?;
     let mut r = HashingReader::new(file, cap);
     io::copy(&mut r, &mut io::sink()).map_err(crate::fs::io_err("read", path))?;
     Ok(r.finish())

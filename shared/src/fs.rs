@@ -135,7 +135,7 @@ pub fn write_atomic(path: &Path, data: &[u8], mode: u32) -> Result<()> {
 
 /// Atomically copies `src` to `dest` with `mode`, returning the bytes copied.
 pub fn copy_atomic(src: &Path, dest: &Path, mode: u32) -> Result<u64> {
-    let mut input = File::open(src).map_err(io_err("open", src))?;
+    let mut input = open_regular(src)?;
     let mut out = AtomicFile::create(dest, mode)?;
     let n = io::copy(&mut input, &mut out).map_err(io_err("copy into", dest))?;
     out.commit()?;
@@ -431,9 +431,33 @@ pub fn available_space(path: &Path) -> Result<u64> {
     Ok(st.f_bavail.saturating_mul(st.f_frsize))
 }
 
+/// Opens `path` for reading only if it is a regular file (following links). The open never
+/// blocks: a FIFO or a device in place of a file (a settings file, an outbox entry) would
+/// otherwise hang the reader until someone writes to it.
+pub fn open_regular(path: &Path) -> Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(io_err("open", path))?;
+    let kind = file.metadata().map_err(io_err("inspect", path))?.file_type();
+    if !kind.is_file() {
+        return Err(Error::UnexpectedFile {
+            path: path.to_path_buf(),
+            kind: if kind.is_dir() {
+                "a folder where a file belongs"
+            } else {
+                "not a regular file (a FIFO, socket or device)"
+            },
+        });
+    }
+    Ok(file)
+}
+
 /// Reads at most `limit` bytes of `path`; a longer file is an error, not a truncation.
 pub fn read_capped(path: &Path, limit: u64) -> Result<Vec<u8>> {
-    let file = File::open(path).map_err(io_err("open", path))?;
+    let file = open_regular(path)?;
     let len = file.metadata().map_err(io_err("inspect", path))?.len();
     if len > limit {
         return Err(Error::TooLarge { path: path.to_path_buf(), limit, actual: len });

@@ -273,7 +273,7 @@ impl VerifiedFolder {
             path: path.clone(),
             kind: "a file that is not in the signed manifest",
         })?;
-        let file = File::open(&path).map_err(crate::fs::io_err("open", &path))?;
+        let file = crate::fs::open_regular(&path)?;
         let mut reader = digest::HashingReader::new(file, f.size);
         let mut bytes = Vec::with_capacity(usize::try_from(f.size).unwrap_or(0));
         reader.read_to_end(&mut bytes).map_err(crate::fs::io_err("read", &path))?;

@@ -175,6 +175,10 @@ pub struct StatusMessage {
     /// on the deployment.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub cancel: bool,
+    /// The report's id, given by the outbox when it is queued and the same on every resend:
+    /// the management point stores a report once (`dm.report=` in feedback details).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub report_id: String,
 }
 
 impl StatusMessage {
@@ -197,6 +201,7 @@ impl StatusMessage {
             final_result: true,
             details: Vec::new(),
             cancel: false,
+            report_id: String::new(),
         }
     }
 

@@ -3,7 +3,9 @@
 //! Every status message (and every feedback on an action) is written here before anything
 //! tries to send it, and removed only after the management point acknowledged it, so none is
 //! lost across restarts, outages or power cuts. Entries are JSON files named by a sequence
-//! number (`0000000000000042.json`) and are sent in that order. Programs other than the agent
+//! number (`00000000000000000042.json`, 20 digits; older clients wrote 16, which are read the
+//! same) and are sent in numeric order. Entries are opened without blocking and only if they
+//! are regular files. Programs other than the agent
 //! (DMInstaller on a locked device, setup) add messages here for the agent to send later.
 
 use std::path::{Path, PathBuf};
@@ -23,14 +25,32 @@ pub struct Outbox {
 }
 
 fn entry_name(seq: u64) -> String {
-    format!("{seq:016}.json")
+    format!("{seq:020}.json")
 }
 
+/// The sequence number of an entry's file name: 1 to 20 digits, then `.json`.
 fn parse_entry_name(name: &str) -> Option<u64> {
     let digits = name.strip_suffix(".json")?;
-    (digits.len() == 16 && digits.bytes().all(|b| b.is_ascii_digit()))
+    (!digits.is_empty() && digits.len() <= 20 && digits.bytes().all(|b| b.is_ascii_digit()))
         .then(|| digits.parse().ok())?
 }
+
+/// 128 random bits, as 32 hex digits.
+fn new_report_id() -> String {
+    let mut b = [0u8; 16];
+    // An id from the clock and counter is still unique enough if the system RNG fails.
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        b = (t ^ u128::from(std::process::id())).to_le_bytes();
+    }
+    crate::pki::to_hex(&b)
+}
+
+/// Sequence numbers beyond this are renumbered from 1 (a stray entry with a huge number must
+/// not exhaust the sequence).
+const RENUMBER_ABOVE: u64 = 1 << 62;
 
 impl Outbox {
     /// The outbox of the device.
@@ -43,26 +63,59 @@ impl Outbox {
         &self.dir
     }
 
-    fn sequence_numbers(&self) -> Result<Vec<u64>> {
+    /// The entries, as (sequence number, file name), in order.
+    fn entries(&self) -> Result<Vec<(u64, String)>> {
         let entries = match std::fs::read_dir(&self.dir) {
             Ok(e) => e,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
             Err(e) => return Err(dmfs::io_err("list", &self.dir)(e)),
         };
-        let mut seqs: Vec<u64> = entries
+        let mut found: Vec<(u64, String)> = entries
             .filter_map(|e| e.ok())
-            .filter_map(|e| parse_entry_name(&e.file_name().to_string_lossy()))
+            .filter_map(|e| {
+                let name = e.file_name().to_string_lossy().into_owned();
+                parse_entry_name(&name).map(|seq| (seq, name))
+            })
             .collect();
-        seqs.sort_unstable();
-        Ok(seqs)
+        found.sort_unstable();
+        Ok(found)
     }
 
-    /// Adds a message durably; returns its sequence number. Safe against concurrent writers.
+    /// Renames the entries to 1, 2, 3… in their order. Each rename goes to a number no higher
+    /// than the entry's own and lower than every later entry's, so the order holds at every
+    /// step, even if this is interrupted.
+    fn renumber(&self, entries: &[(u64, String)]) -> Result<u64> {
+        log::warn!(
+            "outbox: sequence numbers reached {}; renumbering {} entries from 1",
+            entries.last().map_or(0, |e| e.0),
+            entries.len()
+        );
+        let mut next = 1;
+        for (seq, name) in entries {
+            if *seq != next || *name != entry_name(next) {
+                dmfs::rename(&self.dir.join(name), &self.dir.join(entry_name(next)))?;
+            }
+            next += 1;
+        }
+        Ok(next)
+    }
+
+    /// Adds a message durably, with a new report id unless it has one; returns its sequence
+    /// number. Safe against concurrent writers.
     pub fn push(&self, msg: &StatusMessage) -> Result<u64> {
         dmfs::create_dir_all(&self.dir, dmfs::MODE_DIR_PRIVATE)?;
-        let body = serde_json::to_vec_pretty(msg)
+        let mut msg = msg.clone();
+        if msg.report_id.is_empty() {
+            msg.report_id = new_report_id();
+        }
+        let body = serde_json::to_vec_pretty(&msg)
             .map_err(|e| Error::InvalidData { path: self.dir.clone(), reason: e.to_string() })?;
-        let mut seq = self.sequence_numbers()?.last().copied().unwrap_or(0) + 1;
+        let entries = self.entries()?;
+        let mut seq = match entries.last() {
+            Some((last, _)) if *last > RENUMBER_ABOVE => self.renumber(&entries)?,
+            Some((last, _)) => last + 1,
+            None => 1,
+        };
         loop {
             if dmfs::write_new(&self.dir.join(entry_name(seq)), &body, dmfs::MODE_PRIVATE)? {
                 return Ok(seq);
@@ -75,11 +128,17 @@ impl Outbox {
     /// kept on disk for inspection).
     pub fn pending(&self) -> Result<Vec<(u64, StatusMessage)>> {
         let mut out = Vec::new();
-        for seq in self.sequence_numbers()? {
-            let path = self.dir.join(entry_name(seq));
+        for (seq, name) in self.entries()? {
+            let path = self.dir.join(name);
             let parsed = dmfs::read_capped(&path, MAX_ENTRY_BYTES).and_then(|b| {
-                serde_json::from_slice(&b)
-                    .map_err(|e| Error::InvalidData { path: path.clone(), reason: e.to_string() })
+                let mut m: StatusMessage = serde_json::from_slice(&b).map_err(|e| {
+                    Error::InvalidData { path: path.clone(), reason: e.to_string() }
+                })?;
+                if m.report_id.is_empty() {
+                    // Queued by an older client: an id from its bytes, the same on every read.
+                    m.report_id = crate::pki::sha256_hex(&b)[..32].to_string();
+                }
+                Ok(m)
             });
             match parsed {
                 Ok(m) => out.push((seq, m)),
@@ -121,7 +180,14 @@ impl Outbox {
 
     /// Removes a message the management point acknowledged.
     pub fn remove(&self, seq: u64) -> Result<bool> {
-        dmfs::remove_file(&self.dir.join(entry_name(seq)))
+        if dmfs::remove_file(&self.dir.join(entry_name(seq)))? {
+            return Ok(true);
+        }
+        let named = self.entries()?.into_iter().find(|(s, _)| *s == seq);
+        match named {
+            Some((_, name)) => dmfs::remove_file(&self.dir.join(name)),
+            None => Ok(false),
+        }
     }
 }
 
@@ -191,6 +257,49 @@ mod tests {
         assert_eq!(ob.compact(1).unwrap(), 1, "only progress goes");
         let ids: Vec<u32> = ob.pending().unwrap().iter().map(|(_, m)| m.message_id.0).collect();
         assert_eq!(ids, [0, 3]);
+    }
+
+    #[test]
+    fn old_names_huge_numbers_and_fifos_hide_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ob = Outbox::open(&DeviceLayout::new(dir.path()));
+        ob.push(&msg(1)).unwrap();
+        // An entry an older client wrote (16 digits), and a stray with a huge number.
+        let body = serde_json::to_vec(&msg(2)).unwrap();
+        std::fs::write(ob.dir().join("0000000000000007.json"), &body).unwrap();
+        std::fs::write(
+            ob.dir().join("9999999999999999.json"),
+            serde_json::to_vec(&msg(3)).unwrap(),
+        )
+        .unwrap();
+        let seq = ob.push(&msg(4)).unwrap();
+        assert_eq!(seq, 10_000_000_000_000_000);
+        let ids = |ob: &Outbox| -> Vec<u32> {
+            ob.pending().unwrap().iter().map(|(_, m)| m.message_id.0).collect()
+        };
+        assert_eq!(ids(&ob), [1, 2, 3, 4], "every later report is still read, in order");
+        assert!(ob.remove(7).unwrap(), "an old-style name is removed by its number");
+        assert_eq!(ids(&ob), [1, 3, 4]);
+        // Near the end of the sequence, the entries are renumbered and nothing is lost.
+        std::fs::write(
+            ob.dir().join(entry_name(u64::MAX - 1)),
+            serde_json::to_vec(&msg(5)).unwrap(),
+        )
+        .unwrap();
+        let seq = ob.push(&msg(6)).unwrap();
+        assert_eq!(seq, 5);
+        assert_eq!(ids(&ob), [1, 3, 4, 5, 6]);
+        // A FIFO in place of an entry is skipped without blocking.
+        let fifo = ob.dir().join(entry_name(99));
+        rustix::fs::mknodat(
+            rustix::fs::CWD,
+            &fifo,
+            rustix::fs::FileType::Fifo,
+            rustix::fs::Mode::from_raw_mode(0o600),
+            0,
+        )
+        .unwrap();
+        assert_eq!(ids(&ob), [1, 3, 4, 5, 6]);
     }
 
     #[test]

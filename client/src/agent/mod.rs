@@ -18,6 +18,7 @@ pub mod state;
 pub mod timing;
 pub mod upgrade;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -111,13 +112,13 @@ fn check_clock(ctx: &Context) {
     }
 }
 
-/// Waits up to `d`; returns early on stop or when `dmsvc run` left a request.
-fn wait(ctx: &Context, stop: &AtomicBool, d: Duration) {
-    let requests = ctx.layout.state_dir().join("requests");
+/// Waits up to `d`; returns early on stop or when `dmsvc run` left a new request (one that
+/// is not waiting for its retry).
+fn wait(ctx: &Context, stop: &AtomicBool, d: Duration, deferred: &BTreeSet<u64>) {
     let deadline = std::time::Instant::now() + d;
     while std::time::Instant::now() < deadline {
         if stop.load(Ordering::Relaxed)
-            || std::fs::read_dir(&requests).is_ok_and(|mut r| r.next().is_some())
+            || state::requests(ctx).iter().any(|id| !deferred.contains(id))
         {
             return;
         }
@@ -137,20 +138,25 @@ fn is_certificate_problem(e: &Error) -> bool {
             || s.contains("expired"))
 }
 
-/// Runs the programs the device's user asked for with `dmsvc run`.
-fn run_requests(w: &mut Worker<'_>) {
-    for id in state::take_requests(w.ctx) {
+/// Runs the programs the device's user asked for with `dmsvc run`. A request that fails (the
+/// management point is down, say) stays on disk and in `deferred`, and is tried again at the
+/// next turn of the poll loop, after its sleep or backoff: never in a loop of its own.
+fn run_requests(w: &mut Worker<'_>, deferred: &mut BTreeSet<u64>) {
+    for id in state::requests(w.ctx) {
         match ActionRecord::load(w.ctx, id) {
             Some(r) if matches!(r.stage, Stage::Available | Stage::Downloaded) => {
                 info!("the device's user asked to run action {id} ({})", r.program);
                 if let Err(e) = w.deployment(&r.href, true) {
-                    warn!("action {id}: {e}; it is tried again");
-                    let _ = state::request_run(w.ctx, id);
+                    warn!("action {id}: {e}; tried again after the next poll");
+                    deferred.insert(id);
+                    continue;
                 }
             }
             Some(r) => warn!("dmsvc run {id}: the action is {:?}, not available to run", r.stage),
             None => warn!("dmsvc run {id}: no such action on this device"),
         }
+        deferred.remove(&id);
+        state::request_done(w.ctx, id);
     }
 }
 
@@ -230,19 +236,20 @@ fn poll_failed(w: &Worker<'_>, health: &mut HealthState, e: Error) -> Duration {
 /// Polls until stopped.
 fn poll_loop(mut w: Worker<'_>) -> Result<()> {
     let mut health = HealthState::default();
+    let mut deferred = BTreeSet::new();
     w.report_interrupted()?;
     while !w.stopping() {
         if let Err(e) = w.check_upgrade() {
             warn!("cannot report the client upgrade yet: {e}");
         }
-        run_requests(&mut w);
+        run_requests(&mut w, &mut deferred);
         flush(&mut w);
         let d = match w.session.poll() {
             Ok(base) => after_poll(&mut w, &mut health, base),
             Err(e) => poll_failed(&w, &mut health, e),
         };
         log::debug!("next poll in {} s", d.as_secs());
-        wait(w.ctx, &w.stop, d);
+        wait(w.ctx, &w.stop, d, &deferred);
     }
     Ok(())
 }

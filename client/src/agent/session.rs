@@ -45,7 +45,8 @@ pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
     };
     let mut details = vec![m.text.clone()];
     details.extend(m.details.iter().cloned());
-    details.extend(Tags { status: Some(m.code) }.lines());
+    let report = (!m.report_id.is_empty()).then(|| m.report_id.clone());
+    details.extend(Tags { status: Some(m.code), report }.lines());
     let timestamp = dm_shared::clock::parse_rfc3339(&m.time)
         .map(|t| dm_shared::clock::unix_secs(t) as i64 * 1000);
     ActionFeedback {

@@ -131,16 +131,21 @@ pub fn request_run(ctx: &Context, id: u64) -> Result<()> {
     Ok(())
 }
 
-/// Takes the pending run requests.
-pub fn take_requests(ctx: &Context) -> Vec<u64> {
+/// The pending run requests (files named by an action id; anything else, such as a
+/// leftover temporary file, is not a request).
+pub fn requests(ctx: &Context) -> Vec<u64> {
     let Ok(rd) = std::fs::read_dir(requests_dir(ctx)) else { return Vec::new() };
-    let mut ids = Vec::new();
-    for e in rd.flatten() {
-        if let Some(id) = e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()) {
-            let _ = dmfs::remove_file(&e.path());
-            ids.push(id);
-        }
-    }
+    let mut ids: Vec<u64> = rd
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u64>().ok()))
+        .collect();
     ids.sort_unstable();
     ids
+}
+
+/// Removes a run request once it ran or cannot run.
+pub fn request_done(ctx: &Context, id: u64) {
+    if let Err(e) = dmfs::remove_file(&requests_dir(ctx).join(id.to_string())) {
+        log::warn!("run request {id} stays: {e}");
+    }
 }

@@ -54,7 +54,7 @@ fn partial_dir(ctx: &Context, v: &ClientVersion) -> PathBuf {
 /// Copies a deployment binary into the install folder, hashing while copying: the bytes that
 /// land are exactly the bytes the journal (and the signed manifest) names, or nothing lands.
 fn copy_verified(src: &Path, dest: &Path, b: &Binary) -> Result<()> {
-    let input = std::fs::File::open(src).map_err(dmfs::io_err("open", src))?;
+    let input = dmfs::open_regular(src)?;
     let mut reader = HashingReader::new(input, b.size);
     let mut out = dmfs::AtomicFile::create(dest, MODE_EXEC)?;
     std::io::copy(&mut reader, &mut out).map_err(dmfs::io_err("copy into", dest))?;

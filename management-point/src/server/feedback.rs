@@ -82,6 +82,7 @@ fn record_of(
         hresult: tags.status.map(|c| format!("0x{:08X}", c.0)),
         component: None,
         details,
+        report_id: tags.report,
     })
 }
 
@@ -109,6 +110,15 @@ pub fn feedback(
             }
         })
         .map_err(ApiError::from)?;
+    let Some(updated) = updated else {
+        log::info!(
+            "device {} action {}: report {} again (its acknowledgement was lost); stored once",
+            d.controller_id,
+            a.id,
+            rec.report_id.as_deref().unwrap_or("-")
+        );
+        return Ok(());
+    };
     log::info!(
         "device {} action {}: {} {:?} code {} -> {}",
         d.controller_id,
@@ -213,6 +223,11 @@ pub fn status_messages(
     }
     for m in &msgs {
         check_details(&m.details)?;
+        if !m.report_id.is_empty() && !dm_shared::ddi::valid_report_id(&m.report_id) {
+            return Err(ApiError::bad_request(
+                "a report id is 1 to 64 letters, digits, '-' or '_'",
+            ));
+        }
         if m.text.len() > MAX_DETAIL_LEN || m.component.len() > 64 {
             return Err(ApiError::bad_request(
                 "a status message text is at most 4096 bytes and its component at most 64",
@@ -235,8 +250,17 @@ pub fn status_messages(
             hresult: Some(format!("0x{:08X}", m.code.0)),
             component: Some(m.component.clone()),
             details,
+            report_id: (!m.report_id.is_empty()).then(|| m.report_id.clone()),
         };
-        state.store.add_status(&rec).map_err(ApiError::from)?;
+        if state.store.add_status(&rec).map_err(ApiError::from)?.is_none() {
+            log::info!(
+                "device {} status message {} again (report {}); stored once",
+                d.controller_id,
+                m.message_id,
+                m.report_id
+            );
+            continue;
+        }
         log::info!(
             "device {} status message {} from {}: {}",
             d.controller_id,

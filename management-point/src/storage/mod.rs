@@ -80,16 +80,18 @@ pub trait Storage: Send + Sync {
     /// Marks a scheduled action retrieved.
     fn mark_retrieved(&self, id: i64, now: i64) -> Result<()>;
     /// Stores feedback and moves the action, atomically: `decide` sees the current status and
-    /// returns the new one, or an error (nothing is stored then).
+    /// returns the new one, or an error (nothing is stored then). `None`: the device sent
+    /// this report (its `report_id`) before, and nothing changed.
     fn apply_feedback(
         &self,
         action_id: i64,
         record: &StatusRecord,
         decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
-    ) -> Result<Action>;
+    ) -> Result<Option<Action>>;
 
-    /// Stores a status message that belongs to no action.
-    fn add_status(&self, record: &StatusRecord) -> Result<i64>;
+    /// Stores a status message that belongs to no action; `None` when the device sent this
+    /// report before.
+    fn add_status(&self, record: &StatusRecord) -> Result<Option<i64>>;
     /// Status records of a device, oldest first.
     fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>>;
     /// Stores a CA's revocation list (PEM), unless a newer one of that issuer is stored.

@@ -14,6 +14,7 @@ use crate::model::*;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-001-initial.sql"),
     include_str!("migrations/sqlite-002-signed-programs.sql"),
+    include_str!("migrations/sqlite-003-report-ids.sql"),
 ];
 
 /// The SQLite store.
@@ -109,7 +110,7 @@ fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
 const DEVICE_COLS: &str =
     "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by";
 const ACTION_COLS: &str = "id, advertisement_id, device_id, status, created, updated, last_code";
-const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details";
+const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id";
 
 fn action_row(r: &Row<'_>) -> rusqlite::Result<Action> {
     let id: i64 = r.get(0)?;
@@ -147,13 +148,26 @@ fn status_row(r: &Row<'_>) -> rusqlite::Result<StatusRecord> {
         hresult: r.get(8)?,
         component: r.get(9)?,
         details: from_json("status", id, "details", &r.get::<_, String>(10)?)?,
+        report_id: r.get(11)?,
     })
+}
+
+/// Whether the device already sent the report `s` names.
+fn seen_report(c: &Connection, s: &StatusRecord) -> rusqlite::Result<bool> {
+    let Some(id) = &s.report_id else { return Ok(false) };
+    c.query_row(
+        "SELECT 1 FROM status WHERE device_id = ?1 AND report_id = ?2",
+        params![s.device_id, id],
+        |_| Ok(()),
+    )
+    .optional()
+    .map(|r| r.is_some())
 }
 
 fn insert_status(c: &Connection, s: &StatusRecord) -> rusqlite::Result<i64> {
     c.execute(
-        "INSERT INTO status (device_id, action_id, received, source, execution, finished, message_id, hresult, component, details)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+        "INSERT INTO status (device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
         params![
             s.device_id,
             s.action_id,
@@ -164,7 +178,8 @@ fn insert_status(c: &Connection, s: &StatusRecord) -> rusqlite::Result<i64> {
             s.message_id,
             s.hresult,
             s.component,
-            json(&s.details)?
+            json(&s.details)?,
+            s.report_id
         ],
     )?;
     Ok(c.last_insert_rowid())
@@ -589,12 +604,16 @@ impl Storage for SqliteStore {
         action_id: i64,
         record: &StatusRecord,
         decide: &dyn Fn(ActionStatus) -> Result<ActionStatus>,
-    ) -> Result<Action> {
+    ) -> Result<Option<Action>> {
         let mut c = self.conn.lock().unwrap_or_else(|p| p.into_inner());
         // IMMEDIATE: concurrent feedback for one action is serialized, never interleaved.
         let tx = c
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
             .map_err(|e| db("store feedback", e))?;
+        // Before the state machine: a resent final report finds its action closed.
+        if seen_report(&tx, record).map_err(|e| db("store feedback", e))? {
+            return Ok(None);
+        }
         let current = tx
             .query_row(
                 &format!("SELECT {ACTION_COLS} FROM actions WHERE id = ?1"),
@@ -619,11 +638,16 @@ impl Storage for SqliteStore {
             )
             .map_err(|e| db("store feedback", e))?;
         tx.commit().map_err(|e| db("store feedback", e))?;
-        Ok(updated)
+        Ok(Some(updated))
     }
 
-    fn add_status(&self, record: &StatusRecord) -> Result<i64> {
-        self.with("store a status message", |c| insert_status(c, record))
+    fn add_status(&self, record: &StatusRecord) -> Result<Option<i64>> {
+        self.with("store a status message", |c| {
+            if seen_report(c, record)? {
+                return Ok(None);
+            }
+            insert_status(c, record).map(Some)
+        })
     }
 
     fn statuses_for_device(&self, device_id: i64) -> Result<Vec<StatusRecord>> {
@@ -695,6 +719,7 @@ mod tests {
             hresult: None,
             component: None,
             details: vec!["ok".into()],
+            report_id: None,
         }
     }
 
@@ -778,15 +803,24 @@ mod tests {
         let (_d, s) = store();
         let (dev, adv) = setup(&s);
         let a = s.ensure_action(adv.id, dev.id, 5).unwrap();
-        let done = s
-            .apply_feedback(a.id, &record(dev.id, Some(a.id)), &|_| Ok(ActionStatus::Finished))
-            .unwrap();
+        let report = StatusRecord { report_id: Some("r-1".into()), ..record(dev.id, Some(a.id)) };
+        let done =
+            s.apply_feedback(a.id, &report, &|_| Ok(ActionStatus::Finished)).unwrap().unwrap();
         assert_eq!((done.status, done.last_code), (ActionStatus::Finished, Some(10008)));
         let err = s.apply_feedback(a.id, &record(dev.id, Some(a.id)), &|st| {
             Err(Error::Gone(format!("action is {}", st.as_str())))
         });
         assert!(matches!(err, Err(Error::Gone(_))));
         assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
+        // The same report again (its acknowledgement was lost): stored once, no refusal.
+        let again = s.apply_feedback(a.id, &report, &|_| Err(Error::Gone("closed".into())));
+        assert!(matches!(again, Ok(None)), "{again:?}");
+        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
+        let event = StatusRecord { action_id: None, ..report.clone() };
+        assert_eq!(s.add_status(&event).unwrap(), None, "report ids are per device");
+        let other = StatusRecord { report_id: Some("r-2".into()), ..event };
+        assert!(s.add_status(&other).unwrap().is_some());
+        assert_eq!(s.add_status(&other).unwrap(), None);
     }
 
     #[test]

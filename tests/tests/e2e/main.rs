@@ -10,6 +10,7 @@ mod cross;
 mod hostile;
 mod installer;
 mod mp;
+mod robust;
 mod setup;
 mod swupdate;
 mod trust;

@@ -478,21 +478,24 @@ fn a_device_registers_polls_receives_an_advertisement_and_reports() {
     assert_eq!(md5.text(), format!("{}  run.sh\n", run_sh["hashes"]["md5"].as_str().unwrap()));
 
     let fb = format!("{}/deploymentBase/{}/feedback", mp.base("dev-1"), d["id"].as_str().unwrap());
-    assert_eq!(
-        post(&mp, "tok-0001", &fb, &feedback("proceeding", "none", 10005, &["started ./run.sh"]))
-            .status,
-        200
+    // Each report twice, as a device resends one whose acknowledgement was lost: stored once,
+    // and the resent final report is acknowledged, not refused as feedback on a closed action.
+    let started = feedback("proceeding", "none", 10005, &["started ./run.sh", "dm.report=r-1"]);
+    let done = feedback(
+        "closed",
+        "success",
+        10008,
+        &["exit code 0", "status 0x00000000", "dm.report=r-2"],
     );
-    assert_eq!(
-        post(
-            &mp,
-            "tok-0001",
-            &fb,
-            &feedback("closed", "success", 10008, &["exit code 0", "status 0x00000000"])
-        )
-        .status,
-        200
-    );
+    for body in [&started, &started, &done, &done] {
+        assert_eq!(post(&mp, "tok-0001", &fb, body).status, 200);
+    }
+    let history = mp.admin_json(&["device", "show", "dev-1"])["history"].clone();
+    assert_eq!(history.as_array().unwrap().len(), 2, "{history}");
+    assert!(mp.log_text().contains("report r-2 again"));
+    // A report without an id is a new report: on a closed action it is refused.
+    let bare = feedback("closed", "success", 10008, &["exit code 0"]);
+    assert_eq!(post(&mp, "tok-0001", &fb, &bare).status, 410);
     let st = mp.admin_json(&["advertisement", "status", &adv]);
     assert_eq!(st["counts"]["finished"], 1, "{st}");
     assert_eq!(st["devices"][0]["last_code"], 10008);

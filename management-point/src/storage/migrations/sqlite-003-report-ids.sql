@@ -1,0 +1,4 @@
+-- Each report a device sends carries an id (the dm.report detail line, or report_id in a
+-- status message); a report resent after a lost acknowledgement is stored once.
+ALTER TABLE status ADD COLUMN report_id TEXT;
+CREATE UNIQUE INDEX status_report ON status(device_id, report_id) WHERE report_id IS NOT NULL;
