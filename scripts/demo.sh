@@ -59,6 +59,8 @@ SiteCode=DEMO
 Authentication=TargetToken
 TargetToken=demo-target-token-0001
 PollInterval=60
+; The demo server asks for a poll every 5 s; devices take no less than this.
+MinPollInterval=5
 INI
 "$bin/dmpack" folder --out "$demo/DMClient" --client-version 1.0.0.0 \
     --platform-bin "$platform=$demo/bins" --settings "$demo/DMCommonInstaller.ini" \

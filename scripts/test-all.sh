@@ -2,7 +2,8 @@
 # Sets up this machine and runs every check and test the project has:
 #   formatting, clippy (-D warnings), docs (-D warnings), the host test suites (unit, property,
 #   end-to-end against real peers on loopback), the ARM release builds of the device programs,
-#   and the shared library's tests built for aarch64 and run under qemu-aarch64.
+#   the shared library's tests built for aarch64 and run under qemu-aarch64, and the client
+#   under a real systemd in a virtual machine (tests/vm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -40,5 +41,9 @@ DM_REQUIRE_CROSS=1 cargo test -p dm-tests --locked
 
 step "shared tests for aarch64 under qemu"
 targets/test-qemu.sh
+
+step "systemd VM: the client as dmsvc.service, upgraded and uninstalled over the air"
+# A Debian guest with systemd as PID 1 (built once into target/vm, about a minute).
+tests/vm/systemd.sh
 
 step "all checks passed in $(($(date +%s) - started))s"

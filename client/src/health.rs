@@ -1,5 +1,6 @@
-//! The agent's health report, `var/lib/dm/agent-health.json`: written by a running agent once
-//! it has its lock and settings, read by setup to decide that an upgrade worked.
+//! The agent's health report, `run/dm/agent-health.json`: written by a running agent
+//! (`starting`, then `running` once it has shown it works: `agent::vitals`), read by setup to
+//! decide that an install or upgrade worked.
 
 use std::time::{Duration, Instant};
 
@@ -17,8 +18,12 @@ pub struct Health {
     pub version: Option<ClientVersion>,
     /// When it started (RFC 3339).
     pub started: String,
-    /// `running` or `stopped`.
+    /// `starting`, `running` (healthy: see `agent::vitals`), `refused` (the management point
+    /// refuses the device: never healthy) or `stopped`.
     pub state: String,
+    /// How it was found healthy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checked: Option<String>,
 }
 
 impl Health {
@@ -40,6 +45,7 @@ impl Health {
             version,
             started: clock::rfc3339(ctx.clock.now()),
             state: "running".into(),
+            checked: None,
         }
     }
 }
@@ -67,6 +73,13 @@ pub fn await_healthy(
         if let Some(h) = Health::read(ctx) {
             if h.version == Some(version) && h.state == "running" && pid_alive(h.pid) {
                 return Ok(h);
+            }
+            if h.version == Some(version) && h.state == "refused" {
+                log::error!(
+                    "the agent {version} is not healthy: {}",
+                    h.checked.as_deref().unwrap_or("the management point refuses it")
+                );
+                return Err(Error::Unhealthy { version, waited_secs: start.elapsed().as_secs() });
             }
         }
         if let Some(how) = exited() {

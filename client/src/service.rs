@@ -40,10 +40,14 @@ fn systemctl_program(ctx: &Context) -> std::ffi::OsString {
     }
 }
 
+/// Whether a test's stand-in `systemctl` plays systemd (debug builds only).
+fn stand_in(ctx: &Context) -> bool {
+    cfg!(debug_assertions) && ctx.env.get(TEST_SYSTEMCTL_ENV).is_some()
+}
+
 /// The way this device runs services.
 pub fn mode(ctx: &Context) -> Mode {
-    let stand_in = cfg!(debug_assertions) && ctx.env.get(TEST_SYSTEMCTL_ENV).is_some();
-    if stand_in || (ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir()) {
+    if stand_in(ctx) || (ctx.layout.is_system_root() && Path::new("/run/systemd/system").is_dir()) {
         Mode::Systemd
     } else {
         Mode::Direct
@@ -68,6 +72,8 @@ pub fn unit_text(ctx: &Context) -> String {
          [Service]\n\
          Type=simple\n\
          ExecStart={} --device-root {root}\n\
+         # The agent gives each program a cgroup of its own below the service's.\n\
+         Delegate=yes\n\
          Restart=on-failure\n\
          RestartSec=10\n\
          KillSignal=SIGTERM\n\
@@ -215,6 +221,55 @@ pub fn is_running(ctx: &Context) -> bool {
             .status()
             .is_ok_and(|s| s.success()),
     }
+}
+
+/// How a program the agent starts is to outlive the agent (setup, which stops it).
+#[derive(Debug)]
+pub enum Detached {
+    /// A transient systemd unit of its own, started by `systemd-run` (which has exited).
+    Unit(String),
+    /// A child in a process group of its own.
+    Child(Child),
+}
+
+/// Starts `program` with `args` so that it outlives this agent: under systemd as a transient
+/// unit of its own (`systemd-run`), because stopping `dmsvc.service` stops every process in
+/// the service's cgroup, setup included; elsewhere in a process group of its own. `unit`
+/// names the transient unit.
+pub fn spawn_detached(
+    ctx: &Context,
+    program: &Path,
+    args: &[&std::ffi::OsStr],
+    unit: &str,
+) -> Result<Detached> {
+    use std::os::unix::process::CommandExt;
+    let failed = |e: std::io::Error| Error::Service {
+        action: "start",
+        reason: format!("{}: {e}", program.display()),
+    };
+    if mode(ctx) == Mode::Systemd && !stand_in(ctx) {
+        let mut cmd = Command::new("systemd-run");
+        cmd.args(["--unit", unit, "--collect", "--quiet", "--service-type=exec", "--"])
+            .arg(program)
+            .args(args)
+            .stdin(Stdio::null());
+        info!("starting {}", describe(&cmd));
+        let out = cmd.output().map_err(failed)?;
+        if !out.status.success() {
+            return Err(Error::Service {
+                action: "start",
+                reason: format!(
+                    "systemd-run {unit} failed: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ),
+            });
+        }
+        return Ok(Detached::Unit(unit.to_string()));
+    }
+    let mut cmd = ctx.command(program);
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+    info!("starting {}", describe(&cmd));
+    cmd.process_group(0).spawn().map(Detached::Child).map_err(failed)
 }
 
 /// A command line for the log.

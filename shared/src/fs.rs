@@ -17,8 +17,11 @@ use crate::error::{Error, Result};
 
 /// Keys, certificates, settings with secrets, state: owner read/write only.
 pub const MODE_PRIVATE: u32 = 0o600;
-/// Files anyone on the device may read (logs, unit files).
+/// Files anyone on the device may read (unit files, signed content).
 pub const MODE_PUBLIC: u32 = 0o644;
+/// Logs: the owner and its group. A program's output lands in them and may hold what a
+/// publisher never meant to show every local user.
+pub const MODE_LOG: u32 = 0o640;
 /// Executables.
 pub const MODE_EXEC: u32 = 0o755;
 /// Folders anyone may traverse.

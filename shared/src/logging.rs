@@ -117,7 +117,7 @@ fn create_log_file(dir: &Path, program: Program, clock: &dyn Clock) -> Result<(F
     let mut seq = 1;
     loop {
         let path = dir.join(log_file_name(program, &stamp, seq));
-        match dmfs::create_new_append(&path, dmfs::MODE_PUBLIC) {
+        match dmfs::create_new_append(&path, dmfs::MODE_LOG) {
             Ok(f) => return Ok((f, path)),
             Err(crate::Error::Io { source, .. })
                 if source.kind() == io::ErrorKind::AlreadyExists && seq < 1000 =>
@@ -293,7 +293,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let clock: Arc<dyn Clock> = Arc::new(FixedClock::at_unix(1_795_526_401));
         let mut paths = Vec::new();
-        for _ in 0..3 {
+        for i in 0..3 {
+            if i == 1 {
+                use std::os::unix::fs::PermissionsExt;
+                let mode = std::fs::metadata(&paths[0]).unwrap().permissions().mode();
+                assert_eq!(mode & 0o777, 0o640, "logs are not world-readable");
+            }
             paths.push(
                 DatedLogWriter::open(Program::ClientSetup, config(dir.path(), 2, 0), clock.clone())
                     .unwrap()

@@ -35,8 +35,8 @@ fn parse_entry_name(name: &str) -> Option<u64> {
         .then(|| digits.parse().ok())?
 }
 
-/// 128 random bits, as 32 hex digits.
-fn new_report_id() -> String {
+/// A new report id: 128 random bits, as 32 hex digits.
+pub fn new_report_id() -> String {
     let mut b = [0u8; 16];
     // An id from the clock and counter is still unique enough if the system RNG fails.
     if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).is_err() {

@@ -20,11 +20,12 @@ use dm_shared::vocab::PackageKind;
 use dm_shared::{Context, Platform, Settings, StatusCode, clock};
 use log::{error, info, warn};
 
+use super::contain;
 use super::content::{self, cache_dir};
 use super::inventory;
 use super::ledger::Ledger;
 use super::plan::{self, Refusal, Requirements, When};
-use super::program::{RunOutcome, run_program};
+use super::program::{Run, RunOutcome, run_program};
 use super::session::Session;
 use super::state::{ActionRecord, Stage};
 use crate::error::{Error, Result};
@@ -33,6 +34,8 @@ use crate::error::{Error, Result};
 const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
 /// The most messages the outbox keeps (final results are never dropped).
 const MAX_OUTBOX: usize = 1000;
+/// The most times a final result is sent again to a server that keeps offering its action.
+const MAX_RESENDS: u32 = 5;
 
 /// Works on actions.
 pub struct Worker<'a> {
@@ -112,13 +115,75 @@ impl Worker<'_> {
             true,
         );
         m.details = details;
+        m.report_id = dm_shared::outbox::new_report_id();
         self.queue(&m)?;
+        rec.final_report = Some(m);
         rec.stage = Stage::Done;
         rec.result = Some(text);
         rec.success = Some(!code.is_failure());
         rec.save(self.ctx)?;
         let _ = dmfs::remove_dir_all(&cache_dir(self.ctx, rec.id));
         Ok(())
+    }
+
+    /// The server offers an action that ended here. Its final report waits in the outbox, or
+    /// the server lost it (a restored database, a server that reuses action ids, a report the
+    /// outbox dropped on 404 or 410): then it is sent again, with its report id, at most
+    /// [`MAX_RESENDS`] times. Never a queue blocked for good.
+    fn resend_final(&self, rec: &mut ActionRecord) -> Result<()> {
+        let waiting = self
+            .outbox
+            .pending()?
+            .iter()
+            .any(|(_, m)| m.action_id == Some(rec.id) && m.final_result && !m.cancel);
+        if waiting {
+            log::debug!("action {} ended here; its final report is on its way", rec.id);
+            return Ok(());
+        }
+        if rec.resent >= MAX_RESENDS {
+            if rec.resent == MAX_RESENDS {
+                error!(
+                    "the management point still offers action {}, whose final result was sent {MAX_RESENDS} times; not sending it again",
+                    rec.id
+                );
+                rec.resent += 1;
+                rec.save(self.ctx)?;
+            }
+            return Ok(());
+        }
+        let m = match &rec.final_report {
+            Some(m) => m.clone(),
+            // A record from before final reports were kept, or a cancellation.
+            None => {
+                let canceled = rec.stage == Stage::Canceled;
+                let (id, code) = match (canceled, rec.success) {
+                    (true, _) => (MessageId::CANCELED, StatusCode::S_OK),
+                    (false, Some(true)) => (MessageId::PROGRAM_SUCCEEDED, StatusCode::S_OK),
+                    (false, _) => (MessageId::PROGRAM_FAILED, StatusCode::DM_E_PROGRAM_FAILED),
+                };
+                let text = rec.result.clone().unwrap_or_else(|| "ended".into());
+                let mut m = StatusMessage::feedback(
+                    rec.id,
+                    Execution::Closed,
+                    id,
+                    code,
+                    self.now(),
+                    text,
+                    true,
+                );
+                m.report_id = dm_shared::outbox::new_report_id();
+                rec.final_report = Some(m.clone());
+                m
+            }
+        };
+        warn!(
+            "the management point offers action {} again, which ended here ({}): sending its final result again",
+            rec.id,
+            rec.result.as_deref().unwrap_or("-")
+        );
+        self.queue(&m)?;
+        rec.resent += 1;
+        rec.save(self.ctx)
     }
 
     fn refuse(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {
@@ -129,6 +194,15 @@ impl Worker<'_> {
     pub fn report_interrupted(&self) -> Result<()> {
         for mut rec in ActionRecord::all(self.ctx).into_iter().filter(|r| r.stage == Stage::Running)
         {
+            if let Some(jail) = rec.contained.take() {
+                let left = contain::stop_all(&jail, Duration::from_secs(2));
+                if left > 0 {
+                    warn!(
+                        "action {}: the program {} was still running after the agent stopped: stopped its {left} process(es)",
+                        rec.id, rec.program
+                    );
+                }
+            }
             self.finish(
                 &mut rec,
                 MessageId::PROGRAM_INTERRUPTED,
@@ -183,10 +257,14 @@ impl Worker<'_> {
             url: href.into(),
             reason: format!("action id {:?} is not a number", d.id),
         })?;
-        if let Some(r) = ActionRecord::load(self.ctx, action) {
-            if matches!(r.stage, Stage::Done | Stage::Canceled | Stage::Upgrading) {
-                log::debug!("action {action} is {:?} here; its report is on its way", r.stage);
-                return Ok(());
+        if let Some(mut r) = ActionRecord::load(self.ctx, action) {
+            match r.stage {
+                Stage::Upgrading => {
+                    log::debug!("action {action} is handed to setup; its report follows");
+                    return Ok(());
+                }
+                Stage::Done | Stage::Canceled => return self.resend_final(&mut r),
+                _ => {}
             }
         }
         let (chunk, kind) = match plan::classify(&d.deployment) {
@@ -397,8 +475,25 @@ impl Worker<'_> {
             .map(|(k, v)| (k.to_string(), v)),
         );
         info!("action {}: running {} in {}", rec.id, rec.command, dir.display());
-        let limit = Duration::from_secs(max);
-        let outcome = run_program(&program.command, &dir, &env, limit, &program.name);
+        let launcher = launcher(self.ctx);
+        let run = Run {
+            launcher: &launcher,
+            command: &program.command,
+            dir: &dir,
+            env: &env,
+            max: Duration::from_secs(max),
+            name: &program.name,
+            action: rec.id,
+        };
+        let ctx = self.ctx;
+        let outcome = run_program(&run, &mut |jail| {
+            // Recorded before it can matter: an agent killed now stops it at its next start.
+            rec.contained = Some(jail.clone());
+            if let Err(e) = rec.save(ctx) {
+                error!("cannot record how action {} is contained: {e}", rec.id);
+            }
+        });
+        rec.contained = None;
         let (id, code, text, details) = report_of(&program.name, max, outcome);
         if code == StatusCode::S_OK {
             let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, Some(&dir));
@@ -409,6 +504,20 @@ impl Worker<'_> {
             error!("cannot record the run of {}: {e}", program.name);
         }
         self.finish(rec, id, code, text, details)
+    }
+}
+
+/// What starts a program inside its cgroup: this agent's own program (through the runner
+/// prefix on an emulated test device); none when it cannot be found.
+fn launcher(ctx: &dm_shared::Context) -> Vec<std::ffi::OsString> {
+    match std::env::current_exe() {
+        Ok(exe) if exe.is_file() => {
+            let mut l: Vec<std::ffi::OsString> =
+                ctx.env.runner().into_iter().map(Into::into).collect();
+            l.push(exe.into());
+            l
+        }
+        _ => Vec::new(),
     }
 }
 

@@ -6,6 +6,7 @@
 //! See docs/agent.md.
 
 pub mod action;
+pub mod contain;
 pub mod content;
 pub mod inventory;
 pub mod ledger;
@@ -17,6 +18,7 @@ pub mod session;
 pub mod state;
 pub mod timing;
 pub mod upgrade;
+pub mod vitals;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -33,10 +35,10 @@ use self::inventory::HealthState;
 use self::session::Session;
 use self::state::{ActionRecord, Stage};
 use crate::error::{Error, Result};
-use crate::health::Health;
 use crate::installed::installed_version;
 use crate::service;
 use crate::setup::{self, engine::Actor};
+use vitals::Vitals;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -178,8 +180,9 @@ fn after_poll(
         info!("the management point answers again after {} failed polls", health.failed_polls);
     }
     health.reset_communication();
+    let c = &w.settings.communication;
     let sleep =
-        timing::poll_sleep(&base.config.polling.sleep, w.settings.communication.poll_interval);
+        timing::poll_sleep(&base.config.polling.sleep, c.poll_interval, c.min_poll_interval);
     if let Some(l) = base.links.get("dmCrls") {
         match revocation::update(w.ctx, w.session, &l.href) {
             Ok(0) => {}
@@ -234,7 +237,7 @@ fn poll_failed(w: &Worker<'_>, health: &mut HealthState, e: Error) -> Duration {
 }
 
 /// Polls until stopped.
-fn poll_loop(mut w: Worker<'_>) -> Result<()> {
+fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
     let mut health = HealthState::default();
     let mut deferred = BTreeSet::new();
     w.report_interrupted()?;
@@ -245,8 +248,14 @@ fn poll_loop(mut w: Worker<'_>) -> Result<()> {
         run_requests(&mut w, &mut deferred);
         flush(&mut w);
         let d = match w.session.poll() {
-            Ok(base) => after_poll(&mut w, &mut health, base),
-            Err(e) => poll_failed(&w, &mut health, e),
+            Ok(base) => {
+                vitals.polled(Ok(()));
+                after_poll(&mut w, &mut health, base)
+            }
+            Err(e) => {
+                vitals.polled(Err(&e));
+                poll_failed(&w, &mut health, e)
+            }
         };
         log::debug!("next poll in {} s", d.as_secs());
         wait(w.ctx, &w.stop, d, &deferred);
@@ -314,12 +323,14 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
     let (controller_id, management_point) = identity(ctx, &settings)?;
     info!("agent {version} for controller {controller_id} polling {management_point}");
     let _pid = PidFile::create(&ctx.layout.agent_pid_file())?;
-    let mut health = Health::running(ctx, Some(version));
-    health.write(ctx)?;
-    info!("running (pid {})", health.pid);
-    if !opts.once {
+    let vitals = Vitals::starting(ctx, Some(version))?;
+    info!("running (pid {})", vitals.pid());
+    if opts.once {
+        vitals.check_locally("--once: no poll");
+    } else {
         check_clock(ctx);
         let net = net::Net::new(ctx, &settings)?;
+        vitals.watch(stop.clone());
         let tenant = &settings.environment.tenant;
         let mut session = Session::new(net, &management_point, tenant, &controller_id);
         let outbox = dm_shared::outbox::Outbox::open(&ctx.layout);
@@ -331,12 +342,9 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
             stop: stop.clone(),
             controller_id,
         };
-        poll_loop(w)?;
+        poll_loop(w, &vitals)?;
         info!("stop requested; exiting");
     }
-    health.state = "stopped".into();
-    if let Err(e) = health.write(ctx) {
-        error!("cannot record the stop: {e}");
-    }
+    vitals.stopped();
     Ok(())
 }

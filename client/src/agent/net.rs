@@ -47,7 +47,22 @@ pub struct Net {
     api: ureq::Agent,
     download: ureq::Agent,
     auth: Auth,
+    /// The management point's origin: the only one credentials are sent to.
+    origin: Option<Origin>,
     bandwidth: u64,
+}
+
+/// Scheme, host and port of a URL, as browsers compare them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Origin(String, String, u16);
+
+impl Origin {
+    fn of(url: &str) -> Option<Origin> {
+        let uri: ureq::http::Uri = url.parse().ok()?;
+        let scheme = uri.scheme_str()?.to_ascii_lowercase();
+        let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
+        Some(Origin(scheme, uri.host()?.to_ascii_lowercase(), port))
+    }
 }
 
 fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
@@ -109,6 +124,16 @@ enum Purpose {
     Download,
 }
 
+/// A URL for the log: any user and password replaced.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
+    let authority = &rest[..rest.find('/').unwrap_or(rest.len())];
+    match authority.rfind('@') {
+        Some(at) => format!("{scheme}://<redacted>@{}", &rest[at + 1..]),
+        None => url.to_string(),
+    }
+}
+
 fn agent(
     tls: ureq::tls::TlsConfig,
     settings: &Settings,
@@ -117,10 +142,9 @@ fn agent(
 ) -> Result<ureq::Agent> {
     let c = &settings.communication;
     let proxy = match &c.proxy {
-        Some(p) => Some(
-            ureq::Proxy::new(p)
-                .map_err(|e| Error::BadSettings(format!("[Communication] Proxy {p:?}: {e}")))?,
-        ),
+        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| {
+            Error::BadSettings(format!("[Communication] Proxy {}: {e}", redact_url(p)))
+        })?),
         None => None,
     };
     let (buffer, idle) = match purpose {
@@ -217,11 +241,17 @@ impl Net {
             api: agent(tls.clone(), settings, c.request_timeout, Purpose::Api)?,
             download: agent(tls, settings, c.download_timeout, Purpose::Download)?,
             auth,
+            origin: settings.environment.management_point.as_deref().and_then(Origin::of),
             bandwidth: c.bandwidth_limit_kib * 1024,
         })
     }
 
-    fn authorize<B>(&self, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+    /// Adds the device's token to a request for `url`, when `url` is on the management point:
+    /// a distribution point elsewhere (its access logs, its operator) never sees it.
+    fn authorize<B>(&self, url: &str, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        if self.origin.is_none() || Origin::of(url) != self.origin {
+            return req;
+        }
         match &self.auth {
             Auth::Target(t) => req.header("Authorization", format!("TargetToken {t}")),
             Auth::Gateway(t) => req.header("Authorization", format!("GatewayToken {t}")),
@@ -254,7 +284,7 @@ impl Net {
     /// GETs JSON (capped at [`MAX_JSON_BYTES`]).
     pub fn get_json<T: serde::de::DeserializeOwned>(&self, url: &str) -> Result<T> {
         let resp = self
-            .authorize(self.api.get(url))
+            .authorize(url, self.api.get(url))
             .header("Accept", "application/json")
             .call()
             .map_err(|e| transport_error(url, e))?;
@@ -275,7 +305,7 @@ impl Net {
             .map_err(|e| Error::Malformed { url: url.to_string(), reason: e.to_string() })?;
         let req = if method == "PUT" { self.api.put(url) } else { self.api.post(url) };
         let resp = self
-            .authorize(req)
+            .authorize(url, req)
             .header("Content-Type", "application/json")
             .send(&bytes[..])
             .map_err(|e| transport_error(url, e))?;
@@ -297,6 +327,7 @@ impl Net {
         stop: &AtomicBool,
     ) -> Result<()> {
         let mut state = resume_state(partial, size)?;
+        let resumed = state.count() > 0;
         if state.count() < size {
             state = self.fetch_rest(url, partial, dest, size, state, stop)?;
         }
@@ -309,7 +340,17 @@ impl Net {
         }
         if let Err(e) = state.finish().check(dest, size, sha256) {
             dmfs::remove_file(partial)?;
-            return Err(e.into());
+            if !resumed {
+                return Err(e.into());
+            }
+            // The bytes kept from before may be what was wrong (a file changed on the server
+            // between the two tries, a damaged partial file): once more, from byte zero.
+            log::warn!("{e}; the download was resumed: downloading it again from the start");
+            let state = self.fetch_rest(url, partial, dest, size, Sha256State::new(), stop)?;
+            if let Err(e) = state.finish().check(dest, size, sha256) {
+                dmfs::remove_file(partial)?;
+                return Err(e.into());
+            }
         }
         dmfs::rename(partial, dest)?;
         Ok(())
@@ -326,7 +367,7 @@ impl Net {
         mut state: Sha256State,
         stop: &AtomicBool,
     ) -> Result<Sha256State> {
-        let mut req = self.authorize(self.download.get(url));
+        let mut req = self.authorize(url, self.download.get(url));
         let have = state.count();
         if have > 0 {
             let name = dest.file_name().unwrap_or_default().to_string_lossy();
@@ -412,5 +453,27 @@ fn read_error(url: &str, e: std::io::Error) -> Error {
             reason: "the connection broke".into(),
             timeout: false,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn origins_compare_scheme_host_and_port() {
+        let mp = Origin::of("https://MP.example.com/DEFAULT/controller/v1/d");
+        assert_eq!(mp, Origin::of("https://mp.example.com:443/x"));
+        assert_ne!(mp, Origin::of("http://mp.example.com/x"));
+        assert_ne!(mp, Origin::of("https://mp.example.com:8443/x"));
+        assert_ne!(mp, Origin::of("https://dp.example.com/x"));
+        assert_eq!(Origin::of("not a url"), None);
+    }
+
+    #[test]
+    fn passwords_in_urls_never_reach_the_log() {
+        assert_eq!(redact_url("http://user:pw@proxy:3128/x"), "http://<redacted>@proxy:3128/x");
+        assert_eq!(redact_url("http://proxy:3128/a@b"), "http://proxy:3128/a@b");
+        assert_eq!(redact_url("proxy:3128"), "proxy:3128");
     }
 }

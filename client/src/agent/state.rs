@@ -56,6 +56,15 @@ pub struct ActionRecord {
     /// Whether a waiting message (window, user) was already reported.
     #[serde(default)]
     pub waiting_reported: bool,
+    /// The final report, kept to send again to a server that lost it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub final_report: Option<dm_shared::message::StatusMessage>,
+    /// How many times the final report was sent again.
+    #[serde(default)]
+    pub resent: u32,
+    /// How the running program is contained, while it runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub contained: Option<super::contain::Contained>,
 }
 
 fn dir(ctx: &Context) -> PathBuf {
@@ -85,6 +94,9 @@ impl ActionRecord {
             success: None,
             updated: String::new(),
             waiting_reported: false,
+            final_report: None,
+            resent: 0,
+            contained: None,
         }
     }
 

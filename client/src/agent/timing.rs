@@ -24,11 +24,26 @@ pub fn jittered(sleep: Duration) -> Duration {
     scaled(sleep, 0.8, 1.2)
 }
 
-/// The sleep between polls: the server's `config.polling.sleep` when it is a valid `HH:MM:SS`
-/// (cut to [`MAX_SERVER_DELAY`], with a log line saying so), else `default`.
-pub fn poll_sleep(server: &str, default: Duration) -> Duration {
+/// The last poll interval raised to the floor, so the log says so once per value, not at every
+/// poll.
+static LAST_RAISED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(u64::MAX);
+
+/// The sleep between polls: the server's `config.polling.sleep` when it is a valid `HH:MM:SS`,
+/// bounded both ways, with a log line when it is: raised to `floor` (`MinPollInterval`), cut
+/// to [`MAX_SERVER_DELAY`]. Else `default`, and an unreadable value is logged.
+pub fn poll_sleep(server: &str, default: Duration, floor: Duration) -> Duration {
     match ddi::parse_sleep(server) {
-        Some(d) if d.is_zero() => default,
+        Some(d) if d.is_zero() => default.max(floor),
+        Some(d) if d < floor => {
+            let secs = d.as_secs();
+            if LAST_RAISED.swap(secs, std::sync::atomic::Ordering::Relaxed) != secs {
+                log::warn!(
+                    "the management point asked for a poll interval of {server}; polling every {} s instead, the shortest MinPollInterval allows",
+                    floor.as_secs()
+                );
+            }
+            floor
+        }
         Some(d) if d > MAX_SERVER_DELAY => {
             log::warn!(
                 "the management point asked for a poll interval of {server}; polling after {} s instead, the longest this client waits",
@@ -70,18 +85,22 @@ mod tests {
     const DAY: Duration = Duration::from_secs(86_400);
 
     #[test]
-    fn absurd_server_sleeps_are_cut_to_a_day() {
+    fn server_sleeps_are_bounded_both_ways() {
         let default = Duration::from_secs(300);
+        let floor = Duration::from_secs(10);
         // Once a panic in Duration::mul_f64 and a crash loop; then a device silenced for good.
         for s in ["4000000000000000:00:00", "9999999:00:00", "18446744073709551:00:00"] {
-            let d = poll_sleep(s, default);
+            let d = poll_sleep(s, default, floor);
             assert_eq!(d, DAY, "{s}");
             assert!(jittered(d) <= DAY);
         }
-        assert_eq!(poll_sleep("00:05:00", default), Duration::from_secs(300));
-        assert_eq!(poll_sleep("00:00:00", default), default);
-        assert_eq!(poll_sleep("soon", default), default);
-        assert_eq!(poll_sleep("", default), default);
+        assert_eq!(poll_sleep("00:05:00", default, floor), Duration::from_secs(300));
+        // Once 65 polls a minute from every device.
+        assert_eq!(poll_sleep("00:00:01", default, floor), floor);
+        assert_eq!(poll_sleep("00:00:00", default, floor), default);
+        assert_eq!(poll_sleep("00:00:00", Duration::from_secs(5), floor), floor);
+        assert_eq!(poll_sleep("soon", default, floor), default);
+        assert_eq!(poll_sleep("", default, floor), default);
     }
 
     #[test]

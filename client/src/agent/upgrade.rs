@@ -3,7 +3,6 @@
 //! afterwards reports the result from setup's result record.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use dm_shared::ddi::Execution;
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
@@ -50,23 +49,24 @@ impl Worker<'_> {
         let text = format!("upgrading the client to {}", rec.version);
         self.progress(rec.id, Execution::Proceeding, MessageId::CLIENT_UPGRADE_STARTED, text)?;
         let _ = self.session.flush(&self.outbox);
-        let mut cmd = self.ctx.command(&setup);
-        cmd.arg("--source")
-            .arg(&dir)
-            .arg("--device-root")
-            .arg(self.ctx.layout.root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        info!("starting the client upgrade: {}", service::describe(&cmd));
-        use std::os::unix::process::CommandExt;
-        match cmd.process_group(0).spawn() {
+        let args = [
+            "--source".as_ref(),
+            dir.as_os_str(),
+            "--device-root".as_ref(),
+            self.ctx.layout.root().as_os_str(),
+        ];
+        let unit = format!("dm-setup-{}-{}", rec.id, clock::unix_secs(self.ctx.clock.now()));
+        match service::spawn_detached(self.ctx, &setup, &args, &unit) {
             // Setup stops this agent and starts the new one, which reports the result.
-            Ok(child) => {
+            Ok(service::Detached::Child(child)) => {
                 info!(
                     "setup (pid {}) is upgrading the client; it will stop this agent",
                     child.id()
                 );
+                Ok(())
+            }
+            Ok(service::Detached::Unit(unit)) => {
+                info!("setup (unit {unit}) is upgrading the client; it will stop this agent");
                 Ok(())
             }
             Err(e) => {

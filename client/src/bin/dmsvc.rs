@@ -129,6 +129,13 @@ fn parse_args() -> Result<Args, ExitCode> {
 }
 
 fn main() -> ExitCode {
+    // The program launcher (agent::contain): no parsing, no logging, only exec.
+    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
+    if raw.first().is_some_and(|a| a == agent::contain::LAUNCH_ARG) {
+        let e = agent::contain::launch(&raw[1..]);
+        eprintln!("dmsvc: cannot start the program: {e}");
+        return ExitCode::from(127);
+    }
     let Args { device_root, verbose, once, no_wait, command, action } = match parse_args() {
         Ok(a) => a,
         Err(code) => return code,

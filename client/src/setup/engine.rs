@@ -105,8 +105,24 @@ fn remove_certificates(ctx: &Context, publisher: Option<&str>) -> Result<()> {
     Ok(())
 }
 
-/// Repair: removes whatever is left of the damaged client, keeping the staged binaries and
-/// the device's identity.
+/// What a repair keeps of the agent's state: the journal and identity, and everything the
+/// agent still owes the management point or must not forget (reports not yet sent, actions
+/// and their results, run requests, the versions each package had, installed packages, the
+/// revocation lists seen). Only the download cache and runtime leftovers go.
+const REPAIR_KEEP: [&str; 9] = [
+    "setup-journal.json",
+    "identity.json",
+    "outbox",
+    "actions",
+    "requests",
+    "package-ledger.json",
+    "packages",
+    "crl-seen.txt",
+    "revoked-reported.txt",
+];
+
+/// Repair: removes whatever is left of the damaged client, keeping the staged binaries, the
+/// device's identity and what the agent must not lose ([`REPAIR_KEEP`]).
 fn remove_damaged(ctx: &Context, to: Option<ClientVersion>) -> Result<()> {
     let layout = &ctx.layout;
     point_at(ctx, None)?;
@@ -117,7 +133,7 @@ fn remove_damaged(ctx: &Context, to: Option<ClientVersion>) -> Result<()> {
     )?;
     dmfs::remove_file(&layout.settings_file())?;
     dmfs::remove_file(&layout.systemd_unit())?;
-    remove_children_except(&layout.state_dir(), &["setup-journal.json", "identity.json"])
+    remove_children_except(&layout.state_dir(), &REPAIR_KEEP)
 }
 
 /// Points `opt/dm/current` at a version, or removes it.

@@ -74,13 +74,15 @@ impl Op {
                 StartAgent,
                 AwaitHealth,
             ],
+            // The agent stops before its settings and unit change, so that a rollback restores
+            // them before it restarts the old agent (undo runs backwards).
             Op::Upgrade => vec![
                 StageBinaries,
                 PromoteBinaries,
+                StopAgent,
                 WriteSettings,
                 WriteIdentity,
                 WriteUnit,
-                StopAgent,
                 SwitchPointer,
                 StartAgent,
                 AwaitHealth,
@@ -204,6 +206,21 @@ mod tests {
         let p = Op::Repair.plan(false);
         assert_eq!(&p.steps[..3], &[Step::StageBinaries, Step::StopAgent, Step::RemoveDamaged]);
         assert_eq!(p.steps[p.commit - 1], Step::StopAgent);
+    }
+
+    #[test]
+    fn a_rollback_restores_settings_and_unit_before_the_old_agent_restarts() {
+        // Undo runs backwards: the agent must stop before anything it reads changes.
+        for op in [Op::Install, Op::Upgrade, Op::Reconfigure, Op::Uninstall, Op::Repair] {
+            let p = op.plan(false);
+            let at = |step| p.steps.iter().position(|s| *s == step);
+            let Some(stop) = at(Step::StopAgent) else { continue };
+            for file in [Step::WriteSettings, Step::WriteIdentity, Step::WriteUnit] {
+                if let Some(write) = at(file) {
+                    assert!(stop < write, "{op:?}: {file:?} before the agent stops");
+                }
+            }
+        }
     }
 
     #[test]

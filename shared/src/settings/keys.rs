@@ -99,6 +99,12 @@ pub const KEYS: &[KeyDef] = &[
         "300",
         "seconds between polls until the management point sets its own (10 to 86400)",
     ),
+    k(
+        "Communication",
+        "MinPollInterval",
+        "10",
+        "seconds: the shortest poll interval taken from the management point; a shorter one is raised to this, with a log line (1 to 86400)",
+    ),
     k("Communication", "ConnectTimeout", "10", "seconds to establish a connection (1 to 300)"),
     k(
         "Communication",
@@ -119,17 +125,16 @@ pub const KEYS: &[KeyDef] = &[
         "900",
         "seconds: the longest wait between retries (1 to 86400)",
     ),
-    k(
+    secret(
         "Communication",
         "Proxy",
-        "",
-        "an http:// or https:// proxy URL; the environment's proxy variables are never used",
+        "an http:// or https:// proxy URL, which may hold a password; the environment's proxy variables are never used",
     ),
     k(
         "Communication",
         "ServerRootCertificate",
         "",
-        "a PEM file of root certificates for the management point's TLS, absolute or relative to the device root; empty: the device's root store",
+        "a PEM file of root certificates for the management point's TLS, absolute or relative to the device root; empty: the device's tls-root store",
     ),
     k("Communication", "BandwidthLimit", "0", "KiB/s for downloads; 0 is unlimited"),
     k(

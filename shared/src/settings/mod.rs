@@ -120,6 +120,8 @@ pub struct Communication {
     pub gateway_token: Option<Secret>,
     /// `PollInterval`: until the management point says otherwise.
     pub poll_interval: Duration,
+    /// `MinPollInterval`: the floor under the management point's poll interval.
+    pub min_poll_interval: Duration,
     /// `ConnectTimeout`.
     pub connect_timeout: Duration,
     /// `ReadTimeout`: the longest silence while receiving.
@@ -133,7 +135,7 @@ pub struct Communication {
     /// `Proxy`: an HTTP proxy; none unless set (the environment is never consulted).
     pub proxy: Option<String>,
     /// `ServerRootCertificate`: a PEM file of roots for the management point's TLS; when empty
-    /// the device's `root` store is used.
+    /// the device's `tls-root` store is used.
     pub server_root_certificate: Option<String>,
     /// `BandwidthLimit`: KiB/s for downloads; 0 is unlimited.
     pub bandwidth_limit_kib: u64,
@@ -309,6 +311,7 @@ impl Settings {
             "TargetToken" => self.communication.target_token = opt(v, parse_token)?,
             "GatewayToken" => self.communication.gateway_token = opt(v, parse_token)?,
             "PollInterval" => self.communication.poll_interval = parse_secs(v, 10, 86_400)?,
+            "MinPollInterval" => self.communication.min_poll_interval = parse_secs(v, 1, 86_400)?,
             "ConnectTimeout" => self.communication.connect_timeout = parse_secs(v, 1, 300)?,
             "ReadTimeout" => self.communication.read_timeout = parse_secs(v, 1, 600)?,
             "RequestTimeout" => self.communication.request_timeout = parse_secs(v, 1, 3_600)?,
@@ -369,6 +372,7 @@ impl Settings {
                 target_token: None,
                 gateway_token: None,
                 poll_interval: Duration::ZERO,
+                min_poll_interval: Duration::ZERO,
                 connect_timeout: Duration::ZERO,
                 read_timeout: Duration::ZERO,
                 request_timeout: Duration::ZERO,

@@ -20,11 +20,13 @@ pub struct Fleet {
 
 pub const TOKEN: &str = "tok-device-0001";
 
-/// Device settings pointing at `mp`.
+/// Device settings pointing at `mp`, taking the test server's short poll interval (unless
+/// `extra` sets `MinPollInterval`).
 pub fn device_settings(mp: &Mp, extra: &str) -> String {
+    let floor = if extra.contains("MinPollInterval") { "" } else { "MinPollInterval=1\n" };
     format!(
         "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={}\nControllerId=dev-1\n\
-         [Communication]\nTargetToken={TOKEN}\nPollInterval=10\nRetryMaxDelay=4\n{extra}",
+         [Communication]\nTargetToken={TOKEN}\nPollInterval=10\nRetryMaxDelay=4\n{floor}{extra}",
         mp.url()
     )
 }
@@ -444,7 +446,7 @@ impl Nginx {
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
         let conf = format!(
             "daemon off;\nworker_processes 1;\npid {p}/nginx.pid;\nerror_log {p}/logs/error.log;\nevents {{ worker_connections 64; }}\n\
-             http {{\n  access_log {p}/logs/access.log;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
+             http {{\n  log_format withauth '$request $status auth=\"$http_authorization\"';\n  access_log {p}/logs/access.log withauth;\n  client_body_temp_path {p}/body;\n  proxy_temp_path {p}/proxy;\n  fastcgi_temp_path {p}/fastcgi;\n  uwsgi_temp_path {p}/uwsgi;\n  scgi_temp_path {p}/scgi;\n\
              \n  server {{\n    listen 127.0.0.1:{port} ssl;\n    ssl_certificate {cert};\n    ssl_certificate_key {key};\n    root {root};\n  }}\n}}\n",
             p = prefix.display(),
             cert = w.pki.join("server.pem").display(),
@@ -517,6 +519,9 @@ fn the_same_package_from_nginx_as_an_external_distribution_point() {
             "nginx did not serve {file}:\n{access}"
         );
     }
+    // The device's token goes to its management point only, never to a distribution point.
+    assert!(!access.contains(TOKEN), "the token reached the distribution point:\n{access}");
+    assert!(access.lines().all(|l| l.ends_with("auth=\"-\"")), "{access}");
 }
 
 #[test]

@@ -389,7 +389,7 @@ pub fn install_client(w: &World, h: &Hostile) {
     let bins = w.bin_dir("bins", None);
     let ini = format!(
         "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={}\nControllerId=dev-1\n[Communication]\nTargetToken=tok-1\n\
-         PollInterval=10\nConnectTimeout=2\nReadTimeout=2\nRequestTimeout=5\nRetryMaxDelay=2\n",
+         PollInterval=10\nMinPollInterval=1\nConnectTimeout=2\nReadTimeout=2\nRequestTimeout=5\nRetryMaxDelay=2\n",
         h.base()
     );
     let folder = w.folder(
