@@ -30,6 +30,7 @@ cd "$work"
 mp_pid=$!
 for _ in $(seq 50); do grep -q listening mp/serve.out && break; sleep 0.1; done
 url=$(sed -n 's/^listening //p' mp/serve.out)
+"$R/dmmp" --config mp/dmmp.toml device add --id bench-1 --token bench-token-0001 >/dev/null
 
 mkdir -p bins device/var/log device/etc/dm/certs/root
 cp pki/root-ca.pem device/etc/dm/certs/root/
@@ -42,6 +43,7 @@ ManagementPoint=$url
 ControllerId=bench-1
 [Communication]
 TargetToken=bench-token-0001
+MinPollInterval=1
 INI
 platform="linux-$(uname -m)"
 "$R/dmpack" folder --out folder --client-version 1.0.0.0 --platform-bin "$platform=$work/bins" \

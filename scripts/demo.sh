@@ -42,6 +42,8 @@ mp_pid=$!
 for _ in $(seq 100); do grep -q listening "$demo/mp/serve.out" && break; sleep 0.1; done
 url=$(sed -n 's/^listening //p' "$demo/mp/serve.out")
 echo "dmmp listens on $url (log: demo/mp/serve.log)"
+# dmmp refuses devices it does not know: the administrator registers the demo device.
+"$bin/dmmp" --config "$demo/mp/dmmp.toml" device add --id demo-device-1 --token demo-target-token-0001 >/dev/null
 
 say "signed client deployment folder 1.0.0.0 for $platform"
 for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$bin/$p" "$demo/bins/"; done

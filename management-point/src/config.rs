@@ -42,6 +42,27 @@ pub struct Server {
     /// Seconds a TLS handshake may take.
     #[serde(default = "default_handshake")]
     pub handshake_timeout_secs: u64,
+    /// Seconds from the handshake to the first complete request (HTTP/1 or HTTP/2).
+    #[serde(default = "default_first_request")]
+    pub first_request_timeout_secs: u64,
+    /// Seconds a connection may stay open with no request in flight.
+    #[serde(default = "default_idle")]
+    pub idle_timeout_secs: u64,
+    /// The most connections open at once (never more than the file descriptor limit allows).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+}
+
+fn default_first_request() -> u64 {
+    10
+}
+
+fn default_idle() -> u64 {
+    60
+}
+
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_max_body() -> usize {
@@ -84,6 +105,21 @@ pub struct Devices {
     /// Seconds between writes of devices' last-seen times (never one write per poll).
     #[serde(default = "default_flush")]
     pub last_seen_flush_secs: u64,
+    /// With `unknown_devices = "register"`: the most devices registered in any minute.
+    #[serde(default = "default_registrations_per_minute")]
+    pub registrations_per_minute: u32,
+    /// With `unknown_devices = "register"`: the most devices the server holds; beyond it,
+    /// unknown devices are refused.
+    #[serde(default = "default_max_devices")]
+    pub max_devices: u64,
+}
+
+fn default_registrations_per_minute() -> u32 {
+    60
+}
+
+fn default_max_devices() -> u64 {
+    100_000
 }
 
 fn default_tenants() -> Vec<String> {
@@ -95,7 +131,7 @@ fn default_sleep() -> u64 {
 }
 
 fn default_unknown() -> UnknownDevices {
-    UnknownDevices::Register
+    UnknownDevices::Refuse
 }
 
 fn default_true() -> bool {
@@ -146,6 +182,9 @@ impl Config {
                 client_ca: None,
                 max_body_bytes: default_max_body(),
                 handshake_timeout_secs: default_handshake(),
+                first_request_timeout_secs: default_first_request(),
+                idle_timeout_secs: default_idle(),
+                max_connections: default_max_connections(),
             },
             storage: StorageConfig { database: "dmmp.db".into(), content: "content".into() },
             devices: Devices {
@@ -155,6 +194,8 @@ impl Config {
                 target_token: true,
                 gateway_token: None,
                 last_seen_flush_secs: default_flush(),
+                registrations_per_minute: default_registrations_per_minute(),
+                max_devices: default_max_devices(),
             },
             dir: dir.to_path_buf(),
         }
@@ -248,7 +289,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.devices.tenants, ["DEFAULT"]);
-        assert_eq!(c.devices.unknown_devices, UnknownDevices::Register);
+        assert_eq!(c.devices.unknown_devices, UnknownDevices::Refuse);
         assert_eq!(c.public_url(), "https://127.0.0.1:8443");
         assert!(c.database().ends_with("db") && c.database().is_absolute());
     }

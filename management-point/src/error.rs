@@ -75,6 +75,18 @@ pub enum Error {
     #[error("{0}")]
     BadRequest(String),
 
+    /// A device may not register itself now (too many in the last minute): it may try later.
+    #[error("{0}")]
+    Throttled(String),
+
+    /// A device may not register itself at all (the server holds its most devices).
+    #[error("{0}")]
+    Refused(String),
+
+    /// A device's credentials do not match its registration.
+    #[error("{0}")]
+    Unauthorized(String),
+
     /// The configuration file is wrong.
     #[error("{}: {reason}", path.display())]
     Config {
@@ -116,6 +128,9 @@ impl Error {
             Error::NotFound(_) => StatusCode::ERROR_FILE_NOT_FOUND,
             Error::Gone(_) | Error::NotCanceling(_) | Error::BadRequest(_) => {
                 StatusCode::ERROR_INVALID_DATA
+            }
+            Error::Throttled(_) | Error::Refused(_) | Error::Unauthorized(_) => {
+                StatusCode::E_ACCESSDENIED
             }
             Error::Config { .. } => StatusCode::ERROR_BAD_CONFIGURATION,
         }

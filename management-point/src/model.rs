@@ -41,6 +41,18 @@ pub struct Device {
 }
 
 impl Device {
+    /// How a device that registered itself with a target token is recorded (trust on first
+    /// use: anyone could have been first).
+    pub const SELF_REGISTERED: &'static str = "target-token";
+
+    /// Whether the server knows who the device is: added or approved by an administrator, or
+    /// authenticated by a client certificate or the gateway token. A device that only
+    /// registered itself is not, and never receives a client deployment (its settings hold
+    /// the fleet's secrets).
+    pub fn is_verified(&self) -> bool {
+        self.registered_by != Self::SELF_REGISTERED
+    }
+
     /// An attribute.
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)
@@ -255,6 +267,8 @@ pub struct Collection {
     pub id: i64,
     /// Name.
     pub name: String,
+    /// The tenant whose devices it holds: never another tenant's.
+    pub tenant: String,
     /// Who is in it.
     pub rule: CollectionRule,
     /// Explicit members (device ids), for any rule.
@@ -264,7 +278,7 @@ pub struct Collection {
 impl Collection {
     /// Whether a device is in the collection.
     pub fn contains(&self, d: &Device) -> bool {
-        self.members.contains(&d.id) || self.rule.matches(d)
+        d.tenant == self.tenant && (self.members.contains(&d.id) || self.rule.matches(d))
     }
 }
 
@@ -621,10 +635,16 @@ mod tests {
         let c = Collection {
             id: 1,
             name: "x".into(),
+            tenant: "DEFAULT".into(),
             rule: CollectionRule::Explicit,
             members: vec![7],
         };
         assert!(c.contains(&d));
+        // Never a device of another tenant, whatever the rule or membership says.
+        let other = Device { tenant: "B".into(), ..d.clone() };
+        assert!(!c.contains(&other));
+        let all = Collection { rule: CollectionRule::All, ..c };
+        assert!(all.contains(&d) && !all.contains(&other));
     }
 
     const OPEN: [ActionStatus; 3] =

@@ -109,6 +109,28 @@ pub fn device_list(store: &dyn Storage) -> Result<Out> {
     Ok(Out::new(table(&header, &rows), json!(ds)))
 }
 
+/// `dmmp device approve`: a device that registered itself may receive client deployments.
+pub fn device_approve(store: &dyn Storage, device: &str) -> Result<Out> {
+    let d = find_device(store, device)?;
+    if d.is_verified() {
+        return Ok(Out::new(
+            format!(
+                "device {}/{} is already trusted ({})\n",
+                d.tenant, d.controller_id, d.registered_by
+            ),
+            json!({"device": d.id, "registered_by": d.registered_by}),
+        ));
+    }
+    store.set_registered_by(d.id, "approved")?;
+    Ok(Out::new(
+        format!(
+            "device {}/{} approved: it receives client deployments from its next poll\n",
+            d.tenant, d.controller_id
+        ),
+        json!({"device": d.id, "registered_by": "approved"}),
+    ))
+}
+
 /// One device: inventory, last poll, actions and status history.
 pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     let d = &find_device(store, device)?;

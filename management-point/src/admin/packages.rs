@@ -101,13 +101,23 @@ pub enum PackageSource {
     },
 }
 
+/// The content folder of a package: `<name>-<version>`, each part with every byte other than
+/// letters, digits, `.` and `_` written `%XX`, so that no two packages share a folder (`dm`
+/// `client-1.2.0.345` and `dm-client` `1.2.0.345` once did, and the second import deleted the
+/// first one's files).
 fn content_dir_name(name: &str, version: &str) -> String {
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
-            .collect::<String>()
+    let escape = |s: &str| {
+        let mut out = String::with_capacity(s.len());
+        for b in s.bytes() {
+            if b.is_ascii_alphanumeric() || b == b'.' || b == b'_' {
+                out.push(char::from(b));
+            } else {
+                out.push_str(&format!("%{b:02X}"));
+            }
+        }
+        out
     };
-    format!("{}-{}", clean(name), clean(version))
+    format!("{}-{}", escape(name), escape(version))
 }
 
 /// Imports a package: checks it, copies its files into the content folder (unless an
@@ -407,4 +417,20 @@ pub fn program_add(store: &dyn Storage, spec: &ProgramSpec) -> Result<Out> {
         |p| format!("signed program {p} ({})", prog.command),
     );
     Ok(Out::new(format!("program {} added: {} runs {what}\n", prog.id, prog.name), json!(prog)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn content_folders_are_one_per_package() {
+        assert_ne!(
+            content_dir_name("dm", "client-1.2.0.345"),
+            content_dir_name("dm-client", "1.2.0.345")
+        );
+        assert_eq!(content_dir_name("tools", "1.0.0.0"), "tools-1.0.0.0");
+        assert_eq!(content_dir_name("a/b", "1"), "a%2Fb-1");
+        assert!(!content_dir_name("..", "..").contains('/'));
+    }
 }

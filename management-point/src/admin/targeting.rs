@@ -11,12 +11,24 @@ use crate::model::*;
 use crate::storage::Storage;
 
 /// `dmmp collection add`.
-pub fn collection_add(store: &dyn Storage, name: &str, rule: &str) -> Result<Out> {
+pub fn collection_add(
+    cfg: &crate::config::Config,
+    store: &dyn Storage,
+    name: &str,
+    tenant: &str,
+    rule: &str,
+) -> Result<Out> {
     let rule = CollectionRule::parse(rule).map_err(Error::Usage)?;
-    let id = store.add_collection(name, &rule)?;
+    if !cfg.devices.tenants.iter().any(|t| t == tenant) {
+        return Err(Error::Usage(format!(
+            "--tenant {tenant:?}: this server serves {} (dmmp.toml [devices] tenants)",
+            cfg.devices.tenants.join(", ")
+        )));
+    }
+    let id = store.add_collection(name, tenant, &rule)?;
     Ok(Out::new(
-        format!("collection {id} added: {name} ({rule})\n"),
-        json!({"id": id, "name": name, "rule": rule}),
+        format!("collection {id} added: {name} ({rule}) for tenant {tenant}\n"),
+        json!({"id": id, "name": name, "tenant": tenant, "rule": rule}),
     ))
 }
 
@@ -30,12 +42,13 @@ pub fn collection_list(store: &dyn Storage) -> Result<Out> {
             vec![
                 c.id.to_string(),
                 c.name.clone(),
+                c.tenant.clone(),
                 c.rule.to_string(),
                 devices.iter().filter(|d| c.contains(d)).count().to_string(),
             ]
         })
         .collect();
-    Ok(Out::new(table(&["ID", "NAME", "RULE", "MEMBERS"], &rows), json!(cs)))
+    Ok(Out::new(table(&["ID", "NAME", "TENANT", "RULE", "MEMBERS"], &rows), json!(cs)))
 }
 
 /// The members of a collection now.
@@ -44,6 +57,12 @@ pub fn collection_members(store: &dyn Storage, collection: &str, add: &[String])
     let c = find_collection(store, collection)?;
     for d in add {
         let dev = find_device(store, d)?;
+        if dev.tenant != c.tenant {
+            return Err(Error::Usage(format!(
+                "device {}/{} is not of tenant {}, whose devices collection {} holds",
+                dev.tenant, dev.controller_id, c.tenant, c.name
+            )));
+        }
         store.add_member(c.id, dev.id)?;
     }
     let c = find_collection(store, collection)?;

@@ -82,7 +82,7 @@ struct InitArgs {
     #[arg(long)]
     client_ca: Option<PathBuf>,
     /// register or refuse devices it has never seen.
-    #[arg(long, default_value = "register", value_parser = ["register", "refuse"])]
+    #[arg(long, default_value = "refuse", value_parser = ["register", "refuse"])]
     unknown_devices: String,
     /// A gateway token (at least 16 characters) accepted for any device.
     #[arg(long)]
@@ -169,6 +169,9 @@ enum CollectionCmd {
         /// all, platform=P, model=M, client-version<V (<=, =, >=, >), attribute:KEY=VALUE, or explicit.
         #[arg(long, default_value = "explicit")]
         rule: String,
+        /// The tenant whose devices it holds.
+        #[arg(long, default_value = "DEFAULT")]
+        tenant: String,
     },
     /// List collections.
     List,
@@ -273,6 +276,11 @@ enum DeviceCmd {
     },
     /// List devices.
     List,
+    /// Approve a device that registered itself: it may then receive client deployments.
+    Approve {
+        /// Controller id or TENANT/ID.
+        device: String,
+    },
     /// Inventory, last poll, actions and status history of one device.
     Show {
         /// Controller id or TENANT/ID.
@@ -367,9 +375,11 @@ fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
 }
 
 fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
+    let (cfg, store) = open(cli)?;
     match cmd {
-        CollectionCmd::Add { name, rule } => targeting::collection_add(&store, name, rule),
+        CollectionCmd::Add { name, rule, tenant } => {
+            targeting::collection_add(&cfg, &store, name, tenant, rule)
+        }
         CollectionCmd::List => targeting::collection_list(&store),
         CollectionCmd::Members { collection, add } => {
             targeting::collection_members(&store, collection, add)
@@ -425,6 +435,7 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
             devices::device_import(&cfg, &store, csv, tenant.as_deref(), now)
         }
         DeviceCmd::List => devices::device_list(&store),
+        DeviceCmd::Approve { device } => devices::device_approve(&store, device),
         DeviceCmd::Show { device } => devices::device_show(&store, device),
     }
 }

@@ -133,6 +133,7 @@ mod tests {
 
     use super::super::fixture::Fixture;
     use super::*;
+    use crate::model::{AdvertisementKind, PackageKind};
 
     fn status(r: Result<Device, ApiError>) -> StatusCode {
         match r {
@@ -196,6 +197,51 @@ mod tests {
             d.registered_by, "admin",
             "an admin-added device is found before the view knows it"
         );
+    }
+
+    #[test]
+    fn registration_is_capped_per_minute_and_in_total() {
+        let f = Fixture::new(|c| c.devices.registrations_per_minute = 2);
+        f.device("a", "t");
+        f.device("b", "t");
+        let r = f.try_auth(&Fixture::auth("TargetToken t"), &Fixture::conn(), "c");
+        assert_eq!(status(r), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(f.device("a", "t").registered_by, "target-token", "known devices still poll");
+        let f = Fixture::new(|c| c.devices.max_devices = 1);
+        f.device("a", "t");
+        let r = f.try_auth(&Fixture::auth("TargetToken t"), &Fixture::conn(), "b");
+        assert_eq!(status(r), StatusCode::FORBIDDEN);
+        assert_eq!(f.state.store.devices().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn a_registration_race_never_lets_a_second_token_in() {
+        // Both first polls passed the "unknown" check; the second insert conflicts.
+        let f = Fixture::new(|_| {});
+        let a = f.state.register("DEFAULT", "new-1", Some(&sha256_hex("a")), "target-token");
+        assert!(a.is_ok());
+        let b = f.state.register("DEFAULT", "new-1", Some(&sha256_hex("b")), "target-token");
+        assert!(matches!(b, Err(crate::Error::Unauthorized(_))), "{b:?}");
+        let again = f.state.register("DEFAULT", "new-1", Some(&sha256_hex("a")), "target-token");
+        assert_eq!(again.unwrap().id, a.unwrap().id);
+    }
+
+    #[test]
+    fn self_registered_devices_get_no_client_deployment_until_approved() {
+        use super::super::poll::poll;
+        let f = Fixture::new(|_| {});
+        f.advertise_package(
+            "dm-client",
+            AdvertisementKind::Mandatory,
+            PackageKind::ClientDeployment,
+        );
+        let d = f.device("dev-1", "tok");
+        assert!(!d.is_verified());
+        assert!(!poll(&f.state, &d).unwrap().links.contains_key("deploymentBase"));
+        f.state.store.set_registered_by(d.id, "approved").unwrap();
+        f.reload();
+        let d = f.device("dev-1", "tok");
+        assert!(poll(&f.state, &d).unwrap().links.contains_key("deploymentBase"));
     }
 
     #[test]

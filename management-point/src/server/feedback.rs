@@ -317,6 +317,24 @@ mod tests {
     }
 
     #[test]
+    fn a_reload_never_brings_a_closed_action_back() {
+        let f = Fixture::new(|_| {});
+        f.advertise("tools", AdvertisementKind::Mandatory);
+        let d = f.device("dev-1", "tok");
+        let action = action_of(&f, &d);
+        // A reload reads the database while the action is still open...
+        let seen = f.state.read().local_writes;
+        let stale = super::super::state::View::load(f.state.store.as_ref()).unwrap();
+        // ...the device closes it meanwhile...
+        let fb = Fixture::feedback("closed", "success", 10008, &[]);
+        feedback(&f.state, &d, &action, Ok(fb), false).unwrap();
+        assert_eq!(status_of(&f, &action), ActionStatus::Finished);
+        // ...and the stale read is not installed over it.
+        assert!(!f.state.install_if_unchanged(stale, seen));
+        assert_eq!(status_of(&f, &action), ActionStatus::Finished);
+    }
+
+    #[test]
     fn status_codes_are_read_by_key_and_bad_tags_refused() {
         let f = Fixture::new(|_| {});
         f.advertise("tools", AdvertisementKind::Mandatory);

@@ -57,6 +57,8 @@ impl Fixture {
             "server.pem".into(),
             "server.key".into(),
         );
+        // Most tests let devices register themselves; `refusing` turns that off.
+        cfg.devices.unknown_devices = UnknownDevices::Register;
         tweak(&mut cfg);
         let store: Arc<dyn Storage> = Arc::new(SqliteStore::open(&cfg.database()).unwrap());
         let roots = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()];
@@ -98,12 +100,22 @@ impl Fixture {
     /// A mandatory advertisement of a one-file software distribution package to every device,
     /// written as the admin commands would, and the view reloaded.
     pub fn advertise(&self, name: &str, kind: AdvertisementKind) -> Advertisement {
+        self.advertise_package(name, kind, PackageKind::SoftwareDistribution)
+    }
+
+    /// [`Fixture::advertise`] for a package of any kind.
+    pub fn advertise_package(
+        &self,
+        name: &str,
+        kind: AdvertisementKind,
+        package_kind: PackageKind,
+    ) -> Advertisement {
         let store = &self.state.store;
         let pkg = Package {
             id: 0,
             name: name.into(),
             version: "1.0.0.0".into(),
-            kind: PackageKind::SoftwareDistribution,
+            kind: package_kind,
             publisher: Some("CN=fixture".into()),
             distribution_point: None,
             created: 1,
@@ -131,7 +143,7 @@ impl Fixture {
             })
             .unwrap();
         let collection_id =
-            store.add_collection(&format!("{name}-all"), &CollectionRule::All).unwrap();
+            store.add_collection(&format!("{name}-all"), "DEFAULT", &CollectionRule::All).unwrap();
         let mut adv = Advertisement {
             id: 0,
             name: format!("{name}-ad"),
@@ -155,8 +167,9 @@ impl Fixture {
     pub fn reload(&self) {
         // The fixture wrote through the server's own connection, which data_version does not
         // count: load unconditionally.
+        let seen = self.state.read().local_writes;
         let view = super::state::View::load(self.state.store.as_ref()).unwrap();
-        *self.state.write() = view;
+        assert!(self.state.install_if_unchanged(view, seen));
     }
 
     /// A feedback body.

@@ -59,6 +59,11 @@ impl From<crate::Error> for ApiError {
                 ApiError::new(StatusCode::CONFLICT, "dm.entity.conflict", m)
             }
             E::BadRequest(m) => ApiError::bad_request(m),
+            E::Throttled(m) => {
+                ApiError::new(StatusCode::TOO_MANY_REQUESTS, "dm.registration.throttled", m)
+            }
+            E::Refused(m) => ApiError::new(StatusCode::FORBIDDEN, "dm.registration.refused", m),
+            E::Unauthorized(m) => ApiError::unauthorized(m),
             other => ApiError::internal(other.to_string()),
         }
     }
@@ -75,6 +80,9 @@ impl IntoResponse for ApiError {
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("TargetToken"));
+        }
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
         }
         r
     }

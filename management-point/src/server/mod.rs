@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod conns;
 pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
@@ -130,6 +131,14 @@ pub async fn serve(
 
     let app = router(state.clone());
     let handshake = Duration::from_secs(cfg.server.handshake_timeout_secs);
+    let deadlines = conns::Deadlines {
+        first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
+        idle: Duration::from_secs(cfg.server.idle_timeout_secs),
+    };
+    let cap = conns::effective_cap(cfg.server.max_connections);
+    log::info!("at most {cap} connections at once (max_connections and the file descriptor limit)");
+    let registry = conns::Registry::new(cap);
+    let pressure = spawn_pressure_log(registry.clone());
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -144,9 +153,15 @@ pub async fn serve(
             },
         };
         let _ = tcp.set_nodelay(true);
+        // Full: the oldest silent connection (else the oldest idle one) makes room.
+        let Some(slot) = registry.admit() else {
+            drop(tcp);
+            continue;
+        };
+        let id = slot.id();
         let acceptor = acceptor.clone();
         let app = app.clone();
-        tokio::spawn(async move {
+        let task = tokio::spawn(async move {
             let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
                 Ok(Ok(t)) => t,
                 Ok(Err(e)) => {
@@ -164,19 +179,48 @@ pub async fn serve(
                 .peer_certificates()
                 .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
             let conn = ConnInfo { peer, client_chain };
+            let tracked = slot.conn.clone();
             let svc = hyper::service::service_fn(
                 move |mut req: hyper::Request<hyper::body::Incoming>| {
                     req.extensions_mut().insert(conn.clone());
-                    app.clone().oneshot(req.map(axum::body::Body::new))
+                    let guard = InFlight::start(tracked.clone());
+                    let resp = app.clone().oneshot(req.map(axum::body::Body::new));
+                    async move {
+                        // In flight until the last byte of the body is sent (a download).
+                        resp.await.map(|r| {
+                            r.map(|b| {
+                                axum::body::Body::new(http_body_util::BodyExt::map_frame(
+                                    b,
+                                    move |f| {
+                                        let _ = &guard;
+                                        f
+                                    },
+                                ))
+                            })
+                        })
+                    }
                 },
             );
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder.http1().timer(TokioTimer::new()).header_read_timeout(Duration::from_secs(30));
-            if let Err(e) = builder.serve_connection(TokioIo::new(tls), svc).await {
-                log::debug!("connection with {peer} ended: {e}");
+            builder
+                .http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(deadlines.first_request.max(Duration::from_secs(1)));
+            builder.http2().timer(TokioTimer::new());
+            let serving = builder.serve_connection(TokioIo::new(tls), svc);
+            tokio::select! {
+                r = serving => if let Err(e) = r {
+                    log::debug!("connection with {peer} ended: {e}");
+                },
+                why = overdue(&slot.conn, deadlines) => {
+                    log::debug!("closing the connection with {peer}: {why}");
+                }
             }
+            drop(slot);
         });
+        registry.set_abort(id, task.abort_handle());
     }
+    pressure.abort();
     refresher.abort();
     flusher.abort();
     let st = state.clone();
@@ -186,6 +230,54 @@ pub async fn serve(
         Err(e) => log::error!("stopped; {e}"),
     }
     Ok(())
+}
+
+/// A request in flight on a connection, until dropped.
+struct InFlight(Arc<conns::Conn>);
+
+impl InFlight {
+    fn start(c: Arc<conns::Conn>) -> InFlight {
+        c.request_started();
+        InFlight(c)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.request_ended();
+    }
+}
+
+/// Resolves when the connection passes one of its deadlines, saying which.
+async fn overdue(c: &conns::Conn, d: conns::Deadlines) -> &'static str {
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    loop {
+        tick.tick().await;
+        if let Some(why) = c.overdue(d) {
+            return why;
+        }
+    }
+}
+
+/// Logs, at most every 10 s, how many connections were closed to make room or turned away.
+fn spawn_pressure_log(registry: Arc<conns::Registry>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = (0, 0);
+        let mut tick = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tick.tick().await;
+            let now = registry.pressure();
+            if now != last {
+                log::warn!(
+                    "connections full ({} open): closed {} silent or idle connections to make room, turned away {} (max_connections)",
+                    registry.len(),
+                    now.0 - last.0,
+                    now.1 - last.1
+                );
+                last = now;
+            }
+        }
+    })
 }
 
 /// Runs the server until SIGTERM or SIGINT, printing `listening https://ADDR` on stdout when
@@ -282,5 +374,15 @@ mod tests {
             .call()
             .unwrap();
         assert_eq!(r.status().as_u16(), 200);
+        // Malformed queries and paths: the same shape, never axum's plain text.
+        for bad in [
+            "/DEFAULT/controller/v1/dev-1/deploymentBase/1?actionHistory=1&actionHistory=2",
+            "/DEFAULT/controller/v1/dev-1/deploymentBase/1?actionHistory=",
+            "/DEFAULT/controller/v1/dev-%FF/deploymentBase/1",
+        ] {
+            let (status, _, body) = get(bad);
+            assert_eq!(status, 400, "{bad}: {body}");
+            assert_eq!(body["errorCode"], "dm.request.malformed", "{bad}: {body}");
+        }
     }
 }

@@ -83,6 +83,63 @@ pub struct ArtifactPath {
     file: String,
 }
 
+/// `Path` or `Query` of the device API, refused in the documented `ExceptionInfo` shape (400)
+/// with a log line naming the request, never axum's plain text.
+pub struct Checked<E>(pub E);
+
+/// Extracts `E`, turning its rejection into a logged `ExceptionInfo`.
+async fn checked<E, R>(
+    parts: &mut axum::http::request::Parts,
+    state: &Arc<AppState>,
+    what: &str,
+) -> Result<Checked<E>, ApiError>
+where
+    E: axum::extract::FromRequestParts<Arc<AppState>, Rejection = R>,
+    R: IntoResponse,
+{
+    match E::from_request_parts(parts, state).await {
+        Ok(v) => Ok(Checked(v)),
+        Err(r) => {
+            let status = r.into_response().status();
+            let conn = parts.extensions.get::<ConnInfo>().cloned().unwrap_or(ConnInfo {
+                peer: SocketAddr::from(([0, 0, 0, 0], 0)),
+                client_chain: None,
+            });
+            let info = ReqInfo::new(&parts.method, &parts.uri, &conn);
+            let reason = format!("the request's {what} is not valid (HTTP {})", status.as_u16());
+            Err(info.refuse(ApiError::bad_request(reason)))
+        }
+    }
+}
+
+impl<T> axum::extract::FromRequestParts<Arc<AppState>> for Checked<Path<T>>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        checked(parts, state, "path").await
+    }
+}
+
+impl<T> axum::extract::FromRequestParts<Arc<AppState>> for Checked<Query<T>>
+where
+    T: serde::de::DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        checked(parts, state, "query").await
+    }
+}
+
 /// Runs a handler's blocking work (storage) off the async threads.
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
@@ -169,15 +226,15 @@ json_reply!(
 type Body = Result<Bytes, BytesRejection>;
 
 /// `GET /{tenant}/controller/v1/{cid}`.
-pub async fn poll(r: Req, Path(p): Path<DevicePath>) -> Response {
+pub async fn poll(r: Req, Checked(Path(p)): Checked<Path<DevicePath>>) -> Response {
     run(r, p.tenant, p.cid, poll::poll).await
 }
 
 /// `GET …/deploymentBase/{id}`.
 pub async fn deployment_base(
     r: Req,
-    Path(p): Path<DeviceItemPath>,
-    Query(q): Query<HistoryQuery>,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    Checked(Query(q)): Checked<Query<HistoryQuery>>,
 ) -> Response {
     run(r, p.tenant, p.cid, move |st, d| poll::deployment_base(st, d, &p.id, &q)).await
 }
@@ -185,50 +242,70 @@ pub async fn deployment_base(
 /// `GET …/installedBase/{id}`.
 pub async fn installed_base(
     r: Req,
-    Path(p): Path<DeviceItemPath>,
-    Query(q): Query<HistoryQuery>,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    Checked(Query(q)): Checked<Query<HistoryQuery>>,
 ) -> Response {
     run(r, p.tenant, p.cid, move |st, d| poll::installed_base(st, d, &p.id, &q)).await
 }
 
 /// `POST …/deploymentBase/{id}/feedback`.
-pub async fn feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+pub async fn feedback(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    body: Body,
+) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::feedback(st, d, &p.id, body, false)).await
 }
 
 /// `GET …/cancelAction/{id}`.
-pub async fn cancel_action(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+pub async fn cancel_action(r: Req, Checked(Path(p)): Checked<Path<DeviceItemPath>>) -> Response {
     run(r, p.tenant, p.cid, move |st, d| poll::cancel_action(st, d, &p.id)).await
 }
 
 /// `POST …/cancelAction/{id}/feedback`.
-pub async fn cancel_feedback(r: Req, Path(p): Path<DeviceItemPath>, body: Body) -> Response {
+pub async fn cancel_feedback(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    body: Body,
+) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::feedback(st, d, &p.id, body, true)).await
 }
 
 /// `PUT …/configData`.
-pub async fn config_data(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+pub async fn config_data(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    body: Body,
+) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::config_data(st, d, body)).await
 }
 
 /// `PUT …/installedBase`.
-pub async fn set_installed(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+pub async fn set_installed(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    body: Body,
+) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::set_installed(st, d, body)).await
 }
 
 /// `POST …/dm/statusMessages`.
-pub async fn status_messages(r: Req, Path(p): Path<DevicePath>, body: Body) -> Response {
+pub async fn status_messages(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    body: Body,
+) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::status_messages(st, d, body)).await
 }
 
 /// `GET …/softwaremodules/{id}/artifacts`.
-pub async fn list_artifacts(r: Req, Path(p): Path<DeviceItemPath>) -> Response {
+pub async fn list_artifacts(r: Req, Checked(Path(p)): Checked<Path<DeviceItemPath>>) -> Response {
     run(r, p.tenant, p.cid, move |st, d| artifacts::list_artifacts(st, d, &p.id)).await
 }
 
 /// `GET …/softwaremodules/{id}/artifacts/{file}`: streamed, so only the authentication
 /// runs off the async threads.
-pub async fn download(r: Req, Path(p): Path<ArtifactPath>) -> Response {
+pub async fn download(r: Req, Checked(Path(p)): Checked<Path<ArtifactPath>>) -> Response {
     let Req { st, conn, headers, info } = r;
     let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
     let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
@@ -254,6 +331,6 @@ pub async fn healthz(axum::extract::State(st): axum::extract::State<Arc<AppState
 }
 
 /// `GET …/dm/crls`.
-pub async fn crls(r: Req, Path(p): Path<DevicePath>) -> Response {
+pub async fn crls(r: Req, Checked(Path(p)): Checked<Path<DevicePath>>) -> Response {
     run(r, p.tenant, p.cid, poll::crls).await
 }

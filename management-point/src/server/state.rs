@@ -35,6 +35,9 @@ pub struct View {
     pub device_actions: HashMap<i64, Vec<i64>>,
     /// A marker that changes when the revocation lists change (none: there are none).
     pub crl_marker: Option<String>,
+    /// How many times the server changed the view itself (after writing the database): a
+    /// reload that began before one of them must not replace the view.
+    pub local_writes: u64,
 }
 
 impl View {
@@ -88,12 +91,22 @@ impl View {
         Some((adv, prog, pkg))
     }
 
-    /// Advertisements that apply to the device now and have no action for it yet.
+    /// Whether an advertisement's package is a client deployment.
+    fn is_client_deployment(&self, a: &Advertisement) -> bool {
+        self.programs
+            .get(&a.program_id)
+            .and_then(|p| self.packages.get(&p.package_id))
+            .is_some_and(|p| p.kind == dm_shared::vocab::PackageKind::ClientDeployment)
+    }
+
+    /// Advertisements that apply to the device now and have no action for it yet. A device
+    /// that only registered itself gets no client deployment.
     pub fn new_advertisements_for(&self, d: &Device, now: i64) -> Vec<i64> {
         self.advertisements
             .values()
             .filter(|a| a.is_active(now))
             .filter(|a| self.collections.get(&a.collection_id).is_some_and(|c| c.contains(d)))
+            .filter(|a| d.is_verified() || !self.is_client_deployment(a))
             .filter(|a| !self.actions_of(d.id).any(|ac| ac.advertisement_id == a.id))
             .map(|a| a.id)
             .collect()
@@ -120,6 +133,8 @@ pub struct AppState {
     pub public_url: std::sync::OnceLock<String>,
     /// How many times the view was reloaded because another process changed the database.
     pub reloads: std::sync::atomic::AtomicU64,
+    /// When devices registered themselves in the last minute (the rate cap).
+    pub registrations: Mutex<std::collections::VecDeque<i64>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -146,6 +161,7 @@ impl AppState {
             feedback_lock: Mutex::new(()),
             public_url: std::sync::OnceLock::new(),
             reloads: std::sync::atomic::AtomicU64::new(0),
+            registrations: Mutex::new(std::collections::VecDeque::new()),
         })
     }
 
@@ -172,22 +188,44 @@ impl AppState {
         self.view.read().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Changes the view.
+    /// Changes the view, counted as a local write (see [`View::local_writes`]).
     pub fn write(&self) -> std::sync::RwLockWriteGuard<'_, View> {
-        self.view.write().unwrap_or_else(|p| p.into_inner())
+        let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+        v.local_writes += 1;
+        v
     }
 
-    /// Reloads the view if another process changed the database.
+    /// Reloads the view if another process changed the database. A reload reads the database
+    /// while the server goes on: if the server changed the view meanwhile (feedback closing an
+    /// action, a registration), what was read may predate that change, so it is read again
+    /// rather than installed over it.
     pub fn refresh_if_changed(&self) -> Result<bool> {
         let version = self.store.data_version()?;
         if version == self.read().version {
             return Ok(false);
         }
-        let fresh = View::load(self.store.as_ref())?;
-        *self.write() = fresh;
-        self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        log::debug!("reloaded the device and advertisement view (data version {version})");
-        Ok(true)
+        for _ in 0..3 {
+            let seen = self.read().local_writes;
+            let fresh = View::load(self.store.as_ref())?;
+            if self.install_if_unchanged(fresh, seen) {
+                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                log::debug!("reloaded the device and advertisement view (data version {version})");
+                return Ok(true);
+            }
+        }
+        log::debug!("the view was changed during three reloads in a row; trying at the next tick");
+        Ok(false)
+    }
+
+    /// Installs `fresh` unless the server changed the view since `seen` local writes.
+    pub(crate) fn install_if_unchanged(&self, mut fresh: View, seen: u64) -> bool {
+        let mut view = self.view.write().unwrap_or_else(|p| p.into_inner());
+        if view.local_writes != seen {
+            return false;
+        }
+        fresh.local_writes = seen;
+        *view = fresh;
+        true
     }
 
     /// What `GET /healthz` says: whether the database answers, and whether the view holds
@@ -243,20 +281,70 @@ impl AppState {
         token_sha256: Option<&str>,
         how: &str,
     ) -> Result<Device> {
+        self.may_register(tenant, controller_id)?;
         let d = match self.store.add_device(tenant, controller_id, token_sha256, how, self.now()) {
             Ok(d) => d,
-            // Registered a moment ago by a concurrent request.
-            Err(Error::Conflict(_)) => self
-                .store
-                .device(tenant, controller_id)?
-                .ok_or_else(|| Error::NotFound(format!("device {tenant}/{controller_id}")))?,
+            // Registered a moment ago by a concurrent request: it is this device only if it
+            // presented the same token.
+            Err(Error::Conflict(_)) => {
+                let d = self
+                    .store
+                    .device(tenant, controller_id)?
+                    .ok_or_else(|| Error::NotFound(format!("device {tenant}/{controller_id}")))?;
+                if token_sha256.is_some() && d.token_sha256.as_deref() != token_sha256 {
+                    log::warn!(
+                        "device {tenant}/{controller_id} was registered a moment ago with another token; refusing this one"
+                    );
+                    return Err(Error::Unauthorized(format!(
+                        "the target token of device {controller_id} does not match"
+                    )));
+                }
+                return Ok(d);
+            }
             Err(e) => return Err(e),
         };
         log::info!("registered device {tenant}/{controller_id} (id {}) by {how}", d.id);
+        if !d.is_verified() {
+            log::info!(
+                "device {tenant}/{controller_id} registered itself: it gets no client deployment (their settings hold the fleet's secrets) until an administrator runs dmmp device approve {tenant}/{controller_id}"
+            );
+        }
         let mut view = self.write();
         view.device_keys.insert(d.id, (d.tenant.clone(), d.controller_id.clone()));
         view.devices.insert((d.tenant.clone(), d.controller_id.clone()), d.clone());
         Ok(d)
+    }
+
+    /// Checks the registration caps (`registrations_per_minute`, `max_devices`) and counts this
+    /// registration.
+    fn may_register(&self, tenant: &str, controller_id: &str) -> Result<()> {
+        let cfg = &self.config.devices;
+        let now = self.now();
+        let mut recent = self.registrations.lock().unwrap_or_else(|p| p.into_inner());
+        while recent.front().is_some_and(|t| *t <= now - 60) {
+            recent.pop_front();
+        }
+        if recent.len() >= cfg.registrations_per_minute as usize {
+            log::warn!(
+                "not registering device {tenant}/{controller_id}: {} devices registered in the last minute, the most registrations_per_minute allows",
+                recent.len()
+            );
+            return Err(Error::Throttled(format!(
+                "this server registers at most {} devices a minute; try again later",
+                cfg.registrations_per_minute
+            )));
+        }
+        let held = self.read().devices.len() as u64;
+        if held >= cfg.max_devices {
+            log::warn!(
+                "not registering device {tenant}/{controller_id}: the server holds {held} devices, the most max_devices allows"
+            );
+            return Err(Error::Refused(format!(
+                "this server registers no more devices (it holds {held}, its most)"
+            )));
+        }
+        recent.push_back(now);
+        Ok(())
     }
 
     /// Creates the actions of advertisements that newly apply to a device.

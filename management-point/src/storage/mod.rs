@@ -42,6 +42,8 @@ pub trait Storage: Send + Sync {
     fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
     /// Replaces a device's inventory attributes.
     fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
+    /// Records how a device came to be trusted (`registered_by`), as an approval does.
+    fn set_registered_by(&self, id: i64, how: &str) -> Result<()>;
     /// Records last-seen times in one transaction.
     fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()>;
 
@@ -58,7 +60,7 @@ pub trait Storage: Send + Sync {
     fn programs(&self) -> Result<Vec<Program>>;
 
     /// Adds a collection.
-    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64>;
+    fn add_collection(&self, name: &str, tenant: &str, rule: &CollectionRule) -> Result<i64>;
     /// Adds an explicit member.
     fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()>;
     /// Every collection.

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-001-initial.sql"),
     include_str!("migrations/sqlite-002-signed-programs.sql"),
     include_str!("migrations/sqlite-003-report-ids.sql"),
+    include_str!("migrations/sqlite-004-tenants-and-registration.sql"),
 ];
 
 /// The SQLite store.
@@ -322,6 +323,13 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn set_registered_by(&self, id: i64, how: &str) -> Result<()> {
+        self.with("approve a device", |c| {
+            c.execute("UPDATE devices SET registered_by = ?2 WHERE id = ?1", params![id, how])
+                .map(|_| ())
+        })
+    }
+
     fn flush_last_seen(&self, seen: &[(i64, i64)]) -> Result<()> {
         self.with("record last-seen times", |c| {
             let tx = c.transaction()?;
@@ -456,11 +464,11 @@ impl Storage for SqliteStore {
         })
     }
 
-    fn add_collection(&self, name: &str, rule: &CollectionRule) -> Result<i64> {
+    fn add_collection(&self, name: &str, tenant: &str, rule: &CollectionRule) -> Result<i64> {
         self.with("add a collection", |c| {
             c.execute(
-                "INSERT INTO collections (name, rule) VALUES (?1, ?2)",
-                params![name, json(rule)?],
+                "INSERT INTO collections (name, tenant, rule) VALUES (?1, ?2, ?3)",
+                params![name, tenant, json(rule)?],
             )?;
             Ok(c.last_insert_rowid())
         })
@@ -483,13 +491,14 @@ impl Storage for SqliteStore {
                 let (cid, did) = row?;
                 members.entry(cid).or_default().push(did);
             }
-            let mut st = c.prepare("SELECT id, name, rule FROM collections ORDER BY id")?;
+            let mut st = c.prepare("SELECT id, name, rule, tenant FROM collections ORDER BY id")?;
             let rows = st.query_map([], |r| {
                 let id: i64 = r.get(0)?;
                 let rule: String = r.get(2)?;
                 Ok(Collection {
                     id,
                     name: r.get(1)?,
+                    tenant: r.get(3)?,
                     rule: from_json("collections", id, "rule", &rule)?,
                     members: Vec::new(),
                 })
@@ -756,7 +765,7 @@ mod tests {
                 signed_program: Some("install".into()),
             })
             .unwrap();
-        let col = s.add_collection("all", &CollectionRule::All).unwrap();
+        let col = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
         let mut adv = Advertisement {
             id: 0,
             name: "ad".into(),
@@ -844,9 +853,9 @@ mod tests {
         let server = SqliteStore::open(&path).unwrap();
         let admin = SqliteStore::open(&path).unwrap();
         let v1 = server.data_version().unwrap();
-        server.add_collection("mine", &CollectionRule::All).unwrap();
+        server.add_collection("mine", "DEFAULT", &CollectionRule::All).unwrap();
         assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
-        admin.add_collection("theirs", &CollectionRule::All).unwrap();
+        admin.add_collection("theirs", "DEFAULT", &CollectionRule::All).unwrap();
         assert_ne!(server.data_version().unwrap(), v1);
     }
 }

@@ -40,6 +40,11 @@ impl Fleet {
     /// Like [`Fleet::new`], with `prepare` run on the device before the client is installed.
     pub fn new_with(extra_settings: &str, prepare: impl FnOnce(&Mp)) -> Fleet {
         let mp = Mp::start(|_| {});
+        // Registered ahead by the administrator, as a fleet is: a device that only registered
+        // itself would get no client deployment. A certificate speaks for itself.
+        if !extra_settings.contains("Authentication=Certificate") {
+            mp.admin(&["device", "add", "--id", "dev-1", "--token", TOKEN]);
+        }
         prepare(&mp);
         let bins = mp.w.bin_dir("bins", None);
         let f = Fleet { mp, bins };

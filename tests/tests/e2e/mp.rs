@@ -17,6 +17,8 @@ pub struct Mp {
     pub port: u16,
     child: Option<Child>,
     pub log: PathBuf,
+    /// The file descriptor limit `dmmp serve` runs with, when set.
+    pub fd_limit: Option<u32>,
 }
 
 impl Mp {
@@ -29,7 +31,9 @@ impl Mp {
                 .arg("init")
                 .arg("--dir")
                 .arg(&dir)
-                .args(["--listen", "127.0.0.1:0", "--poll-sleep", "2", "--tls-cert"])
+                .args(["--listen", "127.0.0.1:0", "--poll-sleep", "2"])
+                // These tests drive devices that register themselves on their first poll.
+                .args(["--unknown-devices", "register", "--tls-cert"])
                 .arg(w.pki.join("server.pem"))
                 .arg("--tls-key")
                 .arg(w.pki.join("server.key"))
@@ -41,7 +45,7 @@ impl Mp {
         text = text.replace("last_seen_flush_secs = 10", "last_seen_flush_secs = 1");
         tweak(&mut text);
         std::fs::write(&cfg, text).unwrap();
-        let mut mp = Mp { w, dir, port: 0, child: None, log: PathBuf::new() };
+        let mut mp = Mp { w, dir, port: 0, child: None, log: PathBuf::new(), fd_limit: None };
         mp.spawn();
         mp
     }
@@ -49,7 +53,17 @@ impl Mp {
     fn spawn(&mut self) {
         self.log = self.dir.join(format!("serve-{}.log", rand_u64()));
         let log = std::fs::File::create(&self.log).unwrap();
-        let mut child = Command::new(bin("dmmp"))
+        let mut cmd = match self.fd_limit {
+            Some(n) => {
+                let mut c = Command::new("sh");
+                c.args(["-c", "ulimit -n \"$0\" && exec \"$@\""])
+                    .arg(n.to_string())
+                    .arg(bin("dmmp"));
+                c
+            }
+            None => Command::new(bin("dmmp")),
+        };
+        let mut child = cmd
             .arg("--config")
             .arg(self.dir.join("dmmp.toml"))
             .arg("serve")
@@ -977,4 +991,238 @@ fn packages_on_an_external_distribution_point_link_there() {
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(32), "{}", show(&out));
+}
+
+#[test]
+fn registration_is_refused_by_default_capped_and_scoped_by_tenant() {
+    // A new installation refuses devices nobody added.
+    let w = World::new();
+    run_ok(
+        Command::new(bin("dmmp"))
+            .args(["init", "--dir"])
+            .arg(w.path("fresh"))
+            .args(["--listen", "127.0.0.1:0", "--tls-cert"])
+            .arg(w.pki.join("server.pem"))
+            .arg("--tls-key")
+            .arg(w.pki.join("server.key")),
+    );
+    let fresh = std::fs::read_to_string(w.path("fresh/dmmp.toml")).unwrap();
+    assert!(fresh.contains("unknown_devices = \"refuse\""), "{fresh}");
+
+    // With registration on: two tenants, and at most 3 registrations a minute.
+    let mp = Mp::start(|t| {
+        *t = t
+            .replace("tenants = [\"DEFAULT\"]", "tenants = [\"DEFAULT\", \"B\"]")
+            .replace("registrations_per_minute = 60", "registrations_per_minute = 3");
+    });
+    let poll = |tenant: &str, cid: &str| {
+        let url = format!("{}/{tenant}/controller/v1/{cid}", mp.url());
+        as_device(&mp, "tok-same", &[&url])
+    };
+    for (tenant, cid) in [("DEFAULT", "a-1"), ("B", "b-1"), ("B", "b-2")] {
+        assert_eq!(poll(tenant, cid).status, 200, "{tenant}/{cid}");
+    }
+    let over = poll("DEFAULT", "a-2");
+    assert_eq!(over.status, 429, "{}", over.text());
+    assert_eq!(over.json()["errorCode"], "dm.registration.throttled");
+    assert!(mp.log_text().contains("registrations_per_minute"));
+
+    // Tenant A's advertisement reaches tenant A's device only.
+    advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\necho hi\n")], &["--mandatory"]);
+    poll_until_link(&mp, "tok-same", "a-1", "deploymentBase");
+    for cid in ["b-1", "b-2"] {
+        let v = poll("B", cid).json();
+        assert!(v["_links"].get("deploymentBase").is_none(), "tenant B got A's action: {v}");
+    }
+    // Nor can an administrator put a device of B into A's collection by hand.
+    let out = run(
+        Command::new(bin("dmmp")).arg("--config").arg(mp.dir.join("dmmp.toml")).args([
+            "collection",
+            "members",
+            "everyone",
+            "--add",
+            "B/b-1",
+        ]),
+        Duration::from_secs(30),
+    );
+    assert_ne!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(show(&out).contains("is not of tenant DEFAULT"), "{}", show(&out));
+}
+
+#[test]
+fn a_self_registered_device_gets_no_client_deployment_until_approved() {
+    let mp = Mp::start(|_| {});
+    let bins = mp.w.bin_dir("bins", Some(0));
+    let settings =
+        "[Installation]\nClientInstallAction=Install\n[Communication]\nTargetToken=fleet-secret\n";
+    let folder = mp.w.folder(
+        "client",
+        "1.0.0.1",
+        &[(&host_platform(), &bins)],
+        &[("DMCommonInstaller.ini", settings)],
+        None,
+    );
+    let roots = mp.w.pki.join("root-ca.pem");
+    mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        folder.to_str().unwrap(),
+        "--roots",
+        roots.to_str().unwrap(),
+    ]);
+    mp.admin(&["program", "add", "--package", "dm-client", "--name", "up"]);
+    mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
+    mp.admin(&[
+        "advertise",
+        "--name",
+        "up",
+        "--program",
+        "up",
+        "--collection",
+        "everyone",
+        "--mandatory",
+    ]);
+    // Anyone can be the first to poll as "stranger": it gets no client deployment, whose
+    // settings hold the fleet's secrets.
+    assert_eq!(as_device(&mp, "tok-x", &[&mp.base("stranger")]).status, 200);
+    std::thread::sleep(Duration::from_millis(300));
+    let v = as_device(&mp, "tok-x", &[&mp.base("stranger")]).json();
+    assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
+    assert!(mp.log_text().contains("dmmp device approve DEFAULT/stranger"));
+    mp.admin(&["device", "approve", "stranger"]);
+    poll_until_link(&mp, "tok-x", "stranger", "deploymentBase");
+}
+
+/// A TLS connection to `mp` that then sends `hello` (nothing, or the start of an HTTP/2
+/// conversation) and keeps quiet.
+fn silent_connection(
+    mp: &Mp,
+    cfg: &std::sync::Arc<rustls::ClientConfig>,
+    hello: &[u8],
+) -> rustls::StreamOwned<rustls::ClientConnection, std::net::TcpStream> {
+    use std::io::Write;
+    let tcp = std::net::TcpStream::connect(("127.0.0.1", mp.port)).unwrap();
+    tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let name = rustls_pki_types::ServerName::try_from("127.0.0.1").unwrap();
+    let conn = rustls::ClientConnection::new(cfg.clone(), name).unwrap();
+    let mut tls = rustls::StreamOwned::new(conn, tcp);
+    while tls.conn.is_handshaking() {
+        tls.conn.complete_io(&mut tls.sock).unwrap();
+    }
+    if !hello.is_empty() {
+        tls.write_all(hello).unwrap();
+        tls.flush().unwrap();
+    }
+    tls
+}
+
+#[test]
+fn a_flood_of_idle_connections_never_stops_a_device() {
+    use rustls_pki_types::pem::PemObject;
+    let mut mp = Mp::start(|t| {
+        *t = t
+            .replace("first_request_timeout_secs = 10", "first_request_timeout_secs = 3")
+            .replace("idle_timeout_secs = 60", "idle_timeout_secs = 3");
+    });
+    // 256 file descriptors: room for about 190 connections.
+    mp.fd_limit = Some(256);
+    mp.restart();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_file_iter(mp.w.pki.join("root-ca.pem")).unwrap()
+    {
+        roots.add(c.unwrap()).unwrap();
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.alpn_protocols = vec![b"h2".to_vec()];
+    let cfg = std::sync::Arc::new(cfg);
+    let preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00".to_vec();
+    // A HEADERS frame (stream 1) without END_HEADERS: a request that never completes.
+    let mut headers = preface.clone();
+    headers.extend_from_slice(b"\x00\x00\x01\x01\x00\x00\x00\x00\x01\x82");
+    // 300 connections: TLS and nothing more, an HTTP/2 preface and SETTINGS only, and an
+    // HTTP/2 request that never ends its headers.
+    let mut flood = Vec::new();
+    for i in 0..300 {
+        let hello: &[u8] = match i % 3 {
+            0 => b"",
+            1 => &preface,
+            _ => &headers,
+        };
+        flood.push(silent_connection(&mp, &cfg, hello));
+    }
+    // A device polls through it all.
+    let r = as_device(&mp, "tok-flood", &[&mp.base("dev-1")]);
+    assert_eq!(r.status, 200, "{}", r.text());
+    mp.wait_log("connections full");
+    // And the silent ones are closed within their deadline.
+    std::thread::sleep(Duration::from_secs(5));
+    let mut closed = 0;
+    for s in flood.iter_mut() {
+        s.sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        // What the server sent first (HTTP/2 SETTINGS), then its end, or a timeout.
+        let mut b = [0u8; 256];
+        loop {
+            match std::io::Read::read(s, &mut b) {
+                Ok(0) => break closed += 1,
+                Ok(_) => continue,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    break;
+                }
+                Err(_) => break closed += 1,
+            }
+        }
+    }
+    assert_eq!(closed, flood.len(), "connections still open");
+    let r = as_device(&mp, "tok-flood", &[&mp.base("dev-1")]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn packages_whose_names_run_together_keep_their_own_files() {
+    let mp = Mp::start(|_| {});
+    let src = mp.w.path("src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(src.join("run.sh"), b"#!/bin/sh\necho one\n").unwrap();
+    let pkg = mp.w.path("pkg");
+    sign_package_as(&mp.w, &src, &pkg, ("dm-client", "1.2.0.345"), "run.sh", None);
+    let roots = mp.w.pki.join("root-ca.pem");
+    mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        pkg.to_str().unwrap(),
+        "--roots",
+        roots.to_str().unwrap(),
+    ]);
+    // A raw package whose name and version, joined with '-', read the same.
+    let raw = mp.w.path("fw.swu");
+    std::fs::write(&raw, b"firmware").unwrap();
+    mp.admin(&[
+        "package",
+        "add",
+        "--raw",
+        raw.to_str().unwrap(),
+        "--name",
+        "dm",
+        "--package-version",
+        "client-1.2.0.345",
+    ]);
+    let content: Vec<String> = std::fs::read_dir(mp.dir.join("content"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(content.len(), 2, "{content:?}");
+    let first = mp.dir.join("content").join("dm%2Dclient-1.2.0.345");
+    assert_eq!(std::fs::read(first.join("run.sh")).unwrap(), b"#!/bin/sh\necho one\n");
 }
