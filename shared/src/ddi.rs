@@ -395,14 +395,19 @@ impl std::str::FromStr for Finished {
     }
 }
 
-/// `result.progress`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `result.progress`, taken as leniently as hawkBit takes it: `{"cnt": 2, "of": 5}`, `{}`, or
+/// `{"percentage": 40}` as some clients (rauc-hawkbit) send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct Progress {
     /// Done.
-    pub cnt: i32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cnt: Option<i32>,
     /// Of.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub of: Option<i32>,
+    /// Percent done.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub percentage: Option<i32>,
 }
 
 /// `PUT …/configData`.
@@ -614,6 +619,23 @@ mod tests {
         ] {
             assert!(Tags::split(&[bad.to_string()]).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn progress_in_every_shape_clients_send() {
+        for (body, want) in [
+            (r#"{"cnt": 2, "of": 5}"#, Progress { cnt: Some(2), of: Some(5), percentage: None }),
+            (r#"{}"#, Progress::default()),
+            (r#"{"percentage": 40}"#, Progress { percentage: Some(40), ..Progress::default() }),
+        ] {
+            assert_eq!(serde_json::from_str::<Progress>(body).unwrap(), want, "{body}");
+        }
+        // rauc-hawkbit's feedback: the old DDI's id and time at the top, ignored.
+        let fb: ActionFeedback = serde_json::from_str(
+            r#"{"id": "7", "time": "20261128T093233", "status": {"result": {"progress": {}, "finished": "success"}, "execution": "closed", "details": []}}"#,
+        )
+        .unwrap();
+        assert_eq!(fb.status.execution, Execution::Closed);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! The server and admin commands may run at once: the admin commands write through their own
 //! connection and the server notices through [`Storage::data_version`].
 
+mod rows;
 pub mod sqlite;
 
 use std::collections::BTreeMap;
