@@ -36,8 +36,25 @@ pub struct Device {
     pub created: i64,
     /// When it last polled (Unix seconds).
     pub last_seen: Option<i64>,
-    /// How it was registered: `admin`, `target-token`, `gateway-token`, `certificate`.
+    /// How it was registered: `admin`, `target-token`, `gateway-token`, `certificate`,
+    /// `approved`.
     pub registered_by: String,
+    /// Whether its actions need no confirmation by its user, since when and by whom.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auto_confirm: Option<AutoConfirm>,
+}
+
+/// A device's auto-confirmation (hawkBit's `activateAutoConfirm`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AutoConfirm {
+    /// Who turned it on, as the device said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Why, as the device said.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+    /// When (Unix seconds).
+    pub activated_at: i64,
 }
 
 impl Device {
@@ -411,6 +428,9 @@ impl Advertisement {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "kebab-case")]
 pub enum ActionStatus {
+    /// Waiting for the device's user to consent (hawkBit's confirmation flow): an available
+    /// program, offered as `confirmationBase` until confirmed.
+    Waiting,
     /// Created, not yet fetched by the device.
     Scheduled,
     /// The device fetched it.
@@ -429,7 +449,8 @@ pub enum ActionStatus {
 
 impl ActionStatus {
     /// Every state, in the order of an action's life.
-    pub const ALL: [ActionStatus; 7] = [
+    pub const ALL: [ActionStatus; 8] = [
+        ActionStatus::Waiting,
         ActionStatus::Scheduled,
         ActionStatus::Retrieved,
         ActionStatus::Running,
@@ -442,6 +463,7 @@ impl ActionStatus {
     /// The name.
     pub fn as_str(self) -> &'static str {
         match self {
+            ActionStatus::Waiting => "waiting",
             ActionStatus::Scheduled => "scheduled",
             ActionStatus::Retrieved => "retrieved",
             ActionStatus::Running => "running",
@@ -460,6 +482,7 @@ impl ActionStatus {
     /// The hawkBit-style upper-case name used in `actionHistory`.
     pub fn history_name(self) -> &'static str {
         match self {
+            ActionStatus::Waiting => "WAIT_FOR_CONFIRMATION",
             ActionStatus::Scheduled | ActionStatus::Retrieved => "SCHEDULED",
             ActionStatus::Running => "RUNNING",
             ActionStatus::Finished => "FINISHED",
@@ -488,8 +511,9 @@ impl ActionStatus {
             (Execution::Closed, Finished::Failure) => ActionStatus::Error,
             (Execution::Closed, _) => ActionStatus::Finished,
             (Execution::Canceled, _) => ActionStatus::Canceled,
-            // A cancellation stays pending until the device answers it.
-            _ if self == ActionStatus::Canceling => ActionStatus::Canceling,
+            // A cancellation stays pending until the device answers it, and consent until
+            // the device gives it.
+            _ if matches!(self, ActionStatus::Canceling | ActionStatus::Waiting) => self,
             _ => ActionStatus::Running,
         })
     }
@@ -522,9 +546,35 @@ impl ActionStatus {
         })
     }
 
+    /// Where the device's answer to a confirmation request moves an action in this state:
+    /// `confirmed` lets it run, `denied` leaves it waiting (the user may consent later). A
+    /// confirmation again, after the first (a lost acknowledgement), changes nothing.
+    pub fn on_confirmation(self, confirmed: bool) -> Result<ActionStatus, Error> {
+        if self.is_closed() {
+            return Err(Error::Gone(format!("the action is already {}", self.as_str())));
+        }
+        Ok(match (self, confirmed) {
+            (ActionStatus::Waiting, true) => ActionStatus::Scheduled,
+            (ActionStatus::Waiting, false) => ActionStatus::Waiting,
+            (other, true) => other,
+            (other, false) => {
+                return Err(Error::Conflict(format!(
+                    "the action is {}, no longer waiting for confirmation",
+                    other.as_str()
+                )));
+            }
+        })
+    }
+
     /// Whether the device should still work on an action in this state.
     pub fn is_open(self) -> bool {
-        matches!(self, ActionStatus::Scheduled | ActionStatus::Retrieved | ActionStatus::Running)
+        matches!(
+            self,
+            ActionStatus::Waiting
+                | ActionStatus::Scheduled
+                | ActionStatus::Retrieved
+                | ActionStatus::Running
+        )
     }
 }
 
@@ -601,6 +651,7 @@ mod tests {
             created: 0,
             last_seen: None,
             registered_by: "admin".into(),
+            auto_confirm: None,
         }
     }
 

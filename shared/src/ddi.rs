@@ -89,6 +89,80 @@ pub struct DeploymentBase {
     pub action_history: Option<ActionHistory>,
 }
 
+/// `GET …/confirmationBase/{actionId}`: an action waiting for the device's user to consent,
+/// described as a deployment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmationBaseAction {
+    /// The action id.
+    pub id: String,
+    /// What would be deployed.
+    pub confirmation: Deployment,
+    /// Previous feedback, when asked for.
+    #[serde(rename = "actionHistory", default, skip_serializing_if = "Option::is_none")]
+    pub action_history: Option<ActionHistory>,
+}
+
+/// `GET …/confirmationBase`: the device's auto-confirmation, and the action waiting, if any.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmationBase {
+    /// Whether actions are confirmed without asking.
+    #[serde(rename = "autoConfirm")]
+    pub auto_confirm: AutoConfirmState,
+    /// `confirmationBase` (an action waits), `activateAutoConfirm` or `deactivateAutoConfirm`.
+    #[serde(rename = "_links", default)]
+    pub links: Links,
+}
+
+/// `autoConfirm`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AutoConfirmState {
+    /// On or off.
+    pub active: bool,
+    /// Who turned it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+    /// When (Unix milliseconds).
+    #[serde(rename = "activatedAt", default, skip_serializing_if = "Option::is_none")]
+    pub activated_at: Option<i64>,
+}
+
+/// `POST …/confirmationBase/activateAutoConfirm`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ActivateAutoConfirm {
+    /// Who turns it on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initiator: Option<String>,
+    /// Why.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remark: Option<String>,
+}
+
+/// The user's answer: `confirmed` or `denied`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Confirmation {
+    /// Go ahead.
+    Confirmed,
+    /// Not now.
+    Denied,
+}
+
+/// `POST …/confirmationBase/{actionId}/feedback`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ConfirmationFeedback {
+    /// The answer.
+    pub confirmation: Confirmation,
+    /// A status code of the device's own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+    /// Lines for people.
+    #[serde(default)]
+    pub details: Vec<String>,
+}
+
 /// `deployment`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Deployment {

@@ -79,7 +79,7 @@ impl Worker<'_> {
     }
 
     /// Queues a progress report on an action.
-    pub fn progress(
+    pub(super) fn progress(
         &self,
         action: u64,
         exec: Execution,
@@ -188,6 +188,11 @@ impl Worker<'_> {
 
     fn refuse(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {
         self.finish(rec, r.message_id, r.code, r.text, vec![])
+    }
+
+    /// Refuses an action (closed, failed, with its own message and code).
+    pub fn refuse_action(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {
+        self.refuse(rec, r)
     }
 
     /// Reports programs a previous run of the agent left running: they are not run again.

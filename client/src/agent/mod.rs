@@ -6,6 +6,7 @@
 //! See docs/agent.md.
 
 pub mod action;
+pub mod confirm;
 pub mod contain;
 pub mod content;
 pub mod inventory;
@@ -146,6 +147,18 @@ fn is_certificate_problem(e: &Error) -> bool {
 fn run_requests(w: &mut Worker<'_>, deferred: &mut BTreeSet<u64>) {
     for id in state::requests(w.ctx) {
         match ActionRecord::load(w.ctx, id) {
+            Some(mut r) if confirm::awaits_confirmation(&r) => {
+                info!("the device's user asked to run action {id} ({})", r.program);
+                if let Err(e) = w.confirm(&mut r) {
+                    warn!("action {id}: {e}; tried again after the next poll");
+                    deferred.insert(id);
+                    continue;
+                }
+                // Answered: it runs when the server offers it (`dmsvc run` waits for that).
+                deferred.remove(&id);
+                state::request_done(w.ctx, id);
+                continue;
+            }
             Some(r) if matches!(r.stage, Stage::Available | Stage::Downloaded) => {
                 info!("the device's user asked to run action {id} ({})", r.program);
                 if let Err(e) = w.deployment(&r.href, true) {
@@ -197,10 +210,11 @@ fn after_poll(
     if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, asked) {
         warn!("inventory not sent: {e}");
     }
-    let step = match (base.links.get("cancelAction"), base.links.get("deploymentBase")) {
+    let links = &base.links;
+    let step = match (links.get("cancelAction"), links.get("deploymentBase")) {
         (Some(l), _) => Some(w.cancel(&l.href)),
         (None, Some(l)) => Some(w.deployment(&l.href, false)),
-        (None, None) => None,
+        (None, None) => links.get("confirmationBase").map(|l| w.confirmation(&l.href)),
     };
     if let Some(step) = step {
         if let Err(e) = step {

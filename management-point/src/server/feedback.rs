@@ -24,7 +24,7 @@ const MAX_KEY_LEN: usize = 128;
 const MAX_VALUE_LEN: usize = 4096;
 const MAX_STATUS_MESSAGES: usize = 100;
 
-fn parse_json<T: serde::de::DeserializeOwned>(
+pub(super) fn parse_json<T: serde::de::DeserializeOwned>(
     body: Result<Bytes, BytesRejection>,
     what: &str,
 ) -> Result<T, ApiError> {
@@ -44,7 +44,7 @@ fn parse_json<T: serde::de::DeserializeOwned>(
         .map_err(|e| ApiError::bad_request(format!("{what} is not valid: {e}")))
 }
 
-fn check_details(details: &[String]) -> Result<(), ApiError> {
+pub(super) fn check_details(details: &[String]) -> Result<(), ApiError> {
     if details.len() > MAX_DETAILS {
         return Err(ApiError::bad_request(format!(
             "{} detail lines; at most {MAX_DETAILS}",

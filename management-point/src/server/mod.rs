@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod confirm;
 pub mod conns;
 pub mod feedback;
 #[cfg(test)]
@@ -42,6 +43,20 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(base, get(routes::poll))
         .route(&format!("{base}/deploymentBase/{{id}}"), get(routes::deployment_base))
         .route(&format!("{base}/deploymentBase/{{id}}/feedback"), post(routes::feedback))
+        .route(&format!("{base}/confirmationBase"), get(routes::confirmation_base))
+        .route(&format!("{base}/confirmationBase/{{id}}"), get(routes::confirmation_action))
+        .route(
+            &format!("{base}/confirmationBase/{{id}}/feedback"),
+            post(routes::confirmation_feedback),
+        )
+        .route(
+            &format!("{base}/confirmationBase/activateAutoConfirm"),
+            post(routes::activate_auto_confirm),
+        )
+        .route(
+            &format!("{base}/confirmationBase/deactivateAutoConfirm"),
+            post(routes::deactivate_auto_confirm),
+        )
         .route(&format!("{base}/cancelAction/{{id}}"), get(routes::cancel_action))
         .route(&format!("{base}/cancelAction/{{id}}/feedback"), post(routes::cancel_feedback))
         .route(&format!("{base}/configData"), put(routes::config_data))

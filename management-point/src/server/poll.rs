@@ -8,7 +8,7 @@ use super::http::{ApiError, encode_segment};
 use super::state::{AppState, View};
 use crate::model::*;
 
-fn base_url(state: &AppState, tenant: &str, cid: &str) -> String {
+pub(super) fn base_url(state: &AppState, tenant: &str, cid: &str) -> String {
     format!(
         "{}/{}/controller/v1/{}",
         state.public_url(),
@@ -26,7 +26,7 @@ fn window_open(adv: &Advertisement, now: i64) -> Option<bool> {
 fn next_action(view: &View, device_id: i64, now: i64) -> Option<&Action> {
     view.actions_of(device_id).find(|a| {
         a.status.is_open()
-            && (a.status != ActionStatus::Scheduled
+            && (!matches!(a.status, ActionStatus::Scheduled | ActionStatus::Waiting)
                 || view
                     .advertisements
                     .get(&a.advertisement_id)
@@ -58,9 +58,14 @@ pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiErro
     } else if let Some(a) = next_action(&view, d.id, now) {
         let window =
             view.advertisements.get(&a.advertisement_id).and_then(|adv| window_open(adv, now));
+        let (name, path) = if a.status == ActionStatus::Waiting {
+            ("confirmationBase", "confirmationBase")
+        } else {
+            ("deploymentBase", "deploymentBase")
+        };
         links.insert(
-            "deploymentBase".into(),
-            link(format!("{base}/deploymentBase/{}?c={}", a.id, change_marker(a, window))),
+            name.into(),
+            link(format!("{base}/{path}/{}?c={}", a.id, change_marker(a, window))),
         );
     }
     let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone())).unwrap_or(d);
@@ -211,7 +216,7 @@ pub(super) fn device_action(view: &View, d: &Device, action_id: &str) -> Result<
     }
 }
 
-fn deployment(
+pub(super) fn deployment(
     state: &AppState,
     d: &Device,
     a: &Action,
@@ -228,7 +233,11 @@ fn deployment(
     let window = window_open(&adv, now);
     let (download, mut update) = match adv.kind {
         AdvertisementKind::Mandatory => (ddi::Handling::Forced, ddi::Handling::Forced),
-        AdvertisementKind::Available => (ddi::Handling::Attempt, ddi::Handling::Attempt),
+        // Offered for consent; once the device's user consented, it runs.
+        AdvertisementKind::Available if a.status == ActionStatus::Waiting => {
+            (ddi::Handling::Attempt, ddi::Handling::Attempt)
+        }
+        AdvertisementKind::Available => (ddi::Handling::Forced, ddi::Handling::Forced),
         AdvertisementKind::DownloadOnly => (ddi::Handling::Forced, ddi::Handling::Skip),
     };
     if window == Some(false) {

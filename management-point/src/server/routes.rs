@@ -18,7 +18,7 @@ use super::auth::{ConnInfo, authenticate};
 use super::http::ApiError;
 use super::poll::HistoryQuery;
 use super::state::AppState;
-use super::{artifacts, feedback, poll};
+use super::{artifacts, confirm, feedback, poll};
 use crate::model::Device;
 
 /// The request as the handlers log it.
@@ -216,6 +216,8 @@ macro_rules! json_reply {
 }
 json_reply!(
     ddi::ControllerBase,
+    ddi::ConfirmationBase,
+    ddi::ConfirmationBaseAction,
     ddi::CrlList,
     ddi::DeploymentBase,
     ddi::Cancel,
@@ -255,6 +257,50 @@ pub async fn feedback(
     body: Body,
 ) -> Response {
     run(r, p.tenant, p.cid, move |st, d| feedback::feedback(st, d, &p.id, body, false)).await
+}
+
+/// `GET …/confirmationBase`.
+pub async fn confirmation_base(r: Req, Checked(Path(p)): Checked<Path<DevicePath>>) -> Response {
+    run(r, p.tenant, p.cid, |st, d| {
+        let base = poll::base_url(st, &d.tenant, &d.controller_id);
+        confirm::confirmation_base(st, d, &base)
+    })
+    .await
+}
+
+/// `GET …/confirmationBase/{id}`.
+pub async fn confirmation_action(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    Checked(Query(q)): Checked<Query<HistoryQuery>>,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| confirm::confirmation_action(st, d, &p.id, &q)).await
+}
+
+/// `POST …/confirmationBase/{id}/feedback`.
+pub async fn confirmation_feedback(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DeviceItemPath>>,
+    body: Body,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| confirm::confirmation_feedback(st, d, &p.id, body)).await
+}
+
+/// `POST …/confirmationBase/activateAutoConfirm`.
+pub async fn activate_auto_confirm(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    body: Body,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| confirm::activate(st, d, body)).await
+}
+
+/// `POST …/confirmationBase/deactivateAutoConfirm`.
+pub async fn deactivate_auto_confirm(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+) -> Response {
+    run(r, p.tenant, p.cid, confirm::deactivate).await
 }
 
 /// `GET …/cancelAction/{id}`.

@@ -347,12 +347,31 @@ impl AppState {
         Ok(())
     }
 
-    /// Creates the actions of advertisements that newly apply to a device.
+    /// Creates the actions of advertisements that newly apply to a device. An available
+    /// program's waits for its user's consent, unless the device confirms automatically.
     pub fn ensure_actions(&self, d: &Device) -> Result<()> {
         let now = self.now();
-        let new = self.read().new_advertisements_for(d, now);
-        for adv in new {
-            let a = self.store.ensure_action(adv, d.id, now)?;
+        let (new, auto) = {
+            let view = self.read();
+            let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone()));
+            let auto = current.unwrap_or(d).auto_confirm.is_some();
+            let new: Vec<(i64, bool)> = view
+                .new_advertisements_for(d, now)
+                .into_iter()
+                .map(|id| {
+                    let available = view
+                        .advertisements
+                        .get(&id)
+                        .is_some_and(|a| a.kind == AdvertisementKind::Available);
+                    (id, available)
+                })
+                .collect();
+            (new, auto)
+        };
+        for (adv, available) in new {
+            let status =
+                if available && !auto { ActionStatus::Waiting } else { ActionStatus::Scheduled };
+            let a = self.store.ensure_action(adv, d.id, status, now)?;
             log::info!("advertisement {adv} reaches device {} as action {}", d.controller_id, a.id);
             self.write().put_action(a);
         }

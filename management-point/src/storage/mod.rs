@@ -43,6 +43,8 @@ pub trait Storage: Send + Sync {
     fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
     /// Replaces a device's inventory attributes.
     fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
+    /// Turns a device's auto-confirmation on (`Some`) or off.
+    fn set_auto_confirm(&self, id: i64, auto: Option<&AutoConfirm>) -> Result<()>;
     /// Records how a device came to be trusted (`registered_by`), as an approval does.
     fn set_registered_by(&self, id: i64, how: &str) -> Result<()>;
     /// Records last-seen times in one transaction.
@@ -75,7 +77,13 @@ pub trait Storage: Send + Sync {
     fn cancel_advertisement(&self, id: i64, now: i64) -> Result<usize>;
 
     /// Creates the action of an advertisement for a device (or returns the existing one).
-    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action>;
+    fn ensure_action(
+        &self,
+        advertisement_id: i64,
+        device_id: i64,
+        status: ActionStatus,
+        now: i64,
+    ) -> Result<Action>;
     /// Every action.
     fn actions(&self) -> Result<Vec<Action>>;
     /// One action.

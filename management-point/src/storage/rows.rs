@@ -88,11 +88,14 @@ pub(super) fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
         created: r.get(5)?,
         last_seen: r.get(6)?,
         registered_by: r.get(7)?,
+        auto_confirm: match r.get::<_, Option<String>>(8)? {
+            Some(j) => Some(from_json("devices", id, "auto_confirm", &j)?),
+            None => None,
+        },
     })
 }
 
-pub(super) const DEVICE_COLS: &str =
-    "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by";
+pub(super) const DEVICE_COLS: &str = "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by, auto_confirm";
 pub(super) const ACTION_COLS: &str =
     "id, advertisement_id, device_id, status, created, updated, last_code";
 pub(super) const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id";

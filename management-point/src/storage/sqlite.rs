@@ -17,6 +17,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-002-signed-programs.sql"),
     include_str!("migrations/sqlite-003-report-ids.sql"),
     include_str!("migrations/sqlite-004-tenants-and-registration.sql"),
+    include_str!("migrations/sqlite-005-confirmation.sql"),
 ];
 
 /// The SQLite store.
@@ -159,6 +160,14 @@ impl Storage for SqliteStore {
                 params![id, json(attributes)?],
             )
             .map(|_| ())
+        })
+    }
+
+    fn set_auto_confirm(&self, id: i64, auto: Option<&AutoConfirm>) -> Result<()> {
+        self.with("store auto-confirmation", |c| {
+            let value = auto.map(json).transpose()?;
+            c.execute("UPDATE devices SET auto_confirm = ?2 WHERE id = ?1", params![id, value])
+                .map(|_| ())
         })
     }
 
@@ -408,11 +417,17 @@ impl Storage for SqliteStore {
         .ok_or_else(|| Error::NotFound(format!("advertisement {id}")))
     }
 
-    fn ensure_action(&self, advertisement_id: i64, device_id: i64, now: i64) -> Result<Action> {
+    fn ensure_action(
+        &self,
+        advertisement_id: i64,
+        device_id: i64,
+        status: ActionStatus,
+        now: i64,
+    ) -> Result<Action> {
         self.with("create an action", |c| {
             c.execute(
-                "INSERT OR IGNORE INTO actions (advertisement_id, device_id, status, created, updated) VALUES (?1, ?2, 'scheduled', ?3, ?3)",
-                params![advertisement_id, device_id, now],
+                "INSERT OR IGNORE INTO actions (advertisement_id, device_id, status, created, updated) VALUES (?1, ?2, ?4, ?3, ?3)",
+                params![advertisement_id, device_id, now, status.as_str()],
             )?;
             c.query_row(
                 &format!("SELECT {ACTION_COLS} FROM actions WHERE advertisement_id = ?1 AND device_id = ?2"),
@@ -640,8 +655,8 @@ mod tests {
         assert_eq!((d.attr("platform"), d.last_seen), (Some("linux-aarch64"), Some(99)));
         assert_eq!(s.packages().unwrap()[0].artifacts.len(), 1);
         assert_eq!(s.advertisements().unwrap(), vec![adv.clone()]);
-        let a1 = s.ensure_action(adv.id, dev.id, 5).unwrap();
-        let a2 = s.ensure_action(adv.id, dev.id, 6).unwrap();
+        let a1 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+        let a2 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 6).unwrap();
         assert_eq!(a1, a2, "one action per device and advertisement");
         assert_eq!(a1.status, ActionStatus::Scheduled);
     }
@@ -650,7 +665,7 @@ mod tests {
     fn feedback_is_atomic_and_refusals_store_nothing() {
         let (_d, s) = store();
         let (dev, adv) = setup(&s);
-        let a = s.ensure_action(adv.id, dev.id, 5).unwrap();
+        let a = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
         let report = StatusRecord { report_id: Some("r-1".into()), ..record(dev.id, Some(a.id)) };
         let done =
             s.apply_feedback(a.id, &report, &|_| Ok(ActionStatus::Finished)).unwrap().unwrap();
@@ -675,7 +690,7 @@ mod tests {
     fn cancel_moves_open_actions_and_packages_in_use_stay() {
         let (_d, s) = store();
         let (dev, adv) = setup(&s);
-        s.ensure_action(adv.id, dev.id, 5).unwrap();
+        s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
         let pkg = s.packages().unwrap()[0].id;
         assert!(matches!(s.remove_package(pkg), Err(Error::Conflict(_))));
         assert_eq!(s.cancel_advertisement(adv.id, 6).unwrap(), 1);

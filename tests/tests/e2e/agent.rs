@@ -361,6 +361,9 @@ fn an_available_program_waits_for_the_user_and_runs_on_request() {
     };
     assert!(!f.device().join("ran").exists(), "an available program ran unasked");
     assert!(f.action_history().contains(&("scheduled".into(), 10037)), "{:?}", f.action_history());
+    // hawkBit's confirmation flow: the server waits for the user's consent.
+    let st = f.mp.admin_json(&["advertisement", "status", &ad]);
+    assert_eq!(st["counts"]["waiting"], 1, "{st}");
     let id = listed.split('\t').next().unwrap().trim().to_string();
     let out = run(
         Command::new(bin("dmsvc")).args(["run", &id, "--device-root"]).arg(f.device()),
@@ -370,6 +373,8 @@ fn an_available_program_waits_for_the_user_and_runs_on_request() {
     assert!(String::from_utf8_lossy(&out.stdout).contains("completed successfully"));
     assert!(f.device().join("ran").exists());
     f.wait_status(&ad, "success", finished);
+    let consent = f.history().into_iter().find(|r| r["source"] == "confirmation");
+    assert!(consent.is_some_and(|r| r["details"][0] == "confirmed"), "{:?}", f.history());
 }
 
 #[test]
