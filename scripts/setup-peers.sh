@@ -12,6 +12,7 @@ PEERS=(
     "openssl:openssl"
     "swupdate:swupdate"
     "nginx:nginx"
+    "dbus-daemon:dbus-daemon"
 )
 
 missing=()
@@ -19,10 +20,24 @@ for pair in "${PEERS[@]}"; do
     cmd=${pair%%:*}
     command -v "$cmd" >/dev/null 2>&1 || [ -x "$cmd" ] || missing+=("${pair#*:}")
 done
-if [ "${#missing[@]}" -eq 0 ]; then
-    echo "setup-peers: all peers present" >&2
-    exit 0
+# rauc-hawkbit (a real Python DDI client) runs on Debian's Python with its GObject bindings.
+/usr/bin/python3 -c 'import gi' >/dev/null 2>&1 || missing+=(python3-gi)
+/usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+if [ "${#missing[@]}" -gt 0 ]; then
+    echo "setup-peers: installing ${missing[*]}" >&2
+    apt-get update -q >/dev/null 2>&1 || echo "setup-peers: apt-get update reported errors; trying anyway" >&2
+    apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
-echo "setup-peers: installing ${missing[*]}" >&2
-apt-get update -q >/dev/null 2>&1 || echo "setup-peers: apt-get update reported errors; trying anyway" >&2
-apt-get install -y -q --no-install-recommends "${missing[@]}"
+
+# rauc-hawkbit 0.2.0 from PyPI, in a virtual environment that sees Debian's python3-gi
+# (building PyGObject from source would need cairo). Its D-Bus peer, RAUC, is played by
+# tests/peers/fake_rauc.py on a private bus.
+venv=target/peers/rauc-hawkbit
+if [ ! -x "$venv/bin/rauc-hawkbit-client" ]; then
+    echo "setup-peers: rauc-hawkbit into $venv" >&2
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv --system-site-packages "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check --no-deps rauc-hawkbit==0.2.0 gbulb==0.6.6
+    "$venv/bin/pip" install -q --disable-pip-version-check aiohttp==3.14.5
+fi
+echo "setup-peers: all peers present" >&2

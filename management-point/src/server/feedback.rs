@@ -156,8 +156,13 @@ pub fn config_data(
         )));
     }
     let key = (d.tenant.clone(), d.controller_id.clone());
-    let mut attrs =
-        state.read().devices.get(&key).map(|d| d.attributes.clone()).unwrap_or_default();
+    // A device an administrator added a moment ago may not be in the view yet: its stored
+    // record (from authentication) stands in.
+    let mut attrs = state
+        .read()
+        .devices
+        .get(&key)
+        .map_or_else(|| d.attributes.clone(), |d| d.attributes.clone());
     match cd.mode.unwrap_or(ConfigDataMode::Merge) {
         ConfigDataMode::Merge => attrs.extend(cd.data),
         ConfigDataMode::Replace => attrs = cd.data,
@@ -176,7 +181,8 @@ pub fn config_data(
     state.store.set_attributes(d.id, &attrs).map_err(ApiError::from)?;
     let updated = {
         let mut view = state.write();
-        let dev = view.devices.get_mut(&key).ok_or_else(|| ApiError::not_found("device"))?;
+        view.device_keys.insert(d.id, key.clone());
+        let dev = view.devices.entry(key).or_insert_with(|| d.clone());
         dev.attributes = attrs;
         dev.clone()
     };

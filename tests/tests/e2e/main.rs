@@ -10,6 +10,7 @@ mod cross;
 mod hostile;
 mod installer;
 mod mp;
+mod rauc;
 mod robust;
 mod setup;
 mod swupdate;
