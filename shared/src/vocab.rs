@@ -140,9 +140,15 @@ pub mod inventory {
     pub const CLIENT_HEALTH_REASON: &str = "client_health_reason";
     /// The last setup run: operation, result, status and time.
     pub const LAST_SETUP: &str = "last_setup";
+    /// The board, under the name other DDI clients and servers use (the model).
+    pub const HW_BOARDNAME: &str = "hw_boardname";
+    /// The board's revision (DMI board version, or the device tree's revision).
+    pub const HW_REVISION: &str = "hw_revision";
+    /// The system's software version (os-release `VERSION_ID`, and `BUILD_ID` when set).
+    pub const SW_VERSION: &str = "sw_version";
 
     /// Every key, in the order the docs list them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 17] = [
         PLATFORM,
         ARCH,
         OS,
@@ -157,6 +163,9 @@ pub mod inventory {
         CLIENT_HEALTH,
         CLIENT_HEALTH_REASON,
         LAST_SETUP,
+        HW_BOARDNAME,
+        HW_REVISION,
+        SW_VERSION,
     ];
 }
 

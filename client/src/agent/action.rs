@@ -262,17 +262,30 @@ impl Worker<'_> {
             url: href.into(),
             reason: format!("action id {:?} is not a number", d.id),
         })?;
+        let classified = plan::classify(&d.deployment);
         if let Some(mut r) = ActionRecord::load(self.ctx, action) {
             match r.stage {
                 Stage::Upgrading => {
                     log::debug!("action {action} is handed to setup; its report follows");
                     return Ok(());
                 }
-                Stage::Done | Stage::Canceled => return self.resend_final(&mut r),
+                Stage::Done | Stage::Canceled => {
+                    let same = classified
+                        .as_ref()
+                        .map_or(true, |(c, _)| c.name == r.package && c.version == r.version);
+                    if same {
+                        return self.resend_final(&mut r);
+                    }
+                    warn!(
+                        "the management point offers action {action} again, for another package than the {} {} it was here: a server that reuses action ids; a new action",
+                        r.package, r.version
+                    );
+                    ActionRecord::forget(self.ctx, action)?;
+                }
                 _ => {}
             }
         }
-        let (chunk, kind) = match plan::classify(&d.deployment) {
+        let (chunk, kind) = match classified {
             Ok(c) => c,
             Err(r) => {
                 let mut rec = self.record(action, href, d.deployment.chunks.first())?;
@@ -321,8 +334,15 @@ impl Worker<'_> {
         }
     }
 
-    /// Downloads the content. `Ok(false)`: the action ended (reported).
+    /// Downloads the content. `Ok(false)`: the action ended (reported). The download is
+    /// announced once, now that nothing refused the action before it.
     fn download(&mut self, rec: &mut ActionRecord, chunk: &Chunk) -> Result<bool> {
+        if !rec.announced {
+            let text = format!("received {} {}; downloading", rec.package, rec.version);
+            self.progress(rec.id, Execution::Download, MessageId::PROGRAM_RECEIVED, text)?;
+            rec.announced = true;
+            rec.save(self.ctx)?;
+        }
         let net = &self.session.net;
         if let Err(e) = content::download(self.ctx, net, rec.id, chunk, &rec.href, &self.stop) {
             self.download_failed(rec, e)?;
@@ -340,7 +360,7 @@ impl Worker<'_> {
         &self,
         rec: &ActionRecord,
         chunk: &Chunk,
-        kind: PackageKind,
+        kind: Option<PackageKind>,
     ) -> std::result::Result<(VerifiedFolder, Option<SignedProgram>), Refusal> {
         let untrusted = |e: Error| Refusal {
             message_id: MessageId::PACKAGE_UNTRUSTED,
@@ -349,6 +369,7 @@ impl Worker<'_> {
         };
         let folder = content::verify(self.ctx, rec.id, kind).map_err(untrusted)?;
         let m = &folder.manifest;
+        let kind = kind.unwrap_or(m.kind);
         let manifest_path = folder.path_of(dm_shared::manifest::MANIFEST_FILE);
         m.require_signed_programs(&manifest_path).map_err(|e| untrusted(e.into()))?;
         let program = plan::match_advertisement(chunk, kind, m)?.cloned();
@@ -406,8 +427,6 @@ impl Worker<'_> {
         r.kind = meta(ddi::meta::ADVERTISEMENT_KIND);
         r.save(self.ctx)?;
         info!("action {action}: {} {} ({}), program {:?}", r.package, r.version, r.kind, r.program);
-        let text = format!("received {} {}; downloading", r.package, r.version);
-        self.progress(action, Execution::Download, MessageId::PROGRAM_RECEIVED, text)?;
         Ok(r)
     }
 

@@ -89,6 +89,26 @@ fn read_first_line(path: &std::path::Path) -> Option<String> {
     (!s.is_empty()).then_some(s)
 }
 
+/// The os-release file's value of `key`.
+fn os_release(ctx: &Context, key: &str) -> Option<String> {
+    let b = dmfs::read_optional(&ctx.layout.root().join("etc/os-release"), 16 * 1024).ok()??;
+    let text = String::from_utf8_lossy(&b).into_owned();
+    text.lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+        .map(|v| v.trim().trim_matches('"').to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `VERSION_ID`, with `+BUILD_ID` when there is one.
+fn sw_version(ctx: &Context) -> String {
+    match (os_release(ctx, "VERSION_ID"), os_release(ctx, "BUILD_ID")) {
+        (Some(v), Some(b)) => format!("{v}+{b}"),
+        (Some(v), None) => v,
+        (None, Some(b)) => b,
+        (None, None) => "unknown".into(),
+    }
+}
+
 fn os_name(ctx: &Context) -> String {
     let root = ctx.layout.root();
     let text = dmfs::read_optional(&root.join("etc/os-release"), 16 * 1024)
@@ -204,7 +224,13 @@ pub fn collect(
     let model = read_first_line(&root.join("proc/device-tree/model"))
         .or_else(|| read_first_line(&root.join("sys/class/dmi/id/product_name")))
         .unwrap_or_else(|| "unknown".into());
-    put(key::MODEL, model);
+    put(key::MODEL, model.clone());
+    put(key::HW_BOARDNAME, model);
+    let revision = read_first_line(&root.join("sys/class/dmi/id/board_version"))
+        .or_else(|| read_first_line(&root.join("proc/device-tree/revision")))
+        .unwrap_or_else(|| "unknown".into());
+    put(key::HW_REVISION, revision);
+    put(key::SW_VERSION, sw_version(ctx));
     if let Ok(bytes) = dmfs::available_space(root) {
         put(key::FREE_SPACE_MB, (bytes / (1024 * 1024)).to_string());
     }
@@ -284,7 +310,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join("etc")).unwrap();
         std::fs::write(
             dir.path().join("etc/os-release"),
-            "NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\n",
+            "NAME=Debian\nPRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"\nVERSION_ID=\"12\"\nBUILD_ID=20261128\n",
         )
         .unwrap();
         std::fs::create_dir_all(dir.path().join("proc/device-tree")).unwrap();
@@ -298,6 +324,9 @@ mod tests {
         let inv = collect(&ctx, &Settings::defaults(), &HealthState::default());
         assert_eq!(inv["os"], "Debian GNU/Linux 12 (bookworm)");
         assert_eq!(inv["model"], "Raspberry Pi 4 Model B Rev 1.4");
+        assert_eq!(inv["hw_boardname"], "Raspberry Pi 4 Model B Rev 1.4");
+        assert_eq!(inv["hw_revision"], "unknown");
+        assert_eq!(inv["sw_version"], "12+20261128");
         assert_eq!(inv["installed_packages"], "tools 1.1.0.0");
         assert_eq!(inv["platform"], Platform::current().to_string());
         assert_eq!(inv["client_health"], "healthy");

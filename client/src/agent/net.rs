@@ -124,6 +124,13 @@ enum Purpose {
     Download,
 }
 
+/// Checks a finished download: its size, and its SHA-256 when the server gave one.
+fn checked(state: Sha256State, dest: &Path, size: u64, sha256: &str) -> Result<()> {
+    let hashed = state.finish();
+    let expected = if sha256.is_empty() { hashed.sha256.clone() } else { sha256.to_string() };
+    hashed.check(dest, size, &expected).map_err(Into::into)
+}
+
 /// A URL for the log: any user and password replaced.
 pub fn redact_url(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
@@ -338,18 +345,18 @@ impl Net {
                 timeout: false,
             });
         }
-        if let Err(e) = state.finish().check(dest, size, sha256) {
+        if let Err(e) = checked(state, dest, size, sha256) {
             dmfs::remove_file(partial)?;
             if !resumed {
-                return Err(e.into());
+                return Err(e);
             }
             // The bytes kept from before may be what was wrong (a file changed on the server
             // between the two tries, a damaged partial file): once more, from byte zero.
             log::warn!("{e}; the download was resumed: downloading it again from the start");
             let state = self.fetch_rest(url, partial, dest, size, Sha256State::new(), stop)?;
-            if let Err(e) = state.finish().check(dest, size, sha256) {
+            if let Err(e) = checked(state, dest, size, sha256) {
                 dmfs::remove_file(partial)?;
-                return Err(e.into());
+                return Err(e);
             }
         }
         dmfs::rename(partial, dest)?;

@@ -32,8 +32,10 @@ impl Refusal {
     }
 }
 
-/// The one package of a deployment and its kind.
-pub fn classify(d: &Deployment) -> Result<(&Chunk, PackageKind), Refusal> {
+/// The one package of a deployment and its kind: from the chunk's `part`, or, for a part of
+/// another server's vocabulary (`os`, `application`, …) whose one artifact is a `.dmpkg`
+/// bundle, `None`: the signed manifest says.
+pub fn classify(d: &Deployment) -> Result<(&Chunk, Option<PackageKind>), Refusal> {
     let chunk = match d.chunks.as_slice() {
         [] => return Err(Refusal::unsupported("the deployment has no package".into())),
         [one] => one,
@@ -44,10 +46,17 @@ pub fn classify(d: &Deployment) -> Result<(&Chunk, PackageKind), Refusal> {
             )));
         }
     };
-    let kind = PackageKind::from_part(&chunk.part).ok_or_else(|| {
-        Refusal::unsupported(format!("package kind {:?} is not supported", chunk.part))
-    })?;
-    Ok((chunk, kind))
+    if let Some(kind) = PackageKind::from_part(&chunk.part) {
+        return Ok((chunk, Some(kind)));
+    }
+    let suffix = format!(".{}", dm_shared::bundle::EXTENSION);
+    match chunk.artifacts.as_slice() {
+        [one] if one.filename.ends_with(&suffix) => Ok((chunk, None)),
+        _ => Err(Refusal::unsupported(format!(
+            "package kind {:?} is not one this client knows, and the package is not one signed .dmpkg bundle",
+            chunk.part
+        ))),
+    }
 }
 
 impl Refusal {
@@ -253,18 +262,30 @@ mod tests {
     fn classify_takes_exactly_one_known_package() {
         let one =
             deployment(Handling::Forced, Handling::Forced, None, vec![chunk("configuration", &[])]);
-        assert_eq!(classify(&one).unwrap().1, PackageKind::Configuration);
+        assert_eq!(classify(&one).unwrap().1, Some(PackageKind::Configuration));
         let upgrade = deployment(
             Handling::Forced,
             Handling::Forced,
             None,
             vec![chunk("client-upgrade", &[])],
         );
-        assert_eq!(classify(&upgrade).unwrap().1, PackageKind::ClientDeployment);
+        assert_eq!(classify(&upgrade).unwrap().1, Some(PackageKind::ClientDeployment));
+        // Another server's part, holding one signed bundle: the manifest will say.
+        let bundle = |name: &str| dm_shared::ddi::Artifact {
+            filename: name.into(),
+            hashes: Default::default(),
+            size: 1,
+            links: Default::default(),
+        };
+        let os = Chunk { artifacts: vec![bundle("tools-1.0.0.0.dmpkg")], ..chunk("os", &[]) };
+        let d = deployment(Handling::Forced, Handling::Forced, None, vec![os]);
+        assert_eq!(classify(&d).unwrap().1, None);
+        let raw = Chunk { artifacts: vec![bundle("rootfs.swu")], ..chunk("os", &[]) };
         for (chunks, why) in [
             (vec![], "no package"),
             (vec![chunk("configuration", &[]), chunk("configuration", &[])], "2 packages"),
-            (vec![chunk("os", &[])], "\"os\" is not supported"),
+            (vec![chunk("os", &[])], "\"os\" is not one this client knows"),
+            (vec![raw], "not one signed .dmpkg bundle"),
         ] {
             let r = classify(&deployment(Handling::Forced, Handling::Forced, None, chunks))
                 .unwrap_err();

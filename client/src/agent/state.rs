@@ -56,6 +56,9 @@ pub struct ActionRecord {
     /// Whether a waiting message (window, user) was already reported.
     #[serde(default)]
     pub waiting_reported: bool,
+    /// Whether its download was announced (`download` feedback): only once nothing refused it.
+    #[serde(default)]
+    pub announced: bool,
     /// The final report, kept to send again to a server that lost it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub final_report: Option<dm_shared::message::StatusMessage>,
@@ -94,10 +97,17 @@ impl ActionRecord {
             success: None,
             updated: String::new(),
             waiting_reported: false,
+            announced: false,
             final_report: None,
             resent: 0,
             contained: None,
         }
+    }
+
+    /// Forgets a record (an action id a server reused for another deployment).
+    pub fn forget(ctx: &Context, id: u64) -> Result<()> {
+        dmfs::remove_file(&dir(ctx).join(format!("{id}.json")))?;
+        Ok(())
     }
 
     /// Reads one record. A damaged record is logged and counts as none.

@@ -45,7 +45,7 @@ pub struct Hostile {
     seen: Mutex<Vec<Seen>>,
     port: u16,
     /// Deployments other tests offer, by action id (ids 1 to 3 are this file's own).
-    offers: Mutex<HashMap<u32, Value>>,
+    pub offers: Mutex<HashMap<u32, Value>>,
     /// Artifacts those deployments link to, by URL path.
     pub files: Mutex<HashMap<String, Vec<u8>>>,
 }
@@ -360,6 +360,29 @@ fn polls_since(h: &Hostile, t: Instant) -> Vec<Instant> {
         .collect()
 }
 
+/// Every closed feedback for `action`, in order.
+pub fn closed_feedbacks(h: &Hostile, action: u32) -> Vec<Value> {
+    h.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.ends_with(&format!("/deploymentBase/{action}/feedback")))
+        .filter_map(|s| serde_json::from_slice::<Value>(&s.body).ok())
+        .filter(|v| v["status"]["execution"] == "closed")
+        .collect()
+}
+
+/// Every feedback for `action`, in order.
+pub fn feedbacks(h: &Hostile, action: u32) -> Vec<Value> {
+    h.seen
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.path.ends_with(&format!("/deploymentBase/{action}/feedback")))
+        .filter_map(|s| serde_json::from_slice::<Value>(&s.body).ok())
+        .collect()
+}
+
 pub fn closed_feedback(h: &Hostile, action: u32) -> Value {
     let start = Instant::now();
     loop {
@@ -418,6 +441,8 @@ fn a_hostile_management_point_never_stops_the_agent() {
     at = wait_log(&dev, "timed out", at);
     h.set(Phase::Error500);
     at = wait_log(&dev, "HTTP 500", at);
+    // The server's own words are kept, whatever shape its error has.
+    at = wait_log(&dev, "oops", at);
     h.set(Phase::TooMany);
     at = wait_log(&dev, "the server asked to retry after 3 s", at);
     let asked = Instant::now();

@@ -350,3 +350,65 @@ fn an_upgrade_the_server_refuses_is_rolled_back() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+#[test]
+fn any_hawkbit_server_speaks_to_the_agent() {
+    use crate::hostile::{self, Phase};
+    use serde_json::Value;
+    let w = World::new();
+    let h = hostile::start(&w);
+    hostile::install_client(&w, &h);
+    hostile::wait_log(&w.device, "inventory sent", 0);
+    let bundle_of = |version: &str| {
+        let pkg = crate::trust::tools(&w, version);
+        let file = w.bundle(&pkg, &w.path(&format!("bundle-{version}")));
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        vec![(name, std::fs::read(&file).unwrap())]
+    };
+    let meta: &[(&str, &str)] = &[("dm.program", "run")];
+    // A module type of another server, one signed bundle, and only SHA-1 and MD5 for it.
+    h.offer(31, "os", ("tools", "3.0.0.0"), &bundle_of("3.0.0.0"), meta);
+    {
+        let mut offers = h.offers.lock().unwrap();
+        let a = &mut offers.get_mut(&31).unwrap()["deployment"]["chunks"][0]["artifacts"][0];
+        a["hashes"] = serde_json::json!({"sha1": "0".repeat(40), "md5": "0".repeat(32)});
+    }
+    // A module type of another server with plain files: refused before any download.
+    let plain = crate::trust::files_of(&crate::trust::tools(&w, "3.0.0.5"));
+    h.offer(32, "application", ("tools", "3.0.0.5"), &plain, meta);
+    // The server reuses action id 31 for another deployment.
+    h.offer(33, "os", ("tools", "3.0.0.7"), &bundle_of("3.0.0.7"), meta);
+    h.offers.lock().unwrap().get_mut(&33).unwrap()["id"] = "31".into();
+    h.set(Phase::Deploy(31));
+
+    let fb = hostile::closed_feedback(&h, 31);
+    assert_eq!(fb["status"]["result"]["finished"], "success", "{fb}");
+    let log = wait_agent_log_of(&w.device, "the signed manifest says software-distribution");
+    assert!(log.contains("gives no SHA-256 for tools-3.0.0.0.dmpkg"), "{log}");
+    let fb = hostile::closed_feedback(&h, 32);
+    assert_eq!(fb["status"]["code"], 10050, "{fb}");
+    let announced =
+        hostile::feedbacks(&h, 32).iter().any(|f| f["status"]["execution"] == "download");
+    assert!(!announced, "a download was announced before the refusal");
+    let start = Instant::now();
+    while hostile::closed_feedbacks(&h, 31).len() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(60), "the reused id never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let second: Value = hostile::closed_feedbacks(&h, 31).pop().unwrap();
+    assert_eq!(second["status"]["result"]["finished"], "success", "{second}");
+    assert!(log_text(&w.device, "DMSvc").contains("reuses action ids"));
+}
+
+/// Waits until the agent log of `device` holds `needle` (a minute at most).
+fn wait_agent_log_of(device: &Path, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let log = log_text(device, "DMSvc");
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no {needle:?} in:\n{log}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

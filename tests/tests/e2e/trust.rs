@@ -20,7 +20,7 @@ const SOFTWARE: &str = "software-distribution";
 const MARK: &[u8] = b"#!/bin/sh\ntouch \"$DM_DEVICE_ROOT/ran-$DM_ACTION_ID\"\n";
 
 /// The files of a flat signed folder, by name.
-fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
+pub fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
     let mut v: Vec<(String, Vec<u8>)> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| {
@@ -33,7 +33,7 @@ fn files_of(dir: &Path) -> Vec<(String, Vec<u8>)> {
 }
 
 /// Package `tools` at `version`, signed by the world's publisher, its program `run` = [`MARK`].
-fn tools(w: &World, version: &str) -> PathBuf {
+pub fn tools(w: &World, version: &str) -> PathBuf {
     let src = w.path(&format!("tools-{version}-src"));
     std::fs::create_dir_all(&src).unwrap();
     std::fs::write(src.join("run.sh"), MARK).unwrap();
