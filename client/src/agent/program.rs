@@ -12,7 +12,7 @@ use log::{info, warn};
 use super::contain::{self, Contained};
 
 /// The longest line of program output logged (longer ones are cut, and say so).
-const MAX_LINE: usize = 1000;
+pub const MAX_LINE: usize = 1000;
 /// The most lines logged per stream; the rest is read and dropped.
 const MAX_LINES: usize = 2000;
 /// How long processes a program left behind get to exit after SIGTERM.

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::task::AbortHandle;
 
 /// File descriptors kept free for the database, package files and logs.
-const FD_RESERVE: u64 = 64;
+pub const FD_RESERVE: u64 = 64;
 
 /// The connection cap to use: the configured one, never more than the descriptors the process
 /// may open less [`FD_RESERVE`].
