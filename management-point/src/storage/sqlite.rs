@@ -408,7 +408,7 @@ impl Storage for SqliteStore {
                 return Ok(None);
             }
             let moved = tx.execute(
-                "UPDATE actions SET status = 'canceling', updated = ?2 WHERE advertisement_id = ?1 AND status IN ('scheduled', 'retrieved', 'running')",
+                "UPDATE actions SET status = 'canceling', updated = ?2 WHERE advertisement_id = ?1 AND status IN ('waiting', 'scheduled', 'retrieved', 'running')",
                 params![id, now],
             )?;
             tx.commit()?;

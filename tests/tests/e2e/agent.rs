@@ -390,7 +390,13 @@ fn cancel_before_start_is_honoured() {
         &["--available"],
         None,
     );
-    f.wait_status(&ad, "delivery", |st| st["counts"]["running"] == 1);
+    // Offered to the device's user for consent.
+    f.wait_status(&ad, "delivery", |st| st["counts"]["waiting"] == 1);
+    let start = Instant::now();
+    while !f.agent_log().contains("waits for the device's user to consent") {
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", f.agent_log());
+        std::thread::sleep(Duration::from_millis(100));
+    }
     f.mp.admin(&["advertisement", "cancel", &ad]);
     let st = f.wait_status(&ad, "the cancellation", |st| st["counts"]["canceled"] == 1);
     assert_eq!(st["devices"][0]["last_code"], 10040);
