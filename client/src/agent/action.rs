@@ -105,17 +105,8 @@ impl Worker<'_> {
         } else {
             info!("action {} ({} {}): {text}", rec.id, rec.package, rec.version);
         }
-        let mut m = StatusMessage::feedback(
-            rec.id,
-            Execution::Closed,
-            id,
-            code,
-            self.now(),
-            text.clone(),
-            true,
-        );
+        let mut m = self.final_message(rec.id, id, code, text.clone());
         m.details = details;
-        m.report_id = dm_shared::outbox::new_report_id();
         self.queue(&m)?;
         rec.final_report = Some(m);
         rec.stage = Stage::Done;
@@ -162,16 +153,7 @@ impl Worker<'_> {
                     (false, _) => (MessageId::PROGRAM_FAILED, StatusCode::DM_E_PROGRAM_FAILED),
                 };
                 let text = rec.result.clone().unwrap_or_else(|| "ended".into());
-                let mut m = StatusMessage::feedback(
-                    rec.id,
-                    Execution::Closed,
-                    id,
-                    code,
-                    self.now(),
-                    text,
-                    true,
-                );
-                m.report_id = dm_shared::outbox::new_report_id();
+                let m = self.final_message(rec.id, id, code, text);
                 rec.final_report = Some(m.clone());
                 m
             }
@@ -184,6 +166,20 @@ impl Worker<'_> {
         self.queue(&m)?;
         rec.resent += 1;
         rec.save(self.ctx)
+    }
+
+    /// The closing feedback of an action, with the report id it keeps on every resend.
+    fn final_message(
+        &self,
+        action: u64,
+        id: MessageId,
+        code: StatusCode,
+        text: String,
+    ) -> StatusMessage {
+        let mut m =
+            StatusMessage::feedback(action, Execution::Closed, id, code, self.now(), text, true);
+        m.report_id = dm_shared::outbox::new_report_id();
+        m
     }
 
     fn refuse(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {

@@ -156,6 +156,27 @@ impl Fleet {
             .collect()
     }
 
+    /// Waits until `dmsvc available` lists package `name` 1.0.0.0; returns its action id.
+    pub fn wait_available(&self, name: &str) -> String {
+        let start = Instant::now();
+        loop {
+            let out = run(
+                Command::new(bin("dmsvc")).arg("available").arg("--device-root").arg(self.device()),
+                Duration::from_secs(10),
+            );
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            if text.contains(&format!("{name} 1.0.0.0")) {
+                return text.split('\t').next().unwrap().trim().to_string();
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "never listed\n{}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(250));
+        }
+    }
+
     /// Starts the installed agent again (after a kill).
     pub fn start_agent(&self) {
         start_agent(self.device());
@@ -346,25 +367,12 @@ fn an_available_program_waits_for_the_user_and_runs_on_request() {
         &["--available"],
         None,
     );
-    let start = Instant::now();
-    let listed = loop {
-        let out = run(
-            Command::new(bin("dmsvc")).arg("available").arg("--device-root").arg(f.device()),
-            Duration::from_secs(10),
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("optional 1.0.0.0") {
-            break text;
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "never listed\n{}", f.agent_log());
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let id = f.wait_available("optional");
     assert!(!f.device().join("ran").exists(), "an available program ran unasked");
     assert!(f.action_history().contains(&("scheduled".into(), 10037)), "{:?}", f.action_history());
     // hawkBit's confirmation flow: the server waits for the user's consent.
     let st = f.mp.admin_json(&["advertisement", "status", &ad]);
     assert_eq!(st["counts"]["waiting"], 1, "{st}");
-    let id = listed.split('\t').next().unwrap().trim().to_string();
     let out = run(
         Command::new(bin("dmsvc")).args(["run", &id, "--device-root"]).arg(f.device()),
         Duration::from_secs(60),

@@ -60,19 +60,7 @@ fn a_run_request_while_the_server_is_down_waits_for_the_backoff() {
         f.package("optional", &[("run.sh", b"#!/bin/sh\ntouch \"$DM_DEVICE_ROOT/ran\"\n")], None);
     let roots = f.mp.w.pki.join("root-ca.pem");
     f.advertise("optional", &pkg, &roots, &["--program", "run"], &["--available"], None);
-    let start = Instant::now();
-    let id = loop {
-        let out = run(
-            Command::new(bin("dmsvc")).arg("available").arg("--device-root").arg(f.device()),
-            Duration::from_secs(10),
-        );
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        if text.contains("optional 1.0.0.0") {
-            break text.split('\t').next().unwrap().trim().to_string();
-        }
-        assert!(start.elapsed() < Duration::from_secs(60), "never listed\n{}", f.agent_log());
-        std::thread::sleep(Duration::from_millis(250));
-    };
+    let id = f.wait_available("optional");
     f.mp.stop();
     // The user's request, and a temporary file a crash left beside it.
     let requests = f.device().join("var/lib/dm/requests");
