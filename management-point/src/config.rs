@@ -34,8 +34,12 @@ pub struct Server {
     /// PEM private key of the server.
     pub tls_key: PathBuf,
     /// PEM roots that issue device client certificates; enables certificate authentication.
+    /// Several roots may be in the file (an old and a new device CA during a rotation).
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
+    /// Revocation lists (PEM or DER) of the device CAs, reloaded when a file changes.
+    #[serde(default)]
+    pub client_crls: Vec<PathBuf>,
     /// Largest request body accepted (feedback, configData, status messages).
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
@@ -180,6 +184,7 @@ impl Config {
                 tls_cert,
                 tls_key,
                 client_ca: None,
+                client_crls: Vec::new(),
                 max_body_bytes: default_max_body(),
                 handshake_timeout_secs: default_handshake(),
                 first_request_timeout_secs: default_first_request(),

@@ -42,6 +42,9 @@ pub struct Device {
     /// Whether its actions need no confirmation by its user, since when and by whom.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auto_confirm: Option<AutoConfirm>,
+    /// The client certificate it last authenticated with (SHA-256 of its DER).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cert_sha256: Option<String>,
 }
 
 /// A device's auto-confirmation (hawkBit's `activateAutoConfirm`).
@@ -652,6 +655,7 @@ mod tests {
             last_seen: None,
             registered_by: "admin".into(),
             auto_confirm: None,
+            cert_sha256: None,
         }
     }
 

@@ -110,6 +110,21 @@ pub fn root_ca(spec: &Spec) -> Result<Issued, String> {
     Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
 }
 
+/// A certificate issued by the CA `ca` whose subject also carries an organizational unit
+/// `ou` before its common name (tests of subject parsing: an `OU` may hold any text).
+pub fn issue_with_ou(ca: &Issued, spec: &Spec, ou: &str) -> Result<Issued, String> {
+    let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err)?;
+    let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err)?;
+    let key = KeyPair::generate().map_err(err)?;
+    let mut p = params(spec)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::OrganizationalUnitName, ou);
+    dn.push(DnType::CommonName, spec.common_name.clone());
+    p.distinguished_name = dn;
+    let cert = p.signed_by(&key, &issuer).map_err(err)?;
+    Ok(Issued { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
+}
+
 /// A certificate issued by the CA `ca`.
 pub fn issue(ca: &Issued, spec: &Spec) -> Result<Issued, String> {
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err)?;

@@ -131,6 +131,28 @@ pub fn device_approve(store: &dyn Storage, device: &str) -> Result<Out> {
     ))
 }
 
+/// `dmmp device revoke`: refuses the certificate the device last authenticated with, from the
+/// server's next look at its database (within a second).
+pub fn device_revoke(store: &dyn Storage, device: &str, now: i64) -> Result<Out> {
+    let d = find_device(store, device)?;
+    let Some(sha) = &d.cert_sha256 else {
+        return Err(Error::Usage(format!(
+            "device {}/{} never authenticated with a certificate here; nothing to revoke",
+            d.tenant, d.controller_id
+        )));
+    };
+    store.revoke_certificate(sha, d.id, "revoked by an administrator", now)?;
+    Ok(Out::new(
+        format!(
+            "certificate {}… of device {}/{} revoked: it is refused from the next request\n",
+            &sha[..16],
+            d.tenant,
+            d.controller_id
+        ),
+        json!({"device": d.id, "revoked": sha}),
+    ))
+}
+
 /// One device: inventory, last poll, actions and status history.
 pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     let d = &find_device(store, device)?;

@@ -276,6 +276,11 @@ enum DeviceCmd {
     },
     /// List devices.
     List,
+    /// Refuse the client certificate the device last authenticated with, from its next request.
+    Revoke {
+        /// Controller id or TENANT/ID.
+        device: String,
+    },
     /// Approve a device that registered itself: it may then receive client deployments.
     Approve {
         /// Controller id or TENANT/ID.
@@ -436,6 +441,7 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
         }
         DeviceCmd::List => devices::device_list(&store),
         DeviceCmd::Approve { device } => devices::device_approve(&store, device),
+        DeviceCmd::Revoke { device } => devices::device_revoke(&store, device, now),
         DeviceCmd::Show { device } => devices::device_show(&store, device),
     }
 }

@@ -101,30 +101,58 @@ pub fn authenticate(
         let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             state.now().max(0) as u64,
         ));
-        let cn = tls::check_client_cert(chain, &state.client_roots, now).map_err(|p| match p {
-            ClientCertProblem::Foreign => ApiError::forbidden(
-                "the client certificate was not issued by this server's client CA",
-            ),
-            ClientCertProblem::Expired => {
-                ApiError::forbidden("the client certificate is expired or not yet valid")
-            }
-            ClientCertProblem::Invalid(why) => ApiError::forbidden(format!(
-                "the client certificate is not valid for client authentication: {why}"
-            )),
-        })?;
+        let crls = state.client_crls.read().map(|c| c.lists.clone()).unwrap_or_default();
+        let cn = tls::check_client_cert(chain, &state.client_roots, &crls, now).map_err(
+            |p| match p {
+                ClientCertProblem::Foreign => ApiError::forbidden(
+                    "the client certificate was not issued by this server's client CA",
+                ),
+                ClientCertProblem::Expired => {
+                    ApiError::forbidden("the client certificate is expired or not yet valid")
+                }
+                ClientCertProblem::Revoked => ApiError::forbidden(
+                    "the client certificate is revoked by its CA's revocation list",
+                ),
+                ClientCertProblem::Invalid(why) => ApiError::forbidden(format!(
+                    "the client certificate is not valid for client authentication: {why}"
+                )),
+            },
+        )?;
         if cn != cid {
             return Err(ApiError::forbidden(format!(
                 "the client certificate is for {cn:?}, not {cid:?}"
             )));
         }
-        return match existing {
-            Some(d) => Ok(d),
-            None => register(None, "certificate"),
+        let sha = dm_shared::pki::sha256_hex(chain[0].as_ref());
+        if state.read().revoked_certs.contains(&sha) {
+            return Err(ApiError::forbidden(format!(
+                "the client certificate of {cid} was revoked by an administrator (dmmp device revoke)"
+            )));
+        }
+        let d = match existing {
+            Some(d) => d,
+            None => register(None, "certificate")?,
         };
+        return remember_cert(state, d, &sha);
     }
     Err(ApiError::unauthorized(
         "no credentials: send Authorization: TargetToken <token> or a client certificate",
     ))
+}
+
+/// Records the certificate a device authenticated with, when it changed (an enrollment, a
+/// renewal), so that an administrator can revoke it.
+fn remember_cert(state: &AppState, mut d: Device, sha: &str) -> Result<Device, ApiError> {
+    if d.cert_sha256.as_deref() == Some(sha) {
+        return Ok(d);
+    }
+    state.store.set_device_cert(d.id, sha).map_err(ApiError::from)?;
+    d.cert_sha256 = Some(sha.to_string());
+    if let Some(v) = state.write().devices.get_mut(&(d.tenant.clone(), d.controller_id.clone())) {
+        v.cert_sha256 = d.cert_sha256.clone();
+    }
+    log::info!("device {} authenticates with certificate {}", d.controller_id, &sha[..16]);
+    Ok(d)
 }
 
 #[cfg(test)]
@@ -245,6 +273,43 @@ mod tests {
     }
 
     #[test]
+    fn revoked_client_certificates_are_refused() {
+        let f = Fixture::new(|c| c.server.client_crls = vec!["device-ca.crl".into()]);
+        let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_chain: Some(chain),
+        };
+        let mine = f.client_cert("cert-dev-1", None, 365);
+        let other = f.client_cert("cert-dev-2", None, 365);
+        // No list yet: both authenticate, and the server remembers their certificates.
+        f.state.reload_client_crls();
+        let d = f.try_auth(&HeaderMap::new(), &conn(vec![mine.clone()]), "cert-dev-1").unwrap();
+        assert_eq!(d.cert_sha256.as_deref(), Some(sha256_hex_der(&mine).as_str()));
+        f.try_auth(&HeaderMap::new(), &conn(vec![other.clone()]), "cert-dev-2").unwrap();
+        // The CA revokes dev-1's certificate: refused once the list is read.
+        let serial = dm_shared::pki::Cert::from_der(mine.to_vec(), std::path::Path::new("m"))
+            .unwrap()
+            .serial()
+            .to_vec();
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        let pem = dm_shared::devpki::crl(&f.ca, &[&serial], 2, now - day, now + day).unwrap();
+        std::fs::write(f.dir.path().join("device-ca.crl"), pem).unwrap();
+        f.state.reload_client_crls();
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![mine]), "cert-dev-1");
+        assert_eq!(status(r), StatusCode::FORBIDDEN);
+        // An administrator revokes dev-2's: refused at the next look at the database.
+        f.state.store.revoke_certificate(&sha256_hex_der(&other), 2, "test", 1).unwrap();
+        f.reload();
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![other]), "cert-dev-2");
+        assert_eq!(status(r), StatusCode::FORBIDDEN);
+    }
+
+    fn sha256_hex_der(c: &CertificateDer<'_>) -> String {
+        dm_shared::pki::sha256_hex(c.as_ref())
+    }
+
+    #[test]
     fn client_certificates_name_their_device() {
         let f = Fixture::new(|_| {});
         let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
@@ -267,6 +332,24 @@ mod tests {
         let foreign = f.client_cert("cert-dev-1", Some(&foreign_ca), 365);
         let r = f.try_auth(&HeaderMap::new(), &conn(vec![foreign]), "cert-dev-1");
         assert_eq!(status(r), StatusCode::FORBIDDEN, "a foreign CA with the same name");
+        // A subject whose OU holds ", CN=victim" names its one real CN, never the victim.
+        let spoof = dm_shared::devpki::issue_with_ou(
+            &f.ca,
+            &dm_shared::devpki::Spec {
+                common_name: "attacker".into(),
+                purpose: dm_shared::devpki::Purpose::Client,
+                not_before: now - std::time::Duration::from_secs(3600),
+                not_after: now + std::time::Duration::from_secs(86_400),
+            },
+            "x, CN=victim",
+        )
+        .unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der = CertificateDer::from_pem_slice(spoof.cert_pem.as_bytes()).unwrap().into_owned();
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![der.clone()]), "victim");
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "the OU spoofed a device");
+        let d = f.try_auth(&HeaderMap::new(), &conn(vec![der]), "attacker").unwrap();
+        assert_eq!(d.controller_id, "attacker");
         let expired = f.client_cert("cert-dev-1", None, 1);
         let r = f.try_auth(&HeaderMap::new(), &conn(vec![expired]), "cert-dev-1");
         assert_eq!(status(r), StatusCode::FORBIDDEN, "an expired certificate");

@@ -113,7 +113,9 @@ pub async fn serve(
     );
     ready(addr);
 
-    // Another process (the admin commands) changes the database: pick it up.
+    // Another process (the admin commands) changes the database, or a device CA's
+    // revocation list: pick it up.
+    state.reload_client_crls();
     let refresher = {
         let st = state.clone();
         tokio::spawn(async move {
@@ -121,7 +123,11 @@ pub async fn serve(
             loop {
                 tick.tick().await;
                 let st = st.clone();
-                let r = tokio::task::spawn_blocking(move || st.refresh_if_changed()).await;
+                let r = tokio::task::spawn_blocking(move || {
+                    st.reload_client_crls();
+                    st.refresh_if_changed()
+                })
+                .await;
                 if let Ok(Err(e)) = r {
                     log::error!("cannot reload from the database: {e}");
                 }

@@ -35,6 +35,8 @@ pub struct View {
     pub device_actions: HashMap<i64, Vec<i64>>,
     /// A marker that changes when the revocation lists change (none: there are none).
     pub crl_marker: Option<String>,
+    /// Certificates an administrator revoked (SHA-256 of their DER).
+    pub revoked_certs: std::collections::HashSet<String>,
     /// How many times the server changed the view itself (after writing the database): a
     /// reload that began before one of them must not replace the view.
     pub local_writes: u64,
@@ -57,6 +59,7 @@ impl View {
             v.device_actions.entry(a.device_id).or_default().push(a.id);
             v.actions.insert(a.id, a);
         }
+        v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
         let crls = store.crls()?;
         if !crls.is_empty() {
             let all: String = crls.iter().map(|(_, pem)| pem.as_str()).collect();
@@ -135,6 +138,17 @@ pub struct AppState {
     pub reloads: std::sync::atomic::AtomicU64,
     /// When devices registered themselves in the last minute (the rate cap).
     pub registrations: Mutex<std::collections::VecDeque<i64>>,
+    /// The device CAs' revocation lists, as last read.
+    pub client_crls: RwLock<ClientCrls>,
+}
+
+/// The device CAs' revocation lists (`[server] client_crls`): their DER, and the files'
+/// modification times when read, to reload them when one changes.
+#[derive(Debug, Default)]
+pub struct ClientCrls {
+    /// DER of every list.
+    pub lists: Vec<Vec<u8>>,
+    seen: Vec<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -162,6 +176,7 @@ impl AppState {
             public_url: std::sync::OnceLock::new(),
             reloads: std::sync::atomic::AtomicU64::new(0),
             registrations: Mutex::new(std::collections::VecDeque::new()),
+            client_crls: RwLock::new(ClientCrls::default()),
         })
     }
 
@@ -313,6 +328,39 @@ impl AppState {
         view.device_keys.insert(d.id, (d.tenant.clone(), d.controller_id.clone()));
         view.devices.insert((d.tenant.clone(), d.controller_id.clone()), d.clone());
         Ok(d)
+    }
+
+    /// Reads the device CAs' revocation lists again if a file changed (or at the first call).
+    /// A list that does not parse is logged and the previous ones are kept.
+    pub fn reload_client_crls(&self) {
+        let files: Vec<std::path::PathBuf> =
+            self.config.server.client_crls.iter().map(|p| self.config.resolve(p)).collect();
+        let seen: Vec<Option<SystemTime>> =
+            files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect();
+        if self.client_crls.read().map(|c| c.seen == seen && !files.is_empty()).unwrap_or(false) {
+            return;
+        }
+        let mut lists = Vec::new();
+        for f in &files {
+            match dm_shared::pki::Crl::load(f) {
+                Ok(crls) => lists.extend(crls.iter().map(|c| c.der().to_vec())),
+                Err(e) => {
+                    log::error!(
+                        "device revocation list not (re)loaded: {e}; keeping the previous lists"
+                    );
+                    return;
+                }
+            }
+        }
+        if !files.is_empty() {
+            log::info!(
+                "device revocation lists loaded: {} from {} file(s)",
+                lists.len(),
+                files.len()
+            );
+        }
+        let mut c = self.client_crls.write().unwrap_or_else(|p| p.into_inner());
+        *c = ClientCrls { lists, seen };
     }
 
     /// Checks the registration caps (`registrations_per_minute`, `max_devices`) and counts this

@@ -124,6 +124,8 @@ pub enum ClientCertProblem {
     Foreign,
     /// Expired or not yet valid.
     Expired,
+    /// On its CA's revocation list.
+    Revoked,
     /// Not for client authentication, or malformed.
     Invalid(String),
 }
@@ -133,6 +135,7 @@ pub enum ClientCertProblem {
 pub fn check_client_cert(
     chain: &[CertificateDer<'static>],
     roots: &[CertificateDer<'static>],
+    crls: &[Vec<u8>],
     now: UnixTime,
 ) -> std::result::Result<String, ClientCertProblem> {
     let Some(leaf) = chain.first() else {
@@ -142,30 +145,52 @@ pub fn check_client_cert(
         .map_err(|e| ClientCertProblem::Invalid(format!("{e:?}")))?;
     let anchors: Vec<_> =
         roots.iter().filter_map(|r| webpki::anchor_from_trusted_cert(r).ok()).collect();
+    let lists: Vec<webpki::CertRevocationList<'_>> = crls
+        .iter()
+        .filter_map(|c| webpki::BorrowedCertRevocationList::from_der(c).ok().map(Into::into))
+        .collect();
+    let refs: Vec<&webpki::CertRevocationList<'_>> = lists.iter().collect();
+    // A CA without a list is not checked; a stale list still revokes.
+    let revocation = webpki::RevocationOptionsBuilder::new(&refs).ok().map(|b| {
+        b.with_depth(webpki::RevocationCheckDepth::Chain)
+            .with_status_policy(webpki::UnknownStatusPolicy::Allow)
+            .with_expiration_policy(webpki::ExpirationPolicy::Ignore)
+            .build()
+    });
     ee.verify_for_usage(
         webpki::ALL_VERIFICATION_ALGS,
         &anchors,
         &chain[1..],
         now,
         webpki::KeyUsage::client_auth(),
-        None,
+        revocation,
         None,
     )
     .map_err(|e| match e {
         webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. } => {
             ClientCertProblem::Expired
         }
+        webpki::Error::CertRevoked => ClientCertProblem::Revoked,
         // A different CA with the same name as ours fails on the signature.
         webpki::Error::UnknownIssuer | webpki::Error::InvalidSignatureForPublicKey => {
             ClientCertProblem::Foreign
         }
         other => ClientCertProblem::Invalid(format!("{other:?}")),
     })?;
-    common_name(leaf).ok_or_else(|| ClientCertProblem::Invalid("no subject common name".into()))
+    common_name(leaf)
 }
 
-fn common_name(der: &CertificateDer<'_>) -> Option<String> {
-    let cert =
-        dm_shared::pki::Cert::from_der(der.to_vec(), Path::new("client certificate")).ok()?;
-    cert.subject().split(',').map(str::trim).find_map(|p| p.strip_prefix("CN=")).map(str::to_string)
+/// The subject's one common name, read from the parsed name (never by splitting its text: an
+/// `OU` holding `, CN=victim` must not name a device). A subject with no CN or several is
+/// refused.
+fn common_name(der: &CertificateDer<'_>) -> std::result::Result<String, ClientCertProblem> {
+    let bad = |why: &str| ClientCertProblem::Invalid(why.to_string());
+    let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+        .map_err(|e| ClientCertProblem::Invalid(format!("not a certificate: {e}")))?;
+    let mut names = cert.subject().iter_common_name();
+    let cn = names.next().ok_or_else(|| bad("no subject common name"))?;
+    if names.next().is_some() {
+        return Err(bad("more than one subject common name"));
+    }
+    cn.as_str().map(str::to_string).map_err(|_| bad("the subject common name is not a string"))
 }

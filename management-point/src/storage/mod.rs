@@ -43,6 +43,18 @@ pub trait Storage: Send + Sync {
     fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
     /// Replaces a device's inventory attributes.
     fn set_attributes(&self, id: i64, attributes: &BTreeMap<String, String>) -> Result<()>;
+    /// Records the certificate (SHA-256 of its DER) a device authenticated with.
+    fn set_device_cert(&self, id: i64, sha256: &str) -> Result<()>;
+    /// Adds a certificate to the refusal list.
+    fn revoke_certificate(
+        &self,
+        sha256: &str,
+        device_id: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<()>;
+    /// The refused certificates (SHA-256 of their DER).
+    fn revoked_certificates(&self) -> Result<Vec<String>>;
     /// Turns a device's auto-confirmation on (`Some`) or off.
     fn set_auto_confirm(&self, id: i64, auto: Option<&AutoConfirm>) -> Result<()>;
     /// Records how a device came to be trusted (`registered_by`), as an approval does.

@@ -92,10 +92,11 @@ pub(super) fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
             Some(j) => Some(from_json("devices", id, "auto_confirm", &j)?),
             None => None,
         },
+        cert_sha256: r.get(9)?,
     })
 }
 
-pub(super) const DEVICE_COLS: &str = "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by, auto_confirm";
+pub(super) const DEVICE_COLS: &str = "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by, auto_confirm, cert_sha256";
 pub(super) const ACTION_COLS: &str =
     "id, advertisement_id, device_id, status, created, updated, last_code";
 pub(super) const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id";

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-003-report-ids.sql"),
     include_str!("migrations/sqlite-004-tenants-and-registration.sql"),
     include_str!("migrations/sqlite-005-confirmation.sql"),
+    include_str!("migrations/sqlite-006-device-certificates.sql"),
 ];
 
 /// The SQLite store.
@@ -168,6 +169,37 @@ impl Storage for SqliteStore {
             let value = auto.map(json).transpose()?;
             c.execute("UPDATE devices SET auto_confirm = ?2 WHERE id = ?1", params![id, value])
                 .map(|_| ())
+        })
+    }
+
+    fn set_device_cert(&self, id: i64, sha256: &str) -> Result<()> {
+        self.with("record a device certificate", |c| {
+            c.execute("UPDATE devices SET cert_sha256 = ?2 WHERE id = ?1", params![id, sha256])
+                .map(|_| ())
+        })
+    }
+
+    fn revoke_certificate(
+        &self,
+        sha256: &str,
+        device_id: i64,
+        reason: &str,
+        now: i64,
+    ) -> Result<()> {
+        self.with("revoke a certificate", |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO revoked_certificates (sha256, device_id, revoked, reason) VALUES (?1, ?2, ?3, ?4)",
+                params![sha256, device_id, now, reason],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn revoked_certificates(&self) -> Result<Vec<String>> {
+        self.with("read revoked certificates", |c| {
+            let mut st = c.prepare("SELECT sha256 FROM revoked_certificates ORDER BY sha256")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
         })
     }
 
