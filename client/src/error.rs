@@ -53,12 +53,12 @@ pub enum Error {
     },
 
     /// The new agent did not report healthy; the change was rolled back.
-    #[error("the agent {version} did not report healthy within {waited_secs} s; see the DMSvc log")]
+    #[error("the agent {version} did not become healthy: {why}; see the DMSvc log")]
     Unhealthy {
         /// The version that failed to start.
         version: ClientVersion,
-        /// How long setup waited.
-        waited_secs: u64,
+        /// What happened: it exited, was refused, or did not report in time.
+        why: String,
     },
 
     /// The operation failed and the device was returned to its previous state.

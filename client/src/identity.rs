@@ -13,6 +13,19 @@ pub struct Identity {
     pub controller_id: String,
 }
 
+/// The device's controller id: its identity's, else the settings' `ControllerId`.
+pub fn controller_id(ctx: &Context, settings: &Settings) -> Result<String> {
+    Identity::load(ctx)?
+        .map(|i| i.controller_id)
+        .or_else(|| settings.environment.controller_id.clone())
+        .ok_or_else(|| {
+            crate::Error::BadSettings(format!(
+                "{} is missing and no ControllerId is set",
+                ctx.layout.identity_file().display()
+            ))
+        })
+}
+
 impl Identity {
     /// The device's identity, if it has one.
     pub fn load(ctx: &Context) -> Result<Option<Identity>> {

@@ -1,9 +1,11 @@
 //! The device management client: setup (install, upgrade, reconfigure, uninstall, repair,
-//! crash-safe), the agent's service life cycle, and the pieces both share (identity, health).
+//! crash-safe), the agent's service life cycle, certificate enrollment, and the pieces they
+//! share (identity, health).
 
 #![forbid(unsafe_code)]
 
 pub mod agent;
+pub mod enroll;
 pub mod error;
 pub mod health;
 pub mod identity;

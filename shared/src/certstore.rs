@@ -130,6 +130,16 @@ pub fn trusted_roots(layout: &DeviceLayout) -> Result<Vec<Cert>> {
 /// The revocation lists in the device's CRL folder. A file that is not a CRL is logged and
 /// ignored; a stale list is logged and still applies.
 pub fn crls(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Vec<Crl>> {
+    read_crls(layout, Some(now))
+}
+
+/// [`crls`] without the log lines, for a look that repeats at every poll (the inventory).
+pub fn crls_quietly(layout: &DeviceLayout) -> Result<Vec<Crl>> {
+    read_crls(layout, None)
+}
+
+/// The lists; `warn_at` logs what [`crls`] logs, at that time.
+fn read_crls(layout: &DeviceLayout, warn_at: Option<std::time::SystemTime>) -> Result<Vec<Crl>> {
     let dir = layout.crl_dir();
     let entries = match std::fs::read_dir(&dir) {
         Ok(e) => e,
@@ -147,7 +157,7 @@ pub fn crls(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Vec<Crl
         match Crl::load(&p) {
             Ok(lists) => {
                 for l in lists {
-                    if l.is_stale(now) {
+                    if warn_at.is_some_and(|now| l.is_stale(now)) {
                         log::warn!(
                             "{}: the revocation list of {} is past its next update; its revocations still apply, newer ones may be missing",
                             p.display(),
@@ -157,7 +167,8 @@ pub fn crls(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Vec<Crl
                     out.push(l);
                 }
             }
-            Err(e) => log::warn!("ignoring {}: {e}", p.display()),
+            Err(e) if warn_at.is_some() => log::warn!("ignoring {}: {e}", p.display()),
+            Err(_) => {}
         }
     }
     Ok(out)

@@ -173,6 +173,11 @@ impl Cert {
         from_unix(self.not_after)
     }
 
+    /// When it expires, in Unix seconds.
+    pub fn not_after_unix(&self) -> i64 {
+        self.not_after
+    }
+
     /// Whether `now` is inside the validity period.
     pub fn valid_at(&self, now: SystemTime) -> bool {
         let t = clock::unix_secs(now) as i64;
@@ -533,7 +538,9 @@ pub fn verify_signature(
     })
 }
 
-/// Signs `message` with a PKCS#8 ECDSA P-256 or P-384 private key in PEM (`BEGIN PRIVATE KEY`).
+/// Signs `message` with a PKCS#8 private key in PEM (`BEGIN PRIVATE KEY`): ECDSA P-256 or
+/// P-384 (ASN.1 signatures), or RSA (PKCS#1 v1.5 with SHA-256), as the device's SCEP-enrolled
+/// client keys are.
 pub fn sign(key_pem: &[u8], message: &[u8], key_path: &Path) -> Result<Vec<u8>> {
     let bad = |reason: &str| Error::BadCertificate {
         path: key_path.to_path_buf(),
@@ -545,18 +552,22 @@ pub fn sign(key_pem: &[u8], message: &[u8], key_path: &Path) -> Result<Vec<u8>> 
             "the key must be PKCS#8 (BEGIN PRIVATE KEY); convert it with `openssl pkcs8 -topk8 -nocrypt`",
         ));
     };
+    let der = pkcs8.secret_pkcs8_der();
     let rng = SystemRandom::new();
-    let pair =
-        EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, pkcs8.secret_pkcs8_der(), &rng)
-            .or_else(|_| {
-                EcdsaKeyPair::from_pkcs8(
-                    &ECDSA_P384_SHA384_ASN1_SIGNING,
-                    pkcs8.secret_pkcs8_der(),
-                    &rng,
-                )
-            })
-            .map_err(|_| bad("the key is not an ECDSA P-256 or P-384 key"))?;
-    pair.sign(&rng, message).map(|s| s.as_ref().to_vec()).map_err(|_| bad("signing failed"))
+    let ecdsa = EcdsaKeyPair::from_pkcs8(&ECDSA_P256_SHA256_ASN1_SIGNING, der, &rng)
+        .or_else(|_| EcdsaKeyPair::from_pkcs8(&ECDSA_P384_SHA384_ASN1_SIGNING, der, &rng));
+    if let Ok(pair) = ecdsa {
+        return pair
+            .sign(&rng, message)
+            .map(|s| s.as_ref().to_vec())
+            .map_err(|_| bad("signing failed"));
+    }
+    let rsa = ring::rsa::KeyPair::from_pkcs8(der)
+        .map_err(|_| bad("the key is not an ECDSA P-256 or P-384 key, nor an RSA key"))?;
+    let mut sig = vec![0; rsa.public().modulus_len()];
+    rsa.sign(&ring::signature::RSA_PKCS1_SHA256, &rng, message, &mut sig)
+        .map_err(|_| bad("signing failed"))?;
+    Ok(sig)
 }
 
 #[cfg(test)]

@@ -137,6 +137,12 @@ codes! {
     DM_E_BUNDLE_TOO_MANY = 0x8004_0215, 63, "The bundle holds more entries than a manifest may list";
     /// A bundle ends early or is not a bundle.
     DM_E_BUNDLE_TRUNCATED = 0x8004_0216, 64, "The bundle is truncated or is not a bundle";
+    /// The certification authority refused the enrollment (SCEP FAILURE, with its failInfo).
+    DM_E_ENROLL_REFUSED = 0x8004_0217, 65, "The certification authority refused the certificate request";
+    /// The certification authority kept the request pending past the deadline.
+    DM_E_ENROLL_PENDING = 0x8004_0218, 66, "The certificate request is still pending at the certification authority";
+    /// The SCEP server's answer is malformed, unsigned or not for this request.
+    DM_E_ENROLL_PROTOCOL = 0x8004_0219, 67, "The certification authority's answer is not a valid SCEP response";
 }
 
 impl StatusCode {

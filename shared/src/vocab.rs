@@ -146,9 +146,14 @@ pub mod inventory {
     pub const HW_REVISION: &str = "hw_revision";
     /// The system's software version (os-release `VERSION_ID`, and `BUILD_ID` when set).
     pub const SW_VERSION: &str = "sw_version";
+    /// The client certificate's state in native mode: `valid`, `expiring`,
+    /// `enrollment-failed`, `expired`, `revoked` or `none`.
+    pub const CERTIFICATE_HEALTH: &str = "certificate_health";
+    /// When the client certificate expires (RFC 3339), and its thumbprint.
+    pub const CERTIFICATE_EXPIRES: &str = "certificate_expires";
 
     /// Every key, in the order the docs list them.
-    pub const ALL: [&str; 17] = [
+    pub const ALL: [&str; 19] = [
         PLATFORM,
         ARCH,
         OS,
@@ -166,6 +171,8 @@ pub mod inventory {
         HW_BOARDNAME,
         HW_REVISION,
         SW_VERSION,
+        CERTIFICATE_HEALTH,
+        CERTIFICATE_EXPIRES,
     ];
 }
 

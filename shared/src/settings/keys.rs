@@ -161,7 +161,25 @@ pub const KEYS: &[KeyDef] = &[
         "Certificates",
         "CertificateSubject",
         "",
-        "the common name of the enrolled certificate; empty: the controller id",
+        "the common name of the enrolled certificate; {controller_id} stands for the device's id; empty: the controller id",
+    ),
+    k(
+        "Certificates",
+        "KeySize",
+        "2048",
+        "bits of the RSA key made on the device: 2048, 3072 or 4096",
+    ),
+    k(
+        "Certificates",
+        "ScepCaThumbprint",
+        "",
+        "the SHA-256 of the CA (or RA) certificate the SCEP server must present; empty: trusted on first use",
+    ),
+    k(
+        "Certificates",
+        "ScepPendingTimeout",
+        "600",
+        "seconds a request the CA keeps pending is waited for (10 to 604800)",
     ),
     k(
         "Certificates",

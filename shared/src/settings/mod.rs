@@ -164,6 +164,12 @@ pub struct Certificates {
     pub certificate_subject: Option<String>,
     /// `RenewDaysBeforeExpiry`.
     pub renew_days_before_expiry: u32,
+    /// `KeySize`: bits of the RSA key made on the device (2048, 3072 or 4096).
+    pub key_size: usize,
+    /// `ScepCaThumbprint`: SHA-256 of the CA (or RA) certificate the device insists on.
+    pub scep_ca_thumbprint: Option<String>,
+    /// `ScepPendingTimeout`: how long a request the CA keeps pending is waited for.
+    pub scep_pending_timeout: Duration,
 }
 
 /// All settings, typed, with the values the file set explicitly.
@@ -345,6 +351,25 @@ impl Settings {
             "RenewDaysBeforeExpiry" => {
                 self.certificates.renew_days_before_expiry = parse_int(v, 1, 365, "days")? as u32
             }
+            "KeySize" => {
+                self.certificates.key_size = match v {
+                    "2048" | "3072" | "4096" => parse_int(v, 2048, 4096, "bits")? as usize,
+                    _ => return Err("expected 2048, 3072 or 4096".into()),
+                }
+            }
+            "ScepCaThumbprint" => {
+                self.certificates.scep_ca_thumbprint = opt(v, |v| {
+                    let hex = v.replace(':', "").to_ascii_lowercase();
+                    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+                        Ok(hex)
+                    } else {
+                        Err("expected the certificate's SHA-256: 64 hexadecimal digits".into())
+                    }
+                })?
+            }
+            "ScepPendingTimeout" => {
+                self.certificates.scep_pending_timeout = parse_secs(v, 10, 7 * 86_400)?
+            }
             other => {
                 return Err(format!(
                     "key {other} is listed but has no parser (a bug in this build)"
@@ -392,6 +417,9 @@ impl Settings {
                 scep_challenge: None,
                 certificate_subject: None,
                 renew_days_before_expiry: 0,
+                key_size: 0,
+                scep_ca_thumbprint: None,
+                scep_pending_timeout: Duration::ZERO,
             },
             explicit: BTreeMap::new(),
         }
