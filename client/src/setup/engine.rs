@@ -109,7 +109,7 @@ fn remove_certificates(ctx: &Context, publisher: Option<&str>) -> Result<()> {
 /// agent still owes the management point or must not forget (reports not yet sent, actions
 /// and their results, run requests, the versions each package had, installed packages, the
 /// revocation lists seen). Only the download cache and runtime leftovers go.
-const REPAIR_KEEP: [&str; 9] = [
+const REPAIR_KEEP: [&str; 11] = [
     "setup-journal.json",
     "identity.json",
     "outbox",
@@ -119,6 +119,8 @@ const REPAIR_KEEP: [&str; 9] = [
     "packages",
     "crl-seen.txt",
     "revoked-reported.txt",
+    "enrollment.json",
+    "cert-rotation.json",
 ];
 
 /// Repair: removes whatever is left of the damaged client, keeping the staged binaries, the
@@ -174,6 +176,64 @@ fn remove_children_except(dir: &Path, keep: &[&str]) -> Result<()> {
 }
 
 const STATE_KEEP: [&str; 1] = ["setup-journal.json"];
+
+/// `CertEnrollAction=Enroll`: runs the new version's `dmcertenroll`, which enrolls unless the
+/// device already has a valid certificate. Its exit code is its status code.
+fn enroll_certificate(ctx: &Context, to: &ClientVersion) -> Result<()> {
+    let program = ctx.layout.version_dir(to).join("dmcertenroll");
+    info!("CertEnrollAction=Enroll: running {}", program.display());
+    let before = crate::enroll::last_record(ctx);
+    let status = ctx
+        .command(&program)
+        .arg("--device-root")
+        .arg(ctx.layout.root())
+        .stdin(std::process::Stdio::null())
+        .status()
+        .map_err(|e| Error::Enrollment {
+            code: dm_shared::StatusCode::DM_E_CHILD_FAILED,
+            reason: format!("cannot run {}: {e}", program.display()),
+        })?;
+    if status.success() {
+        info!("the device has its client certificate");
+        return Ok(());
+    }
+    let code = status
+        .code()
+        .and_then(dm_shared::StatusCode::from_exit_code)
+        .unwrap_or(dm_shared::StatusCode::DM_E_CHILD_FAILED);
+    // The run's own account (the SCEP server's failInfo, say), never its challenge.
+    let why = crate::enroll::last_record(ctx)
+        .filter(|r| r.result == "failed" && Some(r) != before.as_ref())
+        .map_or_else(|| code.to_string(), |r| r.text);
+    Err(Error::Enrollment {
+        code,
+        reason: format!(
+            "{} exited with {status}: {why} (see its DMCertEnroll log)",
+            program.display()
+        ),
+    })
+}
+
+/// Undoes an enrollment: the `my` store's files that were not there before go, and with them
+/// a rotation that names one of them.
+fn undo_enrollment(ctx: &Context, before: &[String]) -> Result<()> {
+    let dir = ctx.layout.cert_store_dir(StoreName::My);
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+    let mut removed = Vec::new();
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if !before.contains(&name) && e.file_type().is_ok_and(|t| t.is_file()) {
+            dmfs::remove_file(&e.path())?;
+            info!("removed {} (enrolled by the operation being rolled back)", e.path().display());
+            removed.push(name);
+        }
+    }
+    let r = crate::enroll::Rotation::load(ctx);
+    if r.is_some_and(|r| removed.iter().any(|n| n.starts_with(&r.new))) {
+        dmfs::remove_file(&crate::enroll::rotation_path(ctx))?;
+    }
+    Ok(())
+}
 
 impl<'a> Engine<'a> {
     /// An engine for `actor`.
@@ -346,6 +406,7 @@ impl<'a> Engine<'a> {
                 remove_certificates(ctx, j.publisher_thumbprint.as_deref())?
             }
             Step::RemoveDamaged => remove_damaged(ctx, j.to)?,
+            Step::EnrollCertificate => enroll_certificate(ctx, &self.to(j)?)?,
         }
         Ok(())
     }
@@ -419,6 +480,7 @@ impl<'a> Engine<'a> {
                     service::stop(ctx)?;
                 }
             }
+            Step::EnrollCertificate => undo_enrollment(ctx, &j.backup.my_store)?,
             Step::AwaitHealth
             | Step::RemoveOldVersion
             | Step::RemoveBinaries
@@ -476,7 +538,7 @@ mod tests {
     }
 
     fn journal(d: &Device, op: Op, tamper: bool) -> Journal {
-        let plan = op.plan(false);
+        let plan = op.plan(false, false);
         Journal {
             op,
             from: None,

@@ -92,6 +92,9 @@ pub enum Step {
     RemoveCertificates,
     /// Repair: remove whatever is left of the damaged client (identity is kept).
     RemoveDamaged,
+    /// `CertEnrollAction=Enroll`: enroll the device's certificate with the new version's
+    /// `dmcertenroll`, before the agent first polls.
+    EnrollCertificate,
 }
 
 impl Step {
@@ -116,6 +119,7 @@ impl Step {
             Step::RemoveState => "remove-state",
             Step::RemoveCertificates => "remove-certificates",
             Step::RemoveDamaged => "remove-damaged",
+            Step::EnrollCertificate => "enroll-certificate",
         }
     }
 }
@@ -154,6 +158,10 @@ pub struct Backup {
     pub identity: Option<String>,
     /// Whether an agent was running.
     pub agent_was_running: bool,
+    /// The `my` store's file names before the operation (an enrollment's are removed on
+    /// rollback).
+    #[serde(default)]
+    pub my_store: Vec<String>,
 }
 
 /// The journal of one operation.

@@ -18,9 +18,8 @@ use std::time::Duration;
 use dm_shared::fs as dmfs;
 use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::outbox::Outbox;
-use dm_shared::settings::CertEnrollAction;
 use dm_shared::{ClientVersion, Context, Platform, StatusCode, clock};
-use log::{error, info, warn};
+use log::{info, warn};
 
 use self::engine::{Actor, Ending, Engine};
 use self::journal::{Journal, Op};
@@ -218,11 +217,6 @@ pub fn run(ctx: &Context, opts: &Options, log_file: Option<&Path>) -> Result<Out
     }
     let result = Engine::new(ctx, Actor::Setup, opts.health_timeout).execute(&mut j);
     let outcome = finish(ctx, &j, result, decision, log_file)?;
-    if staged.settings.installation.cert_enroll_action == CertEnrollAction::Enroll
-        && matches!(op, Op::Install | Op::Upgrade | Op::Repair)
-    {
-        enroll(ctx, log_file)?;
-    }
     Ok(outcome)
 }
 
@@ -273,7 +267,10 @@ fn finish(
         let code = e.code();
         let message = format!("{} {} -> {} failed: {e}", op.as_str(), v(from), v(to));
         let to = installed_version(ctx);
-        let message_id = MessageId::SETUP_FAILED;
+        let message_id = match e {
+            Error::Enrollment { .. } => MessageId::ENROLL_FAILED,
+            _ => MessageId::SETUP_FAILED,
+        };
         let result = installed::Outcome::Failure;
         record(
             ctx,
@@ -316,47 +313,4 @@ fn finish(
     };
     record(ctx, r);
     Ok(Outcome { decision, code: StatusCode::S_OK, message })
-}
-
-/// Runs the installed `dmcertenroll` (after install, upgrade or repair with
-/// `CertEnrollAction=Enroll`).
-fn enroll(ctx: &Context, log_file: Option<&Path>) -> Result<()> {
-    let program = ctx.layout.active_pointer().join("dmcertenroll");
-    info!("CertEnrollAction=Enroll: running {}", program.display());
-    let status = ctx
-        .command(&program)
-        .arg("--device-root")
-        .arg(ctx.layout.root())
-        .stdin(std::process::Stdio::null())
-        .status()
-        .map_err(|e| Error::Enrollment {
-            code: StatusCode::DM_E_CHILD_FAILED,
-            reason: format!("cannot run {}: {e}", program.display()),
-        })?;
-    if status.success() {
-        info!("certificate enrollment succeeded");
-        return Ok(());
-    }
-    let code =
-        status.code().and_then(StatusCode::from_exit_code).unwrap_or(StatusCode::DM_E_CHILD_FAILED);
-    let reason = format!(
-        "{} exited with {status}: {code}; the client is installed but has no client certificate (see the DMCertEnroll log)",
-        program.display()
-    );
-    error!("certificate enrollment failed: {reason}");
-    let installed = installed_version(ctx);
-    record(
-        ctx,
-        Record {
-            op: "enroll",
-            result: installed::Outcome::Failure,
-            code,
-            from: installed,
-            to: installed,
-            message_id: MessageId::ENROLL_FAILED,
-            message: format!("certificate enrollment failed: {reason}"),
-            log_file,
-        },
-    );
-    Err(Error::Enrollment { code, reason })
 }

@@ -60,8 +60,9 @@ pub struct Plan {
 
 impl Op {
     /// The steps of this operation. `remove_certificates` adds the certificate removal to an
-    /// uninstall.
-    pub fn plan(self, remove_certificates: bool) -> Plan {
+    /// uninstall; `enroll` the certificate enrollment to an install or upgrade, before the
+    /// pointer switches (a failed enrollment rolls the operation back), and to a repair.
+    pub fn plan(self, remove_certificates: bool, enroll: bool) -> Plan {
         use Step::*;
         let steps = match self {
             Op::Install => vec![
@@ -118,6 +119,16 @@ impl Op {
                 AwaitHealth,
             ],
         };
+        let mut steps = steps;
+        let switch = steps.iter().position(|s| *s == SwitchPointer).unwrap_or(steps.len());
+        match self {
+            // Before the pointer switches: a failed enrollment leaves the device as it was.
+            Op::Install | Op::Upgrade if enroll => steps.insert(switch, EnrollCertificate),
+            // A repair is past its point of no return: once the pointer is back, the agent's
+            // start finishes the repair, enrolling again until it succeeds.
+            Op::Repair if enroll => steps.insert(switch + 1, EnrollCertificate),
+            _ => {}
+        }
         let after =
             |step: Step| steps.iter().position(|s| *s == step).map_or(steps.len(), |i| i + 1);
         let (commit, no_return) = match self {
@@ -171,12 +182,12 @@ mod tests {
     #[test]
     fn installs_commit_when_the_pointer_switches_and_stay_reversible_until_healthy() {
         for op in [Op::Install, Op::Upgrade] {
-            let p = op.plan(false);
+            let p = op.plan(false, false);
             assert_eq!(p.steps[p.commit - 1], Step::SwitchPointer, "{op:?}");
             assert_eq!(p.steps[p.no_return - 1], Step::AwaitHealth, "{op:?}");
             assert!(p.steps.starts_with(&[Step::StageBinaries, Step::PromoteBinaries]));
         }
-        let up = Op::Upgrade.plan(false);
+        let up = Op::Upgrade.plan(false, false);
         let stop = up.steps.iter().position(|s| *s == Step::StopAgent).unwrap();
         let switch = up.steps.iter().position(|s| *s == Step::SwitchPointer).unwrap();
         assert!(stop < switch, "the old agent stops before the pointer moves");
@@ -185,7 +196,7 @@ mod tests {
 
     #[test]
     fn reconfigure_commits_once_its_files_are_written() {
-        let p = Op::Reconfigure.plan(false);
+        let p = Op::Reconfigure.plan(false, false);
         assert_eq!(p.steps[p.commit - 1], Step::WriteUnit);
         assert_eq!(p.no_return, p.steps.len());
         assert!(!p.steps.contains(&Step::StageBinaries));
@@ -193,17 +204,17 @@ mod tests {
 
     #[test]
     fn uninstall_unregisters_the_service_and_certificates_go_only_when_asked() {
-        let p = Op::Uninstall.plan(false);
+        let p = Op::Uninstall.plan(false, false);
         assert_eq!(p.steps[0], Step::UnregisterAgent);
         assert_eq!(p.steps[p.commit - 1], Step::RemovePointer);
         assert_eq!(p.commit, p.no_return);
         assert!(!p.steps.contains(&Step::RemoveCertificates));
-        assert_eq!(Op::Uninstall.plan(true).steps.last(), Some(&Step::RemoveCertificates));
+        assert_eq!(Op::Uninstall.plan(true, false).steps.last(), Some(&Step::RemoveCertificates));
     }
 
     #[test]
     fn repair_stages_before_it_removes_anything() {
-        let p = Op::Repair.plan(false);
+        let p = Op::Repair.plan(false, false);
         assert_eq!(&p.steps[..3], &[Step::StageBinaries, Step::StopAgent, Step::RemoveDamaged]);
         assert_eq!(p.steps[p.commit - 1], Step::StopAgent);
     }
@@ -212,7 +223,7 @@ mod tests {
     fn a_rollback_restores_settings_and_unit_before_the_old_agent_restarts() {
         // Undo runs backwards: the agent must stop before anything it reads changes.
         for op in [Op::Install, Op::Upgrade, Op::Reconfigure, Op::Uninstall, Op::Repair] {
-            let p = op.plan(false);
+            let p = op.plan(false, false);
             let at = |step| p.steps.iter().position(|s| *s == step);
             let Some(stop) = at(Step::StopAgent) else { continue };
             for file in [Step::WriteSettings, Step::WriteIdentity, Step::WriteUnit] {
@@ -224,10 +235,33 @@ mod tests {
     }
 
     #[test]
+    fn enrollment_comes_before_the_agent_and_a_failed_one_rolls_back() {
+        for op in [Op::Install, Op::Upgrade, Op::Repair] {
+            let p = op.plan(false, true);
+            let at = |step| p.steps.iter().position(|s| *s == step).unwrap();
+            assert!(
+                at(Step::WriteIdentity) < at(Step::EnrollCertificate),
+                "the subject needs the id"
+            );
+            assert!(at(Step::EnrollCertificate) < at(Step::StartAgent), "{op:?}: before the agent");
+            if op == Op::Repair {
+                // Past the point of no return: the agent started through the pointer finishes it.
+                assert_eq!(at(Step::EnrollCertificate), at(Step::SwitchPointer) + 1);
+            } else {
+                assert_eq!(at(Step::EnrollCertificate) + 1, at(Step::SwitchPointer), "{op:?}");
+                assert!(at(Step::EnrollCertificate) < p.commit, "{op:?}: a failure rolls back");
+            }
+        }
+        for op in [Op::Reconfigure, Op::Uninstall] {
+            assert!(!op.plan(false, true).steps.contains(&Step::EnrollCertificate), "{op:?}");
+        }
+    }
+
+    #[test]
     fn every_plan_is_consistent() {
         for op in [Op::Install, Op::Upgrade, Op::Reconfigure, Op::Uninstall, Op::Repair] {
             for certs in [false, true] {
-                let p = op.plan(certs);
+                let p = op.plan(certs, false);
                 assert!(p.commit <= p.no_return && p.no_return <= p.steps.len(), "{op:?}");
                 let mut seen = std::collections::HashSet::new();
                 assert!(p.steps.iter().all(|s| seen.insert(*s)), "{op:?} repeats a step");

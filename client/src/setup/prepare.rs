@@ -259,6 +259,7 @@ impl Change {
             unit: read_text(&ctx.layout.systemd_unit()),
             identity: read_text(&ctx.layout.identity_file()),
             agent_was_running: service::is_running(ctx),
+            my_store: my_store_files(ctx),
         };
         // The new settings overwrite the device's, including values a user changed: say which.
         let overwrites = match (&backup.settings, op.leaves_client()) {
@@ -300,7 +301,9 @@ impl Change {
             Op::Reconfigure => (installed, installed),
             Op::Uninstall => (installed, None),
         };
-        let plan = op.plan(opts.remove_certificates);
+        let enroll = staged.settings.installation.cert_enroll_action
+            == dm_shared::settings::CertEnrollAction::Enroll;
+        let plan = op.plan(opts.remove_certificates, enroll);
         let keep = op.leaves_client();
         Ok(Journal {
             op,
@@ -323,4 +326,14 @@ impl Change {
             started: clock::rfc3339(ctx.clock.now()),
         })
     }
+}
+
+/// The `my` store's file names now.
+fn my_store_files(ctx: &Context) -> Vec<String> {
+    let dir = ctx.layout.cert_store_dir(StoreName::My);
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .unwrap_or_default();
+    names.sort();
+    names
 }
