@@ -253,6 +253,12 @@ pub fn collect(
     let (verdict, why) = health.verdict(ctx);
     put(key::CLIENT_HEALTH, verdict);
     put(key::CLIENT_HEALTH_REASON, why.chars().take(1000).collect());
+    if let Some((health, expires)) = super::certs::inventory(ctx, settings) {
+        put(key::CERTIFICATE_HEALTH, health);
+        if let Some(e) = expires {
+            put(key::CERTIFICATE_EXPIRES, e);
+        }
+    }
     if let Some(r) = SetupResult::load(ctx) {
         put(key::LAST_SETUP, format!("{} {} {} at {}", r.op, r.result.as_str(), r.code, r.time));
     }

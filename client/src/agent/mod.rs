@@ -6,6 +6,7 @@
 //! See docs/agent.md.
 
 pub mod action;
+pub mod certs;
 pub mod confirm;
 pub mod contain;
 pub mod content;
@@ -254,26 +255,31 @@ fn poll_failed(w: &Worker<'_>, health: &mut HealthState, e: Error) -> Duration {
 fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
     let mut health = HealthState::default();
     let mut deferred = BTreeSet::new();
+    let mut certs = certs::Keeper::default();
     w.report_interrupted()?;
     while !w.stopping() {
         if let Err(e) = w.check_upgrade() {
             warn!("cannot report the client upgrade yet: {e}");
         }
+        certs.before_poll(&mut w);
         run_requests(&mut w, &mut deferred);
         flush(&mut w);
         let d = match w.session.poll() {
             Ok(base) => {
                 vitals.polled(Ok(()));
+                certs.after_poll(&mut w, Ok(()));
                 after_poll(&mut w, &mut health, base)
             }
             Err(e) => {
                 vitals.polled(Err(&e));
+                certs.after_poll(&mut w, Err(&e));
                 poll_failed(&w, &mut health, e)
             }
         };
         log::debug!("next poll in {} s", d.as_secs());
         wait(w.ctx, &w.stop, d, &deferred);
     }
+    certs.stop();
     Ok(())
 }
 
@@ -343,7 +349,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
         vitals.check_locally("--once: no poll");
     } else {
         check_clock(ctx);
-        let net = net::Net::new(ctx, &settings)?;
+        let net = certs::net(ctx, &settings)?;
         vitals.watch(stop.clone());
         let tenant = &settings.environment.tenant;
         let mut session = Session::new(net, &management_point, tenant, &controller_id);

@@ -50,6 +50,8 @@ pub struct Net {
     /// The management point's origin: the only one credentials are sent to.
     origin: Option<Origin>,
     bandwidth: u64,
+    /// The thumbprint of the client certificate presented, in native mode.
+    client_thumbprint: Option<String>,
 }
 
 /// Scheme, host and port of a URL, as browsers compare them.
@@ -63,6 +65,47 @@ impl Origin {
         let port = uri.port_u16().unwrap_or(if scheme == "https" { 443 } else { 80 });
         Some(Origin(scheme, uri.host()?.to_ascii_lowercase(), port))
     }
+}
+
+/// The HTTP client for a SCEP server: TLS trusting the same roots as the management point's
+/// when the URL is https (a plain http SCEP server is allowed: its messages are signed and
+/// encrypted, and `ScepCaThumbprint` pins its CA), the configured proxy, every timeout, no
+/// redirects.
+pub(crate) fn scep_agent(ctx: &Context, settings: &Settings) -> Result<ureq::Agent> {
+    let https =
+        settings.certificates.scep_url.as_deref().is_some_and(|u| u.starts_with("https://"));
+    let roots: Vec<ureq::tls::Certificate<'static>> = if https {
+        roots(ctx, settings)?
+            .iter()
+            .map(|c| ureq::tls::Certificate::from_der(c.der()).to_owned())
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .build();
+    let c = &settings.communication;
+    let proxy = match &c.proxy {
+        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| {
+            Error::BadSettings(format!("[Communication] Proxy {}: {e}", redact_url(p)))
+        })?),
+        None => None,
+    };
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .http_status_as_error(false)
+        .proxy(proxy)
+        .max_redirects(0)
+        .timeout_connect(Some(c.connect_timeout))
+        .timeout_per_read(Some(c.read_timeout))
+        .timeout_global(Some(c.request_timeout))
+        .max_response_header_size(16 * 1024)
+        .user_agent(format!("dmcertenroll/{}", env!("CARGO_PKG_VERSION")))
+        .build()
+        .new_agent())
 }
 
 fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
@@ -86,11 +129,18 @@ fn roots(ctx: &Context, settings: &Settings) -> Result<Vec<Cert>> {
     Ok(certs)
 }
 
-/// The device's client certificate and key from the `my` store: the first certificate with a
-/// matching `<thumbprint>.key` whose key really belongs to it (ureq would panic otherwise).
-fn client_cert(ctx: &Context) -> Result<ureq::tls::ClientCert> {
+/// The device's client certificate and key from the `my` store: `prefer` when it is there
+/// with its key, else the pair that is valid and expires last, else any pair; a key that does
+/// not belong to its certificate is skipped (ureq would panic otherwise). Returns the pair and
+/// its thumbprint.
+fn client_cert(ctx: &Context, prefer: Option<&str>) -> Result<(ureq::tls::ClientCert, String)> {
     let store = dm_shared::certstore::CertStore::open(&ctx.layout, StoreName::My);
-    for c in store.list()? {
+    let now = ctx.clock.now();
+    let mut certs = store.list()?;
+    certs.sort_by_key(|c| {
+        (Some(c.thumbprint()) != prefer, !c.valid_at(now), std::cmp::Reverse(c.not_after_unix()))
+    });
+    for c in certs {
         let key_path = store.dir().join(format!("{}.key", c.thumbprint()));
         let Ok(key) = dmfs::read_capped(&key_path, 64 * 1024) else { continue };
         let probe = b"dm client certificate pair check";
@@ -108,7 +158,8 @@ fn client_cert(ctx: &Context) -> Result<ureq::tls::ClientCert> {
         let pk = ureq::tls::PrivateKey::from_pem(&key)
             .map_err(|e| Error::BadSettings(format!("{}: {e}", key_path.display())))?;
         let chain = vec![ureq::tls::Certificate::from_der(c.der()).to_owned()];
-        return Ok(ureq::tls::ClientCert::new_with_certs(&chain, pk));
+        log::debug!("client certificate: {}", c.describe());
+        return Ok((ureq::tls::ClientCert::new_with_certs(&chain, pk), c.thumbprint().to_string()));
     }
     Err(Error::BadSettings(format!(
         "Authentication=Certificate but the device's my store {} has no certificate with its key; enroll first",
@@ -208,6 +259,12 @@ pub enum Got<T> {
 impl Net {
     /// The client for this device's settings.
     pub fn new(ctx: &Context, settings: &Settings) -> Result<Net> {
+        Net::presenting(ctx, settings, None)
+    }
+
+    /// The client for this device's settings, presenting the client certificate `prefer` (a
+    /// thumbprint) when it is in the `my` store (see [`Net::new`]).
+    pub fn presenting(ctx: &Context, settings: &Settings, prefer: Option<&str>) -> Result<Net> {
         let roots: Vec<ureq::tls::Certificate<'static>> = roots(ctx, settings)?
             .iter()
             .map(|c| ureq::tls::Certificate::from_der(c.der()).to_owned())
@@ -239,8 +296,11 @@ impl Net {
             .provider(ureq::tls::TlsProvider::Rustls)
             .unversioned_rustls_crypto_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .root_certs(ureq::tls::RootCerts::new_with_certs(&roots));
+        let mut client_thumbprint = None;
         if matches!(auth, Auth::Certificate) {
-            tls = tls.client_cert(Some(client_cert(ctx)?));
+            let (cert, thumbprint) = client_cert(ctx, prefer)?;
+            tls = tls.client_cert(Some(cert));
+            client_thumbprint = Some(thumbprint);
         }
         let tls = tls.build();
         let c = &settings.communication;
@@ -250,7 +310,13 @@ impl Net {
             auth,
             origin: settings.environment.management_point.as_deref().and_then(Origin::of),
             bandwidth: c.bandwidth_limit_kib * 1024,
+            client_thumbprint,
         })
+    }
+
+    /// The thumbprint of the client certificate this client presents (native mode).
+    pub fn client_thumbprint(&self) -> Option<&str> {
+        self.client_thumbprint.as_deref()
     }
 
     /// Adds the device's token to a request for `url`, when `url` is on the management point:
