@@ -159,8 +159,19 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     let history = store.statuses_for_device(d.id)?;
     let actions: Vec<Action> =
         store.actions()?.into_iter().filter(|a| a.device_id == d.id).collect();
+    let revoked = d
+        .cert_sha256
+        .as_ref()
+        .is_some_and(|sha| store.revoked_certificates().is_ok_and(|r| r.contains(sha)));
+    let certificate = match &d.cert_sha256 {
+        Some(sha) if revoked => {
+            format!("{}… revoked (dmmp device revoke)", &sha[..16.min(sha.len())])
+        }
+        Some(sha) => format!("{}…", &sha[..16.min(sha.len())]),
+        None => "none".into(),
+    };
     let mut text = format!(
-        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n\ninventory\n",
+        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n  certificate {certificate}\n\ninventory\n",
         d.tenant,
         d.controller_id,
         d.id,
@@ -209,7 +220,10 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
         &["RECEIVED", "ACTION", "FROM", "EXECUTION", "MESSAGE", "CODE", "DETAILS"],
         &hrows,
     ));
-    Ok(Out::new(text, json!({"device": d, "actions": actions, "history": history})))
+    Ok(Out::new(
+        text,
+        json!({"device": d, "certificate_revoked": revoked, "actions": actions, "history": history}),
+    ))
 }
 
 #[cfg(test)]

@@ -93,7 +93,7 @@ pub fn authenticate(
         };
     }
     if let Some(chain) = &conn.client_chain {
-        if state.client_roots.is_empty() {
+        if !state.takes_client_certificates() {
             return Err(ApiError::unauthorized(
                 "client certificates are not accepted by this server",
             ));
@@ -101,23 +101,24 @@ pub fn authenticate(
         let now = rustls_pki_types::UnixTime::since_unix_epoch(std::time::Duration::from_secs(
             state.now().max(0) as u64,
         ));
-        let crls = state.client_crls.read().map(|c| c.lists.clone()).unwrap_or_default();
-        let cn = tls::check_client_cert(chain, &state.client_roots, &crls, now).map_err(
-            |p| match p {
-                ClientCertProblem::Foreign => ApiError::forbidden(
-                    "the client certificate was not issued by this server's client CA",
-                ),
-                ClientCertProblem::Expired => {
-                    ApiError::forbidden("the client certificate is expired or not yet valid")
-                }
-                ClientCertProblem::Revoked => ApiError::forbidden(
-                    "the client certificate is revoked by its CA's revocation list",
-                ),
-                ClientCertProblem::Invalid(why) => ApiError::forbidden(format!(
-                    "the client certificate is not valid for client authentication: {why}"
-                )),
-            },
-        )?;
+        let checked = {
+            let trust = state.client_trust.read().unwrap_or_else(|p| p.into_inner());
+            tls::check_client_cert(chain, &trust.roots, &trust.lists, now)
+        };
+        let cn = checked.map_err(|p| match p {
+            ClientCertProblem::Foreign => ApiError::forbidden(
+                "the client certificate was not issued by this server's client CA",
+            ),
+            ClientCertProblem::Expired => {
+                ApiError::forbidden("the client certificate is expired or not yet valid")
+            }
+            ClientCertProblem::Revoked => {
+                ApiError::forbidden("the client certificate is revoked by its CA's revocation list")
+            }
+            ClientCertProblem::Invalid(why) => ApiError::forbidden(format!(
+                "the client certificate is not valid for client authentication: {why}"
+            )),
+        })?;
         if cn != cid {
             return Err(ApiError::forbidden(format!(
                 "the client certificate is for {cn:?}, not {cid:?}"
@@ -273,6 +274,45 @@ mod tests {
     }
 
     #[test]
+    fn a_second_device_ca_is_trusted_once_its_file_holds_both() {
+        let f = Fixture::new(|_| {});
+        let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
+            peer: "127.0.0.1:1".parse().unwrap(),
+            client_chain: Some(chain),
+        };
+        let now = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+        let new_ca = dm_shared::devpki::root_ca(&super::super::fixture::spec(
+            "new CA",
+            dm_shared::devpki::Purpose::Ca,
+            now,
+            10,
+        ))
+        .unwrap();
+        let old = f.client_cert("cert-dev-1", None, 365);
+        let new = f.client_cert("cert-dev-1", Some(&new_ca), 365);
+        f.state.reload_client_trust();
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![new.clone()]), "cert-dev-1");
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "not trusted yet");
+        // The administrator appends the new CA: both are trusted, without a restart.
+        let ca_file = f.dir.path().join("root-ca.pem");
+        let both = format!("{}{}", std::fs::read_to_string(&ca_file).unwrap(), new_ca.cert_pem);
+        std::fs::write(&ca_file, &both).unwrap();
+        f.state.reload_client_trust();
+        f.try_auth(&HeaderMap::new(), &conn(vec![old.clone()]), "cert-dev-1").unwrap();
+        f.try_auth(&HeaderMap::new(), &conn(vec![new.clone()]), "cert-dev-1").unwrap();
+        // A file that does not parse keeps what was trusted.
+        std::fs::write(&ca_file, "not a certificate").unwrap();
+        f.state.reload_client_trust();
+        f.try_auth(&HeaderMap::new(), &conn(vec![new.clone()]), "cert-dev-1").unwrap();
+        // The old CA retired.
+        std::fs::write(&ca_file, &new_ca.cert_pem).unwrap();
+        f.state.reload_client_trust();
+        f.try_auth(&HeaderMap::new(), &conn(vec![new]), "cert-dev-1").unwrap();
+        let r = f.try_auth(&HeaderMap::new(), &conn(vec![old]), "cert-dev-1");
+        assert_eq!(status(r), StatusCode::FORBIDDEN, "the retired CA");
+    }
+
+    #[test]
     fn revoked_client_certificates_are_refused() {
         let f = Fixture::new(|c| c.server.client_crls = vec!["device-ca.crl".into()]);
         let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
@@ -282,7 +322,7 @@ mod tests {
         let mine = f.client_cert("cert-dev-1", None, 365);
         let other = f.client_cert("cert-dev-2", None, 365);
         // No list yet: both authenticate, and the server remembers their certificates.
-        f.state.reload_client_crls();
+        f.state.reload_client_trust();
         let d = f.try_auth(&HeaderMap::new(), &conn(vec![mine.clone()]), "cert-dev-1").unwrap();
         assert_eq!(d.cert_sha256.as_deref(), Some(sha256_hex_der(&mine).as_str()));
         f.try_auth(&HeaderMap::new(), &conn(vec![other.clone()]), "cert-dev-2").unwrap();
@@ -295,7 +335,7 @@ mod tests {
         let day = std::time::Duration::from_secs(86_400);
         let pem = dm_shared::devpki::crl(&f.ca, &[&serial], 2, now - day, now + day).unwrap();
         std::fs::write(f.dir.path().join("device-ca.crl"), pem).unwrap();
-        f.state.reload_client_crls();
+        f.state.reload_client_trust();
         let r = f.try_auth(&HeaderMap::new(), &conn(vec![mine]), "cert-dev-1");
         assert_eq!(status(r), StatusCode::FORBIDDEN);
         // An administrator revokes dev-2's: refused at the next look at the database.

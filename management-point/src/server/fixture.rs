@@ -28,7 +28,8 @@ pub struct Fixture {
     pub ca: Issued,
 }
 
-fn spec(cn: &str, purpose: Purpose, from: SystemTime, days: u64) -> Spec {
+/// A certificate spec valid for `days` from `from`.
+pub fn spec(cn: &str, purpose: Purpose, from: SystemTime, days: u64) -> Spec {
     Spec {
         common_name: cn.into(),
         purpose,
@@ -59,6 +60,7 @@ impl Fixture {
         );
         // Most tests let devices register themselves; `refusing` turns that off.
         cfg.devices.unknown_devices = UnknownDevices::Register;
+        cfg.server.client_ca = Some("root-ca.pem".into());
         tweak(&mut cfg);
         let store: Arc<dyn Storage> = Arc::new(SqliteStore::open(&cfg.database()).unwrap());
         let roots = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()];

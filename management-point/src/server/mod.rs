@@ -97,7 +97,7 @@ pub async fn serve(
     let tls_cfg = tls::server_config(
         &cfg.resolve(&cfg.server.tls_cert),
         &cfg.resolve(&cfg.server.tls_key),
-        !state.client_roots.is_empty(),
+        state.takes_client_certificates(),
     )?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
     let listener = TcpListener::bind(cfg.server.listen).await.map_err(|e| Error::Config {
@@ -113,9 +113,9 @@ pub async fn serve(
     );
     ready(addr);
 
-    // Another process (the admin commands) changes the database, or a device CA's
-    // revocation list: pick it up.
-    state.reload_client_crls();
+    // Another process (the admin commands) changes the database, or an administrator the
+    // device CAs or their revocation lists: pick it up.
+    state.reload_client_trust();
     let refresher = {
         let st = state.clone();
         tokio::spawn(async move {
@@ -124,7 +124,7 @@ pub async fn serve(
                 tick.tick().await;
                 let st = st.clone();
                 let r = tokio::task::spawn_blocking(move || {
-                    st.reload_client_crls();
+                    st.reload_client_trust();
                     st.refresh_if_changed()
                 })
                 .await;

@@ -126,8 +126,6 @@ pub struct AppState {
     pub view: RwLock<View>,
     /// Last-seen times not yet written.
     pub last_seen: Mutex<HashMap<i64, i64>>,
-    /// Roots for device client certificates.
-    pub client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     /// The time, injectable for tests.
     pub clock: Arc<dyn dm_shared::clock::Clock>,
     /// Serializes feedback, so the view's order of action changes is the database's.
@@ -138,15 +136,19 @@ pub struct AppState {
     pub reloads: std::sync::atomic::AtomicU64,
     /// When devices registered themselves in the last minute (the rate cap).
     pub registrations: Mutex<std::collections::VecDeque<i64>>,
-    /// The device CAs' revocation lists, as last read.
-    pub client_crls: RwLock<ClientCrls>,
+    /// The device CAs and their revocation lists, as last read.
+    pub client_trust: RwLock<ClientTrust>,
 }
 
-/// The device CAs' revocation lists (`[server] client_crls`): their DER, and the files'
-/// modification times when read, to reload them when one changes.
+/// What device client certificates are checked against: the device CAs (`[server] client_ca`,
+/// one file that may hold several, as during a CA rotation) and their revocation lists
+/// (`[server] client_crls`), with the files' modification times when read, to reload them
+/// when one changes.
 #[derive(Debug, Default)]
-pub struct ClientCrls {
-    /// DER of every list.
+pub struct ClientTrust {
+    /// The device CAs.
+    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+    /// DER of every revocation list.
     pub lists: Vec<Vec<u8>>,
     seen: Vec<Option<SystemTime>>,
 }
@@ -170,13 +172,12 @@ impl AppState {
             store,
             view: RwLock::new(view),
             last_seen: Mutex::new(HashMap::new()),
-            client_roots,
             clock: Arc::new(dm_shared::clock::SystemClock),
             feedback_lock: Mutex::new(()),
             public_url: std::sync::OnceLock::new(),
             reloads: std::sync::atomic::AtomicU64::new(0),
             registrations: Mutex::new(std::collections::VecDeque::new()),
-            client_crls: RwLock::new(ClientCrls::default()),
+            client_trust: RwLock::new(ClientTrust { roots: client_roots, ..Default::default() }),
         })
     }
 
@@ -330,20 +331,40 @@ impl AppState {
         Ok(d)
     }
 
-    /// Reads the device CAs' revocation lists again if a file changed (or at the first call).
-    /// A list that does not parse is logged and the previous ones are kept.
-    pub fn reload_client_crls(&self) {
-        let files: Vec<std::path::PathBuf> =
-            self.config.server.client_crls.iter().map(|p| self.config.resolve(p)).collect();
-        let seen: Vec<Option<SystemTime>> =
-            files.iter().map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok()).collect();
-        if self.client_crls.read().map(|c| c.seen == seen && !files.is_empty()).unwrap_or(false) {
+    /// Whether device client certificates are accepted (`[server] client_ca` is set).
+    pub fn takes_client_certificates(&self) -> bool {
+        self.client_trust.read().map(|t| !t.roots.is_empty()).unwrap_or(false)
+    }
+
+    /// Reads the device CAs and their revocation lists again if a file changed (or at the
+    /// first call). A file that does not parse is logged and the previous trust is kept.
+    pub fn reload_client_trust(&self) {
+        let server = &self.config.server;
+        let ca = server.client_ca.as_ref().map(|p| self.config.resolve(p));
+        let crls: Vec<std::path::PathBuf> =
+            server.client_crls.iter().map(|p| self.config.resolve(p)).collect();
+        let seen: Vec<Option<SystemTime>> = ca
+            .iter()
+            .chain(&crls)
+            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
+            .collect();
+        if seen.is_empty() || self.client_trust.read().map(|t| t.seen == seen).unwrap_or(false) {
             return;
         }
+        let roots = match &ca {
+            Some(f) => match super::tls::load_client_roots(f) {
+                Ok(r) => r,
+                Err(e) => {
+                    log::error!("device CAs not reloaded: {e}; keeping the previous ones");
+                    return;
+                }
+            },
+            None => Vec::new(),
+        };
         let mut lists = Vec::new();
-        for f in &files {
+        for f in &crls {
             match dm_shared::pki::Crl::load(f) {
-                Ok(crls) => lists.extend(crls.iter().map(|c| c.der().to_vec())),
+                Ok(l) => lists.extend(l.iter().map(|c| c.der().to_vec())),
                 Err(e) => {
                     log::error!(
                         "device revocation list not (re)loaded: {e}; keeping the previous lists"
@@ -352,15 +373,18 @@ impl AppState {
                 }
             }
         }
-        if !files.is_empty() {
+        if let Some(f) = &ca {
+            log::info!("device CAs loaded: {} from {}", roots.len(), f.display());
+        }
+        if !crls.is_empty() {
             log::info!(
                 "device revocation lists loaded: {} from {} file(s)",
                 lists.len(),
-                files.len()
+                crls.len()
             );
         }
-        let mut c = self.client_crls.write().unwrap_or_else(|p| p.into_inner());
-        *c = ClientCrls { lists, seen };
+        let mut t = self.client_trust.write().unwrap_or_else(|p| p.into_inner());
+        *t = ClientTrust { roots, lists, seen };
     }
 
     /// Checks the registration caps (`registrations_per_minute`, `max_devices`) and counts this
