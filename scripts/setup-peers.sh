@@ -13,6 +13,10 @@ PEERS=(
     "swupdate:swupdate"
     "nginx:nginx"
     "dbus-daemon:dbus-daemon"
+    # The SCEP server of the enrollment tests (micromdm/scep), and `ip` for their private
+    # network namespaces (scepserver listens on every address).
+    "scepserver:scep"
+    "ip:iproute2"
 )
 
 missing=()

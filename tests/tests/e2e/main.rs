@@ -7,6 +7,7 @@ mod agent;
 mod cli;
 mod crash;
 mod cross;
+mod enroll;
 mod hostile;
 mod installer;
 mod mp;

@@ -164,15 +164,25 @@ pub fn tree_listing(root: &Path) -> String {
     out.join("\n")
 }
 
-/// The dated log files of a program under a device root, oldest first.
+/// The dated log files of a program under a device root (`prefix` is its log prefix, as
+/// `DMSvc`), oldest first, as the programs themselves order them: `DMSvc…-120001-2.log`
+/// after `DMSvc…-120001.log`. An empty prefix lists every log, by name.
 pub fn logs(device: &Path, prefix: &str) -> Vec<PathBuf> {
-    let mut v: Vec<PathBuf> = std::fs::read_dir(device.join("var/log/dm"))
-        .map(|rd| {
-            rd.flatten()
-                .map(|e| e.path())
-                .filter(|p| p.file_name().unwrap().to_string_lossy().starts_with(prefix))
-                .collect()
-        })
+    use dm_shared::logging::{Program, list_log_files};
+    let dir = device.join("var/log/dm");
+    let programs = [
+        Program::Installer,
+        Program::ClientSetup,
+        Program::Agent,
+        Program::CertEnroll,
+        Program::ManagementPoint,
+    ];
+    if let Some(program) = programs.into_iter().find(|p| p.log_prefix() == prefix) {
+        return list_log_files(&dir, program);
+    }
+    assert!(prefix.is_empty(), "{prefix} is no program's log prefix");
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default();
     v.sort();
     v
@@ -327,9 +337,10 @@ impl World {
         assert_eq!(
             out.status.code(),
             Some(0),
-            "{}\n{}",
+            "{}\n{}\nagent:\n{}",
             show(&out),
-            log_text(&self.device, "DMClientSetup")
+            log_text(&self.device, "DMClientSetup"),
+            log_text(&self.device, "DMSvc")
         );
         out
     }
