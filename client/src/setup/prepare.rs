@@ -119,6 +119,14 @@ pub fn check_usable(ctx: &Context, s: &Settings, file: &Path) -> Result<()> {
             place("Environment", "ManagementPoint")
         )));
     }
+    if s.installation.cert_enroll_action == CertEnrollAction::Enroll
+        && s.certificates.scep_url.is_none()
+    {
+        return Err(Error::BadSettings(format!(
+            "{} is required with CertEnrollAction=Enroll: there is no SCEP server to enroll with",
+            place("Certificates", "ScepUrl")
+        )));
+    }
     match s.communication.authentication {
         AuthMode::TargetToken if s.communication.target_token.is_none() => {
             Err(Error::BadSettings(format!(

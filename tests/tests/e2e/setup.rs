@@ -526,7 +526,7 @@ fn uninstall_can_remove_the_certificates_too() {
 }
 
 #[test]
-fn enrollment_is_reported_as_not_available_not_skipped() {
+fn enrollment_without_a_scep_server_is_refused_before_any_change() {
     let c = Client::new();
     let f = c.folder(
         "f",
@@ -534,13 +534,16 @@ fn enrollment_is_reported_as_not_available_not_skipped() {
         &settings("Install", "")
             .replace("[Environment]", "CertEnrollAction=Enroll\n\n[Environment]"),
     );
+    let before = tree_hash(c.device(), &["var/log/dm", "run", "etc/dm/certs"]);
     let out = c.install(&f);
-    assert_eq!(out.status.code(), Some(43), "{}", show(&out));
-    assert_complete(c.device(), "1.2.0.0", &f);
+    assert_eq!(out.status.code(), Some(11), "{}", show(&out));
     let log = log_text(c.device(), "DMClientSetup");
-    assert!(log.contains("certificate enrollment failed"), "{log}");
-    assert!(log_text(c.device(), "DMCertEnroll").contains("not available in this build"));
-    assert_eq!(result_record(c.device())["code"], "0x80040205");
+    assert!(
+        log.contains("[Certificates] ScepUrl is required with CertEnrollAction=Enroll"),
+        "{log}"
+    );
+    assert!(logs(c.device(), "DMCertEnroll").is_empty(), "nothing to enroll with");
+    assert_eq!(tree_hash(c.device(), &["var/log/dm", "run", "etc/dm/certs"]), before);
 }
 
 #[test]
@@ -589,7 +592,7 @@ fn an_upgrade_whose_agent_never_becomes_healthy_is_rolled_back() {
     assert_complete(c.device(), "1.0.0.0", &old);
     assert!(alive(agent_pid(c.device()).unwrap()), "the old agent was not restarted");
     let log = log_text(c.device(), "DMClientSetup");
-    assert!(log.contains("the agent 1.1.0.0 exited before reporting healthy"), "{log}");
+    assert!(log.contains("the agent 1.1.0.0: it exited ("), "{log}");
     assert!(log.contains("rolled back"), "{log}");
     let r = result_record(c.device());
     assert_eq!((r["result"].as_str(), r["to"].as_str()), (Some("failure"), Some("1.0.0.0")));
