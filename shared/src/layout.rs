@@ -229,6 +229,16 @@ impl DeviceLayout {
     pub fn log_dir(&self) -> PathBuf {
         self.at("var/log/dm")
     }
+
+    /// A desktop's tethering state: staged client deployments, the devices seen.
+    pub fn tether_dir(&self) -> PathBuf {
+        self.at("var/lib/dm/tether")
+    }
+
+    /// A desktop's SSH identity and known hosts for tethered devices (`dmtether`).
+    pub fn tether_config_dir(&self) -> PathBuf {
+        self.at("etc/dm/tether")
+    }
 }
 
 #[cfg(test)]

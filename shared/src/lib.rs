@@ -33,6 +33,7 @@ pub mod settings;
 pub mod status;
 #[cfg(test)]
 mod testing;
+pub mod tether;
 pub mod version;
 pub mod vocab;
 

@@ -31,6 +31,8 @@ pub enum Program {
     CertEnroll,
     /// `dmmp`.
     ManagementPoint,
+    /// `dmtether`, on a desktop.
+    Tether,
 }
 
 impl Program {
@@ -42,6 +44,7 @@ impl Program {
             Program::Agent => "DMSvc",
             Program::CertEnroll => "DMCertEnroll",
             Program::ManagementPoint => "DMMP",
+            Program::Tether => "DMTether",
         }
     }
 }

@@ -100,6 +100,8 @@ ids! {
     CLIENT_UPGRADE_STARTED = 11020, "DMSvc", "a client upgrade over the air started";
     /// A client upgrade over the air finished (success or failure from setup's result).
     CLIENT_UPGRADE_DONE = 11021, "DMSvc", "a client upgrade over the air finished (success or failure from setup)";
+    /// A desktop staged a client deployment for the devices it tethers (`dmtether`).
+    CLIENT_STAGED_FOR_TETHER = 11030, "DMSvc", "a desktop staged a client deployment for the devices it tethers";
 }
 
 impl MessageId {

@@ -143,6 +143,12 @@ codes! {
     DM_E_ENROLL_PENDING = 0x8004_0218, 66, "The certificate request is still pending at the certification authority";
     /// The SCEP server's answer is malformed, unsigned or not for this request.
     DM_E_ENROLL_PROTOCOL = 0x8004_0219, 67, "The certification authority's answer is not a valid SCEP response";
+    /// A tethered device's SSH host key is not in the desktop's known hosts.
+    DM_E_HOST_KEY_UNKNOWN = 0x8004_021A, 68, "The tethered device's host key is not trusted";
+    /// A tethered device's SSH host key differs from the one the desktop trusts.
+    DM_E_HOST_KEY_CHANGED = 0x8004_021B, 69, "The tethered device's host key has changed";
+    /// The SSH connection to a tethered device failed, was refused or was cut.
+    DM_E_TETHER_CONNECTION = 0x8004_021C, 70, "The connection to the tethered device failed";
 }
 
 impl StatusCode {

@@ -151,9 +151,15 @@ pub mod inventory {
     pub const CERTIFICATE_HEALTH: &str = "certificate_health";
     /// When the client certificate expires (RFC 3339), and its thumbprint.
     pub const CERTIFICATE_EXPIRES: &str = "certificate_expires";
+    /// `yes` on a desktop that tethers devices (`dmtether`).
+    pub const TETHERED: &str = "tethered";
+    /// A desktop's tethered devices: `controller-id client-version, …`.
+    pub const TETHERED_DEVICES: &str = "tethered_devices";
+    /// The last install on a tethered device: `device: result (code) time`.
+    pub const TETHERED_LAST: &str = "tethered_last";
 
     /// Every key, in the order the docs list them.
-    pub const ALL: [&str; 19] = [
+    pub const ALL: [&str; 22] = [
         PLATFORM,
         ARCH,
         OS,
@@ -173,6 +179,9 @@ pub mod inventory {
         SW_VERSION,
         CERTIFICATE_HEALTH,
         CERTIFICATE_EXPIRES,
+        TETHERED,
+        TETHERED_DEVICES,
+        TETHERED_LAST,
     ];
 }
 

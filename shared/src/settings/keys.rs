@@ -30,8 +30,8 @@ const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> 
 }
 
 /// The sections, in file order.
-pub const SECTIONS: [&str; 5] =
-    ["Installation", "Environment", "Communication", "UserInterface", "Certificates"];
+pub const SECTIONS: [&str; 6] =
+    ["Installation", "Environment", "Communication", "UserInterface", "Certificates", "Tether"];
 
 /// Every key this build knows, with its default and meaning.
 pub const KEYS: &[KeyDef] = &[
@@ -186,6 +186,20 @@ pub const KEYS: &[KeyDef] = &[
         "RenewDaysBeforeExpiry",
         "30",
         "days before expiry the agent renews its certificate (1 to 365)",
+    ),
+    k(
+        "Tether",
+        "Devices",
+        "",
+        "a desktop's tethered devices: ssh://user@host[:port][/device-root] URLs, comma-separated",
+    ),
+    k("Tether", "ProbeTimeout", "5", "seconds dmtether waits to reach a tethered device (1 to 60)"),
+    k("Tether", "ScanInterval", "30", "seconds between dmtether's looks for devices (5 to 3600)"),
+    k(
+        "Tether",
+        "InstallTimeout",
+        "900",
+        "seconds a copy or an install on a tethered device may take (60 to 7200)",
     ),
 ];
 

@@ -172,6 +172,19 @@ pub struct Certificates {
     pub scep_pending_timeout: Duration,
 }
 
+/// `[Tether]`: what a desktop's `dmtether` installs the client on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tether {
+    /// `Devices`: the devices reached over SSH.
+    pub devices: Vec<crate::tether::SshTarget>,
+    /// `ProbeTimeout`: how long a device that is not connected may take to answer.
+    pub probe_timeout: Duration,
+    /// `ScanInterval`: how often `dmtether watch` looks for devices.
+    pub scan_interval: Duration,
+    /// `InstallTimeout`: the deadline of one copy or one install on a device.
+    pub install_timeout: Duration,
+}
+
 /// All settings, typed, with the values the file set explicitly.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Settings {
@@ -185,6 +198,8 @@ pub struct Settings {
     pub user_interface: UserInterface,
     /// `[Certificates]`.
     pub certificates: Certificates,
+    /// `[Tether]`.
+    pub tether: Tether,
     explicit: BTreeMap<(&'static str, &'static str), String>,
 }
 
@@ -370,6 +385,17 @@ impl Settings {
             "ScepPendingTimeout" => {
                 self.certificates.scep_pending_timeout = parse_secs(v, 10, 7 * 86_400)?
             }
+            "Devices" => {
+                self.tether.devices = v
+                    .split(',')
+                    .map(str::trim)
+                    .filter(|t| !t.is_empty())
+                    .map(|t| t.parse())
+                    .collect::<Result<_, _>>()?
+            }
+            "ProbeTimeout" => self.tether.probe_timeout = parse_secs(v, 1, 60)?,
+            "ScanInterval" => self.tether.scan_interval = parse_secs(v, 5, 3600)?,
+            "InstallTimeout" => self.tether.install_timeout = parse_secs(v, 60, 7200)?,
             other => {
                 return Err(format!(
                     "key {other} is listed but has no parser (a bug in this build)"
@@ -420,6 +446,12 @@ impl Settings {
                 key_size: 0,
                 scep_ca_thumbprint: None,
                 scep_pending_timeout: Duration::ZERO,
+            },
+            tether: Tether {
+                devices: Vec::new(),
+                probe_timeout: Duration::ZERO,
+                scan_interval: Duration::ZERO,
+                install_timeout: Duration::ZERO,
             },
             explicit: BTreeMap::new(),
         }
