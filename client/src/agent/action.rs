@@ -291,9 +291,14 @@ impl Worker<'_> {
         let mut rec = self.record(action, href, Some(chunk))?;
         // The server may narrow the requirements before anything is downloaded (never widen:
         // the signed ones are checked once the package is verified).
+        // A desktop stages client deployments for the devices it tethers: their platforms and
+        // class are the devices', not the desktop's.
+        let staging = self.desktop() && kind == Some(PackageKind::ClientDeployment);
         let class = self.settings.environment.device_class;
         if let Err(r) = Requirements::of_chunk(chunk).check(&Platform::current(), class) {
-            return self.refuse(&mut rec, r);
+            if !staging {
+                return self.refuse(&mut rec, r);
+            }
         }
         let when = plan::schedule(&d.deployment, run_requested);
         if when == When::NotYet {
@@ -315,6 +320,7 @@ impl Worker<'_> {
             self.progress(rec.id, Execution::Downloaded, MessageId::CONTENT_DOWNLOADED, text)?;
         }
         match (when, program) {
+            (When::Now, None) if self.desktop() => self.stage_for_tether(&mut rec, &folder),
             (When::Now, None) => self.upgrade(&mut rec),
             (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder.manifest, &p),
             (When::DownloadOnly, _) => {
@@ -374,7 +380,11 @@ impl Worker<'_> {
             Requirements::of_program(p).check(&Platform::current(), class)?;
         }
         let highest = match kind {
-            PackageKind::ClientDeployment => crate::installed::installed_version(self.ctx),
+            PackageKind::ClientDeployment if !self.desktop() => {
+                crate::installed::installed_version(self.ctx)
+            }
+            // A desktop stages client deployments for its tethered devices: never an older
+            // one than it staged before.
             _ => Ledger::load(self.ctx).map_err(untrusted)?.highest(&m.name),
         };
         let allow = chunk.meta(ddi::meta::ALLOW_DOWNGRADE) == Some("true");

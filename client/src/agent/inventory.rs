@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
-use dm_shared::vocab::inventory as key;
+use dm_shared::tether::TetherRecord;
+use dm_shared::vocab::{DeviceClass, inventory as key};
 use dm_shared::{Context, Platform, Settings, clock};
 
 use crate::error::Result;
@@ -257,6 +258,14 @@ pub fn collect(
         put(key::CERTIFICATE_HEALTH, health);
         if let Some(e) = expires {
             put(key::CERTIFICATE_EXPIRES, e);
+        }
+    }
+    if settings.environment.device_class == DeviceClass::Desktop {
+        match TetherRecord::load(&ctx.layout) {
+            Ok(r) => {
+                r.inventory().into_iter().for_each(|(k, v)| put(k, v.chars().take(1000).collect()))
+            }
+            Err(e) => log::warn!("the tethered devices are left out of the inventory: {e}"),
         }
     }
     if let Some(r) = SetupResult::load(ctx) {

@@ -1,13 +1,19 @@
 //! A client upgrade over the air: the verified client deployment is handed to its own
 //! `dmclientsetup`, which stops this agent and starts the new one; whichever agent runs
 //! afterwards reports the result from setup's result record.
+//!
+//! On a desktop (`DeviceClass=Desktop`) a client deployment is not for the desktop itself: it
+//! is staged as one bundle for `dmtether`, which installs it on the devices the desktop
+//! tethers (docs/tether.md).
 
 use std::path::PathBuf;
 
+use dm_shared::bundle;
 use dm_shared::ddi::Execution;
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
-use dm_shared::manifest;
+use dm_shared::manifest::{self, VerifiedFolder};
 use dm_shared::message::MessageId;
+use dm_shared::vocab::DeviceClass;
 use dm_shared::{Context, Platform, StatusCode, clock};
 use log::{info, warn};
 
@@ -36,7 +42,46 @@ fn pending_path(ctx: &Context) -> PathBuf {
     ctx.layout.state_dir().join("upgrade-pending.json")
 }
 
+/// Where a desktop keeps the client deployment staged for its tethered devices.
+pub fn staged_dir(ctx: &Context) -> PathBuf {
+    ctx.layout.tether_dir().join("staged")
+}
+
 impl Worker<'_> {
+    /// Whether this client is a desktop's.
+    pub fn desktop(&self) -> bool {
+        self.settings.environment.device_class == DeviceClass::Desktop
+    }
+
+    /// Stages the verified client deployment of `rec` as one bundle for `dmtether`, replacing
+    /// the one staged before; the action is done once it is there.
+    pub fn stage_for_tether(
+        &mut self,
+        rec: &mut ActionRecord,
+        folder: &VerifiedFolder,
+    ) -> Result<()> {
+        let dir = staged_dir(self.ctx);
+        dmfs::create_dir_all(&dir, dmfs::MODE_DIR)?;
+        let name = bundle::file_name(&folder.manifest);
+        bundle::write(folder, &dir.join(&name))?;
+        let entries = std::fs::read_dir(&dir).map_err(dmfs::io_err("list", &dir))?;
+        for old in entries.filter_map(|e| e.ok()).map(|e| e.path()) {
+            if old.file_name().is_some_and(|n| n != name.as_str()) {
+                dmfs::remove_file(&old)?;
+            }
+        }
+        let m = &folder.manifest;
+        super::ledger::Ledger::record_run(self.ctx, &m.name, m.version, "staged for tether", true)?;
+        let _ = dmfs::remove_dir_all(&content::cache_dir(self.ctx, rec.id));
+        let text = format!(
+            "{} {} staged for the devices this desktop tethers: {}",
+            m.name,
+            m.version,
+            dir.join(&name).display()
+        );
+        self.finish(rec, MessageId::CLIENT_STAGED_FOR_TETHER, StatusCode::S_OK, text, vec![])
+    }
+
     /// Hands the downloaded client deployment of `rec` to its setup.
     pub fn upgrade(&mut self, rec: &mut ActionRecord) -> Result<()> {
         let dir = content::promote(self.ctx, rec.id, &rec.package, &rec.version)?;
