@@ -1,0 +1,376 @@
+//! One tethered device: look at it (probe), decide what to do (plan), do it (copy the
+//! deployment, run its installer, fetch its logs), and record what happened (report).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use dm_shared::fs as dmfs;
+use dm_shared::logging::{self, Program};
+use dm_shared::tether::{SshTarget, TetherOutcome, TetheredDevice};
+use dm_shared::{ClientVersion, Context, Platform, StatusCode, clock};
+use log::{info, warn};
+
+use crate::copy;
+use crate::error::{Error, Result};
+use crate::ssh::{Ssh, quote};
+use crate::staged::Deployment;
+
+/// Where a deployment waits on the device: a memory card's layout (the installer beside the
+/// one bundle), under the device root.
+pub const REMOTE_DIR: &str = "var/tmp/dmtether";
+
+/// What a device says about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Facts {
+    /// `uname -m`.
+    pub arch: String,
+    /// Its platform, when `uname -m` names one this product knows.
+    pub platform: Option<Platform>,
+    /// Its installed client version.
+    pub version: Option<ClientVersion>,
+    /// Its controller id, once it has a client.
+    pub controller_id: Option<String>,
+}
+
+/// The platform of a `uname -m`.
+pub fn platform_of(arch: &str) -> Option<Platform> {
+    let name = match arch {
+        "aarch64" | "arm64" => "aarch64",
+        "armv7l" | "armv7" | "armv8l" | "armhf" => "armv7",
+        "x86_64" | "amd64" => "x86_64",
+        _ => return None,
+    };
+    Platform::parse(&format!("linux-{name}")).ok()
+}
+
+/// Reads the probe script's output: `key=value` lines.
+pub fn parse_facts(text: &str) -> Facts {
+    let get = |k: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(k)?.strip_prefix('='))
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+    };
+    let arch = get("arch").unwrap_or("unknown").chars().take(32).collect::<String>();
+    let version = get("client").and_then(|t| t.rsplit('/').next()?.parse().ok());
+    let controller_id = get("identity")
+        .and_then(|j| serde_json::from_str::<serde_json::Value>(j).ok())
+        .and_then(|v| v.get("controller_id")?.as_str().map(str::to_string))
+        .filter(|id| id.len() <= 64 && id.chars().all(|c| c.is_ascii_graphic()));
+    Facts { platform: platform_of(&arch), arch, version, controller_id }
+}
+
+/// Looks at the device: its architecture, client version and identity. Fails quickly when
+/// the device is not connected.
+pub fn probe(ssh: &Ssh, t: &SshTarget) -> Result<Facts> {
+    let script = format!(
+        "echo arch=$(uname -m); echo client=$(readlink {} 2>/dev/null); \
+         echo identity=$(head -c 4096 {} 2>/dev/null | tr -d '\\n')",
+        quote(&t.remote_path("opt/dm/current")),
+        quote(&t.remote_path("var/lib/dm/identity.json")),
+    );
+    let out = ssh.run(t, &script, None, ssh.connect_timeout + Duration::from_secs(10))?;
+    Ok(parse_facts(&out.text()))
+}
+
+/// What to do with a device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Plan {
+    /// Copy the deployment and run its installer.
+    Install,
+    /// Nothing, and say so once: a newer client is there.
+    NoAction(String),
+    /// Nothing to do or to say.
+    Nothing(String),
+}
+
+/// Decides what to do with a device of `facts`, given the deployment's version and what was
+/// done with the device before. `reconnected`: the device was not connected at the last look.
+pub fn plan(
+    facts: &Facts,
+    bundle: ClientVersion,
+    last: Option<&TetherOutcome>,
+    reconnected: bool,
+) -> Plan {
+    let same_bundle = |o: &&TetherOutcome| o.bundle_version == Some(bundle.to_string());
+    let last = last.filter(same_bundle);
+    match facts.version {
+        Some(v) if v > bundle => {
+            let why = format!("a newer client {v} is installed than the deployment's {bundle}");
+            if last.is_some_and(|o| o.result == "no-action") {
+                Plan::Nothing(why)
+            } else {
+                Plan::NoAction(why)
+            }
+        }
+        Some(v) if v == bundle && last.is_some_and(|o| !o.status().is_failure()) => {
+            Plan::Nothing(format!("client {v} is installed"))
+        }
+        _ => match last {
+            Some(o) if o.status().is_failure() && o.result != "interrupted" && !reconnected => {
+                Plan::Nothing(format!(
+                    "the last install of {bundle} failed ({}); it is tried again when the device next connects",
+                    o.code
+                ))
+            }
+            _ => Plan::Install,
+        },
+    }
+}
+
+/// The result of an install on a device.
+#[derive(Debug)]
+pub struct Installed {
+    /// What the device says now.
+    pub facts: Facts,
+    /// The installer's status.
+    pub code: StatusCode,
+    /// Its last words.
+    pub text: String,
+    /// The logs copied back to the desktop.
+    pub logs: Vec<PathBuf>,
+}
+
+/// Copies the deployment to the device, runs its installer, and copies its logs back.
+pub fn install(
+    ctx: &Context,
+    ssh: &Ssh,
+    t: &SshTarget,
+    facts: &Facts,
+    d: &Deployment,
+    deadline: Duration,
+) -> Result<Installed> {
+    let platform = facts
+        .platform
+        .clone()
+        .ok_or_else(|| Error::Platform { target: t.to_string(), platform: facts.arch.clone() })?;
+    let (installer, local) = d
+        .installer(&platform)
+        .ok_or_else(|| Error::Platform { target: t.to_string(), platform: platform.to_string() })?;
+    let dir = t.remote_path(REMOTE_DIR);
+    let remote_installer = format!("{dir}/{installer}");
+    let remote_bundle = format!("{dir}/{}", d.file_name());
+    copy::push(ssh, t, &local, &remote_installer, deadline)?;
+    copy::push(ssh, t, &d.bundle, &remote_bundle, deadline)?;
+    info!("{t}: running {remote_installer} for {} {}", d.manifest.name, d.manifest.version);
+    // The installer's exit code comes first, then its last output (capped).
+    let run = format!(
+        "chmod 0755 {i} && {{ {i} --source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
+        i = quote(&remote_installer),
+        b = quote(&remote_bundle),
+        r = quote(&t.root),
+        o = quote(&format!("{dir}/installer.out")),
+    );
+    let out = ssh.run(t, &run, None, deadline)?;
+    let text = out.text();
+    let exit: Option<i32> =
+        text.lines().find_map(|l| l.strip_prefix("exit=")).and_then(|v| v.trim().parse().ok());
+    let Some(exit) = exit else {
+        return Err(Error::Remote {
+            target: t.to_string(),
+            what: format!("running {remote_installer}"),
+            reason: format!("exit {}: {}", out.code, out.stderr.trim()),
+        });
+    };
+    let code = if exit == 0 {
+        StatusCode::S_OK
+    } else {
+        StatusCode::from_exit_code(exit).unwrap_or(StatusCode::ERROR_INSTALL_FAILURE)
+    };
+    let last_words = text
+        .lines()
+        .filter(|l| !l.starts_with("exit="))
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .chars()
+        .take(500)
+        .collect::<String>();
+    let logs = fetch_logs(ctx, ssh, t, deadline).unwrap_or_else(|e| {
+        warn!("{t}: the device's logs were not copied back: {e}");
+        Vec::new()
+    });
+    if exit == 0 || bundle_refused(code) {
+        // Done, or a copy the device refused: the next connection starts from nothing.
+        let clean = format!("rm -rf {}", quote(&dir));
+        if let Err(e) = ssh.run(t, &clean, None, deadline) {
+            warn!("{t}: {dir} was not removed: {e}");
+        }
+    }
+    let facts = probe(ssh, t).unwrap_or_else(|_| facts.clone());
+    Ok(Installed { facts, code, text: last_words, logs })
+}
+
+/// Whether the device's installer refused the copied bundle itself (its bytes or signature).
+fn bundle_refused(code: StatusCode) -> bool {
+    let c = code.0;
+    code == StatusCode::CRYPT_E_HASH_VALUE
+        || (0x8004_0211..=0x8004_0216).contains(&c)
+        || code == StatusCode::DM_E_MISSING_FILE
+        || code == StatusCode::DM_E_UNEXPECTED_FILE
+        || code == StatusCode::TRUST_E_NOSIGNATURE
+        || code == StatusCode::TRUST_E_BAD_DIGEST
+}
+
+/// Copies the device's newest DMInstaller and DMClientSetup logs into the desktop's
+/// `var/log/dm/tether/<host>_<port>/`.
+fn fetch_logs(ctx: &Context, ssh: &Ssh, t: &SshTarget, deadline: Duration) -> Result<Vec<PathBuf>> {
+    let log_dir = t.remote_path("var/log/dm");
+    let out = ssh.run(t, &format!("ls -1 {}", quote(&log_dir)), None, deadline)?;
+    let names: Vec<String> = out.text().lines().map(str::to_string).collect();
+    let local_dir = ctx.layout.log_dir().join("tether").join(device_folder(t));
+    dmfs::create_dir_all(&local_dir, dmfs::MODE_DIR)?;
+    let mut fetched = Vec::new();
+    for program in [Program::Installer, Program::ClientSetup] {
+        let newest = names
+            .iter()
+            .filter_map(|n| Some((logging::parse_log_file_name(program, n)?, n)))
+            .max()
+            .map(|(_, n)| n.clone());
+        let Some(name) = newest else { continue };
+        let cat = format!("head -c 1048576 {}", quote(&format!("{log_dir}/{name}")));
+        let out = ssh.run(t, &cat, None, deadline)?;
+        let path = local_dir.join(&name);
+        dmfs::write_atomic(&path, &out.stdout, dmfs::MODE_LOG)?;
+        fetched.push(path);
+    }
+    Ok(fetched)
+}
+
+/// The desktop folder a device's logs go to: `host_port`, with anything unusual replaced.
+pub fn device_folder(t: &SshTarget) -> String {
+    let host: String = t
+        .host
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '.' { c } else { '_' })
+        .collect();
+    format!("{host}_{}", t.port)
+}
+
+/// The record's outcome for an install's result.
+pub fn outcome(
+    ctx: &Context,
+    before: Option<ClientVersion>,
+    r: &Installed,
+    bundle: ClientVersion,
+) -> TetherOutcome {
+    let result = if r.code.is_failure() {
+        "failed"
+    } else {
+        match (before, r.facts.version) {
+            (_, Some(now)) if now != bundle => "no-action",
+            (None, _) => "installed",
+            (Some(b), _) if b < bundle => "upgraded",
+            _ => "reconfigured",
+        }
+    };
+    TetherOutcome {
+        time: clock::rfc3339(ctx.clock.now()),
+        result: result.into(),
+        bundle_version: Some(bundle.to_string()),
+        code: format!("0x{:08X}", r.code.0),
+        text: if r.code.is_failure() { format!("{}: {}", r.code, r.text) } else { r.text.clone() },
+    }
+}
+
+/// The record's outcome for an error.
+pub fn failure(ctx: &Context, e: &Error, bundle: Option<ClientVersion>) -> TetherOutcome {
+    let result = match e {
+        Error::HostKeyUnknown { .. } | Error::HostKeyChanged { .. } => "refused",
+        Error::Connection { .. } => "interrupted",
+        _ => "failed",
+    };
+    TetherOutcome {
+        time: clock::rfc3339(ctx.clock.now()),
+        result: result.into(),
+        bundle_version: bundle.map(|b| b.to_string()),
+        code: format!("0x{:08X}", e.code().0),
+        text: e.to_string(),
+    }
+}
+
+/// Updates a device's record with what it said about itself.
+pub fn remember(rec: &mut TetheredDevice, facts: &Facts, now: &str) {
+    rec.platform = facts.platform.as_ref().map(|p| p.to_string()).or(Some(facts.arch.clone()));
+    rec.client_version = facts.version.map(|v| v.to_string());
+    if facts.controller_id.is_some() {
+        rec.controller_id = facts.controller_id.clone();
+    }
+    rec.last_seen = Some(now.to_string());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(s: &str) -> ClientVersion {
+        s.parse().unwrap()
+    }
+
+    fn facts(version: Option<&str>) -> Facts {
+        Facts {
+            arch: "aarch64".into(),
+            platform: platform_of("aarch64"),
+            version: version.map(v),
+            controller_id: None,
+        }
+    }
+
+    fn done(result: &str, code: StatusCode, bundle: &str) -> TetherOutcome {
+        TetherOutcome {
+            time: "t".into(),
+            result: result.into(),
+            bundle_version: Some(bundle.into()),
+            code: format!("0x{:08X}", code.0),
+            text: String::new(),
+        }
+    }
+
+    #[test]
+    fn the_probe_output_is_read_defensively() {
+        let f = parse_facts(
+            "arch=aarch64\nclient=/opt/dm/versions/1.2.0.0\nidentity={\"controller_id\": \"dev-7\"}\n",
+        );
+        assert_eq!(f.platform.unwrap().as_str(), "linux-aarch64");
+        assert_eq!(f.version, Some(v("1.2.0.0")));
+        assert_eq!(f.controller_id.as_deref(), Some("dev-7"));
+        let f = parse_facts("arch=armv7l\nclient=\nidentity=\n");
+        assert_eq!(f.platform.unwrap().as_str(), "linux-armv7");
+        assert_eq!((f.version, f.controller_id), (None, None));
+        let f =
+            parse_facts("arch=mips\nclient=garbage\nidentity={\"controller_id\": \"a\\u0007b\"}");
+        assert_eq!((f.platform, f.version, f.controller_id), (None, None, None));
+        assert_eq!(parse_facts("").arch, "unknown");
+    }
+
+    #[test]
+    fn plans_follow_versions_and_history() {
+        let b = v("1.2.0.0");
+        assert_eq!(plan(&facts(None), b, None, false), Plan::Install);
+        assert_eq!(plan(&facts(Some("1.1.0.0")), b, None, false), Plan::Install);
+        // The same version: reconfigured once, then nothing.
+        assert_eq!(plan(&facts(Some("1.2.0.0")), b, None, false), Plan::Install);
+        let ok = done("reconfigured", StatusCode::S_OK, "1.2.0.0");
+        assert!(matches!(plan(&facts(Some("1.2.0.0")), b, Some(&ok), true), Plan::Nothing(_)));
+        // An outcome for another bundle does not count.
+        let old = done("installed", StatusCode::S_OK, "1.1.0.0");
+        assert_eq!(plan(&facts(Some("1.2.0.0")), b, Some(&old), false), Plan::Install);
+        // Newer: said once.
+        assert!(matches!(plan(&facts(Some("2.0.0.0")), b, None, false), Plan::NoAction(_)));
+        let said = done("no-action", StatusCode::S_OK, "1.2.0.0");
+        assert!(matches!(plan(&facts(Some("2.0.0.0")), b, Some(&said), true), Plan::Nothing(_)));
+        // A failure waits for the next connection; an interrupted copy resumes at once.
+        let failed = done("failed", StatusCode::ERROR_INSTALL_FAILURE, "1.2.0.0");
+        assert!(matches!(plan(&facts(None), b, Some(&failed), false), Plan::Nothing(_)));
+        assert_eq!(plan(&facts(None), b, Some(&failed), true), Plan::Install);
+        let cut = done("interrupted", StatusCode::DM_E_TETHER_CONNECTION, "1.2.0.0");
+        assert_eq!(plan(&facts(None), b, Some(&cut), false), Plan::Install);
+    }
+
+    #[test]
+    fn device_folders_are_plain_names() {
+        let t: SshTarget = "ssh://root@fe80::1%eth0:22"
+            .parse()
+            .unwrap_or_else(|_| "ssh://root@[fe80::1]:2222".parse().unwrap());
+        assert!(device_folder(&t).chars().all(|c| c.is_ascii_alphanumeric() || "._".contains(c)));
+    }
+}

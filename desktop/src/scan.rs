@@ -1,0 +1,266 @@
+//! One look at every tethered device (`dmtether scan`, and each turn of `dmtether watch`), and
+//! a one-off install on one device (`dmtether install`): probe, plan, install, record. The
+//! record (`var/lib/dm/tether/devices.json`) is written after each device, so the desktop's
+//! agent reports it in inventory at its next poll.
+
+use std::path::{Path, PathBuf};
+
+use dm_shared::tether::{SshTarget, TetherOutcome, TetherRecord, TetheredDevice};
+use dm_shared::{Context, Settings, StatusCode, clock};
+use log::{debug, error, info, warn};
+
+use crate::device::{self, Plan};
+use crate::error::{Error, Result};
+use crate::keys;
+use crate::ssh::Ssh;
+use crate::staged::{self, Deployment};
+
+/// The desktop's SSH client for its settings.
+pub fn ssh(ctx: &Context, settings: &Settings) -> Result<Ssh> {
+    Ok(Ssh {
+        key: keys::ensure_key(ctx)?,
+        known_hosts: keys::known_hosts_path(ctx),
+        connect_timeout: settings.tether.probe_timeout,
+    })
+}
+
+/// The deployment to install, verified once per scan and only when a device needs it.
+struct Lazy<'a> {
+    ctx: &'a Context,
+    explicit: Option<PathBuf>,
+    done: Option<std::result::Result<Deployment, String>>,
+}
+
+impl Lazy<'_> {
+    fn get(&mut self) -> Result<&Deployment> {
+        if self.done.is_none() {
+            let prepared = match &self.explicit {
+                Some(p) => staged::prepare(self.ctx, p),
+                None => staged::find_staged(self.ctx).and_then(|p| staged::prepare(self.ctx, &p)),
+            };
+            self.done = Some(prepared.map_err(|e| {
+                error!("{}: {e}", e.code());
+                e.to_string()
+            }));
+        }
+        match &self.done {
+            Some(Ok(d)) => Ok(d),
+            Some(Err(e)) => Err(Error::NoBundle(e.clone())),
+            None => Err(Error::NoBundle("no deployment".into())),
+        }
+    }
+}
+
+/// What one scan did.
+#[derive(Debug, Default)]
+pub struct Summary {
+    /// Devices that answered.
+    pub connected: usize,
+    /// Installs that ran.
+    pub installed: usize,
+    /// The first failure's code.
+    pub failure: Option<StatusCode>,
+}
+
+/// Looks at every device of `[Tether] Devices` once.
+pub fn scan(ctx: &Context, settings: &Settings) -> Result<Summary> {
+    if settings.tether.devices.is_empty() {
+        warn!(
+            "no tethered devices are configured: set [Tether] Devices in {}",
+            ctx.layout.settings_file().display()
+        );
+    }
+    let ssh = ssh(ctx, settings)?;
+    let mut record = TetherRecord::load(&ctx.layout)?;
+    let mut lazy = Lazy { ctx, explicit: None, done: None };
+    let mut summary = Summary::default();
+    for t in &settings.tether.devices {
+        let deadline = settings.tether.install_timeout;
+        let r = visit(ctx, &ssh, t, &mut record, &mut lazy, false, deadline);
+        record.save(&ctx.layout)?;
+        match r {
+            Visit::Absent => {}
+            Visit::Seen(None) => summary.connected += 1,
+            Visit::Seen(Some(o)) => {
+                summary.connected += 1;
+                summary.installed += usize::from(o.result != "no-action");
+                note_failure(&mut summary, &o);
+            }
+            Visit::Refused(o) => note_failure(&mut summary, &o),
+        }
+    }
+    prune(&mut record, &settings.tether.devices);
+    record.save(&ctx.layout)?;
+    Ok(summary)
+}
+
+fn note_failure(summary: &mut Summary, o: &TetherOutcome) {
+    if o.status().is_failure() {
+        summary.failure.get_or_insert(o.status());
+    }
+}
+
+/// Forgets devices no longer configured, keeping the record within its cap.
+fn prune(record: &mut TetherRecord, configured: &[SshTarget]) {
+    if record.devices.len() <= dm_shared::tether::MAX_DEVICES {
+        return;
+    }
+    let keep: Vec<String> = configured.iter().map(|t| t.to_string()).collect();
+    record.devices.retain(|url, _| keep.contains(url));
+}
+
+/// Installs `bundle` on one device now (`dmtether install`), unless it has a newer client.
+pub fn install_one(
+    ctx: &Context,
+    settings: &Settings,
+    t: &SshTarget,
+    bundle: Option<&Path>,
+) -> Result<TetherOutcome> {
+    let ssh = ssh(ctx, settings)?;
+    let mut record = TetherRecord::load(&ctx.layout)?;
+    let mut lazy = Lazy { ctx, explicit: bundle.map(Path::to_path_buf), done: None };
+    let r = visit(ctx, &ssh, t, &mut record, &mut lazy, true, settings.tether.install_timeout);
+    record.save(&ctx.layout)?;
+    match r {
+        Visit::Seen(Some(o)) | Visit::Refused(o) => Ok(o),
+        Visit::Seen(None) => Err(Error::Usage(format!("{t}: nothing was done"))),
+        Visit::Absent => Err(Error::Connection {
+            target: t.to_string(),
+            reason: "the device did not answer".into(),
+        }),
+    }
+}
+
+/// What happened at one device.
+enum Visit {
+    /// It did not answer.
+    Absent,
+    /// It answered; an outcome when something was done or said.
+    Seen(Option<TetherOutcome>),
+    /// Its host key was refused.
+    Refused(TetherOutcome),
+}
+
+fn visit(
+    ctx: &Context,
+    ssh: &Ssh,
+    t: &SshTarget,
+    record: &mut TetherRecord,
+    lazy: &mut Lazy<'_>,
+    manual: bool,
+    deadline: std::time::Duration,
+) -> Visit {
+    let url = t.to_string();
+    let rec = record.devices.entry(url.clone()).or_insert_with(|| TetheredDevice::new(url));
+    let facts = match device::probe(ssh, t) {
+        Ok(f) => f,
+        Err(e @ (Error::HostKeyUnknown { .. } | Error::HostKeyChanged { .. })) => {
+            let o = device::failure(ctx, &e, None);
+            if rec.outcome.as_ref().map(|p| &p.code) != Some(&o.code) {
+                error!("{}: {e}", e.code());
+            }
+            rec.connected = false;
+            rec.outcome = Some(o.clone());
+            return Visit::Refused(o);
+        }
+        Err(e) => {
+            if rec.connected {
+                info!("{t} disconnected: {e}");
+            } else {
+                debug!("{t} is not connected: {e}");
+            }
+            rec.connected = false;
+            if manual {
+                let o = device::failure(ctx, &e, None);
+                rec.outcome = Some(o.clone());
+                return Visit::Refused(o);
+            }
+            return Visit::Absent;
+        }
+    };
+    let reconnected = !rec.connected || manual;
+    rec.connected = true;
+    let now = clock::rfc3339(ctx.clock.now());
+    device::remember(rec, &facts, &now);
+    if reconnected {
+        info!(
+            "{t} connected: {}, client {}{}",
+            facts.platform.as_ref().map_or(facts.arch.as_str(), |p| p.as_str()),
+            facts.version.map_or_else(|| "none".into(), |v| v.to_string()),
+            facts
+                .controller_id
+                .as_deref()
+                .map(|c| format!(", controller id {c}"))
+                .unwrap_or_default()
+        );
+    }
+    let d = match lazy.get() {
+        Ok(d) => d,
+        Err(e) => {
+            if manual || !(lazy.explicit.is_none() && is_nothing_staged(&e)) {
+                let o = device::failure(ctx, &e, None);
+                rec.outcome = Some(o.clone());
+                return Visit::Seen(Some(o));
+            }
+            debug!("{t}: {e}");
+            return Visit::Seen(None);
+        }
+    };
+    let bundle = d.manifest.version;
+    let plan = match device::plan(&facts, bundle, rec.outcome.as_ref(), reconnected) {
+        Plan::Nothing(why) if manual && facts.version.is_none_or(|v| v <= bundle) => {
+            debug!("{t}: {why}; installing anyway (manual install)");
+            Plan::Install
+        }
+        p => p,
+    };
+    let o = match plan {
+        Plan::Nothing(why) => {
+            debug!("{t}: {why}");
+            return Visit::Seen(None);
+        }
+        Plan::NoAction(why) => {
+            info!("{t}: no action: {why}");
+            TetherOutcome {
+                time: now,
+                result: "no-action".into(),
+                bundle_version: Some(bundle.to_string()),
+                code: format!("0x{:08X}", StatusCode::S_OK.0),
+                text: why,
+            }
+        }
+        Plan::Install => match device::install(ctx, ssh, t, &facts, d, deadline) {
+            Ok(r) => {
+                device::remember(rec, &r.facts, &now);
+                let o = device::outcome(ctx, facts.version, &r, bundle);
+                let logs: Vec<String> = r.logs.iter().map(|p| p.display().to_string()).collect();
+                if r.code.is_failure() {
+                    error!(
+                        "{t}: the install of {bundle} failed: {}; logs: {}",
+                        o.text,
+                        logs.join(", ")
+                    );
+                } else {
+                    info!("{t}: {} {bundle} ({}); logs: {}", o.result, r.code, logs.join(", "));
+                }
+                o
+            }
+            Err(e) => {
+                let o = device::failure(ctx, &e, Some(bundle));
+                if matches!(e, Error::Connection { .. }) {
+                    warn!("{t}: {e}; the copy resumes when the device next connects");
+                    rec.connected = false;
+                } else {
+                    error!("{}: {e}", e.code());
+                }
+                o
+            }
+        },
+    };
+    rec.outcome = Some(o.clone());
+    Visit::Seen(Some(o))
+}
+
+fn is_nothing_staged(e: &Error) -> bool {
+    matches!(e, Error::NoBundle(m) if m.starts_with("no client deployment is staged"))
+}
