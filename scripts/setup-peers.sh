@@ -17,6 +17,10 @@ PEERS=(
     # network namespaces (scepserver listens on every address).
     "scepserver:scep"
     "ip:iproute2"
+    # The tethered device of the dmtether tests is an OpenSSH server on loopback; the desktop
+    # side uses the system OpenSSH client.
+    "/usr/sbin/sshd:openssh-server"
+    "ssh:openssh-client"
 )
 
 missing=()

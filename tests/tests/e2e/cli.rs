@@ -5,9 +5,11 @@ use std::time::Duration;
 
 use crate::util::{bin, run, show};
 
-const DEVICE_PROGRAMS: [&str; 4] = ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"];
-const ALL_PROGRAMS: [&str; 6] =
-    ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll", "dmmp", "dmpack"];
+/// The programs that act on a device root (`dmtether` on the desktop's).
+const DEVICE_PROGRAMS: [&str; 5] =
+    ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll", "dmtether"];
+const ALL_PROGRAMS: [&str; 7] =
+    ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll", "dmmp", "dmpack", "dmtether"];
 
 #[test]
 fn every_program_has_help_and_version() {

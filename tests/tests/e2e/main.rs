@@ -15,5 +15,6 @@ mod rauc;
 mod robust;
 mod setup;
 mod swupdate;
+mod tether;
 mod trust;
 mod util;

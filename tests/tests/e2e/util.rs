@@ -176,6 +176,7 @@ pub fn logs(device: &Path, prefix: &str) -> Vec<PathBuf> {
         Program::Agent,
         Program::CertEnroll,
         Program::ManagementPoint,
+        Program::Tether,
     ];
     if let Some(program) = programs.into_iter().find(|p| p.log_prefix() == prefix) {
         return list_log_files(&dir, program);
