@@ -1,6 +1,8 @@
 //! Copying a file to a device so that a cut connection costs nothing: the bytes go to
-//! `<file>.partial`, which the next connection appends to; the file takes its name only once
-//! the device's own `sha256sum` of it matches the desktop's.
+//! `<file>.<hash>.partial` (named by the content, so a copy of another version is never
+//! appended to), which the next connection appends to; the file takes its name only once the
+//! device's own `sha256sum` of it matches the desktop's. The folder is made by root for root
+//! (`0700`, not a link): nobody else on the device can plant a link where the copy goes.
 
 use std::io::{Read, Seek, SeekFrom};
 use std::path::Path;
@@ -53,26 +55,48 @@ impl Read for Feed {
     }
 }
 
+/// The partial copy of `remote` whose content will have SHA-256 `sha`.
+fn partial_name(remote: &str, sha: &str) -> String {
+    format!("{remote}.{}.partial", &sha[..16.min(sha.len())])
+}
+
 /// Copies `local` to `remote` (a path on the device), resuming a copy a cut connection left.
+/// `expect`: the SHA-256 the file was verified with on the desktop; a file that changed since
+/// is refused.
 pub fn push(
     ssh: &Ssh,
     target: &SshTarget,
     local: &Path,
     remote: &str,
+    expect: Option<&str>,
     deadline: Duration,
 ) -> Result<()> {
     let hashed = digest::hash_file(local, MAX_FILE)?;
     let (size, sha) = (hashed.size, hashed.sha256);
-    let partial = format!("{remote}.partial");
+    if expect.is_some_and(|e| e != sha) {
+        return Err(Error::NoBundle(format!(
+            "{} changed after it was verified; nothing was copied",
+            local.display()
+        )));
+    }
+    let partial = partial_name(remote, &sha);
     let dir = remote.rsplit_once('/').map_or(".", |(d, _)| d);
     let begin = format!(
-        "if [ -f {f} ] && [ \"$(sha256sum < {f} | cut -d' ' -f1)\" = {sha} ]; then echo complete; \
-         else mkdir -p {d} && if [ -f {p} ]; then wc -c < {p}; else echo 0; fi; fi",
+        "mkdir -p -m 700 {d} && [ ! -L {d} ] && [ -O {d} ] && chmod 700 {d} || {{ echo unsafe; exit 0; }}; \
+         if [ -f {f} ] && [ \"$(sha256sum < {f} | cut -d' ' -f1)\" = {sha} ]; then echo complete; \
+         elif [ -f {p} ]; then wc -c < {p}; else echo 0; fi",
         f = quote(remote),
         p = quote(&partial),
         d = quote(dir),
     );
     let out = ssh.run(target, &begin, None, deadline)?;
+    if out.text().trim() == "unsafe" {
+        return Err(Error::Remote {
+            target: target.to_string(),
+            what: format!("preparing {dir}"),
+            reason: "it is a link or belongs to another user; nothing was copied".into(),
+        });
+    }
     let found =
         parse_found(&out.text()).filter(|_| out.code == 0).ok_or_else(|| Error::Remote {
             target: target.to_string(),
@@ -123,7 +147,7 @@ fn finish(
     sha: &str,
     deadline: Duration,
 ) -> Result<()> {
-    let partial = format!("{remote}.partial");
+    let partial = partial_name(remote, sha);
     let check = format!(
         "if [ \"$(sha256sum < {p} | cut -d' ' -f1)\" = {sha} ]; then mv -f {p} {f} && echo ok; \
          else rm -f {p}; echo mismatch; fi",

@@ -16,8 +16,8 @@ use crate::ssh::{Ssh, quote};
 use crate::staged::Deployment;
 
 /// Where a deployment waits on the device: a memory card's layout (the installer beside the
-/// one bundle), under the device root.
-pub const REMOTE_DIR: &str = "var/tmp/dmtether";
+/// one bundle), in the client's state folder under the device root (root's, `0700`).
+pub const REMOTE_DIR: &str = "var/lib/dm/incoming";
 
 /// What a device says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,11 @@ pub fn plan(
         Some(v) if v == bundle && last.is_some_and(|o| !o.status().is_failure()) => {
             Plan::Nothing(format!("client {v} is installed"))
         }
+        // Done with this deployment, yet the device does not show it (an installer that
+        // exited 0 without installing): not again and again, only at the next connection.
+        _ if last.is_some_and(|o| !o.status().is_failure()) && !reconnected => {
+            Plan::Nothing(format!("{bundle} was installed at the last connection"))
+        }
         _ => match last {
             Some(o) if o.status().is_failure() && o.result != "interrupted" && !reconnected => {
                 Plan::Nothing(format!(
@@ -150,18 +155,41 @@ pub fn install(
     let dir = t.remote_path(REMOTE_DIR);
     let remote_installer = format!("{dir}/{installer}");
     let remote_bundle = format!("{dir}/{}", d.file_name());
-    copy::push(ssh, t, &local, &remote_installer, deadline)?;
-    copy::push(ssh, t, &d.bundle, &remote_bundle, deadline)?;
+    let installer_sha = d
+        .manifest
+        .files
+        .iter()
+        .find(|f| f.path == installer)
+        .map(|f| f.sha256.clone())
+        .unwrap_or_default();
+    copy::push(ssh, t, &local, &remote_installer, Some(&installer_sha), deadline)?;
+    copy::push(ssh, t, &d.bundle, &remote_bundle, Some(&d.sha256), deadline)?;
     info!("{t}: running {remote_installer} for {} {}", d.manifest.name, d.manifest.version);
-    // The installer's exit code comes first, then its last output (capped).
+    // The installer is checked again just before it runs; its exit code comes first, then its
+    // last output (capped).
     let run = format!(
-        "chmod 0755 {i} && {{ {i} --source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
+        "if [ \"$(sha256sum < {i} | cut -d' ' -f1)\" != {installer_sha} ]; then \
+         echo exit={bad}; echo \"{i} changed on the device after it was copied\"; exit 0; fi; \
+         chmod 0755 {i} && {{ {i} --source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
         i = quote(&remote_installer),
         b = quote(&remote_bundle),
         r = quote(&t.root),
         o = quote(&format!("{dir}/installer.out")),
+        bad = StatusCode::CRYPT_E_HASH_VALUE.exit_code(),
     );
-    let out = ssh.run(t, &run, None, deadline)?;
+    // A connection lost while the installer runs leaves it running on the device: that is a
+    // failure to report (tried again at the next connection, where setup's own lock and the
+    // ClientInstallAction table make a second run safe), not a copy to resume.
+    let out = ssh.run(t, &run, None, deadline).map_err(|e| match e {
+        Error::Connection { target, reason } => Error::Remote {
+            target,
+            what: format!("running {remote_installer}"),
+            reason: format!(
+                "the connection was lost while it ran ({reason}); its result is not known"
+            ),
+        },
+        other => other,
+    })?;
     let text = out.text();
     let exit: Option<i32> =
         text.lines().find_map(|l| l.strip_prefix("exit=")).and_then(|v| v.trim().parse().ok());
@@ -257,7 +285,7 @@ pub fn outcome(
         "failed"
     } else {
         match (before, r.facts.version) {
-            (_, Some(now)) if now != bundle => "no-action",
+            (_, Some(now)) if now > bundle => "no-action",
             (None, _) => "installed",
             (Some(b), _) if b < bundle => "upgraded",
             _ => "reconfigured",
@@ -275,7 +303,9 @@ pub fn outcome(
 /// The record's outcome for an error.
 pub fn failure(ctx: &Context, e: &Error, bundle: Option<ClientVersion>) -> TetherOutcome {
     let result = match e {
-        Error::HostKeyUnknown { .. } | Error::HostKeyChanged { .. } => "refused",
+        Error::HostKeyUnknown { .. } | Error::HostKeyChanged { .. } | Error::AuthFailed { .. } => {
+            "refused"
+        }
         Error::Connection { .. } => "interrupted",
         _ => "failed",
     };

@@ -29,7 +29,16 @@ pub enum Error {
         target: String,
     },
 
-    /// SSH could not connect, authenticate, or the connection was cut or timed out.
+    /// The device refused the desktop's key.
+    #[error(
+        "{target}: the device refused this desktop's SSH key; add the output of `dmtether key` to the device's authorized_keys"
+    )]
+    AuthFailed {
+        /// The device.
+        target: String,
+    },
+
+    /// SSH could not connect, or the connection was cut or timed out.
     #[error("{target}: {reason}")]
     Connection {
         /// The device.
@@ -74,7 +83,9 @@ impl Error {
             Error::Shared(e) => e.code(),
             Error::HostKeyUnknown { .. } => StatusCode::DM_E_HOST_KEY_UNKNOWN,
             Error::HostKeyChanged { .. } => StatusCode::DM_E_HOST_KEY_CHANGED,
-            Error::Connection { .. } => StatusCode::DM_E_TETHER_CONNECTION,
+            Error::Connection { .. } | Error::AuthFailed { .. } => {
+                StatusCode::DM_E_TETHER_CONNECTION
+            }
             Error::Remote { .. } => StatusCode::ERROR_INSTALL_FAILURE,
             Error::NoBundle(_) => StatusCode::ERROR_FILE_NOT_FOUND,
             Error::Platform { .. } => StatusCode::ERROR_INSTALL_PLATFORM_UNSUPPORTED,

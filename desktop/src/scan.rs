@@ -17,6 +17,12 @@ use crate::staged::{self, Deployment};
 
 /// The desktop's SSH client for its settings.
 pub fn ssh(ctx: &Context, settings: &Settings) -> Result<Ssh> {
+    let root = ctx.layout.root().display().to_string();
+    if root.contains('"') || root.chars().any(char::is_control) {
+        return Err(Error::Usage(format!(
+            "the desktop root {root:?} holds a quote or a control character, which ssh's options cannot carry"
+        )));
+    }
     Ok(Ssh {
         key: keys::ensure_key(ctx)?,
         known_hosts: keys::known_hosts_path(ctx),
@@ -24,28 +30,50 @@ pub fn ssh(ctx: &Context, settings: &Settings) -> Result<Ssh> {
     })
 }
 
-/// The deployment to install, verified once per scan and only when a device needs it.
-struct Lazy<'a> {
-    ctx: &'a Context,
+/// How long a verified deployment is trusted before it is verified again (a publisher may
+/// have been revoked since).
+const REVERIFY_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
+
+/// The deployment to install: verified when a device first needs it, and again when the file
+/// changes or an hour has passed; a `watch` keeps one across its scans.
+#[derive(Default)]
+pub struct Deployments {
     explicit: Option<PathBuf>,
-    done: Option<std::result::Result<Deployment, String>>,
+    done: Option<(Key, std::time::Instant, std::result::Result<Deployment, String>)>,
 }
 
-impl Lazy<'_> {
-    fn get(&mut self) -> Result<&Deployment> {
-        if self.done.is_none() {
-            let prepared = match &self.explicit {
-                Some(p) => staged::prepare(self.ctx, p),
-                None => staged::find_staged(self.ctx).and_then(|p| staged::prepare(self.ctx, &p)),
-            };
-            self.done = Some(prepared.map_err(|e| {
+/// What identifies a bundle file's content cheaply: path, size and modification time.
+type Key = (PathBuf, u64, Option<std::time::SystemTime>);
+
+fn key_of(path: &Path) -> Key {
+    let m = std::fs::metadata(path).ok();
+    (path.to_path_buf(), m.as_ref().map_or(0, |m| m.len()), m.and_then(|m| m.modified().ok()))
+}
+
+impl Deployments {
+    /// The deployment `FILE` (a manual install) instead of the staged one.
+    pub fn explicit(path: &Path) -> Deployments {
+        Deployments { explicit: Some(path.to_path_buf()), done: None }
+    }
+
+    fn get(&mut self, ctx: &Context) -> Result<&Deployment> {
+        let path = match &self.explicit {
+            Some(p) => p.clone(),
+            None => staged::find_staged(ctx)?,
+        };
+        let key = key_of(&path);
+        let fresh =
+            self.done.as_ref().is_some_and(|(k, at, _)| *k == key && at.elapsed() < REVERIFY_AFTER);
+        if !fresh {
+            let prepared = staged::prepare(ctx, &path).map_err(|e| {
                 error!("{}: {e}", e.code());
                 e.to_string()
-            }));
+            });
+            self.done = Some((key, std::time::Instant::now(), prepared));
         }
         match &self.done {
-            Some(Ok(d)) => Ok(d),
-            Some(Err(e)) => Err(Error::NoBundle(e.clone())),
+            Some((_, _, Ok(d))) => Ok(d),
+            Some((_, _, Err(e))) => Err(Error::NoBundle(e.clone())),
             None => Err(Error::NoBundle("no deployment".into())),
         }
     }
@@ -63,7 +91,7 @@ pub struct Summary {
 }
 
 /// Looks at every device of `[Tether] Devices` once.
-pub fn scan(ctx: &Context, settings: &Settings) -> Result<Summary> {
+pub fn scan(ctx: &Context, settings: &Settings, deployments: &mut Deployments) -> Result<Summary> {
     if settings.tether.devices.is_empty() {
         warn!(
             "no tethered devices are configured: set [Tether] Devices in {}",
@@ -72,11 +100,10 @@ pub fn scan(ctx: &Context, settings: &Settings) -> Result<Summary> {
     }
     let ssh = ssh(ctx, settings)?;
     let mut record = TetherRecord::load(&ctx.layout)?;
-    let mut lazy = Lazy { ctx, explicit: None, done: None };
     let mut summary = Summary::default();
     for t in &settings.tether.devices {
         let deadline = settings.tether.install_timeout;
-        let r = visit(ctx, &ssh, t, &mut record, &mut lazy, false, deadline);
+        let r = visit(ctx, &ssh, t, &mut record, deployments, false, deadline);
         record.save(&ctx.layout)?;
         match r {
             Visit::Absent => {}
@@ -118,8 +145,9 @@ pub fn install_one(
 ) -> Result<TetherOutcome> {
     let ssh = ssh(ctx, settings)?;
     let mut record = TetherRecord::load(&ctx.layout)?;
-    let mut lazy = Lazy { ctx, explicit: bundle.map(Path::to_path_buf), done: None };
-    let r = visit(ctx, &ssh, t, &mut record, &mut lazy, true, settings.tether.install_timeout);
+    let mut deployments = bundle.map(Deployments::explicit).unwrap_or_default();
+    let r =
+        visit(ctx, &ssh, t, &mut record, &mut deployments, true, settings.tether.install_timeout);
     record.save(&ctx.layout)?;
     match r {
         Visit::Seen(Some(o)) | Visit::Refused(o) => Ok(o),
@@ -146,7 +174,7 @@ fn visit(
     ssh: &Ssh,
     t: &SshTarget,
     record: &mut TetherRecord,
-    lazy: &mut Lazy<'_>,
+    deployments: &mut Deployments,
     manual: bool,
     deadline: std::time::Duration,
 ) -> Visit {
@@ -154,7 +182,11 @@ fn visit(
     let rec = record.devices.entry(url.clone()).or_insert_with(|| TetheredDevice::new(url));
     let facts = match device::probe(ssh, t) {
         Ok(f) => f,
-        Err(e @ (Error::HostKeyUnknown { .. } | Error::HostKeyChanged { .. })) => {
+        Err(
+            e @ (Error::HostKeyUnknown { .. }
+            | Error::HostKeyChanged { .. }
+            | Error::AuthFailed { .. }),
+        ) => {
             let o = device::failure(ctx, &e, None);
             if rec.outcome.as_ref().map(|p| &p.code) != Some(&o.code) {
                 error!("{}: {e}", e.code());
@@ -194,10 +226,11 @@ fn visit(
                 .unwrap_or_default()
         );
     }
-    let d = match lazy.get() {
+    let explicit = deployments.explicit.is_some();
+    let d = match deployments.get(ctx) {
         Ok(d) => d,
         Err(e) => {
-            if manual || !(lazy.explicit.is_none() && is_nothing_staged(&e)) {
+            if manual || explicit || !is_nothing_staged(&e) {
                 let o = device::failure(ctx, &e, None);
                 rec.outcome = Some(o.clone());
                 return Visit::Seen(Some(o));
@@ -212,6 +245,7 @@ fn visit(
             debug!("{t}: {why}; installing anyway (manual install)");
             Plan::Install
         }
+        Plan::Nothing(why) if manual => Plan::NoAction(why),
         p => p,
     };
     let o = match plan {

@@ -47,6 +47,12 @@ impl Output {
     }
 }
 
+/// A path as ssh reads it in `-i` and `-o`: `%` escaped (ssh expands `%` tokens there).
+/// Desktop roots holding `"` are refused (`scan::ssh`), so the quotes hold.
+fn escape_tokens(p: &std::path::Path) -> String {
+    p.display().to_string().replace('%', "%%")
+}
+
 /// Quotes `s` for the remote POSIX shell.
 pub fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -69,8 +75,8 @@ impl Ssh {
     fn command(&self, target: &SshTarget, script: &str) -> Command {
         let secs = self.connect_timeout.as_secs().max(1);
         let mut cmd = Command::new("ssh");
-        cmd.arg("-F").arg("/dev/null").arg("-T").arg("-i").arg(&self.key);
-        let known = format!("UserKnownHostsFile={}", self.known_hosts.display());
+        cmd.arg("-F").arg("/dev/null").arg("-T").arg("-i").arg(escape_tokens(&self.key));
+        let known = format!("UserKnownHostsFile=\"{}\"", escape_tokens(&self.known_hosts));
         for opt in [
             "BatchMode=yes",
             "StrictHostKeyChecking=yes",
@@ -108,7 +114,7 @@ impl Ssh {
         })?;
         let feeder = match (input, child.stdin.take()) {
             (Some(mut input), Some(mut stdin)) => Some(std::thread::spawn(move || {
-                std::io::copy(&mut input, &mut stdin).and_then(|_| stdin.flush()).is_ok()
+                std::io::copy(&mut input, &mut stdin).and_then(|_| stdin.flush())
             })),
             _ => None,
         };
@@ -117,9 +123,7 @@ impl Ssh {
         let status = wait(&mut child, deadline);
         let stdout = out.join().unwrap_or_default();
         let stderr = String::from_utf8_lossy(&err.join().unwrap_or_default()).into_owned();
-        if let Some(f) = feeder {
-            let _ = f.join();
-        }
+        let fed = feeder.map(|f| f.join());
         let Some(code) = status else {
             return Err(Error::Connection {
                 target: target.to_string(),
@@ -128,6 +132,24 @@ impl Ssh {
         };
         if code == 255 {
             return Err(classify(target, &stderr));
+        }
+        // The device saw the end of its input: it must be because all of it was sent.
+        match fed {
+            Some(Ok(Err(e))) if e.kind() != std::io::ErrorKind::BrokenPipe => {
+                return Err(Error::Remote {
+                    target: target.to_string(),
+                    what: "sending a file".into(),
+                    reason: format!("reading it on the desktop failed: {e}"),
+                });
+            }
+            Some(Err(_)) => {
+                return Err(Error::Remote {
+                    target: target.to_string(),
+                    what: "sending a file".into(),
+                    reason: "the copy thread failed".into(),
+                });
+            }
+            _ => {}
         }
         Ok(Output { code, stdout, stderr })
     }
@@ -161,6 +183,9 @@ fn classify(target: &SshTarget, stderr: &str) -> Error {
     if unknown.iter().any(|w| stderr.contains(w)) {
         return Error::HostKeyUnknown { target: t };
     }
+    if stderr.contains("Permission denied") {
+        return Error::AuthFailed { target: t };
+    }
     let reason = stderr
         .lines()
         .map(str::trim)
@@ -193,6 +218,8 @@ mod tests {
         assert!(matches!(classify(&target(), changed), Error::HostKeyChanged { .. }));
         let unknown = "No ED25519 host key is known for [127.0.0.1]:2222 and you have requested strict checking.\nHost key verification failed.\n";
         assert!(matches!(classify(&target(), unknown), Error::HostKeyUnknown { .. }));
+        let denied = "root@127.0.0.1: Permission denied (publickey).\n";
+        assert!(matches!(classify(&target(), denied), Error::AuthFailed { .. }));
         let refused = "ssh: connect to host 127.0.0.1 port 2222: Connection refused\n";
         let e = classify(&target(), refused);
         assert!(matches!(e, Error::Connection { .. }));
@@ -214,7 +241,7 @@ mod tests {
             "-F /dev/null",
             "StrictHostKeyChecking=yes",
             "BatchMode=yes",
-            "UserKnownHostsFile=/kh",
+            "UserKnownHostsFile=\"/kh\"",
             "ConnectTimeout=3",
             "-p 2222 -l root -- 127.0.0.1 uname -m",
         ] {

@@ -27,6 +27,8 @@ pub struct Deployment {
     pub manifest: Manifest,
     /// The folder it was unpacked (and verified) into on the desktop.
     pub unpacked: PathBuf,
+    /// The bundle's SHA-256 when it was verified: what is copied must still be this.
+    pub sha256: String,
 }
 
 impl Deployment {
@@ -82,6 +84,14 @@ pub fn prepare(ctx: &Context, bundle_path: &Path) -> Result<Deployment> {
         }
     };
     certstore::require_spc_publisher(&ctx.layout, &folder.publisher)?;
+    // Only the current deployment stays unpacked.
+    if let (Some(parent), Some(mine)) = (dest.parent(), dest.file_name()) {
+        for old in std::fs::read_dir(parent).into_iter().flatten().flatten() {
+            if old.file_name() != mine {
+                let _ = dmfs::remove_dir_all(&old.path());
+            }
+        }
+    }
     if folder.manifest.kind != PackageKind::ClientDeployment {
         return Err(Error::NoBundle(format!(
             "{} is a {} package, not a client deployment",
@@ -96,5 +106,10 @@ pub fn prepare(ctx: &Context, bundle_path: &Path) -> Result<Deployment> {
         bundle_path.display(),
         folder.publisher.subject()
     );
-    Ok(Deployment { bundle: bundle_path.to_path_buf(), manifest: folder.manifest, unpacked: dest })
+    Ok(Deployment {
+        bundle: bundle_path.to_path_buf(),
+        manifest: folder.manifest,
+        unpacked: dest,
+        sha256: hashed.sha256,
+    })
 }

@@ -55,6 +55,9 @@ impl FromStr for SshTarget {
         }
         let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
             let (h, tail) = v6.split_once(']').ok_or_else(|| bad("an unclosed '['"))?;
+            if !tail.is_empty() && !tail.starts_with(':') {
+                return Err(bad("text after ']' that is not a port"));
+            }
             (h, tail.strip_prefix(':'))
         } else {
             match hostport.split_once(':') {
@@ -262,6 +265,7 @@ mod tests {
             ("ssh://u@host:99999", "port"),
             ("ssh://u@host/a/../b", "device root"),
             ("ssh://u@host/a'b", "device root"),
+            ("ssh://u@[::1]junk", "port"),
         ] {
             let e = bad.parse::<SshTarget>().unwrap_err();
             assert!(e.contains(why), "{bad}: {e}");

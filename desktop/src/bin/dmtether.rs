@@ -118,7 +118,7 @@ fn main() -> ExitCode {
 fn run(ctx: &Context, a: &Args) -> dm_desktop::Result<StatusCode> {
     match a.command.as_str() {
         "scan" => {
-            let s = scan::scan(ctx, &settings(ctx)?)?;
+            let s = scan::scan(ctx, &settings(ctx)?, &mut scan::Deployments::default())?;
             cli::out(&format!("{} connected, {} installs\n", s.connected, s.installed));
             Ok(s.failure.unwrap_or(StatusCode::S_OK))
         }
@@ -153,9 +153,16 @@ fn watch(ctx: &Context) -> dm_desktop::Result<StatusCode> {
         signal_hook::flag::register(sig, Arc::clone(&stop))
             .map_err(|e| Error::Usage(format!("cannot handle signals: {e}")))?;
     }
+    let mut good = settings(ctx)?;
+    let mut deployments = scan::Deployments::default();
     while !stop.load(Ordering::Relaxed) {
-        let s = settings(ctx)?;
-        if let Err(e) = scan::scan(ctx, &s) {
+        // A settings file caught mid-edit, or wrong: said, and the last good ones kept.
+        match settings(ctx) {
+            Ok(s) => good = s,
+            Err(e) => log::error!("{}: {e}; keeping the previous settings", e.code()),
+        }
+        let s = &good;
+        if let Err(e) = scan::scan(ctx, s, &mut deployments) {
             log::error!("{}: {e}", e.code());
         }
         let until = Instant::now() + s.tether.scan_interval;

@@ -327,7 +327,10 @@ fn a_desktop_stages_the_client_and_installs_it_on_a_tethered_device() {
     t.sshd.authorize(public.trim());
     let out = t.dmtether(&["scan"], &[]);
     assert_eq!(out.status.code(), Some(68), "{}", show(&out));
-    assert!(!t.device.join("var/tmp").exists(), "something was copied to an untrusted host");
+    assert!(
+        !t.device.join("var/lib/dm/incoming").exists(),
+        "something was copied to an untrusted host"
+    );
     assert_eq!(t.record()["outcome"]["result"], "refused");
     assert!(log_text(t.desktop(), "DMTether").contains("host key is not trusted"));
 
@@ -351,7 +354,7 @@ fn a_desktop_stages_the_client_and_installs_it_on_a_tethered_device() {
             && names.iter().any(|n| n.starts_with("DMClientSetup")),
         "{names:?}"
     );
-    assert!(!t.device.join("var/tmp/dmtether").exists(), "the copy is removed once installed");
+    assert!(!t.device.join("var/lib/dm/incoming").exists(), "the copy is removed once installed");
 
     // 4. The management point sees the device itself, and the desktop reporting it.
     wait_attribute(mp, "dev-7", "client_version", "1.2.0.0");
@@ -376,7 +379,7 @@ fn a_desktop_stages_the_client_and_installs_it_on_a_tethered_device() {
         t.dmtether_ok(&["install", "--device", &t.url(), "--bundle", older.to_str().unwrap()]);
     assert!(out.contains("no-action") && out.contains("a newer client 1.2.0.0"), "{out}");
     assert_eq!(logs(&t.device, "DMInstaller").len(), installs + 1);
-    assert!(!t.device.join("var/tmp/dmtether").exists());
+    assert!(!t.device.join("var/lib/dm/incoming").exists());
 }
 
 #[test]
@@ -396,7 +399,10 @@ fn a_changed_host_key_is_refused_and_a_tampered_bundle_never_leaves_the_desktop(
     let out =
         t.dmtether(&["install", "--device", &t.url(), "--bundle", bad.to_str().unwrap()], &[]);
     assert_ne!(out.status.code(), Some(0), "{}", show(&out));
-    assert!(!t.device.join("var/tmp").exists(), "a bundle that failed verification was copied");
+    assert!(
+        !t.device.join("var/lib/dm/incoming").exists(),
+        "a bundle that failed verification was copied"
+    );
     assert_eq!(t.record()["outcome"]["result"], "failed");
 
     // The device is re-imaged (or another machine answers in its place): refused.
@@ -406,7 +412,7 @@ fn a_changed_host_key_is_refused_and_a_tampered_bundle_never_leaves_the_desktop(
     let out =
         t.dmtether(&["install", "--device", &t.url(), "--bundle", good.to_str().unwrap()], &[]);
     assert_eq!(out.status.code(), Some(69), "{}", show(&out));
-    assert!(!t.device.join("var/tmp").exists());
+    assert!(!t.device.join("var/lib/dm/incoming").exists());
     assert_eq!(t.record()["outcome"]["result"], "refused");
     assert!(log_text(t.desktop(), "DMTether").contains("host key has CHANGED"));
     // Trusting the new key takes a decision: --replace.
@@ -451,10 +457,16 @@ fn a_copy_cut_by_the_device_going_away_resumes_at_its_next_connection() {
     }
     // Halfway through the installer's copy (once the device has written some of it), the
     // device goes away.
-    let partial =
-        t.device.join(format!("var/tmp/dmtether/dminstaller_{}.partial", host_platform()));
-    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
-    while size(&partial) == 0 {
+    let incoming = t.device.join("var/lib/dm/incoming");
+    let installer = format!("dminstaller_{}.", host_platform());
+    let partial = || {
+        std::fs::read_dir(&incoming).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
+            let n = p.file_name().unwrap().to_string_lossy();
+            n.starts_with(&installer) && n.ends_with(".partial")
+        })
+    };
+    let size = || partial().and_then(|p| std::fs::metadata(p).ok()).map_or(0, |m| m.len());
+    while size() == 0 {
         assert!(start.elapsed() < Duration::from_secs(60), "the device never wrote the copy");
         std::thread::sleep(Duration::from_millis(20));
     }
@@ -463,18 +475,43 @@ fn a_copy_cut_by_the_device_going_away_resumes_at_its_next_connection() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(70), "{}", show(&out));
     let full = std::fs::metadata(t.mp.w.path("bins/dminstaller")).unwrap().len();
-    let copied = size(&partial);
+    let copied = size();
     assert!(copied > 0 && copied < full, "{copied} of {full} bytes copied before the cut");
     assert_eq!(t.record()["outcome"]["result"], "interrupted");
     assert!(t.installed_version().is_none());
 
-    // It comes back: the copy goes on from where it stopped, and the install completes
-    // (this time the desktop's staged deployment, as its agent leaves it).
+    // `dmtether watch` runs; the device comes back: the copy goes on from where it stopped,
+    // and the install completes (the desktop's staged deployment, as its agent leaves it).
     let staged = t.desktop().join("var/lib/dm/tether/staged");
     std::fs::create_dir_all(&staged).unwrap();
     std::fs::copy(&bundle, staged.join(bundle.file_name().unwrap())).unwrap();
+    let settings = t.desktop().join("etc/dm/ClientSettings.ini");
+    std::fs::write(&settings, t.tether_settings() + "ScanInterval=5\n").unwrap();
+    let mut watch = Command::new(bin("dmtether"))
+        .arg("watch")
+        .arg("--device-root")
+        .arg(t.desktop())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_secs(1));
     t.sshd.resume();
-    t.dmtether_ok(&["scan"]);
+    let start = Instant::now();
+    while t.record()["outcome"]["result"] != "installed" {
+        if start.elapsed() > Duration::from_secs(90) {
+            let _ = watch.kill();
+            panic!(
+                "watch never finished the install: {}",
+                show(&watch.wait_with_output().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let _ = Command::new("kill").args(["-TERM", &watch.id().to_string()]).status();
+    let out = watch.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", show(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stop requested"), "{}", show(&out));
     assert_eq!(t.installed_version().as_deref(), Some("1.2.0.0"));
     let log = log_text(t.desktop(), "DMTether");
     assert!(log.contains("resuming the copy of"), "{log}");
