@@ -10,6 +10,7 @@ pub mod bundle;
 pub mod certstore;
 pub mod cli;
 pub mod clock;
+pub mod config_item;
 pub mod context;
 pub mod ddi;
 pub mod deployment;
