@@ -7,6 +7,42 @@
 use crate::Platform;
 use crate::manifest::check_relative_path;
 
+/// The key of a configuration package's signed manifest `metadata` that holds its items.
+pub const MANIFEST_KEY: &str = "config_items";
+
+/// The file of a configuration package that shows its items to people (the signed manifest's
+/// `metadata` is what devices apply).
+pub const ITEMS_FILE: &str = "config-items.json";
+
+/// The most items one package may hold.
+pub const MAX_ITEMS: usize = 64;
+
+/// The items a configuration package's signed manifest holds (none for a package of programs).
+pub fn items_of(m: &crate::manifest::Manifest) -> Result<Vec<ConfigItem>, String> {
+    let Some(v) = m.metadata.as_ref().and_then(|md| md.get(MANIFEST_KEY)) else {
+        return Ok(Vec::new());
+    };
+    let items: Vec<ConfigItem> = serde_json::from_value(v.clone())
+        .map_err(|e| format!("the signed configuration items do not parse: {e}"))?;
+    check_items(&items)?;
+    Ok(items)
+}
+
+/// Checks a package's items: each valid, at most [`MAX_ITEMS`], names unique.
+pub fn check_items(items: &[ConfigItem]) -> Result<(), String> {
+    if items.len() > MAX_ITEMS {
+        return Err(format!("{} items; a package holds at most {MAX_ITEMS}", items.len()));
+    }
+    let mut names = std::collections::BTreeSet::new();
+    for i in items {
+        i.check()?;
+        if !names.insert(&i.name) {
+            return Err(format!("item {} is in the package twice", i.name));
+        }
+    }
+    Ok(())
+}
+
 /// The most settings one item may hold.
 pub const MAX_SETTINGS: usize = 256;
 

@@ -78,6 +78,8 @@ ids! {
     DOWNGRADE_REFUSED = 10073, "DMSvc", "refused: a newer version of the package is on the device and the advertisement does not allow a downgrade";
     /// An installed package's publisher is revoked or disallowed.
     PUBLISHER_REVOKED = 10074, "DMSvc", "the publisher of an installed package was revoked or disallowed (reported in inventory)";
+    /// A configuration package's items were evaluated and applied.
+    CONFIG_APPLIED = 10080, "DMSvc", "configuration items evaluated and applied; compliance per item in the details (`closed`)";
     /// The device refused the publisher certificate (locked device).
     INSTALLER_CERT_REFUSED = 11001, "DMInstaller", "the device refused the publisher certificate (locked device); code `0x80070005`";
     /// The client was installed.

@@ -149,6 +149,10 @@ codes! {
     DM_E_HOST_KEY_CHANGED = 0x8004_021B, 69, "The tethered device's host key has changed";
     /// The SSH connection to a tethered device failed, was refused or was cut.
     DM_E_TETHER_CONNECTION = 0x8004_021C, 70, "The connection to the tethered device failed";
+    /// A configuration item is not compliant (monitor-only, or nothing to apply).
+    DM_E_CONFIG_NONCOMPLIANT = 0x8004_021D, 71, "A configuration item is not compliant";
+    /// A configuration setting could not be evaluated or applied.
+    DM_E_CONFIG_SETTING_FAILED = 0x8004_021E, 72, "A configuration setting could not be evaluated or applied";
 }
 
 impl StatusCode {

@@ -157,9 +157,16 @@ pub mod inventory {
     pub const TETHERED_DEVICES: &str = "tethered_devices";
     /// The last install on a tethered device: `device: result (code) time`.
     pub const TETHERED_LAST: &str = "tethered_last";
+    /// The configuration items on the device, counted by state at their last evaluation:
+    /// `compliant 3, non-compliant 1, remediated 0, error 0, not-applicable 1`.
+    pub const COMPLIANCE: &str = "compliance";
+    /// `compliance.<item>`: for each item that is not compliant, a JSON object with its
+    /// package, version, state and the settings that are not compliant (expected and actual
+    /// values; never a secret setting's actual value).
+    pub const COMPLIANCE_ITEM_PREFIX: &str = "compliance.";
 
     /// Every key, in the order the docs list them.
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         PLATFORM,
         ARCH,
         OS,
@@ -182,6 +189,7 @@ pub mod inventory {
         TETHERED,
         TETHERED_DEVICES,
         TETHERED_LAST,
+        COMPLIANCE,
     ];
 }
 

@@ -90,10 +90,7 @@ fn typed(setting: &Setting, found: &Value) -> Value {
                 .map(|x| Value::String(x.into()))
                 .collect(),
         ),
-        ValueType::String => match &setting.target {
-            dm_shared::config_item::Target::File { .. } => found.clone(),
-            _ => Value::String(s.to_string()),
-        },
+        ValueType::String => Value::String(s.to_string()),
     }
 }
 
@@ -109,6 +106,9 @@ pub fn complies(setting: &Setting, found: Option<&Value>) -> bool {
             );
     };
     let want = &setting.value;
+    if let dm_shared::config_item::Target::File { mode, owner, group, .. } = &setting.target {
+        return file_complies(setting, &found, mode.as_deref(), *owner, *group);
+    }
     match setting.rule {
         Rule::Equals => {
             &found == want
@@ -122,6 +122,33 @@ pub fn complies(setting: &Setting, found: Option<&Value>) -> bool {
             _ => false,
         },
     }
+}
+
+/// A whole file complies when its content does (by the rule) and its mode and owners are the
+/// ones the target names.
+fn file_complies(
+    setting: &Setting,
+    found: &Value,
+    mode: Option<&str>,
+    owner: Option<u32>,
+    group: Option<u32>,
+) -> bool {
+    let content = found.get("content").cloned().unwrap_or(Value::Null);
+    let content_ok = match setting.rule {
+        Rule::Matches => match (&content, &setting.value) {
+            (Value::String(f), Value::String(p)) => wildcard_match(p, f),
+            _ => false,
+        },
+        Rule::OneOf => setting.value.as_array().is_some_and(|l| l.contains(&content)),
+        _ => providers::text_of(&content) == providers::text_of(&setting.value),
+    };
+    let octal = |v: Option<&str>| v.and_then(|m| u32::from_str_radix(m, 8).ok());
+    let mode_ok =
+        mode.is_none_or(|m| octal(Some(m)) == octal(found.get("mode").and_then(Value::as_str)));
+    let id = |k: &str| found.get(k).and_then(Value::as_u64);
+    let owner_ok = owner.is_none_or(|o| id("owner") == Some(u64::from(o)));
+    let group_ok = group.is_none_or(|g| id("group") == Some(u64::from(g)));
+    content_ok && mode_ok && owner_ok && group_ok
 }
 
 /// The value applying the setting writes: `None` when its rule names none (`matches`).
@@ -149,7 +176,15 @@ fn shown(setting: &Setting, found: Option<&Value>) -> Option<String> {
     if setting.secret {
         return None;
     }
-    Some(found.map_or_else(
+    // A whole file shows its content and mode.
+    let found = found.map(|f| match f.get("content") {
+        Some(c) => {
+            let mode = f.get("mode").and_then(Value::as_str).unwrap_or("?");
+            Value::String(format!("{} (mode {mode})", providers::text_of(c)))
+        }
+        None => f.clone(),
+    });
+    Some(found.as_ref().map_or_else(
         || "(absent)".to_string(),
         |f| {
             let s = providers::text_of(f);

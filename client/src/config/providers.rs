@@ -90,7 +90,8 @@ pub fn get(root: &Path, target: &Target) -> Result<Option<Value>, Failure> {
         }
         Target::File { path, .. } => {
             let p = confined(root, path)?;
-            Ok(read(&p)?.text.map(Value::String))
+            let Some(text) = read(&p)?.text else { return Ok(None) };
+            Ok(Some(file_state(&p, text)))
         }
         Target::Line { path, line } => {
             let p = confined(root, path)?;
@@ -128,18 +129,33 @@ pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Fa
             let text = serde_json::to_string_pretty(&doc).map_err(|e| e.to_string())? + "\n";
             write(&p, &snap, &text)
         }
-        Target::File { path, mode, .. } => {
+        Target::File { path, mode, owner, group } => {
             let p = confined(root, path)?;
             let mut snap = read(&p)?;
-            match value {
-                None => dmfs::remove_file(&p).map(|_| ()).map_err(|e| e.to_string()),
-                Some(v) => {
-                    if let Some(m) = mode.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok()) {
-                        snap.mode = m;
-                    }
-                    write(&p, &snap, &text_of(v))
-                }
+            let Some(v) = value else {
+                return dmfs::remove_file(&p).map(|_| ()).map_err(|e| e.to_string());
+            };
+            // A value is the content to write with the target's mode and owners; a file's
+            // state as `get` read it (a restore) brings its own.
+            let (content, mode, owner, group) = match v {
+                Value::Object(o) => (
+                    o.get("content").map(text_of).unwrap_or_default(),
+                    o.get("mode").and_then(Value::as_str).map(str::to_string),
+                    o.get("owner").and_then(Value::as_u64).map(|n| n as u32),
+                    o.get("group").and_then(Value::as_u64).map(|n| n as u32),
+                ),
+                other => (text_of(other), mode.clone(), *owner, *group),
+            };
+            if let Some(m) = mode.as_deref().and_then(|m| u32::from_str_radix(m, 8).ok()) {
+                snap.mode = m;
             }
+            write(&p, &snap, &content)?;
+            if owner.is_some() || group.is_some() {
+                use rustix::fs::{Gid, Uid};
+                rustix::fs::chown(&p, owner.map(Uid::from_raw), group.map(Gid::from_raw))
+                    .map_err(|e| format!("{}: cannot change its owner: {e}", p.display()))?;
+            }
+            Ok(())
         }
         Target::Line { path, line } => {
             let p = confined(root, path)?;
@@ -187,6 +203,18 @@ pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Fa
 pub fn remove_sysctl_dropin(root: &Path, key: &str) -> Result<(), Failure> {
     let dropin = confined(root, &format!("etc/sysctl.d/60-dm-{key}.conf"))?;
     dmfs::remove_file(&dropin).map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// A whole file as `get` reads it: content, mode (octal text), owner and group.
+fn file_state(p: &Path, content: String) -> Value {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(p).ok();
+    serde_json::json!({
+        "content": content,
+        "mode": m.as_ref().map(|m| format!("{:04o}", m.mode() & 0o7777)),
+        "owner": m.as_ref().map(|m| m.uid()),
+        "group": m.as_ref().map(|m| m.gid()),
+    })
 }
 
 /// A value as the text a file holds.
@@ -422,6 +450,18 @@ mod tests {
         assert!(confined(dir.path(), "etc/hosts").is_ok());
         assert!(confined(dir.path(), "etc2/hosts").unwrap_err().contains("symbolic link"));
         assert!(confined(dir.path(), "../x").is_err());
+    }
+
+    #[test]
+    fn a_file_that_changes_while_it_is_updated_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("app.ini");
+        std::fs::write(&p, "[a]\nx=1\n").unwrap();
+        let snap = read(&p).unwrap();
+        std::fs::write(&p, "[a]\nx=2\ny=3\n").unwrap();
+        let e = write(&p, &snap, "[a]\nx=9\n").unwrap_err();
+        assert!(e.contains("changed while it was being updated"), "{e}");
+        assert_eq!(std::fs::read_to_string(&p).unwrap(), "[a]\nx=2\ny=3\n");
     }
 
     fn token() -> impl Strategy<Value = String> {

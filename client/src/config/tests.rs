@@ -181,3 +181,25 @@ fn other_platforms_items_are_not_applicable_and_rules_compare_as_typed() {
     assert_eq!(to_apply(&s("one-of", "string", r#"["a","b"]"#)), Some(Value::from("a")));
     assert_eq!(to_apply(&s("matches", "string", r#""*""#)), None);
 }
+
+#[test]
+fn a_whole_file_complies_by_content_mode_and_owner() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = device();
+    let r = d.path();
+    fs::write(r.join("etc/motd"), "managed\n").unwrap();
+    fs::set_permissions(r.join("etc/motd"), fs::Permissions::from_mode(0o600)).unwrap();
+    let uid = rustix::process::geteuid().as_raw();
+    let i = item(&format!(
+        r#"{{"name":"motd","version":1,"restore_on_removal":true,"settings":[
+        {{"name":"motd","target":{{"provider":"file","path":"etc/motd","mode":"0640","owner":{uid}}},"value":"managed\n"}}]}}"#
+    ));
+    let (res, replaced) = enforce_item(r, &i, &platform());
+    assert_eq!(res.settings[0].state, State::Remediated, "right content, wrong mode: {res:#?}");
+    assert_eq!(res.settings[0].actual.as_deref(), Some("managed\n (mode 0600)"));
+    assert_eq!(fs::metadata(r.join("etc/motd")).unwrap().permissions().mode() & 0o777, 0o640);
+    assert_eq!(enforce_item(r, &i, &platform()).0.state, State::Compliant);
+    assert!(restore(r, &i, &replaced).is_empty());
+    assert_eq!(fs::read_to_string(r.join("etc/motd")).unwrap(), "managed\n");
+    assert_eq!(fs::metadata(r.join("etc/motd")).unwrap().permissions().mode() & 0o777, 0o600);
+}

@@ -30,8 +30,15 @@ const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> 
 }
 
 /// The sections, in file order.
-pub const SECTIONS: [&str; 6] =
-    ["Installation", "Environment", "Communication", "UserInterface", "Certificates", "Tether"];
+pub const SECTIONS: [&str; 7] = [
+    "Installation",
+    "Environment",
+    "Communication",
+    "UserInterface",
+    "Certificates",
+    "Configuration",
+    "Tether",
+];
 
 /// Every key this build knows, with its default and meaning.
 pub const KEYS: &[KeyDef] = &[
@@ -186,6 +193,12 @@ pub const KEYS: &[KeyDef] = &[
         "RenewDaysBeforeExpiry",
         "30",
         "days before expiry the agent renews its certificate (1 to 365)",
+    ),
+    k(
+        "Configuration",
+        "EvaluationInterval",
+        "3600",
+        "seconds between evaluations of the assigned configuration items (60 to 86400)",
     ),
     k(
         "Tether",

@@ -172,6 +172,14 @@ pub struct Certificates {
     pub scep_pending_timeout: Duration,
 }
 
+/// `[Configuration]`: configuration items on the device.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Configuration {
+    /// `EvaluationInterval`: how often the assigned items are evaluated (and a file they
+    /// watch changing evaluates them at once).
+    pub evaluation_interval: Duration,
+}
+
 /// `[Tether]`: what a desktop's `dmtether` installs the client on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tether {
@@ -198,6 +206,8 @@ pub struct Settings {
     pub user_interface: UserInterface,
     /// `[Certificates]`.
     pub certificates: Certificates,
+    /// `[Configuration]`.
+    pub configuration: Configuration,
     /// `[Tether]`.
     pub tether: Tether,
     explicit: BTreeMap<(&'static str, &'static str), String>,
@@ -393,6 +403,9 @@ impl Settings {
                     .map(|t| t.parse())
                     .collect::<Result<_, _>>()?
             }
+            "EvaluationInterval" => {
+                self.configuration.evaluation_interval = parse_secs(v, 60, 86_400)?
+            }
             "ProbeTimeout" => self.tether.probe_timeout = parse_secs(v, 1, 60)?,
             "ScanInterval" => self.tether.scan_interval = parse_secs(v, 5, 3600)?,
             "InstallTimeout" => self.tether.install_timeout = parse_secs(v, 60, 7200)?,
@@ -447,6 +460,7 @@ impl Settings {
                 scep_ca_thumbprint: None,
                 scep_pending_timeout: Duration::ZERO,
             },
+            configuration: Configuration { evaluation_interval: Duration::ZERO },
             tether: Tether {
                 devices: Vec::new(),
                 probe_timeout: Duration::ZERO,
