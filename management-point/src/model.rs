@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+pub use dm_shared::config_item::ConfigItem;
 pub use dm_shared::vocab::inventory as attr;
 pub use dm_shared::vocab::{DeviceClass, PackageKind};
 
@@ -118,6 +119,9 @@ pub struct Package {
     /// The programs its publisher signed (none for raw packages and client deployments).
     #[serde(default)]
     pub programs: Vec<SignedProgram>,
+    /// The configuration items its publisher signed (a configuration package).
+    #[serde(default)]
+    pub config_items: Vec<ConfigItem>,
 }
 
 /// A program: what a device does with a package.

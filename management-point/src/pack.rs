@@ -222,8 +222,9 @@ fn copy_tree(src: &Path, out: &Path) -> Result<usize> {
 /// What goes into a software distribution or configuration package.
 #[derive(Debug)]
 pub struct PackageSpec {
-    /// The source folder: the package's files, its programs' scripts among them.
-    pub source: PathBuf,
+    /// The source folder: the package's files, its programs' scripts among them. A
+    /// configuration package of items alone has none.
+    pub source: Option<PathBuf>,
     /// Name.
     pub name: String,
     /// Version.
@@ -234,6 +235,8 @@ pub struct PackageSpec {
     pub platforms: Vec<Platform>,
     /// The programs a device may run from it.
     pub programs: Vec<SignedProgram>,
+    /// The configuration items it carries (a configuration package).
+    pub items: Vec<dm_shared::config_item::ConfigItem>,
 }
 
 /// Builds and signs a package folder in `out` from `spec.source`.
@@ -246,17 +249,38 @@ pub fn build_package(
     if spec.kind == PackageKind::ClientDeployment {
         return Err(Error::Usage("client deployments are built with `dmpack folder`".into()));
     }
+    use dm_shared::config_item::{self, ITEMS_FILE, MANIFEST_KEY};
+    if !spec.items.is_empty() && spec.kind != PackageKind::Configuration {
+        return Err(Error::Usage("--items: only a configuration package carries items".into()));
+    }
+    config_item::check_items(&spec.items).map_err(Error::Usage)?;
     prepare_out_dir(out)?;
-    let n = copy_tree(&spec.source, out)?;
+    let mut n = match &spec.source {
+        Some(src) => copy_tree(src, out)?,
+        None => 0,
+    };
+    let metadata = if spec.items.is_empty() {
+        None
+    } else {
+        let items = serde_json::to_value(&spec.items).map_err(|e| Error::Usage(e.to_string()))?;
+        let shown =
+            serde_json::to_string_pretty(&items).map_err(|e| Error::Usage(e.to_string()))?;
+        dmfs::write_atomic(&out.join(ITEMS_FILE), shown.as_bytes(), dmfs::MODE_PUBLIC)?;
+        n += 1;
+        Some(serde_json::json!({ MANIFEST_KEY: items }))
+    };
     if n == 0 {
-        return Err(Error::Usage(format!("{} has no files", spec.source.display())));
+        return Err(Error::Usage(match &spec.source {
+            Some(src) => format!("{} has no files", src.display()),
+            None => "a package needs --source (or, for a configuration package, --items)".into(),
+        }));
     }
     let req = SignRequest {
         kind: spec.kind,
         name: spec.name.clone(),
         version: spec.version,
         platforms: spec.platforms.clone(),
-        metadata: None,
+        metadata,
         programs: spec.programs.clone(),
         now,
     };
@@ -344,6 +368,21 @@ impl ProgramToml {
             environment: self.environment.clone(),
         })
     }
+}
+
+/// Reads a configuration item from a TOML or JSON file (docs/configuration-items.md).
+pub fn read_item(path: &Path) -> Result<dm_shared::config_item::ConfigItem> {
+    let bytes = dmfs::read_capped(path, 4 * 1024 * 1024)?;
+    let bad = |reason: String| Error::Config { path: path.to_path_buf(), reason };
+    let text = String::from_utf8(bytes).map_err(|_| bad("not UTF-8 text".into()))?;
+    let item: dm_shared::config_item::ConfigItem = if path.extension().is_some_and(|e| e == "json")
+    {
+        serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?
+    } else {
+        toml::from_str(&text).map_err(|e| bad(e.to_string()))?
+    };
+    item.check().map_err(bad)?;
+    Ok(item)
 }
 
 /// Reads a programs file: `[[program]]` tables in TOML (or `{"program": [...]}` in JSON).

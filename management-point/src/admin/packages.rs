@@ -136,7 +136,7 @@ pub fn add_package(
             )));
         }
     }
-    let Import { name, version, kind, publisher, files, programs } = import(source)?;
+    let Import { name, version, kind, publisher, files, programs, config_items } = import(source)?;
     if store.packages()?.iter().any(|p| p.name == name && p.version == version) {
         return Err(Error::Conflict(format!("package {name} {version} already exists")));
     }
@@ -168,6 +168,7 @@ pub fn add_package(
         created: now,
         artifacts,
         programs,
+        config_items,
     };
     pkg.id = store.add_package(&pkg)?;
     Ok(pkg)
@@ -181,6 +182,7 @@ struct Import {
     publisher: Option<String>,
     files: Vec<(String, PathBuf)>,
     programs: Vec<SignedProgram>,
+    config_items: Vec<ConfigItem>,
 }
 
 /// Checks a source and lists its files. A signed folder gives its files and signature files;
@@ -207,7 +209,10 @@ fn import(source: &PackageSource) -> Result<Import> {
                 (v.manifest, Some(v.publisher.subject().to_string()), files)
             };
             m.require_signed_programs(&dir.join(manifest::MANIFEST_FILE))?;
+            let config_items = dm_shared::config_item::items_of(&m)
+                .map_err(|why| Error::Usage(format!("{}: {why}", dir.display())))?;
             Ok(Import {
+                config_items,
                 name: m.name,
                 version: m.version.to_string(),
                 kind: m.kind,
@@ -233,6 +238,7 @@ fn import(source: &PackageSource) -> Result<Import> {
                 publisher: None,
                 files: named,
                 programs: Vec::new(),
+                config_items: Vec::new(),
             })
         }
     }
@@ -349,7 +355,10 @@ fn narrow_platforms(signed: &SignedProgram, asked: &[String]) -> Result<Vec<Stri
 /// agent never runs, take a free command).
 pub fn program_add(store: &dyn Storage, spec: &ProgramSpec) -> Result<Out> {
     let pkg = find_package(store, &spec.package)?;
-    let prog = if pkg.publisher.is_some() && pkg.kind != PackageKind::ClientDeployment {
+    // Client deployments and configuration packages of items carry no program to pick.
+    let itemized = pkg.kind == PackageKind::Configuration && !pkg.config_items.is_empty();
+    let prog = if pkg.publisher.is_some() && pkg.kind != PackageKind::ClientDeployment && !itemized
+    {
         let wanted = spec.signed_program.as_deref().ok_or_else(|| {
             let names: Vec<&str> = pkg.programs.iter().map(|p| p.name.as_str()).collect();
             Error::Usage(format!(
@@ -387,7 +396,7 @@ pub fn program_add(store: &dyn Storage, spec: &ProgramSpec) -> Result<Out> {
             signed_program: Some(wanted.to_string()),
         }
     } else {
-        if spec.signed_program.is_some() && pkg.kind != PackageKind::ClientDeployment {
+        if spec.signed_program.is_some() && pkg.kind != PackageKind::ClientDeployment && !itemized {
             return Err(Error::Usage(format!(
                 "--program: {} {} is a raw package without signed programs",
                 pkg.name, pkg.version

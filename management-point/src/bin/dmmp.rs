@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use dm_mp::admin::init::InitSpec;
 use dm_mp::admin::packages::{self, PackageSource, ProgramSpec};
 use dm_mp::admin::targeting::{self, AdvertiseSpec};
-use dm_mp::admin::{self, Out, devices};
+use dm_mp::admin::{self, Out, config, devices};
 use dm_mp::config::{Config, UnknownDevices};
 use dm_mp::model::AdvertisementKind;
 use dm_mp::storage::SqliteStore;
@@ -54,10 +54,61 @@ enum Command {
     /// Certificate revocation lists of the code-signing CAs, passed on to devices.
     #[command(subcommand)]
     Crl(CrlCmd),
+    /// Configuration items: the catalog packaged with dmpack.
+    #[command(subcommand, name = "config-item")]
+    ConfigItem(ConfigItemCmd),
+    /// Configuration packages: signed packages of configuration items.
+    #[command(subcommand, name = "config-package")]
+    ConfigPackage(ConfigPackageCmd),
+    /// What devices report about their configuration items.
+    Compliance {
+        /// Only this device (controller id or TENANT/ID).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only the devices and items of this advertisement (id or name).
+        #[arg(long)]
+        advertisement: Option<String>,
+    },
     /// Counts per state of one advertisement (same as `advertisement status`).
     Status {
         /// The advertisement (id or name).
         advertisement: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigItemCmd {
+    /// Add an item (TOML or JSON, docs/configuration-items.md) to the catalog.
+    Add {
+        /// The item file.
+        #[arg(long)]
+        file: PathBuf,
+    },
+    /// List the items of the catalog and of configuration packages.
+    List,
+    /// Print an item as JSON (for `dmpack package --items`).
+    Show {
+        /// Its name.
+        name: String,
+        /// Its version (default: the highest).
+        #[arg(long = "item-version")]
+        version: Option<u32>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConfigPackageCmd {
+    /// Import a signed configuration package (dmpack package --kind configuration --items).
+    Add {
+        /// The signed folder (or bundle).
+        #[arg(long)]
+        source: PathBuf,
+        /// PEM roots its publisher must chain to.
+        #[arg(long)]
+        roots: PathBuf,
+        /// An external HTTPS distribution point serving its files.
+        #[arg(long)]
+        distribution_point: Option<String>,
     },
 }
 
@@ -472,7 +523,36 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         }
         Command::Device(c) => device(cli, c)?,
         Command::Crl(c) => crl(cli, c)?,
+        Command::ConfigItem(c) => config_item(cli, c)?,
+        Command::ConfigPackage(c) => config_package(cli, c)?,
+        Command::Compliance { device, advertisement } => {
+            let (_, store) = open(cli)?;
+            config::compliance(&store, device.as_deref(), advertisement.as_deref())?
+        }
     }))
+}
+
+fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        ConfigItemCmd::Add { file } => config::item_add(&store, file, admin::now()),
+        ConfigItemCmd::List => config::item_list(&store),
+        ConfigItemCmd::Show { name, version } => config::item_show(&store, name, *version),
+    }
+}
+
+fn config_package(cli: &Cli, cmd: &ConfigPackageCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    match cmd {
+        ConfigPackageCmd::Add { source, roots, distribution_point } => config::package_add(
+            &cfg,
+            &store,
+            source,
+            roots,
+            distribution_point.as_deref(),
+            admin::now(),
+        ),
+    }
 }
 
 fn main() -> ExitCode {

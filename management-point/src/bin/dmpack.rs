@@ -83,9 +83,14 @@ enum Command {
     },
     /// Build and sign a software distribution or configuration package from a folder.
     Package {
-        /// The folder whose files make the package.
+        /// The folder whose files make the package (a configuration package of items alone
+        /// needs none).
         #[arg(long)]
-        source: PathBuf,
+        source: Option<PathBuf>,
+        /// A configuration item, TOML or JSON (docs/configuration-items.md); with
+        /// `--kind configuration`. Repeat.
+        #[arg(long = "items")]
+        items: Vec<PathBuf>,
         /// The folder to create (must not exist or be empty).
         #[arg(long)]
         out: PathBuf,
@@ -249,6 +254,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
         }
         Command::Package {
             source,
+            items,
             out,
             name,
             package_version,
@@ -287,6 +293,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 kind,
                 platforms,
                 programs: signed,
+                items: items.iter().map(|p| pack::read_item(p)).collect::<Result<_, _>>()?,
             };
             let m = pack::build_package(&spec, &signer, &out, now)?;
             dm_shared::cli::out(&format!("{}\n", out.display()));

@@ -114,6 +114,7 @@ impl Fixture {
     ) -> Advertisement {
         let store = &self.state.store;
         let pkg = Package {
+            config_items: Vec::new(),
             id: 0,
             name: name.into(),
             version: "1.0.0.0".into(),

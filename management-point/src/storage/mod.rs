@@ -66,6 +66,11 @@ pub trait Storage: Send + Sync {
     fn add_package(&self, p: &Package) -> Result<i64>;
     /// Every package.
     fn packages(&self) -> Result<Vec<Package>>;
+    /// Adds an item to the configuration item catalog; the same name and version twice is a
+    /// conflict.
+    fn add_config_item(&self, item: &ConfigItem, now: i64) -> Result<()>;
+    /// The catalog's items with when they were added, by name and version.
+    fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>>;
     /// Removes a package that no advertisement uses.
     fn remove_package(&self, id: i64) -> Result<()>;
 

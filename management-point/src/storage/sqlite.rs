@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-004-tenants-and-registration.sql"),
     include_str!("migrations/sqlite-005-confirmation.sql"),
     include_str!("migrations/sqlite-006-device-certificates.sql"),
+    include_str!("migrations/sqlite-007-configuration-items.sql"),
 ];
 
 /// The SQLite store.
@@ -227,8 +228,8 @@ impl Storage for SqliteStore {
         self.with("add a package", |c| {
             let tx = c.transaction()?;
             tx.execute(
-                "INSERT INTO packages (name, version, kind, publisher, distribution_point, created, programs) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![p.name, p.version, p.kind.as_str(), p.publisher, p.distribution_point, p.created, json(&p.programs)?],
+                "INSERT INTO packages (name, version, kind, publisher, distribution_point, created, programs, config_items) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![p.name, p.version, p.kind.as_str(), p.publisher, p.distribution_point, p.created, json(&p.programs)?, json(&p.config_items)?],
             )?;
             let id = tx.last_insert_rowid();
             for a in &p.artifacts {
@@ -263,7 +264,7 @@ impl Storage for SqliteStore {
                 let (pid, a) = row?;
                 artifacts.entry(pid).or_default().push(a);
             }
-            let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created, programs FROM packages ORDER BY id")?;
+            let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created, programs, config_items FROM packages ORDER BY id")?;
             let rows = st.query_map([], |r| {
                 let id: i64 = r.get(0)?;
                 let kind: String = r.get(3)?;
@@ -277,6 +278,7 @@ impl Storage for SqliteStore {
                     created: r.get(6)?,
                     artifacts: Vec::new(),
                     programs: from_json("packages", id, "programs", &r.get::<_, String>(7)?)?,
+                    config_items: from_json("packages", id, "config_items", &r.get::<_, String>(8)?)?,
                 })
             })?;
             let mut out: Vec<Package> = rows.collect::<rusqlite::Result<_>>()?;
@@ -284,6 +286,34 @@ impl Storage for SqliteStore {
                 p.artifacts = artifacts.remove(&p.id).unwrap_or_default();
             }
             Ok(out)
+        })
+    }
+
+    fn add_config_item(&self, item: &ConfigItem, now: i64) -> Result<()> {
+        let added = self.with("add a configuration item", |c| {
+            c.execute(
+                "INSERT OR IGNORE INTO config_items (name, version, item, created) VALUES (?1, ?2, ?3, ?4)",
+                params![item.name, item.version, json(item)?, now],
+            )
+        })?;
+        if added == 0 {
+            return Err(Error::Conflict(format!(
+                "configuration item {} version {} already exists",
+                item.name, item.version
+            )));
+        }
+        Ok(())
+    }
+
+    fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>> {
+        self.with("read configuration items", |c| {
+            let mut st =
+                c.prepare("SELECT rowid, item, created FROM config_items ORDER BY name, version")?;
+            let rows = st.query_map([], |r| {
+                let id: i64 = r.get(0)?;
+                Ok((from_json("config_items", id, "item", &r.get::<_, String>(1)?)?, r.get(2)?))
+            })?;
+            rows.collect()
         })
     }
 
@@ -621,6 +651,7 @@ mod tests {
     fn setup(s: &SqliteStore) -> (Device, Advertisement) {
         let d = s.add_device("DEFAULT", "dev-1", Some("abc"), "admin", 1).unwrap();
         let pkg = Package {
+            config_items: Vec::new(),
             id: 0,
             name: "tools".into(),
             version: "1.0.0.0".into(),
@@ -668,6 +699,22 @@ mod tests {
         };
         adv.id = s.add_advertisement(&adv).unwrap();
         (d, adv)
+    }
+
+    #[test]
+    fn the_item_catalog_keeps_each_version_once() {
+        let (_d, s) = store();
+        let item = ConfigItem::from_json(
+            r#"{"name":"motd","version":1,"settings":[{"name":"m","target":{"provider":"file","path":"etc/motd"},"value":"x"}]}"#,
+        )
+        .unwrap();
+        s.add_config_item(&item, 5).unwrap();
+        let e = s.add_config_item(&item, 6).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        let v2 = ConfigItem { version: 2, ..item.clone() };
+        s.add_config_item(&v2, 7).unwrap();
+        let all = s.config_items().unwrap();
+        assert_eq!(all, vec![(item, 5), (v2, 7)]);
     }
 
     #[test]
