@@ -320,6 +320,9 @@ impl Worker<'_> {
             self.progress(rec.id, Execution::Downloaded, MessageId::CONTENT_DOWNLOADED, text)?;
         }
         match (when, program) {
+            (When::Now, None) if folder.manifest.kind == PackageKind::Configuration => {
+                self.apply_configuration(&mut rec, &folder)
+            }
             (When::Now, None) if self.desktop() => self.stage_for_tether(&mut rec, &folder),
             (When::Now, None) => self.upgrade(&mut rec),
             (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder.manifest, &p),

@@ -268,6 +268,9 @@ pub fn collect(
             Err(e) => log::warn!("the tethered devices are left out of the inventory: {e}"),
         }
     }
+    for (k, v) in super::baseline::inventory(ctx) {
+        put(&k, v);
+    }
     if let Some(r) = SetupResult::load(ctx) {
         put(key::LAST_SETUP, format!("{} {} {} at {}", r.op, r.result.as_str(), r.code, r.time));
     }
@@ -278,6 +281,9 @@ pub fn collect(
 struct Sent {
     fingerprint: String,
     sent: u64,
+    /// The keys sent, to remove on the server those the device no longer reports.
+    #[serde(default)]
+    keys: Vec<String>,
 }
 
 fn fingerprint(m: &BTreeMap<String, String>) -> String {
@@ -298,7 +304,7 @@ pub fn maybe_send(
     force: bool,
 ) -> Result<bool> {
     let path = ctx.layout.state_dir().join("inventory.json");
-    let last: Sent = dmfs::read_json(&path, 4096).ok().flatten().unwrap_or_default();
+    let last: Sent = dmfs::read_json(&path, 256 * 1024).ok().flatten().unwrap_or_default();
     let inv = collect(ctx, settings, health);
     let fp = fingerprint(&inv);
     let now = clock::unix_secs(ctx.clock.now());
@@ -310,7 +316,18 @@ pub fn maybe_send(
         "inventory sent (client health {})",
         inv.get(key::CLIENT_HEALTH).map_or("?", String::as_str)
     );
-    dmfs::write_json(&path, &Sent { fingerprint: fp, sent: now }, MODE_PRIVATE)?;
+    // What the device reported before and no longer does goes away on the server too.
+    let gone: Vec<String> = last.keys.iter().filter(|k| !inv.contains_key(*k)).cloned().collect();
+    if !gone.is_empty() {
+        match session.config_data_remove(&gone) {
+            Ok(()) => log::debug!("inventory keys no longer reported: {}", gone.join(", ")),
+            Err(e) => {
+                log::warn!("inventory keys {} not removed on the server: {e}", gone.join(", "))
+            }
+        }
+    }
+    let keys = inv.keys().cloned().collect();
+    dmfs::write_json(&path, &Sent { fingerprint: fp, sent: now, keys }, MODE_PRIVATE)?;
     Ok(true)
 }
 

@@ -6,6 +6,7 @@
 //! See docs/agent.md.
 
 pub mod action;
+pub mod baseline;
 pub mod certs;
 pub mod confirm;
 pub mod contain;
@@ -118,7 +119,13 @@ fn check_clock(ctx: &Context) {
 
 /// Waits up to `d`; returns early on stop or when `dmsvc run` left a new request (one that
 /// is not waiting for its retry).
-fn wait(ctx: &Context, stop: &AtomicBool, d: Duration, deferred: &BTreeSet<u64>) {
+fn wait(
+    ctx: &Context,
+    stop: &AtomicBool,
+    d: Duration,
+    deferred: &BTreeSet<u64>,
+    tick: &mut dyn FnMut(),
+) {
     let deadline = std::time::Instant::now() + d;
     while std::time::Instant::now() < deadline {
         if stop.load(Ordering::Relaxed)
@@ -126,6 +133,7 @@ fn wait(ctx: &Context, stop: &AtomicBool, d: Duration, deferred: &BTreeSet<u64>)
         {
             return;
         }
+        tick();
         std::thread::sleep(
             Duration::from_millis(200)
                 .min(deadline.saturating_duration_since(std::time::Instant::now())),
@@ -256,6 +264,7 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
     let mut health = HealthState::default();
     let mut deferred = BTreeSet::new();
     let mut certs = certs::Keeper::default();
+    let mut baseline = baseline::Baseline::default();
     w.report_interrupted()?;
     while !w.stopping() {
         if let Err(e) = w.check_upgrade() {
@@ -277,7 +286,8 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
             }
         };
         log::debug!("next poll in {} s", d.as_secs());
-        wait(w.ctx, &w.stop, d, &deferred);
+        let (ctx, settings) = (w.ctx, w.settings);
+        wait(w.ctx, &w.stop, d, &deferred, &mut || baseline.tick(ctx, settings));
     }
     certs.stop();
     Ok(())

@@ -83,7 +83,13 @@ pub fn match_advertisement<'m>(
             chunk.name, chunk.version, kind, m.name, m.version, m.kind
         )));
     }
-    if kind == PackageKind::ClientDeployment {
+    // A client deployment, and a configuration package of items, carry no program: what
+    // the device does with them is its own.
+    let itemized = kind == PackageKind::Configuration
+        && m.metadata
+            .as_ref()
+            .is_some_and(|md| md.get(dm_shared::config_item::MANIFEST_KEY).is_some());
+    if kind == PackageKind::ClientDeployment || itemized {
         return Ok(None);
     }
     let name = chunk.meta(ddi::meta::PROGRAM).unwrap_or_default();

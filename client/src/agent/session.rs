@@ -83,12 +83,23 @@ impl Session {
         self.net.get_json(href)
     }
 
-    /// Sends inventory.
+    /// Sends inventory (merged into what the server has).
     pub fn config_data(&self, data: BTreeMap<String, String>) -> Result<()> {
         self.net.send_json(
             "PUT",
             &format!("{}/configData", self.base),
             &ConfigData { data, mode: Some(ConfigDataMode::Merge) },
+        )
+    }
+
+    /// Removes attributes the device no longer reports (a package no longer revoked, an item
+    /// compliant again), leaving the rest.
+    pub fn config_data_remove(&self, keys: &[String]) -> Result<()> {
+        let data = keys.iter().map(|k| (k.clone(), String::new())).collect();
+        self.net.send_json(
+            "PUT",
+            &format!("{}/configData", self.base),
+            &ConfigData { data, mode: Some(ConfigDataMode::Remove) },
         )
     }
 

@@ -5,6 +5,7 @@
 
 mod agent;
 mod cli;
+mod config;
 mod crash;
 mod cross;
 mod enroll;
