@@ -213,6 +213,11 @@ impl Target {
     }
 }
 
+/// Text a line-based file holds as is: no control characters, no surrounding spaces.
+fn plain(s: &str) -> bool {
+    s.trim() == s && !s.chars().any(char::is_control)
+}
+
 fn valid_name(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
@@ -270,8 +275,11 @@ impl Setting {
             }
             Target::Ini { key, section, .. }
                 if key.is_empty()
-                    || key.contains(['=', '\n', '[', ']'])
-                    || section.contains([']', '\n']) =>
+                    || key.contains(['=', '[', ']'])
+                    || key.starts_with([';', '#'])
+                    || section.contains([']', '['])
+                    || !plain(key)
+                    || !plain(section) =>
             {
                 return Err(format!("INI key {key:?} in [{section}] is not a plain key"));
             }
@@ -280,8 +288,10 @@ impl Setting {
             {
                 return Err(format!("mode {m:?} is not an octal mode such as \"0644\""));
             }
-            Target::Line { line, .. } if line.contains('\n') => {
-                return Err("a line holds no newline".into());
+            Target::Line { line, .. } if line.is_empty() || !plain(line) => {
+                return Err(format!(
+                    "line {line:?}: no control characters and no leading or trailing spaces"
+                ));
             }
             Target::Systemd { unit } if !valid_name(unit) || !unit.contains('.') => {
                 return Err(format!("unit {unit:?} is not a unit name such as ssh.service"));
@@ -295,6 +305,24 @@ impl Setting {
         }
         if self.value.to_string().len() > MAX_VALUE_BYTES {
             return Err(format!("the value is larger than {MAX_VALUE_BYTES} bytes"));
+        }
+        // A value that lives on one line (an INI value, a kernel parameter) holds no control
+        // character: a newline would write a second, undeclared key.
+        if matches!(self.target, Target::Ini { .. } | Target::Sysctl { .. }) {
+            let text = |v: &serde_json::Value| match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let values: Vec<String> = match &self.value {
+                serde_json::Value::Array(a) => a.iter().map(text).collect(),
+                v => vec![text(v)],
+            };
+            if values.iter().any(|v| v.chars().any(char::is_control)) {
+                return Err("the value holds a control character (a newline?)".into());
+            }
+        }
+        if self.rule == Rule::Matches && self.value.as_str().is_some_and(|p| p.len() > 1024) {
+            return Err("a matches pattern is at most 1024 bytes".into());
         }
         let boolean = matches!(self.target, Target::Line { .. } | Target::Systemd { .. });
         match (self.rule, &self.value) {
@@ -441,6 +469,39 @@ mod tests {
             (
                 r#"{"name":"a","target":{"provider":"file","path":"f"},"value":"x"},{"name":"a","target":{"provider":"file","path":"g"},"value":"x"}"#,
                 "twice",
+            ),
+        ] {
+            let e = item(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn line_based_values_cannot_smuggle_a_second_line() {
+        for (bad, why) in [
+            (
+                r#"{"name":"a","target":{"provider":"line","path":"h","line":"x \r"},"value":true}"#,
+                "control characters",
+            ),
+            (
+                r#"{"name":"a","target":{"provider":"line","path":"h","line":" x"},"value":true}"#,
+                "leading or trailing",
+            ),
+            (
+                r#"{"name":"a","target":{"provider":"ini","path":"a.ini","key":";k"},"value":"x"}"#,
+                "plain key",
+            ),
+            (
+                r#"{"name":"a","target":{"provider":"ini","path":"a.ini","key":"k","section":" s"},"value":"x"}"#,
+                "plain key",
+            ),
+            (
+                r#"{"name":"a","target":{"provider":"ini","path":"a.ini","key":"k"},"value":"x\ny=1"}"#,
+                "control character",
+            ),
+            (
+                r#"{"name":"a","target":{"provider":"sysctl","key":"kernel.x"},"value":"0\nkernel.core_pattern=|/x"}"#,
+                "control character",
             ),
         ] {
             let e = item(bad).unwrap_err();

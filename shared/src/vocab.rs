@@ -160,9 +160,10 @@ pub mod inventory {
     /// The configuration items on the device, counted by state at their last evaluation:
     /// `compliant 3, non-compliant 1, remediated 0, error 0, not-applicable 1`.
     pub const COMPLIANCE: &str = "compliance";
-    /// `compliance.<item>`: for each item that is not compliant, a JSON object with its
-    /// package, version, state and the settings that are not compliant (expected and actual
-    /// values; never a secret setting's actual value).
+    /// `compliance.<package>/<item>`: for each item that is not compliant (at most 32, then
+    /// `compliance.more` says how many more), a JSON object with its package, version, state
+    /// and the settings that are not compliant (expected and actual values; never a secret
+    /// setting's actual value).
     pub const COMPLIANCE_ITEM_PREFIX: &str = "compliance.";
 
     /// Every key, in the order the docs list them.

@@ -56,18 +56,14 @@ fn path(ctx: &Context) -> PathBuf {
     ctx.layout.state_dir().join("config/assigned.json")
 }
 
+/// The most bytes the assignment may hold (replaced whole files included).
+const MAX_ASSIGNED: u64 = 64 << 20;
+
 impl Assigned {
-    /// The assignment (empty when there is none; a corrupt one is said and started afresh).
-    pub fn load(ctx: &Context) -> Assigned {
-        match dmfs::read_json(&path(ctx), 16 << 20) {
-            Ok(a) => a.unwrap_or_default(),
-            Err(e) => {
-                warn!(
-                    "{e}; the configuration items are assigned again by their next advertisement"
-                );
-                Assigned::default()
-            }
-        }
+    /// The assignment (empty when there is none). A file that cannot be read is an error,
+    /// never taken for "nothing assigned": that would lose the values to restore.
+    pub fn load(ctx: &Context) -> Result<Assigned> {
+        Ok(dmfs::read_json(&path(ctx), MAX_ASSIGNED)?.unwrap_or_default())
     }
 
     fn save(&self, ctx: &Context) -> Result<()> {
@@ -87,7 +83,15 @@ impl Assigned {
             .flat_map(|p| p.items.iter())
             .filter(|i| i.applies_to(&platform))
             .flat_map(|i| i.settings.iter())
-            .map(|s| root.join(s.target.path()))
+            .map(|s| match &s.target {
+                // Enabling or disabling changes the links, not the unit file. (A kernel
+                // parameter's file under /proc never changes its time: it is evaluated at the
+                // interval.)
+                config_item::Target::Systemd { .. } => {
+                    root.join("etc/systemd/system/multi-user.target.wants")
+                }
+                t => root.join(t.path()),
+            })
             .collect()
     }
 }
@@ -189,7 +193,14 @@ impl Worker<'_> {
                 return self.finish(rec, MessageId::CONFIG_APPLIED, code, why, vec![]);
             }
         };
-        let mut assigned = Assigned::load(self.ctx);
+        let mut assigned = match Assigned::load(self.ctx) {
+            Ok(a) => a,
+            Err(e) => {
+                let code = StatusCode::DM_E_CONFIG_SETTING_FAILED;
+                let text = format!("the configuration items on this device cannot be read: {e}");
+                return self.finish(rec, MessageId::CONFIG_APPLIED, code, text, vec![]);
+            }
+        };
         let old = assigned.packages.remove(&m.name).unwrap_or_default();
         for gone in old.items.iter().filter(|o| !items.iter().any(|i| i.name == o.name)) {
             remove(self.ctx, gone, old.replaced.get(&gone.name).map_or(&[][..], |v| v.as_slice()));
@@ -222,12 +233,22 @@ impl Worker<'_> {
 pub struct Baseline {
     next: Instant,
     last_look: Instant,
+    last_evaluation: Option<Instant>,
     stamps: BTreeMap<PathBuf, Option<(u64, SystemTime)>>,
 }
 
+/// The least time between two evaluations a change triggered: a program that rewrites a
+/// watched file in a loop costs one evaluation every few seconds, not one a second.
+const CHANGE_GAP: Duration = Duration::from_secs(5);
+
 impl Default for Baseline {
     fn default() -> Self {
-        Baseline { next: Instant::now(), last_look: Instant::now(), stamps: BTreeMap::new() }
+        Baseline {
+            next: Instant::now(),
+            last_look: Instant::now(),
+            last_evaluation: None,
+            stamps: BTreeMap::new(),
+        }
     }
 }
 
@@ -245,7 +266,8 @@ impl Baseline {
         }
         self.last_look = Instant::now();
         let due = Instant::now() >= self.next;
-        let changed = self.stamps.iter().any(|(p, s)| stamp(p) != *s);
+        let settled = self.last_evaluation.is_none_or(|t| t.elapsed() >= CHANGE_GAP);
+        let changed = settled && self.stamps.iter().any(|(p, s)| stamp(p) != *s);
         if due || changed {
             if changed && !due {
                 log::debug!("a watched file changed: evaluating the configuration items again");
@@ -258,12 +280,27 @@ impl Baseline {
 
     /// Evaluates (and, unless monitor-only, applies) every assigned item now.
     pub fn evaluate(&mut self, ctx: &Context) {
-        let mut assigned = Assigned::load(ctx);
+        self.last_evaluation = Some(Instant::now());
+        let mut assigned = match Assigned::load(ctx) {
+            Ok(a) => a,
+            Err(e) => {
+                warn!("the configuration items are not evaluated: {e}");
+                return;
+            }
+        };
         if assigned.packages.is_empty() {
             // Nothing to evaluate until a configuration package assigns items.
             self.stamps = [(path(ctx), stamp(&path(ctx)))].into_iter().collect();
             return;
         }
+        // The files are looked at before they are evaluated: a change made meanwhile is
+        // noticed at the next look.
+        let mut watched = assigned.watched(ctx);
+        watched.push(path(ctx));
+        let mut stamps: BTreeMap<PathBuf, Option<(u64, SystemTime)>> =
+            watched.into_iter().map(|p| (p.clone(), stamp(&p))).collect();
+        let before: Vec<Vec<ItemResult>> =
+            assigned.packages.values().map(|p| p.results.clone()).collect();
         let now = clock::rfc3339(ctx.clock.now());
         for p in assigned.packages.values_mut() {
             let mut results = Vec::new();
@@ -274,20 +311,28 @@ impl Baseline {
             p.results = results;
             p.evaluated = now.clone();
         }
-        if let Err(e) = assigned.save(ctx) {
-            warn!("the configuration items' evaluation was not recorded: {e}");
+        let after: Vec<Vec<ItemResult>> =
+            assigned.packages.values().map(|p| p.results.clone()).collect();
+        let remediated = after.iter().flatten().any(|r| r.state == State::Remediated);
+        if before != after || remediated {
+            if let Err(e) = assigned.save(ctx) {
+                warn!("the configuration items' evaluation was not recorded: {e}");
+            }
         }
         // The assignment itself is watched too: a new package's items are evaluated within a
-        // second of their action, and their files watched from then on.
-        let mut watched = assigned.watched(ctx);
-        watched.push(path(ctx));
-        self.stamps = watched.into_iter().map(|p| (p.clone(), stamp(&p))).collect();
+        // second of their action, and their files watched from then on. Its own save above is
+        // taken in, not counted as a change.
+        stamps.insert(path(ctx), stamp(&path(ctx)));
+        self.stamps = stamps;
     }
 }
 
+/// The most `compliance.<package>/<item>` keys sent: the server takes 256 attributes.
+const MAX_DETAIL_KEYS: usize = 32;
+
 /// The compliance inventory: counts, and the detail of each item that is not compliant.
 pub fn inventory(ctx: &Context) -> Vec<(String, String)> {
-    let assigned = Assigned::load(ctx);
+    let Ok(assigned) = Assigned::load(ctx) else { return Vec::new() };
     if assigned.packages.is_empty() {
         return Vec::new();
     }
@@ -298,10 +343,20 @@ pub fn inventory(ctx: &Context) -> Vec<(String, String)> {
         .collect();
     let refs: Vec<&ItemResult> = results.iter().map(|(_, _, r)| *r).collect();
     let mut out = vec![(key::COMPLIANCE.to_string(), summary(&refs))];
-    for (name, p, r) in results {
-        if matches!(r.state, State::Compliant | State::NotApplicable | State::Remediated) {
-            continue;
-        }
+    let departing: Vec<_> = results
+        .into_iter()
+        .filter(|(_, _, r)| {
+            !matches!(r.state, State::Compliant | State::NotApplicable | State::Remediated)
+        })
+        .collect();
+    if departing.len() > MAX_DETAIL_KEYS {
+        let more = departing.len() - MAX_DETAIL_KEYS;
+        out.push((
+            format!("{}more", key::COMPLIANCE_ITEM_PREFIX),
+            format!("{more} more items are not compliant; see the device's log"),
+        ));
+    }
+    for (name, p, r) in departing.into_iter().take(MAX_DETAIL_KEYS) {
         let settings: Vec<&config::SettingResult> =
             r.settings.iter().filter(|s| s.state != State::Compliant).take(20).collect();
         let detail = serde_json::json!({
@@ -315,7 +370,9 @@ pub fn inventory(ctx: &Context) -> Vec<(String, String)> {
             text = serde_json::json!({"package": format!("{name} {}", p.version), "version": r.version,
                 "state": r.state.as_str(), "settings": [], "truncated": true}).to_string();
         }
-        out.push((format!("{}{}", key::COMPLIANCE_ITEM_PREFIX, r.name), text));
+        // Keys are at most 128 bytes on the server: the package's name is shortened.
+        let package: String = name.chars().take(40).collect();
+        out.push((format!("{}{package}/{}", key::COMPLIANCE_ITEM_PREFIX, r.name), text));
     }
     out
 }

@@ -110,6 +110,11 @@ pub fn complies(setting: &Setting, found: Option<&Value>) -> bool {
         return file_complies(setting, &found, mode.as_deref(), *owner, *group);
     }
     match setting.rule {
+        Rule::Equals if matches!(setting.target, dm_shared::config_item::Target::Sysctl { .. }) => {
+            let norm =
+                |v: &Value| providers::text_of(v).split_whitespace().collect::<Vec<_>>().join(" ");
+            norm(want) == norm(&found)
+        }
         Rule::Equals => {
             &found == want
                 || (found.is_string() && providers::text_of(want) == providers::text_of(&found))
@@ -228,7 +233,9 @@ pub fn enforce(root: &Path, setting: &Setting, fix: bool) -> (SettingResult, Opt
         r.reason = Some("its rule (matches) names no value to apply".into());
         return (r, None);
     };
-    match providers::set(root, &setting.target, Some(&value)) {
+    // What was there is kept even when the write fails part-way (a file written but not
+    // its owner): a later success must not record dm's own value as the original.
+    match providers::set(root, &setting.target, Some(&value), setting.secret) {
         Ok(()) => {
             r.state = State::Remediated;
             (r, Some(found))
@@ -236,7 +243,7 @@ pub fn enforce(root: &Path, setting: &Setting, fix: bool) -> (SettingResult, Opt
         Err(why) => {
             r.state = State::Error;
             r.reason = Some(why);
-            (r, None)
+            (r, Some(found))
         }
     }
 }
@@ -287,7 +294,7 @@ pub fn restore(root: &Path, item: &ConfigItem, replaced: &[(String, Replaced)]) 
     let mut problems = Vec::new();
     for (name, old) in replaced {
         let Some(s) = item.settings.iter().find(|s| &s.name == name) else { continue };
-        if let Err(why) = providers::set(root, &s.target, old.as_ref()) {
+        if let Err(why) = providers::set(root, &s.target, old.as_ref(), s.secret) {
             problems.push(format!("{name}: {why}"));
         }
         // The kernel parameter's old value is back; it was not kept across boots by dm.

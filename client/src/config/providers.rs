@@ -38,6 +38,8 @@ struct Snapshot {
     text: Option<String>,
     stamp: Option<(u64, std::time::SystemTime)>,
     mode: u32,
+    /// The owner and group of the file there (none: a new file, root's).
+    owners: Option<(u32, u32)>,
 }
 
 fn stamp(path: &Path) -> Option<(u64, std::time::SystemTime)> {
@@ -55,8 +57,24 @@ fn read(path: &Path) -> Result<Snapshot, Failure> {
         ),
         None => None,
     };
-    let mode = std::fs::metadata(path).map_or(0o644, |m| m.permissions().mode() & 0o7777);
-    Ok(Snapshot { text, stamp: before, mode })
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::metadata(path).ok();
+    let mode = meta.as_ref().map_or(0o644, |m| m.permissions().mode() & 0o7777);
+    let owners = meta.map(|m| (m.uid(), m.gid()));
+    Ok(Snapshot { text, stamp: before, mode, owners })
+}
+
+/// Gives `path` (never a link it may have become) these owners.
+fn chown(path: &Path, owner: Option<u32>, group: Option<u32>) -> Result<(), Failure> {
+    use rustix::fs::{AtFlags, CWD, Gid, Uid, chownat};
+    chownat(
+        CWD,
+        path,
+        owner.map(Uid::from_raw),
+        group.map(Gid::from_raw),
+        AtFlags::SYMLINK_NOFOLLOW,
+    )
+    .map_err(|e| format!("{}: cannot set its owner: {e}", path.display()))
 }
 
 /// Writes `text` over the file read as `snap`, unless it changed since.
@@ -71,7 +89,12 @@ fn write(path: &Path, snap: &Snapshot, text: &str) -> Result<(), Failure> {
         dmfs::create_dir_all(dir, dmfs::MODE_DIR).map_err(|e| e.to_string())?;
     }
     dm_shared::failpoint::hit("config-write").map_err(|e| e.to_string())?;
-    dmfs::write_atomic(path, text.as_bytes(), snap.mode).map_err(|e| e.to_string())
+    dmfs::write_atomic(path, text.as_bytes(), snap.mode).map_err(|e| e.to_string())?;
+    // The file keeps its owners: a service's own configuration stays readable by it.
+    match snap.owners {
+        Some((uid, gid)) => chown(path, Some(uid), Some(gid)),
+        None => Ok(()),
+    }
 }
 
 /// The value there now: `None` when the key, file, line or link is absent.
@@ -108,7 +131,21 @@ pub fn get(root: &Path, target: &Target) -> Result<Option<Value>, Failure> {
 }
 
 /// Puts `value` there (`None`: removes the key, file, line or link: a restore of "absent").
-pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Failure> {
+/// `private`: a file it creates is `0600` (a secret setting's).
+pub fn set(
+    root: &Path,
+    target: &Target,
+    value: Option<&Value>,
+    private: bool,
+) -> Result<(), Failure> {
+    let read = |p: &Path| {
+        read(p).map(|mut snap| {
+            if private && snap.owners.is_none() {
+                snap.mode = 0o600;
+            }
+            snap
+        })
+    };
     match target {
         Target::Ini { path, section, key } => {
             let p = confined(root, path)?;
@@ -151,9 +188,7 @@ pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Fa
             }
             write(&p, &snap, &content)?;
             if owner.is_some() || group.is_some() {
-                use rustix::fs::{Gid, Uid};
-                rustix::fs::chown(&p, owner.map(Uid::from_raw), group.map(Gid::from_raw))
-                    .map_err(|e| format!("{}: cannot change its owner: {e}", p.display()))?;
+                chown(&p, owner, group)?;
             }
             Ok(())
         }
@@ -177,6 +212,12 @@ pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Fa
         }
         Target::Sysctl { key } => {
             let text = value.map(text_of);
+            // The live value first: a drop-in is only written for a value the kernel took.
+            if let Some(v) = &text {
+                let live = confined(root, &target.path())?;
+                std::fs::write(&live, format!("{v}\n"))
+                    .map_err(|e| format!("{}: {e}", live.display()))?;
+            }
             let dropin = confined(root, &format!("etc/sysctl.d/60-dm-{key}.conf"))?;
             let snap = read(&dropin)?;
             match &text {
@@ -184,17 +225,9 @@ pub fn set(root: &Path, target: &Target, value: Option<&Value>) -> Result<(), Fa
                     &dropin,
                     &snap,
                     &format!("# Managed by dm (a configuration item)\n{key} = {v}\n"),
-                )?,
-                None => {
-                    dmfs::remove_file(&dropin).map_err(|e| e.to_string())?;
-                }
+                ),
+                None => dmfs::remove_file(&dropin).map(|_| ()).map_err(|e| e.to_string()),
             }
-            if let Some(v) = text {
-                let live = confined(root, &target.path())?;
-                std::fs::write(&live, format!("{v}\n"))
-                    .map_err(|e| format!("{}: {e}", live.display()))?;
-            }
-            Ok(())
         }
     }
 }
@@ -272,12 +305,13 @@ pub fn ini_set(text: &str, section: &str, key: &str, value: Option<&str>) -> Str
         let is_key = current == section
             && !t.starts_with([';', '#'])
             && t.split_once('=').is_some_and(|(k, _)| k.trim() == key);
-        if is_key {
-            if let (Some(v), false) = (value, done) {
+        if is_key && !done {
+            // The first occurrence is the one readers take; later duplicates stay as they are.
+            done = true;
+            if let Some(v) = value {
                 let (k, _) = line.split_once('=').unwrap_or((line, ""));
                 let spaced = line.contains(" = ") || line.contains("= ");
                 out.push(if spaced { format!("{k}= {v}") } else { format!("{k}={v}") });
-                done = true;
             }
             continue;
         }
@@ -390,7 +424,7 @@ fn set_enabled(root: &Path, unit: &str, enable: bool) -> Result<(), Failure> {
     let file = ["etc/systemd/system", "lib/systemd/system", "usr/lib/systemd/system"]
         .iter()
         .map(|d| format!("/{d}/{unit}"))
-        .find(|abs| root.join(&abs[1..]).is_file())
+        .find(|abs| std::fs::symlink_metadata(root.join(&abs[1..])).is_ok_and(|m| m.is_file()))
         .ok_or_else(|| format!("unit {unit} is not installed under {}", root.display()))?;
     for target in wanted_by(root, unit) {
         let dir = confined(root, &format!("etc/systemd/system/{target}.wants"))?;

@@ -203,3 +203,23 @@ fn a_whole_file_complies_by_content_mode_and_owner() {
     assert_eq!(fs::read_to_string(r.join("etc/motd")).unwrap(), "managed\n");
     assert_eq!(fs::metadata(r.join("etc/motd")).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn an_edited_file_keeps_its_owner_and_a_new_secret_file_is_private() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    let d = device();
+    let r = d.path();
+    let ini = r.join("etc/ssh/dm.ini");
+    rustix::fs::chown(
+        &ini,
+        Some(rustix::fs::Uid::from_raw(1234)),
+        Some(rustix::fs::Gid::from_raw(4321)),
+    )
+    .unwrap();
+    let (res, _) = enforce_item(r, &every_provider(false), &platform());
+    assert_eq!(res.state, State::Remediated);
+    let m = fs::metadata(&ini).unwrap();
+    assert_eq!((m.uid(), m.gid()), (1234, 4321), "the service's own file stays its own");
+    let secret = fs::metadata(r.join("etc/app/secret.ini")).unwrap();
+    assert_eq!(secret.permissions().mode() & 0o777, 0o600);
+}

@@ -125,12 +125,14 @@ pub fn package_add(
 fn device_compliance(d: &Device, only: Option<&[String]>) -> Value {
     let mut items = Vec::new();
     for (k, v) in &d.attributes {
-        let Some(name) = k.strip_prefix(key::COMPLIANCE_ITEM_PREFIX) else { continue };
+        // `compliance.<package>/<item>`, and `compliance.more` when the device left some out.
+        let Some(rest) = k.strip_prefix(key::COMPLIANCE_ITEM_PREFIX) else { continue };
+        let (package, name) = rest.split_once('/').unwrap_or(("", rest));
         if only.is_some_and(|names| !names.iter().any(|n| n == name)) {
             continue;
         }
-        let detail: Value = serde_json::from_str(v).unwrap_or_else(|_| json!({"raw": v}));
-        items.push(json!({"item": name, "detail": detail}));
+        let detail: Value = serde_json::from_str(v).unwrap_or_else(|_| json!({"note": v}));
+        items.push(json!({"item": name, "package": package, "detail": detail}));
     }
     json!({
         "device": d.controller_id,

@@ -366,3 +366,46 @@ fn an_agent_killed_while_it_applies_leaves_every_file_old_or_new() {
             && read(&device, "etc/app/app.json").contains("\"connections\": 50")
     });
 }
+
+#[test]
+fn a_read_only_file_system_is_an_error_for_its_settings_and_the_others_still_apply() {
+    let f = Fleet::new_with("", |mp| seed(&mp.w.device));
+    let device = f.device().to_path_buf();
+    let ad = advertise_items(&f, "1.0.0.0", &[("host-baseline", &host_item(1))]);
+    f.wait_status(&ad, "the configuration", |s| s["counts"]["finished"] == 1);
+    // Drift in a file on a read-only mount and in one that is not; the agent runs in a mount
+    // namespace where etc/app is read-only, for a few seconds.
+    kill_agent(&device);
+    std::fs::write(device.join("etc/app/app.ini"), "[log]\nlevel = trace\n").unwrap();
+    std::fs::write(device.join("etc/motd"), "changed by hand\n").unwrap();
+    let app = device.join("etc/app");
+    let agent = device.join("opt/dm/current/dmsvc");
+    let script = format!(
+        "mount --bind {a} {a} && mount -o remount,ro,bind {a} && exec timeout -s TERM 6 {agent} --device-root {d}",
+        a = app.display(),
+        agent = agent.display(),
+        d = device.display()
+    );
+    let out = run(
+        Command::new("unshare").args(["-m", "--propagation", "private", "sh", "-c", &script]),
+        Duration::from_secs(60),
+    );
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("unshare failed"),
+        "cannot make a mount namespace (the tests need root): {}",
+        show(&out)
+    );
+    let log = f.agent_log();
+    assert!(
+        log.contains("item host-baseline setting log-level: error")
+            && log.contains("Read-only file system"),
+        "{log}"
+    );
+    assert!(log.contains("item host-baseline setting motd: remediated"), "{log}");
+    assert_eq!(
+        read(&device, "etc/app/app.ini"),
+        "[log]\nlevel = trace\n",
+        "the read-only file is as it was"
+    );
+    assert_eq!(read(&device, "etc/motd"), "This device is managed.\n");
+}
