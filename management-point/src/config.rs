@@ -156,8 +156,31 @@ pub struct Config {
     pub storage: StorageConfig,
     /// `[devices]`.
     pub devices: Devices,
+    /// `[health]`: the thresholds of the health rules (docs/health.md).
+    #[serde(default)]
+    pub health: Health,
     #[serde(skip)]
     dir: PathBuf,
+}
+
+/// `[health]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    /// A device that has not polled for more than this many poll intervals
+    /// (`poll_sleep_secs`) has a communication issue.
+    #[serde(default = "default_silent_polls")]
+    pub silent_polls: u64,
+}
+
+impl Default for Health {
+    fn default() -> Self {
+        Health { silent_polls: default_silent_polls() }
+    }
+}
+
+fn default_silent_polls() -> u64 {
+    3
 }
 
 /// The largest configuration file read.
@@ -202,11 +225,15 @@ impl Config {
                 registrations_per_minute: default_registrations_per_minute(),
                 max_devices: default_max_devices(),
             },
+            health: Health::default(),
             dir: dir.to_path_buf(),
         }
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        if !(1..=1000).contains(&self.health.silent_polls) {
+            return Err("[health] silent_polls must be 1 to 1000".into());
+        }
         if self.devices.tenants.is_empty() {
             return Err("[devices] tenants must name at least one tenant".into());
         }

@@ -9,5 +9,6 @@ pub use error::{Error, Result};
 pub mod admin;
 pub mod config;
 pub mod model;
+pub mod reports;
 pub mod server;
 pub mod storage;

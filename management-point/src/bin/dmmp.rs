@@ -60,6 +60,22 @@ enum Command {
     /// Configuration packages: signed packages of configuration items.
     #[command(subcommand, name = "config-package")]
     ConfigPackage(ConfigPackageCmd),
+    /// A report for client installation (docs/health.md): distribution-status,
+    /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
+    /// health-summary, healthy, unhealthy-certificate, unhealthy-communication, unhealthy-local.
+    Report {
+        /// The report.
+        name: String,
+        /// Only this advertisement (distribution-status).
+        #[arg(long)]
+        advertisement: Option<String>,
+        /// Only this device (deployment-details).
+        #[arg(long)]
+        device: Option<String>,
+        /// Print CSV instead of text.
+        #[arg(long)]
+        csv: bool,
+    },
     /// What devices report about their configuration items.
     Compliance {
         /// Only this device (controller id or TENANT/ID).
@@ -523,6 +539,15 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         }
         Command::Device(c) => device(cli, c)?,
         Command::Crl(c) => crl(cli, c)?,
+        Command::Report { name, advertisement, device, csv } => {
+            let (cfg, store) = open(cli)?;
+            let o = dm_mp::reports::Options {
+                advertisement: advertisement.clone(),
+                device: device.clone(),
+            };
+            let r = dm_mp::reports::build(&store, &cfg, name, admin::now(), &o)?;
+            Out::new(if *csv { r.csv() } else { r.text() }, r.json())
+        }
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
         Command::Compliance { device, advertisement } => {

@@ -13,6 +13,7 @@ mod hostile;
 mod installer;
 mod mp;
 mod rauc;
+mod reports;
 mod robust;
 mod setup;
 mod swupdate;
