@@ -33,7 +33,7 @@ use crate::error::{Error, Result};
 /// The most times a download is retried across polls before the action fails.
 const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
 /// The most messages the outbox keeps (final results are never dropped).
-const MAX_OUTBOX: usize = 1000;
+pub const MAX_OUTBOX: usize = 1000;
 /// The most times a final result is sent again to a server that keeps offering its action.
 const MAX_RESENDS: u32 = 5;
 

@@ -72,7 +72,8 @@ impl HealthState {
                 ),
             );
         }
-        let problems = self.local_problems(ctx);
+        let mut problems = self.local_problems(ctx);
+        problems.extend(self_check(ctx));
         if !problems.is_empty() {
             return ("unhealthy-local".into(), problems.join("; "));
         }
@@ -81,6 +82,37 @@ impl HealthState {
         }
         ("healthy".into(), String::new())
     }
+}
+
+/// Free space below which the device's disk counts as nearly full: a client deployment or a
+/// package would not fit.
+pub const LOW_DISK_BYTES: u64 = 32 << 20;
+
+/// Status messages waiting in the outbox beyond which it counts as overflowing (it holds
+/// [`super::action::MAX_OUTBOX`]; progress reports are dropped beyond).
+pub const OUTBOX_WARN: usize = super::action::MAX_OUTBOX * 4 / 5;
+
+/// The agent's cheap self-checks, run at every verdict: the disk nearly full, the outbox
+/// nearly overflowing (docs/health.md).
+fn self_check(ctx: &Context) -> Vec<String> {
+    let mut problems = Vec::new();
+    if let Ok(free) = dmfs::available_space(ctx.layout.root()) {
+        if free < LOW_DISK_BYTES {
+            problems.push(format!(
+                "the disk is nearly full: {} MiB free (a deployment needs at least {} MiB)",
+                free >> 20,
+                LOW_DISK_BYTES >> 20
+            ));
+        }
+    }
+    let waiting = std::fs::read_dir(ctx.layout.outbox_dir()).map_or(0, |d| d.count());
+    if waiting > OUTBOX_WARN {
+        problems.push(format!(
+            "{waiting} status messages wait in the outbox (it keeps {}; older progress reports are dropped beyond)",
+            super::action::MAX_OUTBOX
+        ));
+    }
+    problems
 }
 
 fn read_first_line(path: &std::path::Path) -> Option<String> {
@@ -334,6 +366,21 @@ pub fn maybe_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_check_notices_an_overflowing_outbox() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::for_test(dir.path(), std::sync::Arc::new(dm_shared::clock::SystemClock));
+        assert!(self_check(&ctx).is_empty());
+        let outbox = ctx.layout.outbox_dir();
+        std::fs::create_dir_all(&outbox).unwrap();
+        for i in 0..=OUTBOX_WARN {
+            std::fs::write(outbox.join(format!("{i:020}.json")), "{}").unwrap();
+        }
+        let problems = self_check(&ctx);
+        assert_eq!(problems.len(), 1, "{problems:?}");
+        assert!(problems[0].contains("801 status messages wait in the outbox"), "{problems:?}");
+    }
 
     #[test]
     fn inventory_describes_the_device_and_ignores_free_space_for_changes() {
