@@ -361,6 +361,18 @@ pub fn kill_agent(device: &Path) {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         if String::from_utf8_lossy(&cmdline).contains(&*device.to_string_lossy()) {
             let _ = Command::new("kill").args(["-9", pid]).status();
+            // SIGKILL is delivered later than `kill` returns: wait until the process is gone
+            // (or a zombie, whose locks are already released), so an agent started next
+            // never finds the old one's lock still held.
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+                let state = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().next());
+                if state.is_none_or(|s| s == "Z" || s == "X") {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
