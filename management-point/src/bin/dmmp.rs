@@ -60,6 +60,9 @@ enum Command {
     /// Configuration packages: signed packages of configuration items.
     #[command(subcommand, name = "config-package")]
     ConfigPackage(ConfigPackageCmd),
+    /// Administrators of the web console (docs/console.md).
+    #[command(subcommand)]
+    Admin(AdminCmd),
     /// A report for client installation (docs/health.md): distribution-status,
     /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
     /// health-summary, healthy, unhealthy-certificate, unhealthy-communication, unhealthy-local.
@@ -89,6 +92,20 @@ enum Command {
     Status {
         /// The advertisement (id or name).
         advertisement: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCmd {
+    /// Add an administrator, or set the password of one: read from standard input (one
+    /// line), or from --password-file.
+    Add {
+        /// The name they log in with.
+        #[arg(long)]
+        name: String,
+        /// A file whose first line is the password.
+        #[arg(long)]
+        password_file: Option<PathBuf>,
     },
 }
 
@@ -548,6 +565,10 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             let r = dm_mp::reports::build(&store, &cfg, name, admin::now(), &o)?;
             Out::new(if *csv { r.csv() } else { r.text() }, r.json())
         }
+        Command::Admin(AdminCmd::Add { name, password_file }) => {
+            let (_, store) = open(cli)?;
+            admin_add(&store, name, password_file.as_deref())?
+        }
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
         Command::Compliance { device, advertisement } => {
@@ -555,6 +576,42 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             config::compliance(&store, device.as_deref(), advertisement.as_deref())?
         }
     }))
+}
+
+/// `dmmp admin add`: the password is hashed (Argon2id) and only the hash is kept.
+fn admin_add(
+    store: &dyn dm_mp::storage::Storage,
+    name: &str,
+    file: Option<&std::path::Path>,
+) -> Result<Out> {
+    let ok_name = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if !ok_name {
+        return Err(Error::Usage(format!(
+            "--name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )));
+    }
+    let text = match file {
+        Some(f) => String::from_utf8_lossy(&dm_shared::fs::read_capped(f, 4096)?).into_owned(),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("reading the password: {e}")))?;
+            line
+        }
+    };
+    let password = text.lines().next().unwrap_or("").to_string();
+    if password.chars().count() < 12 {
+        return Err(Error::Usage("the password must be at least 12 characters".into()));
+    }
+    let hash = dm_mp::server::console::hash_password(&password).map_err(Error::Usage)?;
+    store.set_administrator(name, &hash, admin::now())?;
+    Ok(Out::new(
+        format!("administrator {name} can log in to the console at /console/\n"),
+        serde_json::json!({"administrator": name}),
+    ))
 }
 
 fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod auth;
 pub mod confirm;
 pub mod conns;
+pub mod console;
 pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
@@ -40,6 +41,12 @@ pub fn router(state: Arc<AppState>) -> Router {
     let max_body = state.config.server.max_body_bytes;
     Router::new()
         .route("/healthz", get(routes::healthz))
+        .route("/console/", get(console::index))
+        .route("/console/login", get(console::login_form).post(console::login))
+        .route("/console/logout", post(console::logout))
+        .route("/console/reports/{name}", get(console::report))
+        .route("/console/devices/{tenant}/{cid}", get(console::device))
+        .route("/console/search", get(console::search))
         .route(base, get(routes::poll))
         .route(&format!("{base}/deploymentBase/{{id}}"), get(routes::deployment_base))
         .route(&format!("{base}/deploymentBase/{{id}}/feedback"), post(routes::feedback))

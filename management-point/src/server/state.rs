@@ -138,6 +138,8 @@ pub struct AppState {
     pub registrations: Mutex<std::collections::VecDeque<i64>>,
     /// The device CAs and their revocation lists, as last read.
     pub client_trust: RwLock<ClientTrust>,
+    /// The web console's sessions and failed logins.
+    pub console: super::console::Console,
 }
 
 /// What device client certificates are checked against: the device CAs (`[server] client_ca`,
@@ -178,6 +180,7 @@ impl AppState {
             reloads: std::sync::atomic::AtomicU64::new(0),
             registrations: Mutex::new(std::collections::VecDeque::new()),
             client_trust: RwLock::new(ClientTrust { roots: client_roots, ..Default::default() }),
+            console: super::console::Console::default(),
         })
     }
 

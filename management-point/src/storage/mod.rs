@@ -69,6 +69,10 @@ pub trait Storage: Send + Sync {
     /// Adds an item to the configuration item catalog; the same name and version twice is a
     /// conflict.
     fn add_config_item(&self, item: &ConfigItem, now: i64) -> Result<()>;
+    /// Adds an administrator of the console, or sets the password hash of one.
+    fn set_administrator(&self, name: &str, hash: &str, now: i64) -> Result<()>;
+    /// An administrator's password hash (a PHC string), if there is one of that name.
+    fn administrator_hash(&self, name: &str) -> Result<Option<String>>;
     /// The catalog's items with when they were added, by name and version.
     fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>>;
     /// Removes a package that no advertisement uses.

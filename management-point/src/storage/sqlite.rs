@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-005-confirmation.sql"),
     include_str!("migrations/sqlite-006-device-certificates.sql"),
     include_str!("migrations/sqlite-007-configuration-items.sql"),
+    include_str!("migrations/sqlite-008-administrators.sql"),
 ];
 
 /// The SQLite store.
@@ -303,6 +304,24 @@ impl Storage for SqliteStore {
             )));
         }
         Ok(())
+    }
+
+    fn set_administrator(&self, name: &str, hash: &str, now: i64) -> Result<()> {
+        self.with("store an administrator", |c| {
+            c.execute(
+                "INSERT INTO administrators (name, hash, created) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(name) DO UPDATE SET hash = excluded.hash",
+                params![name, hash, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn administrator_hash(&self, name: &str) -> Result<Option<String>> {
+        self.with("read an administrator", |c| {
+            c.query_row("SELECT hash FROM administrators WHERE name = ?1", [name], |r| r.get(0))
+                .optional()
+        })
     }
 
     fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>> {

@@ -6,6 +6,7 @@
 mod agent;
 mod cli;
 mod config;
+mod console;
 mod crash;
 mod cross;
 mod enroll;

@@ -209,9 +209,16 @@ impl Drop for Mp {
 pub struct Resp {
     pub status: u16,
     pub body: Vec<u8>,
+    /// Response headers, names lowercase.
+    pub headers: Vec<(String, String)>,
 }
 
 impl Resp {
+    /// A response header.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+    }
+
     pub fn json(&self) -> Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&self.body)))
@@ -255,11 +262,16 @@ pub fn curl(mp: &Mp, args: &[&str]) -> Resp {
     };
     match result {
         Ok(mut resp) => Resp {
+            headers: resp
+                .headers()
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect(),
             status: resp.status().as_u16(),
             body: resp.body_mut().with_config().limit(64 << 20).read_to_vec().unwrap_or_default(),
         },
         // A refused handshake or a broken connection: curl's status 0.
-        Err(_) => Resp { status: 0, body: Vec::new() },
+        Err(_) => Resp { status: 0, body: Vec::new(), headers: Vec::new() },
     }
 }
 
