@@ -184,6 +184,53 @@ fn distribution(store: &dyn Storage, o: &Options) -> Result<Rows> {
     Ok((columns, rows))
 }
 
+/// An advertisement's progress over time (the console plots it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// When it started (Unix seconds).
+    pub start: i64,
+    /// The devices it reached.
+    pub targeted: usize,
+    /// For each moment a device finished: the devices that had succeeded and failed by then,
+    /// oldest first.
+    pub points: Vec<(i64, usize, usize)>,
+}
+
+/// The progress of `advertisement` (id or name).
+pub fn progress(store: &dyn Storage, advertisement: &str) -> Result<Progress> {
+    use dm_shared::ddi::Finished;
+    let ad = crate::admin::find_advertisement(store, advertisement)?;
+    let actions: Vec<_> =
+        store.actions()?.into_iter().filter(|a| a.advertisement_id == ad.id).collect();
+    let mut ends: Vec<(i64, bool)> = Vec::new();
+    for a in &actions {
+        let end = store
+            .statuses_for_action(a.id)?
+            .into_iter()
+            .filter_map(|s| match s.finished {
+                Some(Finished::Success) => Some((s.received, true)),
+                Some(Finished::Failure) => Some((s.received, false)),
+                _ => None,
+            })
+            .next_back();
+        ends.extend(end);
+    }
+    ends.sort();
+    let (mut ok, mut failed) = (0, 0);
+    let points = ends
+        .into_iter()
+        .map(|(t, success)| {
+            if success {
+                ok += 1
+            } else {
+                failed += 1
+            }
+            (t, ok, failed)
+        })
+        .collect();
+    Ok(Progress { start: ad.start_time, targeted: actions.len(), points })
+}
+
 fn tethered(store: &dyn Storage) -> Result<Rows> {
     let rows = store
         .devices()?

@@ -111,6 +111,17 @@ fn the_console_shows_reports_to_administrators_only_and_escapes_what_devices_sen
         get(&mp, Some(&cookie), "/console/reports/health-summary?filter=local&format=json").json();
     assert_eq!(filtered["rows"].as_array().unwrap().len(), 1, "{filtered}");
 
+    // Distribution status with its progress plot, drawn on the server.
+    let ad =
+        crate::mp::advertise_package(&mp, "tools", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    let r = get(
+        &mp,
+        Some(&cookie),
+        &format!("/console/reports/distribution-status?advertisement={ad}"),
+    );
+    let html = r.text();
+    assert!(html.contains(&format!(">{ad}</td>")) && html.contains("<svg"), "{html}");
+
     // Failed logins: refused, logged, and limited to five a minute from one address.
     for _ in 0..5 {
         assert_eq!(login(&mp, "admin", "wrong password!").status, 401);
