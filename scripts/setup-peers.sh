@@ -21,6 +21,10 @@ PEERS=(
     # side uses the system OpenSSH client.
     "/usr/sbin/sshd:openssh-server"
     "ssh:openssh-client"
+    # The web console's browser tests: Debian's Chromium and its WebDriver, never a
+    # downloaded browser.
+    "chromium:chromium"
+    "chromedriver:chromium-driver"
 )
 
 missing=()
