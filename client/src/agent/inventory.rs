@@ -92,10 +92,44 @@ pub const LOW_DISK_BYTES: u64 = 32 << 20;
 /// [`super::action::MAX_OUTBOX`]; progress reports are dropped beyond).
 pub const OUTBOX_WARN: usize = super::action::MAX_OUTBOX * 4 / 5;
 
-/// The agent's cheap self-checks, run at every verdict: the disk nearly full, the outbox
-/// nearly overflowing (docs/health.md).
+/// Starts after an agent that died without stopping, within [`CRASH_WINDOW_SECS`], that make
+/// a crash loop.
+pub const CRASH_LOOP_STARTS: usize = 5;
+
+/// The window of [`CRASH_LOOP_STARTS`].
+pub const CRASH_WINDOW_SECS: u64 = 600;
+
+fn starts_path(ctx: &Context) -> std::path::PathBuf {
+    ctx.layout.state_dir().join("agent-starts.json")
+}
+
+/// Records a start after an agent that died without stopping (the last ten are kept), for the
+/// crash-loop check.
+pub fn record_unclean_start(ctx: &Context) {
+    let path = starts_path(ctx);
+    let mut starts: Vec<u64> = dmfs::read_json(&path, 4096).ok().flatten().unwrap_or_default();
+    starts.push(clock::unix_secs(ctx.clock.now()));
+    let keep = starts.len().saturating_sub(10);
+    starts.drain(..keep);
+    if let Err(e) = dmfs::write_json(&path, &starts, MODE_PRIVATE) {
+        log::warn!("the agent's start was not recorded: {e}");
+    }
+}
+
+/// The agent's cheap self-checks, run at every verdict: a crash loop, the disk nearly full,
+/// the outbox nearly overflowing (docs/health.md).
 fn self_check(ctx: &Context) -> Vec<String> {
     let mut problems = Vec::new();
+    let starts: Vec<u64> =
+        dmfs::read_json(&starts_path(ctx), 4096).ok().flatten().unwrap_or_default();
+    let now = clock::unix_secs(ctx.clock.now());
+    let recent = starts.iter().filter(|t| now.saturating_sub(**t) <= CRASH_WINDOW_SECS).count();
+    if recent >= CRASH_LOOP_STARTS {
+        problems.push(format!(
+            "the agent died without stopping {recent} times in the last {} minutes (a crash loop)",
+            CRASH_WINDOW_SECS / 60
+        ));
+    }
     if let Ok(free) = dmfs::available_space(ctx.layout.root()) {
         if free < LOW_DISK_BYTES {
             problems.push(format!(
@@ -366,6 +400,28 @@ pub fn maybe_send(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_self_check_notices_a_crash_loop() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = Context::for_test(dir.path(), std::sync::Arc::new(dm_shared::clock::SystemClock));
+        std::fs::create_dir_all(ctx.layout.state_dir()).unwrap();
+        for _ in 0..CRASH_LOOP_STARTS - 1 {
+            record_unclean_start(&ctx);
+        }
+        assert!(self_check(&ctx).is_empty(), "four are no loop");
+        record_unclean_start(&ctx);
+        let problems = self_check(&ctx);
+        assert!(
+            problems[0].contains("died without stopping 5 times in the last 10 minutes"),
+            "{problems:?}"
+        );
+        for _ in 0..20 {
+            record_unclean_start(&ctx);
+        }
+        let kept: Vec<u64> = dmfs::read_json(&starts_path(&ctx), 4096).unwrap().unwrap();
+        assert_eq!(kept.len(), 10);
+    }
 
     #[test]
     fn the_self_check_notices_an_overflowing_outbox() {

@@ -352,6 +352,11 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
     let settings = Settings::load(&ctx.layout.settings_file())?;
     let (controller_id, management_point) = identity(ctx, &settings)?;
     info!("agent {version} for controller {controller_id} polling {management_point}");
+    // A pid file left behind means the last agent died without stopping (a crash, a kill):
+    // such starts are what the crash-loop check counts.
+    if !opts.once && ctx.layout.agent_pid_file().exists() {
+        inventory::record_unclean_start(ctx);
+    }
     let _pid = PidFile::create(&ctx.layout.agent_pid_file())?;
     let vitals = Vitals::starting(ctx, Some(version))?;
     info!("running (pid {})", vitals.pid());
