@@ -322,15 +322,22 @@ fn configuration_items_are_applied_kept_in_place_reported_and_removed() {
     );
 }
 
-#[test]
-fn an_agent_killed_while_it_applies_leaves_every_file_old_or_new() {
+/// A device with the host baseline applied, and its agent stopped (killed) so a test can
+/// drift files and run the agent its own way.
+fn baseline_applied_then_agent_killed() -> (Fleet, PathBuf) {
     let f = Fleet::new_with("", |mp| seed(&mp.w.device));
     let device = f.device().to_path_buf();
     let ad = advertise_items(&f, "1.0.0.0", &[("host-baseline", &host_item(1))]);
     f.wait_status(&ad, "the configuration", |s| s["counts"]["finished"] == 1);
+    kill_agent(&device);
+    (f, device)
+}
+
+#[test]
+fn an_agent_killed_while_it_applies_leaves_every_file_old_or_new() {
+    let (f, device) = baseline_applied_then_agent_killed();
     // Drift in three files, then an agent that dies (SIGKILL) in the middle of putting them
     // back: at its second write.
-    kill_agent(&device);
     std::fs::write(device.join("etc/app/app.ini"), "[log]\nlevel = trace\n").unwrap();
     std::fs::write(device.join("etc/app/app.json"), "{\"limits\": {\"connections\": 1}}").unwrap();
     std::fs::write(device.join("etc/motd"), "changed by hand\n").unwrap();
@@ -369,13 +376,9 @@ fn an_agent_killed_while_it_applies_leaves_every_file_old_or_new() {
 
 #[test]
 fn a_read_only_file_system_is_an_error_for_its_settings_and_the_others_still_apply() {
-    let f = Fleet::new_with("", |mp| seed(&mp.w.device));
-    let device = f.device().to_path_buf();
-    let ad = advertise_items(&f, "1.0.0.0", &[("host-baseline", &host_item(1))]);
-    f.wait_status(&ad, "the configuration", |s| s["counts"]["finished"] == 1);
+    let (f, device) = baseline_applied_then_agent_killed();
     // Drift in a file on a read-only mount and in one that is not; the agent runs in a mount
     // namespace where etc/app is read-only, for a few seconds.
-    kill_agent(&device);
     std::fs::write(device.join("etc/app/app.ini"), "[log]\nlevel = trace\n").unwrap();
     std::fs::write(device.join("etc/motd"), "changed by hand\n").unwrap();
     let app = device.join("etc/app");
