@@ -103,16 +103,16 @@ pub fn plan(
                 Plan::NoAction(why)
             }
         }
-        Some(v) if v == bundle && last.is_some_and(|o| !o.status().is_failure()) => {
+        Some(v) if v == bundle && last.is_some_and(|o| !o.code.is_failure()) => {
             Plan::Nothing(format!("client {v} is installed"))
         }
         // Done with this deployment, yet the device does not show it (an installer that
         // exited 0 without installing): not again and again, only at the next connection.
-        _ if last.is_some_and(|o| !o.status().is_failure()) && !reconnected => {
+        _ if last.is_some_and(|o| !o.code.is_failure()) && !reconnected => {
             Plan::Nothing(format!("{bundle} was installed at the last connection"))
         }
         _ => match last {
-            Some(o) if o.status().is_failure() && o.result != "interrupted" && !reconnected => {
+            Some(o) if o.code.is_failure() && o.result != "interrupted" && !reconnected => {
                 Plan::Nothing(format!(
                     "the last install of {bundle} failed ({}); it is tried again when the device next connects",
                     o.code
@@ -295,7 +295,7 @@ pub fn outcome(
         time: clock::rfc3339(ctx.clock.now()),
         result: result.into(),
         bundle_version: Some(bundle.to_string()),
-        code: format!("0x{:08X}", r.code.0),
+        code: r.code,
         text: if r.code.is_failure() { format!("{}: {}", r.code, r.text) } else { r.text.clone() },
     }
 }
@@ -313,7 +313,7 @@ pub fn failure(ctx: &Context, e: &Error, bundle: Option<ClientVersion>) -> Tethe
         time: clock::rfc3339(ctx.clock.now()),
         result: result.into(),
         bundle_version: bundle.map(|b| b.to_string()),
-        code: format!("0x{:08X}", e.code().0),
+        code: e.code(),
         text: e.to_string(),
     }
 }
@@ -350,7 +350,7 @@ mod tests {
             time: "t".into(),
             result: result.into(),
             bundle_version: Some(bundle.into()),
-            code: format!("0x{:08X}", code.0),
+            code,
             text: String::new(),
         }
     }

@@ -122,8 +122,8 @@ pub fn scan(ctx: &Context, settings: &Settings, deployments: &mut Deployments) -
 }
 
 fn note_failure(summary: &mut Summary, o: &TetherOutcome) {
-    if o.status().is_failure() {
-        summary.failure.get_or_insert(o.status());
+    if o.code.is_failure() {
+        summary.failure.get_or_insert(o.code);
     }
 }
 
@@ -259,7 +259,7 @@ fn visit(
                 time: now,
                 result: "no-action".into(),
                 bundle_version: Some(bundle.to_string()),
-                code: format!("0x{:08X}", StatusCode::S_OK.0),
+                code: StatusCode::S_OK,
                 text: why,
             }
         }

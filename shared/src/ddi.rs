@@ -321,7 +321,7 @@ impl Tags {
     pub fn lines(&self) -> Vec<String> {
         let mut out = Vec::new();
         if let Some(code) = self.status {
-            out.push(format!("{}0x{:08X}", Self::STATUS, code.0));
+            out.push(format!("{}{}", Self::STATUS, code.hex()));
         }
         if let Some(id) = &self.report {
             out.push(format!("{}{id}", Self::REPORT));
@@ -336,7 +336,7 @@ impl Tags {
         let mut rest = Vec::new();
         for line in details {
             if let Some(v) = line.strip_prefix(Self::STATUS) {
-                tags.status = Some(parse_status_code(v).ok_or_else(|| {
+                tags.status = Some(StatusCode::parse_hex(v).ok_or_else(|| {
                     format!("detail line {line:?}: expected dm.status=0x followed by 8 hex digits")
                 })?);
             } else if let Some(v) = line.strip_prefix(Self::REPORT) {
@@ -359,11 +359,6 @@ impl Tags {
 pub fn valid_report_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
         && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
-}
-
-fn parse_status_code(v: &str) -> Option<StatusCode> {
-    let hex = v.strip_prefix("0x")?;
-    (hex.len() == 8).then(|| u32::from_str_radix(hex, 16).ok().map(StatusCode))?
 }
 
 /// `status.execution`.

@@ -195,6 +195,17 @@ impl StatusCode {
         }
     }
 
+    /// `0x80070005`: the form status records and reports carry.
+    pub fn hex(self) -> String {
+        format!("0x{:08X}", self.0)
+    }
+
+    /// Reads [`StatusCode::hex`]'s form back: `0x` and eight hexadecimal digits.
+    pub fn parse_hex(s: &str) -> Option<StatusCode> {
+        let hex = s.strip_prefix("0x")?;
+        (hex.len() == 8).then(|| u32::from_str_radix(hex, 16).ok().map(StatusCode))?
+    }
+
     /// The status a process exit code stands for, when it is one of ours.
     pub fn from_exit_code(exit: i32) -> Option<StatusCode> {
         let exit = u8::try_from(exit).ok()?;
@@ -217,7 +228,7 @@ impl fmt::Debug for StatusCode {
 
 impl serde::Serialize for StatusCode {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&format!("0x{:08X}", self.0))
+        s.serialize_str(&self.hex())
     }
 }
 
@@ -259,6 +270,15 @@ mod tests {
             } else {
                 assert_eq!(e.exit, 0, "{} is a success with a non-zero exit code", e.name);
             }
+        }
+    }
+
+    #[test]
+    fn the_hex_form_round_trips_and_nothing_else_parses() {
+        assert_eq!(StatusCode::E_ACCESSDENIED.hex(), "0x80070005");
+        assert_eq!(StatusCode::parse_hex("0x80070005"), Some(StatusCode::E_ACCESSDENIED));
+        for bad in ["80070005", "0x8007005", "0x800700050", "0xZZ070005", ""] {
+            assert_eq!(StatusCode::parse_hex(bad), None, "{bad}");
         }
     }
 

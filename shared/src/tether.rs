@@ -122,8 +122,8 @@ pub struct TetherOutcome {
     /// The client version of the bundle it used, if one.
     #[serde(default)]
     pub bundle_version: Option<String>,
-    /// The status code (`0x…`).
-    pub code: String,
+    /// The status code (`0x…` in the record).
+    pub code: crate::StatusCode,
     /// What happened, for people.
     pub text: String,
 }
@@ -158,14 +158,6 @@ pub struct TetheredDevice {
 pub struct TetherRecord {
     /// The devices, by URL.
     pub devices: BTreeMap<String, TetheredDevice>,
-}
-
-impl TetherOutcome {
-    /// Its status code (a code that does not parse counts as an install failure).
-    pub fn status(&self) -> crate::StatusCode {
-        u32::from_str_radix(self.code.trim_start_matches("0x"), 16)
-            .map_or(crate::StatusCode::ERROR_INSTALL_FAILURE, crate::StatusCode)
-    }
 }
 
 impl TetheredDevice {
@@ -224,7 +216,10 @@ impl TetherRecord {
             .max_by(|a, b| a.1.time.cmp(&b.1.time));
         if let Some((d, o)) = last {
             let name = d.controller_id.as_deref().unwrap_or(&d.url);
-            out.push((key::TETHERED_LAST, format!("{name}: {} ({}) {}", o.result, o.code, o.time)));
+            out.push((
+                key::TETHERED_LAST,
+                format!("{name}: {} ({}) {}", o.result, o.code.hex(), o.time),
+            ));
         }
         out
     }
@@ -280,7 +275,7 @@ mod tests {
             time: t.into(),
             result: result.into(),
             bundle_version: Some("1.2.0.0".into()),
-            code: "0x00000000".into(),
+            code: crate::StatusCode::S_OK,
             text: String::new(),
         };
         r.devices.insert(

@@ -118,7 +118,7 @@ pub fn last_record(ctx: &Context) -> Option<Record> {
 pub fn write_record(ctx: &Context, result: &str, code: StatusCode, text: &str) {
     let r = Record {
         result: result.into(),
-        code: format!("0x{:08X}", code.0),
+        code: code.hex(),
         text: text.chars().take(1000).collect(),
         time: clock::rfc3339(ctx.clock.now()),
     };

@@ -126,7 +126,7 @@ fn run(ctx: &Context, a: &Args) -> dm_desktop::Result<StatusCode> {
         "install" => {
             let o = scan::install_one(ctx, &settings(ctx)?, &target(a)?, a.bundle.as_deref())?;
             cli::out(&format!("{}: {} ({})\n", target(a)?, o.result, o.text));
-            Ok(o.status())
+            Ok(o.code)
         }
         "devices" => devices(ctx, a.json),
         "trust" => {
@@ -190,7 +190,7 @@ fn devices(ctx: &Context, json: bool) -> dm_desktop::Result<StatusCode> {
             d.client_version.as_deref().unwrap_or("no client"),
             if d.connected { "connected" } else { "not connected" },
             o.map_or("-", |o| o.result.as_str()),
-            o.map_or(String::new(), |o| format!("{} {} {}", o.code, o.time, o.text)),
+            o.map_or(String::new(), |o| format!("{} {} {}", o.code.hex(), o.time, o.text)),
         ));
     }
     if text.is_empty() {

@@ -254,10 +254,7 @@ fn is_deployment(s: &StatusRecord) -> bool {
 }
 
 fn code_of(s: &StatusRecord) -> StatusCode {
-    s.hresult
-        .as_deref()
-        .and_then(|h| u32::from_str_radix(h.trim_start_matches("0x"), 16).ok())
-        .map_or(StatusCode::S_OK, StatusCode)
+    s.hresult.as_deref().and_then(StatusCode::parse_hex).unwrap_or(StatusCode::S_OK)
 }
 
 fn deployment_statuses(
@@ -291,7 +288,7 @@ fn details(store: &dyn Storage, o: &Options) -> Result<Rows> {
                 when(Some(s.received)),
                 s.component.clone().unwrap_or_else(|| "DMSvc".into()),
                 s.message_id.map(|m| m.to_string()).unwrap_or_default(),
-                format!("0x{:08X}", code_of(&s).0),
+                code_of(&s).hex(),
                 text_of(&s),
                 s.details.iter().skip(1).take(5).cloned().collect::<Vec<_>>().join(" | "),
             ]
@@ -316,7 +313,7 @@ fn failures(store: &dyn Storage) -> Result<Rows> {
         .map(|(code, devices)| {
             let c = StatusCode(code);
             vec![
-                format!("0x{code:08X}"),
+                c.hex(),
                 c.name().to_string(),
                 c.text().to_string(),
                 devices.len().to_string(),
