@@ -136,6 +136,14 @@ pub struct Installed {
     pub logs: Vec<PathBuf>,
 }
 
+/// Where a deployment was copied on the device.
+struct Copied {
+    dir: String,
+    installer: String,
+    installer_sha: String,
+    bundle: String,
+}
+
 /// Copies the deployment to the device, runs its installer, and copies its logs back.
 pub fn install(
     ctx: &Context,
@@ -145,36 +153,69 @@ pub fn install(
     d: &Deployment,
     deadline: Duration,
 ) -> Result<Installed> {
+    let c = copy_deployment(ssh, t, facts, d, deadline)?;
+    info!("{t}: running {} for {} {}", c.installer, d.manifest.name, d.manifest.version);
+    let (code, text) = run_installer(ssh, t, &c, deadline)?;
+    let logs = fetch_logs(ctx, ssh, t, deadline).unwrap_or_else(|e| {
+        warn!("{t}: the device's logs were not copied back: {e}");
+        Vec::new()
+    });
+    if code == StatusCode::S_OK || bundle_refused(code) {
+        // Done, or a copy the device refused: the next connection starts from nothing.
+        let clean = format!("rm -rf {}", quote(&c.dir));
+        if let Err(e) = ssh.run(t, &clean, None, deadline) {
+            warn!("{t}: {} was not removed: {e}", c.dir);
+        }
+    }
+    let facts = probe(ssh, t).unwrap_or_else(|_| facts.clone());
+    Ok(Installed { facts, code, text, logs })
+}
+
+/// Copies the installer for the device's platform and the bundle into [`REMOTE_DIR`].
+fn copy_deployment(
+    ssh: &Ssh,
+    t: &SshTarget,
+    facts: &Facts,
+    d: &Deployment,
+    deadline: Duration,
+) -> Result<Copied> {
     let platform = facts
         .platform
         .clone()
         .ok_or_else(|| Error::Platform { target: t.to_string(), platform: facts.arch.clone() })?;
-    let (installer, local) = d
+    let (name, local, installer_sha) = d
         .installer(&platform)
         .ok_or_else(|| Error::Platform { target: t.to_string(), platform: platform.to_string() })?;
     let dir = t.remote_path(REMOTE_DIR);
-    let remote_installer = format!("{dir}/{installer}");
-    let remote_bundle = format!("{dir}/{}", d.file_name());
-    let installer_sha = d
-        .manifest
-        .files
-        .iter()
-        .find(|f| f.path == installer)
-        .map(|f| f.sha256.clone())
-        .unwrap_or_default();
-    copy::push(ssh, t, &local, &remote_installer, Some(&installer_sha), deadline)?;
-    copy::push(ssh, t, &d.bundle, &remote_bundle, Some(&d.sha256), deadline)?;
-    info!("{t}: running {remote_installer} for {} {}", d.manifest.name, d.manifest.version);
-    // The installer is checked again just before it runs; its exit code comes first, then its
-    // last output (capped).
+    let c = Copied {
+        installer: format!("{dir}/{name}"),
+        bundle: format!("{dir}/{}", d.file_name()),
+        installer_sha,
+        dir,
+    };
+    copy::push(ssh, t, &local, &c.installer, Some(&c.installer_sha), deadline)?;
+    copy::push(ssh, t, &d.bundle, &c.bundle, Some(&d.sha256), deadline)?;
+    Ok(c)
+}
+
+/// Runs the copied installer (checked again just before it runs) and reads its status and
+/// last words.
+fn run_installer(
+    ssh: &Ssh,
+    t: &SshTarget,
+    c: &Copied,
+    deadline: Duration,
+) -> Result<(StatusCode, String)> {
+    // Its exit code comes first, then its last output (capped).
     let run = format!(
-        "if [ \"$(sha256sum < {i} | cut -d' ' -f1)\" != {installer_sha} ]; then \
+        "if [ \"$(sha256sum < {i} | cut -d' ' -f1)\" != {sha} ]; then \
          echo exit={bad}; echo \"{i} changed on the device after it was copied\"; exit 0; fi; \
          chmod 0755 {i} && {{ {i} --source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
-        i = quote(&remote_installer),
-        b = quote(&remote_bundle),
+        i = quote(&c.installer),
+        sha = c.installer_sha,
+        b = quote(&c.bundle),
         r = quote(&t.root),
-        o = quote(&format!("{dir}/installer.out")),
+        o = quote(&format!("{}/installer.out", c.dir)),
         bad = StatusCode::CRYPT_E_HASH_VALUE.exit_code(),
     );
     // A connection lost while the installer runs leaves it running on the device: that is a
@@ -183,7 +224,7 @@ pub fn install(
     let out = ssh.run(t, &run, None, deadline).map_err(|e| match e {
         Error::Connection { target, reason } => Error::Remote {
             target,
-            what: format!("running {remote_installer}"),
+            what: format!("running {}", c.installer),
             reason: format!(
                 "the connection was lost while it ran ({reason}); its result is not known"
             ),
@@ -196,7 +237,7 @@ pub fn install(
     let Some(exit) = exit else {
         return Err(Error::Remote {
             target: t.to_string(),
-            what: format!("running {remote_installer}"),
+            what: format!("running {}", c.installer),
             reason: format!("exit {}: {}", out.code, out.stderr.trim()),
         });
     };
@@ -212,20 +253,8 @@ pub fn install(
         .unwrap_or("")
         .chars()
         .take(500)
-        .collect::<String>();
-    let logs = fetch_logs(ctx, ssh, t, deadline).unwrap_or_else(|e| {
-        warn!("{t}: the device's logs were not copied back: {e}");
-        Vec::new()
-    });
-    if exit == 0 || bundle_refused(code) {
-        // Done, or a copy the device refused: the next connection starts from nothing.
-        let clean = format!("rm -rf {}", quote(&dir));
-        if let Err(e) = ssh.run(t, &clean, None, deadline) {
-            warn!("{t}: {dir} was not removed: {e}");
-        }
-    }
-    let facts = probe(ssh, t).unwrap_or_else(|_| facts.clone());
-    Ok(Installed { facts, code, text: last_words, logs })
+        .collect();
+    Ok((code, last_words))
 }
 
 /// Whether the device's installer refused the copied bundle itself (its bytes or signature).

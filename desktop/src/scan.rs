@@ -180,52 +180,10 @@ fn visit(
 ) -> Visit {
     let url = t.to_string();
     let rec = record.devices.entry(url.clone()).or_insert_with(|| TetheredDevice::new(url));
-    let facts = match device::probe(ssh, t) {
-        Ok(f) => f,
-        Err(
-            e @ (Error::HostKeyUnknown { .. }
-            | Error::HostKeyChanged { .. }
-            | Error::AuthFailed { .. }),
-        ) => {
-            let o = device::failure(ctx, &e, None);
-            if rec.outcome.as_ref().map(|p| &p.code) != Some(&o.code) {
-                error!("{}: {e}", e.code());
-            }
-            rec.connected = false;
-            rec.outcome = Some(o.clone());
-            return Visit::Refused(o);
-        }
-        Err(e) => {
-            if rec.connected {
-                info!("{t} disconnected: {e}");
-            } else {
-                debug!("{t} is not connected: {e}");
-            }
-            rec.connected = false;
-            if manual {
-                let o = device::failure(ctx, &e, None);
-                rec.outcome = Some(o.clone());
-                return Visit::Refused(o);
-            }
-            return Visit::Absent;
-        }
+    let (facts, reconnected) = match look(ctx, ssh, t, rec, manual) {
+        Ok(seen) => seen,
+        Err(v) => return v,
     };
-    let reconnected = !rec.connected || manual;
-    rec.connected = true;
-    let now = clock::rfc3339(ctx.clock.now());
-    device::remember(rec, &facts, &now);
-    if reconnected {
-        info!(
-            "{t} connected: {}, client {}{}",
-            facts.platform.as_ref().map_or(facts.arch.as_str(), |p| p.as_str()),
-            facts.version.map_or_else(|| "none".into(), |v| v.to_string()),
-            facts
-                .controller_id
-                .as_deref()
-                .map(|c| format!(", controller id {c}"))
-                .unwrap_or_default()
-        );
-    }
     let explicit = deployments.explicit.is_some();
     let d = match deployments.get(ctx) {
         Ok(d) => d,
@@ -240,15 +198,7 @@ fn visit(
         }
     };
     let bundle = d.manifest.version;
-    let plan = match device::plan(&facts, bundle, rec.outcome.as_ref(), reconnected) {
-        Plan::Nothing(why) if manual && facts.version.is_none_or(|v| v <= bundle) => {
-            debug!("{t}: {why}; installing anyway (manual install)");
-            Plan::Install
-        }
-        Plan::Nothing(why) if manual => Plan::NoAction(why),
-        p => p,
-    };
-    let o = match plan {
+    let o = match plan(t, &facts, bundle, rec.outcome.as_ref(), reconnected, manual) {
         Plan::Nothing(why) => {
             debug!("{t}: {why}");
             return Visit::Seen(None);
@@ -256,43 +206,134 @@ fn visit(
         Plan::NoAction(why) => {
             info!("{t}: no action: {why}");
             TetherOutcome {
-                time: now,
+                time: clock::rfc3339(ctx.clock.now()),
                 result: "no-action".into(),
                 bundle_version: Some(bundle.to_string()),
                 code: StatusCode::S_OK,
                 text: why,
             }
         }
-        Plan::Install => match device::install(ctx, ssh, t, &facts, d, deadline) {
-            Ok(r) => {
-                device::remember(rec, &r.facts, &now);
-                let o = device::outcome(ctx, facts.version, &r, bundle);
-                let logs: Vec<String> = r.logs.iter().map(|p| p.display().to_string()).collect();
-                if r.code.is_failure() {
-                    error!(
-                        "{t}: the install of {bundle} failed: {}; logs: {}",
-                        o.text,
-                        logs.join(", ")
-                    );
-                } else {
-                    info!("{t}: {} {bundle} ({}); logs: {}", o.result, r.code, logs.join(", "));
-                }
-                o
-            }
-            Err(e) => {
-                let o = device::failure(ctx, &e, Some(bundle));
-                if matches!(e, Error::Connection { .. }) {
-                    warn!("{t}: {e}; the copy resumes when the device next connects");
-                    rec.connected = false;
-                } else {
-                    error!("{}: {e}", e.code());
-                }
-                o
-            }
-        },
+        Plan::Install => install(ctx, ssh, t, rec, &facts, d, deadline),
     };
     rec.outcome = Some(o.clone());
     Visit::Seen(Some(o))
+}
+
+/// Probes the device and records what it says. `Err`: the visit ends there (the device is
+/// absent, or refused); `Ok`: its facts, and whether it was not connected at the last look.
+fn look(
+    ctx: &Context,
+    ssh: &Ssh,
+    t: &SshTarget,
+    rec: &mut TetheredDevice,
+    manual: bool,
+) -> std::result::Result<(device::Facts, bool), Visit> {
+    let facts = match device::probe(ssh, t) {
+        Ok(f) => f,
+        Err(
+            e @ (Error::HostKeyUnknown { .. }
+            | Error::HostKeyChanged { .. }
+            | Error::AuthFailed { .. }),
+        ) => {
+            let o = device::failure(ctx, &e, None);
+            if rec.outcome.as_ref().map(|p| &p.code) != Some(&o.code) {
+                error!("{}: {e}", e.code());
+            }
+            rec.connected = false;
+            rec.outcome = Some(o.clone());
+            return Err(Visit::Refused(o));
+        }
+        Err(e) => {
+            if rec.connected {
+                info!("{t} disconnected: {e}");
+            } else {
+                debug!("{t} is not connected: {e}");
+            }
+            rec.connected = false;
+            if manual {
+                let o = device::failure(ctx, &e, None);
+                rec.outcome = Some(o.clone());
+                return Err(Visit::Refused(o));
+            }
+            return Err(Visit::Absent);
+        }
+    };
+    let reconnected = !rec.connected || manual;
+    rec.connected = true;
+    device::remember(rec, &facts, &clock::rfc3339(ctx.clock.now()));
+    if reconnected {
+        info!(
+            "{t} connected: {}, client {}{}",
+            facts.platform.as_ref().map_or(facts.arch.as_str(), |p| p.as_str()),
+            facts.version.map_or_else(|| "none".into(), |v| v.to_string()),
+            facts
+                .controller_id
+                .as_deref()
+                .map(|c| format!(", controller id {c}"))
+                .unwrap_or_default()
+        );
+    }
+    Ok((facts, reconnected))
+}
+
+/// The device's plan; a manual install installs what a scan would leave alone, except over a
+/// newer client.
+fn plan(
+    t: &SshTarget,
+    facts: &device::Facts,
+    bundle: dm_shared::ClientVersion,
+    last: Option<&TetherOutcome>,
+    reconnected: bool,
+    manual: bool,
+) -> Plan {
+    match device::plan(facts, bundle, last, reconnected) {
+        Plan::Nothing(why) if manual && facts.version.is_none_or(|v| v <= bundle) => {
+            debug!("{t}: {why}; installing anyway (manual install)");
+            Plan::Install
+        }
+        Plan::Nothing(why) if manual => Plan::NoAction(why),
+        p => p,
+    }
+}
+
+/// Installs on the device and says how it went; the outcome to record.
+fn install(
+    ctx: &Context,
+    ssh: &Ssh,
+    t: &SshTarget,
+    rec: &mut TetheredDevice,
+    facts: &device::Facts,
+    d: &Deployment,
+    deadline: std::time::Duration,
+) -> TetherOutcome {
+    let bundle = d.manifest.version;
+    match device::install(ctx, ssh, t, facts, d, deadline) {
+        Ok(r) => {
+            device::remember(rec, &r.facts, &clock::rfc3339(ctx.clock.now()));
+            let o = device::outcome(ctx, facts.version, &r, bundle);
+            let logs: Vec<String> = r.logs.iter().map(|p| p.display().to_string()).collect();
+            if r.code.is_failure() {
+                error!(
+                    "{t}: the install of {bundle} failed: {}; logs: {}",
+                    o.text,
+                    logs.join(", ")
+                );
+            } else {
+                info!("{t}: {} {bundle} ({}); logs: {}", o.result, r.code, logs.join(", "));
+            }
+            o
+        }
+        Err(e) => {
+            let o = device::failure(ctx, &e, Some(bundle));
+            if matches!(e, Error::Connection { .. }) {
+                warn!("{t}: {e}; the copy resumes when the device next connects");
+                rec.connected = false;
+            } else {
+                error!("{}: {e}", e.code());
+            }
+            o
+        }
+    }
 }
 
 fn is_nothing_staged(e: &Error) -> bool {

@@ -37,13 +37,12 @@ impl Deployment {
         bundle::file_name(&self.manifest)
     }
 
-    /// The installer for `platform`, verified on the desktop, if the bundle has one.
-    pub fn installer(&self, platform: &Platform) -> Option<(String, PathBuf)> {
+    /// The installer for `platform`, verified on the desktop, if the bundle has one: its
+    /// file name, where it was unpacked, and its signed SHA-256.
+    pub fn installer(&self, platform: &Platform) -> Option<(String, PathBuf, String)> {
         let name = manifest::program_file("dminstaller", platform);
-        self.manifest.files.iter().any(|f| f.path == name).then(|| {
-            let path = self.unpacked.join(&name);
-            (name, path)
-        })
+        let entry = self.manifest.file(&name)?;
+        Some((name.clone(), self.unpacked.join(&name), entry.sha256.clone()))
     }
 }
 
