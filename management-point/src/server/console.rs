@@ -152,15 +152,20 @@ fn peer(parts: &axum::http::Extensions) -> IpAddr {
     parts.get::<ConnInfo>().map_or(IpAddr::from([0, 0, 0, 0]), |c| c.peer.ip())
 }
 
-/// The administrator of the request's session, if it has a live one.
-fn session(st: &AppState, headers: &HeaderMap) -> Option<String> {
-    let now = st.now();
-    let cookie = headers.get_all(header::COOKIE).iter().find_map(|v| {
+/// The session token the request carries, if any.
+fn cookie_token(headers: &HeaderMap) -> Option<String> {
+    headers.get_all(header::COOKIE).iter().find_map(|v| {
         v.to_str()
             .ok()?
             .split(';')
             .find_map(|c| c.trim().strip_prefix(&format!("{COOKIE}=")).map(str::to_string))
-    })?;
+    })
+}
+
+/// The administrator of the request's session, if it has a live one.
+fn session(st: &AppState, headers: &HeaderMap) -> Option<String> {
+    let now = st.now();
+    let cookie = cookie_token(headers)?;
     let mut sessions = st.console.sessions.lock().unwrap_or_else(|p| p.into_inner());
     sessions.retain(|_, (_, exp)| *exp > now);
     sessions.get(&cookie).map(|(name, _)| name.clone())
@@ -287,13 +292,8 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
 
 /// `POST /console/logout`.
 pub async fn logout(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Some(cookie) = headers.get(header::COOKIE).and_then(|v| v.to_str().ok()) {
-        let mut sessions = st.console.sessions.lock().unwrap_or_else(|p| p.into_inner());
-        for c in cookie.split(';') {
-            if let Some(t) = c.trim().strip_prefix(&format!("{COOKIE}=")) {
-                sessions.remove(t);
-            }
-        }
+    if let Some(t) = cookie_token(&headers) {
+        st.console.sessions.lock().unwrap_or_else(|p| p.into_inner()).remove(&t);
     }
     let mut r = redirect("/console/login");
     r.headers_mut().insert(
