@@ -244,6 +244,11 @@ fn parse_secs(v: &str, min: u64, max: u64) -> Result<Duration, String> {
     parse_int(v, min, max, "seconds").map(Duration::from_secs)
 }
 
+/// Comma-separated `ssh://` URLs.
+fn parse_targets(v: &str) -> Result<Vec<crate::tether::SshTarget>, String> {
+    v.split(',').map(str::trim).filter(|t| !t.is_empty()).map(str::parse).collect()
+}
+
 fn parse_url(v: &str, schemes: &[&str]) -> Result<String, String> {
     let expected = || {
         format!(
@@ -395,14 +400,7 @@ impl Settings {
             "ScepPendingTimeout" => {
                 self.certificates.scep_pending_timeout = parse_secs(v, 10, 7 * 86_400)?
             }
-            "Devices" => {
-                self.tether.devices = v
-                    .split(',')
-                    .map(str::trim)
-                    .filter(|t| !t.is_empty())
-                    .map(|t| t.parse())
-                    .collect::<Result<_, _>>()?
-            }
+            "Devices" => self.tether.devices = parse_targets(v)?,
             "EvaluationInterval" => {
                 self.configuration.evaluation_interval = parse_secs(v, 60, 86_400)?
             }
@@ -693,6 +691,17 @@ mod tests {
         assert!(err.to_string().contains("expected a https URL"), "{err}");
         let err = parse("[Environment]\nControllerId=../../etc\n").unwrap_err();
         assert_eq!(err.key.as_deref(), Some("ControllerId"));
+    }
+
+    #[test]
+    fn tethered_devices_are_a_list_of_ssh_urls() {
+        let text = "[Tether]\nDevices = ssh://root@10.0.0.7, ssh://dm@h:2222/img ,\n";
+        let (s, _) = Settings::parse(Path::new("x.ini"), text.as_bytes()).unwrap();
+        let urls: Vec<String> = s.tether.devices.iter().map(|t| t.to_string()).collect();
+        assert_eq!(urls, ["ssh://root@10.0.0.7:22", "ssh://dm@h:2222/img"]);
+        let bad = "[Tether]\nDevices = ssh://root@10.0.0.7, root@h\n";
+        let e = Settings::parse(Path::new("x.ini"), bad.as_bytes()).unwrap_err();
+        assert!(e.to_string().contains("[Tether] Devices"), "{e}");
     }
 
     #[test]
