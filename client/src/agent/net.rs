@@ -88,12 +88,7 @@ pub(crate) fn scep_agent(ctx: &Context, settings: &Settings) -> Result<ureq::Age
         .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
         .build();
     let c = &settings.communication;
-    let proxy = match &c.proxy {
-        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| {
-            Error::BadSettings(format!("[Communication] Proxy {}: {e}", redact_url(p)))
-        })?),
-        None => None,
-    };
+    let proxy = configured_proxy(settings)?;
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
         .http_status_as_error(false)
@@ -192,6 +187,20 @@ pub fn redact_url(url: &str) -> String {
     }
 }
 
+/// The proxy of `[Communication] Proxy`, the only one ever used (never the environment's).
+fn configured_proxy(settings: &Settings) -> Result<Option<ureq::Proxy>> {
+    settings
+        .communication
+        .proxy
+        .as_deref()
+        .map(|p| {
+            ureq::Proxy::new(p).map_err(|e| {
+                Error::BadSettings(format!("[Communication] Proxy {}: {e}", redact_url(p)))
+            })
+        })
+        .transpose()
+}
+
 fn agent(
     tls: ureq::tls::TlsConfig,
     settings: &Settings,
@@ -199,12 +208,7 @@ fn agent(
     purpose: Purpose,
 ) -> Result<ureq::Agent> {
     let c = &settings.communication;
-    let proxy = match &c.proxy {
-        Some(p) => Some(ureq::Proxy::new(p).map_err(|e| {
-            Error::BadSettings(format!("[Communication] Proxy {}: {e}", redact_url(p)))
-        })?),
-        None => None,
-    };
+    let proxy = configured_proxy(settings)?;
     let (buffer, idle) = match purpose {
         Purpose::Api => (16 * 1024, 1),
         Purpose::Download => (128 * 1024, 0),
