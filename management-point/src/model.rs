@@ -796,3 +796,18 @@ mod tests {
         }
     }
 }
+
+/// An administrator's client certificate, pinned: it opens the console as `name` while valid.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminCert {
+    /// SHA-256 of the certificate's DER, lowercase hex.
+    pub sha256: String,
+    /// The administrator.
+    pub name: String,
+    /// The certificate's subject, for logs and listings.
+    pub subject: String,
+    /// Valid from (Unix seconds).
+    pub not_before: i64,
+    /// Valid until (Unix seconds).
+    pub not_after: i64,
+}

@@ -7,6 +7,8 @@
 
 mod rows;
 pub mod sqlite;
+#[cfg(test)]
+mod suite;
 
 use std::collections::BTreeMap;
 
@@ -39,6 +41,9 @@ pub trait Storage: Send + Sync {
     fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>>;
     /// Every device.
     fn devices(&self) -> Result<Vec<Device>>;
+    /// At most `limit` devices in (tenant, controller id) order, after `after` when given: the
+    /// reports page through a fleet with this, never holding it all.
+    fn devices_page(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Device>>;
     /// Replaces a device's token.
     fn set_device_token(&self, id: i64, token_sha256: Option<&str>) -> Result<()>;
     /// Replaces a device's inventory attributes.
@@ -73,6 +78,10 @@ pub trait Storage: Send + Sync {
     fn set_administrator(&self, name: &str, hash: &str, now: i64) -> Result<()>;
     /// An administrator's password hash (a PHC string), if there is one of that name.
     fn administrator_hash(&self, name: &str) -> Result<Option<String>>;
+    /// Pins an administrator's client certificate (by the SHA-256 of its DER).
+    fn add_administrator_certificate(&self, cert: &AdminCert, now: i64) -> Result<()>;
+    /// The administrator certificate with this SHA-256, if one is pinned.
+    fn administrator_by_certificate(&self, sha256: &str) -> Result<Option<AdminCert>>;
     /// The catalog's items with when they were added, by name and version.
     fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>>;
     /// Removes a package that no advertisement uses.
@@ -107,6 +116,8 @@ pub trait Storage: Send + Sync {
     ) -> Result<Action>;
     /// Every action.
     fn actions(&self) -> Result<Vec<Action>>;
+    /// A device's actions, oldest first.
+    fn actions_of_device(&self, device_id: i64) -> Result<Vec<Action>>;
     /// One action.
     fn action(&self, id: i64) -> Result<Option<Action>>;
     /// Marks a scheduled action retrieved.

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-006-device-certificates.sql"),
     include_str!("migrations/sqlite-007-configuration-items.sql"),
     include_str!("migrations/sqlite-008-administrators.sql"),
+    include_str!("migrations/sqlite-009-administrator-certificates.sql"),
 ];
 
 /// The SQLite store.
@@ -135,6 +136,31 @@ impl Storage for SqliteStore {
                 device_row,
             )
             .optional()
+        })
+    }
+
+    fn devices_page(&self, after: Option<(&str, &str)>, limit: usize) -> Result<Vec<Device>> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        self.with("read a page of devices", |c| {
+            // The unique index on (tenant, controller_id) serves both: a page costs its rows.
+            let order = "ORDER BY tenant, controller_id";
+            match after {
+                Some((t, cid)) => {
+                    let mut st = c.prepare_cached(&format!(
+                        "SELECT {DEVICE_COLS} FROM devices \
+                         WHERE (tenant, controller_id) > (?1, ?2) {order} LIMIT ?3"
+                    ))?;
+                    let rows = st.query_map(params![t, cid, limit], device_row)?;
+                    rows.collect()
+                }
+                None => {
+                    let mut st = c.prepare_cached(&format!(
+                        "SELECT {DEVICE_COLS} FROM devices {order} LIMIT ?1"
+                    ))?;
+                    let rows = st.query_map([limit], device_row)?;
+                    rows.collect()
+                }
+            }
         })
     }
 
@@ -321,6 +347,36 @@ impl Storage for SqliteStore {
         self.with("read an administrator", |c| {
             c.query_row("SELECT hash FROM administrators WHERE name = ?1", [name], |r| r.get(0))
                 .optional()
+        })
+    }
+
+    fn add_administrator_certificate(&self, cert: &AdminCert, now: i64) -> Result<()> {
+        self.with("store an administrator's certificate", |c| {
+            c.execute(
+                "INSERT INTO administrator_certificates (sha256, name, subject, not_before, not_after, created) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(sha256) DO UPDATE SET name = excluded.name",
+                params![cert.sha256, cert.name, cert.subject, cert.not_before, cert.not_after, now],
+            )
+            .map(|_| ())
+        })
+    }
+
+    fn administrator_by_certificate(&self, sha256: &str) -> Result<Option<AdminCert>> {
+        self.with("read an administrator's certificate", |c| {
+            c.query_row(
+                "SELECT sha256, name, subject, not_before, not_after FROM administrator_certificates WHERE sha256 = ?1",
+                [sha256],
+                |r| {
+                    Ok(AdminCert {
+                        sha256: r.get(0)?,
+                        name: r.get(1)?,
+                        subject: r.get(2)?,
+                        not_before: r.get(3)?,
+                        not_after: r.get(4)?,
+                    })
+                },
+            )
+            .optional()
         })
     }
 
@@ -526,6 +582,16 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn actions_of_device(&self, device_id: i64) -> Result<Vec<Action>> {
+        self.with("read a device's actions", |c| {
+            let mut st = c.prepare_cached(&format!(
+                "SELECT {ACTION_COLS} FROM actions WHERE device_id = ?1 ORDER BY id"
+            ))?;
+            let rows = st.query_map([device_id], action_row)?;
+            rows.collect()
+        })
+    }
+
     fn action(&self, id: i64) -> Result<Option<Action>> {
         self.with("read an action", |c| {
             c.query_row(
@@ -643,160 +709,6 @@ impl Storage for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn store() -> (tempfile::TempDir, SqliteStore) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = SqliteStore::open(&dir.path().join("db/dmmp.db")).unwrap();
-        (dir, s)
-    }
-
-    fn record(device_id: i64, action_id: Option<i64>) -> StatusRecord {
-        StatusRecord {
-            id: 0,
-            device_id,
-            action_id,
-            received: 10,
-            source: "feedback".into(),
-            execution: Some(dm_shared::ddi::Execution::Closed),
-            finished: Some(dm_shared::ddi::Finished::Success),
-            message_id: Some(10008),
-            hresult: None,
-            component: None,
-            details: vec!["ok".into()],
-            report_id: None,
-        }
-    }
-
-    fn setup(s: &SqliteStore) -> (Device, Advertisement) {
-        let d = s.add_device("DEFAULT", "dev-1", Some("abc"), "admin", 1).unwrap();
-        let pkg = Package {
-            config_items: Vec::new(),
-            id: 0,
-            name: "tools".into(),
-            version: "1.0.0.0".into(),
-            kind: PackageKind::SoftwareDistribution,
-            publisher: Some("CN=p".into()),
-            distribution_point: None,
-            created: 1,
-            artifacts: vec![ArtifactRecord {
-                filename: "a".into(),
-                size: 1,
-                sha256: "s".into(),
-                sha1: "1".into(),
-                md5: "m".into(),
-                path: None,
-            }],
-            programs: vec![],
-        };
-        let pid = s.add_package(&pkg).unwrap();
-        let prog = s
-            .add_program(&Program {
-                id: 0,
-                package_id: pid,
-                name: "install".into(),
-                command: "./a".into(),
-                platforms: vec![],
-                max_run_time: 60,
-                device_class: DeviceClass::Mobile,
-                signed_program: Some("install".into()),
-            })
-            .unwrap();
-        let col = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
-        let mut adv = Advertisement {
-            id: 0,
-            name: "ad".into(),
-            program_id: prog,
-            collection_id: col,
-            kind: AdvertisementKind::Mandatory,
-            start_time: 0,
-            expires: None,
-            window: MaintenanceWindow::parse("22:00-04:00").ok(),
-            created: 1,
-            canceled: false,
-            rerun: Rerun::IfFailed,
-            allow_downgrade: true,
-        };
-        adv.id = s.add_advertisement(&adv).unwrap();
-        (d, adv)
-    }
-
-    #[test]
-    fn the_item_catalog_keeps_each_version_once() {
-        let (_d, s) = store();
-        let item = ConfigItem::from_json(
-            r#"{"name":"motd","version":1,"settings":[{"name":"m","target":{"provider":"file","path":"etc/motd"},"value":"x"}]}"#,
-        )
-        .unwrap();
-        s.add_config_item(&item, 5).unwrap();
-        let e = s.add_config_item(&item, 6).unwrap_err();
-        assert!(matches!(e, Error::Conflict(_)), "{e}");
-        let v2 = ConfigItem { version: 2, ..item.clone() };
-        s.add_config_item(&v2, 7).unwrap();
-        let all = s.config_items().unwrap();
-        assert_eq!(all, vec![(item, 5), (v2, 7)]);
-    }
-
-    #[test]
-    fn round_trips_the_model() {
-        let (_d, s) = store();
-        let (dev, adv) = setup(&s);
-        assert_eq!(s.device("DEFAULT", "dev-1").unwrap().unwrap(), dev);
-        assert!(matches!(
-            s.add_device("DEFAULT", "dev-1", None, "admin", 2),
-            Err(Error::Conflict(_))
-        ));
-        let mut attrs = BTreeMap::new();
-        attrs.insert("platform".to_string(), "linux-aarch64".to_string());
-        s.set_attributes(dev.id, &attrs).unwrap();
-        s.flush_last_seen(&[(dev.id, 99)]).unwrap();
-        let d = &s.devices().unwrap()[0];
-        assert_eq!((d.attr("platform"), d.last_seen), (Some("linux-aarch64"), Some(99)));
-        assert_eq!(s.packages().unwrap()[0].artifacts.len(), 1);
-        assert_eq!(s.advertisements().unwrap(), vec![adv.clone()]);
-        let a1 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
-        let a2 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 6).unwrap();
-        assert_eq!(a1, a2, "one action per device and advertisement");
-        assert_eq!(a1.status, ActionStatus::Scheduled);
-    }
-
-    #[test]
-    fn feedback_is_atomic_and_refusals_store_nothing() {
-        let (_d, s) = store();
-        let (dev, adv) = setup(&s);
-        let a = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
-        let report = StatusRecord { report_id: Some("r-1".into()), ..record(dev.id, Some(a.id)) };
-        let done =
-            s.apply_feedback(a.id, &report, &|_| Ok(ActionStatus::Finished)).unwrap().unwrap();
-        assert_eq!((done.status, done.last_code), (ActionStatus::Finished, Some(10008)));
-        let err = s.apply_feedback(a.id, &record(dev.id, Some(a.id)), &|st| {
-            Err(Error::Gone(format!("action is {}", st.as_str())))
-        });
-        assert!(matches!(err, Err(Error::Gone(_))));
-        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
-        // The same report again (its acknowledgement was lost): stored once, no refusal.
-        let again = s.apply_feedback(a.id, &report, &|_| Err(Error::Gone("closed".into())));
-        assert!(matches!(again, Ok(None)), "{again:?}");
-        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
-        let event = StatusRecord { action_id: None, ..report.clone() };
-        assert_eq!(s.add_status(&event).unwrap(), None, "report ids are per device");
-        let other = StatusRecord { report_id: Some("r-2".into()), ..event };
-        assert!(s.add_status(&other).unwrap().is_some());
-        assert_eq!(s.add_status(&other).unwrap(), None);
-    }
-
-    #[test]
-    fn cancel_moves_open_actions_and_packages_in_use_stay() {
-        let (_d, s) = store();
-        let (dev, adv) = setup(&s);
-        s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
-        let pkg = s.packages().unwrap()[0].id;
-        assert!(matches!(s.remove_package(pkg), Err(Error::Conflict(_))));
-        assert_eq!(s.cancel_advertisement(adv.id, 6).unwrap(), 1);
-        assert_eq!(s.actions().unwrap()[0].status, ActionStatus::Canceling);
-        assert!(matches!(s.cancel_advertisement(999, 6), Err(Error::NotFound(_))));
-        s.remove_package(pkg).unwrap();
-        assert!(s.packages().unwrap().is_empty());
-    }
 
     #[test]
     fn another_connection_changes_the_data_version() {

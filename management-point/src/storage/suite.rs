@@ -1,0 +1,233 @@
+//! One suite for every store: what the server and admin commands rely on, run against each
+//! implementation of [`Storage`].
+
+use std::collections::BTreeMap;
+
+use super::{SqliteStore, Storage};
+use crate::error::Error;
+use crate::model::*;
+
+/// A store to test, and what keeps it alive.
+struct Under {
+    _dir: tempfile::TempDir,
+    store: Box<dyn Storage>,
+}
+
+/// Every store this suite runs against: SQLite always.
+fn stores() -> Vec<Under> {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Box::new(SqliteStore::open(&dir.path().join("db/dmmp.db")).unwrap());
+    vec![Under { _dir: dir, store }]
+}
+
+/// Runs `test` against every store.
+fn each(test: impl Fn(&dyn Storage)) {
+    for u in stores() {
+        test(u.store.as_ref());
+    }
+}
+
+fn record(device_id: i64, action_id: Option<i64>) -> StatusRecord {
+    StatusRecord {
+        id: 0,
+        device_id,
+        action_id,
+        received: 10,
+        source: "feedback".into(),
+        execution: Some(dm_shared::ddi::Execution::Closed),
+        finished: Some(dm_shared::ddi::Finished::Success),
+        message_id: Some(10008),
+        hresult: None,
+        component: None,
+        details: vec!["ok".into()],
+        report_id: None,
+    }
+}
+
+fn setup(s: &dyn Storage) -> (Device, Advertisement) {
+    let d = s.add_device("DEFAULT", "dev-1", Some("abc"), "admin", 1).unwrap();
+    let pkg = Package {
+        config_items: Vec::new(),
+        id: 0,
+        name: "tools".into(),
+        version: "1.0.0.0".into(),
+        kind: PackageKind::SoftwareDistribution,
+        publisher: Some("CN=p".into()),
+        distribution_point: None,
+        created: 1,
+        artifacts: vec![ArtifactRecord {
+            filename: "a".into(),
+            size: 1,
+            sha256: "s".into(),
+            sha1: "1".into(),
+            md5: "m".into(),
+            path: None,
+        }],
+        programs: vec![],
+    };
+    let pid = s.add_package(&pkg).unwrap();
+    let prog = s
+        .add_program(&Program {
+            id: 0,
+            package_id: pid,
+            name: "install".into(),
+            command: "./a".into(),
+            platforms: vec![],
+            max_run_time: 60,
+            device_class: DeviceClass::Mobile,
+            signed_program: Some("install".into()),
+        })
+        .unwrap();
+    let col = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
+    let mut adv = Advertisement {
+        id: 0,
+        name: "ad".into(),
+        program_id: prog,
+        collection_id: col,
+        kind: AdvertisementKind::Mandatory,
+        start_time: 0,
+        expires: None,
+        window: MaintenanceWindow::parse("22:00-04:00").ok(),
+        created: 1,
+        canceled: false,
+        rerun: Rerun::IfFailed,
+        allow_downgrade: true,
+    };
+    adv.id = s.add_advertisement(&adv).unwrap();
+    (d, adv)
+}
+
+#[test]
+fn the_item_catalog_keeps_each_version_once() {
+    each(|s| {
+        let item = ConfigItem::from_json(
+            r#"{"name":"motd","version":1,"settings":[{"name":"m","target":{"provider":"file","path":"etc/motd"},"value":"x"}]}"#,
+        )
+        .unwrap();
+        s.add_config_item(&item, 5).unwrap();
+        let e = s.add_config_item(&item, 6).unwrap_err();
+        assert!(matches!(e, Error::Conflict(_)), "{e}");
+        let v2 = ConfigItem { version: 2, ..item.clone() };
+        s.add_config_item(&v2, 7).unwrap();
+        let all = s.config_items().unwrap();
+        assert_eq!(all, vec![(item, 5), (v2, 7)]);
+    });
+}
+
+#[test]
+fn round_trips_the_model() {
+    each(|s| {
+        let (dev, adv) = setup(s);
+        assert_eq!(s.device("DEFAULT", "dev-1").unwrap().unwrap(), dev);
+        assert!(matches!(
+            s.add_device("DEFAULT", "dev-1", None, "admin", 2),
+            Err(Error::Conflict(_))
+        ));
+        let mut attrs = BTreeMap::new();
+        attrs.insert("platform".to_string(), "linux-aarch64".to_string());
+        s.set_attributes(dev.id, &attrs).unwrap();
+        s.flush_last_seen(&[(dev.id, 99)]).unwrap();
+        let d = &s.devices().unwrap()[0];
+        assert_eq!((d.attr("platform"), d.last_seen), (Some("linux-aarch64"), Some(99)));
+        assert_eq!(s.packages().unwrap()[0].artifacts.len(), 1);
+        assert_eq!(s.advertisements().unwrap(), vec![adv.clone()]);
+        let a1 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+        let a2 = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 6).unwrap();
+        assert_eq!(a1, a2, "one action per device and advertisement");
+        assert_eq!(a1.status, ActionStatus::Scheduled);
+    });
+}
+
+#[test]
+fn feedback_is_atomic_and_refusals_store_nothing() {
+    each(|s| {
+        let (dev, adv) = setup(s);
+        let a = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+        let report = StatusRecord { report_id: Some("r-1".into()), ..record(dev.id, Some(a.id)) };
+        let done =
+            s.apply_feedback(a.id, &report, &|_| Ok(ActionStatus::Finished)).unwrap().unwrap();
+        assert_eq!((done.status, done.last_code), (ActionStatus::Finished, Some(10008)));
+        let err = s.apply_feedback(a.id, &record(dev.id, Some(a.id)), &|st| {
+            Err(Error::Gone(format!("action is {}", st.as_str())))
+        });
+        assert!(matches!(err, Err(Error::Gone(_))));
+        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
+        // The same report again (its acknowledgement was lost): stored once, no refusal.
+        let again = s.apply_feedback(a.id, &report, &|_| Err(Error::Gone("closed".into())));
+        assert!(matches!(again, Ok(None)), "{again:?}");
+        assert_eq!(s.statuses_for_action(a.id).unwrap().len(), 1);
+        let event = StatusRecord { action_id: None, ..report.clone() };
+        assert_eq!(s.add_status(&event).unwrap(), None, "report ids are per device");
+        let other = StatusRecord { report_id: Some("r-2".into()), ..event };
+        assert!(s.add_status(&other).unwrap().is_some());
+        assert_eq!(s.add_status(&other).unwrap(), None);
+    });
+}
+
+#[test]
+fn cancel_moves_open_actions_and_packages_in_use_stay() {
+    each(|s| {
+        let (dev, adv) = setup(s);
+        s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+        let pkg = s.packages().unwrap()[0].id;
+        assert!(matches!(s.remove_package(pkg), Err(Error::Conflict(_))));
+        assert_eq!(s.cancel_advertisement(adv.id, 6).unwrap(), 1);
+        assert_eq!(s.actions().unwrap()[0].status, ActionStatus::Canceling);
+        assert!(matches!(s.cancel_advertisement(999, 6), Err(Error::NotFound(_))));
+        s.remove_package(pkg).unwrap();
+        assert!(s.packages().unwrap().is_empty());
+    });
+}
+
+#[test]
+fn devices_come_in_pages_in_key_order_each_once() {
+    each(|s| {
+        let mut want = Vec::new();
+        for t in ["B", "A"] {
+            for i in (0..25).rev() {
+                let cid = format!("dev-{i:02}");
+                s.add_device(t, &cid, None, "admin", 1).unwrap();
+                want.push((t.to_string(), cid));
+            }
+        }
+        want.sort();
+        let mut got = Vec::new();
+        let mut after: Option<(String, String)> = None;
+        loop {
+            let page =
+                s.devices_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), 7).unwrap();
+            assert!(page.len() <= 7);
+            let Some(last) = page.last() else { break };
+            after = Some((last.tenant.clone(), last.controller_id.clone()));
+            got.extend(page.into_iter().map(|d| (d.tenant, d.controller_id)));
+        }
+        assert_eq!(got, want);
+        assert!(s.devices_page(None, 0).unwrap().is_empty());
+    });
+}
+
+#[test]
+fn a_devices_actions_and_administrator_certificates() {
+    each(|s| {
+        let (dev, adv) = setup(s);
+        let other = s.add_device("DEFAULT", "dev-2", None, "admin", 1).unwrap();
+        let a = s.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+        s.ensure_action(adv.id, other.id, ActionStatus::Scheduled, 5).unwrap();
+        assert_eq!(s.actions_of_device(dev.id).unwrap(), vec![a]);
+        assert!(s.actions_of_device(999).unwrap().is_empty());
+
+        let cert = AdminCert {
+            sha256: "ab".repeat(32),
+            name: "ops".into(),
+            subject: "CN=ops".into(),
+            not_before: 10,
+            not_after: 20,
+        };
+        assert_eq!(s.administrator_by_certificate(&cert.sha256).unwrap(), None);
+        s.add_administrator_certificate(&cert, 5).unwrap();
+        assert_eq!(s.administrator_by_certificate(&cert.sha256).unwrap(), Some(cert.clone()));
+        let moved = AdminCert { name: "root".into(), ..cert.clone() };
+        s.add_administrator_certificate(&moved, 6).unwrap();
+        assert_eq!(s.administrator_by_certificate(&cert.sha256).unwrap().unwrap().name, "root");
+    });
+}
