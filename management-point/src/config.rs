@@ -126,8 +126,11 @@ fn default_max_devices() -> u64 {
     100_000
 }
 
+/// The tenant served when `[devices] tenants` does not say (hawkBit's default).
+pub const DEFAULT_TENANT: &str = "DEFAULT";
+
 fn default_tenants() -> Vec<String> {
-    vec!["DEFAULT".into()]
+    vec![DEFAULT_TENANT.into()]
 }
 
 fn default_sleep() -> u64 {

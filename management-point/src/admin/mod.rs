@@ -3,6 +3,7 @@
 //! Each command returns an [`Out`]: text for people, or JSON with `--json`. The `dmmp` binary
 //! only parses the command line and calls one function here.
 
+pub mod administrators;
 pub mod config;
 pub mod crl;
 pub mod devices;

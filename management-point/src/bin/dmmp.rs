@@ -69,12 +69,25 @@ enum Command {
     Report {
         /// The report.
         name: String,
-        /// Only this advertisement (distribution-status).
+        /// Only this advertisement (distribution-status, advertisement-devices).
         #[arg(long)]
         advertisement: Option<String>,
         /// Only this device (deployment-details).
         #[arg(long)]
         device: Option<String>,
+        /// Only devices in this distribution state (advertisement-devices): targeted,
+        /// received, downloading, running, succeeded or failed.
+        #[arg(long)]
+        state: Option<String>,
+        /// Only rows with a cell containing this text (any case).
+        #[arg(long)]
+        filter: Option<String>,
+        /// Sort by this column (largest first with --desc).
+        #[arg(long)]
+        sort: Option<String>,
+        /// Sort largest first.
+        #[arg(long)]
+        desc: bool,
         /// Print CSV instead of text.
         #[arg(long)]
         csv: bool,
@@ -106,6 +119,16 @@ enum AdminCmd {
         /// A file whose first line is the password.
         #[arg(long)]
         password_file: Option<PathBuf>,
+    },
+    /// Pin a client certificate (PEM) to an administrator: it opens the console with no
+    /// password while it is valid.
+    Certificate {
+        /// The administrator.
+        #[arg(long)]
+        name: String,
+        /// The certificate, PEM.
+        #[arg(long)]
+        file: PathBuf,
     },
 }
 
@@ -556,18 +579,39 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         }
         Command::Device(c) => device(cli, c)?,
         Command::Crl(c) => crl(cli, c)?,
-        Command::Report { name, advertisement, device, csv } => {
+        Command::Report { name, advertisement, device, state, filter, sort, desc, csv } => {
             let (cfg, store) = open(cli)?;
             let o = dm_mp::reports::Options {
                 advertisement: advertisement.clone(),
                 device: device.clone(),
+                state: state.clone(),
+                filter: filter.clone(),
+                sort: sort.clone(),
+                desc: *desc,
+                page: Default::default(),
             };
             let r = dm_mp::reports::build(&store, &cfg, name, admin::now(), &o)?;
             Out::new(if *csv { r.csv() } else { r.text() }, r.json())
         }
         Command::Admin(AdminCmd::Add { name, password_file }) => {
             let (_, store) = open(cli)?;
-            admin_add(&store, name, password_file.as_deref())?
+            let text = match password_file {
+                Some(f) => {
+                    String::from_utf8_lossy(&dm_shared::fs::read_capped(f, 4096)?).into_owned()
+                }
+                None => {
+                    let mut line = String::new();
+                    std::io::stdin()
+                        .read_line(&mut line)
+                        .map_err(|e| Error::Usage(format!("reading the password: {e}")))?;
+                    line
+                }
+            };
+            admin::administrators::add(&store, name, &text, admin::now())?
+        }
+        Command::Admin(AdminCmd::Certificate { name, file }) => {
+            let (_, store) = open(cli)?;
+            admin::administrators::certificate(&store, name, file, admin::now())?
         }
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
@@ -576,42 +620,6 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             config::compliance(&store, device.as_deref(), advertisement.as_deref())?
         }
     }))
-}
-
-/// `dmmp admin add`: the password is hashed (Argon2id) and only the hash is kept.
-fn admin_add(
-    store: &dyn dm_mp::storage::Storage,
-    name: &str,
-    file: Option<&std::path::Path>,
-) -> Result<Out> {
-    let ok_name = !name.is_empty()
-        && name.len() <= 64
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
-    if !ok_name {
-        return Err(Error::Usage(format!(
-            "--name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
-        )));
-    }
-    let text = match file {
-        Some(f) => String::from_utf8_lossy(&dm_shared::fs::read_capped(f, 4096)?).into_owned(),
-        None => {
-            let mut line = String::new();
-            std::io::stdin()
-                .read_line(&mut line)
-                .map_err(|e| Error::Usage(format!("reading the password: {e}")))?;
-            line
-        }
-    };
-    let password = text.lines().next().unwrap_or("").to_string();
-    if password.chars().count() < 12 {
-        return Err(Error::Usage("the password must be at least 12 characters".into()));
-    }
-    let hash = dm_mp::server::console::hash_password(&password).map_err(Error::Usage)?;
-    store.set_administrator(name, &hash, admin::now())?;
-    Ok(Out::new(
-        format!("administrator {name} can log in to the console at /console/\n"),
-        serde_json::json!({"administrator": name}),
-    ))
 }
 
 fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {

@@ -3,6 +3,7 @@
 //! formula neutralised) or JSON. `dmmp report NAME` prints them.
 
 pub mod health;
+pub mod scan;
 
 use std::collections::BTreeMap;
 
@@ -16,9 +17,10 @@ use crate::storage::Storage;
 use dm_shared::StatusCode;
 use dm_shared::vocab::inventory as key;
 use health::{Cause, Thresholds, Verdict};
+pub use scan::{Arrange, Next, Paging};
 
 /// Every report: its name (for `dmmp report NAME`) and title (the source documents').
-pub const REPORTS: [(&str, &str); 10] = [
+pub const REPORTS: [(&str, &str); 11] = [
     ("distribution-status", "Software distribution status for the client install program"),
     ("tethered-desktops", "Desktop clients reporting tethered devices"),
     ("deployment-details", "Device client agent deployment status details"),
@@ -29,15 +31,31 @@ pub const REPORTS: [(&str, &str); 10] = [
     ("unhealthy-certificate", "Devices unhealthy due to certificate issues"),
     ("unhealthy-communication", "Devices unhealthy due to communication issues"),
     ("unhealthy-local", "Devices unhealthy due to local client issues"),
+    ("advertisement-devices", "Devices of an advertisement, by distribution state"),
 ];
 
-/// What narrows a report.
+/// The distribution states of a device for an advertisement, as the distribution status
+/// report counts them.
+pub const STATES: [&str; 6] =
+    ["targeted", "received", "downloading", "running", "succeeded", "failed"];
+
+/// What narrows a report, and which page of it.
 #[derive(Debug, Default, Clone)]
 pub struct Options {
-    /// One advertisement (distribution status).
+    /// One advertisement (distribution status, its devices).
     pub advertisement: Option<String>,
     /// One device (deployment details).
     pub device: Option<String>,
+    /// One distribution state (an advertisement's devices): one of [`STATES`].
+    pub state: Option<String>,
+    /// Rows with a cell containing this text (any case).
+    pub filter: Option<String>,
+    /// The column to sort by.
+    pub sort: Option<String>,
+    /// Sorted largest first.
+    pub desc: bool,
+    /// Which page of a device list.
+    pub page: Paging,
 }
 
 /// A report: a title, columns and rows.
@@ -51,6 +69,8 @@ pub struct Report {
     pub columns: Vec<&'static str>,
     /// The rows, a cell per column.
     pub rows: Vec<Vec<String>>,
+    /// Where the next page starts, when the report is a device list with more to show.
+    pub next: Option<Next>,
 }
 
 impl Report {
@@ -92,7 +112,12 @@ impl Report {
                 Value::Object(m)
             })
             .collect();
-        json!({"report": self.name, "title": self.title, "columns": self.columns, "rows": rows})
+        let next = match &self.next {
+            None => Value::Null,
+            Some(Next::After(t, c)) => json!({"after_tenant": t, "after": c}),
+            Some(Next::Offset(o)) => json!({"offset": o}),
+        };
+        json!({"report": self.name, "title": self.title, "columns": self.columns, "rows": rows, "next": next})
     }
 }
 
@@ -111,7 +136,8 @@ pub fn thresholds(cfg: &Config) -> Thresholds {
     Thresholds { poll_secs: cfg.devices.poll_sleep_secs, silent_polls: cfg.health.silent_polls }
 }
 
-/// Builds report `name` at `now` (Unix seconds).
+/// Builds report `name` at `now` (Unix seconds): a summary whole, a device list a page at a
+/// time (all of it when `o.page.limit` is `None`).
 pub fn build(
     store: &dyn Storage,
     cfg: &Config,
@@ -123,19 +149,130 @@ pub fn build(
         let names: Vec<&str> = REPORTS.iter().map(|(n, _)| *n).collect();
         Error::Usage(format!("no report {name:?}: the reports are {}", names.join(", ")))
     })?;
-    let (columns, rows) = match name {
-        "distribution-status" => distribution(store, o)?,
-        "tethered-desktops" => tethered(store)?,
-        "deployment-details" => details(store, o)?,
-        "deployment-failures" => failures(store)?,
-        "deployment-successes" => successes(store)?,
-        "health-summary" => summary(store, cfg, now)?,
-        other => devices_by_health(store, cfg, now, other)?,
+    let columns = columns(name);
+    let sort = match &o.sort {
+        None => None,
+        Some(s) => Some(columns.iter().position(|c| c == s).ok_or_else(|| {
+            Error::Usage(format!(
+                "report {name} has no column {s:?}: it has {}",
+                columns.join(", ")
+            ))
+        })?),
     };
-    Ok(Report { name, title, columns, rows })
+    let a = Arrange { filter: o.filter.clone(), sort, desc: o.desc };
+    let mut next = None;
+    let rows = match name {
+        "distribution-status" => arranged(distribution(store, o)?, &a),
+        "deployment-failures" => arranged(failures(store)?, &a),
+        "health-summary" => arranged(summary(store, cfg, now)?, &a),
+        "deployment-details" if o.device.is_some() => arranged(details_of_one(store, o)?, &a),
+        list => {
+            let mut rows_of = device_rows(store, cfg, now, o, list)?;
+            let (rows, n) = scan::page(store, &o.page, &a, &mut *rows_of)?;
+            next = n;
+            rows
+        }
+    };
+    Ok(Report { name, title, columns, rows, next })
 }
 
-type Rows = (Vec<&'static str>, Vec<Vec<String>>);
+fn arranged(mut rows: Vec<Vec<String>>, a: &Arrange) -> Vec<Vec<String>> {
+    a.apply(&mut rows);
+    rows
+}
+
+/// The columns of each report.
+fn columns(name: &str) -> Vec<&'static str> {
+    match name {
+        "distribution-status" => [&["advertisement"][..], &STATES].concat(),
+        "tethered-desktops" => vec!["desktop", "tethered devices", "last install"],
+        "deployment-details" => {
+            vec!["device", "time", "component", "message", "code", "text", "log excerpt"]
+        }
+        "deployment-failures" => vec!["code", "name", "meaning", "devices", "which"],
+        "deployment-successes" => vec!["device", "client version", "time", "message", "text"],
+        "health-summary" => vec!["state", "devices"],
+        "advertisement-devices" => {
+            vec!["device", "tenant", "state", "status", "last message", "last change"]
+        }
+        _ => vec!["device", "tenant", "client version", "last poll", "health", "why"],
+    }
+}
+
+/// How each device becomes rows in the device list `name`.
+fn device_rows<'a>(
+    store: &'a dyn Storage,
+    cfg: &Config,
+    now: i64,
+    o: &'a Options,
+    name: &str,
+) -> Result<Box<scan::RowsOf<'a>>> {
+    Ok(match name {
+        "tethered-desktops" => Box::new(|d: &Device| Ok(tethered(d).into_iter().collect())),
+        "deployment-details" => Box::new(move |d: &Device| details(store, d)),
+        "deployment-successes" => Box::new(move |d: &Device| success(store, d)),
+        "advertisement-devices" => {
+            let ad = match &o.advertisement {
+                Some(a) => crate::admin::find_advertisement(store, a)?,
+                None => {
+                    return Err(Error::Usage(
+                        "advertisement-devices needs an advertisement".into(),
+                    ));
+                }
+            };
+            if let Some(s) = o.state.as_deref().filter(|s| !STATES.contains(s)) {
+                return Err(Error::Usage(format!(
+                    "no distribution state {s:?}: the states are {}",
+                    STATES.join(", ")
+                )));
+            }
+            let state = o.state.clone();
+            Box::new(move |d: &Device| of_advertisement(store, &ad, state.as_deref(), d))
+        }
+        health => {
+            let judge = Judge::new(store, cfg, now)?;
+            let wanted = match health {
+                "unhealthy-certificate" => Some(Cause::Certificate),
+                "unhealthy-communication" => Some(Cause::Communication),
+                "unhealthy-local" => Some(Cause::Local),
+                _ => None,
+            };
+            Box::new(move |d: &Device| Ok(by_health(&judge, wanted, d).into_iter().collect()))
+        }
+    })
+}
+
+type Rows = Vec<Vec<String>>;
+
+/// Every device, a chunk at a time, in key order.
+fn each_device(store: &dyn Storage, f: &mut dyn FnMut(Device) -> Result<()>) -> Result<()> {
+    let mut after: Option<(String, String)> = None;
+    loop {
+        let chunk = store
+            .devices_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), scan::CHUNK)?;
+        let n = chunk.len();
+        for d in chunk {
+            after = Some((d.tenant.clone(), d.controller_id.clone()));
+            f(d)?;
+        }
+        if n < scan::CHUNK {
+            return Ok(());
+        }
+    }
+}
+
+/// The distribution state of an action (one of [`STATES`] past `targeted`), if it has one.
+fn state_of(a: &crate::model::Action) -> Option<&'static str> {
+    use ActionStatus as S;
+    match a.status {
+        S::Waiting | S::Scheduled | S::Canceled | S::Canceling => None,
+        S::Running if a.last_code == Some(10002) => Some("downloading"),
+        S::Running => Some("running"),
+        S::Finished => Some("succeeded"),
+        S::Error => Some("failed"),
+        _ => Some("received"),
+    }
+}
 
 fn distribution(store: &dyn Storage, o: &Options) -> Result<Rows> {
     let programs = store.programs()?;
@@ -152,36 +289,54 @@ fn distribution(store: &dyn Storage, o: &Options) -> Result<Rows> {
             .filter(|a| kind_of(a.program_id) == Some(PackageKind::ClientDeployment))
             .collect(),
     };
-    let actions = store.actions()?;
-    let mut rows = Vec::new();
-    for ad in ads {
-        let mine: Vec<_> = actions.iter().filter(|a| a.advertisement_id == ad.id).collect();
-        let count = |f: &dyn Fn(&crate::model::Action) -> bool| {
-            mine.iter().filter(|a| f(a)).count().to_string()
-        };
-        use ActionStatus as S;
-        let downloading =
-            |a: &crate::model::Action| a.status == S::Running && a.last_code == Some(10002);
-        rows.push(vec![
-            ad.name.clone(),
-            mine.len().to_string(),
-            count(&|a| !matches!(a.status, S::Waiting | S::Scheduled | S::Canceled | S::Canceling)),
-            count(&downloading),
-            count(&|a| a.status == S::Running && !downloading(a)),
-            count(&|a| a.status == S::Finished),
-            count(&|a| a.status == S::Error),
-        ]);
+    let mut counts: BTreeMap<i64, [usize; 6]> = ads.iter().map(|a| (a.id, [0; 6])).collect();
+    for a in store.actions()? {
+        let Some(c) = counts.get_mut(&a.advertisement_id) else { continue };
+        c[0] += 1;
+        if let Some(st) = state_of(&a) {
+            c[1] += 1;
+            if let Some(i) = STATES.iter().position(|s| *s == st).filter(|i| *i > 1) {
+                c[i] += 1;
+            }
+        }
     }
-    let columns = vec![
-        "advertisement",
-        "targeted",
-        "received",
-        "downloading",
-        "running",
-        "succeeded",
-        "failed",
-    ];
-    Ok((columns, rows))
+    Ok(ads
+        .iter()
+        .map(|ad| {
+            let c = counts.get(&ad.id).copied().unwrap_or_default();
+            std::iter::once(ad.name.clone()).chain(c.iter().map(|n| n.to_string())).collect()
+        })
+        .collect())
+}
+
+/// A device's row in an advertisement's device list, if it has an action of it (in `state`).
+fn of_advertisement(
+    store: &dyn Storage,
+    ad: &crate::model::Advertisement,
+    state: Option<&str>,
+    d: &Device,
+) -> Result<Rows> {
+    let Some(a) = store.actions_of_device(d.id)?.into_iter().find(|a| a.advertisement_id == ad.id)
+    else {
+        return Ok(Vec::new());
+    };
+    let st = state_of(&a).unwrap_or("targeted");
+    let wanted = match state {
+        None | Some("targeted") => true,
+        Some("received") => state_of(&a).is_some(),
+        Some(s) => s == st,
+    };
+    if !wanted {
+        return Ok(Vec::new());
+    }
+    Ok(vec![vec![
+        d.controller_id.clone(),
+        d.tenant.clone(),
+        st.to_string(),
+        a.status.as_str().to_string(),
+        a.last_code.map(|m| m.to_string()).unwrap_or_default(),
+        when(Some(a.updated)),
+    ]])
 }
 
 /// An advertisement's progress over time (the console plots it).
@@ -231,20 +386,14 @@ pub fn progress(store: &dyn Storage, advertisement: &str) -> Result<Progress> {
     Ok(Progress { start: ad.start_time, targeted: actions.len(), points })
 }
 
-fn tethered(store: &dyn Storage) -> Result<Rows> {
-    let rows = store
-        .devices()?
-        .into_iter()
-        .filter(|d| d.attr(key::TETHERED) == Some("yes"))
-        .map(|d| {
-            vec![
-                d.controller_id.clone(),
-                d.attr(key::TETHERED_DEVICES).unwrap_or("").to_string(),
-                d.attr(key::TETHERED_LAST).unwrap_or("").to_string(),
-            ]
-        })
-        .collect();
-    Ok((vec!["desktop", "tethered devices", "last install"], rows))
+fn tethered(d: &Device) -> Option<Vec<String>> {
+    (d.attr(key::TETHERED) == Some("yes")).then(|| {
+        vec![
+            d.controller_id.clone(),
+            d.attr(key::TETHERED_DEVICES).unwrap_or("").to_string(),
+            d.attr(key::TETHERED_LAST).unwrap_or("").to_string(),
+        ]
+    })
 }
 
 /// Whether a status record is an installer's or setup's result (a client deployment's).
@@ -257,32 +406,19 @@ fn code_of(s: &StatusRecord) -> StatusCode {
     s.hresult.as_deref().and_then(StatusCode::parse_hex).unwrap_or(StatusCode::S_OK)
 }
 
-fn deployment_statuses(
-    store: &dyn Storage,
-    only: Option<&Device>,
-) -> Result<Vec<(Device, StatusRecord)>> {
-    let devices = match only {
-        Some(d) => vec![d.clone()],
-        None => store.devices()?,
-    };
-    let mut out = Vec::new();
-    for d in devices {
-        for s in store.statuses_for_device(d.id)?.into_iter().filter(is_deployment) {
-            out.push((d.clone(), s));
-        }
-    }
-    Ok(out)
+/// A device's installer and setup results, oldest first.
+fn deployment_statuses(store: &dyn Storage, d: &Device) -> Result<Vec<StatusRecord>> {
+    Ok(store.statuses_for_device(d.id)?.into_iter().filter(is_deployment).collect())
 }
 
 fn text_of(s: &StatusRecord) -> String {
     s.details.first().cloned().unwrap_or_default().chars().take(300).collect()
 }
 
-fn details(store: &dyn Storage, o: &Options) -> Result<Rows> {
-    let only = o.device.as_deref().map(|d| crate::admin::find_device(store, d)).transpose()?;
-    let rows = deployment_statuses(store, only.as_ref())?
+fn details(store: &dyn Storage, d: &Device) -> Result<Rows> {
+    Ok(deployment_statuses(store, d)?
         .into_iter()
-        .map(|(d, s)| {
+        .map(|s| {
             vec![
                 d.controller_id.clone(),
                 when(Some(s.received)),
@@ -293,48 +429,59 @@ fn details(store: &dyn Storage, o: &Options) -> Result<Rows> {
                 s.details.iter().skip(1).take(5).cloned().collect::<Vec<_>>().join(" | "),
             ]
         })
-        .collect();
-    Ok((vec!["device", "time", "component", "message", "code", "text", "log excerpt"], rows))
+        .collect())
 }
 
+fn details_of_one(store: &dyn Storage, o: &Options) -> Result<Rows> {
+    let d = crate::admin::find_device(store, o.device.as_deref().unwrap_or(""))?;
+    details(store, &d)
+}
+
+/// Device names a failure row lists before it only counts (the count links to them all).
+const NAMED: usize = 20;
+
 fn failures(store: &dyn Storage) -> Result<Rows> {
-    let mut by_code: BTreeMap<u32, Vec<String>> = BTreeMap::new();
-    for (d, s) in deployment_statuses(store, None)? {
-        let code = code_of(&s);
-        if code.is_failure() {
-            let devices = by_code.entry(code.0).or_default();
-            if !devices.contains(&d.controller_id) {
-                devices.push(d.controller_id.clone());
+    let mut by_code: BTreeMap<u32, (usize, Vec<String>)> = BTreeMap::new();
+    each_device(store, &mut |d| {
+        let mut codes: Vec<u32> = deployment_statuses(store, &d)?
+            .iter()
+            .map(code_of)
+            .filter(|c| c.is_failure())
+            .map(|c| c.0)
+            .collect();
+        codes.sort_unstable();
+        codes.dedup();
+        for code in codes {
+            let (n, names) = by_code.entry(code).or_default();
+            *n += 1;
+            if names.len() < NAMED {
+                names.push(d.controller_id.clone());
+            } else if names.len() == NAMED {
+                names.push("…".into());
             }
         }
-    }
-    let rows = by_code
+        Ok(())
+    })?;
+    Ok(by_code
         .into_iter()
-        .map(|(code, devices)| {
+        .map(|(code, (n, names))| {
             let c = StatusCode(code);
             vec![
                 c.hex(),
                 c.name().to_string(),
                 c.text().to_string(),
-                devices.len().to_string(),
-                devices.join(" "),
+                n.to_string(),
+                names.join(" "),
             ]
         })
-        .collect();
-    Ok((vec!["code", "name", "meaning", "devices", "which"], rows))
+        .collect())
 }
 
-fn successes(store: &dyn Storage) -> Result<Rows> {
-    let mut last: BTreeMap<i64, (Device, StatusRecord)> = BTreeMap::new();
-    for (d, s) in deployment_statuses(store, None)? {
-        if last.get(&d.id).is_none_or(|(_, p)| p.received <= s.received) {
-            last.insert(d.id, (d, s));
-        }
-    }
-    let rows = last
-        .into_values()
-        .filter(|(_, s)| !code_of(s).is_failure())
-        .map(|(d, s)| {
+fn success(store: &dyn Storage, d: &Device) -> Result<Rows> {
+    let last = deployment_statuses(store, d)?.into_iter().max_by_key(|s| s.received);
+    Ok(last
+        .filter(|s| !code_of(s).is_failure())
+        .map(|s| {
             vec![
                 d.controller_id.clone(),
                 d.attr(key::CLIENT_VERSION).unwrap_or("").to_string(),
@@ -343,72 +490,77 @@ fn successes(store: &dyn Storage) -> Result<Rows> {
                 text_of(&s),
             ]
         })
-        .collect();
-    Ok((vec!["device", "client version", "time", "message", "text"], rows))
-}
-
-/// Every device with its verdict.
-fn verdicts(store: &dyn Storage, cfg: &Config, now: i64) -> Result<Vec<(Device, Verdict)>> {
-    let revoked = store.revoked_certificates()?;
-    let t = thresholds(cfg);
-    let mut devices = store.devices()?;
-    devices.sort_by(|a, b| (&a.tenant, &a.controller_id).cmp(&(&b.tenant, &b.controller_id)));
-    Ok(devices
         .into_iter()
-        .map(|d| {
-            let here = d.cert_sha256.as_ref().is_some_and(|c| revoked.contains(c));
-            let v = health::judge(&d, now, t, here);
-            (d, v)
-        })
         .collect())
 }
 
-fn summary(store: &dyn Storage, cfg: &Config, now: i64) -> Result<Rows> {
-    let all = verdicts(store, cfg, now)?;
-    let count = |f: &dyn Fn(&Verdict) -> bool| all.iter().filter(|(_, v)| f(v)).count().to_string();
-    let has = |c: Cause| move |v: &Verdict| v.causes.iter().any(|(x, _)| *x == c);
-    let rows = vec![
-        vec!["devices".into(), all.len().to_string()],
-        vec!["healthy".into(), count(&|v| v.healthy())],
-        vec!["unhealthy".into(), count(&|v| !v.healthy())],
-        vec!["unhealthy: certificate".into(), count(&has(Cause::Certificate))],
-        vec!["unhealthy: communication".into(), count(&has(Cause::Communication))],
-        vec!["unhealthy: local".into(), count(&has(Cause::Local))],
-    ];
-    Ok((vec!["state", "devices"], rows))
+/// What a device's health is judged with: the thresholds, the refused certificates and when.
+struct Judge {
+    revoked: std::collections::HashSet<String>,
+    thresholds: Thresholds,
+    now: i64,
 }
 
-fn devices_by_health(store: &dyn Storage, cfg: &Config, now: i64, name: &str) -> Result<Rows> {
-    let wanted = match name {
-        "unhealthy-certificate" => Some(Cause::Certificate),
-        "unhealthy-communication" => Some(Cause::Communication),
-        "unhealthy-local" => Some(Cause::Local),
-        _ => None,
+impl Judge {
+    fn new(store: &dyn Storage, cfg: &Config, now: i64) -> Result<Judge> {
+        let revoked = store.revoked_certificates()?.into_iter().collect();
+        Ok(Judge { revoked, thresholds: thresholds(cfg), now })
+    }
+
+    fn verdict(&self, d: &Device) -> Verdict {
+        let here = d.cert_sha256.as_ref().is_some_and(|c| self.revoked.contains(c));
+        health::judge(d, self.now, self.thresholds, here)
+    }
+}
+
+fn summary(store: &dyn Storage, cfg: &Config, now: i64) -> Result<Rows> {
+    let judge = Judge::new(store, cfg, now)?;
+    let mut n = [0usize; 6];
+    each_device(store, &mut |d| {
+        let v = judge.verdict(&d);
+        let has = |c: Cause| v.causes.iter().any(|(x, _)| *x == c);
+        n[0] += 1;
+        n[if v.healthy() { 1 } else { 2 }] += 1;
+        n[3] += usize::from(has(Cause::Certificate));
+        n[4] += usize::from(has(Cause::Communication));
+        n[5] += usize::from(has(Cause::Local));
+        Ok(())
+    })?;
+    let labels = [
+        "devices",
+        "healthy",
+        "unhealthy",
+        "unhealthy: certificate",
+        "unhealthy: communication",
+        "unhealthy: local",
+    ];
+    Ok(labels.iter().zip(n).map(|(l, n)| vec![l.to_string(), n.to_string()]).collect())
+}
+
+/// A device's row in a health list: healthy ones (`wanted` none) or those with a cause.
+fn by_health(judge: &Judge, wanted: Option<Cause>, d: &Device) -> Option<Vec<String>> {
+    let v = judge.verdict(d);
+    let listed = match wanted {
+        None => v.healthy(),
+        Some(c) => v.causes.iter().any(|(x, _)| *x == c),
     };
-    let rows = verdicts(store, cfg, now)?
-        .into_iter()
-        .filter(|(_, v)| match wanted {
-            None => v.healthy(),
-            Some(c) => v.causes.iter().any(|(x, _)| *x == c),
-        })
-        .map(|(d, v)| {
-            let reasons: Vec<String> = v
-                .causes
-                .iter()
-                .filter(|(c, _)| wanted.is_none_or(|w| w == *c))
-                .map(|(_, r)| r.clone())
-                .collect();
-            vec![
-                d.controller_id.clone(),
-                d.tenant.clone(),
-                d.attr(key::CLIENT_VERSION).unwrap_or("").to_string(),
-                when(d.last_seen),
-                v.label(),
-                reasons.join("; "),
-            ]
-        })
+    if !listed {
+        return None;
+    }
+    let reasons: Vec<String> = v
+        .causes
+        .iter()
+        .filter(|(c, _)| wanted.is_none_or(|w| w == *c))
+        .map(|(_, r)| r.clone())
         .collect();
-    Ok((vec!["device", "tenant", "client version", "last poll", "health", "why"], rows))
+    Some(vec![
+        d.controller_id.clone(),
+        d.tenant.clone(),
+        d.attr(key::CLIENT_VERSION).unwrap_or("").to_string(),
+        when(d.last_seen),
+        v.label(),
+        reasons.join("; "),
+    ])
 }
 
 #[cfg(test)]
@@ -428,6 +580,7 @@ mod tests {
             title: "t",
             columns: vec!["device", "why"],
             rows: vec![vec!["=cmd|' /C calc'!A0".into(), "x".into()]],
+            next: None,
         };
         assert_eq!(r.csv(), "device,why\r\n'=cmd|' /C calc'!A0,x\r\n");
         assert_eq!(r.json()["rows"][0]["device"], "=cmd|' /C calc'!A0");

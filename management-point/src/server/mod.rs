@@ -101,11 +101,8 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()>,
 ) -> Result<()> {
     let cfg = &state.config;
-    let tls_cfg = tls::server_config(
-        &cfg.resolve(&cfg.server.tls_cert),
-        &cfg.resolve(&cfg.server.tls_key),
-        state.takes_client_certificates(),
-    )?;
+    let tls_cfg =
+        tls::server_config(&cfg.resolve(&cfg.server.tls_cert), &cfg.resolve(&cfg.server.tls_key))?;
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(tls_cfg));
     let listener = TcpListener::bind(cfg.server.listen).await.map_err(|e| Error::Config {
         path: "dmmp.toml".into(),

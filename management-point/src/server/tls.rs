@@ -1,10 +1,11 @@
 //! TLS for the management point (rustls, ring): the server's identity, and client
 //! certificates for certificate authentication.
 //!
-//! A client certificate is taken at the TLS layer whenever one is offered (the handshake still
-//! proves the client holds its key), and checked against the configured client CA in the
-//! request, so that a foreign or expired certificate gets an HTTP 403 with a log line instead of
-//! a handshake failure the device cannot explain.
+//! A client certificate is asked for, never required, and taken at the TLS layer whenever one
+//! is offered (the handshake still proves the client holds its key). It is checked in the
+//! request: a device's against the configured client CA, so that a foreign or expired
+//! certificate gets an HTTP 403 with a log line instead of a handshake failure the device
+//! cannot explain; an administrator's against the certificates pinned for the console.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -96,7 +97,7 @@ pub fn load_client_roots(path: &Path) -> Result<Vec<CertificateDer<'static>>> {
 }
 
 /// The server's TLS configuration.
-pub fn server_config(cert: &Path, key: &Path, client_auth: bool) -> Result<rustls::ServerConfig> {
+pub fn server_config(cert: &Path, key: &Path) -> Result<rustls::ServerConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let chain = load_certs(cert)?;
     let key_bytes = dm_shared::fs::read_capped(key, 64 * 1024)?;
@@ -105,12 +106,8 @@ pub fn server_config(cert: &Path, key: &Path, client_auth: bool) -> Result<rustl
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
         .map_err(|e| Error::tls("protocol versions", e))?;
-    let builder = if client_auth {
-        builder.with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
-    } else {
-        builder.with_no_client_auth()
-    };
     let mut cfg = builder
+        .with_client_cert_verifier(Arc::new(AnyClientCert { provider }))
         .with_single_cert(chain, key)
         .map_err(|e| Error::tls(cert.display().to_string(), e))?;
     cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];

@@ -173,3 +173,13 @@ pub(super) fn insert_status(c: &Connection, s: &StatusRecord) -> rusqlite::Resul
     )?;
     Ok(c.last_insert_rowid())
 }
+
+pub(super) fn admin_cert_row(r: &Row<'_>) -> rusqlite::Result<AdminCert> {
+    Ok(AdminCert {
+        sha256: r.get(0)?,
+        name: r.get(1)?,
+        subject: r.get(2)?,
+        not_before: r.get(3)?,
+        not_after: r.get(4)?,
+    })
+}

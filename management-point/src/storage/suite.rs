@@ -231,3 +231,16 @@ fn a_devices_actions_and_administrator_certificates() {
         assert_eq!(s.administrator_by_certificate(&cert.sha256).unwrap().unwrap().name, "root");
     });
 }
+
+#[test]
+fn sqlite_another_connection_changes_the_data_version() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dmmp.db");
+    let server = SqliteStore::open(&path).unwrap();
+    let admin = SqliteStore::open(&path).unwrap();
+    let v1 = server.data_version().unwrap();
+    server.add_collection("mine", "DEFAULT", &CollectionRule::All).unwrap();
+    assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
+    admin.add_collection("theirs", "DEFAULT", &CollectionRule::All).unwrap();
+    assert_ne!(server.data_version().unwrap(), v1);
+}

@@ -1,0 +1,75 @@
+//! `dmmp admin`: the web console's administrators. A password is kept only as its Argon2id
+//! hash; a client certificate is pinned by the SHA-256 of its DER, with its validity, and
+//! opens the console with no password while it is valid (docs/console.md).
+
+use std::path::Path;
+
+use super::Out;
+use crate::error::{Error, Result};
+use crate::model::AdminCert;
+use crate::storage::Storage;
+
+/// Refuses a name that is not 1 to 64 letters, digits, `.`, `_`, `-` or `@`.
+fn check_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::Usage(format!("--name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'")))
+    }
+}
+
+/// `dmmp admin add`: `text`'s first line is the password, at least 12 characters.
+pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out> {
+    check_name(name)?;
+    let password = text.lines().next().unwrap_or("");
+    if password.chars().count() < 12 {
+        return Err(Error::Usage("the password must be at least 12 characters".into()));
+    }
+    let hash = crate::server::console::hash_password(password).map_err(Error::Usage)?;
+    store.set_administrator(name, &hash, now)?;
+    Ok(Out::new(
+        format!("administrator {name} can log in to the console at /console/\n"),
+        serde_json::json!({"administrator": name}),
+    ))
+}
+
+/// Reads a PEM certificate and what the console pins of it.
+fn read_cert(name: &str, path: &Path) -> Result<AdminCert> {
+    let bad = |why: String| Error::Config { path: path.to_path_buf(), reason: why };
+    let pem = dm_shared::fs::read_capped(path, 64 * 1024)?;
+    let (_, block) = x509_parser::pem::parse_x509_pem(&pem)
+        .map_err(|e| bad(format!("not a PEM certificate: {e}")))?;
+    let cert = block.parse_x509().map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
+    let v = cert.validity();
+    Ok(AdminCert {
+        sha256: dm_shared::pki::sha256_hex(&block.contents),
+        name: name.to_string(),
+        subject: cert.subject().to_string(),
+        not_before: v.not_before.timestamp(),
+        not_after: v.not_after.timestamp(),
+    })
+}
+
+/// `dmmp admin certificate`: pins `path` (a PEM certificate) to administrator `name`. An
+/// expired certificate is refused here, as the console would refuse it.
+pub fn certificate(store: &dyn Storage, name: &str, path: &Path, now: i64) -> Result<Out> {
+    check_name(name)?;
+    let c = read_cert(name, path)?;
+    if c.not_after <= now {
+        return Err(Error::Usage(format!("{}: the certificate has expired", path.display())));
+    }
+    store.add_administrator_certificate(&c, now)?;
+    Ok(Out::new(
+        format!(
+            "administrator {name} opens the console with the certificate {} (sha256 {}) until {}\n",
+            c.subject,
+            c.sha256,
+            super::when(Some(c.not_after))
+        ),
+        serde_json::json!({"administrator": name, "subject": c.subject, "sha256": c.sha256,
+            "not_after": c.not_after}),
+    ))
+}
