@@ -127,9 +127,27 @@ impl Browser {
         self.call("POST", &self.s(&format!("/element/{e}/value")), Some(json!({"text": text})));
     }
 
+    /// Clicks a link or button and waits for the page it leads to: WebDriver may answer the
+    /// click before a form's submission has navigated.
     fn click(&self, css: &str) {
+        let before = self.url();
         let e = self.find(css);
         self.call("POST", &self.s(&format!("/element/{e}/click")), Some(json!({})));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while self.url() == before {
+            assert!(std::time::Instant::now() < deadline, "clicking {css} left {before}");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        let state = format!("{}/execute/sync", self.s(""));
+        while self.call(
+            "POST",
+            &state,
+            Some(json!({"script": "return document.readyState", "args": []})),
+        ) != "complete"
+        {
+            assert!(std::time::Instant::now() < deadline, "{css}: the page did not load");
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
     }
 
     fn screenshot(&self, path: &std::path::Path) {
