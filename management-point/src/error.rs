@@ -43,6 +43,16 @@ pub enum Error {
         source: rusqlite::Error,
     },
 
+    /// The PostgreSQL store failed: the server refused, the connection was lost, or no answer
+    /// came within the deadline.
+    #[error("database: {what}: {reason}")]
+    Postgres {
+        /// What was being done.
+        what: String,
+        /// Why, with the SQLSTATE when the server said.
+        reason: String,
+    },
+
     /// A stored row does not hold what the schema promises (written by a newer `dmmp`, or
     /// edited by hand): named, never replaced by a default.
     #[error("database: {table} row {row}: {reason}")]
@@ -122,7 +132,10 @@ impl Error {
             Error::Shared(e) => e.code(),
             Error::Usage(_) => StatusCode::E_INVALIDARG,
             Error::OutputExists { .. } => StatusCode::ERROR_WRITE_FAULT,
-            Error::Pki { .. } | Error::Database { .. } | Error::Tls { .. } => StatusCode::E_FAIL,
+            Error::Pki { .. }
+            | Error::Database { .. }
+            | Error::Postgres { .. }
+            | Error::Tls { .. } => StatusCode::E_FAIL,
             Error::CorruptRow { .. } => StatusCode::ERROR_INVALID_DATA,
             Error::Conflict(_) => StatusCode::ERROR_ALREADY_EXISTS,
             Error::NotFound(_) => StatusCode::ERROR_FILE_NOT_FOUND,

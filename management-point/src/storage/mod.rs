@@ -5,6 +5,7 @@
 //! The server and admin commands may run at once: the admin commands write through their own
 //! connection and the server notices through [`Storage::data_version`].
 
+pub mod postgres;
 mod rows;
 pub mod sqlite;
 #[cfg(test)]
@@ -12,6 +13,7 @@ mod suite;
 
 use std::collections::BTreeMap;
 
+pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 use crate::error::Result;
 use crate::model::*;

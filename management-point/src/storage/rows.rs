@@ -96,10 +96,10 @@ pub(super) fn device_row(r: &Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
-pub(super) const DEVICE_COLS: &str = "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by, auto_confirm, cert_sha256";
-pub(super) const ACTION_COLS: &str =
+pub(crate) const DEVICE_COLS: &str = "id, tenant, controller_id, token_sha256, attributes, created, last_seen, registered_by, auto_confirm, cert_sha256";
+pub(crate) const ACTION_COLS: &str =
     "id, advertisement_id, device_id, status, created, updated, last_code";
-pub(super) const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id";
+pub(crate) const STATUS_COLS: &str = "id, device_id, action_id, received, source, execution, finished, message_id, hresult, component, details, report_id";
 
 pub(super) fn action_row(r: &Row<'_>) -> rusqlite::Result<Action> {
     let id: i64 = r.get(0)?;

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use super::{SqliteStore, Storage};
+use super::postgres::cluster::{self, Cluster};
+use super::{PgStore, SqliteStore, Storage};
 use crate::error::Error;
 use crate::model::*;
 
@@ -13,11 +14,36 @@ struct Under {
     store: Box<dyn Storage>,
 }
 
-/// Every store this suite runs against: SQLite always.
+/// The test process's PostgreSQL cluster, if PostgreSQL is installed. `DM_REQUIRE_POSTGRES`
+/// (set by scripts/test-all.sh) makes its absence a failure rather than a skip.
+fn cluster() -> Option<&'static Cluster> {
+    static C: std::sync::OnceLock<Option<Cluster>> = std::sync::OnceLock::new();
+    C.get_or_init(|| {
+        if cluster::binaries().is_none() {
+            assert!(
+                std::env::var_os("DM_REQUIRE_POSTGRES").is_none(),
+                "DM_REQUIRE_POSTGRES is set and PostgreSQL is not installed"
+            );
+            eprintln!("PostgreSQL is not installed: the store suite runs against SQLite only");
+            return None;
+        }
+        let dir = tempfile::Builder::new().prefix("dm-pg-").tempdir().unwrap().keep();
+        Some(Cluster::start(&dir).unwrap())
+    })
+    .as_ref()
+}
+
+/// Every store this suite runs against: SQLite, and PostgreSQL (a new database each time).
 fn stores() -> Vec<Under> {
     let dir = tempfile::tempdir().unwrap();
     let store = Box::new(SqliteStore::open(&dir.path().join("db/dmmp.db")).unwrap());
-    vec![Under { _dir: dir, store }]
+    let mut all = vec![Under { _dir: dir, store: store as Box<dyn Storage> }];
+    if let Some(c) = cluster() {
+        let url = c.database("suite").unwrap();
+        let store = Box::new(PgStore::connect(&url, "suite").unwrap());
+        all.push(Under { _dir: tempfile::tempdir().unwrap(), store });
+    }
+    all
 }
 
 /// Runs `test` against every store.
@@ -243,4 +269,91 @@ fn sqlite_another_connection_changes_the_data_version() {
     assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
     admin.add_collection("theirs", "DEFAULT", &CollectionRule::All).unwrap();
     assert_ne!(server.data_version().unwrap(), v1);
+}
+
+/// Waits up to five seconds for `f` to hold.
+fn within_seconds(f: impl Fn() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while std::time::Instant::now() < deadline {
+        if f() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
+}
+
+#[test]
+fn postgres_another_instance_changes_the_data_version_and_last_seen_does_not() {
+    let Some(c) = cluster() else { return };
+    let url = c.database("notify").unwrap();
+    let server = PgStore::connect(&url, "serve").unwrap();
+    let other = PgStore::connect(&url, "serve").unwrap();
+    let v1 = server.data_version().unwrap();
+    assert!(within_seconds(|| server.listening()), "the listener never connected");
+    let v1 = server.data_version().unwrap().max(v1);
+    server.add_collection("mine", "DEFAULT", &CollectionRule::All).unwrap();
+    let d = server.add_device("DEFAULT", "dev-1", None, "admin", 1).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
+    other.flush_last_seen(&[(d.id, 50)]).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(server.data_version().unwrap(), v1, "last-seen times are no change to a view");
+    other.add_collection("theirs", "DEFAULT", &CollectionRule::All).unwrap();
+    assert!(within_seconds(|| server.data_version().unwrap() != v1), "no notification");
+    assert_eq!(server.devices().unwrap()[0].last_seen, Some(50));
+}
+
+#[test]
+fn postgres_feedback_for_one_action_from_two_instances_is_stored_once_and_in_order() {
+    let Some(c) = cluster() else { return };
+    let url = c.database("race").unwrap();
+    let a = PgStore::connect(&url, "serve").unwrap();
+    let b = PgStore::connect(&url, "serve").unwrap();
+    let (dev, adv) = setup(&a);
+    let action = a.ensure_action(adv.id, dev.id, ActionStatus::Running, 5).unwrap();
+    // 40 progress reports (running stays running) from each instance at once, then a final
+    // report sent to both (a resend after a lost acknowledgement).
+    std::thread::scope(|s| {
+        for (store, tag) in [(&a, "a"), (&b, "b")] {
+            s.spawn(move || {
+                for i in 0..40 {
+                    let r = StatusRecord {
+                        report_id: Some(format!("{tag}-{i}")),
+                        execution: Some(dm_shared::ddi::Execution::Proceeding),
+                        finished: None,
+                        ..record(dev.id, Some(action.id))
+                    };
+                    store
+                        .apply_feedback(action.id, &r, &|st| match st {
+                            ActionStatus::Running => Ok(ActionStatus::Running),
+                            other => Err(Error::Gone(other.as_str().into())),
+                        })
+                        .unwrap();
+                }
+            });
+        }
+    });
+    let last = StatusRecord { report_id: Some("final".into()), ..record(dev.id, Some(action.id)) };
+    let results: Vec<_> = std::thread::scope(|s| {
+        let hs: Vec<_> = [&a, &b]
+            .into_iter()
+            .map(|store| {
+                let last = last.clone();
+                s.spawn(move || {
+                    store.apply_feedback(action.id, &last, &|st| match st {
+                        ActionStatus::Running => Ok(ActionStatus::Finished),
+                        other => Err(Error::Gone(other.as_str().into())),
+                    })
+                })
+            })
+            .collect();
+        hs.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    // One instance stored it; the other found it stored (or the action already closed).
+    let stored = results.iter().filter(|r| matches!(r, Ok(Some(_)))).count();
+    assert_eq!(stored, 1, "{results:?}");
+    assert!(results.iter().all(|r| matches!(r, Ok(_) | Err(Error::Gone(_)))), "{results:?}");
+    assert_eq!(a.statuses_for_action(action.id).unwrap().len(), 81);
+    assert_eq!(b.action(action.id).unwrap().unwrap().status, ActionStatus::Finished);
 }

@@ -1,0 +1,31 @@
+-- Not a migration: run at every start, after them. Every change the in-memory views hold
+-- (devices but their last-seen times, packages, programs, collections, advertisements,
+-- actions, revocations, CRLs) notifies channel dm_changes with the writer's
+-- application_name, so each dmmp instance hears the others' changes and not its own.
+CREATE OR REPLACE FUNCTION dm_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('dm_changes', current_setting('application_name'));
+    RETURN NULL;
+END $$;
+CREATE OR REPLACE TRIGGER dm_devices_changed
+    AFTER INSERT OR DELETE OR UPDATE OF tenant, controller_id, token_sha256, attributes,
+        registered_by, auto_confirm, cert_sha256
+    ON devices FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_packages_changed AFTER INSERT OR UPDATE OR DELETE
+    ON packages FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_artifacts_changed AFTER INSERT OR UPDATE OR DELETE
+    ON artifacts FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_programs_changed AFTER INSERT OR UPDATE OR DELETE
+    ON programs FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_collections_changed AFTER INSERT OR UPDATE OR DELETE
+    ON collections FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_members_changed AFTER INSERT OR UPDATE OR DELETE
+    ON collection_members FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_advertisements_changed AFTER INSERT OR UPDATE OR DELETE
+    ON advertisements FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_actions_changed AFTER INSERT OR UPDATE OR DELETE
+    ON actions FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_revoked_changed AFTER INSERT OR UPDATE OR DELETE
+    ON revoked_certificates FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_crls_changed AFTER INSERT OR UPDATE OR DELETE
+    ON crls FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
