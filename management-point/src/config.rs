@@ -81,7 +81,7 @@ fn default_handshake() -> u64 {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StorageConfig {
-    /// The SQLite database file.
+    /// The SQLite database file, or a PostgreSQL URL (`postgres://user@host:port/db`).
     pub database: PathBuf,
     /// Where package content is kept.
     pub content: PathBuf,
@@ -285,6 +285,20 @@ impl Config {
     /// The database file.
     pub fn database(&self) -> PathBuf {
         self.resolve(&self.storage.database)
+    }
+
+    /// The PostgreSQL URL `[storage] database` holds, if it holds one.
+    pub fn database_url(&self) -> Option<String> {
+        let s = self.storage.database.to_str()?;
+        crate::storage::postgres::is_url(s).then(|| s.to_string())
+    }
+
+    /// `[storage] database` for logs and messages: a URL's password redacted.
+    pub fn database_shown(&self) -> String {
+        match self.database_url() {
+            Some(u) => crate::storage::postgres::redact(&u),
+            None => self.database().display().to_string(),
+        }
     }
 
     /// The content folder.

@@ -8,7 +8,6 @@ use serde_json::json;
 use super::Out;
 use crate::config::{Config, UnknownDevices};
 use crate::error::{Error, Result};
-use crate::storage::SqliteStore;
 
 /// What `dmmp init` is given.
 #[derive(Debug, Clone)]
@@ -53,6 +52,6 @@ pub fn init(spec: &InitSpec) -> Result<Out> {
     cfg.devices.poll_sleep_secs = spec.poll_sleep;
     dm_shared::fs::write_atomic(&path, cfg.to_toml()?.as_bytes(), dm_shared::fs::MODE_PRIVATE)?;
     let cfg = Config::load(&path)?;
-    SqliteStore::open(&cfg.database())?;
+    crate::storage::open(&cfg, "init")?;
     Ok(Out::new(format!("{}\n", path.display()), json!({"config": path})))
 }

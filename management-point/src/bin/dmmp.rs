@@ -11,7 +11,6 @@ use dm_mp::admin::targeting::{self, AdvertiseSpec};
 use dm_mp::admin::{self, Out, config, devices};
 use dm_mp::config::{Config, UnknownDevices};
 use dm_mp::model::AdvertisementKind;
-use dm_mp::storage::SqliteStore;
 use dm_mp::{Error, Result};
 
 /// dmmp: the management point devices poll (hawkBit DDI over HTTPS), and its admin commands.
@@ -63,6 +62,16 @@ enum Command {
     /// Administrators of the web console (docs/console.md).
     #[command(subcommand)]
     Admin(AdminCmd),
+    /// Copy a fleet's state from a SQLite file into an empty PostgreSQL database
+    /// (docs/management-point.md#postgresql); the counts of every table are compared.
+    Migrate {
+        /// The source: sqlite:PATH.
+        #[arg(long)]
+        from: String,
+        /// The target: postgres://user@host:port/database.
+        #[arg(long)]
+        to: String,
+    },
     /// A report for client installation (docs/health.md): distribution-status,
     /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
     /// health-summary, healthy, unhealthy-certificate, unhealthy-communication, unhealthy-local.
@@ -400,9 +409,9 @@ enum DeviceCmd {
     },
 }
 
-fn open(cli: &Cli) -> Result<(Config, SqliteStore)> {
+fn open(cli: &Cli) -> Result<(Config, Box<dyn dm_mp::storage::Storage>)> {
     let cfg = Config::load(&cli.config)?;
-    let store = SqliteStore::open(&cfg.database())?;
+    let store = dm_mp::storage::open(&cfg, "admin")?;
     Ok((cfg, store))
 }
 
@@ -452,10 +461,10 @@ fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
                     ));
                 }
             };
-            packages::package_add(&cfg, &store, &src, distribution_point.as_deref(), admin::now())
+            packages::package_add(&cfg, &*store, &src, distribution_point.as_deref(), admin::now())
         }
-        PackageCmd::List => packages::package_list(&store),
-        PackageCmd::Remove { package } => packages::package_remove(&store, package),
+        PackageCmd::List => packages::package_list(&*store),
+        PackageCmd::Remove { package } => packages::package_remove(&*store, package),
     }
 }
 
@@ -480,9 +489,9 @@ fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
                 max_run_time: *max_run_time,
                 device_class: device_class.clone(),
             };
-            packages::program_add(&store, &spec)
+            packages::program_add(&*store, &spec)
         }
-        ProgramCmd::List => packages::program_list(&store),
+        ProgramCmd::List => packages::program_list(&*store),
     }
 }
 
@@ -490,11 +499,11 @@ fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
     let (cfg, store) = open(cli)?;
     match cmd {
         CollectionCmd::Add { name, rule, tenant } => {
-            targeting::collection_add(&cfg, &store, name, tenant, rule)
+            targeting::collection_add(&cfg, &*store, name, tenant, rule)
         }
-        CollectionCmd::List => targeting::collection_list(&store),
+        CollectionCmd::List => targeting::collection_list(&*store),
         CollectionCmd::Members { collection, add } => {
-            targeting::collection_members(&store, collection, add)
+            targeting::collection_members(&*store, collection, add)
         }
     }
 }
@@ -519,19 +528,19 @@ fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
         rerun: a.rerun.parse().map_err(Error::Usage)?,
         allow_downgrade: a.allow_downgrade,
     };
-    targeting::advertise(&store, &spec, admin::now())
+    targeting::advertise(&*store, &spec, admin::now())
 }
 
 fn advertisement(cli: &Cli, cmd: &AdvertisementCmd) -> Result<Out> {
     let (_, store) = open(cli)?;
     match cmd {
-        AdvertisementCmd::List => targeting::advertisement_list(&store, admin::now()),
+        AdvertisementCmd::List => targeting::advertisement_list(&*store, admin::now()),
         AdvertisementCmd::Cancel { advertisement } => {
-            targeting::advertisement_cancel(&store, advertisement, admin::now())
+            targeting::advertisement_cancel(&*store, advertisement, admin::now())
         }
         AdvertisementCmd::Status { advertisement } => {
-            let a = admin::find_advertisement(&store, advertisement)?;
-            targeting::advertisement_status(&store, &a)
+            let a = admin::find_advertisement(&*store, advertisement)?;
+            targeting::advertisement_status(&*store, &a)
         }
     }
 }
@@ -541,30 +550,51 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
     let now = admin::now();
     match cmd {
         DeviceCmd::Add { id, tenant, token } => {
-            devices::device_add(&cfg, &store, id, tenant.as_deref(), token.as_deref(), now)
+            devices::device_add(&cfg, &*store, id, tenant.as_deref(), token.as_deref(), now)
         }
         DeviceCmd::Import { csv, tenant } => {
-            devices::device_import(&cfg, &store, csv, tenant.as_deref(), now)
+            devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
         }
-        DeviceCmd::List => devices::device_list(&store),
-        DeviceCmd::Approve { device } => devices::device_approve(&store, device),
-        DeviceCmd::Revoke { device } => devices::device_revoke(&store, device, now),
-        DeviceCmd::Show { device } => devices::device_show(&store, device),
+        DeviceCmd::List => devices::device_list(&*store),
+        DeviceCmd::Approve { device } => devices::device_approve(&*store, device),
+        DeviceCmd::Revoke { device } => devices::device_revoke(&*store, device, now),
+        DeviceCmd::Show { device } => devices::device_show(&*store, device),
     }
 }
 
 fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
     let (_, store) = open(cli)?;
     match cmd {
-        CrlCmd::Add { file } => admin::crl::crl_add(&store, file, admin::now()),
-        CrlCmd::List => admin::crl::crl_list(&store),
+        CrlCmd::Add { file } => admin::crl::crl_add(&*store, file, admin::now()),
+        CrlCmd::List => admin::crl::crl_list(&*store),
     }
+}
+
+/// `dmmp migrate`.
+fn migrate(from: &str, to: &str) -> Result<Out> {
+    let path = from.strip_prefix("sqlite:").ok_or_else(|| {
+        Error::Usage(format!("--from {from:?}: give the SQLite file as sqlite:PATH"))
+    })?;
+    if !dm_mp::storage::postgres::is_url(to) {
+        return Err(Error::Usage(format!("--to: give a postgres:// URL, not {to:?}")));
+    }
+    let target = dm_mp::storage::PgStore::connect(to, "migrate")?;
+    let counts = target.copy_from_sqlite(std::path::Path::new(path))?;
+    let mut text = format!("copied {path} into {}:\n", target.url());
+    for (t, n) in &counts {
+        text.push_str(&format!("  {t:<28} {n:>9} rows\n"));
+    }
+    text.push_str("every table holds as many rows as the source: point [storage] database at it\n");
+    let json: serde_json::Map<String, serde_json::Value> =
+        counts.into_iter().map(|(t, n)| (t, n.into())).collect();
+    Ok(Out::new(text, serde_json::json!({"target": target.url(), "rows": json})))
 }
 
 /// Runs one command; `None` for `serve`, which prints as it goes.
 fn run(cli: &Cli) -> Result<Option<Out>> {
     Ok(Some(match &cli.command {
         Command::Init(a) => init(a)?,
+        Command::Migrate { from, to } => migrate(from, to)?,
         Command::Serve => {
             dm_mp::server::run(Config::load(&cli.config)?)?;
             return Ok(None);
@@ -590,7 +620,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
                 desc: *desc,
                 page: Default::default(),
             };
-            let r = dm_mp::reports::build(&store, &cfg, name, admin::now(), &o)?;
+            let r = dm_mp::reports::build(&*store, &cfg, name, admin::now(), &o)?;
             Out::new(if *csv { r.csv() } else { r.text() }, r.json())
         }
         Command::Admin(AdminCmd::Add { name, password_file }) => {
@@ -607,17 +637,17 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
                     line
                 }
             };
-            admin::administrators::add(&store, name, &text, admin::now())?
+            admin::administrators::add(&*store, name, &text, admin::now())?
         }
         Command::Admin(AdminCmd::Certificate { name, file }) => {
             let (_, store) = open(cli)?;
-            admin::administrators::certificate(&store, name, file, admin::now())?
+            admin::administrators::certificate(&*store, name, file, admin::now())?
         }
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
         Command::Compliance { device, advertisement } => {
             let (_, store) = open(cli)?;
-            config::compliance(&store, device.as_deref(), advertisement.as_deref())?
+            config::compliance(&*store, device.as_deref(), advertisement.as_deref())?
         }
     }))
 }
@@ -625,9 +655,9 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
 fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {
     let (_, store) = open(cli)?;
     match cmd {
-        ConfigItemCmd::Add { file } => config::item_add(&store, file, admin::now()),
-        ConfigItemCmd::List => config::item_list(&store),
-        ConfigItemCmd::Show { name, version } => config::item_show(&store, name, *version),
+        ConfigItemCmd::Add { file } => config::item_add(&*store, file, admin::now()),
+        ConfigItemCmd::List => config::item_list(&*store),
+        ConfigItemCmd::Show { name, version } => config::item_show(&*store, name, *version),
     }
 }
 
@@ -636,7 +666,7 @@ fn config_package(cli: &Cli, cmd: &ConfigPackageCmd) -> Result<Out> {
     match cmd {
         ConfigPackageCmd::Add { source, roots, distribution_point } => config::package_add(
             &cfg,
-            &store,
+            &*store,
             source,
             roots,
             distribution_point.as_deref(),

@@ -33,7 +33,7 @@ use self::auth::ConnInfo;
 use self::state::AppState;
 use crate::config::Config;
 use crate::error::{Error, Result};
-use crate::storage::{SqliteStore, Storage};
+use crate::storage::Storage;
 
 /// The router of the device API.
 pub fn router(state: Arc<AppState>) -> Router {
@@ -86,7 +86,7 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Opens the storage and builds the server state.
 pub fn prepare(config: Config) -> Result<Arc<AppState>> {
-    let store: Arc<dyn Storage> = Arc::new(SqliteStore::open(&config.database())?);
+    let store: Arc<dyn Storage> = Arc::from(crate::storage::open(&config, "serve")?);
     let roots = match &config.server.client_ca {
         Some(p) => tls::load_client_roots(&config.resolve(p))?,
         None => Vec::new(),

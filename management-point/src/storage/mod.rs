@@ -1,6 +1,7 @@
 //! Storage: the [`Storage`] interface the server and the admin commands use, and its
 //! implementations: [`sqlite::SqliteStore`], the embedded default (one file, WAL, versioned
-//! migrations).
+//! migrations), and [`postgres::PgStore`] for several `dmmp` instances on one database.
+//! `[storage] database` chooses: a `postgres://` URL, or a file.
 //!
 //! The server and admin commands may run at once: the admin commands write through their own
 //! connection and the server notices through [`Storage::data_version`].
@@ -15,8 +16,18 @@ use std::collections::BTreeMap;
 
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
+use crate::config::Config;
 use crate::error::Result;
 use crate::model::*;
+
+/// Opens the store `[storage] database` names, as `role` (`serve`, or the admin command:
+/// PostgreSQL shows it in `application_name`).
+pub fn open(cfg: &Config, role: &str) -> Result<Box<dyn Storage>> {
+    Ok(match cfg.database_url() {
+        Some(url) => Box::new(PgStore::connect(&url, role)?),
+        None => Box::new(SqliteStore::open(&cfg.database())?),
+    })
+}
 
 /// Everything the management point stores.
 pub trait Storage: Send + Sync {

@@ -357,3 +357,41 @@ fn postgres_feedback_for_one_action_from_two_instances_is_stored_once_and_in_ord
     assert_eq!(a.statuses_for_action(action.id).unwrap().len(), 81);
     assert_eq!(b.action(action.id).unwrap().unwrap().status, ActionStatus::Finished);
 }
+
+#[test]
+fn postgres_migrate_copies_a_fleet_row_for_row_into_an_empty_database_only() {
+    let Some(c) = cluster() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("dmmp.db");
+    let src = SqliteStore::open(&path).unwrap();
+    let (dev, adv) = setup(&src);
+    src.add_device("OTHER", "dev-2", Some("t"), "target-token", 3).unwrap();
+    src.flush_last_seen(&[(dev.id, 77)]).unwrap();
+    let a = src.ensure_action(adv.id, dev.id, ActionStatus::Scheduled, 5).unwrap();
+    let fb = StatusRecord { report_id: Some("r-1".into()), ..record(dev.id, Some(a.id)) };
+    src.apply_feedback(a.id, &fb, &|_| Ok(ActionStatus::Finished)).unwrap();
+    src.set_administrator("admin", "$argon2id$x", 9).unwrap();
+    src.put_crl("CN=ca", "PEM", 1, 2).unwrap();
+
+    let url = c.database("migrate").unwrap();
+    let pg = PgStore::connect(&url, "migrate").unwrap();
+    let counts = pg.copy_from_sqlite(&path).unwrap();
+    let n = |t: &str| counts.iter().find(|(x, _)| x == t).unwrap().1;
+    assert_eq!((n("devices"), n("actions"), n("status"), n("artifacts")), (2, 1, 1, 1));
+    assert_eq!(pg.devices().unwrap(), src.devices().unwrap());
+    assert_eq!(pg.actions().unwrap(), src.actions().unwrap());
+    assert_eq!(pg.packages().unwrap(), src.packages().unwrap());
+    assert_eq!(pg.programs().unwrap(), src.programs().unwrap());
+    assert_eq!(pg.advertisements().unwrap(), src.advertisements().unwrap());
+    assert_eq!(pg.collections().unwrap(), src.collections().unwrap());
+    assert_eq!(pg.statuses_for_action(a.id).unwrap(), src.statuses_for_action(a.id).unwrap());
+    assert_eq!(pg.administrator_hash("admin").unwrap().as_deref(), Some("$argon2id$x"));
+    assert_eq!(pg.crls().unwrap(), src.crls().unwrap());
+    // The sequences continue after the copied ids; the report id is still known.
+    let d3 = pg.add_device("DEFAULT", "dev-3", None, "admin", 10).unwrap();
+    assert!(d3.id > dev.id && d3.id > 2, "{d3:?}");
+    assert_eq!(pg.apply_feedback(a.id, &fb, &|_| Err(Error::Gone("closed".into()))).unwrap(), None);
+    // Never into a database that holds anything.
+    let e = pg.copy_from_sqlite(&path).unwrap_err();
+    assert!(matches!(&e, Error::Conflict(m) if m.contains("not empty")), "{e}");
+}

@@ -15,6 +15,7 @@
 
 pub mod cluster;
 mod listen;
+mod migrate;
 mod queries;
 mod rows;
 
@@ -56,16 +57,31 @@ pub fn is_url(database: &str) -> bool {
     database.starts_with("postgres://") || database.starts_with("postgresql://")
 }
 
-/// A URL with its password, if any, replaced by `***`, for logs and messages.
+/// A URL with its password, if any (after the user name, or as `password=` in the query),
+/// replaced by `***`, for logs and messages.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else { return url.to_string() };
-    match rest.split_once('@') {
+    let rest = match rest.split_once('@') {
         Some((user, host)) => match user.split_once(':') {
-            Some((name, _)) => format!("{scheme}://{name}:***@{host}"),
-            None => url.to_string(),
+            Some((name, _)) => format!("{name}:***@{host}"),
+            None => rest.to_string(),
         },
-        None => url.to_string(),
-    }
+        None => rest.to_string(),
+    };
+    let rest = match rest.split_once('?') {
+        Some((path, query)) => {
+            let q: Vec<String> =
+                query
+                    .split('&')
+                    .map(|kv| {
+                        if kv.starts_with("password=") { "password=***".into() } else { kv.into() }
+                    })
+                    .collect();
+            format!("{path}?{}", q.join("&"))
+        }
+        None => rest,
+    };
+    format!("{scheme}://{rest}")
 }
 
 /// The PostgreSQL store.
@@ -270,5 +286,9 @@ mod tests {
         assert_eq!(redact("postgres://dm:s3cret@db:5432/dm"), "postgres://dm:***@db:5432/dm");
         assert_eq!(redact("postgres://dm@db/dm"), "postgres://dm@db/dm");
         assert_eq!(redact("postgresql:///dm?host=/tmp"), "postgresql:///dm?host=/tmp");
+        assert_eq!(
+            redact("postgres://dm@db/dm?sslmode=disable&password=s3cret"),
+            "postgres://dm@db/dm?sslmode=disable&password=***"
+        );
     }
 }
