@@ -55,6 +55,9 @@ pub struct Server {
     /// The most connections open at once (never more than the file descriptor limit allows).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
+    /// Where to serve Prometheus metrics (`GET /metrics`, plain HTTP); none when unset.
+    #[serde(default)]
+    pub metrics_listen: Option<SocketAddr>,
 }
 
 fn default_first_request() -> u64 {
@@ -216,6 +219,7 @@ impl Config {
                 first_request_timeout_secs: default_first_request(),
                 idle_timeout_secs: default_idle(),
                 max_connections: default_max_connections(),
+                metrics_listen: None,
             },
             storage: StorageConfig { database: "dmmp.db".into(), content: "content".into() },
             devices: Devices {

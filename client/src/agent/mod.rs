@@ -282,6 +282,9 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
             Err(e) => {
                 vitals.polled(Err(&e));
                 certs.after_poll(&mut w, Err(&e));
+                if matches!(e, Error::Network { .. }) {
+                    w.session.fail_over(&e);
+                }
                 poll_failed(&w, &mut health, e)
             }
         };
@@ -309,8 +312,8 @@ impl Drop for PidFile {
     }
 }
 
-/// The controller id and management point the agent polls.
-fn identity(ctx: &Context, settings: &Settings) -> Result<(String, String)> {
+/// The controller id and the management points the agent polls (the first that answers).
+fn identity(ctx: &Context, settings: &Settings) -> Result<(String, Vec<String>)> {
     let identity = crate::identity::Identity::load(ctx)?;
     let controller_id = identity
         .map(|i| i.controller_id)
@@ -321,13 +324,14 @@ fn identity(ctx: &Context, settings: &Settings) -> Result<(String, String)> {
                 ctx.layout.identity_file().display()
             ))
         })?;
-    let management_point = settings.environment.management_point.clone().ok_or_else(|| {
-        Error::BadSettings(format!(
+    let points = settings.environment.management_points.clone();
+    if points.is_empty() {
+        return Err(Error::BadSettings(format!(
             "{} [Environment] ManagementPoint is not set",
             ctx.layout.settings_file().display()
-        ))
-    })?;
-    Ok((controller_id, management_point))
+        )));
+    }
+    Ok((controller_id, points))
 }
 
 /// Runs the agent until stopped.
@@ -350,8 +354,8 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
     };
     exec_active_if_different(ctx)?;
     let settings = Settings::load(&ctx.layout.settings_file())?;
-    let (controller_id, management_point) = identity(ctx, &settings)?;
-    info!("agent {version} for controller {controller_id} polling {management_point}");
+    let (controller_id, points) = identity(ctx, &settings)?;
+    info!("agent {version} for controller {controller_id} polling {}", points.join(", "));
     // A pid file left behind means the last agent died without stopping (a crash, a kill):
     // such starts are what the crash-loop check counts.
     if !opts.once && ctx.layout.agent_pid_file().exists() {
@@ -367,7 +371,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
         let net = certs::net(ctx, &settings)?;
         vitals.watch(stop.clone());
         let tenant = &settings.environment.tenant;
-        let mut session = Session::new(net, &management_point, tenant, &controller_id);
+        let mut session = Session::new(net, &points, tenant, &controller_id);
         let outbox = dm_shared::outbox::Outbox::open(&ctx.layout);
         let w = Worker {
             ctx,

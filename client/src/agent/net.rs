@@ -48,7 +48,7 @@ pub struct Net {
     download: ureq::Agent,
     auth: Auth,
     /// The management point's origin: the only one credentials are sent to.
-    origin: Option<Origin>,
+    origins: Vec<Origin>,
     bandwidth: u64,
     /// The thumbprint of the client certificate presented, in native mode.
     client_thumbprint: Option<String>,
@@ -312,7 +312,12 @@ impl Net {
             api: agent(tls.clone(), settings, c.request_timeout, Purpose::Api)?,
             download: agent(tls, settings, c.download_timeout, Purpose::Download)?,
             auth,
-            origin: settings.environment.management_point.as_deref().and_then(Origin::of),
+            origins: settings
+                .environment
+                .management_points
+                .iter()
+                .filter_map(|p| Origin::of(p))
+                .collect(),
             bandwidth: c.bandwidth_limit_kib * 1024,
             client_thumbprint,
         })
@@ -323,11 +328,12 @@ impl Net {
         self.client_thumbprint.as_deref()
     }
 
-    /// Adds the device's token to a request for `url`, when `url` is on the management point:
-    /// a distribution point elsewhere (its access logs, its operator) never sees it.
+    /// Adds the device's token to a request for `url`, when `url` is on one of the management
+    /// points: a distribution point elsewhere (its access logs, its operator) never sees it.
     fn authorize<B>(&self, url: &str, req: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        if self.origin.is_none() || Origin::of(url) != self.origin {
-            return req;
+        match Origin::of(url) {
+            Some(o) if self.origins.contains(&o) => {}
+            _ => return req,
         }
         match &self.auth {
             Auth::Target(t) => req.header("Authorization", format!("TargetToken {t}")),

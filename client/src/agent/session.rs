@@ -24,13 +24,18 @@ pub enum ServerKind {
     Other,
 }
 
-/// A DDI session with one management point.
+/// A DDI session with a management point: the one of the configured points that answered
+/// last, kept until it stops answering, then the next in order.
 #[derive(Debug)]
 pub struct Session {
     /// The HTTP client.
     pub net: Net,
-    /// `{ManagementPoint}/{tenant}/controller/v1/{controllerId}`.
+    /// `{ManagementPoint}/{tenant}/controller/v1/{controllerId}` of the point in use.
     pub base: String,
+    /// The same for every configured point, in order.
+    bases: Vec<String>,
+    /// Which of `bases` is in use.
+    current: usize,
     /// What the server is.
     pub kind: ServerKind,
 }
@@ -61,16 +66,34 @@ pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
 }
 
 impl Session {
-    /// A session for `{management_point}/{tenant}/controller/v1/{controller_id}`.
-    pub fn new(net: Net, management_point: &str, tenant: &str, controller_id: &str) -> Session {
+    /// A session for `{point}/{tenant}/controller/v1/{controller_id}`, starting with the first
+    /// of `points`.
+    pub fn new(net: Net, points: &[String], tenant: &str, controller_id: &str) -> Session {
+        let bases: Vec<String> = points
+            .iter()
+            .map(|p| format!("{}/{tenant}/controller/v1/{controller_id}", p.trim_end_matches('/')))
+            .collect();
         Session {
             net,
-            base: format!(
-                "{}/{tenant}/controller/v1/{controller_id}",
-                management_point.trim_end_matches('/')
-            ),
+            base: bases.first().cloned().unwrap_or_default(),
+            bases,
+            current: 0,
             kind: ServerKind::Unknown,
         }
+    }
+
+    /// After a network failure (`why`): the next poll goes to the next management point, if
+    /// there are several. The back-off is the caller's, as for one point.
+    pub fn fail_over(&mut self, why: &Error) {
+        if self.bases.len() < 2 {
+            return;
+        }
+        self.current = (self.current + 1) % self.bases.len();
+        let next = self.bases[self.current].clone();
+        log::warn!("the management point did not answer ({why}); the next poll goes to {next}");
+        self.base = next;
+        // The next point may be another kind of server.
+        self.kind = ServerKind::Unknown;
     }
 
     /// Polls.

@@ -113,7 +113,7 @@ fn has_client_certificate(ctx: &Context) -> bool {
 /// Checks that settings make a client that can reach its management point.
 pub fn check_usable(ctx: &Context, s: &Settings, file: &Path) -> Result<()> {
     let place = |section: &str, key: &str| format!("{} [{section}] {key}", file.display());
-    if s.environment.management_point.is_none() {
+    if s.environment.management_points.is_empty() {
         return Err(Error::BadSettings(format!(
             "{} is required: the agent has no management point to poll",
             place("Environment", "ManagementPoint")

@@ -13,6 +13,7 @@ pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
 pub mod http;
+pub mod metrics;
 pub mod poll;
 pub mod routes;
 pub mod state;
@@ -76,6 +77,7 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::status_messages),
         )
         .route(&format!("{base}/{}", dm_shared::ddi::CRLS_PATH), get(routes::crls))
+        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
         .fallback(|uri: axum::http::Uri| async move {
             log::warn!("no route for {}", uri.path());
             http::ApiError::not_found(format!("no resource at {}", uri.path()))
@@ -126,6 +128,7 @@ pub async fn serve(
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             loop {
                 tick.tick().await;
+                let st2 = st.clone();
                 let st = st.clone();
                 let r = tokio::task::spawn_blocking(move || {
                     st.reload_client_trust();
@@ -134,6 +137,7 @@ pub async fn serve(
                 .await;
                 if let Ok(Err(e)) = r {
                     log::error!("cannot reload from the database: {e}");
+                    st2.metrics.refresh_errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         })
@@ -163,6 +167,10 @@ pub async fn serve(
     let cap = conns::effective_cap(cfg.server.max_connections);
     log::info!("at most {cap} connections at once (max_connections and the file descriptor limit)");
     let registry = conns::Registry::new(cap);
+    let metrics_server = match cfg.server.metrics_listen {
+        Some(addr) => Some(serve_metrics(addr, state.clone(), registry.clone()).await?),
+        None => None,
+    };
     let pressure = spawn_pressure_log(registry.clone());
     tokio::pin!(shutdown);
     loop {
@@ -248,6 +256,9 @@ pub async fn serve(
     pressure.abort();
     refresher.abort();
     flusher.abort();
+    if let Some(m) = metrics_server {
+        m.abort();
+    }
     let st = state.clone();
     match tokio::task::spawn_blocking(move || st.flush_last_seen()).await {
         Ok(Ok(n)) => log::info!("stopped; recorded {n} last-seen times"),
@@ -410,4 +421,43 @@ mod tests {
             assert_eq!(body["errorCode"], "dm.request.malformed", "{bad}: {body}");
         }
     }
+}
+
+/// Serves `GET /metrics` (Prometheus text) on `addr`, plain HTTP: a scraper's port, never the
+/// devices'.
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    registry: Arc<conns::Registry>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| Error::Config {
+        path: "dmmp.toml".into(),
+        reason: format!("[server] metrics_listen {addr}: {e}"),
+    })?;
+    let bound = listener.local_addr().map_err(|e| Error::tls("the metrics listener", e))?;
+    log::info!("metrics at http://{bound}/metrics");
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let st = state.clone();
+            let open = registry.len();
+            async move {
+                let st2 = st.clone();
+                let latency =
+                    tokio::task::spawn_blocking(move || st2.store.ping().ok()).await.ok().flatten();
+                st.metrics.database(latency);
+                let reloads = st.reloads.load(std::sync::atomic::Ordering::Relaxed);
+                let devices = st.read().devices.len();
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    st.metrics.render(reloads, devices, open),
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            log::error!("the metrics listener stopped: {e}");
+        }
+    }))
 }

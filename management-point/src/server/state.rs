@@ -140,6 +140,8 @@ pub struct AppState {
     pub client_trust: RwLock<ClientTrust>,
     /// The web console's sessions and failed logins.
     pub console: super::console::Console,
+    /// Counters for the health check and the metrics.
+    pub metrics: super::metrics::Metrics,
 }
 
 /// What device client certificates are checked against: the device CAs (`[server] client_ca`,
@@ -169,7 +171,7 @@ impl AppState {
         client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
     ) -> Result<AppState> {
         let view = View::load(store.as_ref())?;
-        Ok(AppState {
+        let state = AppState {
             config,
             store,
             view: RwLock::new(view),
@@ -181,7 +183,10 @@ impl AppState {
             registrations: Mutex::new(std::collections::VecDeque::new()),
             client_trust: RwLock::new(ClientTrust { roots: client_roots, ..Default::default() }),
             console: super::console::Console::default(),
-        })
+            metrics: super::metrics::Metrics::default(),
+        };
+        state.refreshed();
+        Ok(state)
     }
 
     /// The base URL devices reach this server at: the configured one, else the bound address.
@@ -221,12 +226,14 @@ impl AppState {
     pub fn refresh_if_changed(&self) -> Result<bool> {
         let version = self.store.data_version()?;
         if version == self.read().version {
+            self.refreshed();
             return Ok(false);
         }
         for _ in 0..3 {
             let seen = self.read().local_writes;
             let fresh = View::load(self.store.as_ref())?;
             if self.install_if_unchanged(fresh, seen) {
+                self.refreshed();
                 self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 log::debug!("reloaded the device and advertisement view (data version {version})");
                 return Ok(true);
@@ -234,6 +241,11 @@ impl AppState {
         }
         log::debug!("the view was changed during three reloads in a row; trying at the next tick");
         Ok(false)
+    }
+
+    /// Notes that the view holds every change the database had a moment ago.
+    fn refreshed(&self) {
+        self.metrics.last_refresh.store(self.now(), std::sync::atomic::Ordering::Relaxed);
     }
 
     /// Installs `fresh` unless the server changed the view since `seen` local writes.
@@ -250,20 +262,25 @@ impl AppState {
     /// What `GET /healthz` says: whether the database answers, and whether the view holds
     /// every change another process made to it (and how often it was reloaded).
     pub fn health(&self) -> serde_json::Value {
-        let loaded = self.read().version;
-        let reloads = self.reloads.load(std::sync::atomic::Ordering::Relaxed);
-        match self.store.data_version() {
-            Ok(now) => serde_json::json!({
-                "status": "ok",
-                "database": "ok",
-                "view": {"fresh": now == loaded, "reloads": reloads},
-            }),
-            Err(e) => serde_json::json!({
-                "status": "unavailable",
-                "database": e.to_string(),
-                "view": {"fresh": false, "reloads": reloads},
-            }),
-        }
+        use std::sync::atomic::Ordering;
+        let reloads = self.reloads.load(Ordering::Relaxed);
+        let ping = self.store.ping();
+        self.metrics.database(ping.as_ref().ok().copied());
+        let age = self.now() - self.metrics.last_refresh.load(Ordering::Relaxed);
+        let hears = self.store.hears_others();
+        let fresh = age <= super::metrics::FRESH_SECS && hears;
+        let (status, database) = match &ping {
+            Ok(_) if fresh => ("ok", "ok".to_string()),
+            Ok(_) if !hears => ("unavailable", "ok, but the change notifications are down".into()),
+            Ok(_) => ("unavailable", format!("ok, but the view was last refreshed {age} s ago")),
+            Err(e) => ("unavailable", e.to_string()),
+        };
+        serde_json::json!({
+            "status": status,
+            "database": database,
+            "latency_ms": ping.ok().map(|d| d.as_secs_f64() * 1000.0),
+            "view": {"fresh": fresh, "refreshed_secs_ago": age, "reloads": reloads},
+        })
     }
 
     /// Notes that a device polled.

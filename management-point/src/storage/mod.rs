@@ -33,6 +33,13 @@ pub fn open(cfg: &Config, role: &str) -> Result<Box<dyn Storage>> {
 pub trait Storage: Send + Sync {
     /// A number that changes whenever another connection committed a change.
     fn data_version(&self) -> Result<i64>;
+    /// How long a trivial query takes now: the health check and the metrics.
+    fn ping(&self) -> Result<std::time::Duration>;
+    /// Whether the store hears other writers' changes now (PostgreSQL: its notification
+    /// connection is up). A server that does not may serve a stale view.
+    fn hears_others(&self) -> bool {
+        true
+    }
 
     /// Registers a device.
     fn add_device(

@@ -83,6 +83,12 @@ impl SqliteStore {
 }
 
 impl Storage for SqliteStore {
+    fn ping(&self) -> Result<std::time::Duration> {
+        let t = std::time::Instant::now();
+        self.with("reach the database", |c| c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0)))?;
+        Ok(t.elapsed())
+    }
+
     fn data_version(&self) -> Result<i64> {
         self.with("read the data version", |c| c.query_row("PRAGMA data_version", [], |r| r.get(0)))
     }

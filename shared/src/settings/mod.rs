@@ -97,8 +97,9 @@ pub struct Installation {
 /// `[Environment]`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Environment {
-    /// `ManagementPoint`: the management point's base URL (https).
-    pub management_point: Option<String>,
+    /// `ManagementPoint`: the management points' base URLs (https), in the order tried: one,
+    /// or several separated by commas (instances of one fleet on one database). Empty: unset.
+    pub management_points: Vec<String>,
     /// `Tenant`: the DDI tenant.
     pub tenant: String,
     /// `ControllerId`: the device's id; when empty setup derives one and keeps it.
@@ -271,6 +272,28 @@ fn parse_url(v: &str, schemes: &[&str]) -> Result<String, String> {
     Ok(v.trim_end_matches('/').to_string())
 }
 
+/// The most management points one device knows.
+pub const MAX_MANAGEMENT_POINTS: usize = 8;
+
+/// One or several https URLs separated by commas, none twice; empty is none.
+fn parse_urls(v: &str) -> Result<Vec<String>, String> {
+    if v.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut urls: Vec<String> = Vec::new();
+    for part in v.split(',') {
+        let url = parse_url(part.trim(), &["https"])?;
+        if urls.iter().any(|u| u.eq_ignore_ascii_case(&url)) {
+            return Err(format!("{url} is listed twice"));
+        }
+        urls.push(url);
+    }
+    if urls.len() > MAX_MANAGEMENT_POINTS {
+        return Err(format!("at most {MAX_MANAGEMENT_POINTS} URLs, found {}", urls.len()));
+    }
+    Ok(urls)
+}
+
 fn parse_name(v: &str, max: usize) -> Result<String, String> {
     let ok = !v.is_empty()
         && v.len() <= max
@@ -314,9 +337,7 @@ impl Settings {
                     &[("Enroll", CertEnrollAction::Enroll), ("None", CertEnrollAction::None)],
                 )?
             }
-            "ManagementPoint" => {
-                self.environment.management_point = opt(v, |v| parse_url(v, &["https"]))?
-            }
+            "ManagementPoint" => self.environment.management_points = parse_urls(v)?,
             "Tenant" => self.environment.tenant = parse_name(v, 64)?,
             "ControllerId" => self.environment.controller_id = opt(v, |v| parse_name(v, 64))?,
             "SiteCode" => {
@@ -423,7 +444,7 @@ impl Settings {
                 cert_enroll_action: CertEnrollAction::None,
             },
             environment: Environment {
-                management_point: None,
+                management_points: Vec::new(),
                 tenant: String::new(),
                 controller_id: None,
                 site_code: None,
@@ -634,8 +655,30 @@ mod tests {
         assert_eq!(s.environment.tenant, "DEFAULT");
         assert_eq!(s.communication.poll_interval, Duration::from_secs(300));
         assert_eq!(s.user_interface.log_retention, 10);
-        assert!(s.environment.management_point.is_none());
+        assert!(s.environment.management_points.is_empty());
         assert_eq!(s.explicit().count(), 0);
+    }
+
+    #[test]
+    fn several_management_points_in_order_none_twice() {
+        let (s, _) =
+            parse("[Environment]\nManagementPoint = https://a.example:8443/, https://b.example:8443\n")
+                .unwrap();
+        assert_eq!(
+            s.environment.management_points,
+            ["https://a.example:8443", "https://b.example:8443"]
+        );
+        let nine: Vec<String> = (0..9).map(|i| format!("https://h{i}.example")).collect();
+        let nine = nine.join(",");
+        for bad in [
+            "https://a.example, http://b.example",
+            "https://a.example, https://A.example",
+            "https://a.example,,https://b.example",
+            nine.as_str(),
+        ] {
+            let e = parse(&format!("[Environment]\nManagementPoint = {bad}\n")).unwrap_err();
+            assert!(e.to_string().contains("ManagementPoint"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -649,7 +692,7 @@ mod tests {
         assert!(warnings.is_empty(), "{warnings:?}");
         assert_eq!(s.installation.client_install_action, InstallAction::Uninstall);
         assert_eq!(s.installation.cert_enroll_action, CertEnrollAction::Enroll);
-        assert_eq!(s.environment.management_point.as_deref(), Some("https://mp.example.com:8443"));
+        assert_eq!(s.environment.management_points, ["https://mp.example.com:8443"]);
         assert_eq!(s.environment.tenant, "acme");
         assert_eq!(s.environment.controller_id.as_deref(), Some("dev-0001"));
         assert_eq!(s.environment.site_code.as_deref(), Some("ABC"));

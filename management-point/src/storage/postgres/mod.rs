@@ -258,17 +258,6 @@ impl PgStore {
             Ok(c.query_one("SELECT version FROM dm_schema", &[]).await?.try_get(0)?)
         })
     }
-
-    /// How long a trivial query takes now (the health check and the metrics).
-    pub fn ping(&self) -> Result<Duration> {
-        let pool = self.pool.clone();
-        self.run("reach the database", async move {
-            let t = std::time::Instant::now();
-            let c = pool.get().await?;
-            c.simple_query("SELECT 1").await?;
-            Ok(t.elapsed())
-        })
-    }
 }
 
 /// The schema version the SQLite and PostgreSQL stores are at.

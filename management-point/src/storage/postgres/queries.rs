@@ -73,6 +73,20 @@ impl Storage for PgStore {
         Ok(self.version.load(Ordering::SeqCst))
     }
 
+    fn ping(&self) -> Result<std::time::Duration> {
+        let pool = self.pool.clone();
+        self.run("reach the database", async move {
+            let t = std::time::Instant::now();
+            let c = pool.get().await?;
+            c.simple_query("SELECT 1").await?;
+            Ok(t.elapsed())
+        })
+    }
+
+    fn hears_others(&self) -> bool {
+        self.listening()
+    }
+
     fn add_device(
         &self,
         tenant: &str,

@@ -1,0 +1,152 @@
+//! Health and metrics: what `GET /healthz` tells a load balancer (the database answers, the
+//! view is fresh and hears the other instances), and the Prometheus text a scraper reads from
+//! `[server] metrics_listen` (a plain-HTTP listener of its own, off the devices' port):
+//! polls, feedback, responses by status, view reloads and the database's latency.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+
+use super::state::AppState;
+
+/// How long the view may go without a successful refresh and still be fresh.
+pub const FRESH_SECS: i64 = 5;
+
+/// Counters since the server started.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    /// Polls answered (any status).
+    pub polls: AtomicU64,
+    /// Feedback and status messages answered (any status).
+    pub feedback: AtomicU64,
+    /// Responses by HTTP status.
+    pub responses: Mutex<BTreeMap<u16, u64>>,
+    /// When the view was last refreshed (or found current), Unix seconds.
+    pub last_refresh: AtomicI64,
+    /// Failed refreshes.
+    pub refresh_errors: AtomicU64,
+    /// The database's latency at the last check, in microseconds (-1: it did not answer).
+    pub db_latency_us: AtomicI64,
+}
+
+/// Counts each routed request by what it is and how it was answered.
+pub async fn count(
+    State(st): State<std::sync::Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let resp = next.run(req).await;
+    let m = &st.metrics;
+    if let Some(p) = path {
+        if p.ends_with("/controller/v1/{cid}") {
+            m.polls.fetch_add(1, Ordering::Relaxed);
+        } else if p.ends_with("/feedback") || p.ends_with(dm_shared::ddi::STATUS_MESSAGES_PATH) {
+            m.feedback.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+    *m.responses
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .entry(resp.status().as_u16())
+        .or_default() += 1;
+    resp
+}
+
+impl Metrics {
+    /// Notes a check of the database: its latency, or that it did not answer.
+    pub fn database(&self, latency: Option<Duration>) {
+        let us = latency.map_or(-1, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
+        self.db_latency_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, reloads: u64, view_devices: usize, connections: usize) -> String {
+        let mut s = String::new();
+        let mut metric = |name: &str, kind: &str, help: &str, lines: Vec<(String, String)>| {
+            s.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+            for (labels, v) in lines {
+                s.push_str(&format!("{name}{labels} {v}\n"));
+            }
+        };
+        let one = |v: u64| vec![(String::new(), v.to_string())];
+        metric(
+            "dmmp_polls_total",
+            "counter",
+            "Device polls answered.",
+            one(self.polls.load(Ordering::Relaxed)),
+        );
+        metric(
+            "dmmp_feedback_total",
+            "counter",
+            "Feedback and status messages answered.",
+            one(self.feedback.load(Ordering::Relaxed)),
+        );
+        let by_status: Vec<_> = self
+            .responses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(code, n)| (format!("{{status=\"{code}\"}}"), n.to_string()))
+            .collect();
+        metric("dmmp_responses_total", "counter", "Responses by HTTP status.", by_status);
+        metric(
+            "dmmp_view_reloads_total",
+            "counter",
+            "Reloads of the in-memory view after another writer's change.",
+            one(reloads),
+        );
+        metric(
+            "dmmp_view_refresh_errors_total",
+            "counter",
+            "Failed checks or reloads of the view.",
+            one(self.refresh_errors.load(Ordering::Relaxed)),
+        );
+        metric(
+            "dmmp_view_devices",
+            "gauge",
+            "Devices in the in-memory view.",
+            one(view_devices as u64),
+        );
+        metric(
+            "dmmp_open_connections",
+            "gauge",
+            "Open device connections.",
+            one(connections as u64),
+        );
+        let us = self.db_latency_us.load(Ordering::Relaxed);
+        let latency = if us < 0 { "NaN".to_string() } else { format!("{:.6}", us as f64 / 1e6) };
+        metric(
+            "dmmp_database_latency_seconds",
+            "gauge",
+            "The database's answer time at the last check (NaN: no answer).",
+            vec![(String::new(), latency)],
+        );
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_exposition_is_prometheus_text() {
+        let m = Metrics::default();
+        m.polls.fetch_add(3, Ordering::Relaxed);
+        m.responses.lock().unwrap().insert(401, 2);
+        m.database(Some(Duration::from_micros(1500)));
+        let t = m.render(4, 10, 2);
+        assert!(t.contains("# TYPE dmmp_polls_total counter\ndmmp_polls_total 3\n"), "{t}");
+        assert!(t.contains("dmmp_responses_total{status=\"401\"} 2\n"), "{t}");
+        assert!(t.contains("dmmp_view_reloads_total 4\n"), "{t}");
+        assert!(t.contains("dmmp_database_latency_seconds 0.001500\n"), "{t}");
+        m.database(None);
+        assert!(m.render(0, 0, 0).contains("dmmp_database_latency_seconds NaN\n"));
+    }
+}
