@@ -25,6 +25,8 @@ PEERS=(
     # downloaded browser.
     "chromium:chromium"
     "chromedriver:chromium-driver"
+    # Several dmmp instances: the TCP load balancer in front of them (TLS passed through).
+    "haproxy:haproxy"
 )
 
 missing=()
@@ -35,10 +37,22 @@ done
 # rauc-hawkbit (a real Python DDI client) runs on Debian's Python with its GObject bindings.
 /usr/bin/python3 -c 'import gi' >/dev/null 2>&1 || missing+=(python3-gi)
 /usr/bin/python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || missing+=(python3-venv)
+# The PostgreSQL store's tests start private clusters with Debian's server binaries, which
+# are not on the PATH (/usr/lib/postgresql/N/bin).
+compgen -G '/usr/lib/postgresql/*/bin/initdb' >/dev/null || missing+=(postgresql)
 if [ "${#missing[@]}" -gt 0 ]; then
     echo "setup-peers: installing ${missing[*]}" >&2
     apt-get update -q >/dev/null 2>&1 || echo "setup-peers: apt-get update reported errors; trying anyway" >&2
+    # Installed, never started: a package's own service (PostgreSQL's main cluster, HAProxy)
+    # would hold ports and run outside the tests' control.
+    no_start=
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        no_start=1
+    fi
     apt-get install -y -q --no-install-recommends "${missing[@]}"
+    if [ -n "$no_start" ]; then rm -f /usr/sbin/policy-rc.d; fi
 fi
 
 # rauc-hawkbit 0.2.0 from PyPI, in a virtual environment that sees Debian's python3-gi

@@ -33,11 +33,12 @@ step "ARM release builds"
 targets/build.sh
 
 step "fast tier: unit and in-process tests"
-cargo test --workspace --exclude dm-tests --locked
+# DM_REQUIRE_POSTGRES makes a missing PostgreSQL a failure of the store suite, not a skip.
+DM_REQUIRE_POSTGRES=1 cargo test --workspace --exclude dm-tests --locked
 
 step "end-to-end tier: real binaries and peers"
 # DM_REQUIRE_CROSS makes a missing ARM binary or qemu a failure instead of a skip.
-DM_REQUIRE_CROSS=1 cargo test -p dm-tests --locked
+DM_REQUIRE_CROSS=1 DM_REQUIRE_POSTGRES=1 cargo test -p dm-tests --locked
 
 step "shared tests for aarch64 under qemu"
 targets/test-qemu.sh

@@ -27,6 +27,9 @@ fn artifact_of(
     let id: i64 = module.parse().map_err(|_| {
         ApiError::bad_request(format!("software module id {module:?} is not a number"))
     })?;
+    if !assigned(&state.read(), d, id) {
+        state.catch_up(d.id);
+    }
     let view = state.read();
     let pkg = view.packages.get(&id).filter(|_| assigned(&view, d, id)).ok_or_else(|| {
         ApiError::not_found(format!(
@@ -56,6 +59,9 @@ pub fn list_artifacts(
 ) -> Result<Vec<ddi::Artifact>, ApiError> {
     let id: i64 =
         module.parse().map_err(|_| ApiError::bad_request("software module id is not a number"))?;
+    if !assigned(&state.read(), d, id) {
+        state.catch_up(d.id);
+    }
     let view = state.read();
     let a = view
         .actions_of(d.id)

@@ -68,7 +68,7 @@ pub fn confirmation_action(
     action_id: &str,
     q: &HistoryQuery,
 ) -> Result<ddi::ConfirmationBaseAction, ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     if a.status != ActionStatus::Waiting {
         return Err(ApiError::not_found(format!(
             "action {} is {}, not waiting for confirmation",
@@ -141,7 +141,7 @@ pub fn confirmation_feedback(
     action_id: &str,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<(), ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     let fb: ConfirmationFeedback = parse_json(body, "the confirmation")?;
     check_details(&fb.details)?;
     let (tags, mut details) = Tags::split(&fb.details).map_err(ApiError::bad_request)?;

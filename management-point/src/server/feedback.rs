@@ -94,7 +94,7 @@ pub fn feedback(
     body: Result<Bytes, BytesRejection>,
     cancel: bool,
 ) -> Result<(), ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     let fb: ActionFeedback = parse_json(body, "the feedback")?;
     check_details(&fb.status.details)?;
     let rec = record_of(d, &a, cancel, &fb, state.now())?;

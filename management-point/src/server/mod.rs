@@ -350,6 +350,45 @@ pub fn run(config: Config) -> Result<()> {
     })
 }
 
+/// Serves `GET /metrics` (Prometheus text) on `addr`, plain HTTP: a scraper's port, never the
+/// devices'.
+async fn serve_metrics(
+    addr: SocketAddr,
+    state: Arc<AppState>,
+    registry: Arc<conns::Registry>,
+) -> Result<tokio::task::JoinHandle<()>> {
+    let listener = TcpListener::bind(addr).await.map_err(|e| Error::Config {
+        path: "dmmp.toml".into(),
+        reason: format!("[server] metrics_listen {addr}: {e}"),
+    })?;
+    let bound = listener.local_addr().map_err(|e| Error::tls("the metrics listener", e))?;
+    log::info!("metrics at http://{bound}/metrics");
+    let app = Router::new().route(
+        "/metrics",
+        get(move || {
+            let st = state.clone();
+            let open = registry.len();
+            async move {
+                let st2 = st.clone();
+                let latency =
+                    tokio::task::spawn_blocking(move || st2.store.ping().ok()).await.ok().flatten();
+                st.metrics.database(latency);
+                let reloads = st.reloads.load(std::sync::atomic::Ordering::Relaxed);
+                let devices = st.read().devices.len();
+                (
+                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                    st.metrics.render(reloads, devices, open),
+                )
+            }
+        }),
+    );
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            log::error!("the metrics listener stopped: {e}");
+        }
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use super::fixture::Fixture;
@@ -421,43 +460,4 @@ mod tests {
             assert_eq!(body["errorCode"], "dm.request.malformed", "{bad}: {body}");
         }
     }
-}
-
-/// Serves `GET /metrics` (Prometheus text) on `addr`, plain HTTP: a scraper's port, never the
-/// devices'.
-async fn serve_metrics(
-    addr: SocketAddr,
-    state: Arc<AppState>,
-    registry: Arc<conns::Registry>,
-) -> Result<tokio::task::JoinHandle<()>> {
-    let listener = TcpListener::bind(addr).await.map_err(|e| Error::Config {
-        path: "dmmp.toml".into(),
-        reason: format!("[server] metrics_listen {addr}: {e}"),
-    })?;
-    let bound = listener.local_addr().map_err(|e| Error::tls("the metrics listener", e))?;
-    log::info!("metrics at http://{bound}/metrics");
-    let app = Router::new().route(
-        "/metrics",
-        get(move || {
-            let st = state.clone();
-            let open = registry.len();
-            async move {
-                let st2 = st.clone();
-                let latency =
-                    tokio::task::spawn_blocking(move || st2.store.ping().ok()).await.ok().flatten();
-                st.metrics.database(latency);
-                let reloads = st.reloads.load(std::sync::atomic::Ordering::Relaxed);
-                let devices = st.read().devices.len();
-                (
-                    [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    st.metrics.render(reloads, devices, open),
-                )
-            }
-        }),
-    );
-    Ok(tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            log::error!("the metrics listener stopped: {e}");
-        }
-    }))
 }

@@ -202,12 +202,23 @@ fn history(state: &AppState, a: &Action, n: Option<i64>) -> Option<ddi::ActionHi
     Some(ddi::ActionHistory { status: a.status.history_name().into(), messages })
 }
 
-pub(super) fn device_action(view: &View, d: &Device, action_id: &str) -> Result<Action, ApiError> {
+/// The device's action `action_id`: from the view, or from the database when another instance
+/// made it a moment ago ([`AppState::catch_up`]).
+pub(super) fn device_action(
+    state: &AppState,
+    d: &Device,
+    action_id: &str,
+) -> Result<Action, ApiError> {
     let id: i64 = action_id
         .parse()
         .map_err(|_| ApiError::bad_request(format!("action id {action_id:?} is not a number")))?;
-    match view.actions.get(&id) {
-        Some(a) if a.device_id == d.id => Ok(a.clone()),
+    let mine = |view: &View| view.actions.get(&id).filter(|a| a.device_id == d.id).cloned();
+    let found = mine(&state.read()).or_else(|| {
+        state.catch_up(d.id);
+        mine(&state.read())
+    });
+    match found {
+        Some(a) => Ok(a),
         // Another device's action is as unknown to this device as a missing one.
         _ => Err(ApiError::not_found(format!(
             "action {id} is not an action of device {}",
@@ -264,7 +275,7 @@ pub fn deployment_base(
     action_id: &str,
     q: &HistoryQuery,
 ) -> Result<ddi::DeploymentBase, ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     let dep = deployment(state, d, &a, q)?;
     if a.status == ActionStatus::Scheduled {
         state.store.mark_retrieved(a.id, state.now()).map_err(ApiError::from)?;
@@ -292,7 +303,7 @@ pub fn installed_base(
     action_id: &str,
     q: &HistoryQuery,
 ) -> Result<ddi::DeploymentBase, ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     if a.status != ActionStatus::Finished {
         return Err(ApiError::not_found(format!(
             "action {} is {}, not installed",
@@ -309,7 +320,7 @@ pub fn cancel_action(
     d: &Device,
     action_id: &str,
 ) -> Result<ddi::Cancel, ApiError> {
-    let a = device_action(&state.read(), d, action_id)?;
+    let a = device_action(state, d, action_id)?;
     if a.status != ActionStatus::Canceling {
         return Err(ApiError::not_found(format!(
             "action {} is {}, not being canceled",

@@ -219,6 +219,53 @@ impl AppState {
         v
     }
 
+    /// A device asked about an action or package its view does not hold: another instance on
+    /// the same database may have just made it (an action, on a poll that instance answered),
+    /// before this one heard of it. Reads the device's actions from the database and adds the
+    /// new ones; reloads the whole view when one belongs to an advertisement it does not know.
+    /// Returns whether anything was new.
+    pub fn catch_up(&self, device_id: i64) -> bool {
+        let actions = match self.store.actions_of_device(device_id) {
+            Ok(a) => a,
+            Err(e) => {
+                log::warn!("cannot read the actions of device {device_id}: {e}");
+                return false;
+            }
+        };
+        let new: Vec<Action> = {
+            let v = self.read();
+            actions.into_iter().filter(|a| v.actions.get(&a.id) != Some(a)).collect()
+        };
+        if new.is_empty() {
+            return false;
+        }
+        let complete = {
+            let v = self.read();
+            new.iter().all(|a| v.deployment_of(a).is_some())
+        };
+        if complete {
+            let mut v = self.write();
+            for a in new {
+                v.put_action(a);
+            }
+            return true;
+        }
+        match View::load(self.store.as_ref()) {
+            Ok(fresh) => {
+                let mut v = self.write();
+                let writes = v.local_writes;
+                *v = fresh;
+                v.local_writes = writes;
+                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                true
+            }
+            Err(e) => {
+                log::warn!("cannot reload the view for device {device_id}: {e}");
+                false
+            }
+        }
+    }
+
     /// Reloads the view if another process changed the database. A reload reads the database
     /// while the server goes on: if the server changed the view meanwhile (feedback closing an
     /// action, a registration), what was read may predate that change, so it is read again

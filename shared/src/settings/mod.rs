@@ -661,9 +661,10 @@ mod tests {
 
     #[test]
     fn several_management_points_in_order_none_twice() {
-        let (s, _) =
-            parse("[Environment]\nManagementPoint = https://a.example:8443/, https://b.example:8443\n")
-                .unwrap();
+        let (s, _) = parse(
+            "[Environment]\nManagementPoint = https://a.example:8443/, https://b.example:8443\n",
+        )
+        .unwrap();
         assert_eq!(
             s.environment.management_points,
             ["https://a.example:8443", "https://b.example:8443"]

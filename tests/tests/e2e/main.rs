@@ -13,6 +13,7 @@ mod cross;
 mod enroll;
 mod hostile;
 mod installer;
+mod instances;
 mod mp;
 mod rauc;
 mod reports;

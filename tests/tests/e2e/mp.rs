@@ -83,6 +83,34 @@ impl Mp {
         self.child = Some(child);
     }
 
+    /// Another instance of `first`'s fleet: its configuration (TLS identity, database,
+    /// content folder) with a port of its own, in a folder of its own.
+    pub fn join(first: &Mp) -> Mp {
+        let mut w = World::new();
+        // The same PKI: this process's HTTPS client trusts the first's root CA.
+        w.pki = first.w.pki.clone();
+        let dir = w.path("mp");
+        std::fs::create_dir_all(&dir).unwrap();
+        let text = std::fs::read_to_string(first.dir.join("dmmp.toml")).unwrap();
+        let text = text
+            .lines()
+            .map(|l| if l.starts_with("listen = ") { "listen = \"127.0.0.1:0\"" } else { l })
+            .collect::<Vec<_>>()
+            .join("\n");
+        std::fs::write(dir.join("dmmp.toml"), text).unwrap();
+        let mut mp = Mp { w, dir, port: 0, child: None, log: PathBuf::new(), fd_limit: None };
+        mp.spawn();
+        mp
+    }
+
+    /// Kills the server with SIGKILL, as a crash would, and waits for it.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
     /// Stops the server (SIGTERM, as a service manager would) and waits for it.
     pub fn stop(&mut self) {
         if let Some(mut c) = self.child.take() {
