@@ -1,36 +1,58 @@
-//! Load generator (a benchmark, not a test): N simulated devices, each on its own keep-alive TLS
-//! connection, poll a real `dmmp serve` process at a fixed total rate (open loop: a slow
-//! answer does not slow the schedule). Prints polls per second, latency percentiles and the CPU
-//! share of the server and of this generator (they share the machine's cores).
+//! Load generator (a benchmark, not a test): simulated devices poll real `dmmp serve`
+//! processes (one, or several on one database) over keep-alive TLS at a fixed total rate (open
+//! loop: a slow answer does not slow the schedule), while others send feedback. It prints:
+//!
+//! - polls per second, and the latency the generator measured with how late it sent (its lag:
+//!   a loaded generator on the same cores delays requests, which is not the server's latency);
+//! - the latency a probe device sees: its own connection, driven from a thread of its own;
+//! - feedback writes per second and their latency;
+//! - the CPU of each `dmmp`, of PostgreSQL, and of the generator;
+//! - each server's memory per open connection, and what is returned when they close.
 //!
 //! ```text
-//! cargo bench -p dm-mp --bench poll_load -- --devices 10000 --rate 2000 --seconds 20
+//! cargo bench -p dm-mp --bench poll_load -- --devices 100000 --rate 1700 --feedback 500 \
+//!     --store postgres --instances 2 --seconds 20
 //! ```
-//! Target: at least 2,000 polls/s at p99 under 50 ms with 10,000 devices.
+//!
+//! Devices share connections when there are more devices than connections (`--connections`,
+//! bounded by the file descriptor limit), as devices behind one gateway do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Command, Stdio};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
-use dm_mp::storage::{SqliteStore, Storage};
+use dm_mp::model::*;
+use dm_mp::storage::Storage;
 use http_body_util::BodyExt;
 use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+#[derive(Debug, Clone)]
 struct Args {
     devices: usize,
     rate: f64,
+    feedback: f64,
     seconds: u64,
+    postgres: bool,
+    instances: usize,
+    connections: usize,
 }
 
 fn args() -> Args {
-    let mut a = Args { devices: 1000, rate: 2000.0, seconds: 15 };
+    let mut a = Args {
+        devices: 1000,
+        rate: 2000.0,
+        feedback: 0.0,
+        seconds: 15,
+        postgres: false,
+        instances: 1,
+        connections: 0,
+    };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
     while i < argv.len() {
@@ -38,7 +60,11 @@ fn args() -> Args {
         match argv[i].as_str() {
             "--devices" => a.devices = next().parse().expect("--devices N"),
             "--rate" => a.rate = next().parse().expect("--rate POLLS_PER_SECOND"),
+            "--feedback" => a.feedback = next().parse().expect("--feedback PER_SECOND"),
             "--seconds" => a.seconds = next().parse().expect("--seconds S"),
+            "--store" => a.postgres = next() == "postgres",
+            "--instances" => a.instances = next().parse().expect("--instances N"),
+            "--connections" => a.connections = next().parse().expect("--connections N"),
             _ => {
                 i += 1;
                 continue;
@@ -59,48 +85,145 @@ fn cpu_secs(pid: u32) -> f64 {
     ticks / 100.0
 }
 
-fn raise_fd_limit() {
+/// Resident memory of a process in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// The postmaster and its children (PostgreSQL's processes), from /proc.
+fn postgres_pids(data: &Path) -> Vec<u32> {
+    let pm = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
+    let Some(master) = pm.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
+        return Vec::new();
+    };
+    let mut pids = vec![master];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1));
+        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(master) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn raise_fd_limit() -> u64 {
     use rustix::process::{Resource, getrlimit, setrlimit};
     let mut l = getrlimit(Resource::Nofile);
     if let Some(max) = l.maximum {
         l.current = Some(max.min(1 << 20));
         let _ = setrlimit(Resource::Nofile, l);
     }
+    getrlimit(Resource::Nofile).current.unwrap_or(1024)
 }
 
-fn main() {
-    let a = args();
-    raise_fd_limit();
-    let dir = tempfile::tempdir().unwrap();
-    let pki = dir.path().join("pki");
-    dm_mp::pack::dev_pki(&pki, 30, &["127.0.0.1".into()], SystemTime::now()).unwrap();
-    let mpdir = dir.path().join("mp");
+/// The fleet's database: the devices, and an action for each device that sends feedback.
+fn fill(store: &dyn Storage, a: &Args, feedback_devices: usize) -> Vec<i64> {
+    let rows: Vec<(String, String, Option<String>)> = (0..a.devices)
+        .map(|i| {
+            (
+                "DEFAULT".to_string(),
+                format!("dev-{i:06}"),
+                Some(dm_shared::pki::sha256_hex(format!("tok-{i:06}").as_bytes())),
+            )
+        })
+        .collect();
+    store.import_devices(&rows, 0).unwrap();
+    if feedback_devices == 0 {
+        return Vec::new();
+    }
+    let pkg = store
+        .add_package(&Package {
+            id: 0,
+            name: "bench".into(),
+            version: "1.0.0.0".into(),
+            kind: PackageKind::SoftwareDistribution,
+            publisher: None,
+            distribution_point: None,
+            created: 0,
+            artifacts: Vec::new(),
+            programs: Vec::new(),
+            config_items: Vec::new(),
+        })
+        .unwrap();
+    let prog = store
+        .add_program(&Program {
+            id: 0,
+            package_id: pkg,
+            name: "bench-run".into(),
+            command: "./run".into(),
+            platforms: Vec::new(),
+            max_run_time: 3600,
+            device_class: DeviceClass::Mobile,
+            signed_program: None,
+        })
+        .unwrap();
+    let col = store.add_collection("bench", "DEFAULT", &CollectionRule::All).unwrap();
+    let adv = store
+        .add_advertisement(&Advertisement {
+            id: 0,
+            name: "bench".into(),
+            program_id: prog,
+            collection_id: col,
+            kind: AdvertisementKind::Mandatory,
+            start_time: 0,
+            expires: None,
+            window: None,
+            created: 0,
+            canceled: false,
+            rerun: Rerun::Never,
+            allow_downgrade: false,
+        })
+        .unwrap();
+    let mut actions = Vec::new();
+    for i in 0..feedback_devices {
+        let d = store.device("DEFAULT", &format!("dev-{i:06}")).unwrap().unwrap();
+        actions.push(store.ensure_action(adv, d.id, ActionStatus::Running, 0).unwrap().id);
+    }
+    actions
+}
+
+/// The database a run uses: a SQLite file, or a private PostgreSQL cluster.
+enum Db {
+    Sqlite,
+    /// The cluster (kept running while the run lasts), its URL and data folder.
+    Postgres {
+        _cluster: dm_mp::storage::postgres::cluster::Cluster,
+        url: String,
+        data: PathBuf,
+    },
+}
+
+fn config(dir: &Path, pki: &Path, db: &Db, fd_limit: u64) -> PathBuf {
     let mut cfg = dm_mp::config::Config::new(
-        &mpdir,
+        dir,
         "127.0.0.1:0".parse().unwrap(),
         pki.join("server.pem"),
         pki.join("server.key"),
     );
     cfg.devices.poll_sleep_secs = 60;
-    std::fs::create_dir_all(&mpdir).unwrap();
-    std::fs::write(mpdir.join("dmmp.toml"), cfg.to_toml().unwrap()).unwrap();
-    let cfg = dm_mp::config::Config::load(&mpdir.join("dmmp.toml")).unwrap();
-    let store = SqliteStore::open(&cfg.database()).unwrap();
-    let rows: Vec<(String, String, Option<String>)> = (0..a.devices)
-        .map(|i| {
-            (
-                "DEFAULT".to_string(),
-                format!("dev-{i:05}"),
-                Some(dm_shared::pki::sha256_hex(format!("tok-{i:05}").as_bytes())),
-            )
-        })
-        .collect();
-    store.import_devices(&rows, 0).unwrap();
-    drop(store);
+    cfg.devices.max_devices = 1_000_000;
+    cfg.server.max_connections = fd_limit as usize;
+    cfg.server.idle_timeout_secs = 600;
+    cfg.server.first_request_timeout_secs = 600;
+    if let Db::Postgres { url, .. } = db {
+        cfg.storage.database = url.into();
+    }
+    std::fs::create_dir_all(dir).unwrap();
+    std::fs::write(dir.join("dmmp.toml"), cfg.to_toml().unwrap()).unwrap();
+    dir.join("dmmp.toml")
+}
 
+fn serve(cfg: &Path) -> (Child, std::net::SocketAddr) {
     let mut server = Command::new(env!("CARGO_BIN_EXE_dmmp"))
         .arg("--config")
-        .arg(mpdir.join("dmmp.toml"))
+        .arg(cfg)
         .arg("serve")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -108,27 +231,74 @@ fn main() {
         .unwrap();
     let mut line = String::new();
     BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr: std::net::SocketAddr =
-        line.trim().strip_prefix("listening https://").unwrap().parse().unwrap();
-    let server_pid = server.id();
+    let addr = line.trim().strip_prefix("listening https://").unwrap().parse().unwrap();
+    (server, addr)
+}
+
+fn main() {
+    let a = args();
+    let fd_limit = raise_fd_limit();
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    dm_mp::pack::dev_pki(&pki, 30, &["127.0.0.1".into()], SystemTime::now()).unwrap();
+    let db = if a.postgres {
+        let pg = dir.path().join("pg");
+        let c = dm_mp::storage::postgres::cluster::Cluster::start(&pg).unwrap();
+        let url = c.database("bench").unwrap();
+        Db::Postgres { _cluster: c, url, data: pg.join("data") }
+    } else {
+        Db::Sqlite
+    };
+    let cfgs: Vec<PathBuf> = (0..a.instances)
+        .map(|i| config(&dir.path().join(format!("mp{i}")), &pki, &db, fd_limit))
+        .collect();
+    // SQLite instances share the first one's file.
+    if !a.postgres {
+        for c in &cfgs[1..] {
+            let text = std::fs::read_to_string(c).unwrap();
+            let shared = dir.path().join("mp0/dmmp.db");
+            let text = text
+                .replace("database = \"dmmp.db\"", &format!("database = \"{}\"", shared.display()));
+            std::fs::write(c, text).unwrap();
+        }
+    }
+    let feedback_devices = if a.feedback > 0.0 { a.devices.min(5000) } else { 0 };
+    let actions = {
+        let cfg = dm_mp::config::Config::load(&cfgs[0]).unwrap();
+        let store = dm_mp::storage::open(&cfg, "bench").unwrap();
+        fill(store.as_ref(), &a, feedback_devices)
+    };
+    let servers: Vec<(Child, std::net::SocketAddr)> = cfgs.iter().map(|c| serve(c)).collect();
+    let pids: Vec<u32> = servers.iter().map(|(c, _)| c.id()).collect();
+    let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
+    let pg_data = match &db {
+        Db::Postgres { data, .. } => Some(data.clone()),
+        Db::Sqlite => None,
+    };
 
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    let result = rt.block_on(generate(&a, addr, &pki.join("root-ca.pem"), server_pid));
-    let _ = Command::new("kill").arg(server_pid.to_string()).status();
-    let _ = server.wait();
+    let connections = match a.connections {
+        0 => a.devices.min((fd_limit as usize).saturating_sub(1000)).max(1),
+        n => n,
+    };
+    let result = rt.block_on(generate(
+        &a,
+        &addrs,
+        &pki.join("root-ca.pem"),
+        &pids,
+        pg_data.as_deref(),
+        connections,
+        actions,
+    ));
+    for (mut s, _) in servers {
+        let _ = Command::new("kill").arg(s.id().to_string()).status();
+        let _ = s.wait();
+    }
     report(&a, result);
+    drop(db);
 }
 
-struct Outcome {
-    latencies_us: Vec<u64>,
-    errors: u64,
-    elapsed: Duration,
-    server_cpu: f64,
-    own_cpu: f64,
-    connect_secs: f64,
-}
-
-async fn generate(a: &Args, addr: std::net::SocketAddr, root: &Path, server_pid: u32) -> Outcome {
+fn tls_connector(root: &Path) -> tokio_rustls::TlsConnector {
     let mut roots = rustls::RootCertStore::empty();
     for c in CertificateDer::pem_file_iter(root).unwrap() {
         roots.add(c.unwrap()).unwrap();
@@ -140,62 +310,250 @@ async fn generate(a: &Args, addr: std::net::SocketAddr, root: &Path, server_pid:
     .unwrap()
     .with_root_certificates(roots)
     .with_no_client_auth();
-    let connector = tokio_rustls::TlsConnector::from(Arc::new(tls));
+    tokio_rustls::TlsConnector::from(Arc::new(tls))
+}
 
-    // Connect every device first (as a fleet does over its first minutes).
+type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
+
+async fn connect(connector: &tokio_rustls::TlsConnector, addr: std::net::SocketAddr) -> Sender {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    tcp.set_nodelay(true).unwrap();
+    let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
+    tokio::spawn(conn);
+    send
+}
+
+fn request(
+    method: &str,
+    uri: &str,
+    auth: &str,
+    body: Option<&'static str>,
+) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
+    let mut r = hyper::Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("host", "127.0.0.1")
+        .header("authorization", auth);
+    if body.is_some() {
+        r = r.header("content-type", "application/json");
+    }
+    r.body(http_body_util::Full::new(bytes::Bytes::from_static(body.unwrap_or("").as_bytes())))
+        .unwrap()
+}
+
+/// Sends `req` and returns its latency in µs, or `None` when it failed.
+async fn timed(
+    send: &mut Sender,
+    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Option<u64> {
+    let sent = Instant::now();
+    match send.send_request(req).await {
+        Ok(resp) if resp.status().is_success() => {
+            let _ = resp.into_body().collect().await;
+            Some(sent.elapsed().as_micros() as u64)
+        }
+        _ => None,
+    }
+}
+
+struct Outcome {
+    connections: usize,
+    polls_us: Vec<u64>,
+    lag_us: Vec<u64>,
+    probe_us: Vec<u64>,
+    feedback_us: Vec<u64>,
+    errors: u64,
+    elapsed: Duration,
+    cpu: Vec<(String, f64)>,
+    /// Per server: RSS before connecting, with every connection open, after they closed.
+    rss: Vec<(u64, u64, u64)>,
+    connect_secs: f64,
+}
+
+const FEEDBACK: &str =
+    r#"{"status":{"execution":"proceeding","result":{"finished":"none"},"details":["bench"]}}"#;
+
+/// A device on a thread of its own with a connection of its own, polling ten times a second:
+/// the latency a device sees, whatever the generator's own lag.
+fn probe(
+    addr: std::net::SocketAddr,
+    root: PathBuf,
+    until: Instant,
+) -> std::thread::JoinHandle<Vec<u64>> {
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async move {
+            let mut send = connect(&tls_connector(&root), addr).await;
+            let mut lat = Vec::new();
+            while Instant::now() < until {
+                let r = request(
+                    "GET",
+                    "/DEFAULT/controller/v1/dev-000000",
+                    "TargetToken tok-000000",
+                    None,
+                );
+                lat.extend(timed(&mut send, r).await);
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            lat
+        })
+    })
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn generate(
+    a: &Args,
+    addrs: &[std::net::SocketAddr],
+    root: &Path,
+    pids: &[u32],
+    pg_data: Option<&Path>,
+    connections: usize,
+    actions: Vec<i64>,
+) -> Outcome {
+    let connector = tls_connector(root);
+    let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    // Connect first (as a fleet does over its first minutes), spread over the instances.
     let t0 = Instant::now();
-    let mut senders = Vec::with_capacity(a.devices);
     let sem = Arc::new(tokio::sync::Semaphore::new(64));
     let mut handles = Vec::new();
-    for i in 0..a.devices {
-        let (connector, sem) = (connector.clone(), sem.clone());
+    for c in 0..connections {
+        let (connector, sem, addr) = (connector.clone(), sem.clone(), addrs[c % addrs.len()]);
         handles.push(tokio::spawn(async move {
             let _permit = sem.acquire().await.unwrap();
-            let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-            tcp.set_nodelay(true).unwrap();
-            let tls =
-                connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
-            let (send, conn) =
-                hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-            tokio::spawn(conn);
-            (i, send)
+            connect(&connector, addr).await
         }));
     }
+    let mut senders = Vec::with_capacity(connections);
     for h in handles {
         senders.push(h.await.unwrap());
     }
     let connect_secs = t0.elapsed().as_secs_f64();
 
-    let errors = Arc::new(AtomicU64::new(0));
-    let (srv0, own0) = (cpu_secs(server_pid), cpu_secs(std::process::id()));
+    let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pg = pg_data.map(postgres_pids).unwrap_or_default();
+    let cpu0: Vec<f64> = pids.iter().chain(&[std::process::id()]).map(|p| cpu_secs(*p)).collect();
+    let pg0: f64 = pg.iter().map(|p| cpu_secs(*p)).sum();
     let start = Instant::now() + Duration::from_millis(200);
     let run_for = Duration::from_secs(a.seconds);
-    let period = Duration::from_secs_f64(a.devices as f64 / a.rate);
+    let probe = probe(addrs[0], root.to_path_buf(), start + run_for);
+    // Each connection carries the polls of devices c, c + C, c + 2C…, evenly spread.
+    let per_conn_rate = a.rate / connections as f64;
+    let period = Duration::from_secs_f64(1.0 / per_conn_rate);
     let mut tasks = Vec::new();
-    for (i, mut send) in senders {
-        let errors = errors.clone();
-        // Spread the devices evenly over one period.
-        let offset = period.mul_f64(i as f64 / a.devices as f64);
+    for (c, mut send) in senders.into_iter().enumerate() {
+        let (errors, devices, conns) = (errors.clone(), a.devices, connections);
+        let offset = period.mul_f64(c as f64 / connections as f64);
+        tasks.push(tokio::spawn(async move {
+            let (mut lat, mut lag) = (Vec::new(), Vec::new());
+            let mut next = start + offset;
+            let mut k = 0usize;
+            while next < start + run_for {
+                tokio::time::sleep_until(next.into()).await;
+                lag.push(next.elapsed().as_micros() as u64);
+                let i = (c + k * conns) % devices;
+                k += 1;
+                let auth = format!("TargetToken tok-{i:06}");
+                let r = request("GET", &format!("/DEFAULT/controller/v1/dev-{i:06}"), &auth, None);
+                match timed(&mut send, r).await {
+                    Some(us) => lat.push(us),
+                    None => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+                next += period;
+            }
+            (lat, lag, send)
+        }));
+    }
+    let feedback =
+        feedback_load(a, addrs, &connector, &actions, start, run_for, errors.clone()).await;
+    let (mut polls_us, mut lag_us, mut open) = (Vec::new(), Vec::new(), Vec::new());
+    for t in tasks {
+        let (l, g, send) = t.await.unwrap();
+        polls_us.extend(l);
+        lag_us.extend(g);
+        open.push(send);
+    }
+    let mut feedback_us = Vec::new();
+    for t in feedback {
+        feedback_us.extend(t.await.unwrap());
+    }
+    let probe_us = probe.join().unwrap();
+    let elapsed = start.elapsed().min(run_for + Duration::from_secs(5));
+    let mut cpu: Vec<(String, f64)> = pids
+        .iter()
+        .chain(&[std::process::id()])
+        .zip(&cpu0)
+        .enumerate()
+        .map(|(i, (p, c0))| {
+            let name = if i < pids.len() { format!("dmmp {i}") } else { "generator".to_string() };
+            (name, cpu_secs(*p) - c0)
+        })
+        .collect();
+    if !pg.is_empty() {
+        cpu.push(("postgres".into(), pg.iter().map(|p| cpu_secs(*p)).sum::<f64>() - pg0));
+    }
+    // Memory with every connection open after the traffic; then every connection closes:
+    // what do the servers give back?
+    let rss_open: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    drop(open);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let rss_closed: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    let rss =
+        rss_before.into_iter().zip(rss_open).zip(rss_closed).map(|((b, o), c)| (b, o, c)).collect();
+    Outcome {
+        connections,
+        polls_us,
+        lag_us,
+        probe_us,
+        feedback_us,
+        errors: errors.load(std::sync::atomic::Ordering::Relaxed),
+        elapsed,
+        cpu,
+        rss,
+        connect_secs,
+    }
+}
+
+/// Feedback at `a.feedback` per second from 50 connections, cycling through the actions.
+async fn feedback_load(
+    a: &Args,
+    addrs: &[std::net::SocketAddr],
+    connector: &tokio_rustls::TlsConnector,
+    actions: &[i64],
+    start: Instant,
+    run_for: Duration,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+) -> Vec<tokio::task::JoinHandle<Vec<u64>>> {
+    if a.feedback <= 0.0 || actions.is_empty() {
+        return Vec::new();
+    }
+    let conns = 50usize;
+    let period = Duration::from_secs_f64(conns as f64 / a.feedback);
+    let actions = Arc::new(actions.to_vec());
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let mut send = connect(connector, addrs[c % addrs.len()]).await;
+        let (actions, errors) = (actions.clone(), errors.clone());
+        let offset = period.mul_f64(c as f64 / conns as f64);
         tasks.push(tokio::spawn(async move {
             let mut lat = Vec::new();
             let mut next = start + offset;
-            let auth = format!("TargetToken tok-{i:05}");
-            let uri = format!("/DEFAULT/controller/v1/dev-{i:05}");
+            let mut k = c;
             while next < start + run_for {
                 tokio::time::sleep_until(next.into()).await;
-                let req = hyper::Request::get(&uri)
-                    .header("host", "127.0.0.1")
-                    .header("authorization", &auth)
-                    .body(http_body_util::Empty::<bytes::Bytes>::new())
-                    .unwrap();
-                let sent = Instant::now();
-                match send.send_request(req).await {
-                    Ok(resp) if resp.status() == 200 => {
-                        let _ = resp.into_body().collect().await;
-                        lat.push(sent.elapsed().as_micros() as u64);
-                    }
-                    _ => {
-                        errors.fetch_add(1, Ordering::Relaxed);
+                let i = k % actions.len();
+                k += conns;
+                let uri = format!(
+                    "/DEFAULT/controller/v1/dev-{i:06}/deploymentBase/{}/feedback",
+                    actions[i]
+                );
+                let r = request("POST", &uri, &format!("TargetToken tok-{i:06}"), Some(FEEDBACK));
+                match timed(&mut send, r).await {
+                    Some(us) => lat.push(us),
+                    None => {
+                        errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     }
                 }
                 next += period;
@@ -203,63 +561,67 @@ async fn generate(a: &Args, addr: std::net::SocketAddr, root: &Path, server_pid:
             lat
         }));
     }
-    let mut latencies_us = Vec::new();
-    for t in tasks {
-        latencies_us.extend(t.await.unwrap());
-    }
-    let elapsed = start.elapsed().min(run_for + Duration::from_secs(5));
-    Outcome {
-        latencies_us,
-        errors: errors.load(Ordering::Relaxed),
-        elapsed,
-        server_cpu: cpu_secs(server_pid) - srv0,
-        own_cpu: cpu_secs(std::process::id()) - own0,
-        connect_secs,
-    }
+    tasks
+}
+
+fn pct(v: &mut [u64], p: f64) -> f64 {
+    v.sort_unstable();
+    v.get(((v.len() as f64 * p) as usize).min(v.len().saturating_sub(1))).copied().unwrap_or(0)
+        as f64
+        / 1000.0
 }
 
 fn report(a: &Args, mut o: Outcome) {
-    o.latencies_us.sort_unstable();
-    let pct = |p: f64| {
-        o.latencies_us
-            .get(
-                ((o.latencies_us.len() as f64 * p) as usize)
-                    .min(o.latencies_us.len().saturating_sub(1)),
-            )
-            .copied()
-            .unwrap_or(0) as f64
-            / 1000.0
-    };
     let secs = o.elapsed.as_secs_f64();
-    let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
     println!(
-        "devices {}  target rate {:.0}/s  duration {:.1} s  (connecting them took {:.1} s)",
-        a.devices, a.rate, secs, o.connect_secs
-    );
-    println!(
-        "polls {}  ({:.0} polls/s)  errors {}",
-        o.latencies_us.len(),
-        o.latencies_us.len() as f64 / secs,
-        o.errors
-    );
-    println!(
-        "latency ms  p50 {:.2}  p90 {:.2}  p99 {:.2}  max {:.2}",
-        pct(0.50),
-        pct(0.90),
-        pct(0.99),
-        pct(1.0)
-    );
-    println!(
-        "cpu  server {:.0}% of one core, generator {:.0}% of one core ({} cores shared)",
-        100.0 * o.server_cpu / secs,
-        100.0 * o.own_cpu / secs,
-        cores
-    );
-    let ok =
-        o.latencies_us.len() as f64 / secs >= a.rate * 0.97 && pct(0.99) < 50.0 && o.errors == 0;
-    println!(
-        "target (>= {:.0} polls/s at p99 < 50 ms): {}",
+        "store {}  instances {}  devices {}  connections {}  target {:.0} polls/s + {:.0} feedback/s  {:.1} s  (connecting took {:.1} s)",
+        if a.postgres { "postgres" } else { "sqlite" },
+        a.instances,
+        a.devices,
+        o.connections,
         a.rate,
-        if ok { "met" } else { "NOT met" }
+        a.feedback,
+        secs,
+        o.connect_secs
     );
+    let polls = o.polls_us.len() as f64 / secs;
+    println!("polls {:.0}/s  errors {}", polls, o.errors);
+    println!(
+        "  generator's view   p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   (its lag sending: p50 {:.2} ms  p99 {:.2} ms)",
+        pct(&mut o.polls_us, 0.5),
+        pct(&mut o.polls_us, 0.99),
+        pct(&mut o.polls_us, 1.0),
+        pct(&mut o.lag_us, 0.5),
+        pct(&mut o.lag_us, 0.99)
+    );
+    println!(
+        "  a device's view    p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms   (probe: own thread, own connection, {} polls)",
+        pct(&mut o.probe_us, 0.5),
+        pct(&mut o.probe_us, 0.99),
+        pct(&mut o.probe_us, 1.0),
+        o.probe_us.len()
+    );
+    if a.feedback > 0.0 {
+        println!(
+            "feedback {:.0}/s  p50 {:.2} ms  p99 {:.2} ms  max {:.2} ms",
+            o.feedback_us.len() as f64 / secs,
+            pct(&mut o.feedback_us, 0.5),
+            pct(&mut o.feedback_us, 0.99),
+            pct(&mut o.feedback_us, 1.0)
+        );
+    }
+    let cpu: Vec<String> =
+        o.cpu.iter().map(|(n, c)| format!("{n} {:.0}%", 100.0 * c / secs)).collect();
+    println!("cpu (% of one core)  {}", cpu.join("  "));
+    for (i, (before, open, closed)) in o.rss.iter().enumerate() {
+        let per = open.saturating_sub(*before) as f64 * 1024.0
+            / (o.connections / o.rss.len()).max(1) as f64;
+        println!(
+            "memory dmmp {i}: {} MiB idle, {} MiB with its connections open ({:.1} KB each), {} MiB after they closed",
+            before / 1024,
+            open / 1024,
+            per / 1000.0,
+            closed / 1024
+        );
+    }
 }

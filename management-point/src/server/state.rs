@@ -225,42 +225,20 @@ impl AppState {
     /// new ones; reloads the whole view when one belongs to an advertisement it does not know.
     /// Returns whether anything was new.
     pub fn catch_up(&self, device_id: i64) -> bool {
-        let actions = match self.store.actions_of_device(device_id) {
-            Ok(a) => a,
+        let new = |v: &View, a: &Action| v.actions.get(&a.id) != Some(a);
+        let read = || {
+            let all = self.store.actions_of_device(device_id)?;
+            let v = self.read();
+            Ok(all.into_iter().filter(|a| new(&v, a)).collect::<Vec<_>>())
+        };
+        match read() {
+            Ok(fresh) if fresh.is_empty() => false,
+            Ok(_) => self.put_fresh(&read).unwrap_or_else(|e| {
+                log::warn!("cannot read the actions of device {device_id}: {e}");
+                false
+            }),
             Err(e) => {
                 log::warn!("cannot read the actions of device {device_id}: {e}");
-                return false;
-            }
-        };
-        let new: Vec<Action> = {
-            let v = self.read();
-            actions.into_iter().filter(|a| v.actions.get(&a.id) != Some(a)).collect()
-        };
-        if new.is_empty() {
-            return false;
-        }
-        let complete = {
-            let v = self.read();
-            new.iter().all(|a| v.deployment_of(a).is_some())
-        };
-        if complete {
-            let mut v = self.write();
-            for a in new {
-                v.put_action(a);
-            }
-            return true;
-        }
-        match View::load(self.store.as_ref()) {
-            Ok(fresh) => {
-                let mut v = self.write();
-                let writes = v.local_writes;
-                *v = fresh;
-                v.local_writes = writes;
-                self.reloads.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                true
-            }
-            Err(e) => {
-                log::warn!("cannot reload the view for device {device_id}: {e}");
                 false
             }
         }
@@ -271,10 +249,12 @@ impl AppState {
     /// action, a registration), what was read may predate that change, so it is read again
     /// rather than installed over it.
     pub fn refresh_if_changed(&self) -> Result<bool> {
+        let changed = self.store.changed_actions();
         let version = self.store.data_version()?;
         if version == self.read().version {
+            let partial = self.take_actions(&changed)?;
             self.refreshed();
-            return Ok(false);
+            return Ok(partial);
         }
         for _ in 0..3 {
             let seen = self.read().local_writes;
@@ -287,6 +267,45 @@ impl AppState {
             }
         }
         log::debug!("the view was changed during three reloads in a row; trying at the next tick");
+        Ok(false)
+    }
+
+    /// Reads the actions another writer made or moved into the view.
+    fn take_actions(&self, ids: &[i64]) -> Result<bool> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        self.put_fresh(&|| {
+            let mut fresh = Vec::with_capacity(ids.len());
+            for id in ids {
+                fresh.extend(self.store.action(*id)?);
+            }
+            Ok(fresh)
+        })
+    }
+
+    /// Puts the actions `read` reads from the database into the view, unless the server
+    /// changed the view meanwhile (what was read may then predate its own write: read again).
+    /// Reloads the whole view when an action belongs to an advertisement it does not know.
+    fn put_fresh(&self, read: &dyn Fn() -> Result<Vec<Action>>) -> Result<bool> {
+        for _ in 0..3 {
+            let seen = self.read().local_writes;
+            let fresh = read()?;
+            let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+            if v.local_writes != seen {
+                continue;
+            }
+            if !fresh.iter().all(|a| v.deployment_of(a).is_some()) {
+                drop(v);
+                let view = View::load(self.store.as_ref())?;
+                return Ok(self.install_if_unchanged(view, seen));
+            }
+            v.local_writes += 1;
+            for a in fresh {
+                v.put_action(a);
+            }
+            return Ok(true);
+        }
         Ok(false)
     }
 

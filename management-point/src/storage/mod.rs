@@ -33,6 +33,12 @@ pub fn open(cfg: &Config, role: &str) -> Result<Box<dyn Storage>> {
 pub trait Storage: Send + Sync {
     /// A number that changes whenever another connection committed a change.
     fn data_version(&self) -> Result<i64>;
+    /// Actions other writers made or moved since the last call, when the store can tell them
+    /// apart from other changes (PostgreSQL); their changes do not move
+    /// [`Storage::data_version`]. Others say nothing here, and move the data version.
+    fn changed_actions(&self) -> Vec<i64> {
+        Vec::new()
+    }
     /// How long a trivial query takes now: the health check and the metrics.
     fn ping(&self) -> Result<std::time::Duration>;
     /// Whether the store hears other writers' changes now (PostgreSQL: its notification

@@ -272,7 +272,7 @@ fn sqlite_another_connection_changes_the_data_version() {
 }
 
 /// Waits up to five seconds for `f` to hold.
-fn within_seconds(f: impl Fn() -> bool) -> bool {
+fn within_seconds(mut f: impl FnMut() -> bool) -> bool {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
     while std::time::Instant::now() < deadline {
         if f() {
@@ -293,7 +293,7 @@ fn postgres_another_instance_changes_the_data_version_and_last_seen_does_not() {
     assert!(within_seconds(|| server.listening()), "the listener never connected");
     let v1 = server.data_version().unwrap().max(v1);
     server.add_collection("mine", "DEFAULT", &CollectionRule::All).unwrap();
-    let d = server.add_device("DEFAULT", "dev-1", None, "admin", 1).unwrap();
+    let (d, adv) = setup(&server);
     std::thread::sleep(std::time::Duration::from_millis(300));
     assert_eq!(server.data_version().unwrap(), v1, "own writes do not count");
     other.flush_last_seen(&[(d.id, 50)]).unwrap();
@@ -302,6 +302,19 @@ fn postgres_another_instance_changes_the_data_version_and_last_seen_does_not() {
     other.add_collection("theirs", "DEFAULT", &CollectionRule::All).unwrap();
     assert!(within_seconds(|| server.data_version().unwrap() != v1), "no notification");
     assert_eq!(server.devices().unwrap()[0].last_seen, Some(50));
+    // An action another instance makes or moves is named, not a reason to reload everything.
+    let v2 = server.data_version().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let v2 = server.data_version().unwrap().max(v2);
+    server.changed_actions();
+    let a = other.ensure_action(adv.id, d.id, ActionStatus::Scheduled, 5).unwrap();
+    other.mark_retrieved(a.id, 6).unwrap();
+    let mut heard = Vec::new();
+    assert!(within_seconds(|| {
+        heard.extend(server.changed_actions());
+        heard.contains(&a.id)
+    }));
+    assert_eq!(server.data_version().unwrap(), v2, "an action moved the data version");
 }
 
 #[test]

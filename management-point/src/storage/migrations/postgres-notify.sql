@@ -1,7 +1,9 @@
 -- Not a migration: run at every start, after them. Every change the in-memory views hold
 -- (devices but their last-seen times, packages, programs, collections, advertisements,
 -- actions, revocations, CRLs) notifies channel dm_changes with the writer's
--- application_name, so each dmmp instance hears the others' changes and not its own.
+-- application_name, so each dmmp instance hears the others' changes and not its own. A new or
+-- changed action (a poll, feedback) says which, "<writer> action <id>", so the others read
+-- that action alone instead of reloading everything.
 CREATE OR REPLACE FUNCTION dm_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('dm_changes', current_setting('application_name'));
@@ -23,7 +25,15 @@ CREATE OR REPLACE TRIGGER dm_members_changed AFTER INSERT OR UPDATE OR DELETE
     ON collection_members FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE TRIGGER dm_advertisements_changed AFTER INSERT OR UPDATE OR DELETE
     ON advertisements FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
-CREATE OR REPLACE TRIGGER dm_actions_changed AFTER INSERT OR UPDATE OR DELETE
+CREATE OR REPLACE FUNCTION dm_notify_action() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('dm_changes', current_setting('application_name') || ' action ' || NEW.id);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS dm_actions_changed ON actions;
+CREATE OR REPLACE TRIGGER dm_action_rows AFTER INSERT OR UPDATE
+    ON actions FOR EACH ROW EXECUTE FUNCTION dm_notify_action();
+CREATE OR REPLACE TRIGGER dm_action_deletes AFTER DELETE
     ON actions FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE TRIGGER dm_revoked_changed AFTER INSERT OR UPDATE OR DELETE
     ON revoked_certificates FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();

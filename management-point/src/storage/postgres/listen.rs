@@ -3,8 +3,8 @@
 //! is retried with capped, jittered back-off, and each (re)connection bumps the version too:
 //! what was missed meanwhile is picked up by a full reload.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::StreamExt;
@@ -12,6 +12,38 @@ use tokio_postgres::{AsyncMessage, NoTls};
 
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Changed actions kept for the next refresh; more than this is a full reload instead.
+const MAX_CHANGED: usize = 10_000;
+
+/// What the listener heard, for the store's readers.
+#[derive(Debug, Default)]
+pub(super) struct Heard {
+    /// Bumped by each change that needs a full reload, and by each (re)connection.
+    pub version: AtomicI64,
+    /// Whether the notification connection is up.
+    pub listening: AtomicBool,
+    /// Actions other writers made or moved since the last look.
+    pub actions: Mutex<Vec<i64>>,
+}
+
+impl Heard {
+    /// Takes in one notification's payload: `<writer>` or `<writer> action <id>`.
+    fn note(&self, payload: &str, me: &str) {
+        let (writer, what) = payload.split_once(' ').unwrap_or((payload, ""));
+        if writer == me {
+            return;
+        }
+        if let Some(id) = what.strip_prefix("action ").and_then(|id| id.parse::<i64>().ok()) {
+            let mut actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
+            if actions.len() < MAX_CHANGED {
+                actions.push(id);
+                return;
+            }
+        }
+        self.version.fetch_add(1, Ordering::SeqCst);
+    }
+}
 
 /// A wait of about `d`, give or take a quarter, so instances do not reconnect in step.
 fn jittered(d: Duration) -> Duration {
@@ -22,12 +54,7 @@ fn jittered(d: Duration) -> Duration {
 }
 
 /// Listens until the runtime stops.
-pub(super) async fn listen(
-    config: tokio_postgres::Config,
-    me: String,
-    version: Arc<AtomicI64>,
-    listening: Arc<AtomicBool>,
-) {
+pub(super) async fn listen(config: tokio_postgres::Config, me: String, heard: Arc<Heard>) {
     let mut backoff = Duration::from_millis(100);
     loop {
         match config.connect(NoTls).await {
@@ -53,16 +80,14 @@ pub(super) async fn listen(
                 });
                 match client.batch_execute("LISTEN dm_changes").await {
                     Ok(()) => {
-                        version.fetch_add(1, Ordering::SeqCst);
-                        listening.store(true, Ordering::SeqCst);
+                        heard.version.fetch_add(1, Ordering::SeqCst);
+                        heard.listening.store(true, Ordering::SeqCst);
                         backoff = Duration::from_millis(100);
                         log::info!("listening for changes by other dmmp instances (dm_changes)");
-                        while let Some(writer) = rx.recv().await {
-                            if writer != me {
-                                version.fetch_add(1, Ordering::SeqCst);
-                            }
+                        while let Some(payload) = rx.recv().await {
+                            heard.note(&payload, &me);
                         }
-                        listening.store(false, Ordering::SeqCst);
+                        heard.listening.store(false, Ordering::SeqCst);
                         log::warn!(
                             "lost the PostgreSQL notification connection: reconnecting, then reloading"
                         );
@@ -76,5 +101,27 @@ pub(super) async fn listen(
         }
         tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notifications_name_actions_or_ask_for_a_reload_and_own_ones_are_ignored() {
+        let h = Heard::default();
+        h.note("dmmp-serve-1-aa action 42", "dmmp-serve-2-bb");
+        h.note("dmmp-serve-2-bb action 43", "dmmp-serve-2-bb");
+        h.note("dmmp-serve-2-bb", "dmmp-serve-2-bb");
+        assert_eq!(*h.actions.lock().unwrap(), vec![42]);
+        assert_eq!(h.version.load(Ordering::SeqCst), 0);
+        h.note("dmmp-admin-3-cc", "dmmp-serve-2-bb");
+        h.note("dmmp-serve-1-aa action x", "dmmp-serve-2-bb");
+        assert_eq!(h.version.load(Ordering::SeqCst), 2);
+        for i in 0..MAX_CHANGED as i64 {
+            h.note(&format!("w action {i}"), "me");
+        }
+        assert_eq!(h.version.load(Ordering::SeqCst), 3, "too many actions: a full reload");
     }
 }

@@ -21,7 +21,7 @@ mod rows;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
@@ -91,10 +91,8 @@ pub struct PgStore {
     config: tokio_postgres::Config,
     /// This process's `application_name`: its own notifications are not changes to it.
     me: String,
-    /// Bumped by each change another writer notified, and by each (re)connection.
-    version: Arc<AtomicI64>,
-    /// Whether the notification connection is up.
-    listening: Arc<AtomicBool>,
+    /// What the listener heard from other writers.
+    heard: Arc<listen::Heard>,
     listener: std::sync::Once,
     url: String,
 }
@@ -157,8 +155,7 @@ impl PgStore {
             pool,
             config,
             me,
-            version: Arc::new(AtomicI64::new(1)),
-            listening: Arc::new(AtomicBool::new(false)),
+            heard: Arc::new(listen::Heard::default()),
             listener: std::sync::Once::new(),
             url: redact(url),
         };
@@ -173,7 +170,7 @@ impl PgStore {
 
     /// Whether the notification connection is up (the server's view hears other writers).
     pub fn listening(&self) -> bool {
-        self.listening.load(Ordering::Relaxed)
+        self.heard.listening.load(Ordering::Relaxed)
     }
 
     /// Runs `fut` on the store's runtime within [`CALL_DEADLINE`] and waits for it; failures
@@ -240,12 +237,7 @@ impl PgStore {
     fn listen_once(&self) {
         self.listener.call_once(|| {
             if let Some(rt) = &self.rt {
-                rt.spawn(listen::listen(
-                    self.config.clone(),
-                    self.me.clone(),
-                    self.version.clone(),
-                    self.listening.clone(),
-                ));
+                rt.spawn(listen::listen(self.config.clone(), self.me.clone(), self.heard.clone()));
             }
         });
     }

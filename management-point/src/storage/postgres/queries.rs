@@ -70,7 +70,15 @@ fn text_of(r: &tokio_postgres::Row) -> std::result::Result<String, Fail> {
 impl Storage for PgStore {
     fn data_version(&self) -> Result<i64> {
         self.listen_once();
-        Ok(self.version.load(Ordering::SeqCst))
+        Ok(self.heard.version.load(Ordering::SeqCst))
+    }
+
+    fn changed_actions(&self) -> Vec<i64> {
+        let mut ids =
+            std::mem::take(&mut *self.heard.actions.lock().unwrap_or_else(|p| p.into_inner()));
+        ids.sort_unstable();
+        ids.dedup();
+        ids
     }
 
     fn ping(&self) -> Result<std::time::Duration> {
