@@ -164,7 +164,9 @@ fn fill(store: &dyn Storage, a: &Args, feedback_devices: usize) -> Vec<i64> {
             signed_program: None,
         })
         .unwrap();
-    let col = store.add_collection("bench", "DEFAULT", &CollectionRule::All).unwrap();
+    // Only the devices that send feedback have the deployment: the others poll as a fleet
+    // does between deployments.
+    let col = store.add_collection("bench", "DEFAULT", &CollectionRule::Explicit).unwrap();
     let adv = store
         .add_advertisement(&Advertisement {
             id: 0,
@@ -184,6 +186,7 @@ fn fill(store: &dyn Storage, a: &Args, feedback_devices: usize) -> Vec<i64> {
     let mut actions = Vec::new();
     for i in 0..feedback_devices {
         let d = store.device("DEFAULT", &format!("dev-{i:06}")).unwrap().unwrap();
+        store.add_member(col, d.id).unwrap();
         actions.push(store.ensure_action(adv, d.id, ActionStatus::Running, 0).unwrap().id);
     }
     actions

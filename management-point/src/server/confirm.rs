@@ -116,7 +116,7 @@ fn answer(
     confirmed: bool,
     rec: &StatusRecord,
 ) -> Result<(), ApiError> {
-    let _serial = state.feedback_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = state.feedback_lock(a.id);
     let updated = state
         .store
         .apply_feedback(a.id, rec, &|cur| cur.on_confirmation(confirmed))

@@ -99,7 +99,7 @@ pub fn feedback(
     check_details(&fb.status.details)?;
     let rec = record_of(d, &a, cancel, &fb, state.now())?;
     let (exec, finished) = (fb.status.execution, fb.status.result.finished);
-    let _serial = state.feedback_lock.lock().unwrap_or_else(|p| p.into_inner());
+    let _serial = state.feedback_lock(a.id);
     let updated = state
         .store
         .apply_feedback(a.id, &rec, &|cur| {

@@ -116,6 +116,9 @@ impl View {
     }
 }
 
+/// Locks that serialize feedback per action (an action always takes the same one).
+const FEEDBACK_LOCKS: usize = 64;
+
 /// Shared state of the running server.
 pub struct AppState {
     /// The configuration.
@@ -128,8 +131,9 @@ pub struct AppState {
     pub last_seen: Mutex<HashMap<i64, i64>>,
     /// The time, injectable for tests.
     pub clock: Arc<dyn dm_shared::clock::Clock>,
-    /// Serializes feedback, so the view's order of action changes is the database's.
-    pub feedback_lock: Mutex<()>,
+    /// Serialize feedback for one action, so the view's order of its changes is the
+    /// database's; feedback for different actions runs at once.
+    feedback_locks: [Mutex<()>; FEEDBACK_LOCKS],
     /// The base URL for links, known once the listener is bound.
     pub public_url: std::sync::OnceLock<String>,
     /// How many times the view was reloaded because another process changed the database.
@@ -177,7 +181,7 @@ impl AppState {
             view: RwLock::new(view),
             last_seen: Mutex::new(HashMap::new()),
             clock: Arc::new(dm_shared::clock::SystemClock),
-            feedback_lock: Mutex::new(()),
+            feedback_locks: std::array::from_fn(|_| Mutex::new(())),
             public_url: std::sync::OnceLock::new(),
             reloads: std::sync::atomic::AtomicU64::new(0),
             registrations: Mutex::new(std::collections::VecDeque::new()),
@@ -195,6 +199,12 @@ impl AppState {
             Some(_) => self.config.public_url(),
             None => self.public_url.get().cloned().unwrap_or_else(|| self.config.public_url()),
         }
+    }
+
+    /// Holds while feedback for `action_id` is stored and put into the view.
+    pub fn feedback_lock(&self, action_id: i64) -> std::sync::MutexGuard<'_, ()> {
+        let i = action_id.rem_euclid(FEEDBACK_LOCKS as i64) as usize;
+        self.feedback_locks[i].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Now, in Unix seconds.

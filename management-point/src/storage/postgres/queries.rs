@@ -507,12 +507,12 @@ impl Storage for PgStore {
     ) -> Result<Option<Action>> {
         for _ in 0..FEEDBACK_ATTEMPTS {
             // Before the state machine: a resent final report finds its action closed.
-            if self.seen_report(record)? {
+            let Some((current, seen)) = self.action_and_report(action_id, record)? else {
+                return Err(Error::NotFound(format!("action {action_id}")));
+            };
+            if seen {
                 return Ok(None);
             }
-            let current = self
-                .action(action_id)?
-                .ok_or_else(|| Error::NotFound(format!("action {action_id}")))?;
             let next = decide(current.status)?;
             match self.move_action(action_id, current.status, next, record)? {
                 Moved::Done(a) => return Ok(Some(a)),
@@ -602,11 +602,16 @@ async fn insert_status(
 }
 
 impl PgStore {
-    fn seen_report(&self, s: &StatusRecord) -> Result<bool> {
-        let Some(id) = &s.report_id else { return Ok(false) };
-        let sql =
-            "SELECT 1::bigint FROM status WHERE device_id = $1 AND report_id = $2".to_string();
-        Ok(!self.rows("store feedback", sql, p![s.device_id, id.clone()], id_of)?.is_empty())
+    /// An action, and whether the device sent the report `s` names before: one round trip.
+    fn action_and_report(&self, id: i64, s: &StatusRecord) -> Result<Option<(Action, bool)>> {
+        let sql = format!(
+            "SELECT {ACTION_COLS}, EXISTS (SELECT 1 FROM status WHERE device_id = $2 AND report_id = $3) \
+             FROM actions WHERE id = $1"
+        );
+        let p = p![id, s.device_id, s.report_id.clone()];
+        let found =
+            self.rows("store feedback", sql, p, |r| Ok((rows::action(r)?, r.try_get(7)?)))?;
+        Ok(one(found))
     }
 
     /// Moves action `id` from `from` to `to` and stores `record`, in one transaction, if the
