@@ -259,12 +259,13 @@ impl AppState {
     /// action, a registration), what was read may predate that change, so it is read again
     /// rather than installed over it.
     pub fn refresh_if_changed(&self) -> Result<bool> {
-        let changed = self.store.changed_actions();
+        let changed = self.store.changed();
         let version = self.store.data_version()?;
         if version == self.read().version {
-            let partial = self.take_actions(&changed)?;
+            let devices = self.take_devices(&changed.devices)?;
+            let actions = self.take_actions(&changed.actions)?;
             self.refreshed();
-            return Ok(partial);
+            return Ok(devices || actions);
         }
         for _ in 0..3 {
             let seen = self.read().local_writes;
@@ -292,6 +293,33 @@ impl AppState {
             }
             Ok(fresh)
         })
+    }
+
+    /// Reads the devices another writer registered or changed into the view (guarded as
+    /// [`AppState::put_fresh`] is).
+    fn take_devices(&self, ids: &[i64]) -> Result<bool> {
+        if ids.is_empty() {
+            return Ok(false);
+        }
+        for _ in 0..3 {
+            let seen = self.read().local_writes;
+            let mut fresh = Vec::with_capacity(ids.len());
+            for id in ids {
+                fresh.extend(self.store.device_by_id(*id)?);
+            }
+            let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
+            if v.local_writes != seen {
+                continue;
+            }
+            v.local_writes += 1;
+            for d in fresh {
+                let key = (d.tenant.clone(), d.controller_id.clone());
+                v.device_keys.insert(d.id, key.clone());
+                v.devices.insert(key, d);
+            }
+            return Ok(true);
+        }
+        Ok(false)
     }
 
     /// Puts the actions `read` reads from the database into the view, unless the server

@@ -29,16 +29,27 @@ pub fn open(cfg: &Config, role: &str) -> Result<Box<dyn Storage>> {
     })
 }
 
+/// Rows another writer changed: what a server reads into its view instead of reloading it.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Actions made or moved.
+    pub actions: Vec<i64>,
+    /// Devices registered or changed (not their last-seen times).
+    pub devices: Vec<i64>,
+}
+
 /// Everything the management point stores.
 pub trait Storage: Send + Sync {
     /// A number that changes whenever another connection committed a change.
     fn data_version(&self) -> Result<i64>;
-    /// Actions other writers made or moved since the last call, when the store can tell them
-    /// apart from other changes (PostgreSQL); their changes do not move
-    /// [`Storage::data_version`]. Others say nothing here, and move the data version.
-    fn changed_actions(&self) -> Vec<i64> {
-        Vec::new()
+    /// The actions and devices other writers made or changed since the last call, when the
+    /// store can name them (PostgreSQL); their changes do not move [`Storage::data_version`].
+    /// Other stores name none, and move the data version.
+    fn changed(&self) -> Changed {
+        Changed::default()
     }
+    /// A device by its row id.
+    fn device_by_id(&self, id: i64) -> Result<Option<Device>>;
     /// How long a trivial query takes now: the health check and the metrics.
     fn ping(&self) -> Result<std::time::Duration>;
     /// Whether the store hears other writers' changes now (PostgreSQL: its notification

@@ -132,6 +132,13 @@ impl Storage for SqliteStore {
         })
     }
 
+    fn device_by_id(&self, id: i64) -> Result<Option<Device>> {
+        self.with("read a device", |c| {
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE id = ?1");
+            c.query_row(&sql, [id], device_row).optional()
+        })
+    }
+
     fn device(&self, tenant: &str, controller_id: &str) -> Result<Option<Device>> {
         self.with("read a device", |c| {
             c.query_row(

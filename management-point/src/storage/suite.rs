@@ -145,6 +145,8 @@ fn round_trips_the_model() {
     each(|s| {
         let (dev, adv) = setup(s);
         assert_eq!(s.device("DEFAULT", "dev-1").unwrap().unwrap(), dev);
+        assert_eq!(s.device_by_id(dev.id).unwrap().unwrap(), dev);
+        assert_eq!(s.device_by_id(dev.id + 1000).unwrap(), None);
         assert!(matches!(
             s.add_device("DEFAULT", "dev-1", None, "admin", 2),
             Err(Error::Conflict(_))
@@ -306,15 +308,19 @@ fn postgres_another_instance_changes_the_data_version_and_last_seen_does_not() {
     let v2 = server.data_version().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     let v2 = server.data_version().unwrap().max(v2);
-    server.changed_actions();
+    server.changed();
     let a = other.ensure_action(adv.id, d.id, ActionStatus::Scheduled, 5).unwrap();
     other.mark_retrieved(a.id, 6).unwrap();
-    let mut heard = Vec::new();
+    let attrs = BTreeMap::from([("platform".to_string(), "linux-armv7".to_string())]);
+    other.set_attributes(d.id, &attrs).unwrap();
+    let mut heard = crate::storage::Changed::default();
     assert!(within_seconds(|| {
-        heard.extend(server.changed_actions());
-        heard.contains(&a.id)
+        let c = server.changed();
+        heard.actions.extend(c.actions);
+        heard.devices.extend(c.devices);
+        heard.actions.contains(&a.id) && heard.devices.contains(&d.id)
     }));
-    assert_eq!(server.data_version().unwrap(), v2, "an action moved the data version");
+    assert_eq!(server.data_version().unwrap(), v2, "an action or inventory moved the data version");
 }
 
 #[test]

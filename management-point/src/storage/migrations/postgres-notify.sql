@@ -2,16 +2,25 @@
 -- (devices but their last-seen times, packages, programs, collections, advertisements,
 -- actions, revocations, CRLs) notifies channel dm_changes with the writer's
 -- application_name, so each dmmp instance hears the others' changes and not its own. A new or
--- changed action (a poll, feedback) says which, "<writer> action <id>", so the others read
--- that action alone instead of reloading everything.
+-- changed action (a poll, feedback) or device (a registration, inventory) says which,
+-- "<writer> action <id>" or "<writer> device <id>", so the others read that row alone instead
+-- of reloading everything.
 CREATE OR REPLACE FUNCTION dm_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('dm_changes', current_setting('application_name'));
     RETURN NULL;
 END $$;
-CREATE OR REPLACE TRIGGER dm_devices_changed
-    AFTER INSERT OR DELETE OR UPDATE OF tenant, controller_id, token_sha256, attributes,
-        registered_by, auto_confirm, cert_sha256
+CREATE OR REPLACE FUNCTION dm_notify_device() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('dm_changes', current_setting('application_name') || ' device ' || NEW.id);
+    RETURN NULL;
+END $$;
+DROP TRIGGER IF EXISTS dm_devices_changed ON devices;
+CREATE OR REPLACE TRIGGER dm_device_rows
+    AFTER INSERT OR UPDATE OF tenant, controller_id, token_sha256, attributes, registered_by,
+        auto_confirm, cert_sha256
+    ON devices FOR EACH ROW EXECUTE FUNCTION dm_notify_device();
+CREATE OR REPLACE TRIGGER dm_device_deletes AFTER DELETE
     ON devices FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE TRIGGER dm_packages_changed AFTER INSERT OR UPDATE OR DELETE
     ON packages FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();

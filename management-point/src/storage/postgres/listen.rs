@@ -13,7 +13,7 @@ use tokio_postgres::{AsyncMessage, NoTls};
 /// The longest wait between two connection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Changed actions kept for the next refresh; more than this is a full reload instead.
+/// Changed actions and devices kept for the next refresh; more than this is a full reload.
 const MAX_CHANGED: usize = 10_000;
 
 /// What the listener heard, for the store's readers.
@@ -23,8 +23,8 @@ pub(super) struct Heard {
     pub version: AtomicI64,
     /// Whether the notification connection is up.
     pub listening: AtomicBool,
-    /// Actions other writers made or moved since the last look.
-    pub actions: Mutex<Vec<i64>>,
+    /// Actions and devices other writers made or changed since the last look.
+    pub rows: Mutex<crate::storage::Changed>,
 }
 
 impl Heard {
@@ -34,11 +34,15 @@ impl Heard {
         if writer == me {
             return;
         }
-        if let Some(id) = what.strip_prefix("action ").and_then(|id| id.parse::<i64>().ok()) {
-            let mut actions = self.actions.lock().unwrap_or_else(|p| p.into_inner());
-            if actions.len() < MAX_CHANGED {
-                actions.push(id);
-                return;
+        let (kind, id) = what.split_once(' ').unwrap_or((what, ""));
+        if let Ok(id) = id.parse::<i64>() {
+            let mut rows = self.rows.lock().unwrap_or_else(|p| p.into_inner());
+            if rows.actions.len() + rows.devices.len() < MAX_CHANGED {
+                match kind {
+                    "action" => return rows.actions.push(id),
+                    "device" => return rows.devices.push(id),
+                    _ => {}
+                }
             }
         }
         self.version.fetch_add(1, Ordering::SeqCst);
@@ -112,14 +116,16 @@ mod tests {
     fn notifications_name_actions_or_ask_for_a_reload_and_own_ones_are_ignored() {
         let h = Heard::default();
         h.note("dmmp-serve-1-aa action 42", "dmmp-serve-2-bb");
+        h.note("dmmp-serve-1-aa device 7", "dmmp-serve-2-bb");
         h.note("dmmp-serve-2-bb action 43", "dmmp-serve-2-bb");
         h.note("dmmp-serve-2-bb", "dmmp-serve-2-bb");
-        assert_eq!(*h.actions.lock().unwrap(), vec![42]);
+        assert_eq!(h.rows.lock().unwrap().actions, vec![42]);
+        assert_eq!(h.rows.lock().unwrap().devices, vec![7]);
         assert_eq!(h.version.load(Ordering::SeqCst), 0);
         h.note("dmmp-admin-3-cc", "dmmp-serve-2-bb");
         h.note("dmmp-serve-1-aa action x", "dmmp-serve-2-bb");
         assert_eq!(h.version.load(Ordering::SeqCst), 2);
-        for i in 0..MAX_CHANGED as i64 {
+        for i in 0..MAX_CHANGED as i64 - 1 {
             h.note(&format!("w action {i}"), "me");
         }
         assert_eq!(h.version.load(Ordering::SeqCst), 3, "too many actions: a full reload");

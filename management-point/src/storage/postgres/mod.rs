@@ -1,15 +1,19 @@
 //! The PostgreSQL store, for fleets that outgrow one machine: several `dmmp` instances (and the
-//! admin commands) on one database (docs/management-point.md#postgresql).
+//! admin commands) on one database (docs/management-point.md, "PostgreSQL and several
+//! instances").
 //!
 //! - `tokio-postgres` with a `deadpool-postgres` pool, on a small runtime of the store's own,
-//!   so the [`Storage`] calls stay synchronous for the server (which calls them off its async
-//!   workers) and for the admin commands (which have no runtime). Every call has a deadline.
+//!   so the [`Storage`](crate::storage::Storage) calls stay synchronous for the server (which
+//!   calls them off its async workers) and for the admin commands (which have no runtime).
+//!   Every call has a deadline.
 //! - The same versioned migrations as SQLite (`postgres-NNN-*.sql`, twins of `sqlite-NNN-*.sql`),
 //!   recorded in `dm_schema` and applied under an advisory lock, so instances starting
 //!   together migrate once.
 //! - Triggers notify channel `dm_changes` of every change a server's view holds, with the
-//!   writer's `application_name`; [`listen`] turns the others' notifications into a new
-//!   [`Storage::data_version`], and a lost connection into one too (a full reload).
+//!   writer's `application_name`. The listener turns the others' notifications into the
+//!   actions and devices they name, or into a new
+//!   [`data_version`](crate::storage::Storage::data_version) (a full reload), as it does a
+//!   lost connection.
 //! - Feedback moves an action by compare-and-set on its status, retried: two instances that
 //!   receive feedback for one action at once never interleave.
 

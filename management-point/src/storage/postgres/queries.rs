@@ -73,12 +73,18 @@ impl Storage for PgStore {
         Ok(self.heard.version.load(Ordering::SeqCst))
     }
 
-    fn changed_actions(&self) -> Vec<i64> {
-        let mut ids =
-            std::mem::take(&mut *self.heard.actions.lock().unwrap_or_else(|p| p.into_inner()));
-        ids.sort_unstable();
-        ids.dedup();
-        ids
+    fn changed(&self) -> crate::storage::Changed {
+        let mut c = std::mem::take(&mut *self.heard.rows.lock().unwrap_or_else(|p| p.into_inner()));
+        for ids in [&mut c.actions, &mut c.devices] {
+            ids.sort_unstable();
+            ids.dedup();
+        }
+        c
+    }
+
+    fn device_by_id(&self, id: i64) -> Result<Option<Device>> {
+        let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE id = $1");
+        Ok(one(self.rows("read a device", sql, p![id], rows::device)?))
     }
 
     fn ping(&self) -> Result<std::time::Duration> {
