@@ -237,6 +237,8 @@ pub async fn serve(
             let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             builder
                 .http1()
+                .writev(true)
+                .max_buf_size(8192)
                 .timer(TokioTimer::new())
                 .header_read_timeout(deadlines.first_request.max(Duration::from_secs(1)));
             builder.http2().timer(TokioTimer::new());
