@@ -63,7 +63,8 @@ enum Command {
     #[command(subcommand)]
     Admin(AdminCmd),
     /// Copy a fleet's state from a SQLite file into an empty PostgreSQL database
-    /// (docs/management-point.md#postgresql); the counts of every table are compared.
+    /// (docs/management-point.md, "PostgreSQL and several instances"); the counts of every
+    /// table are compared.
     Migrate {
         /// The source: sqlite:PATH.
         #[arg(long)]
@@ -74,7 +75,8 @@ enum Command {
     },
     /// A report for client installation (docs/health.md): distribution-status,
     /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
-    /// health-summary, healthy, unhealthy-certificate, unhealthy-communication, unhealthy-local.
+    /// health-summary, healthy, unhealthy, unhealthy-certificate, unhealthy-communication,
+    /// unhealthy-local, advertisement-devices.
     Report {
         /// The report.
         name: String,

@@ -20,7 +20,7 @@ use health::{Cause, Thresholds, Verdict};
 pub use scan::{Arrange, Next, Paging};
 
 /// Every report: its name (for `dmmp report NAME`) and title (the source documents').
-pub const REPORTS: [(&str, &str); 11] = [
+pub const REPORTS: [(&str, &str); 12] = [
     ("distribution-status", "Software distribution status for the client install program"),
     ("tethered-desktops", "Desktop clients reporting tethered devices"),
     ("deployment-details", "Device client agent deployment status details"),
@@ -28,6 +28,7 @@ pub const REPORTS: [(&str, &str); 11] = [
     ("deployment-successes", "Device client agent deployment success report"),
     ("health-summary", "Device client agent health summary"),
     ("healthy", "Devices in healthy condition"),
+    ("unhealthy", "Devices unhealthy for any cause"),
     ("unhealthy-certificate", "Devices unhealthy due to certificate issues"),
     ("unhealthy-communication", "Devices unhealthy due to communication issues"),
     ("unhealthy-local", "Devices unhealthy due to local client issues"),
@@ -232,10 +233,11 @@ fn device_rows<'a>(
         health => {
             let judge = Judge::new(store, cfg, now)?;
             let wanted = match health {
-                "unhealthy-certificate" => Some(Cause::Certificate),
-                "unhealthy-communication" => Some(Cause::Communication),
-                "unhealthy-local" => Some(Cause::Local),
-                _ => None,
+                "unhealthy-certificate" => Wanted::Cause(Cause::Certificate),
+                "unhealthy-communication" => Wanted::Cause(Cause::Communication),
+                "unhealthy-local" => Wanted::Cause(Cause::Local),
+                "unhealthy" => Wanted::Unhealthy,
+                _ => Wanted::Healthy,
             };
             Box::new(move |d: &Device| Ok(by_health(&judge, wanted, d).into_iter().collect()))
         }
@@ -537,12 +539,21 @@ fn summary(store: &dyn Storage, cfg: &Config, now: i64) -> Result<Rows> {
     Ok(labels.iter().zip(n).map(|(l, n)| vec![l.to_string(), n.to_string()]).collect())
 }
 
-/// A device's row in a health list: healthy ones (`wanted` none) or those with a cause.
-fn by_health(judge: &Judge, wanted: Option<Cause>, d: &Device) -> Option<Vec<String>> {
+/// Which devices a health list shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Wanted {
+    Healthy,
+    Unhealthy,
+    Cause(Cause),
+}
+
+/// A device's row in a health list, with the reasons of the cause it is listed for.
+fn by_health(judge: &Judge, wanted: Wanted, d: &Device) -> Option<Vec<String>> {
     let v = judge.verdict(d);
     let listed = match wanted {
-        None => v.healthy(),
-        Some(c) => v.causes.iter().any(|(x, _)| *x == c),
+        Wanted::Healthy => v.healthy(),
+        Wanted::Unhealthy => !v.healthy(),
+        Wanted::Cause(c) => v.causes.iter().any(|(x, _)| *x == c),
     };
     if !listed {
         return None;
@@ -550,7 +561,7 @@ fn by_health(judge: &Judge, wanted: Option<Cause>, d: &Device) -> Option<Vec<Str
     let reasons: Vec<String> = v
         .causes
         .iter()
-        .filter(|(c, _)| wanted.is_none_or(|w| w == *c))
+        .filter(|(c, _)| !matches!(wanted, Wanted::Cause(w) if w != *c))
         .map(|(_, r)| r.clone())
         .collect();
     Some(vec![

@@ -94,6 +94,7 @@ fn the_console_shows_reports_to_administrators_only_and_escapes_what_devices_sen
     assert!(r.header("content-security-policy").unwrap().contains("default-src 'none'"));
     let summary = get(&mp, Some(&cookie), "/console/reports/health-summary").text();
     assert!(summary.contains("href=\"/console/reports/unhealthy-local\""), "{summary}");
+    assert!(summary.contains("href=\"/console/reports/unhealthy\""), "{summary}");
     // CSV and JSON at the same URL; the formula is neutralised.
     let csv = get(&mp, Some(&cookie), "/console/reports/unhealthy-local?format=csv");
     assert_eq!(csv.header("content-type"), Some("text/csv; charset=utf-8"));

@@ -100,6 +100,10 @@ fn every_report_counts_a_fleet_in_each_condition() {
     assert_eq!(count("unhealthy: local"), "2", "{s}");
 
     assert_eq!(cells(&report(&mp, "healthy"), "device"), ["desk-1", "ok-1", "ok-2"]);
+    assert_eq!(
+        cells(&report(&mp, "unhealthy"), "device"),
+        ["cert-1", "local-1", "local-2", "never-1"]
+    );
     let cert = report(&mp, "unhealthy-certificate");
     assert_eq!(cells(&cert, "device"), ["cert-1"]);
     assert!(

@@ -118,6 +118,7 @@ fn link(
             let target = match first {
                 "devices" => return Some("/console/search?q=".into()),
                 "healthy" => "healthy",
+                "unhealthy" => "unhealthy",
                 "unhealthy: certificate" => "unhealthy-certificate",
                 "unhealthy: communication" => "unhealthy-communication",
                 "unhealthy: local" => "unhealthy-local",
