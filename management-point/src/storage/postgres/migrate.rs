@@ -167,11 +167,14 @@ async fn copy_table(
     for col in &t.columns {
         let ty = types
             .iter()
-            .find(|r| r.get::<_, &str>(0) == col)
-            .map(|r| r.get::<_, String>(1))
+            .find(|r| r.try_get::<_, &str>(0).is_ok_and(|c| c == col))
+            .and_then(|r| r.try_get::<_, String>(1).ok())
             .ok_or_else(|| {
-            Fail::Mine(Error::Conflict(format!("{}.{col} is not in the PostgreSQL schema", t.name)))
-        })?;
+                Fail::Mine(Error::Conflict(format!(
+                    "{}.{col} is not in the PostgreSQL schema",
+                    t.name
+                )))
+            })?;
         bigint.push(ty == "bigint");
     }
     for chunk in t.rows.chunks(BATCH) {

@@ -227,7 +227,18 @@ impl PgStore {
                 tx.batch_execute(m).await?;
             }
             tx.execute("UPDATE dm_schema SET version = $1", &[&(MIGRATIONS.len() as i64)]).await?;
-            tx.batch_execute(NOTIFY).await?;
+            // The triggers are replaced only when this dmmp's differ from the installed ones:
+            // replacing a trigger locks its table against writes, and admin commands connect
+            // all day.
+            tx.batch_execute("CREATE TABLE IF NOT EXISTS dm_notify (sha256 TEXT NOT NULL)").await?;
+            let want = dm_shared::pki::sha256_hex(NOTIFY.as_bytes());
+            let have: Option<String> =
+                tx.query_opt("SELECT sha256 FROM dm_notify", &[]).await?.map(|r| r.try_get(0)).transpose()?;
+            if have.as_deref() != Some(want.as_str()) {
+                tx.batch_execute(NOTIFY).await?;
+                tx.execute("DELETE FROM dm_notify", &[]).await?;
+                tx.execute("INSERT INTO dm_notify (sha256) VALUES ($1)", &[&want]).await?;
+            }
             tx.commit().await?;
             Ok((version, MIGRATIONS.len()))
         })?;
