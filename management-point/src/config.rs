@@ -86,6 +86,10 @@ fn default_handshake() -> u64 {
 pub struct StorageConfig {
     /// The SQLite database file, or a PostgreSQL URL (`postgres://user@host:port/db`).
     pub database: PathBuf,
+    /// PEM roots that sign the PostgreSQL server's certificate: with them the connection uses
+    /// TLS (`?sslmode=require` in the URL makes it mandatory); without them it is plain.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub database_ca: Option<PathBuf>,
     /// Where package content is kept.
     pub content: PathBuf,
 }
@@ -221,7 +225,11 @@ impl Config {
                 max_connections: default_max_connections(),
                 metrics_listen: None,
             },
-            storage: StorageConfig { database: "dmmp.db".into(), content: "content".into() },
+            storage: StorageConfig {
+                database: "dmmp.db".into(),
+                database_ca: None,
+                content: "content".into(),
+            },
             devices: Devices {
                 tenants: default_tenants(),
                 poll_sleep_secs: default_sleep(),

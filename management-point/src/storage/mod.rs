@@ -24,7 +24,10 @@ use crate::model::*;
 /// PostgreSQL shows it in `application_name`).
 pub fn open(cfg: &Config, role: &str) -> Result<Box<dyn Storage>> {
     Ok(match cfg.database_url() {
-        Some(url) => Box::new(PgStore::connect(&url, role)?),
+        Some(url) => {
+            let ca = cfg.storage.database_ca.as_ref().map(|p| cfg.resolve(p));
+            Box::new(PgStore::connect_with(&url, role, ca.as_deref())?)
+        }
         None => Box::new(SqliteStore::open(&cfg.database())?),
     })
 }

@@ -414,3 +414,40 @@ fn postgres_migrate_copies_a_fleet_row_for_row_into_an_empty_database_only() {
     let e = pg.copy_from_sqlite(&path).unwrap_err();
     assert!(matches!(&e, Error::Conflict(m) if m.contains("not empty")), "{e}");
 }
+
+#[test]
+fn postgres_over_tls_with_the_database_ca_and_never_without() {
+    use dm_shared::devpki::{self, Purpose, Spec};
+    if cluster().is_none() {
+        return;
+    }
+    let dir = tempfile::Builder::new().prefix("dm-pg-tls-").tempdir().unwrap().keep();
+    let c = Cluster::start(&dir).unwrap();
+    let url = c.database("tls").unwrap();
+    let now = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
+    let day = std::time::Duration::from_secs(86_400);
+    let spec = |cn: &str, purpose| Spec {
+        common_name: cn.into(),
+        purpose,
+        not_before: now,
+        not_after: now + day,
+    };
+    let ca = devpki::root_ca(&spec("database CA", Purpose::Ca)).unwrap();
+    let server =
+        devpki::issue(&ca, &spec("db", Purpose::Server(vec!["127.0.0.1".into()]))).unwrap();
+    let stranger = devpki::root_ca(&spec("another CA", Purpose::Ca)).unwrap();
+    c.require_tls(&server.cert_pem, &server.key_pem).unwrap();
+    let (ca_file, stranger_file) = (dir.join("ca.pem"), dir.join("stranger.pem"));
+    std::fs::write(&ca_file, &ca.cert_pem).unwrap();
+    std::fs::write(&stranger_file, &stranger.cert_pem).unwrap();
+    let tls_url = format!("{url}?sslmode=require");
+
+    let s = PgStore::connect_with(&tls_url, "serve", Some(&ca_file)).unwrap();
+    s.add_device("DEFAULT", "dev-1", None, "admin", 1).unwrap();
+    s.data_version().unwrap();
+    assert!(within_seconds(|| s.hears_others()), "the listener did not connect over TLS");
+    let e = PgStore::connect(&url, "serve").unwrap_err();
+    assert!(matches!(e, Error::Postgres { .. }), "plain was accepted: {e}");
+    let e = PgStore::connect_with(&tls_url, "serve", Some(&stranger_file)).unwrap_err();
+    assert!(matches!(e, Error::Postgres { .. }), "a server another CA signed was trusted: {e}");
+}

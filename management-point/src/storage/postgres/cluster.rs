@@ -173,6 +173,35 @@ impl Cluster {
         self.pg_ctl_start()
     }
 
+    /// From now on, TLS only: installs `cert_pem` and `key_pem` as the server's certificate
+    /// and key, turns `ssl` on, refuses connections without TLS, and restarts the cluster.
+    /// Make the databases first: `createdb` speaks plain.
+    pub fn require_tls(&self, cert_pem: &str, key_pem: &str) -> Result<(), String> {
+        use std::os::unix::fs::PermissionsExt;
+        let io = |what: &str, e: std::io::Error| format!("{what}: {e}");
+        std::fs::write(self.data.join("server.crt"), cert_pem).map_err(|e| io("server.crt", e))?;
+        let key = self.data.join("server.key");
+        std::fs::write(&key, key_pem).map_err(|e| io("server.key", e))?;
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io("server.key", e))?;
+        let conf = self.data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).map_err(|e| io("postgresql.conf", e))?;
+        text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+        std::fs::write(&conf, text).map_err(|e| io("postgresql.conf", e))?;
+        let hba = self.data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).map_err(|e| io("pg_hba.conf", e))?;
+        let text =
+            format!("hostnossl all all 0.0.0.0/0 reject\nhostnossl all all ::/0 reject\n{text}");
+        std::fs::write(&hba, text).map_err(|e| io("pg_hba.conf", e))?;
+        if is_root() {
+            let mut c = Command::new("chown");
+            c.args(["postgres:postgres"]).arg(self.data.join("server.crt")).arg(&key);
+            run(c, "chown the server key")?;
+        }
+        self.stop()?;
+        self.restart()
+    }
+
     /// A URL for the cluster's database `name`.
     pub fn url(&self, name: &str) -> String {
         format!("postgres://dm@127.0.0.1:{}/{name}", self.port)

@@ -57,55 +57,80 @@ fn jittered(d: Duration) -> Duration {
     d - quarter + quarter * 2 * u32::from(b[0]) / 255
 }
 
-/// Listens until the runtime stops.
-pub(super) async fn listen(config: tokio_postgres::Config, me: String, heard: Arc<Heard>) {
+/// Listens until the runtime stops, over TLS when `tls` is given.
+pub(super) async fn listen(
+    config: tokio_postgres::Config,
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
+    me: String,
+    heard: Arc<Heard>,
+) {
     let mut backoff = Duration::from_millis(100);
     loop {
-        match config.connect(NoTls).await {
-            Ok((client, mut conn)) => {
-                let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-                let driver = tokio::spawn(async move {
-                    let mut messages =
-                        futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
-                    while let Some(m) = messages.next().await {
-                        match m {
-                            Ok(AsyncMessage::Notification(n)) => {
-                                if tx.send(n.payload().to_string()).is_err() {
-                                    return;
-                                }
-                            }
-                            Ok(_) => {}
-                            Err(e) => {
-                                log::warn!("PostgreSQL notification connection: {e}");
-                                return;
-                            }
-                        }
-                    }
-                });
-                match client.batch_execute("LISTEN dm_changes").await {
-                    Ok(()) => {
-                        heard.version.fetch_add(1, Ordering::SeqCst);
-                        heard.listening.store(true, Ordering::SeqCst);
-                        backoff = Duration::from_millis(100);
-                        log::info!("listening for changes by other dmmp instances (dm_changes)");
-                        while let Some(payload) = rx.recv().await {
-                            heard.note(&payload, &me);
-                        }
-                        heard.listening.store(false, Ordering::SeqCst);
-                        log::warn!(
-                            "lost the PostgreSQL notification connection: reconnecting, then reloading"
-                        );
-                    }
-                    Err(e) => log::warn!("LISTEN dm_changes failed: {e}"),
-                }
-                driver.abort();
-                drop(client);
-            }
+        let up = match &tls {
+            Some(t) => match config.connect(t.clone()).await {
+                Ok((client, conn)) => Ok(session(client, conn, &me, &heard).await),
+                Err(e) => Err(e),
+            },
+            None => match config.connect(NoTls).await {
+                Ok((client, conn)) => Ok(session(client, conn, &me, &heard).await),
+                Err(e) => Err(e),
+            },
+        };
+        match up {
+            Ok(true) => backoff = Duration::from_millis(100),
+            Ok(false) => {}
             Err(e) => log::warn!("cannot reach PostgreSQL for notifications: {e}"),
         }
         tokio::time::sleep(jittered(backoff)).await;
         backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// One notification connection, until it is lost; whether it listened.
+async fn session<S, T>(
+    client: tokio_postgres::Client,
+    mut conn: tokio_postgres::Connection<S, T>,
+    me: &str,
+    heard: &Heard,
+) -> bool
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| conn.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        return;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    log::warn!("PostgreSQL notification connection: {e}");
+                    return;
+                }
+            }
+        }
+    });
+    if let Err(e) = client.batch_execute("LISTEN dm_changes").await {
+        driver.abort();
+        log::warn!("LISTEN dm_changes failed: {e}");
+        return false;
+    }
+    heard.version.fetch_add(1, Ordering::SeqCst);
+    heard.listening.store(true, Ordering::SeqCst);
+    log::info!("listening for changes by other dmmp instances (dm_changes)");
+    while let Some(payload) = rx.recv().await {
+        heard.note(&payload, me);
+    }
+    heard.listening.store(false, Ordering::SeqCst);
+    log::warn!("lost the PostgreSQL notification connection: reconnecting, then reloading");
+    driver.abort();
+    drop(client);
+    true
 }
 
 #[cfg(test)]

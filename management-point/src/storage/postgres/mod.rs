@@ -93,6 +93,8 @@ pub struct PgStore {
     rt: Option<tokio::runtime::Runtime>,
     pool: Pool,
     config: tokio_postgres::Config,
+    /// TLS to the server, when `[storage] database_ca` is set.
+    tls: Option<tokio_postgres_rustls::MakeRustlsConnect>,
     /// This process's `application_name`: its own notifications are not changes to it.
     me: String,
     /// What the listener heard from other writers.
@@ -116,6 +118,27 @@ impl Drop for PgStore {
     }
 }
 
+/// A TLS connector that trusts the PEM roots in `ca` only.
+fn tls_connector(ca: &std::path::Path) -> Result<tokio_postgres_rustls::MakeRustlsConnect> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |reason: String| Error::Postgres { what: format!("read {}", ca.display()), reason };
+    let pem = dm_shared::fs::read_capped(ca, 1024 * 1024)?;
+    let mut roots = rustls::RootCertStore::empty();
+    for c in rustls_pki_types::CertificateDer::pem_slice_iter(&pem) {
+        roots.add(c.map_err(|e| bad(e.to_string()))?).map_err(|e| bad(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(bad("no CERTIFICATE block in the PEM file".into()));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(cfg))
+}
+
 fn random_suffix() -> String {
     let mut b = [0u8; 4];
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
@@ -124,12 +147,19 @@ fn random_suffix() -> String {
 
 impl PgStore {
     /// Connects to `url` as `role` (`serve`, or an admin command's name), migrating the schema
-    /// and installing the change notifications.
+    /// and installing the change notifications; the connection is plain.
     pub fn connect(url: &str, role: &str) -> Result<PgStore> {
+        PgStore::connect_with(url, role, None)
+    }
+
+    /// [`PgStore::connect`], over TLS when `ca` (PEM roots that sign the server's certificate)
+    /// is given.
+    pub fn connect_with(url: &str, role: &str, ca: Option<&std::path::Path>) -> Result<PgStore> {
         let bad = |reason: String| Error::Postgres {
             what: format!("connect to {}", redact(url)),
             reason,
         };
+        let tls = ca.map(tls_connector).transpose()?;
         let mut config: tokio_postgres::Config = url.parse().map_err(|e| bad(format!("{e}")))?;
         let me = format!("dmmp-{role}-{}-{}", std::process::id(), random_suffix());
         config.application_name(&me);
@@ -142,11 +172,11 @@ impl PgStore {
             .enable_all()
             .build()
             .map_err(|e| bad(format!("no runtime: {e}")))?;
-        let manager = Manager::from_config(
-            config.clone(),
-            NoTls,
-            ManagerConfig { recycling_method: RecyclingMethod::Fast },
-        );
+        let mc = ManagerConfig { recycling_method: RecyclingMethod::Fast };
+        let manager = match &tls {
+            Some(t) => Manager::from_config(config.clone(), t.clone(), mc),
+            None => Manager::from_config(config.clone(), NoTls, mc),
+        };
         let pool = Pool::builder(manager)
             .max_size(POOL_SIZE)
             .runtime(deadpool_postgres::Runtime::Tokio1)
@@ -158,6 +188,7 @@ impl PgStore {
             rt: Some(rt),
             pool,
             config,
+            tls,
             me,
             heard: Arc::new(listen::Heard::default()),
             listener: std::sync::Once::new(),
@@ -252,7 +283,12 @@ impl PgStore {
     fn listen_once(&self) {
         self.listener.call_once(|| {
             if let Some(rt) = &self.rt {
-                rt.spawn(listen::listen(self.config.clone(), self.me.clone(), self.heard.clone()));
+                rt.spawn(listen::listen(
+                    self.config.clone(),
+                    self.tls.clone(),
+                    self.me.clone(),
+                    self.heard.clone(),
+                ));
             }
         });
     }
