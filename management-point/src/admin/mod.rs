@@ -8,6 +8,7 @@ pub mod config;
 pub mod crl;
 pub mod devices;
 pub mod init;
+pub mod migrate;
 pub mod packages;
 pub mod targeting;
 

@@ -62,9 +62,8 @@ enum Command {
     /// Administrators of the web console (docs/console.md).
     #[command(subcommand)]
     Admin(AdminCmd),
-    /// Copy a fleet's state from a SQLite file into an empty PostgreSQL database
-    /// (docs/management-point.md, "PostgreSQL and several instances"); the counts of every
-    /// table are compared.
+    /// Copy a fleet's state from a SQLite file into an empty PostgreSQL database, comparing
+    /// every table's count (docs/management-point.md).
     Migrate {
         /// The source: sqlite:PATH.
         #[arg(long)]
@@ -72,6 +71,9 @@ enum Command {
         /// The target: postgres://user@host:port/database.
         #[arg(long)]
         to: String,
+        /// PEM roots of the target server's certificate: connect over TLS.
+        #[arg(long)]
+        to_ca: Option<PathBuf>,
     },
     /// A report for client installation (docs/health.md): distribution-status,
     /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
@@ -572,31 +574,13 @@ fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
     }
 }
 
-/// `dmmp migrate`.
-fn migrate(from: &str, to: &str) -> Result<Out> {
-    let path = from.strip_prefix("sqlite:").ok_or_else(|| {
-        Error::Usage(format!("--from {from:?}: give the SQLite file as sqlite:PATH"))
-    })?;
-    if !dm_mp::storage::postgres::is_url(to) {
-        return Err(Error::Usage(format!("--to: give a postgres:// URL, not {to:?}")));
-    }
-    let target = dm_mp::storage::PgStore::connect(to, "migrate")?;
-    let counts = target.copy_from_sqlite(std::path::Path::new(path))?;
-    let mut text = format!("copied {path} into {}:\n", target.url());
-    for (t, n) in &counts {
-        text.push_str(&format!("  {t:<28} {n:>9} rows\n"));
-    }
-    text.push_str("every table holds as many rows as the source: point [storage] database at it\n");
-    let json: serde_json::Map<String, serde_json::Value> =
-        counts.into_iter().map(|(t, n)| (t, n.into())).collect();
-    Ok(Out::new(text, serde_json::json!({"target": target.url(), "rows": json})))
-}
-
 /// Runs one command; `None` for `serve`, which prints as it goes.
 fn run(cli: &Cli) -> Result<Option<Out>> {
     Ok(Some(match &cli.command {
         Command::Init(a) => init(a)?,
-        Command::Migrate { from, to } => migrate(from, to)?,
+        Command::Migrate { from, to, to_ca } => {
+            admin::migrate::migrate(from, to, to_ca.as_deref())?
+        }
         Command::Serve => {
             dm_mp::server::run(Config::load(&cli.config)?)?;
             return Ok(None);

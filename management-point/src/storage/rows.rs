@@ -2,6 +2,8 @@
 //! value that does not parse as a corrupt row (never a silent default), JSON columns, and the
 //! status record writer.
 
+use std::collections::BTreeMap;
+
 use rusqlite::{Connection, OptionalExtension, Row, params};
 
 use crate::error::Error;
@@ -182,4 +184,77 @@ pub(super) fn admin_cert_row(r: &Row<'_>) -> rusqlite::Result<AdminCert> {
         not_before: r.get(3)?,
         not_after: r.get(4)?,
     })
+}
+
+/// Every package with its artifacts.
+pub(super) fn read_packages(c: &mut Connection) -> rusqlite::Result<Vec<Package>> {
+    let mut artifacts: BTreeMap<i64, Vec<ArtifactRecord>> = BTreeMap::new();
+    let mut st = c.prepare("SELECT package_id, filename, size, sha256, sha1, md5, path FROM artifacts ORDER BY package_id, filename")?;
+    let rows = st.query_map([], |r| {
+        Ok((
+            r.get::<_, i64>(0)?,
+            ArtifactRecord {
+                filename: r.get(1)?,
+                size: r.get::<_, i64>(2)? as u64,
+                sha256: r.get(3)?,
+                sha1: r.get(4)?,
+                md5: r.get(5)?,
+                path: r.get::<_, Option<String>>(6)?.map(Into::into),
+            },
+        ))
+    })?;
+    for row in rows {
+        let (pid, a) = row?;
+        artifacts.entry(pid).or_default().push(a);
+    }
+    let mut st = c.prepare("SELECT id, name, version, kind, publisher, distribution_point, created, programs, config_items FROM packages ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        let id: i64 = r.get(0)?;
+        let kind: String = r.get(3)?;
+        Ok(Package {
+            id,
+            name: r.get(1)?,
+            version: r.get(2)?,
+            kind: parsed("packages", id, "kind", kind.parse())?,
+            publisher: r.get(4)?,
+            distribution_point: r.get(5)?,
+            created: r.get(6)?,
+            artifacts: Vec::new(),
+            programs: from_json("packages", id, "programs", &r.get::<_, String>(7)?)?,
+            config_items: from_json("packages", id, "config_items", &r.get::<_, String>(8)?)?,
+        })
+    })?;
+    let mut out: Vec<Package> = rows.collect::<rusqlite::Result<_>>()?;
+    for p in &mut out {
+        p.artifacts = artifacts.remove(&p.id).unwrap_or_default();
+    }
+    Ok(out)
+}
+
+/// Every collection with its explicit members.
+pub(super) fn read_collections(c: &mut Connection) -> rusqlite::Result<Vec<Collection>> {
+    let mut members: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
+    let mut st =
+        c.prepare("SELECT collection_id, device_id FROM collection_members ORDER BY device_id")?;
+    for row in st.query_map([], |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)))? {
+        let (cid, did) = row?;
+        members.entry(cid).or_default().push(did);
+    }
+    let mut st = c.prepare("SELECT id, name, rule, tenant FROM collections ORDER BY id")?;
+    let rows = st.query_map([], |r| {
+        let id: i64 = r.get(0)?;
+        let rule: String = r.get(2)?;
+        Ok(Collection {
+            id,
+            name: r.get(1)?,
+            tenant: r.get(3)?,
+            rule: from_json("collections", id, "rule", &rule)?,
+            members: Vec::new(),
+        })
+    })?;
+    let mut out: Vec<Collection> = rows.collect::<rusqlite::Result<_>>()?;
+    for col in &mut out {
+        col.members = members.remove(&col.id).unwrap_or_default();
+    }
+    Ok(out)
 }
