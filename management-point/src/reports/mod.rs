@@ -248,19 +248,7 @@ type Rows = Vec<Vec<String>>;
 
 /// Every device, a chunk at a time, in key order.
 fn each_device(store: &dyn Storage, f: &mut dyn FnMut(Device) -> Result<()>) -> Result<()> {
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let chunk = store
-            .devices_page(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), scan::CHUNK)?;
-        let n = chunk.len();
-        for d in chunk {
-            after = Some((d.tenant.clone(), d.controller_id.clone()));
-            f(d)?;
-        }
-        if n < scan::CHUNK {
-            return Ok(());
-        }
-    }
+    scan::walk(&mut |after, n| store.devices_page(after, n), None, &mut |d| f(d).map(|()| true))
 }
 
 /// The distribution state of an action (one of [`STATES`] past `targeted`), if it has one.

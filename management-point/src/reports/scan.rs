@@ -107,28 +107,45 @@ pub fn page_from(
     }
 }
 
+/// Hands every device after `after` to `f`, in key order, reading them a chunk at a time,
+/// until `f` answers `false` or the devices run out.
+pub fn walk(
+    fetch: &mut Fetch<'_>,
+    mut after: Option<(String, String)>,
+    f: &mut dyn FnMut(Device) -> Result<bool>,
+) -> Result<()> {
+    loop {
+        let chunk = fetch(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), CHUNK)?;
+        let n = chunk.len();
+        for d in chunk {
+            after = Some((d.tenant.clone(), d.controller_id.clone()));
+            if !f(d)? {
+                return Ok(());
+            }
+        }
+        if n < CHUNK {
+            return Ok(());
+        }
+    }
+}
+
 fn unsorted(
     fetch: &mut Fetch<'_>,
     p: &Paging,
     a: &Arrange,
     rows_of: &mut RowsOf<'_>,
 ) -> Result<Page> {
-    let mut after = p.after.clone();
     let mut out = Vec::new();
-    loop {
-        let chunk = fetch(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), CHUNK)?;
-        let n = chunk.len();
-        for d in chunk {
-            out.extend(rows_of(&d)?.into_iter().filter(|r| a.keeps(r)));
-            if p.limit.is_some_and(|l| out.len() >= l) {
-                return Ok((out, Some(Next::After(d.tenant, d.controller_id))));
-            }
-            after = Some((d.tenant, d.controller_id));
+    let mut next = None;
+    walk(fetch, p.after.clone(), &mut |d| {
+        out.extend(rows_of(&d)?.into_iter().filter(|r| a.keeps(r)));
+        if p.limit.is_some_and(|l| out.len() >= l) {
+            next = Some(Next::After(d.tenant, d.controller_id));
+            return Ok(false);
         }
-        if n < CHUNK {
-            return Ok((out, None));
-        }
-    }
+        Ok(true)
+    })?;
+    Ok((out, next))
 }
 
 fn sorted(
@@ -141,25 +158,19 @@ fn sorted(
     let end = p.limit.map_or(usize::MAX, |l| p.offset.saturating_add(l));
     let mut best: Vec<Vec<String>> = Vec::new();
     let mut matched = 0usize;
-    let mut after: Option<(String, String)> = None;
-    loop {
-        let chunk = fetch(after.as_ref().map(|(t, c)| (t.as_str(), c.as_str())), CHUNK)?;
-        let n = chunk.len();
-        for d in chunk {
-            let rows: Vec<_> = rows_of(&d)?.into_iter().filter(|r| a.keeps(r)).collect();
-            matched += rows.len();
-            best.extend(rows);
-            after = Some((d.tenant, d.controller_id));
-        }
-        if best.len() > end {
+    walk(fetch, None, &mut |d| {
+        let rows: Vec<_> = rows_of(&d)?.into_iter().filter(|r| a.keeps(r)).collect();
+        matched += rows.len();
+        best.extend(rows);
+        // Kept to the page's end and about one chunk more.
+        if best.len() > end.saturating_add(CHUNK) {
             best.sort_by(|x, y| a.order(x, y, col));
             best.truncate(end);
         }
-        if n < CHUNK {
-            break;
-        }
-    }
+        Ok(true)
+    })?;
     best.sort_by(|x, y| a.order(x, y, col));
+    best.truncate(end);
     let rows: Vec<_> = best.into_iter().skip(p.offset).collect();
     let next = (end < matched).then_some(Next::Offset(end));
     Ok((rows, next))

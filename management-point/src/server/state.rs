@@ -235,23 +235,16 @@ impl AppState {
     /// new ones; reloads the whole view when one belongs to an advertisement it does not know.
     /// Returns whether anything was new.
     pub fn catch_up(&self, device_id: i64) -> bool {
-        let new = |v: &View, a: &Action| v.actions.get(&a.id) != Some(a);
         let read = || {
             let all = self.store.actions_of_device(device_id)?;
             let v = self.read();
-            Ok(all.into_iter().filter(|a| new(&v, a)).collect::<Vec<_>>())
+            Ok(all.into_iter().filter(|a| v.actions.get(&a.id) != Some(a)).collect())
         };
-        match read() {
-            Ok(fresh) if fresh.is_empty() => false,
-            Ok(_) => self.put_fresh(&read).unwrap_or_else(|e| {
+        self.put_fresh(&read, &|v, a| v.deployment_of(a).is_some(), &|v, a| v.put_action(a))
+            .unwrap_or_else(|e| {
                 log::warn!("cannot read the actions of device {device_id}: {e}");
                 false
-            }),
-            Err(e) => {
-                log::warn!("cannot read the actions of device {device_id}: {e}");
-                false
-            }
-        }
+            })
     }
 
     /// Reloads the view if another process changed the database. A reload reads the database
@@ -283,64 +276,60 @@ impl AppState {
 
     /// Reads the actions another writer made or moved into the view.
     fn take_actions(&self, ids: &[i64]) -> Result<bool> {
-        if ids.is_empty() {
-            return Ok(false);
-        }
-        self.put_fresh(&|| {
+        let read = || {
             let mut fresh = Vec::with_capacity(ids.len());
             for id in ids {
                 fresh.extend(self.store.action(*id)?);
             }
             Ok(fresh)
-        })
+        };
+        self.put_fresh(&read, &|v, a| v.deployment_of(a).is_some(), &|v, a| v.put_action(a))
     }
 
-    /// Reads the devices another writer registered or changed into the view (guarded as
-    /// [`AppState::put_fresh`] is).
+    /// Reads the devices another writer registered or changed into the view.
     fn take_devices(&self, ids: &[i64]) -> Result<bool> {
-        if ids.is_empty() {
-            return Ok(false);
-        }
-        for _ in 0..3 {
-            let seen = self.read().local_writes;
+        let read = || {
             let mut fresh = Vec::with_capacity(ids.len());
             for id in ids {
                 fresh.extend(self.store.device_by_id(*id)?);
             }
-            let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
-            if v.local_writes != seen {
-                continue;
-            }
-            v.local_writes += 1;
-            for d in fresh {
-                let key = (d.tenant.clone(), d.controller_id.clone());
-                v.device_keys.insert(d.id, key.clone());
-                v.devices.insert(key, d);
-            }
-            return Ok(true);
-        }
-        Ok(false)
+            Ok(fresh)
+        };
+        self.put_fresh(&read, &|_, _| true, &|v, d: Device| {
+            let key = (d.tenant.clone(), d.controller_id.clone());
+            v.device_keys.insert(d.id, key.clone());
+            v.devices.insert(key, d);
+        })
     }
 
-    /// Puts the actions `read` reads from the database into the view, unless the server
-    /// changed the view meanwhile (what was read may then predate its own write: read again).
-    /// Reloads the whole view when an action belongs to an advertisement it does not know.
-    fn put_fresh(&self, read: &dyn Fn() -> Result<Vec<Action>>) -> Result<bool> {
+    /// Puts the rows `read` reads from the database into the view with `put`, unless the
+    /// server changed the view meanwhile (what was read may then predate its own write: read
+    /// again). Reloads the whole view when a row does not `fit` it (an action of an
+    /// advertisement it does not know). Returns whether anything was read.
+    fn put_fresh<T>(
+        &self,
+        read: &dyn Fn() -> Result<Vec<T>>,
+        fits: &dyn Fn(&View, &T) -> bool,
+        put: &dyn Fn(&mut View, T),
+    ) -> Result<bool> {
         for _ in 0..3 {
             let seen = self.read().local_writes;
             let fresh = read()?;
+            if fresh.is_empty() {
+                return Ok(false);
+            }
             let mut v = self.view.write().unwrap_or_else(|p| p.into_inner());
             if v.local_writes != seen {
                 continue;
             }
-            if !fresh.iter().all(|a| v.deployment_of(a).is_some()) {
+            if !fresh.iter().all(|x| fits(&v, x)) {
                 drop(v);
                 let view = View::load(self.store.as_ref())?;
                 return Ok(self.install_if_unchanged(view, seen));
             }
             v.local_writes += 1;
-            for a in fresh {
-                v.put_action(a);
+            for x in fresh {
+                put(&mut v, x);
             }
             return Ok(true);
         }
