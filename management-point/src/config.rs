@@ -305,14 +305,6 @@ impl Config {
         crate::storage::postgres::is_url(s).then(|| s.to_string())
     }
 
-    /// `[storage] database` for logs and messages: a URL's password redacted.
-    pub fn database_shown(&self) -> String {
-        match self.database_url() {
-            Some(u) => crate::storage::postgres::redact(&u),
-            None => self.database().display().to_string(),
-        }
-    }
-
     /// The content folder.
     pub fn content(&self) -> PathBuf {
         self.resolve(&self.storage.content)

@@ -21,6 +21,21 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
+/// What `dmmp admin add` reads the password from: `file` (capped at 4 KiB), or one line of
+/// standard input.
+pub fn password_text(file: Option<&Path>) -> Result<String> {
+    match file {
+        Some(f) => Ok(String::from_utf8_lossy(&dm_shared::fs::read_capped(f, 4096)?).into_owned()),
+        None => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_line(&mut line)
+                .map_err(|e| Error::Usage(format!("reading the password: {e}")))?;
+            Ok(line)
+        }
+    }
+}
+
 /// `dmmp admin add`: `text`'s first line is the password, at least 12 characters.
 pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out> {
     check_name(name)?;

@@ -611,18 +611,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         }
         Command::Admin(AdminCmd::Add { name, password_file }) => {
             let (_, store) = open(cli)?;
-            let text = match password_file {
-                Some(f) => {
-                    String::from_utf8_lossy(&dm_shared::fs::read_capped(f, 4096)?).into_owned()
-                }
-                None => {
-                    let mut line = String::new();
-                    std::io::stdin()
-                        .read_line(&mut line)
-                        .map_err(|e| Error::Usage(format!("reading the password: {e}")))?;
-                    line
-                }
-            };
+            let text = admin::administrators::password_text(password_file.as_deref())?;
             admin::administrators::add(&*store, name, &text, admin::now())?
         }
         Command::Admin(AdminCmd::Certificate { name, file }) => {

@@ -92,12 +92,7 @@ impl Mp {
         let dir = w.path("mp");
         std::fs::create_dir_all(&dir).unwrap();
         let text = std::fs::read_to_string(first.dir.join("dmmp.toml")).unwrap();
-        let text = text
-            .lines()
-            .map(|l| if l.starts_with("listen = ") { "listen = \"127.0.0.1:0\"" } else { l })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(dir.join("dmmp.toml"), text).unwrap();
+        std::fs::write(dir.join("dmmp.toml"), with_listen(&text, 0)).unwrap();
         let mut mp = Mp { w, dir, port: 0, child: None, log: PathBuf::new(), fd_limit: None };
         mp.spawn();
         mp
@@ -130,18 +125,7 @@ impl Mp {
         self.stop();
         let cfg = self.dir.join("dmmp.toml");
         let text = std::fs::read_to_string(&cfg).unwrap();
-        let fixed = text
-            .lines()
-            .map(|l| {
-                if l.starts_with("listen = ") {
-                    format!("listen = \"127.0.0.1:{}\"", self.port)
-                } else {
-                    l.to_string()
-                }
-            })
-            .collect::<Vec<_>>()
-            .join("\n");
-        std::fs::write(&cfg, fixed).unwrap();
+        std::fs::write(&cfg, with_listen(&text, self.port)).unwrap();
         self.spawn();
     }
 
@@ -224,6 +208,20 @@ impl Mp {
             std::thread::sleep(Duration::from_millis(50));
         }
     }
+}
+
+/// dmmp.toml `text` listening on loopback port `port` (0: any).
+fn with_listen(text: &str, port: u16) -> String {
+    text.lines()
+        .map(|l| {
+            if l.starts_with("listen = ") {
+                format!("listen = \"127.0.0.1:{port}\"")
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 impl Drop for Mp {

@@ -33,6 +33,13 @@ pub async fn index(_: Admin) -> Response {
     page("Client installation reports", &body)
 }
 
+/// The device a page starts after, from `after_tenant` (the default tenant when absent) and
+/// `after`.
+fn cursor(tenant: &Option<String>, after: &Option<String>) -> Option<(String, String)> {
+    let tenant = || tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.into());
+    after.clone().map(|c| (tenant(), c))
+}
+
 /// A report's query.
 #[derive(Debug, Default, Clone, Deserialize)]
 pub struct ReportQuery {
@@ -59,9 +66,7 @@ impl ReportQuery {
             None if export => None,
             None => Some(PAGE_ROWS),
         };
-        let after = self.after.clone().map(|c| {
-            (self.after_tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.into()), c)
-        });
+        let after = cursor(&self.after_tenant, &self.after);
         reports::Options {
             advertisement: self.advertisement.clone(),
             device: self.device.clone(),
@@ -389,13 +394,8 @@ pub async fn search(
     Query(q): Query<SearchQuery>,
 ) -> Response {
     let needle = q.q.clone().unwrap_or_default().to_lowercase();
-    let paging = Paging {
-        after: q.after.clone().map(|c| {
-            (q.after_tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.into()), c)
-        }),
-        offset: 0,
-        limit: Some(PAGE_ROWS),
-    };
+    let paging =
+        Paging { after: cursor(&q.after_tenant, &q.after), offset: 0, limit: Some(PAGE_ROWS) };
     let st2 = st.clone();
     let n2 = needle.clone();
     let found = tokio::task::spawn_blocking(move || {

@@ -10,6 +10,7 @@ use super::PgStore;
 use super::rows::Fail;
 use crate::error::{Error, Result};
 use crate::storage::SqliteStore;
+use crate::storage::rows::db;
 
 /// Every table, parents before children.
 const TABLES: &[&str] = &[
@@ -41,10 +42,6 @@ struct Table {
     name: &'static str,
     columns: Vec<String>,
     rows: Vec<Vec<Value>>,
-}
-
-fn db(what: &str, e: rusqlite::Error) -> Error {
-    Error::Database { what: what.to_string(), source: e }
 }
 
 /// Reads one table of the SQLite file. Tables are read whole, a batch at a time: a fleet's

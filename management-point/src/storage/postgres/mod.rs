@@ -292,19 +292,7 @@ impl PgStore {
             }
         });
     }
-
-    /// The schema version the database is at.
-    pub fn schema_version(&self) -> Result<i64> {
-        let pool = self.pool.clone();
-        self.run("read the schema version", async move {
-            let c = pool.get().await?;
-            Ok(c.query_one("SELECT version FROM dm_schema", &[]).await?.try_get(0)?)
-        })
-    }
 }
-
-/// The schema version the SQLite and PostgreSQL stores are at.
-pub const SCHEMA_VERSION: usize = MIGRATIONS.len();
 
 #[cfg(test)]
 mod tests {
