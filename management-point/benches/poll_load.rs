@@ -32,6 +32,17 @@ use hyper_util::rt::TokioIo;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, ServerName};
 
+/// A server's resident memory (KiB): before connecting, after the handshakes, right after the
+/// traffic, two seconds later, after every connection closed.
+#[derive(Debug, Clone, Copy)]
+struct Rss {
+    before: u64,
+    connected: u64,
+    polled: u64,
+    idle: u64,
+    closed: u64,
+}
+
 #[derive(Debug, Clone)]
 struct Args {
     devices: usize,
@@ -369,8 +380,8 @@ struct Outcome {
     errors: u64,
     elapsed: Duration,
     cpu: Vec<(String, f64)>,
-    /// Per server: RSS before connecting, with every connection open, after they closed.
-    rss: Vec<(u64, u64, u64)>,
+    /// Per server.
+    rss: Vec<Rss>,
     connect_secs: f64,
 }
 
@@ -432,6 +443,8 @@ async fn generate(
         senders.push(h.await.unwrap());
     }
     let connect_secs = t0.elapsed().as_secs_f64();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let rss_connected: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
 
     let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let pg = pg_data.map(postgres_pids).unwrap_or_default();
@@ -497,14 +510,24 @@ async fn generate(
     if !pg.is_empty() {
         cpu.push(("postgres".into(), pg.iter().map(|p| cpu_secs(*p)).sum::<f64>() - pg0));
     }
-    // Memory with every connection open after the traffic; then every connection closes:
-    // what do the servers give back?
-    let rss_open: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    // Memory with every connection open: right after the traffic, and idle two seconds later
+    // (a device's connection between polls); then every connection closes: what do the
+    // servers give back?
+    let rss_polled: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let rss_idle: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     drop(open);
     tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_closed: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
-    let rss =
-        rss_before.into_iter().zip(rss_open).zip(rss_closed).map(|((b, o), c)| (b, o, c)).collect();
+    let rss = (0..pids.len())
+        .map(|i| Rss {
+            before: rss_before[i],
+            connected: rss_connected[i],
+            polled: rss_polled[i],
+            idle: rss_idle[i],
+            closed: rss_closed[i],
+        })
+        .collect();
     Outcome {
         connections,
         polls_us,
@@ -616,15 +639,18 @@ fn report(a: &Args, mut o: Outcome) {
     let cpu: Vec<String> =
         o.cpu.iter().map(|(n, c)| format!("{n} {:.0}%", 100.0 * c / secs)).collect();
     println!("cpu (% of one core)  {}", cpu.join("  "));
-    for (i, (before, open, closed)) in o.rss.iter().enumerate() {
-        let per = open.saturating_sub(*before) as f64 * 1024.0
-            / (o.connections / o.rss.len()).max(1) as f64;
+    let conns = (o.connections / o.rss.len()).max(1) as f64;
+    for (i, m) in o.rss.iter().enumerate() {
+        let per = |kib: u64| kib.saturating_sub(m.before) as f64 * 1.024 / conns;
         println!(
-            "memory dmmp {i}: {} MiB idle, {} MiB with its connections open ({:.1} KB each), {} MiB after they closed",
-            before / 1024,
-            open / 1024,
-            per / 1000.0,
-            closed / 1024
+            "memory dmmp {i}: {} MiB before connecting; per open connection: {:.1} KB after the \
+             handshake, {:.1} KB right after the traffic, {:.1} KB idle 2 s later; {} MiB after \
+             they closed",
+            m.before / 1024,
+            per(m.connected),
+            per(m.polled),
+            per(m.idle),
+            m.closed / 1024
         );
     }
 }

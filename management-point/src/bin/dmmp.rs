@@ -1,5 +1,13 @@
 //! `dmmp`: the management point devices poll, and its admin commands.
 
+/// jemalloc: an open connection's memory is a few small allocations that live as long as it
+/// does, next to request buffers freed after each poll. glibc's allocator keeps the freed
+/// buffers' pages, scattered between the live ones, and never returns them; jemalloc keeps
+/// each size in slabs of its own and returns emptied pages (`.cargo/config.toml` sets how
+/// soon).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -19,7 +19,7 @@ pub struct ConnInfo {
     /// The peer address.
     pub peer: SocketAddr,
     /// The client certificate chain, when one was offered.
-    pub client_chain: Option<Vec<CertificateDer<'static>>>,
+    pub client_chain: Option<std::sync::Arc<[CertificateDer<'static>]>>,
 }
 
 fn sha256_hex(s: &str) -> String {
@@ -278,7 +278,7 @@ mod tests {
         let f = Fixture::new(|_| {});
         let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
             peer: "127.0.0.1:1".parse().unwrap(),
-            client_chain: Some(chain),
+            client_chain: Some(chain.into()),
         };
         let now = std::time::SystemTime::now() - std::time::Duration::from_secs(60);
         let new_ca = dm_shared::devpki::root_ca(&super::super::fixture::spec(
@@ -317,7 +317,7 @@ mod tests {
         let f = Fixture::new(|c| c.server.client_crls = vec!["device-ca.crl".into()]);
         let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
             peer: "127.0.0.1:1".parse().unwrap(),
-            client_chain: Some(chain),
+            client_chain: Some(chain.into()),
         };
         let mine = f.client_cert("cert-dev-1", None, 365);
         let other = f.client_cert("cert-dev-2", None, 365);
@@ -354,7 +354,7 @@ mod tests {
         let f = Fixture::new(|_| {});
         let conn = |chain: Vec<CertificateDer<'static>>| ConnInfo {
             peer: "127.0.0.1:1".parse().unwrap(),
-            client_chain: Some(chain),
+            client_chain: Some(chain.into()),
         };
         let mine = f.client_cert("cert-dev-1", None, 365);
         let d = f.try_auth(&HeaderMap::new(), &conn(vec![mine.clone()]), "cert-dev-1").unwrap();

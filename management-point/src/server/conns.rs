@@ -14,10 +14,12 @@
 //! reconnection, never its poll.
 
 use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio::task::AbortHandle;
 
 /// File descriptors kept free for the database, package files and logs.
@@ -44,20 +46,31 @@ pub struct Deadlines {
 /// What the server knows about one connection.
 #[derive(Debug)]
 pub struct Conn {
+    peer: SocketAddr,
     opened: Instant,
     /// Milliseconds since `opened` of the last request start or end.
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
     requested: AtomicBool,
+    /// The client asked to close the connection after this response.
+    closing: AtomicBool,
+    /// Told when the last request in flight ends.
+    idle: Notify,
+    /// How many times its HTTP connection was put away while idle.
+    parked: AtomicU64,
 }
 
 impl Conn {
-    fn new() -> Conn {
+    fn new(peer: SocketAddr) -> Conn {
         Conn {
+            peer,
             opened: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
             requested: AtomicBool::new(false),
+            closing: AtomicBool::new(false),
+            idle: Notify::new(),
+            parked: AtomicU64::new(0),
         }
     }
 
@@ -75,8 +88,37 @@ impl Conn {
 
     /// A request's response was sent (or given up).
     pub fn request_ended(&self) {
-        self.in_flight.fetch_sub(1, Ordering::Relaxed);
+        let was = self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.touch();
+        if was == 1 {
+            self.idle.notify_one();
+        }
+    }
+
+    /// Resolves after the last request in flight ended (at once if that happened since the
+    /// last call); check [`Conn::is_idle`], as another request may have started since.
+    pub fn went_idle(&self) -> tokio::sync::futures::Notified<'_> {
+        self.idle.notified()
+    }
+
+    /// Its HTTP connection was put away: it holds only its TLS session now.
+    pub fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times its HTTP connection was put away.
+    pub fn times_parked(&self) -> u64 {
+        self.parked.load(Ordering::Relaxed)
+    }
+
+    /// The client asked to close the connection once this response is sent.
+    pub fn client_closes(&self) {
+        self.closing.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the client asked to close the connection.
+    pub fn client_closing(&self) -> bool {
+        self.closing.load(Ordering::Relaxed)
     }
 
     fn idle_for(&self) -> Duration {
@@ -84,7 +126,8 @@ impl Conn {
         self.opened.elapsed().saturating_sub(last)
     }
 
-    fn is_idle(&self) -> bool {
+    /// Whether no request is in flight.
+    pub fn is_idle(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) == 0
     }
 
@@ -166,7 +209,7 @@ impl Registry {
     /// Takes a place for a new connection, closing the oldest connection that never asked
     /// anything (else the oldest idle one) when the server is full. `None`: every connection
     /// is busy; turn this one away.
-    pub fn admit(self: &Arc<Self>) -> Option<Slot> {
+    pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let mut open = self.lock();
         if open.len() >= self.cap {
             let victim = oldest(&open, |c| !c.requested.load(Ordering::Relaxed))
@@ -185,7 +228,7 @@ impl Registry {
             }
         }
         let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let conn = Arc::new(Conn::new());
+        let conn = Arc::new(Conn::new(peer));
         open.insert(id, (conn.clone(), None));
         Some(Slot { id, registry: self.clone(), conn })
     }
@@ -198,6 +241,22 @@ impl Registry {
     }
 }
 
+impl Registry {
+    /// Closes every connection past one of its deadlines, returning each one's peer and why.
+    /// One sweep over the registry replaces a timer per connection.
+    pub fn close_overdue(&self, d: Deadlines) -> Vec<(SocketAddr, &'static str)> {
+        let mut open = self.lock();
+        let due: Vec<(u64, SocketAddr, &'static str)> =
+            open.iter().filter_map(|(id, (c, _))| Some((*id, c.peer, c.overdue(d)?))).collect();
+        for (id, _, _) in &due {
+            if let Some((_, Some(h))) = open.remove(id) {
+                h.abort();
+            }
+        }
+        due.into_iter().map(|(_, peer, why)| (peer, why)).collect()
+    }
+}
+
 fn oldest(open: &Open, pick: impl Fn(&Conn) -> bool) -> Option<u64> {
     open.iter().filter(|(_, (c, _))| pick(c)).min_by_key(|(_, (c, _))| c.opened).map(|(id, _)| *id)
 }
@@ -206,12 +265,14 @@ fn oldest(open: &Open, pick: impl Fn(&Conn) -> bool) -> Option<u64> {
 mod tests {
     use super::*;
 
+    const PEER: SocketAddr =
+        SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1));
     const D: Deadlines =
         Deadlines { first_request: Duration::from_millis(50), idle: Duration::from_millis(50) };
 
     #[test]
     fn deadlines_by_phase() {
-        let c = Conn::new();
+        let c = Conn::new(PEER);
         assert_eq!(c.overdue(D), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.overdue(D), Some("no request"));
@@ -227,16 +288,16 @@ mod tests {
     #[test]
     fn a_full_server_closes_the_silent_first_then_the_idle_then_turns_away() {
         let r = Registry::new(2);
-        let silent = r.admit().unwrap();
-        let busy = r.admit().unwrap();
+        let silent = r.admit(PEER).unwrap();
+        let busy = r.admit(PEER).unwrap();
         busy.conn.request_started();
-        let third = r.admit().expect("the silent one makes room");
+        let third = r.admit(PEER).expect("the silent one makes room");
         assert_eq!(r.len(), 2);
         assert!(!r.lock().contains_key(&silent.id));
         third.conn.request_started();
-        assert!(r.admit().is_none(), "every connection busy: turned away");
+        assert!(r.admit(PEER).is_none(), "every connection busy: turned away");
         third.conn.request_ended();
-        let fourth = r.admit().expect("an idle one makes room");
+        let fourth = r.admit(PEER).expect("an idle one makes room");
         assert!(!r.lock().contains_key(&third.id));
         assert_eq!(r.pressure(), (2, 1));
         drop(busy);

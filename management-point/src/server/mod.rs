@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod auth;
 pub mod confirm;
+pub mod connection;
 pub mod conns;
 pub mod console;
 pub mod feedback;
@@ -26,11 +27,8 @@ use std::time::Duration;
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post, put};
-use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use tokio::net::TcpListener;
-use tower::ServiceExt;
 
-use self::auth::ConnInfo;
 use self::state::AppState;
 use crate::config::Config;
 use crate::error::{Error, Result};
@@ -159,7 +157,10 @@ pub async fn serve(
     };
 
     let app = router(state.clone());
-    let handshake = Duration::from_secs(cfg.server.handshake_timeout_secs);
+    let limits = connection::Limits {
+        handshake: Duration::from_secs(cfg.server.handshake_timeout_secs),
+        header_read: Duration::from_secs(cfg.server.first_request_timeout_secs),
+    };
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
         idle: Duration::from_secs(cfg.server.idle_timeout_secs),
@@ -172,6 +173,7 @@ pub async fn serve(
         None => None,
     };
     let pressure = spawn_pressure_log(registry.clone());
+    let sweeper = spawn_sweeper(registry.clone(), deadlines);
     tokio::pin!(shutdown);
     loop {
         let (tcp, peer) = tokio::select! {
@@ -187,75 +189,17 @@ pub async fn serve(
         };
         let _ = tcp.set_nodelay(true);
         // Full: the oldest silent connection (else the oldest idle one) makes room.
-        let Some(slot) = registry.admit() else {
+        let Some(slot) = registry.admit(peer) else {
             drop(tcp);
             continue;
         };
         let id = slot.id();
-        let acceptor = acceptor.clone();
-        let app = app.clone();
-        let task = tokio::spawn(async move {
-            let tls = match tokio::time::timeout(handshake, acceptor.accept(tcp)).await {
-                Ok(Ok(t)) => t,
-                Ok(Err(e)) => {
-                    log::info!("TLS handshake with {peer} failed: {e}");
-                    return;
-                }
-                Err(_) => {
-                    log::info!("TLS handshake with {peer} timed out");
-                    return;
-                }
-            };
-            let client_chain = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .map(|c| c.iter().map(|c| c.clone().into_owned()).collect());
-            let conn = ConnInfo { peer, client_chain };
-            let tracked = slot.conn.clone();
-            let svc = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut().insert(conn.clone());
-                    let guard = InFlight::start(tracked.clone());
-                    let resp = app.clone().oneshot(req.map(axum::body::Body::new));
-                    async move {
-                        // In flight until the last byte of the body is sent (a download).
-                        resp.await.map(|r| {
-                            r.map(|b| {
-                                axum::body::Body::new(http_body_util::BodyExt::map_frame(
-                                    b,
-                                    move |f| {
-                                        let _ = &guard;
-                                        f
-                                    },
-                                ))
-                            })
-                        })
-                    }
-                },
-            );
-            let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-            builder
-                .http1()
-                .writev(true)
-                .max_buf_size(8192)
-                .timer(TokioTimer::new())
-                .header_read_timeout(deadlines.first_request.max(Duration::from_secs(1)));
-            builder.http2().timer(TokioTimer::new());
-            let serving = builder.serve_connection(TokioIo::new(tls), svc);
-            tokio::select! {
-                r = serving => if let Err(e) = r {
-                    log::debug!("connection with {peer} ended: {e}");
-                },
-                why = overdue(&slot.conn, deadlines) => {
-                    log::debug!("closing the connection with {peer}: {why}");
-                }
-            }
-            drop(slot);
-        });
+        let task =
+            tokio::spawn(connection::serve(tcp, peer, acceptor.clone(), app.clone(), slot, limits));
         registry.set_abort(id, task.abort_handle());
     }
     pressure.abort();
+    sweeper.abort();
     refresher.abort();
     flusher.abort();
     if let Some(m) = metrics_server {
@@ -270,31 +214,20 @@ pub async fn serve(
     Ok(())
 }
 
-/// A request in flight on a connection, until dropped.
-struct InFlight(Arc<conns::Conn>);
-
-impl InFlight {
-    fn start(c: Arc<conns::Conn>) -> InFlight {
-        c.request_started();
-        InFlight(c)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.request_ended();
-    }
-}
-
-/// Resolves when the connection passes one of its deadlines, saying which.
-async fn overdue(c: &conns::Conn, d: conns::Deadlines) -> &'static str {
-    let mut tick = tokio::time::interval(Duration::from_millis(500));
-    loop {
-        tick.tick().await;
-        if let Some(why) = c.overdue(d) {
-            return why;
+/// Closes, twice a second, the connections past one of their deadlines.
+fn spawn_sweeper(
+    registry: Arc<conns::Registry>,
+    d: conns::Deadlines,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        loop {
+            tick.tick().await;
+            for (peer, why) in registry.close_overdue(d) {
+                log::debug!("closing the connection with {peer}: {why}");
+            }
         }
-    }
+    })
 }
 
 /// Logs, at most every 10 s, how many connections were closed to make room or turned away.
