@@ -426,6 +426,8 @@ async fn generate(
     actions: Vec<i64>,
 ) -> Outcome {
     let connector = tls_connector(root);
+    // Let the servers return what loading their view took (jemalloc purges after a second).
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     // Connect first (as a fleet does over its first minutes), spread over the instances.
     let t0 = Instant::now();

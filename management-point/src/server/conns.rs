@@ -51,7 +51,8 @@ pub struct Conn {
     /// Milliseconds since `opened` of the last request start or end.
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
-    requested: AtomicBool,
+    /// Requests started on it so far.
+    started: AtomicU64,
     /// The client asked to close the connection after this response.
     closing: AtomicBool,
     /// Told when the last request in flight ends.
@@ -67,7 +68,7 @@ impl Conn {
             opened: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
-            requested: AtomicBool::new(false),
+            started: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             idle: Notify::new(),
             parked: AtomicU64::new(0),
@@ -81,7 +82,7 @@ impl Conn {
 
     /// A request started on it.
     pub fn request_started(&self) {
-        self.requested.store(true, Ordering::Relaxed);
+        self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
     }
@@ -99,6 +100,11 @@ impl Conn {
     /// last call); check [`Conn::is_idle`], as another request may have started since.
     pub fn went_idle(&self) -> tokio::sync::futures::Notified<'_> {
         self.idle.notified()
+    }
+
+    /// How many requests started on it.
+    pub fn requests(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
     }
 
     /// Its HTTP connection was put away: it holds only its TLS session now.
@@ -133,7 +139,7 @@ impl Conn {
 
     /// Why it should be closed now, if it should.
     pub fn overdue(&self, d: Deadlines) -> Option<&'static str> {
-        if !self.requested.load(Ordering::Relaxed) {
+        if self.requests() == 0 {
             return (self.opened.elapsed() > d.first_request).then_some("no request");
         }
         (self.is_idle() && self.idle_for() > d.idle).then_some("idle")
@@ -212,8 +218,8 @@ impl Registry {
     pub fn admit(self: &Arc<Self>, peer: SocketAddr) -> Option<Slot> {
         let mut open = self.lock();
         if open.len() >= self.cap {
-            let victim = oldest(&open, |c| !c.requested.load(Ordering::Relaxed))
-                .or_else(|| oldest(&open, Conn::is_idle));
+            let victim =
+                oldest(&open, |c| c.requests() == 0).or_else(|| oldest(&open, Conn::is_idle));
             match victim {
                 Some(id) => {
                     if let Some((_, Some(h))) = open.remove(&id) {
