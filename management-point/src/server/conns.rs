@@ -222,9 +222,7 @@ impl Registry {
                 oldest(&open, |c| c.requests() == 0).or_else(|| oldest(&open, Conn::is_idle));
             match victim {
                 Some(id) => {
-                    if let Some((_, Some(h))) = open.remove(&id) {
-                        h.abort();
-                    }
+                    close(&mut open, id);
                     self.evicted.fetch_add(1, Ordering::Relaxed);
                 }
                 None => {
@@ -245,9 +243,7 @@ impl Registry {
             entry.1 = Some(h);
         }
     }
-}
 
-impl Registry {
     /// Closes every connection past one of its deadlines, returning each one's peer and why.
     /// One sweep over the registry replaces a timer per connection.
     pub fn close_overdue(&self, d: Deadlines) -> Vec<(SocketAddr, &'static str)> {
@@ -255,11 +251,16 @@ impl Registry {
         let due: Vec<(u64, SocketAddr, &'static str)> =
             open.iter().filter_map(|(id, (c, _))| Some((*id, c.peer, c.overdue(d)?))).collect();
         for (id, _, _) in &due {
-            if let Some((_, Some(h))) = open.remove(id) {
-                h.abort();
-            }
+            close(&mut open, *id);
         }
         due.into_iter().map(|(_, peer, why)| (peer, why)).collect()
+    }
+}
+
+/// Takes connection `id` out of the registry and ends its task.
+fn close(open: &mut Open, id: u64) {
+    if let Some((_, Some(h))) = open.remove(&id) {
+        h.abort();
     }
 }
 

@@ -157,13 +157,13 @@ pub async fn serve(
     };
 
     let app = router(state.clone());
-    let limits = connection::Limits {
-        handshake: Duration::from_secs(cfg.server.handshake_timeout_secs),
-        header_read: Duration::from_secs(cfg.server.first_request_timeout_secs),
-    };
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
         idle: Duration::from_secs(cfg.server.idle_timeout_secs),
+    };
+    let limits = connection::Limits {
+        handshake: Duration::from_secs(cfg.server.handshake_timeout_secs),
+        header_read: deadlines.first_request,
     };
     let cap = conns::effective_cap(cfg.server.max_connections);
     log::info!("at most {cap} connections at once (max_connections and the file descriptor limit)");
