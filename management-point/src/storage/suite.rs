@@ -19,11 +19,7 @@ struct Under {
 fn cluster() -> Option<&'static Cluster> {
     static C: std::sync::OnceLock<Option<Cluster>> = std::sync::OnceLock::new();
     C.get_or_init(|| {
-        if cluster::binaries().is_none() {
-            assert!(
-                std::env::var_os("DM_REQUIRE_POSTGRES").is_none(),
-                "DM_REQUIRE_POSTGRES is set and PostgreSQL is not installed"
-            );
+        if !cluster::installed_for_tests().unwrap() {
             eprintln!("PostgreSQL is not installed: the store suite runs against SQLite only");
             return None;
         }

@@ -16,11 +16,7 @@ use crate::util::*;
 /// A private PostgreSQL cluster in the world's folder and a database on it; `None` (the test
 /// skips) when PostgreSQL is not installed, unless `DM_REQUIRE_POSTGRES` is set.
 fn postgres(w: &World) -> Option<(Cluster, String)> {
-    if cluster::binaries().is_none() {
-        assert!(
-            std::env::var_os("DM_REQUIRE_POSTGRES").is_none(),
-            "DM_REQUIRE_POSTGRES is set and PostgreSQL is not installed"
-        );
+    if !cluster::installed_for_tests().unwrap() {
         eprintln!("PostgreSQL is not installed: skipping");
         return None;
     }

@@ -37,6 +37,17 @@ pub fn binaries() -> Option<PathBuf> {
     versions.pop().map(|(_, b)| b)
 }
 
+/// Whether a test may use PostgreSQL: `Ok(true)` when it is installed, `Ok(false)` (the test
+/// skips) when it is not, and an error when it is not but `DM_REQUIRE_POSTGRES` is set (CI:
+/// a missing PostgreSQL fails the run rather than skipping its tests).
+pub fn installed_for_tests() -> std::result::Result<bool, &'static str> {
+    match (binaries(), std::env::var_os("DM_REQUIRE_POSTGRES")) {
+        (Some(_), _) => Ok(true),
+        (None, None) => Ok(false),
+        (None, Some(_)) => Err("DM_REQUIRE_POSTGRES is set and PostgreSQL is not installed"),
+    }
+}
+
 fn is_root() -> bool {
     rustix::process::geteuid().is_root()
 }
