@@ -276,25 +276,13 @@ impl AppState {
 
     /// Reads the actions another writer made or moved into the view.
     fn take_actions(&self, ids: &[i64]) -> Result<bool> {
-        let read = || {
-            let mut fresh = Vec::with_capacity(ids.len());
-            for id in ids {
-                fresh.extend(self.store.action(*id)?);
-            }
-            Ok(fresh)
-        };
+        let read = || read_each(ids, |id| self.store.action(id));
         self.put_fresh(&read, &|v, a| v.deployment_of(a).is_some(), &|v, a| v.put_action(a))
     }
 
     /// Reads the devices another writer registered or changed into the view.
     fn take_devices(&self, ids: &[i64]) -> Result<bool> {
-        let read = || {
-            let mut fresh = Vec::with_capacity(ids.len());
-            for id in ids {
-                fresh.extend(self.store.device_by_id(*id)?);
-            }
-            Ok(fresh)
-        };
+        let read = || read_each(ids, |id| self.store.device_by_id(id));
         self.put_fresh(&read, &|_, _| true, &|v, d: Device| {
             let key = (d.tenant.clone(), d.controller_id.clone());
             v.device_keys.insert(d.id, key.clone());
@@ -562,4 +550,9 @@ impl AppState {
         }
         Ok(())
     }
+}
+
+/// Reads each of `ids` with `one`, leaving out the ones gone since.
+fn read_each<T>(ids: &[i64], one: impl Fn(i64) -> Result<Option<T>>) -> Result<Vec<T>> {
+    ids.iter().filter_map(|id| one(*id).transpose()).collect()
 }
