@@ -213,7 +213,9 @@ pub(super) fn device_action(
         .parse()
         .map_err(|_| ApiError::bad_request(format!("action id {action_id:?} is not a number")))?;
     let mine = |view: &View| view.actions.get(&id).filter(|a| a.device_id == d.id).cloned();
-    let found = mine(&state.read()).or_else(|| {
+    // The view's read guard ends with this statement: `catch_up` below writes to the view.
+    let known = mine(&state.read());
+    let found = known.or_else(|| {
         state.catch_up(d.id);
         mine(&state.read())
     });
@@ -339,4 +341,30 @@ pub fn cancel_action(
 pub fn crls(state: &AppState, _d: &Device) -> Result<ddi::CrlList, ApiError> {
     let crls = state.store.crls().map_err(ApiError::from)?;
     Ok(ddi::CrlList { crls: crls.into_iter().map(|(_, pem)| pem).collect() })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::super::fixture::Fixture;
+    use super::*;
+
+    /// Another instance made the action a moment ago: the request reads it from the database,
+    /// and does not wait forever on the view (a read guard held across `catch_up` did).
+    #[test]
+    fn an_action_another_instance_made_is_read_from_the_database() {
+        let f = Fixture::new(|_| {});
+        let d = f.device("dev-1", "tok-1");
+        let adv = f.advertise("pkg", AdvertisementKind::Mandatory);
+        let made = f.state.store.ensure_action(adv.id, d.id, ActionStatus::Scheduled, 1).unwrap();
+        assert!(!f.state.read().actions.contains_key(&made.id), "not in the view yet");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let state = f.state.clone();
+        std::thread::spawn(move || {
+            let _ = tx.send(device_action(&state, &d, &made.id.to_string()).ok().map(|a| a.id));
+        });
+        let got = rx.recv_timeout(Duration::from_secs(10)).expect("the request never returned");
+        assert_eq!(got, Some(made.id));
+    }
 }
