@@ -153,14 +153,14 @@ fn serve_h1(
                 }
             }
             (tls, svc, unread) = take_apart(*http);
-            if conn.client_closing() {
-                // The client asked to close (`Connection: close`, or HTTP/1.0): hyper answered so.
+            if !parking || conn.client_closing() {
+                // Not put away: hyper ended the connection itself (the client left or asked to
+                // close, or keep-alive was off), so it closes as hyper would close it. The
+                // client's `Connection: close` is checked too: it may coincide with parking.
                 let _ = tls.shutdown().await;
                 return Ok(());
             }
-            if parking {
-                conn.parked();
-            }
+            conn.parked();
         }
     }
 }
