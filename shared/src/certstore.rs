@@ -184,29 +184,65 @@ pub fn trust(layout: &DeviceLayout, now: std::time::SystemTime) -> Result<Trust>
     })
 }
 
-/// Stores a revocation list in the device's CRL folder (named by its SHA-256), replacing any
-/// older list of the same issuer. Returns whether anything changed.
-pub fn store_crl(layout: &DeviceLayout, crl: &Crl, now: std::time::SystemTime) -> Result<bool> {
+/// The CAs whose revocation lists the device keeps: the `root` store's certificates that the
+/// `disallowed` store does not name, and the CA certificates among `chains` (publisher chains
+/// the device verified, such as its installed packages') that one of those issued, directly
+/// or through another such CA.
+pub fn crl_signers(layout: &DeviceLayout, chains: &[Vec<Cert>]) -> Result<Vec<Cert>> {
+    let disallowed = CertStore::open(layout, StoreName::Disallowed).list()?;
+    let allowed = |c: &Cert| !disallowed.iter().any(|d| d.thumbprint() == c.thumbprint());
+    let mut signers: Vec<Cert> =
+        CertStore::open(layout, StoreName::Root).list()?.into_iter().filter(allowed).collect();
+    let mut candidates: Vec<&Cert> =
+        chains.iter().flatten().filter(|c| c.is_ca() && allowed(c)).collect();
+    while let Some(i) = candidates.iter().position(|c| signers.iter().any(|s| c.is_issued_by(s))) {
+        let ca = candidates.swap_remove(i);
+        if !signers.iter().any(|s| s.thumbprint() == ca.thumbprint()) {
+            signers.push(ca.clone());
+        }
+    }
+    Ok(signers)
+}
+
+/// Stores a revocation list in the device's CRL folder (named by its SHA-256) when one of
+/// `signers` ([`crl_signers`]) signed it, and removes the lists it replaces: those of the same
+/// CA and scope, signed by the same CA, that it is newer than (by CRL number, then
+/// `thisUpdate`). A list no trusted CA signed is refused ([`Error::CrlUntrusted`]) and
+/// changes nothing: the device never drops a list on the word of one it cannot verify.
+/// Returns whether it was stored (`false`: the device has it, or a newer one).
+pub fn store_crl(
+    layout: &DeviceLayout,
+    crl: &Crl,
+    signers: &[Cert],
+    now: std::time::SystemTime,
+) -> Result<bool> {
+    let Some(ca) = crl.signer(signers) else {
+        return Err(Error::CrlUntrusted {
+            path: crl.source().to_path_buf(),
+            issuer: crl.issuer().to_string(),
+        });
+    };
     let dir = layout.crl_dir();
     let dest = dir.join(format!("{}.crl", crl.thumbprint()));
     if dest.is_file() {
         return Ok(false);
     }
-    for old in crls(layout, now)?.iter().filter(|o| o.issuer() == crl.issuer()) {
-        if old.this_update() > crl.this_update() {
-            log::warn!(
-                "not storing the revocation list of {} from {}: the device has a newer one",
-                crl.issuer(),
-                crl.source().display()
-            );
-            return Ok(false);
-        }
+    let replaced: Vec<Crl> = crls(layout, now)?
+        .into_iter()
+        .filter(|o| o.same_scope(crl) && o.is_signed_by(ca))
+        .collect();
+    if let Some(newer) = replaced.iter().find(|o| !crl.is_newer_than(o)) {
+        log::warn!(
+            "not storing the revocation list of {} from {}: the device has one as new or newer ({})",
+            crl.issuer(),
+            crl.source().display(),
+            newer.source().display()
+        );
+        return Ok(false);
     }
     dmfs::create_dir_all(&dir, dmfs::MODE_DIR)?;
     dmfs::write_atomic(&dest, crl.der(), dmfs::MODE_PUBLIC)?;
-    for old in
-        crls(layout, now)?.iter().filter(|o| o.issuer() == crl.issuer() && o.der() != crl.der())
-    {
+    for old in replaced {
         dmfs::remove_file(old.source())?;
     }
     Ok(true)
@@ -290,6 +326,164 @@ mod tests {
         assert!(tls.remove(f.trust.roots[0].thumbprint()).unwrap());
         assert!(tls_roots(&layout).unwrap().is_empty());
         assert_eq!(root.list().unwrap().len(), 1);
+    }
+
+    const DAY: std::time::Duration = std::time::Duration::from_secs(86_400);
+
+    /// A device trusting `Root`, with a publisher `Root` issued.
+    struct Device {
+        _tmp: tempfile::TempDir,
+        layout: DeviceLayout,
+        root: crate::devpki::Issued,
+        chain: Vec<Cert>,
+        now: std::time::SystemTime,
+    }
+
+    fn device() -> Device {
+        use crate::devpki::{self, Purpose};
+        use crate::testing::{certs, spec};
+        let now = std::time::SystemTime::now();
+        let root = devpki::root_ca(&spec("Root", Purpose::Ca, now)).unwrap();
+        let publisher =
+            devpki::issue(&root, &spec("Publisher", Purpose::CodeSigning, now)).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let layout = DeviceLayout::new(tmp.path().join("device"));
+        CertStore::open(&layout, StoreName::Root).add_now(&certs(&root.cert_pem)[0]).unwrap();
+        let chain = certs(&publisher.cert_pem);
+        Device { _tmp: tmp, layout, root, chain, now }
+    }
+
+    impl Device {
+        fn list(&self, ca: &crate::devpki::Issued, n: u64, at: i64, scope: bool) -> Crl {
+            let this = if at >= 0 {
+                self.now + DAY * at as u32
+            } else {
+                self.now - DAY * at.unsigned_abs() as u32
+            };
+            let narrowed = crate::devpki::ListScope {
+                uris: vec!["http://ca.example/other.crl".into()],
+                only_ca_certs: true,
+            };
+            let pem = crate::devpki::crl_scoped(
+                ca,
+                &[self.chain[0].serial()],
+                n,
+                (this, this + 30 * DAY),
+                scope.then_some(&narrowed),
+            )
+            .unwrap();
+            Crl::parse(pem.as_bytes(), Path::new("from-the-management-point")).unwrap().remove(0)
+        }
+
+        fn signers(&self) -> Vec<Cert> {
+            crl_signers(&self.layout, &[]).unwrap()
+        }
+
+        fn store(&self, crl: &Crl) -> Result<bool> {
+            store_crl(&self.layout, crl, &self.signers(), self.now)
+        }
+
+        fn verify(&self) -> Result<()> {
+            let trust = trust(&self.layout, self.now).unwrap();
+            pki::verify_code_signing_chain(&self.chain, &trust, self.now, Path::new("p.pem"))
+        }
+
+        fn files(&self) -> usize {
+            std::fs::read_dir(self.layout.crl_dir()).map_or(0, |d| d.count())
+        }
+    }
+
+    /// The attack of the review: a management point (or anyone on its path) sends a list
+    /// that claims the real CA's name, is far newer, and is narrowed to CA certificates only.
+    /// Stored, it would replace the CA's real list and leave the revoked publisher unchecked,
+    /// which the device allowed. It is refused, and the real list stays.
+    #[test]
+    fn a_forged_revocation_list_cannot_unrevoke_a_publisher() {
+        let d = device();
+        assert!(d.store(&d.list(&d.root, 2, -1, false)).unwrap());
+        assert_eq!(d.verify().unwrap_err().code(), crate::StatusCode::CERT_E_REVOKED);
+
+        // The forger's CA has the same name and a key of its own.
+        let forger = crate::devpki::root_ca(&crate::testing::spec(
+            "Root",
+            crate::devpki::Purpose::Ca,
+            d.now,
+        ))
+        .unwrap();
+        let forged = d.list(&forger, 1000, 3650, true);
+        let err = d.store(&forged).unwrap_err();
+        assert!(matches!(err, Error::CrlUntrusted { .. }), "{err}");
+        assert_eq!(err.code(), crate::StatusCode::DM_E_CRL_UNTRUSTED);
+        assert_eq!(d.files(), 1, "the real list stays, and nothing else was written");
+        assert_eq!(d.verify().unwrap_err().code(), crate::StatusCode::CERT_E_REVOKED);
+
+        // Placed by hand beside the real list, it changes nothing either; alone, the
+        // publisher is unchecked (refused), never good.
+        std::fs::write(d.layout.crl_dir().join("forged.crl"), forged.der()).unwrap();
+        assert_eq!(d.verify().unwrap_err().code(), crate::StatusCode::CERT_E_REVOKED);
+        for e in std::fs::read_dir(d.layout.crl_dir()).unwrap() {
+            let p = e.unwrap().path();
+            if !p.ends_with("forged.crl") {
+                std::fs::remove_file(p).unwrap();
+            }
+        }
+        let err = d.verify().unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::CRYPT_E_NO_REVOCATION_CHECK, "{err}");
+    }
+
+    /// A genuine list of the CA that does not speak for the publisher (narrowed to CA
+    /// certificates) leaves the publisher unchecked: refused, not taken as good.
+    #[test]
+    fn a_ca_whose_lists_do_not_cover_the_publisher_leaves_it_unchecked() {
+        let d = device();
+        assert!(d.verify().is_ok(), "no list at all: unknown status, allowed");
+        assert!(d.store(&d.list(&d.root, 5, -1, true)).unwrap());
+        let err = d.verify().unwrap_err();
+        assert_eq!(err.code(), crate::StatusCode::CRYPT_E_NO_REVOCATION_CHECK, "{err}");
+        assert!(err.to_string().contains("narrowed"), "{err}");
+        // A list of the same CA for all its certificates is another scope: both are kept.
+        assert!(d.store(&d.list(&d.root, 1, -2, false)).unwrap());
+        assert_eq!(d.files(), 2);
+        assert_eq!(d.verify().unwrap_err().code(), crate::StatusCode::CERT_E_REVOKED);
+    }
+
+    /// Rollback of revocation: an older list of the same CA and scope never replaces a newer
+    /// one. Newer is the higher CRL number first, the later thisUpdate second.
+    #[test]
+    fn revocation_lists_replace_only_older_ones_of_their_ca() {
+        let d = device();
+        let first = d.list(&d.root, 2, -3, false);
+        assert!(d.store(&first).unwrap());
+        assert!(!d.store(&first).unwrap(), "the same list again");
+        // A higher number wins even with an earlier thisUpdate (a CA clock set back).
+        let higher = d.list(&d.root, 3, -5, false);
+        assert!(d.store(&higher).unwrap());
+        assert_eq!(d.files(), 1, "the older list is removed");
+        // A lower number is refused, however late its thisUpdate.
+        assert!(!d.store(&d.list(&d.root, 1, 0, false)).unwrap());
+        // The same number: the later thisUpdate wins.
+        assert!(d.store(&d.list(&d.root, 3, -1, false)).unwrap());
+        assert!(!d.store(&d.list(&d.root, 3, -4, false)).unwrap());
+        assert_eq!(d.files(), 1);
+    }
+
+    /// An intermediate CA's list is kept when the intermediate was issued by a trusted root;
+    /// a self-made "intermediate" with the same name is not a signer.
+    #[test]
+    fn intermediate_cas_sign_lists_only_when_a_root_issued_them() {
+        use crate::devpki::{self, Purpose};
+        use crate::testing::{certs, spec};
+        let d = device();
+        let inter = devpki::issue(&d.root, &spec("Inter", Purpose::Ca, d.now)).unwrap();
+        let stranger = devpki::root_ca(&spec("Inter", Purpose::Ca, d.now)).unwrap();
+        let chains = vec![certs(&inter.cert_pem), certs(&stranger.cert_pem)];
+        let signers = crl_signers(&d.layout, &chains).unwrap();
+        assert_eq!(signers.len(), 2, "the root and the intermediate it issued");
+        let list = d.list(&inter, 1, -1, false);
+        assert!(store_crl(&d.layout, &list, &signers, d.now).unwrap());
+        let forged = d.list(&stranger, 2, 0, false);
+        assert!(store_crl(&d.layout, &forged, &signers, d.now).is_err());
+        assert!(store_crl(&d.layout, &list, &d.signers(), d.now).is_err(), "unknown CA");
     }
 
     #[test]

@@ -143,9 +143,30 @@ pub fn crl(
     this_update: SystemTime,
     next_update: SystemTime,
 ) -> Result<String, String> {
+    crl_scoped(ca, revoked, number, (this_update, next_update), None)
+}
+
+/// The part of its CA's certificates a revocation list speaks for: its Issuing Distribution
+/// Point.
+#[derive(Debug, Clone, Default)]
+pub struct ListScope {
+    /// The distribution point's URIs.
+    pub uris: Vec<String>,
+    /// Only CA certificates.
+    pub only_ca_certs: bool,
+}
+
+/// [`crl`] for the certificates `scope` names, current over `(this_update, next_update)`.
+pub fn crl_scoped(
+    ca: &Issued,
+    revoked: &[&[u8]],
+    number: u64,
+    (this_update, next_update): (SystemTime, SystemTime),
+    scope: Option<&ListScope>,
+) -> Result<String, String> {
     use rcgen::{
-        CertificateRevocationListParams, KeyIdMethod, RevocationReason, RevokedCertParams,
-        SerialNumber,
+        CertificateRevocationListParams, CrlDistributionPoint, CrlIssuingDistributionPoint,
+        CrlScope, KeyIdMethod, RevocationReason, RevokedCertParams, SerialNumber,
     };
     let ca_key = KeyPair::from_pem(&ca.key_pem).map_err(err)?;
     let issuer = Issuer::from_ca_cert_pem(&ca.cert_pem, ca_key).map_err(err)?;
@@ -153,7 +174,10 @@ pub fn crl(
         this_update: this_update.into(),
         next_update: next_update.into(),
         crl_number: SerialNumber::from(number),
-        issuing_distribution_point: None,
+        issuing_distribution_point: scope.map(|s| CrlIssuingDistributionPoint {
+            distribution_point: CrlDistributionPoint { uris: s.uris.clone() },
+            scope: s.only_ca_certs.then_some(CrlScope::CaCertsOnly),
+        }),
         revoked_certs: revoked
             .iter()
             .map(|serial| RevokedCertParams {

@@ -232,6 +232,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// A certificate revocation list that no CA the device trusts signed (forged, or of a CA
+    /// the device does not know): not stored, and nothing stored is removed for it.
+    #[error(
+        "{}: the revocation list of {issuer} is not signed by a CA the device trusts; it was not stored and changes nothing",
+        path.display()
+    )]
+    CrlUntrusted {
+        /// Where the list came from.
+        path: PathBuf,
+        /// The CA it names as its issuer.
+        issuer: String,
+    },
+
     /// A package signed with a manifest format that does not sign its programs.
     #[error(
         "{}: the manifest is format {format}, which does not sign the package's programs; re-sign the package with a current dmpack",
@@ -364,6 +377,7 @@ impl Error {
             Error::Revoked { .. } => StatusCode::CERT_E_REVOKED,
             Error::Distrusted { .. } => StatusCode::TRUST_E_EXPLICIT_DISTRUST,
             Error::CrlUnusable { .. } => StatusCode::CRYPT_E_NO_REVOCATION_CHECK,
+            Error::CrlUntrusted { .. } => StatusCode::DM_E_CRL_UNTRUSTED,
             Error::ManifestTooOld { .. } => StatusCode::DM_E_MANIFEST_TOO_OLD,
             Error::BundleLink { .. } => StatusCode::DM_E_BUNDLE_LINK,
             Error::BundleSpecialFile { .. } => StatusCode::DM_E_BUNDLE_SPECIAL_FILE,

@@ -12,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config_item;
 pub mod context;
+pub mod crl;
 pub mod ddi;
 pub mod deployment;
 #[cfg(feature = "devpki")]
@@ -37,6 +38,7 @@ mod testing;
 pub mod tether;
 pub mod version;
 pub mod vocab;
+pub mod x509;
 
 pub use context::{Context, Env};
 pub use error::{Error, Result};

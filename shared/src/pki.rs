@@ -3,13 +3,15 @@
 //! certificate revocation lists), and the ECDSA signatures on manifests.
 //!
 //! Chains are checked with rustls-webpki (the codeSigning extended key usage is required of the
-//! publisher, and CRL signatures are verified by the issuer in the path); certificates and CRLs
-//! are read with x509-parser for what people need to see in logs: subject, issuer, serial,
-//! SHA-256 thumbprint, validity.
+//! publisher, and CRL signatures are verified by the issuer in the path); certificates are read
+//! with `x509-cert` ([`crate::x509`]) for what people need to see in logs (subject, issuer,
+//! serial, SHA-256 thumbprint, validity) and what the trust rules need (names as DER, usages,
+//! CRL distribution points). Revocation lists are [`crate::crl`]'s.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
+use der::{Decode, Encode};
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
@@ -20,6 +22,9 @@ use webpki::{EndEntityCert, KeyUsage};
 
 use crate::clock;
 use crate::error::{Error, Result};
+use crate::x509;
+
+pub use crate::crl::{Crl, MAX_CRL_BYTES};
 
 /// The codeSigning extended key usage, 1.3.6.1.5.5.7.3.3, DER-encoded without tag and length.
 pub const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
@@ -50,44 +55,41 @@ pub struct Cert {
     thumbprint: String,
     subject: String,
     issuer: String,
+    subject_der: Vec<u8>,
+    issuer_der: Vec<u8>,
     not_before: i64,
     not_after: i64,
     serial: Vec<u8>,
     is_ca: bool,
     code_signing: bool,
+    client_auth: bool,
+    crl_uris: Option<Vec<String>>,
 }
 
 impl Cert {
     /// Parses a DER certificate. `source` names where it came from, for errors.
     pub fn from_der(der: Vec<u8>, source: &Path) -> Result<Cert> {
         let bad = |reason: String| Error::BadCertificate { path: source.to_path_buf(), reason };
-        let (rest, x) = x509_parser::parse_x509_certificate(&der)
+        let x = x509_cert::Certificate::from_der(&der)
             .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-        if !rest.is_empty() {
-            return Err(bad(format!(
-                "{} bytes of trailing data after the certificate",
-                rest.len()
-            )));
-        }
-        let subject = x.subject().to_string();
-        let issuer = x.issuer().to_string();
-        let not_before = x.validity().not_before.timestamp();
-        let not_after = x.validity().not_after.timestamp();
-        let is_ca = x.is_ca();
-        let code_signing =
-            matches!(x.extended_key_usage(), Ok(Some(eku)) if eku.value.code_signing);
-        let thumbprint = sha256_hex(&der);
-        let serial = x.raw_serial().to_vec();
+        let tbs = &x.tbs_certificate;
+        let subject = x509::name_string(&tbs.subject);
+        let (is_ca, code_signing, client_auth, crl_uris) = extensions(tbs).map_err(bad)?;
+        let name_der = |n: &x509_cert::name::Name| n.to_der().unwrap_or_default();
         Ok(Cert {
-            der: CertificateDer::from(der),
-            thumbprint,
+            thumbprint: sha256_hex(&der),
             subject: if subject.is_empty() { "(empty subject)".into() } else { subject },
-            issuer,
-            not_before,
-            not_after,
-            serial,
+            issuer: x509::name_string(&tbs.issuer),
+            subject_der: name_der(&tbs.subject),
+            issuer_der: name_der(&tbs.issuer),
+            not_before: x509::unix(&tbs.validity.not_before),
+            not_after: x509::unix(&tbs.validity.not_after),
+            serial: tbs.serial_number.as_bytes().to_vec(),
             is_ca,
             code_signing,
+            client_auth,
+            crl_uris,
+            der: CertificateDer::from(der),
         })
     }
 
@@ -163,6 +165,34 @@ impl Cert {
         self.code_signing
     }
 
+    /// Whether its extended key usage names clientAuth.
+    pub fn is_client_auth(&self) -> bool {
+        self.client_auth
+    }
+
+    /// The subject's DER encoding, for exact comparisons (the text is for people).
+    pub fn subject_der(&self) -> &[u8] {
+        &self.subject_der
+    }
+
+    /// The issuer's DER encoding.
+    pub fn issuer_der(&self) -> &[u8] {
+        &self.issuer_der
+    }
+
+    /// The URIs of its CRL distribution points (those without a CRL issuer of their own or
+    /// reasons); `None` when it names no distribution point.
+    pub fn crl_uris(&self) -> Option<&[String]> {
+        self.crl_uris.as_deref()
+    }
+
+    /// Whether `issuer` issued it: the names match and `issuer`'s key made its signature.
+    pub fn is_issued_by(&self, issuer: &Cert) -> bool {
+        self.issuer_der == issuer.subject_der
+            && x509::signed_parts(&self.der)
+                .is_ok_and(|s| x509::verify_signed(&s, &issuer.der).is_ok())
+    }
+
     /// Start of validity.
     pub fn not_before(&self) -> SystemTime {
         from_unix(self.not_before)
@@ -205,6 +235,44 @@ impl Cert {
     }
 }
 
+/// What the extensions say: (CA, codeSigning, clientAuth, CRL distribution point URIs). An
+/// extension the certificate holds but that does not parse is an error.
+type Usage = (bool, bool, bool, Option<Vec<String>>);
+
+fn extensions(tbs: &x509_cert::TbsCertificate) -> std::result::Result<Usage, String> {
+    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+    use x509_cert::ext::pkix::{BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage};
+    let mut usage: Usage = (false, false, false, None);
+    for ext in tbs.extensions.iter().flatten() {
+        let value = ext.extn_value.as_bytes();
+        let bad = |what: &'static str| move |e: der::Error| format!("its {what} extension: {e}");
+        if ext.extn_id == x509::BASIC_CONSTRAINTS {
+            usage.0 = BasicConstraints::from_der(value).map_err(bad("basic constraints"))?.ca;
+        } else if ext.extn_id == x509::EXT_KEY_USAGE {
+            let eku = ExtendedKeyUsage::from_der(value).map_err(bad("extended key usage"))?;
+            usage.1 = eku.0.contains(&x509::KP_CODE_SIGNING);
+            usage.2 = eku.0.contains(&x509::KP_CLIENT_AUTH);
+        } else if ext.extn_id == x509::CRL_DISTRIBUTION_POINTS {
+            let dps = CrlDistributionPoints::from_der(value).map_err(bad("CRL distribution"))?;
+            let uris = dps
+                .0
+                .iter()
+                .filter(|dp| dp.crl_issuer.is_none() && dp.reasons.is_none())
+                .filter_map(|dp| match &dp.distribution_point {
+                    Some(DistributionPointName::FullName(names)) => Some(names),
+                    _ => None,
+                })
+                .flatten()
+                .filter_map(|n| match n {
+                    GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
+                    _ => None,
+                });
+            usage.3 = Some(uris.collect());
+        }
+    }
+    Ok(usage)
+}
+
 fn from_unix(secs: i64) -> SystemTime {
     if secs >= 0 {
         SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
@@ -213,7 +281,7 @@ fn from_unix(secs: i64) -> SystemTime {
     }
 }
 
-fn base64_encode(data: &[u8]) -> String {
+pub(crate) fn base64_encode(data: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
@@ -228,115 +296,6 @@ fn base64_encode(data: &[u8]) -> String {
         }
     }
     out
-}
-
-/// A certificate revocation list (RFC 5280) as a CA published it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Crl {
-    der: Vec<u8>,
-    issuer: String,
-    revoked: Vec<Vec<u8>>,
-    this_update: i64,
-    next_update: Option<i64>,
-    source: std::path::PathBuf,
-}
-
-/// The largest CRL file read.
-pub const MAX_CRL_BYTES: u64 = 4 * 1024 * 1024;
-
-impl Crl {
-    /// Parses a DER CRL. `source` names where it came from, for errors.
-    pub fn from_der(der: Vec<u8>, source: &Path) -> Result<Crl> {
-        let bad = |reason: String| Error::CrlUnusable { path: source.to_path_buf(), reason };
-        let (rest, crl) = x509_parser::parse_x509_crl(&der)
-            .map_err(|e| bad(format!("not a certificate revocation list: {e}")))?;
-        if !rest.is_empty() {
-            return Err(bad(format!("{} bytes of trailing data", rest.len())));
-        }
-        webpki::BorrowedCertRevocationList::from_der(&der)
-            .map_err(|e| bad(format!("not usable for revocation checks: {e:?}")))?;
-        let revoked = crl.iter_revoked_certificates().map(|r| r.raw_serial().to_vec()).collect();
-        let issuer = crl.issuer().to_string();
-        let this_update = crl.last_update().timestamp();
-        let next_update = crl.next_update().map(|t| t.timestamp());
-        Ok(Crl { der, issuer, revoked, this_update, next_update, source: source.to_path_buf() })
-    }
-
-    /// Parses a file's CRLs: PEM (`BEGIN X509 CRL`, any number) or one DER CRL.
-    pub fn parse(bytes: &[u8], source: &Path) -> Result<Vec<Crl>> {
-        use rustls_pki_types::CertificateRevocationListDer;
-        if !bytes.starts_with(b"-----") && !bytes.windows(10).any(|w| w == b"-----BEGIN") {
-            return Ok(vec![Crl::from_der(bytes.to_vec(), source)?]);
-        }
-        let mut out = Vec::new();
-        for item in CertificateRevocationListDer::pem_slice_iter(bytes) {
-            let der = item.map_err(|e| Error::CrlUnusable {
-                path: source.to_path_buf(),
-                reason: format!("bad PEM: {e}"),
-            })?;
-            out.push(Crl::from_der(der.to_vec(), source)?);
-        }
-        if out.is_empty() {
-            return Err(Error::CrlUnusable {
-                path: source.to_path_buf(),
-                reason: "no X509 CRL block in the PEM file".into(),
-            });
-        }
-        Ok(out)
-    }
-
-    /// Reads a CRL file (capped at [`MAX_CRL_BYTES`]).
-    pub fn load(path: &Path) -> Result<Vec<Crl>> {
-        Crl::parse(&crate::fs::read_capped(path, MAX_CRL_BYTES)?, path)
-    }
-
-    /// DER bytes.
-    pub fn der(&self) -> &[u8] {
-        &self.der
-    }
-
-    /// The issuing CA's name.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    /// Where it was read from.
-    pub fn source(&self) -> &Path {
-        &self.source
-    }
-
-    /// SHA-256 of the DER, lowercase hex: its file name in the device's CRL folder.
-    pub fn thumbprint(&self) -> String {
-        sha256_hex(&self.der)
-    }
-
-    /// When it was issued (Unix seconds).
-    pub fn this_update(&self) -> i64 {
-        self.this_update
-    }
-
-    /// Whether its next update is past at `now`: its revocations still apply, but newer ones
-    /// may be missing.
-    pub fn is_stale(&self, now: SystemTime) -> bool {
-        self.next_update.is_some_and(|n| n < clock::unix_secs(now) as i64)
-    }
-
-    /// Whether it revokes `cert`.
-    pub fn revokes(&self, cert: &Cert) -> bool {
-        self.issuer == cert.issuer && self.revoked.iter().any(|s| s == cert.serial())
-    }
-
-    /// The CRL as PEM.
-    pub fn to_pem(&self) -> String {
-        let b64 = base64_encode(&self.der);
-        let mut out = String::from("-----BEGIN X509 CRL-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str("-----END X509 CRL-----\n");
-        out
-    }
 }
 
 /// What a device (or a management point) trusts for code signing: the roots publishers must
@@ -431,7 +390,7 @@ fn verify_chain(
     }
     let lists: Vec<webpki::CertRevocationList<'_>> = crls
         .iter()
-        .filter_map(|c| webpki::BorrowedCertRevocationList::from_der(&c.der).ok().map(Into::into))
+        .filter_map(|c| webpki::BorrowedCertRevocationList::from_der(c.der()).ok().map(Into::into))
         .collect();
     let list_refs: Vec<&webpki::CertRevocationList<'_>> = lists.iter().collect();
     // Unknown status is allowed (a CA without a CRL on the device), and a stale CRL still
@@ -453,7 +412,14 @@ fn verify_chain(
         revocation,
         None,
     ) {
-        Ok(_) if publisher.is_code_signing() => Ok(()),
+        Ok(path) if publisher.is_code_signing() => {
+            let on_path: Vec<CertificateDer<'_>> =
+                path.intermediate_certificates().map(|c| c.der()).collect();
+            let issuers = chain[1..].iter().filter(|c| on_path.contains(c.der()));
+            std::iter::once((publisher, true))
+                .chain(issuers.map(|c| (c, false)))
+                .try_for_each(|(c, end_entity)| require_covered(c, end_entity, crls))
+        }
         Ok(_) => Err(Error::WrongUsage { subject: publisher.subject().to_string() }),
         Err(webpki::Error::CertExpired { .. } | webpki::Error::CertNotValidYet { .. }) => {
             Err(chain
@@ -476,7 +442,7 @@ fn verify_chain(
                 Some((c, l)) => Error::Revoked {
                     subject: c.subject.clone(),
                     serial: to_hex(&c.serial),
-                    crl: format!("{}, issued by {}", l.source.display(), l.issuer),
+                    crl: format!("{}, issued by {}", l.source().display(), l.issuer()),
                 },
                 None => Error::Revoked {
                     subject: publisher.subject.clone(),
@@ -495,9 +461,11 @@ fn verify_chain(
             | webpki::Error::UnsupportedCrlSignatureAlgorithmContext(_)
             | webpki::Error::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_)),
         ) => {
-            let list = chain.iter().find_map(|c| crls.iter().find(|l| l.issuer == c.issuer));
+            let list = chain
+                .iter()
+                .find_map(|c| crls.iter().find(|l| l.covers(c, false) || l.covers(c, true)));
             Err(Error::CrlUnusable {
-                path: list.map_or_else(|| source.to_path_buf(), |l| l.source.clone()),
+                path: list.map_or_else(|| source.to_path_buf(), |l| l.source().to_path_buf()),
                 reason: format!("{e:?}; the chain of {} cannot be checked", publisher.subject),
             })
         }
@@ -505,6 +473,25 @@ fn verify_chain(
             Err(bad(format!("the chain of {} cannot be verified: {e:?}", publisher.subject())))
         }
     }
+}
+
+/// A certificate whose CA has revocation lists on the device, none of which covers it (each
+/// narrowed by its Issuing Distribution Point to other certificates), cannot be checked: it
+/// is refused, not taken as good. A CA with no list at all is not checked (unknown status is
+/// allowed, docs/certificates.md).
+fn require_covered(cert: &Cert, end_entity: bool, crls: &[Crl]) -> Result<()> {
+    let mut of_its_ca = crls.iter().filter(|l| l.issuer_der() == cert.issuer_der()).peekable();
+    let Some(first) = of_its_ca.peek().copied() else { return Ok(()) };
+    if of_its_ca.any(|l| l.covers(cert, end_entity)) {
+        return Ok(());
+    }
+    Err(Error::CrlUnusable {
+        path: first.source().to_path_buf(),
+        reason: format!(
+            "the revocation lists of {} on the device are each narrowed to other certificates than {} (their issuing distribution point): its revocation cannot be checked",
+            cert.issuer, cert.subject
+        ),
+    })
 }
 
 /// Verifies `signature` over `message` with the publisher certificate's public key.

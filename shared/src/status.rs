@@ -153,6 +153,8 @@ codes! {
     DM_E_CONFIG_NONCOMPLIANT = 0x8004_021D, 71, "A configuration item is not compliant";
     /// A configuration setting could not be evaluated or applied.
     DM_E_CONFIG_SETTING_FAILED = 0x8004_021E, 72, "A configuration setting could not be evaluated or applied";
+    /// A certificate revocation list is not signed by a CA the device trusts.
+    DM_E_CRL_UNTRUSTED = 0x8004_0230, 90, "The revocation list is not signed by a certification authority the device trusts";
 }
 
 impl StatusCode {
