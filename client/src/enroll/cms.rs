@@ -24,7 +24,6 @@ use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
 use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, AttributeTypeAndValue};
-use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
 use x509_cert::request::{CertReq, CertReqInfo};
 use x509_cert::serial_number::SerialNumber;
@@ -161,27 +160,43 @@ pub fn build_csr(key: &RsaPrivateKey, subject: Name, challenge: Option<&str>) ->
 
 /// Transient self-signed certificate used to sign the PKCSReq (RFC 8894 §2.3).
 pub fn self_signed(key: &RsaPrivateKey, subject: Name) -> Result<Certificate> {
+    let now = SystemTime::now();
+    let validity = (now - Duration::from_secs(3600), now + Duration::from_secs(30 * 86400));
+    let tbs = tbs_certificate(&key.to_public_key(), subject.clone(), subject, validity, None)?;
+    sign_certificate(tbs, key)
+}
+
+/// A certificate body for `key`, with a random serial number.
+pub fn tbs_certificate(
+    key: &RsaPublicKey,
+    subject: Name,
+    issuer: Name,
+    (from, until): (SystemTime, SystemTime),
+    extensions: Option<x509_cert::ext::Extensions>,
+) -> Result<TbsCertificate> {
     let mut serial = random_bytes(8);
     serial[0] &= 0x7f;
     serial[0] |= 0x01; // positive, no leading zero
-    let now = SystemTime::now();
-    let validity = Validity {
-        not_before: Time::try_from(now - Duration::from_secs(3600)).map_err(e("time"))?,
-        not_after: Time::try_from(now + Duration::from_secs(30 * 86400)).map_err(e("time"))?,
-    };
-    let tbs = TbsCertificate {
+    Ok(TbsCertificate {
         version: x509_cert::certificate::Version::V3,
         serial_number: SerialNumber::new(&serial).map_err(e("serial"))?,
         signature: alg(SHA256_WITH_RSA, true),
-        issuer: subject.clone(),
-        validity,
+        issuer,
+        validity: Validity {
+            not_before: Time::try_from(from).map_err(e("time"))?,
+            not_after: Time::try_from(until).map_err(e("time"))?,
+        },
         subject,
-        subject_public_key_info: spki_of(&key.to_public_key())?,
+        subject_public_key_info: spki_of(key)?,
         issuer_unique_id: None,
         subject_unique_id: None,
-        extensions: None,
-    };
-    let sig = sign_sha256(key, &tbs.to_der().map_err(e("tbs"))?)?;
+        extensions,
+    })
+}
+
+/// Signs a certificate body with `issuer_key` (SHA-256 with RSA).
+pub fn sign_certificate(tbs: TbsCertificate, issuer_key: &RsaPrivateKey) -> Result<Certificate> {
+    let sig = sign_sha256(issuer_key, &tbs.to_der().map_err(e("tbs"))?)?;
     Ok(Certificate {
         tbs_certificate: tbs,
         signature_algorithm: alg(SHA256_WITH_RSA, true),
@@ -229,29 +244,6 @@ pub fn certs_from_degenerate(der: &[u8]) -> Result<Vec<Certificate>> {
         }
     }
     Ok(out)
-}
-
-fn is_ca(c: &Certificate) -> bool {
-    matches!(c.tbs_certificate.get::<BasicConstraints>(), Ok(Some((_, bc))) if bc.ca)
-}
-
-/// RFC 8894 §3.5.1.2 / §2.2: with a CA+RA chain, encrypt to the RA (the
-/// non-CA cert usable for key encipherment); otherwise to the single CA cert.
-pub fn select_recipient(certs: &[Certificate]) -> Result<&Certificate> {
-    if certs.len() == 1 {
-        return Ok(&certs[0]);
-    }
-    let ku_ok = |c: &Certificate, want_enc: bool| match c.tbs_certificate.get::<KeyUsage>() {
-        Ok(Some((_, ku))) => !want_enc || ku.key_encipherment(),
-        _ => true, // no KeyUsage extension: any usage allowed
-    };
-    certs
-        .iter()
-        .find(|c| !is_ca(c) && ku_ok(c, true))
-        .or_else(|| certs.iter().find(|c| !is_ca(c)))
-        .or_else(|| certs.iter().find(|c| ku_ok(c, true)))
-        .or(certs.first())
-        .ok_or_else(|| "GetCACert returned no certificate".into())
 }
 
 // ---- EnvelopedData ----------------------------------------------------------

@@ -11,6 +11,7 @@
 //! its outcome in `var/lib/dm/enrollment.json` for the inventory's certificate health. The
 //! challenge never reaches a log or a status message.
 
+pub mod ca;
 pub mod cms;
 pub mod scep;
 
@@ -27,6 +28,7 @@ use pkcs8::{DecodePrivateKey, EncodePrivateKey, LineEnding};
 use rsa::RsaPrivateKey;
 use x509_cert::Certificate;
 
+use self::ca::ScepCa;
 use crate::error::{Error, Result};
 
 /// What `dmcertenroll` is asked to do.
@@ -192,8 +194,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<Outcome> {
         }
     }
     let server = scep::Server::connect(&url, crate::agent::net::scep_agent(ctx, &settings)?)?;
-    let ca = server.ca_certs()?;
-    check_pin(&ca, c.scep_ca_thumbprint.as_deref(), &url)?;
+    let ca = choose_ca(&server.ca_certs()?, c.scep_ca_thumbprint.as_deref(), &url, now)?;
     let renewing = current.as_ref().filter(|(cert, _)| cert.valid_at(now));
     let cn = subject_cn(&settings, &controller_id);
     info!(
@@ -215,26 +216,34 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<Outcome> {
     store_issued(ctx, &issued, key_file, renewing.map(|(old, _)| old))
 }
 
-/// Refuses a CA other than the pinned one; says so when none is pinned.
-fn check_pin(ca: &[Certificate], pin: Option<&str>, url: &str) -> Result<()> {
-    let prints: Vec<String> = ca.iter().filter_map(|c| cms::cert_fingerprint(c).ok()).collect();
-    match pin {
-        Some(p) if prints.iter().any(|f| f == p) => Ok(()),
-        Some(p) => Err(Error::Enrollment {
-            code: StatusCode::CERT_E_UNTRUSTEDROOT,
-            reason: format!(
-                "the SCEP server presents a CA ({}) other than ScepCaThumbprint {p}; nothing was sent to it",
-                prints.join(", ")
-            ),
-        }),
-        None => {
-            warn!(
-                "ScepCaThumbprint is not set: trusting the CA {url} presents ({}) on first use",
-                prints.join(", ")
-            );
-            Ok(())
+/// The CA (the pinned one, or trusted on first use, which the log says) and the RAs it
+/// issued, out of `GetCACert`'s certificates; nothing else the server presents is used.
+fn choose_ca(
+    certs: &[Certificate],
+    pin: Option<&str>,
+    url: &str,
+    now: SystemTime,
+) -> Result<ScepCa> {
+    let refused = |code, reason: String| Error::Enrollment { code, reason };
+    let ca = ScepCa::choose(certs, pin, now).map_err(|r| match r {
+        ca::Refusal::NotPinned(why) => {
+            refused(StatusCode::CERT_E_UNTRUSTEDROOT, format!("{why}; nothing was sent to it"))
         }
+        ca::Refusal::Ambiguous(why) => refused(StatusCode::DM_E_ENROLL_PROTOCOL, why),
+    })?;
+    let print = cms::cert_fingerprint(&ca.ca).unwrap_or_default();
+    if pin.is_none() {
+        warn!(
+            "ScepCaThumbprint is not set: trusting the CA {url} presents ({}, {print}) on first use",
+            cms::subject_string(&ca.ca)
+        );
     }
+    info!(
+        "SCEP CA {} ({print}) with {} RA certificate(s) it issued",
+        cms::subject_string(&ca.ca),
+        ca.ras.len()
+    );
+    Ok(ca)
 }
 
 /// Removes the keys of enrollments that never finished (a run killed while it waited): their
@@ -274,7 +283,7 @@ fn protocol(reason: impl Into<String>) -> Error {
 /// the server takes renewals, else a PKCSReq signed with a transient self-signed certificate.
 fn request(
     server: &scep::Server,
-    ca: &[Certificate],
+    ca: &ScepCa,
     settings: &Settings,
     cn: &str,
     key: &RsaPrivateKey,
@@ -291,7 +300,7 @@ fn request(
             let old_cert =
                 Certificate::from_der(cert.der()).map_err(|e| protocol(e.to_string()))?;
             let issuer = &old_cert.tbs_certificate.issuer;
-            if ca.iter().any(|c| cms::verify_cert_signature(&old_cert, c).is_ok()) {
+            if ca::issued_by(&old_cert, &ca.ca) {
                 let pem = dmfs::read_capped(key_path, 64 * 1024)?;
                 let old_key = RsaPrivateKey::from_pkcs8_pem(&String::from_utf8_lossy(&pem))
                     .map_err(|e| protocol(format!("{}: {e}", key_path.display())))?;
@@ -413,9 +422,10 @@ mod tests {
         let key = RsaPrivateKey::new(&mut rand_core::OsRng, 1024).unwrap();
         let ca = cms::self_signed(&key, cms::cn_name("ca").unwrap()).unwrap();
         let print = cms::cert_fingerprint(&ca).unwrap();
-        assert!(check_pin(std::slice::from_ref(&ca), Some(&print), "u").is_ok());
-        assert!(check_pin(std::slice::from_ref(&ca), None, "u").is_ok());
-        let err = check_pin(&[ca], Some(&"0".repeat(64)), "u").unwrap_err();
+        let now = SystemTime::now();
+        assert!(choose_ca(std::slice::from_ref(&ca), Some(&print), "u", now).is_ok());
+        assert!(choose_ca(std::slice::from_ref(&ca), None, "u", now).is_ok());
+        let err = choose_ca(&[ca], Some(&"0".repeat(64)), "u", now).unwrap_err();
         assert_eq!(err.code(), StatusCode::CERT_E_UNTRUSTEDROOT);
     }
 }

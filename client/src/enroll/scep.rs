@@ -13,6 +13,7 @@ use rsa::RsaPrivateKey;
 use x509_cert::Certificate;
 use x509_cert::name::Name;
 
+use super::ca::{self, ScepCa};
 use super::cms::{self, Cipher};
 use crate::error::{Error, Result};
 use dm_shared::StatusCode;
@@ -213,16 +214,11 @@ impl Server {
         Ok(body)
     }
 
-    /// Sends one request to `recipient` (the CA, or its RA) and reads the CertRep, checked
-    /// against the CA's certificates `ca`.
-    pub fn transact(
-        &self,
-        ca: &[Certificate],
-        recipient: &Certificate,
-        req: &Request<'_>,
-    ) -> Result<Reply> {
+    /// Sends one request to the CA (or an RA it issued) and reads the CertRep, which the CA
+    /// or one of its RAs must have signed.
+    pub fn transact(&self, ca: &ScepCa, req: &Request<'_>) -> Result<Reply> {
         let nonce = cms::random_bytes(16);
-        let env = cms::envelope(req.inner, recipient, self.cipher()).map_err(protocol)?;
+        let env = cms::envelope(req.inner, ca.recipient(), self.cipher()).map_err(protocol)?;
         let msg = cms::signed_pki_message(
             &env,
             req.signer_cert,
@@ -232,7 +228,8 @@ impl Server {
             &nonce,
         )
         .map_err(protocol)?;
-        let rep = cms::parse_pki_message(&self.operation(&msg)?, ca).map_err(protocol)?;
+        let rep =
+            cms::parse_pki_message(&self.operation(&msg)?, &ca.signers()).map_err(protocol)?;
         if rep.message_type != "3" {
             return Err(protocol(format!(
                 "expected a CertRep (3), got messageType {}",
@@ -251,39 +248,35 @@ impl Server {
                     .map_err(protocol)?;
                 let certs = cms::certs_from_degenerate(&inner).map_err(protocol)?;
                 let spki = cms::spki_of(&req.signer_key.to_public_key()).map_err(protocol)?;
-                Ok(Reply::Issued(Box::new(self.issued_for(certs, ca, &spki, req)?)))
+                Ok(Reply::Issued(Box::new(issued_for(certs, ca, &spki, req)?)))
             }
             Some("2") => Ok(Reply::Failed(rep.fail_info.unwrap_or_else(|| "?".into()))),
             Some("3") => Ok(Reply::Pending),
             other => Err(protocol(format!("unknown pkiStatus {other:?}"))),
         }
     }
+}
 
-    /// The certificate of the CertRep for the requested key, signed by one of the CA's
-    /// certificates.
-    fn issued_for(
-        &self,
-        certs: Vec<Certificate>,
-        ca: &[Certificate],
-        signer_spki: &spki::SubjectPublicKeyInfoOwned,
-        req: &Request<'_>,
-    ) -> Result<Certificate> {
-        // The requested key: the CSR's (a PKCSReq or RenewalReq), else the signer's.
-        let wanted = match x509_cert::request::CertReq::from_der(req.inner) {
-            Ok(csr) => csr.info.public_key,
-            Err(_) => signer_spki.clone(),
-        };
-        let issued = certs
-            .into_iter()
-            .find(|c| c.tbs_certificate.subject_public_key_info == wanted)
-            .ok_or_else(|| protocol("the CertRep holds no certificate for this device's key"))?;
-        let issuer = ca
-            .iter()
-            .find(|c| c.tbs_certificate.subject == issued.tbs_certificate.issuer)
-            .ok_or_else(|| protocol("the issued certificate's issuer is not among GetCACert's"))?;
-        cms::verify_cert_signature(&issued, issuer).map_err(protocol)?;
-        Ok(issued)
-    }
+/// The certificate of the CertRep for the requested key, checked ([`ca::check_issued`]):
+/// the CA's, valid now, for client authentication, the requested subject and key.
+fn issued_for(
+    certs: Vec<Certificate>,
+    ca: &ScepCa,
+    signer_spki: &spki::SubjectPublicKeyInfoOwned,
+    req: &Request<'_>,
+) -> Result<Certificate> {
+    // The requested key and subject: the CSR's (a PKCSReq or RenewalReq), else the signer's.
+    let (wanted, subject) = match x509_cert::request::CertReq::from_der(req.inner) {
+        Ok(csr) => (csr.info.public_key, csr.info.subject),
+        Err(_) => (signer_spki.clone(), req.signer_cert.tbs_certificate.subject.clone()),
+    };
+    let issued = certs
+        .into_iter()
+        .find(|c| c.tbs_certificate.subject_public_key_info == wanted)
+        .ok_or_else(|| protocol("the CertRep holds no certificate for this device's key"))?;
+    ca::check_issued(&issued, &ca.ca, &subject, &wanted, std::time::SystemTime::now())
+        .map_err(protocol)?;
+    Ok(issued)
 }
 
 fn transport(url: &str, e: ureq::Error) -> Error {
@@ -295,15 +288,14 @@ fn transport(url: &str, e: ureq::Error) -> Error {
 /// every `first_wait`, doubling up to five minutes, until `deadline`.
 pub fn request_certificate(
     server: &Server,
-    ca: &[Certificate],
+    ca: &ScepCa,
     req: &Request<'_>,
     subject: &Name,
     deadline: Duration,
     first_wait: Duration,
 ) -> Result<Certificate> {
-    let recipient = cms::select_recipient(ca).map_err(protocol)?.clone();
     let started = Instant::now();
-    let mut reply = server.transact(ca, &recipient, req)?;
+    let mut reply = server.transact(ca, req)?;
     let mut wait = first_wait;
     loop {
         match reply {
@@ -330,28 +322,13 @@ pub fn request_certificate(
                 info!("the request is pending at the CA; asking again in {} s", wait.as_secs());
                 std::thread::sleep(wait);
                 wait = (wait * 2).min(Duration::from_secs(300));
-                let issuer = ca_issuer_name(ca, &recipient);
+                let issuer = ca.ca.tbs_certificate.subject.clone();
                 let poll = cms::IssuerAndSubject { issuer, subject: subject.clone() }
                     .to_der()
                     .map_err(|e| protocol(e.to_string()))?;
                 let again = Request { inner: &poll, message_type: "20", ..*req };
-                reply = server.transact(ca, &recipient, &again)?;
+                reply = server.transact(ca, &again)?;
             }
         }
     }
-}
-
-/// The issuing CA's name (not the RA's), for GetCertInitial.
-fn ca_issuer_name(ca: &[Certificate], recipient: &Certificate) -> Name {
-    ca.iter()
-        .find(|c| {
-            matches!(
-                c.tbs_certificate.get::<x509_cert::ext::pkix::BasicConstraints>(),
-                Ok(Some((_, bc))) if bc.ca
-            )
-        })
-        .unwrap_or(recipient)
-        .tbs_certificate
-        .subject
-        .clone()
 }
