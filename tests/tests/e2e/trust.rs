@@ -534,6 +534,36 @@ fn a_publisher_revoked_later_is_refused_and_reported() {
     let st = f.wait_status("again", "the refusal", |s| s["counts"]["error"] == 1);
     assert_eq!(st["devices"][0]["last_code"], 10035, "{st}");
     assert_eq!(marks(&w.device), marks_before, "a revoked publisher's program ran");
+
+    // A management point that sends a forged, far newer list in the CA's name (another key,
+    // the same name, revoking nothing) un-revokes nothing: the device refuses the list and
+    // keeps the real one.
+    let forger = World::new();
+    let forged = w.path("forged.crl.pem");
+    run_ok(
+        Command::new(bin("dmpack"))
+            .args(["crl", "--ca-dir"])
+            .arg(&forger.pki)
+            .args(["--number", "1000", "--days", "3650", "--out"])
+            .arg(&forged),
+    );
+    let kept: Vec<_> = w.device.join("etc/dm/crl").read_dir().unwrap().flatten().collect();
+    f.mp.admin(&["crl", "add", forged.to_str().unwrap()]);
+    let start = Instant::now();
+    while !f.agent_log().contains("is not signed by a CA the device trusts") {
+        assert!(start.elapsed() < Duration::from_secs(60), "forged list taken:\n{}", f.agent_log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let now: Vec<_> = w.device.join("etc/dm/crl").read_dir().unwrap().flatten().collect();
+    assert_eq!(
+        now.iter().map(|e| e.file_name()).collect::<Vec<_>>(),
+        kept.iter().map(|e| e.file_name()).collect::<Vec<_>>()
+    );
+    let args = ["advertise", "--name", "after-forgery", "--program", "tools-run", "--collection"];
+    f.mp.admin(&[&args[..], &["everyone", "--mandatory", "--rerun", "always"]].concat());
+    let st = f.wait_status("after-forgery", "the refusal", |s| s["counts"]["error"] == 1);
+    assert_eq!(st["devices"][0]["last_code"], 10035, "{st}");
+    assert_eq!(marks(&w.device), marks_before, "the forged list un-revoked the publisher");
 }
 
 #[test]
