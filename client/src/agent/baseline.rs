@@ -224,7 +224,8 @@ impl Worker<'_> {
         };
         assigned.packages.insert(m.name.clone(), package);
         assigned.save(self.ctx)?;
-        super::ledger::Ledger::record_run(self.ctx, &m.name, m.version, "configuration", true)?;
+        let id = super::ledger::PackageId::of(folder);
+        super::ledger::Ledger::record_run(self.ctx, id, m.version, "configuration", true)?;
         self.finish(rec, MessageId::CONFIG_APPLIED, code, text, lines)
     }
 }

@@ -33,10 +33,35 @@ pub struct PackageHistory {
     pub runs: BTreeMap<String, LastRun>,
 }
 
+/// Which package: its name, as signed by which publisher (the subject of the certificate that
+/// signed it, which stays the same when the publisher's certificate is renewed). Two
+/// publishers' packages of the same name have separate histories: one publisher's version 9
+/// never blocks another's version 2.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PackageId<'a> {
+    /// The publisher certificate's subject.
+    pub publisher: &'a str,
+    /// The package name of the signed manifest.
+    pub name: &'a str,
+}
+
+impl<'a> PackageId<'a> {
+    /// The package of a verified folder.
+    pub fn of(folder: &'a dm_shared::manifest::VerifiedFolder) -> PackageId<'a> {
+        PackageId { publisher: folder.publisher.subject(), name: &folder.manifest.name }
+    }
+}
+
 /// Every package's history.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Ledger {
-    /// By package name.
+    /// By publisher, then package name.
+    #[serde(default)]
+    pub publishers: BTreeMap<String, BTreeMap<String, PackageHistory>>,
+    /// By package name alone, as agents wrote it before histories were kept per publisher.
+    /// Such an entry still holds for every publisher (its highest version is never passed
+    /// over), until the first publisher to run the package takes it over.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub packages: BTreeMap<String, PackageHistory>,
 }
 
@@ -50,29 +75,54 @@ impl Ledger {
         Ok(dmfs::read_json(&ctx.layout.package_ledger(), MAX_LEDGER_BYTES)?.unwrap_or_default())
     }
 
-    /// The highest version of `name` installed.
-    pub fn highest(&self, name: &str) -> Option<ClientVersion> {
-        self.packages.get(name).and_then(|p| p.highest)
+    fn history(&self, id: PackageId<'_>) -> Option<&PackageHistory> {
+        self.publishers.get(id.publisher)?.get(id.name)
     }
 
-    /// Whether `program` of `name` `version` succeeded the last time it ran (`None`: never ran).
-    pub fn last_run(&self, name: &str, version: ClientVersion, program: &str) -> Option<bool> {
-        self.packages.get(name)?.runs.get(&run_key(version, program)).map(|r| r.succeeded)
+    /// The highest version of the package installed.
+    pub fn highest(&self, id: PackageId<'_>) -> Option<ClientVersion> {
+        let own = self.history(id).and_then(|p| p.highest);
+        let legacy = self.packages.get(id.name).and_then(|p| p.highest);
+        own.max(legacy)
+    }
+
+    /// Whether `program` of the package's `version` succeeded the last time it ran (`None`:
+    /// never ran).
+    pub fn last_run(
+        &self,
+        id: PackageId<'_>,
+        version: ClientVersion,
+        program: &str,
+    ) -> Option<bool> {
+        let key = run_key(version, program);
+        self.history(id)
+            .and_then(|h| h.runs.get(&key))
+            .or_else(|| self.packages.get(id.name)?.runs.get(&key))
+            .map(|r| r.succeeded)
     }
 
     /// Records a run; a success installs the version (raising the highest).
     pub fn record_run(
         ctx: &Context,
-        name: &str,
+        id: PackageId<'_>,
         version: ClientVersion,
         program: &str,
         succeeded: bool,
     ) -> Result<()> {
         let mut ledger = Ledger::load(ctx)?;
+        let legacy = ledger.packages.remove(id.name);
         let entry = ledger
-            .packages
-            .entry(name.to_string())
+            .publishers
+            .entry(id.publisher.to_string())
+            .or_default()
+            .entry(id.name.to_string())
             .or_insert(PackageHistory { highest: None, runs: BTreeMap::new() });
+        if let Some(old) = legacy {
+            entry.highest = entry.highest.max(old.highest);
+            for (k, r) in old.runs {
+                entry.runs.entry(k).or_insert(r);
+            }
+        }
         let time = clock::rfc3339(ctx.clock.now());
         entry.runs.insert(run_key(version, program), LastRun { succeeded, time });
         if succeeded && entry.highest.is_none_or(|h| h < version) {
@@ -88,25 +138,65 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    const A: PackageId<'static> = PackageId { publisher: "CN=A", name: "tools" };
+    const B: PackageId<'static> = PackageId { publisher: "CN=B", name: "tools" };
+
+    fn ctx(dir: &std::path::Path) -> Context {
+        Context::for_test(dir, Arc::new(dm_shared::clock::FixedClock::at_unix(0)))
+    }
+
+    fn v(s: &str) -> ClientVersion {
+        s.parse().unwrap()
+    }
+
     #[test]
     fn runs_raise_the_highest_version_only_when_they_succeed() {
         let dir = tempfile::tempdir().unwrap();
-        let ctx = Context::for_test(dir.path(), Arc::new(dm_shared::clock::FixedClock::at_unix(0)));
-        let v = |s: &str| s.parse::<ClientVersion>().unwrap();
-        assert_eq!(Ledger::load(&ctx).unwrap().highest("tools"), None);
-        Ledger::record_run(&ctx, "tools", v("2.0.0.0"), "install", false).unwrap();
+        let ctx = ctx(dir.path());
+        assert_eq!(Ledger::load(&ctx).unwrap().highest(A), None);
+        Ledger::record_run(&ctx, A, v("2.0.0.0"), "install", false).unwrap();
         let l = Ledger::load(&ctx).unwrap();
-        assert_eq!(
-            (l.highest("tools"), l.last_run("tools", v("2.0.0.0"), "install")),
-            (None, Some(false))
-        );
-        Ledger::record_run(&ctx, "tools", v("1.0.0.0"), "install", true).unwrap();
-        Ledger::record_run(&ctx, "tools", v("0.5.0.0"), "install", true).unwrap();
+        assert_eq!((l.highest(A), l.last_run(A, v("2.0.0.0"), "install")), (None, Some(false)));
+        Ledger::record_run(&ctx, A, v("1.0.0.0"), "install", true).unwrap();
+        Ledger::record_run(&ctx, A, v("0.5.0.0"), "install", true).unwrap();
         let l = Ledger::load(&ctx).unwrap();
-        assert_eq!(l.highest("tools"), Some(v("1.0.0.0")));
-        assert_eq!(l.last_run("tools", v("1.0.0.0"), "uninstall"), None);
+        assert_eq!(l.highest(A), Some(v("1.0.0.0")));
+        assert_eq!(l.last_run(A, v("1.0.0.0"), "uninstall"), None);
         std::fs::write(ctx.layout.package_ledger(), b"{").unwrap();
         let err = Ledger::load(&ctx).unwrap_err();
         assert!(err.to_string().contains("package-ledger.json"), "{err}");
+    }
+
+    /// One publisher's package cannot freeze another's of the same name: a version 9 of
+    /// `tools` from publisher B leaves publisher A's `tools` at its own highest version.
+    #[test]
+    fn histories_are_kept_per_publisher() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        Ledger::record_run(&ctx, A, v("2.0.0.0"), "install", true).unwrap();
+        Ledger::record_run(&ctx, B, v("9.0.0.0"), "install", true).unwrap();
+        let l = Ledger::load(&ctx).unwrap();
+        assert_eq!(l.highest(A), Some(v("2.0.0.0")));
+        assert_eq!(l.highest(B), Some(v("9.0.0.0")));
+        assert_eq!(l.last_run(A, v("9.0.0.0"), "install"), None);
+    }
+
+    /// A ledger written before publishers were told apart keeps holding: its highest
+    /// version applies to every publisher until the first one to run the package takes it.
+    #[test]
+    fn a_ledger_by_name_alone_still_prevents_rollback() {
+        let dir = tempfile::tempdir().unwrap();
+        let ctx = ctx(dir.path());
+        dmfs::create_dir_all(&ctx.layout.state_dir(), dmfs::MODE_DIR_PRIVATE).unwrap();
+        let old = r#"{"packages":{"tools":{"highest":"3.0.0.0","runs":{"3.0.0.0/install":{"succeeded":true,"time":"t"}}}}}"#;
+        std::fs::write(ctx.layout.package_ledger(), old).unwrap();
+        let l = Ledger::load(&ctx).unwrap();
+        assert_eq!((l.highest(A), l.highest(B)), (Some(v("3.0.0.0")), Some(v("3.0.0.0"))));
+        assert_eq!(l.last_run(A, v("3.0.0.0"), "install"), Some(true));
+        Ledger::record_run(&ctx, A, v("3.1.0.0"), "install", true).unwrap();
+        let l = Ledger::load(&ctx).unwrap();
+        assert_eq!(l.highest(A), Some(v("3.1.0.0")));
+        assert_eq!(l.last_run(A, v("3.0.0.0"), "install"), Some(true), "history taken over");
+        assert_eq!(l.highest(B), None, "the legacy entry went to the publisher that ran it");
     }
 }

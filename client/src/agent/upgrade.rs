@@ -71,7 +71,8 @@ impl Worker<'_> {
             }
         }
         let m = &folder.manifest;
-        super::ledger::Ledger::record_run(self.ctx, &m.name, m.version, "staged for tether", true)?;
+        let id = super::ledger::PackageId::of(folder);
+        super::ledger::Ledger::record_run(self.ctx, id, m.version, "staged for tether", true)?;
         let _ = dmfs::remove_dir_all(&content::cache_dir(self.ctx, rec.id));
         let text = format!(
             "{} {} staged for the devices this desktop tethers: {}",
