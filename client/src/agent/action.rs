@@ -23,7 +23,7 @@ use log::{error, info, warn};
 use super::contain;
 use super::content::{self, cache_dir};
 use super::inventory;
-use super::ledger::Ledger;
+use super::ledger::{Ledger, PackageId};
 use super::plan::{self, Refusal, Requirements, When};
 use super::program::{Run, RunOutcome, run_program};
 use super::session::Session;
@@ -313,6 +313,7 @@ impl Worker<'_> {
             Ok(v) => v,
             Err(r) => return self.refuse(&mut rec, r),
         };
+        take_signed_identity(self.ctx, &mut rec, &folder.manifest)?;
         if rec.stage == Stage::Downloading {
             rec.stage = Stage::Downloaded;
             rec.save(self.ctx)?;
@@ -325,7 +326,7 @@ impl Worker<'_> {
             }
             (When::Now, None) if self.desktop() => self.stage_for_tether(&mut rec, &folder),
             (When::Now, None) => self.upgrade(&mut rec),
-            (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder.manifest, &p),
+            (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder, &p),
             (When::DownloadOnly, _) => {
                 let text = format!(
                     "{} {} is on the device (download only; not run)",
@@ -388,7 +389,7 @@ impl Worker<'_> {
             }
             // A desktop stages client deployments for its tethered devices: never an older
             // one than it staged before.
-            _ => Ledger::load(self.ctx).map_err(untrusted)?.highest(&m.name),
+            _ => Ledger::load(self.ctx).map_err(untrusted)?.highest(PackageId::of(&folder)),
         };
         let allow = chunk.meta(ddi::meta::ALLOW_DOWNGRADE) == Some("true");
         plan::check_version(&m.name, m.version, highest, allow)?;
@@ -463,12 +464,14 @@ impl Worker<'_> {
         &mut self,
         rec: &mut ActionRecord,
         chunk: &Chunk,
-        m: &Manifest,
+        folder: &VerifiedFolder,
         program: &SignedProgram,
     ) -> Result<()> {
+        let m = &folder.manifest;
+        let package = PackageId::of(folder);
         let rerun: Rerun =
             chunk.meta(ddi::meta::RERUN).and_then(|r| r.parse().ok()).unwrap_or_default();
-        let last = Ledger::load(self.ctx)?.last_run(&m.name, m.version, &program.name);
+        let last = Ledger::load(self.ctx)?.last_run(package, m.version, &program.name);
         if !rerun.runs(last) {
             let before = if last == Some(true) { "succeeded" } else { "failed" };
             let text = format!(
@@ -532,12 +535,32 @@ impl Worker<'_> {
             let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, Some(&dir));
         }
         if let Err(e) =
-            Ledger::record_run(self.ctx, &m.name, m.version, &program.name, !code.is_failure())
+            Ledger::record_run(self.ctx, package, m.version, &program.name, !code.is_failure())
         {
             error!("cannot record the run of {}: {e}", program.name);
         }
         self.finish(rec, id, code, text, details)
     }
+}
+
+/// Makes the action's package name and version the verified manifest's. The record was made
+/// from the first offer of the action, which the management point wrote (and which may have
+/// said `download: skip` under another name): the program is told `DM_PACKAGE_NAME` and
+/// `DM_PACKAGE_VERSION`, and the package is kept and recorded, under the signed ones only.
+fn take_signed_identity(ctx: &Context, rec: &mut ActionRecord, m: &Manifest) -> Result<()> {
+    let version = m.version.to_string();
+    if rec.package == m.name && rec.version == version {
+        return Ok(());
+    }
+    if !rec.package.is_empty() {
+        warn!(
+            "action {}: the management point first offered it as {} {}; the signed manifest says {} {}, which is what counts",
+            rec.id, rec.package, rec.version, m.name, version
+        );
+    }
+    rec.package = m.name.clone();
+    rec.version = version;
+    rec.save(ctx)
 }
 
 /// What starts a program inside its cgroup: this agent's own program (through the runner
