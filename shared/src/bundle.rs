@@ -107,7 +107,8 @@ struct Reader<'a> {
 
 impl Reader<'_> {
     /// The entry's path, checked: UTF-8, relative, no `.`/`..`/hidden parts (a leading `./`
-    /// is dropped), never seen before.
+    /// is dropped), never seen before. Only files count as seen: a folder entry named like a
+    /// signed file must not pass for it.
     fn path(&mut self, entry: &tar::Entry<'_, impl Read>) -> Result<String> {
         let raw = entry.path_bytes();
         let text = std::str::from_utf8(&raw).map_err(|_| Error::UnsafePath {
@@ -116,6 +117,9 @@ impl Reader<'_> {
         })?;
         let path = text.strip_prefix("./").unwrap_or(text).trim_end_matches('/').to_string();
         manifest::check_relative_path(&path)?;
+        if entry.header().entry_type().is_dir() {
+            return Ok(path);
+        }
         if !self.seen.insert(path.clone()) {
             return Err(Error::BundleDuplicate { bundle: self.bundle.into(), entry: path });
         }
@@ -217,6 +221,14 @@ impl Reader<'_> {
             let not_signed = || Error::NotSigned { dir: self.bundle.into(), what: name };
             let mut entry = match entries.next() {
                 Some(e) => e.map_err(|e| self.truncated(e))?,
+                // An archive that ends before its first entry without tar's end marker (an
+                // empty file, say) is cut short, not unsigned.
+                None if self.entries == 0 && !ends_with_marker(self.bundle)? => {
+                    return Err(self.truncated(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "it holds no entry and no end-of-archive marker",
+                    )));
+                }
                 None => return Err(not_signed()),
             };
             self.count()?;
@@ -264,6 +276,9 @@ fn walk(
         r.count()?;
         let path = r.path(&entry)?;
         if !r.is_file(&entry, &path)? {
+            if manifest.file(&path).is_some() {
+                return Err(Error::UnexpectedFile { path: bundle.join(&path), kind: "a folder" });
+            }
             continue;
         }
         let Some(f) = manifest.file(&path) else {
@@ -477,6 +492,12 @@ mod tests {
         assert_eq!(err.code(), StatusCode::DM_E_BUNDLE_OVERSIZED, "{err}");
         let err = unpack_to(&f, &hostile(&f, &GOOD[..2])).unwrap_err();
         assert_eq!(err.code(), StatusCode::DM_E_MISSING_FILE, "{err}");
+        // A folder entry named like a signed file does not pass for the file.
+        let folder = (&b"docs/readme.txt/"[..], tar::EntryType::Directory, &b""[..]);
+        let err = verify(&hostile(&f, &[GOOD[0], GOOD[1], folder]), &f.trust, f.now).unwrap_err();
+        assert_eq!(err.code(), StatusCode::DM_E_UNEXPECTED_FILE, "{err}");
+        let err = unpack_to(&f, &hostile(&f, &[GOOD[0], folder, GOOD[1]])).unwrap_err();
+        assert_eq!(err.code(), StatusCode::DM_E_UNEXPECTED_FILE, "{err}");
     }
 
     #[test]
@@ -498,6 +519,10 @@ mod tests {
                 "cut at {cut}: {err}"
             );
         }
+        let p = f.tmp.path().join("empty.dmpkg");
+        std::fs::write(&p, b"").unwrap();
+        let err = unpack_to(&f, &p).unwrap_err();
+        assert_eq!(err.code(), StatusCode::DM_E_BUNDLE_TRUNCATED, "a zero-byte bundle: {err}");
         let p = f.tmp.path().join("random.dmpkg");
         std::fs::write(&p, vec![0x5a; 4096]).unwrap();
         assert!(unpack_to(&f, &p).is_err());
