@@ -411,6 +411,10 @@ impl Net {
     ) -> Result<()> {
         let mut state = resume_state(partial, size)?;
         let resumed = state.count() > 0;
+        if size == 0 && !partial.exists() {
+            // An empty file has nothing to fetch; its hash is still checked below.
+            dmfs::write_atomic(partial, b"", dmfs::MODE_PRIVATE)?;
+        }
         if state.count() < size {
             state = self.fetch_rest(url, partial, dest, size, state, stop)?;
         }

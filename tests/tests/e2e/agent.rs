@@ -195,7 +195,10 @@ fn errored(st: &Value) -> bool {
 fn an_advertised_program_runs_and_its_success_is_reported() {
     let f = Fleet::new("");
     let script = b"#!/bin/sh\necho \"ran $DM_PACKAGE_NAME $DM_PACKAGE_VERSION as action $DM_ACTION_ID\"\nprintf '%s %s' \"$PWD\" \"$DM_CONTROLLER_ID\" > \"$DM_DEVICE_ROOT/ran\"\n";
-    let pkg = f.package("tools", &[("install.sh", script), ("data.txt", b"payload")], None);
+    // An empty file is a file like any other (it once failed every download: 10034).
+    let files: &[(&str, &[u8])] =
+        &[("install.sh", script), ("data.txt", b"payload"), ("empty.txt", b"")];
+    let pkg = f.package("tools", files, None);
     let ad = f.advertise(
         "tools",
         &pkg,
