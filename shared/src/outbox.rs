@@ -48,6 +48,12 @@ pub fn new_report_id() -> String {
     crate::pki::to_hex(&b)
 }
 
+/// The folder of the outbox that holds entries which could not be read.
+pub const DAMAGED_DIR: &str = "damaged";
+
+/// The most damaged entries kept for inspection.
+const MAX_DAMAGED: usize = 64;
+
 /// Sequence numbers beyond this are renumbered from 1 (a stray entry with a huge number must
 /// not exhaust the sequence).
 const RENUMBER_ABOVE: u64 = 1 << 62;
@@ -142,10 +148,37 @@ impl Outbox {
             });
             match parsed {
                 Ok(m) => out.push((seq, m)),
-                Err(e) => log::warn!("outbox: skipping {}: {e}", path.display()),
+                Err(e) => self.set_aside(&path, &e),
             }
         }
         Ok(out)
+    }
+
+    /// Moves an entry that cannot be read into `damaged/`, logging it once: it is never sent
+    /// (nor warned about) again, and stays there for whoever looks into it. Only the newest
+    /// [`MAX_DAMAGED`] are kept.
+    fn set_aside(&self, path: &Path, why: &Error) {
+        let damaged = self.dir.join(DAMAGED_DIR);
+        let name = path.file_name().unwrap_or_default();
+        let moved = dmfs::create_dir_all(&damaged, dmfs::MODE_DIR_PRIVATE)
+            .and_then(|_| dmfs::rename(path, &damaged.join(name)));
+        match moved {
+            Ok(()) => log::warn!(
+                "outbox: {} cannot be read ({why}); moved to {} and not sent",
+                path.display(),
+                damaged.display()
+            ),
+            Err(e) => log::warn!(
+                "outbox: skipping {}: {why}; it cannot be moved aside: {e}",
+                path.display()
+            ),
+        }
+        let Ok(entries) = std::fs::read_dir(&damaged) else { return };
+        let mut kept: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        kept.sort();
+        for old in kept.iter().take(kept.len().saturating_sub(MAX_DAMAGED)) {
+            let _ = dmfs::remove_file(old);
+        }
     }
 
     /// Keeps the outbox within `max_entries`: the oldest messages that are not final results
@@ -303,12 +336,18 @@ mod tests {
     }
 
     #[test]
-    fn damaged_entries_are_skipped() {
+    fn damaged_entries_are_moved_aside_once() {
         let dir = tempfile::tempdir().unwrap();
         let ob = Outbox::open(&DeviceLayout::new(dir.path()));
         ob.push(&msg(1)).unwrap();
         std::fs::write(ob.dir().join(entry_name(2)), b"{not json").unwrap();
         std::fs::write(ob.dir().join("notes.txt"), b"x").unwrap();
         assert_eq!(ob.pending().unwrap().len(), 1);
+        // Moved aside at the first read, so later reads (every flush) do not meet it again.
+        assert!(!ob.dir().join(entry_name(2)).exists());
+        assert!(ob.dir().join(DAMAGED_DIR).join(entry_name(2)).exists());
+        assert!(ob.dir().join("notes.txt").exists(), "not an entry: left alone");
+        assert_eq!(ob.pending().unwrap().len(), 1);
+        assert_eq!(ob.push(&msg(3)).unwrap(), 2, "the damaged entry's number is free again");
     }
 }
