@@ -202,6 +202,37 @@ fn a_compromised_server_cannot_change_what_runs() {
     assert_eq!(odd.collect::<Vec<_>>(), Vec::<PathBuf>::new());
 }
 
+/// The management point chooses neither the package name nor the version a program is told:
+/// a first offer of an action under another name (not to be downloaded yet), then the honest
+/// one, runs the program with the signed manifest's.
+#[test]
+fn the_server_cannot_choose_the_package_name_a_program_is_told() {
+    let w = World::new();
+    let h = hostile::start(&w);
+    hostile::install_client(&w, &h);
+    hostile::wait_log(&w.device, "inventory sent", 0);
+    let src = w.path("told-src");
+    std::fs::create_dir_all(&src).unwrap();
+    let script = b"#!/bin/sh\nprintf '%s %s' \"$DM_PACKAGE_NAME\" \"$DM_PACKAGE_VERSION\" > \"$DM_DEVICE_ROOT/told\"\n";
+    std::fs::write(src.join("run.sh"), script).unwrap();
+    let pkg = w.path("told");
+    sign_package_as(&w, &src, &pkg, ("tools", "2.0.0.0"), "run.sh", None);
+    let honest: &[(&str, &str)] = &[("dm.program", "run")];
+    h.offer(40, SOFTWARE, ("evil", "9.9.9.9"), &files_of(&pkg), honest);
+    h.offers.lock().unwrap().get_mut(&40).unwrap()["deployment"]["download"] = "skip".into();
+    h.set(Phase::Deploy(40));
+    let record = w.device.join("var/lib/dm/actions/40.json");
+    let start = Instant::now();
+    while !std::fs::read_to_string(&record).is_ok_and(|r| r.contains("evil")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the first offer was not recorded");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    h.offer(40, SOFTWARE, ("tools", "2.0.0.0"), &files_of(&pkg), honest);
+    let fb = hostile::closed_feedback(&h, 40);
+    assert_eq!(fb["status"]["result"]["finished"], "success", "{fb}");
+    assert_eq!(std::fs::read_to_string(w.device.join("told")).unwrap(), "tools 2.0.0.0");
+}
+
 /// Every path under `root`.
 fn walk(root: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
