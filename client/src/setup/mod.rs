@@ -204,6 +204,7 @@ pub fn run(ctx: &Context, opts: &Options, log_file: Option<&Path>) -> Result<Out
         }
     };
 
+    refuse_if_locked(ctx, op, installed, log_file)?;
     let change = Change::new(ctx, &staged, op)?;
     if op == Op::Reconfigure {
         if change.is_noop() {
@@ -218,6 +219,33 @@ pub fn run(ctx: &Context, opts: &Options, log_file: Option<&Path>) -> Result<Out
     let result = Engine::new(ctx, Actor::Setup, opts.health_timeout).execute(&mut j);
     let outcome = finish(ctx, &j, result, decision, log_file)?;
     Ok(outcome)
+}
+
+/// On a device its security policy locks, setup installs, upgrades, repairs and reconfigures
+/// nothing, however it was started (by `dminstaller`, which refuses first, by the agent for
+/// an upgrade over the air, or by hand): `Access Denied (0x80070005)`, recorded for the agent
+/// to report. Uninstalling, which takes privileges away, stays possible.
+fn refuse_if_locked(
+    ctx: &Context,
+    op: Op,
+    installed: Option<ClientVersion>,
+    log_file: Option<&Path>,
+) -> Result<()> {
+    let policy = dm_shared::policy::SecurityPolicy::load(&ctx.layout);
+    if !policy.locked || op == Op::Uninstall {
+        return Ok(());
+    }
+    let e: Error = dm_shared::Error::Locked {
+        reason: format!("{} ({})", policy.reason, policy.source.display()),
+    }
+    .into();
+    let message = format!("{} refused: {e}; nothing was changed", op.as_str());
+    warn!("{message}");
+    let (result, code) = (installed::Outcome::Failure, e.code());
+    let message_id = MessageId::SETUP_FAILED;
+    let (from, to) = (installed, installed);
+    record(ctx, Record { op: op.as_str(), result, code, from, to, message_id, message, log_file });
+    Err(e)
 }
 
 /// A reconfigure that changes nothing: the agent is started if it was not running.

@@ -602,9 +602,8 @@ fn nothing_is_lost_while_the_management_point_is_down() {
     }
 }
 
-#[test]
-fn the_client_upgrades_itself_over_the_air() {
-    let f = Fleet::new("");
+/// Advertises client 1.1.0.0 to every device as `client-1.1`; returns its folder.
+fn advertise_client_upgrade(f: &Fleet) -> PathBuf {
     let upgrade = f.client_folder("client-1.1.0.0", "1.1.0.0", &device_settings(&f.mp, ""));
     f.mp.admin(&[
         "package",
@@ -626,6 +625,40 @@ fn the_client_upgrades_itself_over_the_air() {
         "everyone",
         "--mandatory",
     ]);
+    upgrade
+}
+
+/// A device locked by its security policy after its client was installed upgrades neither
+/// over the air nor by hand: setup refuses, whoever starts it, and changes nothing.
+#[test]
+fn a_locked_device_refuses_upgrades_over_the_air_and_by_hand() {
+    let f = Fleet::new("");
+    std::fs::write(
+        f.device().join("etc/dm/security-policy.ini"),
+        "[DeviceSecurity]\nLocked=true\nReason=carrier lock\n",
+    )
+    .unwrap();
+    let upgrade = advertise_client_upgrade(&f);
+    f.wait_status("client-1.1", "the refusal", errored);
+    assert!(f.history().iter().any(|r| r["hresult"] == "0x80070005"), "{:?}", f.history());
+    let current = || std::fs::read_link(f.device().join("opt/dm/current")).unwrap();
+    assert_eq!(current(), Path::new("versions/1.0.0.0"));
+    let out = Command::new(f.device().join("opt/dm/current/dmclientsetup"))
+        .arg("--source")
+        .arg(&upgrade)
+        .arg("--device-root")
+        .arg(f.device())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("carrier lock"));
+    assert_eq!(current(), Path::new("versions/1.0.0.0"));
+}
+
+#[test]
+fn the_client_upgrades_itself_over_the_air() {
+    let f = Fleet::new("");
+    advertise_client_upgrade(&f);
     let st = f.wait_status("client-1.1", "the upgrade", finished);
     assert_eq!(st["devices"][0]["last_code"], 11021);
     assert_eq!(
