@@ -68,6 +68,8 @@ ids! {
     CANCEL_REJECTED = 10041, "DMSvc", "cancellation rejected: the program already started (`rejected`)";
     /// The package kind is not supported.
     UNSUPPORTED_PACKAGE = 10050, "DMSvc", "package kind not supported";
+    /// The management point's answer for a deployment cannot be used; not asked again for a day.
+    DEPLOYMENT_UNUSABLE = 10051, "DMSvc", "the management point's deployment answer cannot be used (malformed action id, too large, not JSON); not fetched again for a day";
     /// The program ran longer than its maximum run time and was stopped.
     PROGRAM_TIMED_OUT = 10070, "DMSvc", "program ran past its maximum run time and was stopped";
     /// The agent stopped while the program ran; it is not run again.

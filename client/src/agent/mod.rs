@@ -20,6 +20,7 @@ pub mod revocation;
 pub mod session;
 pub mod state;
 pub mod timing;
+pub mod unusable;
 pub mod upgrade;
 pub mod vitals;
 
@@ -222,7 +223,14 @@ fn after_poll(
     let links = &base.links;
     let step = match (links.get("cancelAction"), links.get("deploymentBase")) {
         (Some(l), _) => Some(w.cancel(&l.href)),
-        (None, Some(l)) => Some(w.deployment(&l.href, false)),
+        (None, Some(l)) if unusable::known(w.ctx, &l.href) => {
+            log::debug!("{}: its answer was unusable; not asked again yet", l.href);
+            None
+        }
+        (None, Some(l)) => {
+            let outcome = w.deployment(&l.href, false);
+            Some(unusable::settle(w, &l.href, outcome))
+        }
         (None, None) => links.get("confirmationBase").map(|l| w.confirmation(&l.href)),
     };
     if let Some(step) = step {

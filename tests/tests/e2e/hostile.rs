@@ -513,3 +513,49 @@ fn a_hostile_management_point_never_stops_the_agent() {
     assert!(!log_text(&dev, "DMSvc").contains("panicked"));
     kill_agent(&w.device);
 }
+
+/// Requests of `method` whose path ends with `suffix`.
+fn requests(h: &Hostile, method: &str, suffix: &str) -> usize {
+    h.seen.lock().unwrap().iter().filter(|s| s.method == method && s.path.ends_with(suffix)).count()
+}
+
+/// Answers the agent cannot use (an action id that is not a number, a deployment larger than
+/// allowed) are reported once (10051) and not fetched again at every poll.
+#[test]
+fn an_unusable_deployment_is_reported_once_and_not_fetched_at_every_poll() {
+    let w = World::new();
+    let h = start(&w);
+    install_client(&w, &h);
+    let dev = w.device.clone();
+    let mut at = wait_log(&dev, "inventory sent", 0);
+    let files = [("run.sh".to_string(), GOOD.to_vec())];
+    h.offer(50, "software-distribution", ("tools", "1.0.0.0"), &files, &[]);
+    h.offers.lock().unwrap().get_mut(&50).unwrap()["id"] = "fifty".into();
+    h.offer(51, "software-distribution", ("tools", "1.0.0.0"), &files, &[]);
+    let huge = json!([{"key": "padding", "value": "x".repeat(1_200_000)}]);
+    h.offers.lock().unwrap().get_mut(&51).unwrap()["deployment"]["chunks"][0]["metadata"] = huge;
+    for (action, why) in [(50, "is not a number"), (51, "larger than the")] {
+        h.set(Phase::Deploy(action));
+        at = wait_log(&dev, why, at);
+        at = wait_log(&dev, "not fetched again for a day", at);
+        let start = Instant::now();
+        while !h.seen.lock().unwrap().iter().any(|s| {
+            s.path.ends_with("/configData") && String::from_utf8_lossy(&s.body).contains("10051")
+        }) {
+            assert!(start.elapsed() < Duration::from_secs(30), "10051 never reported");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let link = format!("/deploymentBase/{action}");
+        let fetched = requests(&h, "GET", &link);
+        let after = Instant::now();
+        let start = Instant::now();
+        while polls_since(&h, after).len() < 3 {
+            assert!(start.elapsed() < Duration::from_secs(30), "the agent stopped polling");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert_eq!(requests(&h, "GET", &link), fetched, "action {action} fetched again");
+    }
+    let log = log_text(&dev, "DMSvc");
+    assert_eq!(log.matches("not fetched again for a day").count(), 2, "{log}");
+    kill_agent(&w.device);
+}
