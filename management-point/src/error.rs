@@ -13,6 +13,15 @@ pub enum Error {
     #[error(transparent)]
     Shared(#[from] dm_shared::Error),
 
+    /// A program's command does not name an executable file of the package.
+    #[error("program {program}: {reason}")]
+    ProgramCommand {
+        /// The program's name.
+        program: String,
+        /// What is wrong and what to write instead.
+        reason: String,
+    },
+
     /// A command-line argument is wrong.
     #[error("{0}")]
     Usage(String),
@@ -131,6 +140,7 @@ impl Error {
         match self {
             Error::Shared(e) => e.code(),
             Error::Usage(_) => StatusCode::E_INVALIDARG,
+            Error::ProgramCommand { .. } => StatusCode::DM_E_PROGRAM_COMMAND,
             Error::OutputExists { .. } => StatusCode::ERROR_WRITE_FAULT,
             Error::Pki { .. }
             | Error::Database { .. }

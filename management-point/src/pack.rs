@@ -254,6 +254,9 @@ pub fn build_package(
         return Err(Error::Usage("--items: only a configuration package carries items".into()));
     }
     config_item::check_items(&spec.items).map_err(Error::Usage)?;
+    for p in &spec.programs {
+        check_program_file(p, spec.source.as_deref())?;
+    }
     prepare_out_dir(out)?;
     let mut n = match &spec.source {
         Some(src) => copy_tree(src, out)?,
@@ -359,14 +362,47 @@ impl ProgramToml {
             Some(c) => c.parse().map_err(Error::Usage)?,
             None => dm_shared::vocab::DeviceClass::Mobile,
         };
+        // `./run.sh` is how people name a file of the folder; the manifest names it `run.sh`.
+        let mut command = self.command.clone();
+        if let Some(first) = command.first_mut() {
+            while let Some(rest) = first.strip_prefix("./") {
+                *first = rest.to_string();
+            }
+        }
         Ok(SignedProgram {
             name: self.name.clone(),
-            command: self.command.clone(),
+            command,
             max_run_time: self.max_run_time,
             platforms,
             device_class,
             environment: self.environment.clone(),
         })
+    }
+}
+
+/// Checks, before anything is written, that a program whose command is a file of the package
+/// names an executable file of `source` by a relative path, and says exactly what to fix.
+fn check_program_file(p: &SignedProgram, source: Option<&Path>) -> Result<()> {
+    let Some(file) = p.command.first().filter(|f| !f.starts_with('/')) else { return Ok(()) };
+    let bad = |reason: String| Error::ProgramCommand { program: p.name.clone(), reason };
+    dm_shared::manifest::check_relative_path(file).map_err(|e| {
+        bad(format!("{file:?} must name a file of the package by its path in the folder ({e})"))
+    })?;
+    let Some(source) = source else {
+        return Err(bad(format!("{file} is not in the package: it has no --source folder")));
+    };
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::symlink_metadata(source.join(file)) {
+        Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => Ok(()),
+        Ok(m) if m.is_file() => Err(bad(format!(
+            "{} is not executable: `chmod +x` it, or run it through its interpreter (for example /bin/sh {file})",
+            source.join(file).display()
+        ))),
+        Ok(_) => Err(bad(format!("{} is not a regular file", source.join(file).display()))),
+        Err(_) => Err(bad(format!(
+            "{} does not exist: the command's first word is a file of the folder (or an absolute path on the device)",
+            source.join(file).display()
+        ))),
     }
 }
 
@@ -398,16 +434,23 @@ pub fn read_programs(path: &Path) -> Result<Vec<SignedProgram>> {
     file.program.iter().map(ProgramToml::to_signed).collect()
 }
 
-/// `NAME=COMMAND WORDS…` from the command line: an hour, any platform, mobile.
+/// `NAME=COMMAND WORDS…` from the command line: an hour, any platform, mobile. The command is
+/// split into words as a POSIX shell splits them (`run.sh "two words"` is two arguments), but
+/// nothing else of a shell applies: no variables, no globs, no pipes.
 pub fn program_flag(s: &str) -> Result<SignedProgram> {
-    let (name, command) = s.split_once('=').ok_or_else(|| {
+    let usage = |why: &str| {
         Error::Usage(format!(
-            "--program {s:?}: expected NAME=COMMAND, such as install=install.sh --quiet"
+            "--program {s:?}: {why}; write NAME=COMMAND, such as install=install.sh --quiet \"two words\""
         ))
-    })?;
+    };
+    let (name, command) = s.split_once('=').ok_or_else(|| usage("no '=' after the name"))?;
+    let command = shlex::split(command).ok_or_else(|| usage("a quote is not closed"))?;
+    if command.is_empty() {
+        return Err(usage("the command is empty"));
+    }
     ProgramToml {
         name: name.trim().to_string(),
-        command: command.split_whitespace().map(str::to_string).collect(),
+        command,
         max_run_time: default_max_run_time(),
         platforms: Vec::new(),
         device_class: None,
@@ -439,4 +482,48 @@ pub fn issue_crl(
         .map_err(|reason| Error::Pki { what: "the revocation list".into(), reason })?;
     dmfs::write_atomic(out, pem.as_bytes(), MODE_PUBLIC)?;
     Ok(serials.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use dm_shared::StatusCode;
+
+    #[test]
+    fn program_flags_split_words_as_a_shell_does_and_take_dot_slash() {
+        let p = program_flag(r#"run=./run.sh "hello world" --x='a b' plain"#).unwrap();
+        assert_eq!(p.command, ["run.sh", "hello world", "--x=a b", "plain"]);
+        for bad in ["run", "run=", r#"run=run.sh "open"#] {
+            let err = program_flag(bad).unwrap_err();
+            assert_eq!(err.code(), StatusCode::E_INVALIDARG, "{bad}: {err}");
+            assert!(err.to_string().contains("NAME=COMMAND"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_program_must_name_an_executable_file_of_the_folder() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("run.sh"), b"#!/bin/sh\n").unwrap();
+        std::fs::create_dir(dir.path().join("bin")).unwrap();
+        std::fs::write(dir.path().join("bin/tool"), b"#!/bin/sh\n").unwrap();
+        let exec = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(dir.path().join("bin/tool"), exec).unwrap();
+        let check = |cmd: &str| {
+            let p = program_flag(&format!("p={cmd}")).unwrap();
+            check_program_file(&p, Some(dir.path()))
+        };
+        assert!(check("./bin/tool --quiet").is_ok());
+        assert!(check("/bin/sh run.sh").is_ok(), "a program of the device");
+        for (cmd, says) in [
+            ("run.sh", "chmod +x"),
+            ("missing.sh", "does not exist"),
+            ("../escape.sh", "by its path in the folder"),
+            ("bin", "not a regular file"),
+        ] {
+            let err = check(cmd).unwrap_err();
+            assert_eq!(err.code(), StatusCode::DM_E_PROGRAM_COMMAND, "{cmd}: {err}");
+            assert!(err.to_string().contains(says), "{cmd}: {err}");
+        }
+    }
 }

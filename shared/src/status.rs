@@ -155,6 +155,8 @@ codes! {
     DM_E_CONFIG_SETTING_FAILED = 0x8004_021E, 72, "A configuration setting could not be evaluated or applied";
     /// A certificate revocation list is not signed by a CA the device trusts.
     DM_E_CRL_UNTRUSTED = 0x8004_0230, 90, "The revocation list is not signed by a certification authority the device trusts";
+    /// A program's command does not name an executable file of the package (dmpack).
+    DM_E_PROGRAM_COMMAND = 0x8004_0231, 91, "The program's command does not name an executable file of the package";
 }
 
 impl StatusCode {

@@ -106,8 +106,9 @@ enum Command {
         /// A platform the package has binaries for (repeat).
         #[arg(long = "platform")]
         platforms: Vec<String>,
-        /// A program devices may run, NAME=COMMAND (a file of the package and its arguments,
-        /// no shell), with the defaults: at most an hour, any platform, mobile. Repeat.
+        /// A program devices may run, NAME=COMMAND: a file of the package (`./` allowed) and
+        /// its arguments, split into words as a shell splits them (no shell runs it), with the
+        /// defaults: at most an hour, any platform, mobile. Repeat.
         #[arg(long = "program")]
         programs: Vec<String>,
         /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
