@@ -264,6 +264,7 @@ fn bundle_refused(code: StatusCode) -> bool {
         || (0x8004_0211..=0x8004_0216).contains(&c)
         || code == StatusCode::DM_E_MISSING_FILE
         || code == StatusCode::DM_E_UNEXPECTED_FILE
+        || code == StatusCode::DM_E_NOT_A_FILE
         || code == StatusCode::TRUST_E_NOSIGNATURE
         || code == StatusCode::TRUST_E_BAD_DIGEST
 }

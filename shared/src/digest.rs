@@ -115,9 +115,20 @@ pub struct Hashed {
 }
 
 impl Hashed {
-    /// Checks the stream against what a signed manifest (or a server) says it is:
-    /// [`Error::HashMismatch`] naming `path` otherwise.
+    /// Checks the stream against what the signed manifest says it is: [`Error::HashMismatch`]
+    /// naming `path` otherwise.
     pub fn check(&self, path: &Path, size: u64, sha256: &str) -> Result<()> {
+        self.check_against(path, size, sha256, "the signed manifest")
+    }
+
+    /// Checks the stream against what `by` (who said so, for the message) says it is.
+    pub fn check_against(
+        &self,
+        path: &Path,
+        size: u64,
+        sha256: &str,
+        by: &'static str,
+    ) -> Result<()> {
         if self.size != size {
             let actual = if self.size > size {
                 format!("more than {size} bytes")
@@ -127,6 +138,7 @@ impl Hashed {
             return Err(Error::HashMismatch {
                 path: path.to_path_buf(),
                 what: "size",
+                by,
                 expected: format!("{size} bytes"),
                 actual,
             });
@@ -135,6 +147,7 @@ impl Hashed {
             return Err(Error::HashMismatch {
                 path: path.to_path_buf(),
                 what: "SHA-256",
+                by,
                 expected: sha256.to_string(),
                 actual: self.sha256.clone(),
             });
@@ -194,5 +207,10 @@ mod tests {
         let err = h.check(Path::new("dir/f"), 5, &sha256_hex(b"jello")).unwrap_err();
         assert!(matches!(err, Error::HashMismatch { what: "SHA-256", .. }), "{err}");
         assert!(err.to_string().starts_with("dir/f:"), "{err}");
+        assert!(err.to_string().contains("the signed manifest says"), "{err}");
+        // A server's hash is the server's, never called the signed manifest.
+        let err = h.check_against(Path::new("f"), 5, "00", "the server's artifact list");
+        let err = err.unwrap_err().to_string();
+        assert!(err.contains("the server's artifact list says 00"), "{err}");
     }
 }

@@ -133,13 +133,15 @@ pub enum Error {
         reason: String,
     },
 
-    /// A file's size or SHA-256 differs from what the signed manifest says.
-    #[error("{}: {what} is {actual} but the signed manifest says {expected}; the file was altered or damaged in transit", path.display())]
+    /// A file's size or SHA-256 differs from what the signed manifest (or a server) says.
+    #[error("{}: {what} is {actual} but {by} says {expected}; the file was altered or damaged in transit", path.display())]
     HashMismatch {
         /// The file.
         path: PathBuf,
         /// `size` or `SHA-256`.
         what: &'static str,
+        /// Who says what it must be: `the signed manifest`, or the server that offered it.
+        by: &'static str,
         /// The manifest's value.
         expected: String,
         /// The file's value.
@@ -151,6 +153,16 @@ pub enum Error {
     MissingFile {
         /// The file.
         path: PathBuf,
+    },
+
+    /// Something other than a regular file (a folder, a FIFO, a device) is where a file must
+    /// be read: a settings file, an outbox entry, a package's file.
+    #[error("{}: {kind}; a regular file is expected here", path.display())]
+    NotAFile {
+        /// The path.
+        path: PathBuf,
+        /// What is there instead.
+        kind: &'static str,
     },
 
     /// A file that is not in the signed manifest is present.
@@ -370,6 +382,7 @@ impl Error {
             Error::HashMismatch { .. } => StatusCode::CRYPT_E_HASH_VALUE,
             Error::MissingFile { .. } => StatusCode::DM_E_MISSING_FILE,
             Error::UnexpectedFile { .. } => StatusCode::DM_E_UNEXPECTED_FILE,
+            Error::NotAFile { .. } => StatusCode::DM_E_NOT_A_FILE,
             Error::UnsafePath { .. } => StatusCode::DM_E_UNSAFE_PATH,
             Error::PublisherNotInSpc { .. } => StatusCode::DM_E_PUBLISHER_NOT_TRUSTED,
             Error::PlatformUnsupported { .. } => StatusCode::ERROR_INSTALL_PLATFORM_UNSUPPORTED,

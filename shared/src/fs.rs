@@ -446,7 +446,7 @@ pub fn open_regular(path: &Path) -> Result<File> {
         .map_err(io_err("open", path))?;
     let kind = file.metadata().map_err(io_err("inspect", path))?.file_type();
     if !kind.is_file() {
-        return Err(Error::UnexpectedFile {
+        return Err(Error::NotAFile {
             path: path.to_path_buf(),
             kind: if kind.is_dir() {
                 "a folder where a file belongs"

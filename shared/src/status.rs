@@ -157,6 +157,8 @@ codes! {
     DM_E_CRL_UNTRUSTED = 0x8004_0230, 90, "The revocation list is not signed by a certification authority the device trusts";
     /// A program's command does not name an executable file of the package (dmpack).
     DM_E_PROGRAM_COMMAND = 0x8004_0231, 91, "The program's command does not name an executable file of the package";
+    /// A folder, a FIFO or a device is where a regular file must be read.
+    DM_E_NOT_A_FILE = 0x8004_0232, 92, "Something other than a regular file is where a file must be read";
 }
 
 impl StatusCode {

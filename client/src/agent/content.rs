@@ -161,7 +161,12 @@ fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> 
     }
     net.download(href, &partial_of(dest), dest, a.size, &sha256, stop)?;
     let secs = start.elapsed().as_secs_f64().max(0.001);
-    info!("downloaded {} ({:.1} MB/s, SHA-256 verified)", a.filename, a.size as f64 / secs / 1e6);
+    let checked = if sha256.is_empty() {
+        "size checked; its bytes are checked by the package's signature next"
+    } else {
+        "SHA-256 matches the server's; the package's signature is checked next"
+    };
+    info!("downloaded {} ({:.1} MB/s, {checked})", a.filename, a.size as f64 / secs / 1e6);
     Ok(())
 }
 

@@ -174,8 +174,11 @@ enum Purpose {
 fn checked(state: Sha256State, dest: &Path, size: u64, sha256: &str) -> Result<()> {
     let hashed = state.finish();
     let expected = if sha256.is_empty() { hashed.sha256.clone() } else { sha256.to_string() };
-    hashed.check(dest, size, &expected).map_err(Into::into)
+    hashed.check_against(dest, size, &expected, SERVER).map_err(Into::into)
 }
+
+/// Who states an artifact's size and hash before the signed manifest is read.
+const SERVER: &str = "the server's artifact list";
 
 /// A URL for the log: any user and password replaced.
 pub fn redact_url(url: &str) -> String {
@@ -494,6 +497,7 @@ impl Net {
                 return Err(dm_shared::Error::HashMismatch {
                     path: dest.to_path_buf(),
                     what: "size",
+                    by: SERVER,
                     expected: format!("{size} bytes"),
                     actual: format!("more than {size} bytes"),
                 }

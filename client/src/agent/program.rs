@@ -75,12 +75,15 @@ impl<F: FnMut(&str)> LineCutter<F> {
     }
 }
 
-/// Valid UTF-8 text as it is; control characters and invalid bytes as `\xNN`.
+/// Valid UTF-8 text as it is; a TAB as `\t`, other control characters and invalid bytes as
+/// `\xNN`: a line of the log is one line of printable text, whatever the program wrote.
 fn escape(bytes: &[u8]) -> String {
     let mut out = String::with_capacity(bytes.len());
     for chunk in bytes.utf8_chunks() {
         for c in chunk.valid().chars() {
-            if c.is_control() && c != '\t' {
+            if c == '\t' {
+                out.push_str("\\t");
+            } else if c.is_control() {
                 for b in c.to_string().bytes() {
                     out.push_str(&format!("\\x{b:02x}"));
                 }
@@ -285,12 +288,12 @@ mod tests {
             cutter.feed(&block);
             assert!(cutter.line.capacity() <= 4 * MAX_LINE, "the line buffer grew");
         }
-        cutter.feed(b"\nnul\0here \xff\xfe done\nlast");
+        cutter.feed(b"\nnul\0here \xff\xfe\tdone\nlast");
         cutter.finish();
         assert_eq!(lines.len(), 3);
         assert_eq!(lines[0].len(), MAX_LINE + " …(line cut)".len());
         assert!(lines[0].ends_with("…(line cut)"));
-        assert_eq!(lines[1], "nul\\x00here \\xff\\xfe done");
+        assert_eq!(lines[1], "nul\\x00here \\xff\\xfe\\tdone");
         assert_eq!(lines[2], "last");
     }
 }
