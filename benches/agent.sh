@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Benchmark of the agent (release builds):
-#   - stripped dmsvc size for aarch64 (target: under 3 MB)
+#   - stripped size of dm, the one device program, for aarch64 (target: under 3 MB)
 #   - idle RSS of the agent between polls (target: under 5 MB)
 #   - CPU time of a poll with nothing to do
 #   - download throughput of a 1 GiB artifact over loopback, against curl fetching the same
@@ -11,10 +11,10 @@ cd "$(dirname "$0")/.."
 root=$PWD
 
 targets/build.sh aarch64-unknown-linux-gnu >/dev/null 2>&1 || { echo "ARM build failed (run targets/setup-toolchain.sh)"; exit 1; }
-arm=target/cross/aarch64-unknown-linux-gnu/release/dmsvc
-printf 'dmsvc for aarch64, stripped: %d bytes (%.2f MB; target under 3 MB)\n' "$(stat -c %s "$arm")" "$(echo "$(stat -c %s "$arm") / 1000000" | bc -l)"
+arm=target/cross/aarch64-unknown-linux-gnu/release/dm
+printf 'dm (all four device programs) for aarch64, stripped: %d bytes (%.2f MB; target under 3 MB)\n' "$(stat -c %s "$arm")" "$(echo "$(stat -c %s "$arm") / 1000000" | bc -l)"
 
-cargo build --release --locked --quiet -p dm-installer -p dm-client -p dm-mp
+cargo build --release --locked --quiet -p dm-device -p dm-mp
 R=$root/target/release
 work=$(mktemp -d)
 cleanup() {
@@ -34,7 +34,7 @@ url=$(sed -n 's/^listening //p' mp/serve.out)
 
 mkdir -p bins device/var/log device/etc/dm/certs/root
 cp pki/root-ca.pem device/etc/dm/certs/root/
-for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$R/$p" bins/; done
+cp "$R/dm" bins/
 cat > DMCommonInstaller.ini <<INI
 [Installation]
 ClientInstallAction=Install

@@ -46,7 +46,7 @@ echo "dmmp listens on $url (log: demo/mp/serve.log)"
 "$bin/dmmp" --config "$demo/mp/dmmp.toml" device add --id demo-device-1 --token demo-target-token-0001 >/dev/null
 
 say "signed client deployment folder 1.0.0.0 for $platform"
-for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$bin/$p" "$demo/bins/"; done
+cp "$bin/dm" "$demo/bins/"
 cat > "$demo/DMCommonInstaller.ini" <<INI
 ; Client deployment settings for the demo device (docs/settings.md)
 [Installation]
@@ -70,7 +70,8 @@ INI
 say "the folder as one signed bundle on the memory card, beside the installer"
 mkdir -p "$demo/card"
 "$bin/dmpack" bundle --source "$demo/DMClient" --roots "$demo/pki/root-ca.pem" --out "$demo/card" >/dev/null
-cp "$demo/DMClient/dminstaller_$platform" "$demo/card/"
+# The client's one program, by the installer's name: it is the installer when started so.
+cp "$demo/DMClient/dm_$platform" "$demo/card/dminstaller_$platform"
 ls -l "$demo/card"
 
 say "demo device trusts the demo root CA for code signing and for TLS; running dminstaller from the card"
@@ -78,7 +79,7 @@ cp "$demo/pki/root-ca.pem" "$demo/device/etc/dm/certs/root/"
 mkdir -p "$demo/device/etc/dm/certs/tls-root"
 cp "$demo/pki/root-ca.pem" "$demo/device/etc/dm/certs/tls-root/"
 "$demo/card/dminstaller_$platform" --device-root "$demo/device" 2>&1 | grep -E "step|finished|installed" || true
-"$bin/dmclientsetup" --status --device-root "$demo/device"
+"$bin/dm" setup --status --device-root "$demo/device"
 
 say "a signed package advertised to every device"
 cat > "$demo/package/install.sh" <<'SH'

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the device binaries (dminstaller, dmclientsetup, dmsvc, dmcertenroll) for every ARM
-# target as stripped release builds and prints their sizes. Output:
-#   target/cross/<triple>/release/<binary>
+# Builds the client's one device program, dm (which is dminstaller, dmclientsetup, dmsvc and
+# dmcertenroll by the name it is started with), for every ARM target as a stripped release
+# build, and prints its size. Output:
+#   target/cross/<triple>/release/dm, and a link to it for each program name
 # Usage: targets/build.sh [triple...]   (default: every target in targets/cross-env.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,13 +16,15 @@ fi
 
 for triple in "${DM_TARGETS[@]}"; do
     echo "== $triple ($(dm_platform_of "$triple"))" >&2
-    cargo build --release --locked --target "$triple" -p dm-installer -p dm-client
+    cargo build --release --locked --target "$triple" -p dm-device
+    release="$CARGO_TARGET_DIR/$triple/release"
+    # Cargo leaves an up-to-date binary's time alone; the tests compare it with the host
+    # build's to catch ARM binaries built from older sources, and it is current now.
+    touch "$release/dm"
+    printf '%-34s %-14s %9d bytes  %s\n' "$triple" dm "$(stat -c %s "$release/dm")" \
+        "$(file -b "$release/dm" | cut -d, -f1-2)"
+    # Each program is the one program by its name, as on a device.
     for bin in "${DM_DEVICE_BINS[@]}"; do
-        path="$CARGO_TARGET_DIR/$triple/release/$bin"
-        # Cargo leaves an up-to-date binary's time alone; the tests compare it with the host
-        # build's to catch ARM binaries built from older sources, and it is current now.
-        touch "$path"
-        printf '%-34s %-14s %9d bytes  %s\n' "$triple" "$bin" "$(stat -c %s "$path")" \
-            "$(file -b "$path" | cut -d, -f1-2)"
+        ln -sfn dm "$release/$bin"
     done
 done

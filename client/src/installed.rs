@@ -27,10 +27,26 @@ pub fn installed_version(ctx: &Context) -> Option<ClientVersion> {
     target.file_name()?.to_str()?.parse().ok()
 }
 
-/// Checks that a version folder holds exactly the expected binaries (size and SHA-256).
+/// Checks that a version folder holds exactly the expected binaries (size and SHA-256), and
+/// that each link is a link to its program.
 pub fn verify_version_dir(dir: &Path, binaries: &[Binary]) -> Result<()> {
     for b in binaries {
         let path = dir.join(&b.name);
+        if let Some(target) = &b.link {
+            match std::fs::read_link(&path) {
+                Ok(t) if t == Path::new(target) => continue,
+                _ => {
+                    return Err(dm_shared::Error::HashMismatch {
+                        path,
+                        what: "link",
+                        by: "the version folder's record",
+                        expected: format!("a link to {target}"),
+                        actual: "something else".into(),
+                    }
+                    .into());
+                }
+            }
+        }
         digest::hash_file(&path, b.size)?.check(&path, b.size, &b.sha256)?;
     }
     Ok(())
@@ -215,6 +231,7 @@ mod tests {
             source_name: "dmsvc_x".into(),
             size: 5,
             sha256: dm_shared::pki::sha256_hex(b"agent"),
+            link: None,
         };
         write_files_record(&dir, &[b]).unwrap();
         std::fs::create_dir_all(ctx.layout.install_dir()).unwrap();

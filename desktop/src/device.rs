@@ -141,6 +141,8 @@ struct Copied {
     dir: String,
     installer: String,
     installer_sha: String,
+    /// The first argument that makes the copied program the installer.
+    subcommand: Option<&'static str>,
     bundle: String,
 }
 
@@ -183,17 +185,18 @@ fn copy_deployment(
         .platform
         .clone()
         .ok_or_else(|| Error::Platform { target: t.to_string(), platform: facts.arch.clone() })?;
-    let (name, local, installer_sha) = d
+    let installer = d
         .installer(&platform)
         .ok_or_else(|| Error::Platform { target: t.to_string(), platform: platform.to_string() })?;
     let dir = t.remote_path(REMOTE_DIR);
     let c = Copied {
-        installer: format!("{dir}/{name}"),
+        installer: format!("{dir}/{}", installer.name),
         bundle: format!("{dir}/{}", d.file_name()),
-        installer_sha,
+        installer_sha: installer.sha256,
+        subcommand: installer.subcommand,
         dir,
     };
-    copy::push(ssh, t, &local, &c.installer, Some(&c.installer_sha), deadline)?;
+    copy::push(ssh, t, &installer.local, &c.installer, Some(&c.installer_sha), deadline)?;
     copy::push(ssh, t, &d.bundle, &c.bundle, Some(&d.sha256), deadline)?;
     Ok(c)
 }
@@ -210,8 +213,9 @@ fn run_installer(
     let run = format!(
         "if [ \"$(sha256sum < {i} | cut -d' ' -f1)\" != {sha} ]; then \
          echo exit={bad}; echo \"{i} changed on the device after it was copied\"; exit 0; fi; \
-         chmod 0755 {i} && {{ {i} --source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
+         chmod 0755 {i} && {{ {i} {sub}--source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
         i = quote(&c.installer),
+        sub = c.subcommand.map(|s| format!("{s} ")).unwrap_or_default(),
         sha = c.installer_sha,
         b = quote(&c.bundle),
         r = quote(&t.root),

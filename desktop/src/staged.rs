@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use dm_shared::fs as dmfs;
-use dm_shared::manifest::{self, Manifest};
+use dm_shared::manifest::Manifest;
 use dm_shared::vocab::PackageKind;
 use dm_shared::{Context, Platform, bundle, certstore, digest};
 use log::info;
@@ -38,12 +38,33 @@ impl Deployment {
     }
 
     /// The installer for `platform`, verified on the desktop, if the bundle has one: its
-    /// file name, where it was unpacked, and its signed SHA-256.
-    pub fn installer(&self, platform: &Platform) -> Option<(String, PathBuf, String)> {
-        let name = manifest::program_file("dminstaller", platform);
+    /// file name, where it was unpacked, its signed SHA-256, and the first argument that makes
+    /// it the installer (the client's one program `dm_<platform>` is run as `… installer`; an
+    /// older bundle's `dminstaller_<platform>` needs none).
+    pub fn installer(&self, platform: &Platform) -> Option<Installer> {
+        let (name, subcommand) =
+            dm_shared::deployment::program_command(&self.manifest, platform, "dminstaller");
         let entry = self.manifest.file(&name)?;
-        Some((name.clone(), self.unpacked.join(&name), entry.sha256.clone()))
+        Some(Installer {
+            local: self.unpacked.join(&name),
+            sha256: entry.sha256.clone(),
+            name,
+            subcommand,
+        })
     }
+}
+
+/// A deployment's installer, as [`Deployment::installer`] finds it.
+#[derive(Debug, Clone)]
+pub struct Installer {
+    /// Its file name in the deployment.
+    pub name: String,
+    /// Where the desktop unpacked it.
+    pub local: PathBuf,
+    /// Its signed SHA-256.
+    pub sha256: String,
+    /// The first argument that makes it the installer, if it needs one.
+    pub subcommand: Option<&'static str>,
 }
 
 /// The bundle the desktop's agent staged, if there is one.

@@ -7,13 +7,16 @@
 //! check the device's security policy; copy exactly the signed bytes into a staging folder only
 //! root can write (`var/lib/dm/staging/`, 0700), hashing while copying; install the publisher
 //! certificate into the `privileged` and `spc` stores as one transaction; then run the staged
-//! `dmclientsetup_<platform>` and exit with its outcome. Nothing is read from the source
+//! setup (`dm_<platform> setup`, or an older folder's `dmclientsetup_<platform>`) and exit
+//! with its outcome. Nothing is read from the source
 //! again after it is staged, so a card swapped meanwhile changes nothing. A locked device
 //! refuses the certificate: the installer logs `Access Denied (0x80070005)`, queues a status
 //! message for an already installed client's agent to send, leaves the device as it was and
 //! does not run setup.
 
 #![forbid(unsafe_code)]
+
+pub mod cli;
 
 use std::path::{Path, PathBuf};
 
@@ -141,8 +144,11 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
     failpoint::hit("installer-verified")?;
 
     info!("step 2/6: selecting binaries for this device ({})", opts.platform);
-    let setup_name = manifest::program_file("dmclientsetup", &opts.platform);
-    info!("setup program: {setup_name}");
+    let setup = deployment::program_command(&verified.manifest, &opts.platform, "dmclientsetup");
+    match setup.1 {
+        Some(sub) => info!("setup program: {} {sub}", setup.0),
+        None => info!("setup program: {}", setup.0),
+    }
 
     info!("step 3/6: checking the device security policy");
     let policy = SecurityPolicy::load(&ctx.layout);
@@ -179,7 +185,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<i32, Error> {
     failpoint::hit("installer-trusted")?;
 
     info!("step 6/6: running setup");
-    run_setup(ctx, &folder, &folder.path_of(&setup_name))
+    run_setup(ctx, &folder, (&folder.path_of(&setup.0), setup.1))
 }
 
 fn install_publisher(ctx: &Context, folder: &VerifiedFolder) -> Result<(), dm_shared::Error> {
@@ -233,11 +239,16 @@ fn refuse(ctx: &Context, folder: &deployment::Verified, reason: String) -> Resul
     Err(Error::AccessDenied { reason })
 }
 
-fn run_setup(ctx: &Context, folder: &VerifiedFolder, setup: &Path) -> Result<i32, Error> {
+fn run_setup(
+    ctx: &Context,
+    folder: &VerifiedFolder,
+    (setup, subcommand): (&Path, Option<&str>),
+) -> Result<i32, Error> {
     if let Some(runner) = ctx.env.get(RUNNER_ENV) {
         warn!("running child programs through {RUNNER_ENV}={runner:?}");
     }
     let mut cmd = ctx.command(setup);
+    cmd.args(subcommand);
     cmd.arg("--source").arg(&folder.dir).arg("--device-root").arg(ctx.layout.root());
     match deployment::settings_file(folder) {
         Some(name) => {

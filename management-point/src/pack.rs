@@ -160,10 +160,7 @@ pub fn build_folder(
     }
     prepare_out_dir(out)?;
     for (platform, dir) in &spec.platforms {
-        for prog in CLIENT_PROGRAMS {
-            let src = dir.join(prog);
-            dmfs::copy_atomic(&src, &out.join(manifest::program_file(prog, platform)), MODE_EXEC)?;
-        }
+        add_client_programs(out, platform, dir)?;
     }
     for s in &spec.settings {
         let name = s.file_name().unwrap_or_default();
@@ -457,6 +454,33 @@ pub fn program_flag(s: &str) -> Result<SignedProgram> {
         environment: Default::default(),
     }
     .to_signed()
+}
+
+/// Puts a platform's client programs into the folder `out`: the client's one program
+/// `dm_<platform>` and, under each program's own name, a launcher that starts it as that
+/// program (what people run from a card, and what a client of an older release runs to
+/// upgrade); or, from a build before the client was one program, the four programs.
+fn add_client_programs(out: &Path, platform: &Platform, dir: &Path) -> Result<()> {
+    use dm_shared::deployment::{self, MULTICALL};
+    let multicall = dir.join(MULTICALL);
+    if !multicall.is_file() {
+        for prog in CLIENT_PROGRAMS {
+            let dest = out.join(manifest::program_file(prog, platform));
+            dmfs::copy_atomic(&dir.join(prog), &dest, MODE_EXEC)?;
+        }
+        return Ok(());
+    }
+    dmfs::copy_atomic(
+        &multicall,
+        &out.join(manifest::program_file(MULTICALL, platform)),
+        MODE_EXEC,
+    )?;
+    for prog in CLIENT_PROGRAMS {
+        let launcher = deployment::launcher_script(prog, platform);
+        let dest = out.join(manifest::program_file(prog, platform));
+        dmfs::write_atomic(&dest, launcher.as_bytes(), MODE_EXEC)?;
+    }
+    Ok(())
 }
 
 /// Issues a certificate revocation list from the CA in `ca_dir`, revoking the certificates in

@@ -48,6 +48,16 @@ impl Parser {
         Parser { inner: lexopt::Parser::from_env(), program, help }
     }
 
+    /// These arguments (the program's name not among them): how the one client program
+    /// hands each of its programs the rest of its command line.
+    pub fn from_args(
+        program: &'static str,
+        help: &'static str,
+        args: Vec<std::ffi::OsString>,
+    ) -> Parser {
+        Parser { inner: lexopt::Parser::from_args(args), program, help }
+    }
+
     /// The next argument other than help and version.
     pub fn next_arg(&mut self) -> Result<Option<lexopt::Arg<'_>>, ExitCode> {
         use lexopt::Arg::{Long, Short};

@@ -40,6 +40,51 @@ pub fn settings_file(folder: &VerifiedFolder) -> Option<&'static str> {
         .find(|name| folder.manifest.file(name).is_some())
 }
 
+/// The client's one program (a multi-call binary), which is each client program by the name
+/// it is started with (`dmsvc`, `dminstaller_linux-aarch64`) or by its first argument
+/// (`dm svc`). A folder carries it as `dm_<platform>`; a device has it as `dm`, with a link
+/// for each program name.
+pub const MULTICALL: &str = "dm";
+
+/// The first argument that makes [`MULTICALL`] the client program `program`: `installer`,
+/// `setup`, `svc` or `certenroll`.
+pub fn subcommand(program: &str) -> &'static str {
+    match program {
+        "dminstaller" => "installer",
+        "dmclientsetup" => "setup",
+        "dmcertenroll" => "certenroll",
+        _ => "svc",
+    }
+}
+
+/// How to start client program `program` of a deployment for `platform`: the folder's
+/// multi-call `dm_<platform>` with the program's subcommand, or, in a folder made before the
+/// client was one program, the program's own `<program>_<platform>`.
+pub fn program_command(
+    m: &Manifest,
+    platform: &Platform,
+    program: &str,
+) -> (String, Option<&'static str>) {
+    let multicall = manifest::program_file(MULTICALL, platform);
+    if m.file(&multicall).is_some_and(|f| f.executable) {
+        (multicall, Some(subcommand(program)))
+    } else {
+        (manifest::program_file(program, platform), None)
+    }
+}
+
+/// The launcher a folder carries under each program's own name (`dmsvc_linux-aarch64`) beside
+/// the multi-call `dm_<platform>`: a client of an older release upgrading over the air runs
+/// the folder's `dmclientsetup_<platform>`, and people run `dminstaller_<platform>` from a
+/// card, as they always have.
+pub fn launcher_script(program: &str, platform: &Platform) -> String {
+    format!(
+        "#!/bin/sh\n# {program} for {platform}: the client's one program, {multicall}, started as {program}.\nexec \"$(dirname \"$0\")/{multicall}\" {sub} \"$@\"\n",
+        multicall = manifest::program_file(MULTICALL, platform),
+        sub = subcommand(program),
+    )
+}
+
 /// What a deployment source (a folder or a bundle) was verified to be, without writing.
 #[derive(Debug, Clone)]
 pub struct Verified {

@@ -37,9 +37,10 @@ wait_for 30 'grep -q listening mp/serve.out'
 url=$(sed -n 's/^listening //p' mp/serve.out)
 token=$(dmmp device add --id vm-1)
 
-say "client 1.0.0.0 from a signed folder, as dmsvc.service"
-mkdir -p bins /etc/dm/certs/root /etc/dm/certs/tls-root
-for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$B/$p" bins/; done
+say "client 1.0.0.0 from a signed folder of four programs (as before the client was one), as dmsvc.service"
+mkdir -p bins four /etc/dm/certs/root /etc/dm/certs/tls-root
+cp "$B/dm" bins/
+for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$B/dm" "four/$p"; done
 cp pki/root-ca.pem /etc/dm/certs/root/
 cp pki/root-ca.pem /etc/dm/certs/tls-root/
 settings() {
@@ -58,14 +59,14 @@ INI
 }
 mkdir -p v1 v2 v3
 settings v1/DMCommonInstaller.ini Install
-"$B/dmpack" folder --out v1.signed --client-version 1.0.0.0 --platform-bin linux-x86_64=bins \
+"$B/dmpack" folder --out v1.signed --client-version 1.0.0.0 --platform-bin linux-x86_64=four \
     --settings v1/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
 v1.signed/dminstaller_linux-x86_64 --device-root / || fail "the install failed"
 systemctl is-active --quiet dmsvc.service || fail "dmsvc.service is not active"
 grep -q '^Delegate=yes' /etc/systemd/system/dmsvc.service || fail "the unit does not delegate"
 wait_for 60 'dmmp --json device show vm-1 | grep -q "\"client_version\": \"1.0.0.0\""'
 
-say "an upgrade to 1.1.0.0 over the air"
+say "an upgrade over the air to 1.1.0.0, the one program dm"
 settings v2/DMCommonInstaller.ini Install
 "$B/dmpack" folder --out v2.signed --client-version 1.1.0.0 --platform-bin linux-x86_64=bins \
     --settings v2/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
@@ -75,6 +76,7 @@ dmmp collection add --name all --rule all >/dev/null
 dmmp advertise --name up --program upgrade --collection all --mandatory >/dev/null
 wait_for 240 'dmmp --json advertisement status up | grep -q "\"finished\": 1"'
 [ "$(readlink /opt/dm/current)" = versions/1.1.0.0 ] || fail "1.1.0.0 is not the active version"
+[ "$(readlink /opt/dm/current/dmsvc)" = dm ] || fail "dmsvc is not a link to the one program dm"
 systemctl is-active --quiet dmsvc.service || fail "dmsvc.service is not active after the upgrade"
 grep -q "ran as unit dm-setup-\|setup (unit dm-setup-" /var/log/dm/DMSvc*.log \
     || fail "setup did not run in a unit of its own"

@@ -8,7 +8,7 @@ cd "$(dirname "$0")/../.."
 mkdir -p target
 share=$(mktemp -d "$PWD/target/vm-share.XXXXXX")
 mkdir -p "$share/bin"
-for p in dmpack dmmp dminstaller dmclientsetup dmsvc dmcertenroll; do
+for p in dmpack dmmp dm; do
     strip -o "$share/bin/$p" "target/debug/$p"
 done
 cp tests/vm/guest-ota.sh "$share/test.sh"

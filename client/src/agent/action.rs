@@ -325,7 +325,7 @@ impl Worker<'_> {
                 self.apply_configuration(&mut rec, &folder)
             }
             (When::Now, None) if self.desktop() => self.stage_for_tether(&mut rec, &folder),
-            (When::Now, None) => self.upgrade(&mut rec),
+            (When::Now, None) => self.upgrade(&mut rec, &folder.manifest),
             (When::Now, Some(p)) => self.run(&mut rec, chunk, &folder, &p),
             (When::DownloadOnly, _) => {
                 let text = format!(

@@ -83,10 +83,14 @@ impl Worker<'_> {
         self.finish(rec, MessageId::CLIENT_STAGED_FOR_TETHER, StatusCode::S_OK, text, vec![])
     }
 
-    /// Hands the downloaded client deployment of `rec` to its setup.
-    pub fn upgrade(&mut self, rec: &mut ActionRecord) -> Result<()> {
+    /// Hands the downloaded client deployment of `rec` (whose verified manifest is `m`) to its
+    /// setup: the folder's `dm_<platform> setup`, or an older folder's own
+    /// `dmclientsetup_<platform>`.
+    pub fn upgrade(&mut self, rec: &mut ActionRecord, m: &manifest::Manifest) -> Result<()> {
         let dir = content::promote(self.ctx, rec.id, &rec.package, &rec.version)?;
-        let setup = dir.join(manifest::program_file("dmclientsetup", &Platform::current()));
+        let (file, subcommand) =
+            dm_shared::deployment::program_command(m, &Platform::current(), "dmclientsetup");
+        let setup = dir.join(file);
         let pending =
             PendingUpgrade { action_id: rec.id, to: rec.version.clone(), started: self.now() };
         dmfs::write_json(&pending_path(self.ctx), &pending, MODE_PRIVATE)?;
@@ -95,12 +99,16 @@ impl Worker<'_> {
         let text = format!("upgrading the client to {}", rec.version);
         self.progress(rec.id, Execution::Proceeding, MessageId::CLIENT_UPGRADE_STARTED, text)?;
         let _ = self.session.flush(&self.outbox);
-        let args = [
-            "--source".as_ref(),
-            dir.as_os_str(),
-            "--device-root".as_ref(),
-            self.ctx.layout.root().as_os_str(),
-        ];
+        let args: Vec<&std::ffi::OsStr> = subcommand
+            .map(std::ffi::OsStr::new)
+            .into_iter()
+            .chain([
+                "--source".as_ref(),
+                dir.as_os_str(),
+                "--device-root".as_ref(),
+                self.ctx.layout.root().as_os_str(),
+            ])
+            .collect();
         let unit = format!("dm-setup-{}-{}", rec.id, clock::unix_secs(self.ctx.clock.now()));
         match service::spawn_detached(self.ctx, &setup, &args, &unit) {
             // Setup stops this agent and starts the new one, which reports the result.

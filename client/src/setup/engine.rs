@@ -430,6 +430,11 @@ impl<'a> Engine<'a> {
         for b in &j.binaries {
             failpoint::hit("setup-copy-binary")?;
             let dest = partial.join(&b.name);
+            if let Some(target) = &b.link {
+                dmfs::symlink_replace(Path::new(target), &dest)?;
+                info!("linked {} to {target}", dest.display());
+                continue;
+            }
             copy_verified(&j.source.join(&b.source_name), &dest, b)?;
             info!(
                 "copied {} ({} bytes, SHA-256 {}) to {}",
@@ -532,7 +537,13 @@ mod tests {
                 std::fs::write(d.source.join(&source_name), &body).unwrap();
                 let sha =
                     dm_shared::pki::sha256_hex(if tamper { b"other" } else { body.as_bytes() });
-                Binary { name: p.to_string(), source_name, size: body.len() as u64, sha256: sha }
+                Binary {
+                    name: p.to_string(),
+                    source_name,
+                    size: body.len() as u64,
+                    sha256: sha,
+                    link: None,
+                }
             })
             .collect()
     }
@@ -591,6 +602,31 @@ mod tests {
         verify_version_dir(&dir, &j.binaries).unwrap();
         assert!(d.ctx.layout.settings_file().is_file() && d.ctx.layout.identity_file().is_file());
         assert!(!d.ctx.layout.setup_journal().exists());
+    }
+
+    /// The client's one program is copied once; each program name is a link to it, checked
+    /// as a link (a file put in its place is a damaged client).
+    #[test]
+    fn the_one_program_is_installed_once_with_a_link_per_program() {
+        let d = device();
+        let mut j = journal(&d, Op::Install, false);
+        let dm = j.binaries[0].clone();
+        let links = j.binaries.iter().map(|b| Binary {
+            name: b.name.clone(),
+            link: Some("dm".into()),
+            ..dm.clone()
+        });
+        j.binaries =
+            std::iter::once(Binary { name: "dm".into(), ..dm.clone() }).chain(links).collect();
+        let ending = Engine::new(&d.ctx, Actor::Agent, Duration::from_secs(1)).execute(&mut j);
+        assert_eq!(ending.unwrap(), Ending::Completed);
+        let dir = d.ctx.layout.version_dir(&ClientVersion::new(1, 0, 0, 0));
+        assert_eq!(std::fs::read_link(dir.join("dmsvc")).unwrap(), Path::new("dm"));
+        verify_version_dir(&dir, &j.binaries).unwrap();
+        std::fs::remove_file(dir.join("dmsvc")).unwrap();
+        std::fs::copy(dir.join("dm"), dir.join("dmsvc")).unwrap();
+        let err = verify_version_dir(&dir, &j.binaries).unwrap_err();
+        assert!(err.to_string().contains("a link to dm"), "{err}");
     }
 
     #[test]

@@ -145,6 +145,10 @@ pub struct Binary {
     pub size: u64,
     /// SHA-256, lowercase hex.
     pub sha256: String,
+    /// Installed as a symbolic link to this program of the same folder (`dm`, the client's
+    /// one program, which is `dmsvc` by that name); its size and SHA-256 are the target's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub link: Option<String>,
 }
 
 /// What was on the device before the operation, to restore on rollback.

@@ -5,6 +5,7 @@
 use std::path::{Path, PathBuf};
 
 use dm_shared::certstore::{self, CertStore};
+use dm_shared::deployment::MULTICALL;
 use dm_shared::fs as dmfs;
 use dm_shared::manifest::{self, CLIENT_PROGRAMS, VerifiedFolder};
 use dm_shared::settings::{AuthMode, CLIENT_SETTINGS_INI, CertEnrollAction, Settings};
@@ -215,22 +216,33 @@ pub(crate) fn absent_dirs(ctx: &Context) -> Vec<PathBuf> {
         .collect()
 }
 
+/// What the version folder will hold: the client's one program `dm` and a link to it for each
+/// program name, or (from a folder made before the client was one program) each program.
 fn binaries_of(folder: &VerifiedFolder, platform: &Platform) -> Result<Vec<Binary>> {
-    CLIENT_PROGRAMS
-        .iter()
-        .map(|prog| {
-            let source_name = manifest::program_file(prog, platform);
-            let f = folder.manifest.file(&source_name).ok_or_else(|| {
-                dm_shared::Error::MissingFile { path: folder.path_of(&source_name) }
-            })?;
-            Ok(Binary {
-                name: (*prog).to_string(),
-                source_name,
-                size: f.size,
-                sha256: f.sha256.clone(),
-            })
+    let binary = |name: &str, source_name: String, link: Option<String>| {
+        let f = folder
+            .manifest
+            .file(&source_name)
+            .ok_or_else(|| dm_shared::Error::MissingFile { path: folder.path_of(&source_name) })?;
+        Ok(Binary {
+            name: name.to_string(),
+            source_name,
+            size: f.size,
+            sha256: f.sha256.clone(),
+            link,
         })
-        .collect()
+    };
+    match deployment::program_command(&folder.manifest, platform, "dmsvc") {
+        (source, Some(_)) => std::iter::once(binary(MULTICALL, source.clone(), None))
+            .chain(
+                CLIENT_PROGRAMS.iter().map(|p| binary(p, source.clone(), Some(MULTICALL.into()))),
+            )
+            .collect(),
+        (_, None) => CLIENT_PROGRAMS
+            .iter()
+            .map(|p| binary(p, manifest::program_file(p, platform), None))
+            .collect(),
+    }
 }
 
 /// What an operation writes, and what it would restore.

@@ -67,7 +67,8 @@ enum Command {
         /// The client version, such as 1.2.0.345.
         #[arg(long = "client-version")]
         client_version: ClientVersion,
-        /// PLATFORM=DIR: the folder holding the built programs for a platform, such as
+        /// PLATFORM=DIR: the folder holding the built client for a platform (its one program
+        /// `dm`, or an older build's four programs), such as
         /// linux-aarch64=target/cross/aarch64-unknown-linux-gnu/release. Repeat per platform.
         #[arg(long = "platform-bin", required = true)]
         platform_bins: Vec<String>,

@@ -1,4 +1,5 @@
-//! The ARM builds are real ARM binaries and run under qemu.
+//! The ARM builds are real ARM binaries and run under qemu: the client's one program, and each
+//! program by its name.
 
 use std::process::Command;
 use std::time::Duration;
@@ -6,9 +7,10 @@ use std::time::Duration;
 use crate::util::{cross_bin, run, show};
 
 fn check(triple: &str, file_says: &str, platform: &str) {
-    for name in ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"] {
+    // The one program, and each program by its name (a link to it, as on a device).
+    for name in ["dm", "dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"] {
         let Some((runner, path)) = cross_bin(triple, name) else { return };
-        let out = run(Command::new("file").arg("-b").arg(&path), Duration::from_secs(10));
+        let out = run(Command::new("file").arg("-bL").arg(&path), Duration::from_secs(10));
         let desc = String::from_utf8_lossy(&out.stdout);
         assert!(desc.contains(file_says), "{}: file says {desc}", path.display());
         let out = run(

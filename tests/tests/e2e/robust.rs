@@ -38,18 +38,19 @@ fn a_fifo_in_place_of_a_file_never_hangs_the_agent() {
         Command::new(f.device().join("opt/dm/current/dmsvc")).arg("--device-root").arg(f.device()),
         Duration::from_secs(20),
     );
-    assert_eq!(out.status.code(), Some(39), "{}", show(&out));
+    assert_eq!(out.status.code(), Some(92), "{}", show(&out));
     assert!(show(&out).contains("not a regular file"), "{}", show(&out));
 
-    // A FIFO among the outbox entries is skipped; the agent polls on.
+    // A FIFO among the outbox entries is moved aside, once; the agent polls on.
     std::fs::remove_file(&settings).unwrap();
     std::fs::write(&settings, saved).unwrap();
     let outbox = f.device().join("var/lib/dm/outbox");
     std::fs::create_dir_all(&outbox).unwrap();
     mkfifo(&outbox.join("00000000000000000001.json"));
     f.start_agent();
-    let log = wait_agent_log(&f, "outbox: skipping");
+    let log = wait_agent_log(&f, "and not sent");
     assert!(log.contains("not a regular file"), "{log}");
+    assert!(outbox.join("damaged/00000000000000000001.json").exists());
     wait_agent_log(&f, "inventory sent");
 }
 

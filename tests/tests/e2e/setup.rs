@@ -103,12 +103,21 @@ pub fn check_complete(device: &Path, version: &str, folder: &Path) -> Result<(),
     if versions != [version.to_string()] {
         return Err(format!("version folders {versions:?}, expected exactly [{version}]"));
     }
-    for prog in ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"] {
-        let installed = device.join(format!("opt/dm/versions/{version}/{prog}"));
-        if !installed.is_file()
-            || sha256_file(&installed)
-                != sha256_file(&folder.join(format!("{prog}_{}", host_platform())))
-        {
+    let dir = device.join(format!("opt/dm/versions/{version}"));
+    let one = folder.join(format!("dm_{}", host_platform()));
+    for prog in DEVICE_PROGRAMS {
+        let installed = dir.join(prog);
+        // The client's one program, with a link by each program's name; or, from a folder of
+        // four programs, each program.
+        let (file, shipped) = if one.is_file() {
+            if std::fs::read_link(&installed).ok() != Some(PathBuf::from("dm")) {
+                return Err(format!("{prog} is not a link to dm"));
+            }
+            (dir.join("dm"), one.clone())
+        } else {
+            (installed, folder.join(format!("{prog}_{}", host_platform())))
+        };
+        if !file.is_file() || sha256_file(&file) != sha256_file(&shipped) {
             return Err(format!("{prog} is missing or differs from the deployment folder's"));
         }
     }
@@ -567,8 +576,9 @@ fn an_upgrade_whose_agent_never_becomes_healthy_is_rolled_back() {
     // 1.1's agent dies at once.
     let bad_bins = c.w.path("bad-bins");
     std::fs::create_dir_all(&bad_bins).unwrap();
+    // A build of four programs, whose agent is a script that fails.
     for prog in ["dminstaller", "dmclientsetup", "dmcertenroll"] {
-        std::fs::copy(c.bins.join(prog), bad_bins.join(prog)).unwrap();
+        std::fs::copy(c.bins.join("dm"), bad_bins.join(prog)).unwrap();
     }
     std::fs::write(bad_bins.join("dmsvc"), "#!/bin/sh\necho broken >&2\nexit 3\n").unwrap();
     std::os::unix::fs::PermissionsExt::set_mode(
@@ -616,10 +626,7 @@ fn in_small_opt(c: &Client, size: u64, script: &str) -> Output {
 }
 
 fn bins_size(c: &Client) -> u64 {
-    ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"]
-        .iter()
-        .map(|p| std::fs::metadata(c.bins.join(p)).unwrap().len())
-        .sum()
+    std::fs::read_dir(&c.bins).unwrap().map(|e| e.unwrap().metadata().unwrap().len()).sum()
 }
 
 #[test]
@@ -678,7 +685,7 @@ fn disk_full_mid_upgrade_keeps_the_old_client() {
         show(&out)
     );
     assert!(
-        stdout.contains(&sha256_file(&v1.join(format!("dmsvc_{}", host_platform())))),
+        stdout.contains(&sha256_file(&v1.join(format!("dm_{}", host_platform())))),
         "{}",
         show(&out)
     );

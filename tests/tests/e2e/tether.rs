@@ -458,7 +458,8 @@ fn a_copy_cut_by_the_device_going_away_resumes_at_its_next_connection() {
     // Halfway through the installer's copy (once the device has written some of it), the
     // device goes away.
     let incoming = t.device.join("var/lib/dm/incoming");
-    let installer = format!("dminstaller_{}.", host_platform());
+    // The installer the desktop copies is the client's one program.
+    let installer = format!("dm_{}.", host_platform());
     let partial = || {
         std::fs::read_dir(&incoming).into_iter().flatten().flatten().map(|e| e.path()).find(|p| {
             let n = p.file_name().unwrap().to_string_lossy();
@@ -474,7 +475,7 @@ fn a_copy_cut_by_the_device_going_away_resumes_at_its_next_connection() {
     std::fs::write(pause.join("tether-copy-half.go"), "").unwrap();
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(70), "{}", show(&out));
-    let full = std::fs::metadata(t.mp.w.path("bins/dminstaller")).unwrap().len();
+    let full = std::fs::metadata(t.mp.w.path("bins/dm")).unwrap().len();
     let copied = size();
     assert!(copied > 0 && copied < full, "{copied} of {full} bytes copied before the cut");
     assert_eq!(t.record()["outcome"]["result"], "interrupted");

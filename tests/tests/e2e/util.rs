@@ -17,8 +17,15 @@ fn host_bin_dir() -> PathBuf {
     exe.parent().and_then(Path::parent).unwrap().to_path_buf()
 }
 
-/// A host-built workspace binary. `cargo test --workspace` builds every binary first.
+/// The device programs: the client's one program `dm` by the name it is started with.
+pub const DEVICE_PROGRAMS: [&str; 4] = ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"];
+
+/// A host-built workspace binary. `cargo test --workspace` builds every binary first. A device
+/// program is a link by its name to `dm`, as on a device.
 pub fn bin(name: &str) -> PathBuf {
+    if DEVICE_PROGRAMS.contains(&name) {
+        return device_link(name);
+    }
     let p = host_bin_dir().join(name);
     assert!(
         p.exists(),
@@ -26,6 +33,24 @@ pub fn bin(name: &str) -> PathBuf {
         p.display()
     );
     p
+}
+
+/// `target/debug/dm-links/<name>`, a link to the host's `dm`: made once, atomically, so tests
+/// running at once never see it half made.
+fn device_link(name: &str) -> PathBuf {
+    let dm = bin("dm");
+    let dir = host_bin_dir().join("dm-links");
+    let link = dir.join(name);
+    if std::fs::read_link(&link).is_ok_and(|t| t == dm) {
+        return link;
+    }
+    std::fs::create_dir_all(&dir).unwrap();
+    let temp =
+        dir.join(format!(".{name}.{}.{:?}", std::process::id(), std::thread::current().id()));
+    let _ = std::fs::remove_file(&temp);
+    std::os::unix::fs::symlink(&dm, &temp).unwrap();
+    std::fs::rename(&temp, &link).unwrap();
+    link
 }
 
 /// An ARM release binary built by `targets/build.sh`, with the qemu command that runs it.
@@ -50,7 +75,7 @@ pub fn cross_bin(triple: &str, name: &str) -> Option<(Vec<String>, PathBuf)> {
         // The host binary is rebuilt by every `cargo test`; an ARM binary older than it was
         // built from older sources and would test stale code.
         let mtime = |p: &Path| std::fs::metadata(p).and_then(|m| m.modified()).ok();
-        let host = host_bin_dir().join(name);
+        let host = bin(name);
         if let (Some(cross_time), Some(host_time)) = (mtime(&p), mtime(&host)) {
             assert!(
                 cross_time >= host_time,
@@ -255,15 +280,19 @@ impl World {
 
     /// A folder of the four client programs for a platform: real host binaries, with setup
     /// optionally replaced by a shell-script double that records how it was called.
+    /// A build of the client for `dmpack folder`: the one program `dm`, stripped (the same
+    /// program at a fifth of the size, so the many installs of the crash tests copy less).
+    /// With `fake_setup_exit`, a build as the client was before it was one program: the four
+    /// programs, each a copy of `dm` by its name, setup a test double exiting with that code.
     pub fn bin_dir(&self, name: &str, fake_setup_exit: Option<i32>) -> PathBuf {
         let dir = self.path(name);
         std::fs::create_dir_all(&dir).unwrap();
-        for prog in ["dminstaller", "dmclientsetup", "dmsvc", "dmcertenroll"] {
-            // Stripped: the same program at a fifth of the size, so the many installs of the
-            // crash tests copy less.
-            run_ok(Command::new("strip").arg("-o").arg(dir.join(prog)).arg(bin(prog)));
-        }
+        run_ok(Command::new("strip").arg("-o").arg(dir.join("dm")).arg(bin("dm")));
         if let Some(code) = fake_setup_exit {
+            for prog in DEVICE_PROGRAMS {
+                std::fs::copy(dir.join("dm"), dir.join(prog)).unwrap();
+            }
+            std::fs::remove_file(dir.join("dm")).unwrap();
             write_fake_setup(&dir.join("dmclientsetup"), code);
         }
         dir

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dm_client::enroll::{self, Options, Outcome};
+use crate::enroll::{self, Options, Outcome};
 use dm_shared::logging::{self, Program};
 use dm_shared::{Context, StatusCode, cli};
 
@@ -28,11 +28,11 @@ Options:
 Logs: <device root>/var/log/dm/DMCertEnroll<YYYYMMDD-HHMMSS>.log
 ";
 
-fn parse_args() -> Result<(PathBuf, Options), ExitCode> {
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<(PathBuf, Options), ExitCode> {
     use lexopt::Arg::Long;
     let mut device_root = PathBuf::from("/");
     let mut opts = Options::default();
-    let mut p = cli::Parser::from_env("dmcertenroll", HELP);
+    let mut p = cli::Parser::from_args("dmcertenroll", HELP, args);
     while let Some(arg) = p.next_arg()? {
         match arg {
             Long("device-root") => device_root = p.value()?.into(),
@@ -44,8 +44,9 @@ fn parse_args() -> Result<(PathBuf, Options), ExitCode> {
     Ok((device_root, opts))
 }
 
-fn main() -> ExitCode {
-    let (device_root, opts) = match parse_args() {
+/// Runs `dmcertenroll` with these arguments (its own name not among them).
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let (device_root, opts) = match parse_args(args) {
         Ok(a) => a,
         Err(code) => return code,
     };

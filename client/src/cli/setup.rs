@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use dm_client::setup::{self, Options};
+use crate::setup::{self, Options};
 use dm_shared::logging::{self, Program};
 use dm_shared::{Context, Platform, cli};
 
@@ -52,7 +52,7 @@ struct Args {
     verbose: bool,
 }
 
-fn parse_args() -> Result<Args, ExitCode> {
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, ExitCode> {
     use lexopt::Arg::Long;
     let defaults = Args {
         source: None,
@@ -66,7 +66,7 @@ fn parse_args() -> Result<Args, ExitCode> {
         verbose: false,
     };
     let mut a = defaults;
-    let mut p = cli::Parser::from_env("dmclientsetup", HELP);
+    let mut p = cli::Parser::from_args("dmclientsetup", HELP, args);
     while let Some(arg) = p.next_arg()? {
         match arg {
             Long("source") => a.source = Some(p.value()?.into()),
@@ -84,14 +84,15 @@ fn parse_args() -> Result<Args, ExitCode> {
     Ok(a)
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
+/// Runs `dmclientsetup` with these arguments (its own name not among them).
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
+    let args = match parse_args(args) {
         Ok(a) => a,
         Err(code) => return code,
     };
     let ctx = Context::from_process(&args.device_root);
     if args.status {
-        let state = dm_client::installed::inspect(&ctx);
+        let state = crate::installed::inspect(&ctx);
         if let Err(e) = cli::out_json(&state) {
             eprintln!("dmclientsetup: {e}");
             return cli::exit(dm_shared::StatusCode::E_FAIL);
@@ -113,10 +114,10 @@ fn main() -> ExitCode {
 
     if args.recover {
         let result = dm_shared::fs::try_lock(&ctx.layout.setup_lock())
-            .map_err(dm_client::Error::from)
+            .map_err(crate::Error::from)
             .and_then(|lock| match lock {
                 Some(_l) => setup::recover(&ctx, setup::engine::Actor::Setup, timeout),
-                None => Err(dm_client::Error::AlreadyRunning {
+                None => Err(crate::Error::AlreadyRunning {
                     what: "dmclientsetup",
                     lock: ctx.layout.setup_lock(),
                 }),

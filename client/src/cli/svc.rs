@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dm_client::agent::{self, Options};
+use crate::agent::{self, Options};
 use dm_shared::logging::{self, Program};
 use dm_shared::{Context, StatusCode, cli};
 
@@ -35,7 +35,7 @@ Logs: <device root>/var/log/dm/DMSvc<YYYYMMDD-HHMMSS>.log
 ";
 
 fn available(ctx: &Context) -> ExitCode {
-    use dm_client::agent::state::{ActionRecord, Stage};
+    use crate::agent::state::{ActionRecord, Stage};
     let list: Vec<ActionRecord> =
         ActionRecord::all(ctx).into_iter().filter(|r| r.stage == Stage::Available).collect();
     if list.is_empty() {
@@ -51,7 +51,7 @@ fn available(ctx: &Context) -> ExitCode {
 }
 
 fn run(ctx: &Context, id: u64, no_wait: bool) -> ExitCode {
-    use dm_client::agent::state::{self, ActionRecord, Stage};
+    use crate::agent::state::{self, ActionRecord, Stage};
     match ActionRecord::load(ctx, id) {
         Some(r) if matches!(r.stage, Stage::Available | Stage::Downloaded) => {}
         Some(r) => {
@@ -100,10 +100,10 @@ struct Args {
     action: Option<u64>,
 }
 
-fn parse_args() -> Result<Args, ExitCode> {
+fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, ExitCode> {
     use lexopt::Arg::{Long, Value};
     let mut a = Args::default();
-    let mut p = cli::Parser::from_env("dmsvc", HELP);
+    let mut p = cli::Parser::from_args("dmsvc", HELP, args);
     while let Some(arg) = p.next_arg()? {
         match arg {
             Long("device-root") => a.device_root = Some(p.value()?.into()),
@@ -128,15 +128,15 @@ fn parse_args() -> Result<Args, ExitCode> {
     Ok(a)
 }
 
-fn main() -> ExitCode {
+/// Runs `dmsvc` with these arguments (its own name not among them).
+pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     // The program launcher (agent::contain): no parsing, no logging, only exec.
-    let raw: Vec<std::ffi::OsString> = std::env::args_os().skip(1).collect();
-    if raw.first().is_some_and(|a| a == agent::contain::LAUNCH_ARG) {
-        let e = agent::contain::launch(&raw[1..]);
+    if args.first().is_some_and(|a| a == agent::contain::LAUNCH_ARG) {
+        let e = agent::contain::launch(&args[1..]);
         eprintln!("dmsvc: cannot start the program: {e}");
         return ExitCode::from(127);
     }
-    let Args { device_root, verbose, once, no_wait, command, action } = match parse_args() {
+    let Args { device_root, verbose, once, no_wait, command, action } = match parse_args(args) {
         Ok(a) => a,
         Err(code) => return code,
     };

@@ -1,9 +1,11 @@
-//! `dminstaller`: run from a client deployment folder on the device.
+//! `dminstaller`'s command line: run from a client deployment folder on the device, as the
+//! client's one program started by that name (or as `dm installer`).
 
+use std::ffi::OsString;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use dm_installer::Options;
+use crate::Options;
 use dm_shared::logging::{self, Program};
 use dm_shared::{Context, Platform, cli};
 
@@ -34,10 +36,10 @@ struct Args {
     verbose: bool,
 }
 
-fn parse_args() -> Result<Args, ExitCode> {
+fn parse_args(args: Vec<OsString>) -> Result<Args, ExitCode> {
     use lexopt::Arg::Long;
     let mut a = Args::default();
-    let mut p = cli::Parser::from_env("dminstaller", HELP);
+    let mut p = cli::Parser::from_args("dminstaller", HELP, args);
     while let Some(arg) = p.next_arg()? {
         match arg {
             Long("source") => a.source = Some(p.value()?.into()),
@@ -49,8 +51,9 @@ fn parse_args() -> Result<Args, ExitCode> {
     Ok(a)
 }
 
-fn main() -> ExitCode {
-    let args = match parse_args() {
+/// Runs `dminstaller` with these arguments (its own name not among them).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let args = match parse_args(args) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -80,7 +83,7 @@ fn main() -> ExitCode {
         log::info!("log file: {}", p.display());
     }
     let opts = Options { source, platform: Platform::current() };
-    match dm_installer::run(&ctx, &opts) {
+    match crate::run(&ctx, &opts) {
         Ok(code) => {
             log::info!("DMInstaller finished; setup exit code {code}");
             log::logger().flush();
