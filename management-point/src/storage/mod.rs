@@ -9,6 +9,7 @@
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod sqlite_files;
 #[cfg(test)]
 mod suite;
 

@@ -31,11 +31,13 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating) the database file.
+    /// Opens (creating and migrating) the database file; it and its `-wal` and `-shm` are
+    /// kept 0600.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             dm_shared::fs::create_dir_all(dir, dm_shared::fs::MODE_DIR_PRIVATE)?;
         }
+        super::sqlite_files::keep_private(path)?;
         let conn = Connection::open(path).map_err(|source| Error::Database {
             what: format!("open {}", path.display()),
             source,
