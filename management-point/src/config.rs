@@ -52,6 +52,13 @@ pub struct Server {
     /// Seconds a connection may stay open with no request in flight.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds from a request's headers to the last byte of its body.
+    #[serde(default = "default_body")]
+    pub body_timeout_secs: u64,
+    /// Seconds from a request's headers to the last byte of its response: generous, because a
+    /// device downloads artifacts of any size (a cut download resumes with `Range`).
+    #[serde(default = "default_request")]
+    pub request_timeout_secs: u64,
     /// The most connections open at once (never more than the file descriptor limit allows).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -66,6 +73,14 @@ fn default_first_request() -> u64 {
 
 fn default_idle() -> u64 {
     60
+}
+
+fn default_body() -> u64 {
+    60
+}
+
+fn default_request() -> u64 {
+    3600
 }
 
 fn default_max_connections() -> usize {
@@ -222,6 +237,8 @@ impl Config {
                 handshake_timeout_secs: default_handshake(),
                 first_request_timeout_secs: default_first_request(),
                 idle_timeout_secs: default_idle(),
+                body_timeout_secs: default_body(),
+                request_timeout_secs: default_request(),
                 max_connections: default_max_connections(),
                 metrics_listen: None,
             },
@@ -277,6 +294,12 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return Err("[server] max_body_bytes must be at least 1024".into());
+        }
+        if !(1..=3600).contains(&self.server.body_timeout_secs) {
+            return Err("[server] body_timeout_secs must be 1 to 3600".into());
+        }
+        if !(1..=86_400 * 7).contains(&self.server.request_timeout_secs) {
+            return Err("[server] request_timeout_secs must be 1 to 604800".into());
         }
         Ok(())
     }

@@ -11,8 +11,9 @@
 //! HTTP/2 (chosen by ALPN) is served by one connection for its life: browsers on the console
 //! use it, devices do not.
 //!
-//! Deadlines (the handshake, the first request, idleness) and the cap on open connections are
-//! the [`conns`](super::conns) registry's.
+//! Deadlines (the handshake, the first request, idleness, a request's body and its whole
+//! exchange) and the cap on open connections are the [`conns`](super::conns) registry's; a
+//! request's body tells the registry when it was read to its end.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -216,7 +217,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         }
         req.extensions_mut().insert(self.info.clone());
         let guard = InFlight::start(self.conn.clone());
-        let resp = self.app.clone().oneshot(req.map(axum::body::Body::new));
+        let req = req.map(|b| axum::body::Body::new(Watched::new(b, &guard)));
+        let resp = self.app.clone().oneshot(req);
         Box::pin(async move {
             resp.await.map(|r| {
                 r.map(|b| {
@@ -249,18 +251,68 @@ fn asks_to_close<B>(req: &hyper::Request<B>) -> bool {
 }
 
 /// A request in flight on a connection, until dropped.
-struct InFlight(Arc<Conn>);
+struct InFlight(Arc<Conn>, u64);
 
 impl InFlight {
     fn start(c: Arc<Conn>) -> InFlight {
-        c.request_started();
-        InFlight(c)
+        let id = c.request_started();
+        InFlight(c, id)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_ended();
+        self.0.request_ended(self.1);
+    }
+}
+
+/// Marks a request's body read when dropped.
+struct BodyRead(Arc<Conn>, u64);
+
+impl Drop for BodyRead {
+    fn drop(&mut self) {
+        self.0.body_read(self.1);
+    }
+}
+
+/// A request's body that tells its connection when it was read to its end (or failed, or was
+/// dropped unread): until then the body deadline runs.
+struct Watched {
+    inner: Incoming,
+    reading: Option<BodyRead>,
+}
+
+impl Watched {
+    /// Watches `inner`, the body of request `req`.
+    fn new(inner: Incoming, req: &InFlight) -> Watched {
+        let reading = BodyRead(req.0.clone(), req.1);
+        let reading = (!hyper::body::Body::is_end_stream(&inner)).then_some(reading);
+        Watched { inner, reading }
+    }
+}
+
+impl hyper::body::Body for Watched {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, hyper::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_))));
+        if ended || hyper::body::Body::is_end_stream(&self.inner) {
+            self.reading = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
