@@ -32,7 +32,10 @@ pub fn device_add(
     now: i64,
 ) -> Result<Out> {
     let tenant = tenant_or_default(cfg, tenant);
-    let token = token.map_or_else(super::new_token, str::to_string);
+    let token = match token {
+        Some(t) => t.to_string(),
+        None => super::new_token()?,
+    };
     let sha = dm_shared::pki::sha256_hex(token.as_bytes());
     let d = store.add_device(&tenant, id, Some(&sha), "admin", now)?;
     Ok(Out::new(format!("{token}\n"), json!({"device": d, "target_token": token})))

@@ -12,7 +12,6 @@ pub mod migrate;
 pub mod packages;
 pub mod targeting;
 
-use dm_shared::pki;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -156,9 +155,7 @@ pub fn find_device(store: &dyn Storage, r: &str) -> Result<Device> {
     }
 }
 
-/// A fresh random token (for `device add`).
-pub fn new_token() -> String {
-    let mut b = [0u8; 24];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    pki::to_hex(&b)
+/// A fresh random token (for `device add`); an error when the system's generator fails.
+pub fn new_token() -> Result<String> {
+    crate::random::hex(24, "a target token")
 }

@@ -44,15 +44,17 @@ pub struct Console {
 }
 
 /// A new password hash: Argon2id with a random salt, as a PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> crate::Result<String> {
     let mut salt = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-        .map_err(|_| "no randomness for a salt".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    crate::random::fill(&mut salt, "a password salt")?;
+    let bad = |e: argon2::password_hash::Error| {
+        crate::Error::Usage(format!("the password cannot be hashed: {e}"))
+    };
+    let salt = SaltString::encode_b64(&salt).map_err(bad)?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(bad)
 }
 
 /// Whether `password` matches the PHC string `hash`.
@@ -61,10 +63,8 @@ pub fn password_matches(hash: &str, password: &str) -> bool {
         .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn token() -> Option<String> {
-    let mut b = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
-    Some(b.iter().map(|x| format!("{x:02x}")).collect())
+fn token() -> crate::Result<String> {
+    crate::random::hex(32, "a console session")
 }
 
 /// Escapes text for HTML.
@@ -325,8 +325,12 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
         f.entry(ip).or_default().push_back(now);
         return login_page(StatusCode::UNAUTHORIZED, "The name or the password is wrong.");
     }
-    let Some(t) = token() else {
-        return login_page(StatusCode::INTERNAL_SERVER_ERROR, "No randomness for a session.");
+    let t = match token() {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("console login of {:?} from {ip}: {e}", form.name);
+            return login_page(StatusCode::INTERNAL_SERVER_ERROR, "No randomness for a session.");
+        }
     };
     log::info!("console login: {} from {ip}", form.name);
     st.console
