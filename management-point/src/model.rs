@@ -74,6 +74,14 @@ impl Device {
         self.registered_by != Self::SELF_REGISTERED
     }
 
+    /// Whether `s` may be a controller id: 1 to 64 letters, digits, `.`, `_` or `-` (what a
+    /// URL path segment, a log line and a terminal take as it is).
+    pub fn valid_controller_id(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+    }
+
     /// An attribute.
     pub fn attr(&self, key: &str) -> Option<&str> {
         self.attributes.get(key).map(String::as_str)

@@ -9,6 +9,7 @@ use super::{Out, find_device, table, when};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::printable::printable;
 use crate::storage::Storage;
 
 /// The largest CSV file `device import` reads.
@@ -32,6 +33,11 @@ pub fn device_add(
     now: i64,
 ) -> Result<Out> {
     let tenant = tenant_or_default(cfg, tenant);
+    if !Device::valid_controller_id(id) {
+        return Err(Error::Usage(format!(
+            "--id {id:?}: a controller id is 1 to 64 letters, digits, '.', '_' or '-'"
+        )));
+    }
     let token = match token {
         Some(t) => t.to_string(),
         None => super::new_token()?,
@@ -57,10 +63,7 @@ pub fn parse_device_csv(
         }
         let (cid, tok) =
             line.split_once(',').map_or((line, None), |(c, t)| (c.trim(), Some(t.trim())));
-        if cid.is_empty()
-            || cid.len() > 64
-            || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !Device::valid_controller_id(cid) {
             return Err(Error::Usage(format!(
                 "{} line {}: bad controller id {cid:?}",
                 file.display(),
@@ -183,7 +186,7 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
         when(d.last_seen)
     );
     for (k, v) in &d.attributes {
-        text.push_str(&format!("  {k} = {v}\n"));
+        text.push_str(&format!("  {} = {}\n", printable(k), printable(v)));
     }
     text.push_str("\nactions\n");
     let arows: Vec<Vec<String>> = actions
@@ -232,6 +235,56 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SqliteStore;
+
+    /// The attack: a device puts an escape sequence and a newline in an inventory value and in
+    /// a feedback detail, to clear the administrator's screen and forge lines of the output.
+    #[test]
+    fn device_text_reaches_the_terminal_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("dmmp.db")).unwrap();
+        let d = store.add_device("DEFAULT", "dev-1", None, "admin", 1).unwrap();
+        let evil = "1.0\x1b[2J\x1b]0;owned\x07\nREGISTERED BY admin";
+        let attrs = [(attr::PLATFORM.to_string(), evil.to_string())].into_iter().collect();
+        store.set_attributes(d.id, &attrs).unwrap();
+        store
+            .add_status(&StatusRecord {
+                id: 0,
+                device_id: d.id,
+                action_id: None,
+                received: 2,
+                source: "status-message".into(),
+                execution: None,
+                finished: None,
+                message_id: Some(10002),
+                hresult: None,
+                component: Some("DMSvc\x1b[31m".into()),
+                details: vec![format!("done\n{evil}")],
+                report_id: None,
+            })
+            .unwrap();
+        for out in [device_show(&store, "dev-1").unwrap().text, device_list(&store).unwrap().text] {
+            assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+            assert!(!out.contains("\nREGISTERED BY"), "a forged line: {out:?}");
+            assert!(out.contains("1.0\\x1b[2J"), "{out:?}");
+        }
+        let show = device_show(&store, "dev-1").unwrap();
+        assert!(show.text.contains("done\\n1.0\\x1b[2J"), "{:?}", show.text);
+        assert!(show.text.contains("DMSvc\\x1b[31m"), "{:?}", show.text);
+        // Scripts get the text as it was sent, escaped by JSON.
+        assert_eq!(show.json["device"]["attributes"][attr::PLATFORM], evil);
+    }
+
+    #[test]
+    fn added_devices_need_a_controller_id_devices_can_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path(), "127.0.0.1:0".parse().unwrap(), "s".into(), "k".into());
+        let store = SqliteStore::open(&dir.path().join("dmmp.db")).unwrap();
+        let err = device_add(&cfg, &store, "a\x1b[2J", None, Some("t"), 1).unwrap_err();
+        assert!(err.to_string().contains("controller id"), "{err}");
+        assert!(store.devices().unwrap().is_empty());
+        device_add(&cfg, &store, "dev-1.a_b", None, None, 1).unwrap();
+    }
 
     #[test]
     fn csv_rows_skip_headers_and_comments_and_name_bad_lines() {

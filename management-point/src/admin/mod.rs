@@ -16,6 +16,7 @@ use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::printable::printable;
 use crate::storage::Storage;
 
 /// What a command prints: text for people, JSON for scripts.
@@ -60,8 +61,12 @@ pub fn when(t: Option<i64>) -> String {
     }
 }
 
-/// Prints rows as aligned columns.
+/// Prints rows as aligned columns. Every cell goes through [`printable`]: cells hold what
+/// devices sent (inventory, details), which must not reach the terminal raw.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|r| r.iter().map(|c| printable(c).into_owned()).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {

@@ -26,6 +26,7 @@ use serde::Deserialize;
 pub use self::pages::{device, index, report, search};
 use super::auth::ConnInfo;
 use super::state::AppState;
+use crate::printable::printable;
 
 /// How long a session lasts.
 const SESSION_SECS: i64 = 8 * 3600;
@@ -328,11 +329,11 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
     let t = match token() {
         Ok(t) => t,
         Err(e) => {
-            log::error!("console login of {:?} from {ip}: {e}", form.name);
+            log::error!("console login of {} from {ip}: {e}", printable(&form.name));
             return login_page(StatusCode::INTERNAL_SERVER_ERROR, "No randomness for a session.");
         }
     };
-    log::info!("console login: {} from {ip}", form.name);
+    log::info!("console login: {} from {ip}", printable(&form.name));
     st.console
         .sessions
         .lock()
