@@ -819,3 +819,14 @@ pub struct AdminCert {
     /// Valid until (Unix seconds).
     pub not_after: i64,
 }
+
+/// An administrator of the console who logs in with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Administrator {
+    /// The name they log in with.
+    pub name: String,
+    /// Their password's Argon2id hash (a PHC string).
+    pub hash: String,
+    /// When they were added (Unix seconds).
+    pub created: i64,
+}

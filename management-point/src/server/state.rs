@@ -37,6 +37,9 @@ pub struct View {
     pub crl_marker: Option<String>,
     /// Certificates an administrator revoked (SHA-256 of their DER).
     pub revoked_certs: std::collections::HashSet<String>,
+    /// The console's administrators, with the fingerprint of their password hash: a session
+    /// lasts while its administrator's is the one they logged in with.
+    pub administrators: HashMap<String, String>,
     /// How many times the server changed the view itself (after writing the database): a
     /// reload that began before one of them must not replace the view.
     pub local_writes: u64,
@@ -60,6 +63,11 @@ impl View {
             v.actions.insert(a.id, a);
         }
         v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
+        v.administrators = store
+            .administrators()?
+            .into_iter()
+            .map(|a| (a.name, super::console::password_fingerprint(&a.hash)))
+            .collect();
         let crls = store.crls()?;
         if !crls.is_empty() {
             let all: String = crls.iter().map(|(_, pem)| pem.as_str()).collect();

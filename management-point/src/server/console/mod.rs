@@ -37,11 +37,27 @@ const MAX_FAILURES: usize = 5;
 /// The session cookie's name.
 const COOKIE: &str = "dm_console";
 
+/// A logged-in administrator.
+#[derive(Debug)]
+struct Session {
+    name: String,
+    /// The fingerprint of the password hash they logged in with: a new password (or the
+    /// administrator's removal) ends the session.
+    password: String,
+    expires: i64,
+}
+
 /// Sessions and failed logins, in memory.
 #[derive(Debug, Default)]
 pub struct Console {
-    sessions: Mutex<HashMap<String, (String, i64)>>,
+    sessions: Mutex<HashMap<String, Session>>,
     failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
+}
+
+/// What the console's view keeps of a password hash: enough to see it changed, nothing to
+/// guess from.
+pub fn password_fingerprint(hash: &str) -> String {
+    dm_shared::pki::sha256_hex(hash.as_bytes())
 }
 
 /// A new password hash: Argon2id with a random salt, as a PHC string.
@@ -165,13 +181,23 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// The administrator of the request's session, if it has a live one.
+/// The administrator of the request's session, if it has a live one: not expired, and their
+/// password is still the one they logged in with (the view holds the current ones).
 fn session(st: &AppState, headers: &HeaderMap) -> Option<String> {
     let now = st.now();
     let cookie = cookie_token(headers)?;
     let mut sessions = st.console.sessions.lock().unwrap_or_else(|p| p.into_inner());
-    sessions.retain(|_, (_, exp)| *exp > now);
-    sessions.get(&cookie).map(|(name, _)| name.clone())
+    sessions.retain(|_, s| s.expires > now);
+    let s = sessions.get(&cookie)?;
+    if st.read().administrators.get(&s.name) == Some(&s.password) {
+        return Some(s.name.clone());
+    }
+    log::info!(
+        "console: a session of administrator {} ended: their password changed or they were removed",
+        s.name
+    );
+    sessions.remove(&cookie);
+    None
 }
 
 /// The administrator a console request is from: by its session, or by a pinned client
@@ -307,17 +333,20 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
     };
     let st2 = st.clone();
     let name = form.name.clone();
-    let ok = tokio::task::spawn_blocking(move || {
+    let password = form.password.clone();
+    let matched = tokio::task::spawn_blocking(move || {
         let hash = st2.store.administrator_hash(&name).ok().flatten();
         // A name that does not exist costs a hash check too, so timing does not tell.
         static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
         let dummy =
             DUMMY.get_or_init(|| hash_password("no such administrator").unwrap_or_default());
-        password_matches(hash.as_deref().unwrap_or(dummy), &form.password) && hash.is_some()
+        let matches = password_matches(hash.as_deref().unwrap_or(dummy), &password);
+        hash.filter(|_| matches)
     })
     .await
-    .unwrap_or(false);
-    if !ok {
+    .ok()
+    .flatten();
+    let Some(hash) = matched else {
         log::warn!(
             "console login failed for {:?} from {ip}",
             form.name.chars().take(64).collect::<String>()
@@ -325,7 +354,7 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
         let mut f = st.console.failures.lock().unwrap_or_else(|p| p.into_inner());
         f.entry(ip).or_default().push_back(now);
         return login_page(StatusCode::UNAUTHORIZED, "The name or the password is wrong.");
-    }
+    };
     let t = match token() {
         Ok(t) => t,
         Err(e) => {
@@ -334,11 +363,11 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
         }
     };
     log::info!("console login: {} from {ip}", printable(&form.name));
-    st.console
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(t.clone(), (form.name.clone(), now + SESSION_SECS));
+    let password = password_fingerprint(&hash);
+    // The view may not hold an administrator added a moment ago yet: the database just said.
+    st.write().administrators.insert(form.name.clone(), password.clone());
+    let session = Session { name: form.name.clone(), password, expires: now + SESSION_SECS };
+    st.console.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(t.clone(), session);
     let mut r = redirect("/console/");
     let cookie = format!(
         "{COOKIE}={t}; Path=/console; Secure; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}"
@@ -366,7 +395,96 @@ pub async fn logout(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::Fixture;
     use super::*;
+
+    fn login_request(name: &str, password: &str, ip: &str) -> axum::extract::Request {
+        let body = format!("name={name}&password={}", url(password));
+        let mut req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/console/login")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 1);
+        req.extensions_mut().insert(ConnInfo { peer, client_chain: None });
+        req
+    }
+
+    /// Headers carrying the session cookie a login response set.
+    fn cookie_of(r: &Response) -> HeaderMap {
+        let set = r.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(set.split(';').next().unwrap()).unwrap());
+        h
+    }
+
+    async fn log_in(f: &Fixture, name: &str, password: &str, ip: &str) -> Response {
+        login(State(f.state.clone()), login_request(name, password, ip)).await
+    }
+
+    /// The attack: an administrator's password leaks and is changed (or the administrator
+    /// removed), but the session opened with the old password goes on for eight hours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_password_or_the_removal_ends_the_sessions_of_the_old_one() {
+        let f = Fixture::new(|_| {});
+        let old = hash_password("the old password").unwrap();
+        f.state.store.set_administrator("alice", &old, 1).unwrap();
+        // Logged in before the view heard of alice: the session works at once.
+        let r = log_in(&f, "alice", "the old password", "192.0.2.1").await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let thief = cookie_of(&r);
+        assert_eq!(session(&f.state, &thief).as_deref(), Some("alice"));
+        f.reload();
+        assert_eq!(session(&f.state, &thief).as_deref(), Some("alice"), "a reload keeps it");
+
+        crate::admin::administrators::add(f.state.store.as_ref(), "alice", "the new password", 2)
+            .unwrap();
+        f.reload();
+        assert_eq!(session(&f.state, &thief), None, "the old password's session ended");
+        assert_eq!(log_in(&f, "alice", "the old password", "192.0.2.1").await.status(), 401);
+        let r = log_in(&f, "alice", "the new password", "192.0.2.1").await;
+        let mine = cookie_of(&r);
+        assert_eq!(session(&f.state, &mine).as_deref(), Some("alice"));
+
+        crate::admin::administrators::remove(f.state.store.as_ref(), "alice").unwrap();
+        f.reload();
+        assert_eq!(session(&f.state, &mine), None, "removed: no session");
+        assert_eq!(log_in(&f, "alice", "the new password", "192.0.2.2").await.status(), 401);
+    }
+
+    /// The attack: a laptop holding an administrator's pinned certificate is lost, and nothing
+    /// could unpin the certificate.
+    #[test]
+    fn an_unpinned_certificate_opens_nothing() {
+        let f = Fixture::new(|_| {});
+        let now = std::time::SystemTime::now();
+        let spec = super::super::fixture::spec("ops", dm_shared::devpki::Purpose::Client, now, 30);
+        let issued = dm_shared::devpki::issue(&f.ca, &spec).unwrap();
+        let pem = f.dir.path().join("ops.pem");
+        std::fs::write(&pem, &issued.cert_pem).unwrap();
+        let store = f.state.store.as_ref();
+        let t = f.state.now();
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(certificate_admin(&f.state, &der, ip).as_deref(), Some("ops"));
+        let listed = crate::admin::administrators::list(store).unwrap();
+        assert!(listed.text.contains(&dm_shared::pki::sha256_hex(&der)), "{}", listed.text);
+        crate::admin::administrators::unpin(store, None, Some(&pem)).unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+        let again = crate::admin::administrators::unpin(store, None, Some(&pem)).unwrap_err();
+        assert!(matches!(again, crate::Error::NotFound(_)), "{again}");
+        // By the SHA-256 `admin list` shows, and with the administrator's removal.
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        let sha = dm_shared::pki::sha256_hex(&der).to_uppercase();
+        crate::admin::administrators::unpin(store, Some(&sha), None).unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        crate::admin::administrators::remove(store, "ops").unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+    }
 
     #[test]
     fn passwords_hash_and_verify() {
