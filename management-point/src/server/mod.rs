@@ -18,6 +18,7 @@ pub mod metrics;
 pub mod poll;
 pub mod routes;
 pub mod state;
+pub mod throttle;
 pub mod tls;
 
 use std::net::SocketAddr;

@@ -12,8 +12,9 @@
 
 mod pages;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -26,13 +27,22 @@ use serde::Deserialize;
 pub use self::pages::{device, index, report, search};
 use super::auth::ConnInfo;
 use super::state::AppState;
+use super::throttle::Throttle;
 use crate::printable::printable;
 
 /// How long a session lasts.
 const SESSION_SECS: i64 = 8 * 3600;
 
 /// Failed logins from one address in a minute before it is answered 429.
-const MAX_FAILURES: usize = 5;
+const MAX_FAILURES: u32 = 5;
+
+/// Addresses whose failed logins are remembered at most (the oldest make room).
+const FAILURE_ADDRESSES: usize = 4096;
+
+/// Password checks (Argon2id, about 19 MiB and tens of milliseconds each) running at most at
+/// once, whatever the number of logins: the blocking threads devices' requests use are never
+/// all hashing.
+const HASHERS: usize = 2;
 
 /// The session cookie's name.
 const COOKIE: &str = "dm_console";
@@ -48,10 +58,24 @@ struct Session {
 }
 
 /// Sessions and failed logins, in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Console {
     sessions: Mutex<HashMap<String, Session>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
+    failures: Throttle,
+    hashing: tokio::sync::Semaphore,
+    /// Password checks made since the start.
+    checks: AtomicU64,
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        Console {
+            sessions: Mutex::new(HashMap::new()),
+            failures: Throttle::new(MAX_FAILURES, 60, FAILURE_ADDRESSES),
+            hashing: tokio::sync::Semaphore::new(HASHERS),
+            checks: AtomicU64::new(0),
+        }
+    }
 }
 
 /// What the console's view keeps of a password hash: enough to see it changed, nothing to
@@ -303,58 +327,42 @@ fn parse_form(body: &[u8]) -> Option<LoginForm> {
     Some(LoginForm { name: name?, password: password? })
 }
 
-/// `POST /console/login`.
+/// `POST /console/login`. The attempt counts as a failure before the password is checked
+/// (taken back when it matches), so logins sent at once cannot all pass a count made before
+/// any of them failed; at most two checks run at once.
 pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     let ip = peer(req.extensions());
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024).await {
         Ok(b) => b,
         Err(_) => return login_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."),
     };
-    let now = st.now();
-    {
-        let mut f = st.console.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = f.entry(ip).or_default();
-        recent.retain(|t| now - *t < 60);
-        if recent.len() >= MAX_FAILURES {
+    let Some(form) = parse_form(&body) else {
+        return login_page(StatusCode::BAD_REQUEST, "Give a name and a password.");
+    };
+    let reservation = match st.console.failures.reserve(ip, st.now()) {
+        Ok(r) => r,
+        Err(wait) => {
             log::warn!(
-                "console login from {ip} refused: {} failures in the last minute",
-                recent.len()
+                "console login from {ip} refused: {MAX_FAILURES} failures in the last minute"
             );
             let mut r = login_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed logins: try again in a minute.",
             );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
             return r;
         }
-    }
-    let Some(form) = parse_form(&body) else {
-        return login_page(StatusCode::BAD_REQUEST, "Give a name and a password.");
     };
-    let st2 = st.clone();
-    let name = form.name.clone();
-    let password = form.password.clone();
-    let matched = tokio::task::spawn_blocking(move || {
-        let hash = st2.store.administrator_hash(&name).ok().flatten();
-        // A name that does not exist costs a hash check too, so timing does not tell.
-        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let dummy =
-            DUMMY.get_or_init(|| hash_password("no such administrator").unwrap_or_default());
-        let matches = password_matches(hash.as_deref().unwrap_or(dummy), &password);
-        hash.filter(|_| matches)
-    })
-    .await
-    .ok()
-    .flatten();
+    let matched = check_password(&st, &form).await;
     let Some(hash) = matched else {
+        // The reservation stands as the failure.
         log::warn!(
             "console login failed for {:?} from {ip}",
             form.name.chars().take(64).collect::<String>()
         );
-        let mut f = st.console.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.entry(ip).or_default().push_back(now);
         return login_page(StatusCode::UNAUTHORIZED, "The name or the password is wrong.");
     };
+    st.console.failures.forgive(reservation);
     let t = match token() {
         Ok(t) => t,
         Err(e) => {
@@ -366,7 +374,7 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
     let password = password_fingerprint(&hash);
     // The view may not hold an administrator added a moment ago yet: the database just said.
     st.write().administrators.insert(form.name.clone(), password.clone());
-    let session = Session { name: form.name.clone(), password, expires: now + SESSION_SECS };
+    let session = Session { name: form.name.clone(), password, expires: st.now() + SESSION_SECS };
     st.console.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(t.clone(), session);
     let mut r = redirect("/console/");
     let cookie = format!(
@@ -376,6 +384,27 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Checks the form's password on the blocking threads, at most [`HASHERS`] at once; the
+/// administrator's password hash when it matches.
+async fn check_password(st: &Arc<AppState>, form: &LoginForm) -> Option<String> {
+    // Never closed, so never an error.
+    let _permit = st.console.hashing.acquire().await.ok()?;
+    st.console.checks.fetch_add(1, Ordering::Relaxed);
+    let (st, name, password) = (st.clone(), form.name.clone(), form.password.clone());
+    tokio::task::spawn_blocking(move || {
+        let hash = st.store.administrator_hash(&name).ok().flatten();
+        // A name that does not exist costs a hash check too, so timing does not tell.
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let dummy =
+            DUMMY.get_or_init(|| hash_password("no such administrator").unwrap_or_default());
+        let matches = password_matches(hash.as_deref().unwrap_or(dummy), &password);
+        hash.filter(|_| matches)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `POST /console/logout`.
@@ -420,6 +449,45 @@ mod tests {
 
     async fn log_in(f: &Fixture, name: &str, password: &str, ip: &str) -> Response {
         login(State(f.state.clone()), login_request(name, password, ip)).await
+    }
+
+    /// The attack: the console's failure count was read before the password was hashed and
+    /// written after, so logins sent at once (600 HTTP/2 streams) were all checked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_logins_from_one_address_get_at_most_five_guesses_checked() {
+        let f = Fixture::new(|_| {});
+        let hash = hash_password("the right password").unwrap();
+        f.state.store.set_administrator("root", &hash, 1).unwrap();
+        let guesses: Vec<_> = (0..40)
+            .map(|i| {
+                let st = f.state.clone();
+                let req = login_request("root", &format!("guess number {i}"), "192.0.2.7");
+                tokio::spawn(async move { login(State(st), req).await.status() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for g in guesses {
+            statuses.push(g.await.unwrap());
+        }
+        let checked = f.state.console.checks.load(Ordering::Relaxed);
+        assert!(checked <= u64::from(MAX_FAILURES), "{checked} guesses checked");
+        let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        let wrong = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+        assert_eq!((wrong, refused), (checked as usize, 40 - checked as usize), "{statuses:?}");
+        // The right password waits too from that address (it is not checked), with the wait
+        // said; another address is not held back.
+        let r = log_in(&f, "root", "the right password", "192.0.2.7").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: i64 = r.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        let r = log_in(&f, "root", "the right password", "198.51.100.1").await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(f.state.console.checks.load(Ordering::Relaxed), checked + 1);
+        // A success takes its reservation back: logins that work never fill the count.
+        for _ in 0..2 * MAX_FAILURES {
+            let r = log_in(&f, "root", "the right password", "198.51.100.1").await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        }
     }
 
     /// The attack: an administrator's password leaks and is changed (or the administrator
