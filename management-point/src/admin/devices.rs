@@ -116,9 +116,9 @@ pub fn device_list(store: &dyn Storage) -> Result<Out> {
 }
 
 /// `dmmp device approve`: a device that registered itself may receive client deployments.
-pub fn device_approve(store: &dyn Storage, device: &str) -> Result<Out> {
+pub fn device_approve(cfg: &Config, store: &dyn Storage, device: &str) -> Result<Out> {
     let d = find_device(store, device)?;
-    if d.is_verified() {
+    if d.is_verified(cfg.devices.trust_certificate_registrations) {
         return Ok(Out::new(
             format!(
                 "device {}/{} is already trusted ({})\n",
@@ -159,6 +159,48 @@ pub fn device_revoke(store: &dyn Storage, device: &str, now: i64) -> Result<Out>
     ))
 }
 
+/// `dmmp device use-certificate`: a device registered with a target token moves to client
+/// certificates. Its token is removed; from its next request it authenticates with any
+/// certificate its tenant's device CA issued for it (renewals included), as a device that
+/// registered with a certificate does. (A device that presents its token and a certificate
+/// together has that one certificate pinned, and keeps its token.)
+pub fn device_use_certificate(cfg: &Config, store: &dyn Storage, device: &str) -> Result<Out> {
+    let d = find_device(store, device)?;
+    if !cfg.client_cas().iter().any(|(t, _)| *t == d.tenant) {
+        return Err(Error::Usage(format!(
+            "tenant {} has no device CA ([server] client_ca or [tenant_client_ca] {}): device {}/{} could not authenticate with a certificate",
+            d.tenant, d.tenant, d.tenant, d.controller_id
+        )));
+    }
+    if d.token_sha256.is_none() {
+        return Ok(Out::new(
+            format!(
+                "device {}/{} has no target token: it authenticates with certificates already\n",
+                d.tenant, d.controller_id
+            ),
+            json!({"device": d.id, "credential": credential(&d)}),
+        ));
+    }
+    store.set_device_token(d.id, None)?;
+    Ok(Out::new(
+        format!(
+            "device {}/{}: its target token is removed; from its next request it authenticates with a client certificate of tenant {}'s device CA for {}\n",
+            d.tenant, d.controller_id, d.tenant, d.controller_id
+        ),
+        json!({"device": d.id, "credential": "certificate"}),
+    ))
+}
+
+/// What a device authenticates with, for people.
+fn credential(d: &Device) -> &'static str {
+    match (&d.token_sha256, &d.cert_sha256) {
+        (Some(_), Some(_)) => "target token, or its pinned certificate",
+        (Some(_), None) => "target token",
+        (None, _) if d.registered_by == "gateway-token" => "the gateway token, or a certificate",
+        (None, _) => "certificate",
+    }
+}
+
 /// One device: inventory, last poll, actions and status history.
 pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     let d = &find_device(store, device)?;
@@ -177,13 +219,14 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
         None => "none".into(),
     };
     let mut text = format!(
-        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n  certificate {certificate}\n\ninventory\n",
+        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n  authenticates with {}\n  certificate {certificate}\n\ninventory\n",
         d.tenant,
         d.controller_id,
         d.id,
         when(Some(d.created)),
         d.registered_by,
-        when(d.last_seen)
+        when(d.last_seen),
+        credential(d)
     );
     for (k, v) in &d.attributes {
         text.push_str(&format!("  {} = {}\n", printable(k), printable(v)));
@@ -228,7 +271,8 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     ));
     Ok(Out::new(
         text,
-        json!({"device": d, "certificate_revoked": revoked, "actions": actions, "history": history}),
+        json!({"device": d, "credential": credential(d), "certificate_revoked": revoked,
+            "actions": actions, "history": history}),
     ))
 }
 

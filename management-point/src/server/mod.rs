@@ -20,6 +20,7 @@ pub mod routes;
 pub mod state;
 pub mod throttle;
 pub mod tls;
+pub mod trust;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -88,11 +89,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 /// Opens the storage and builds the server state.
 pub fn prepare(config: Config) -> Result<Arc<AppState>> {
     let store: Arc<dyn Storage> = Arc::from(crate::storage::open(&config, "serve")?);
-    let roots = match &config.server.client_ca {
-        Some(p) => tls::load_client_roots(&config.resolve(p))?,
-        None => Vec::new(),
-    };
-    Ok(Arc::new(AppState::new(config, store, roots)?))
+    let trust = trust::ClientTrust::load(&config)?;
+    Ok(Arc::new(AppState::new(config, store, trust)?))
 }
 
 /// Serves until `shutdown` completes. `ready` receives the bound address.

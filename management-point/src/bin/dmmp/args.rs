@@ -410,6 +410,12 @@ pub enum DeviceCmd {
         /// Controller id or TENANT/ID.
         device: String,
     },
+    /// Move a device registered with a target token to client certificates: its token is
+    /// removed, and any certificate its tenant's device CA issued for it authenticates it.
+    UseCertificate {
+        /// Controller id or TENANT/ID.
+        device: String,
+    },
     /// Approve a device that registered itself: it may then receive client deployments.
     Approve {
         /// Controller id or TENANT/ID.

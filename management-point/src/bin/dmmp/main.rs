@@ -169,8 +169,11 @@ fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
             devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
         }
         DeviceCmd::List => devices::device_list(&*store),
-        DeviceCmd::Approve { device } => devices::device_approve(&*store, device),
+        DeviceCmd::Approve { device } => devices::device_approve(&cfg, &*store, device),
         DeviceCmd::Revoke { device } => devices::device_revoke(&*store, device, now),
+        DeviceCmd::UseCertificate { device } => {
+            devices::device_use_certificate(&cfg, &*store, device)
+        }
         DeviceCmd::Show { device } => devices::device_show(&*store, device),
     }
 }
