@@ -61,7 +61,7 @@ fn check(
     };
     let cn = checked.map_err(|p| match p {
         ClientCertProblem::Foreign => ApiError::forbidden(format!(
-            "the client certificate was not issued by a device CA of tenant {tenant}"
+            "the client certificate was not issued by this server's client CA for tenant {tenant}"
         )),
         ClientCertProblem::Expired => {
             ApiError::forbidden("the client certificate is expired or not yet valid")
