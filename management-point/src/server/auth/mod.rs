@@ -73,7 +73,10 @@ pub fn authenticate(
         Credential::Target(t) => {
             counted(state, conn, || by_target_token(state, conn, t, tenant, cid))
         }
-        Credential::Gateway(g) => counted(state, conn, || by_gateway_token(state, g, tenant, cid)),
+        Credential::Gateway(g) => {
+            counted(state, conn, || gateway_token_matches(state, g))?;
+            by_gateway_token(state, tenant, cid)
+        }
     }
 }
 
@@ -105,13 +108,13 @@ fn credential<'a>(
     }
 }
 
-/// Runs a token authentication unless the client's address failed too often, counting its
-/// failure (401) against the address.
-fn counted(
+/// Runs a token check unless the client's address failed too often, counting its failure
+/// (401) against the address.
+fn counted<T>(
     state: &AppState,
     conn: &ConnInfo,
-    check: impl FnOnce() -> Result<Device, ApiError>,
-) -> Result<Device, ApiError> {
+    check: impl FnOnce() -> Result<T, ApiError>,
+) -> Result<T, ApiError> {
     let ip = conn.peer.ip();
     if let Some(wait) = state.auth_failures.blocked(ip, state.now()) {
         return Err(ApiError::throttled(
@@ -182,16 +185,16 @@ fn by_target_token(
 }
 
 /// `GatewayToken`: the configured gateway token speaks for any device.
-fn by_gateway_token(
-    state: &AppState,
-    secret: &str,
-    tenant: &str,
-    cid: &str,
-) -> Result<Device, ApiError> {
+fn gateway_token_matches(state: &AppState, secret: &str) -> Result<(), ApiError> {
     match &state.config.devices.gateway_token {
-        Some(g) if sha256_hex(g) == sha256_hex(secret) => {}
-        _ => return Err(ApiError::unauthorized("the gateway token does not match")),
+        Some(g) if sha256_hex(g) == sha256_hex(secret) => Ok(()),
+        _ => Err(ApiError::unauthorized("the gateway token does not match")),
     }
+}
+
+/// The device a gateway that presented the gateway token speaks for. (An unknown device it
+/// asks for is no guess: it does not count against the gateway's address.)
+fn by_gateway_token(state: &AppState, tenant: &str, cid: &str) -> Result<Device, ApiError> {
     match lookup(state, tenant, cid)? {
         Some(d) => Ok(d),
         None => register(state, tenant, cid, None, "gateway-token"),
@@ -333,6 +336,7 @@ mod tests {
         let f = Fixture::new(|c| {
             c.devices.unknown_devices = crate::config::UnknownDevices::Refuse;
             c.devices.failed_auth_per_minute = 5;
+            c.devices.gateway_token = Some("gateway-secret-0123".into());
         });
         f.state
             .store
@@ -373,6 +377,13 @@ mod tests {
             StatusCode::TOO_MANY_REQUESTS
         );
         assert_eq!(lookups(), read, "a held-back address costs no read");
+        // A gateway with the right token asking for devices not registered guesses nothing.
+        let gateway = at("203.0.113.9");
+        for i in 0..10 {
+            let h = Fixture::auth("GatewayToken gateway-secret-0123");
+            let r = f.try_auth(&h, &gateway, &format!("unregistered-{i}"));
+            assert_eq!(status(r), StatusCode::UNAUTHORIZED, "refused, never held back");
+        }
         // A device behind another address is not held back, and successes never count.
         for _ in 0..20 {
             f.try_auth(&Fixture::auth("TargetToken right"), &at("198.51.100.7"), "dev-1").unwrap();
