@@ -19,7 +19,9 @@ fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!("--name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'")))
+        Err(Error::Usage(format!(
+            "administrator name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
     }
 }
 

@@ -207,7 +207,8 @@ pub struct InitArgs {
     /// The server's PEM private key.
     #[arg(long)]
     pub tls_key: PathBuf,
-    /// PEM roots of device client certificates (enables certificate authentication).
+    /// PEM roots of the device client certificates of the tenant DEFAULT (enables certificate
+    /// authentication; other tenants' CAs are named in dmmp.toml's tenant_client_ca table).
     #[arg(long)]
     pub client_ca: Option<PathBuf>,
     /// register or refuse devices it has never seen.
