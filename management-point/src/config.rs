@@ -2,6 +2,7 @@
 //! treats devices. Documented in docs/management-point.md. Relative paths are relative to the
 //! folder holding the file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -33,11 +34,14 @@ pub struct Server {
     pub tls_cert: PathBuf,
     /// PEM private key of the server.
     pub tls_key: PathBuf,
-    /// PEM roots that issue device client certificates; enables certificate authentication.
-    /// Several roots may be in the file (an old and a new device CA during a rotation).
+    /// PEM roots that issue the client certificates of the tenant `DEFAULT` (or, when one
+    /// other tenant is served, of that one); enables certificate authentication. Several roots
+    /// may be in the file (an old and a new device CA during a rotation). Other tenants' CAs
+    /// are in `[tenant_client_ca]`: a certificate authenticates only in its CA's tenant.
     #[serde(default)]
     pub client_ca: Option<PathBuf>,
-    /// Revocation lists (PEM or DER) of the device CAs, reloaded when a file changes.
+    /// Revocation lists (PEM or DER) of every tenant's device CAs, reloaded when a file
+    /// changes.
     #[serde(default)]
     pub client_crls: Vec<PathBuf>,
     /// Largest request body accepted (feedback, configData, status messages).
@@ -52,6 +56,13 @@ pub struct Server {
     /// Seconds a connection may stay open with no request in flight.
     #[serde(default = "default_idle")]
     pub idle_timeout_secs: u64,
+    /// Seconds from a request's headers to the last byte of its body.
+    #[serde(default = "default_body")]
+    pub body_timeout_secs: u64,
+    /// Seconds from a request's headers to the last byte of its response: generous, because a
+    /// device downloads artifacts of any size (a cut download resumes with `Range`).
+    #[serde(default = "default_request")]
+    pub request_timeout_secs: u64,
     /// The most connections open at once (never more than the file descriptor limit allows).
     #[serde(default = "default_max_connections")]
     pub max_connections: usize,
@@ -66,6 +77,14 @@ fn default_first_request() -> u64 {
 
 fn default_idle() -> u64 {
     60
+}
+
+fn default_body() -> u64 {
+    60
+}
+
+fn default_request() -> u64 {
+    3600
 }
 
 fn default_max_connections() -> usize {
@@ -123,6 +142,20 @@ pub struct Devices {
     /// unknown devices are refused.
     #[serde(default = "default_max_devices")]
     pub max_devices: u64,
+    /// With `unknown_devices = "register"`: whether a device that registered itself with a
+    /// client certificate counts as verified (receives client deployments, whose settings
+    /// hold the fleet's secrets) without `dmmp device approve`. Only when the device CAs issue
+    /// certificates to the fleet's own devices alone.
+    #[serde(default)]
+    pub trust_certificate_registrations: bool,
+    /// Failed authentications (a wrong token, an unknown device) from one address in a minute
+    /// before it is answered 429 until the minute ends.
+    #[serde(default = "default_failed_auth")]
+    pub failed_auth_per_minute: u32,
+}
+
+fn default_failed_auth() -> u32 {
+    60
 }
 
 fn default_registrations_per_minute() -> u32 {
@@ -169,6 +202,10 @@ pub struct Config {
     /// `[health]`: the thresholds of the health rules (docs/health.md).
     #[serde(default)]
     pub health: Health,
+    /// `[tenant_client_ca]`: the device CAs (a PEM file) of each tenant other than the one
+    /// `[server] client_ca` serves.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub tenant_client_ca: BTreeMap<String, PathBuf>,
     #[serde(skip)]
     dir: PathBuf,
 }
@@ -222,6 +259,8 @@ impl Config {
                 handshake_timeout_secs: default_handshake(),
                 first_request_timeout_secs: default_first_request(),
                 idle_timeout_secs: default_idle(),
+                body_timeout_secs: default_body(),
+                request_timeout_secs: default_request(),
                 max_connections: default_max_connections(),
                 metrics_listen: None,
             },
@@ -239,8 +278,11 @@ impl Config {
                 last_seen_flush_secs: default_flush(),
                 registrations_per_minute: default_registrations_per_minute(),
                 max_devices: default_max_devices(),
+                trust_certificate_registrations: false,
+                failed_auth_per_minute: default_failed_auth(),
             },
             health: Health::default(),
+            tenant_client_ca: BTreeMap::new(),
             dir: dir.to_path_buf(),
         }
     }
@@ -278,7 +320,69 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return Err("[server] max_body_bytes must be at least 1024".into());
         }
+        if !(1..=3600).contains(&self.server.body_timeout_secs) {
+            return Err("[server] body_timeout_secs must be 1 to 3600".into());
+        }
+        if !(1..=86_400 * 7).contains(&self.server.request_timeout_secs) {
+            return Err("[server] request_timeout_secs must be 1 to 604800".into());
+        }
+        if self.devices.failed_auth_per_minute == 0 {
+            return Err("[devices] failed_auth_per_minute must be at least 1".into());
+        }
+        self.check_tenant_cas()
+    }
+
+    /// Each tenant has at most one device CA file, and `[server] client_ca` names whose it is.
+    fn check_tenant_cas(&self) -> std::result::Result<(), String> {
+        let tenants = &self.devices.tenants;
+        for t in self.tenant_client_ca.keys() {
+            if !tenants.contains(t) {
+                return Err(format!(
+                    "[tenant_client_ca] {t}: not a tenant of [devices] tenants ({})",
+                    tenants.join(", ")
+                ));
+            }
+        }
+        if self.server.client_ca.is_some() {
+            let Some(t) = self.client_ca_tenant() else {
+                return Err(format!(
+                    "[server] client_ca holds the device CAs of the tenant {DEFAULT_TENANT} (or of the only tenant served), and {DEFAULT_TENANT} is not among the tenants {}: give each tenant its CAs in [tenant_client_ca]",
+                    tenants.join(", ")
+                ));
+            };
+            if self.tenant_client_ca.contains_key(t) {
+                return Err(format!(
+                    "[tenant_client_ca] {t}: its device CAs are [server] client_ca already; name them once"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// The tenant whose device CAs `[server] client_ca` holds: `DEFAULT` when it is served,
+    /// else the only tenant served.
+    fn client_ca_tenant(&self) -> Option<&str> {
+        let tenants = &self.devices.tenants;
+        if tenants.iter().any(|t| t == DEFAULT_TENANT) {
+            return Some(DEFAULT_TENANT);
+        }
+        match tenants.as_slice() {
+            [only] => Some(only.as_str()),
+            _ => None,
+        }
+    }
+
+    /// The device CA file of each tenant that takes client certificates, resolved.
+    pub fn client_cas(&self) -> Vec<(String, PathBuf)> {
+        let main = self
+            .server
+            .client_ca
+            .as_ref()
+            .zip(self.client_ca_tenant())
+            .map(|(p, t)| (t.to_string(), self.resolve(p)));
+        main.into_iter()
+            .chain(self.tenant_client_ca.iter().map(|(t, p)| (t.clone(), self.resolve(p))))
+            .collect()
     }
 
     /// The file as TOML.
@@ -359,6 +463,40 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("gateway_token"), "{err}");
+    }
+
+    fn with_tenants(tenants: &str, cas: &str) -> Result<Config> {
+        load(&format!(
+            "[server]\nlisten = \"127.0.0.1:1\"\ntls_cert = \"a\"\ntls_key = \"b\"\nclient_ca = \"ca.pem\"\n[storage]\ndatabase = \"d\"\ncontent = \"c\"\n[devices]\ntenants = {tenants}\n{cas}"
+        ))
+    }
+
+    #[test]
+    fn each_tenant_has_its_own_device_cas() {
+        // One tenant: client_ca is its CA, as before tenants had CAs of their own.
+        let c = with_tenants("[\"DEFAULT\"]", "").unwrap();
+        let cas = c.client_cas();
+        assert_eq!(cas.len(), 1);
+        assert_eq!(cas[0].0, "DEFAULT");
+        assert!(cas[0].1.ends_with("ca.pem") && cas[0].1.is_absolute());
+        let c = with_tenants("[\"acme\"]", "").unwrap();
+        assert_eq!(c.client_cas()[0].0, "acme");
+        // Several: client_ca is DEFAULT's; the others name theirs.
+        let c = with_tenants(
+            "[\"DEFAULT\", \"acme\", \"other\"]",
+            "[tenant_client_ca]\nacme = \"acme-ca.pem\"\n",
+        )
+        .unwrap();
+        let cas: Vec<_> = c.client_cas().into_iter().map(|(t, _)| t).collect();
+        assert_eq!(cas, ["DEFAULT", "acme"], "other takes no certificates");
+        for (tenants, cas, wrong) in [
+            ("[\"acme\", \"other\"]", "", "client_ca"),
+            ("[\"DEFAULT\"]", "[tenant_client_ca]\nacme = \"a.pem\"\n", "acme"),
+            ("[\"DEFAULT\"]", "[tenant_client_ca]\nDEFAULT = \"a.pem\"\n", "once"),
+        ] {
+            let err = with_tenants(tenants, cas).unwrap_err().to_string();
+            assert!(err.contains(wrong) && err.contains("dmmp.toml"), "{err}");
+        }
     }
 
     #[test]

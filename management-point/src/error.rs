@@ -115,6 +115,11 @@ pub enum Error {
         reason: String,
     },
 
+    /// The system's random number generator failed: no token, salt or session id is made
+    /// (one of zeros would be the same for every failed call).
+    #[error("the system's random number generator failed while making {0}")]
+    NoRandomness(String),
+
     /// TLS set-up failed.
     #[error("TLS: {what}: {source}")]
     Tls {
@@ -145,7 +150,8 @@ impl Error {
             Error::Pki { .. }
             | Error::Database { .. }
             | Error::Postgres { .. }
-            | Error::Tls { .. } => StatusCode::E_FAIL,
+            | Error::Tls { .. }
+            | Error::NoRandomness(_) => StatusCode::E_FAIL,
             Error::CorruptRow { .. } => StatusCode::ERROR_INVALID_DATA,
             Error::Conflict(_) => StatusCode::ERROR_ALREADY_EXISTS,
             Error::NotFound(_) => StatusCode::ERROR_FILE_NOT_FOUND,

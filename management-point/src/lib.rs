@@ -9,6 +9,8 @@ pub use error::{Error, Result};
 pub mod admin;
 pub mod config;
 pub mod model;
+pub mod printable;
+pub mod random;
 pub mod reports;
 pub mod server;
 pub mod storage;

@@ -66,12 +66,27 @@ impl Device {
     /// use: anyone could have been first).
     pub const SELF_REGISTERED: &'static str = "target-token";
 
+    /// How a device that registered itself with a client certificate is recorded.
+    pub const CERTIFICATE_REGISTERED: &'static str = "certificate";
+
     /// Whether the server knows who the device is: added or approved by an administrator, or
-    /// authenticated by a client certificate or the gateway token. A device that only
-    /// registered itself is not, and never receives a client deployment (its settings hold
-    /// the fleet's secrets).
-    pub fn is_verified(&self) -> bool {
-        self.registered_by != Self::SELF_REGISTERED
+    /// registered by the gateway token, or by a client certificate when `trust_certificates`
+    /// (`[devices] trust_certificate_registrations`). A device that only registered itself is
+    /// not, and never receives a client deployment (its settings hold the fleet's secrets).
+    pub fn is_verified(&self, trust_certificates: bool) -> bool {
+        match self.registered_by.as_str() {
+            Self::SELF_REGISTERED => false,
+            Self::CERTIFICATE_REGISTERED => trust_certificates,
+            _ => true,
+        }
+    }
+
+    /// Whether `s` may be a controller id: 1 to 64 letters, digits, `.`, `_` or `-` (what a
+    /// URL path segment, a log line and a terminal take as it is).
+    pub fn valid_controller_id(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 64
+            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
     }
 
     /// An attribute.
@@ -810,4 +825,15 @@ pub struct AdminCert {
     pub not_before: i64,
     /// Valid until (Unix seconds).
     pub not_after: i64,
+}
+
+/// An administrator of the console who logs in with a password.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Administrator {
+    /// The name they log in with.
+    pub name: String,
+    /// Their password's Argon2id hash (a PHC string).
+    pub hash: String,
+    /// When they were added (Unix seconds).
+    pub created: i64,
 }

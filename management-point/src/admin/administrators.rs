@@ -1,6 +1,8 @@
 //! `dmmp admin`: the web console's administrators. A password is kept only as its Argon2id
 //! hash; a client certificate is pinned by the SHA-256 of its DER, with its validity, and
-//! opens the console with no password while it is valid (docs/console.md).
+//! opens the console with no password while it is valid (docs/console.md). A new password or
+//! the administrator's removal ends their sessions; an unpinned certificate opens nothing from
+//! the next request.
 
 use std::path::Path;
 
@@ -17,7 +19,9 @@ fn check_name(name: &str) -> Result<()> {
     if ok {
         Ok(())
     } else {
-        Err(Error::Usage(format!("--name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'")))
+        Err(Error::Usage(format!(
+            "administrator name {name:?}: 1 to 64 letters, digits, '.', '_', '-' or '@'"
+        )))
     }
 }
 
@@ -43,7 +47,7 @@ pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out>
     if password.chars().count() < 12 {
         return Err(Error::Usage("the password must be at least 12 characters".into()));
     }
-    let hash = crate::server::console::hash_password(password).map_err(Error::Usage)?;
+    let hash = crate::server::console::hash_password(password)?;
     store.set_administrator(name, &hash, now)?;
     Ok(Out::new(
         format!("administrator {name} can log in to the console at /console/\n"),
@@ -87,4 +91,71 @@ pub fn certificate(store: &dyn Storage, name: &str, path: &Path, now: i64) -> Re
         serde_json::json!({"administrator": name, "subject": c.subject, "sha256": c.sha256,
             "not_after": c.not_after}),
     ))
+}
+
+/// `dmmp admin remove`: the administrator's password and pinned certificates go; the server
+/// ends their sessions at its next look at the database (within a second).
+pub fn remove(store: &dyn Storage, name: &str) -> Result<Out> {
+    check_name(name)?;
+    if !store.remove_administrator(name)? {
+        return Err(Error::NotFound(format!("administrator {name}")));
+    }
+    Ok(Out::new(
+        format!("administrator {name} removed: their sessions and certificates open nothing\n"),
+        serde_json::json!({"removed": name}),
+    ))
+}
+
+/// `dmmp admin unpin`: the certificate (a PEM file, or the SHA-256 `admin list` shows) no
+/// longer opens the console.
+pub fn unpin(store: &dyn Storage, sha256: Option<&str>, file: Option<&Path>) -> Result<Out> {
+    let sha = match (sha256, file) {
+        (Some(s), None) => {
+            let s = s.trim().to_ascii_lowercase();
+            if s.len() != 64 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(Error::Usage(format!("--sha256 {s:?}: 64 hex digits")));
+            }
+            s
+        }
+        (None, Some(f)) => read_cert("-", f)?.sha256,
+        _ => return Err(Error::Usage("give --sha256 HEX or --file CERT.pem".into())),
+    };
+    let Some(cert) = store.administrator_by_certificate(&sha)? else {
+        return Err(Error::NotFound(format!(
+            "a pinned administrator certificate with sha256 {sha}"
+        )));
+    };
+    store.remove_administrator_certificate(&sha)?;
+    Ok(Out::new(
+        format!(
+            "certificate {} (sha256 {sha}) of administrator {} unpinned: it opens nothing from the next request\n",
+            cert.subject, cert.name
+        ),
+        serde_json::json!({"administrator": cert.name, "unpinned": sha}),
+    ))
+}
+
+/// `dmmp admin list`: the administrators and their pinned certificates.
+pub fn list(store: &dyn Storage) -> Result<Out> {
+    let admins = store.administrators()?;
+    let certs = store.administrator_certificates()?;
+    let mut rows: Vec<Vec<String>> = admins
+        .iter()
+        .map(|a| vec![a.name.clone(), "password".into(), super::when(Some(a.created)), "".into()])
+        .collect();
+    rows.extend(certs.iter().map(|c| {
+        vec![
+            c.name.clone(),
+            format!("certificate {}", c.subject),
+            format!("until {}", super::when(Some(c.not_after))),
+            c.sha256.clone(),
+        ]
+    }));
+    rows.sort_by(|a, b| a[0].cmp(&b[0]));
+    let json = serde_json::json!({
+        "administrators": admins.iter().map(|a| serde_json::json!({"name": a.name, "created": a.created})).collect::<Vec<_>>(),
+        "certificates": certs.iter().map(|c| serde_json::json!({"name": c.name, "subject": c.subject,
+            "sha256": c.sha256, "not_before": c.not_before, "not_after": c.not_after})).collect::<Vec<_>>(),
+    });
+    Ok(Out::new(super::table(&["NAME", "OPENS WITH", "SINCE / VALID", "SHA-256"], &rows), json))
 }

@@ -9,6 +9,7 @@ use super::{Out, find_device, table, when};
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::printable::printable;
 use crate::storage::Storage;
 
 /// The largest CSV file `device import` reads.
@@ -32,7 +33,15 @@ pub fn device_add(
     now: i64,
 ) -> Result<Out> {
     let tenant = tenant_or_default(cfg, tenant);
-    let token = token.map_or_else(super::new_token, str::to_string);
+    if !Device::valid_controller_id(id) {
+        return Err(Error::Usage(format!(
+            "--id {id:?}: a controller id is 1 to 64 letters, digits, '.', '_' or '-'"
+        )));
+    }
+    let token = match token {
+        Some(t) => t.to_string(),
+        None => super::new_token()?,
+    };
     let sha = dm_shared::pki::sha256_hex(token.as_bytes());
     let d = store.add_device(&tenant, id, Some(&sha), "admin", now)?;
     Ok(Out::new(format!("{token}\n"), json!({"device": d, "target_token": token})))
@@ -54,10 +63,7 @@ pub fn parse_device_csv(
         }
         let (cid, tok) =
             line.split_once(',').map_or((line, None), |(c, t)| (c.trim(), Some(t.trim())));
-        if cid.is_empty()
-            || cid.len() > 64
-            || !cid.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-        {
+        if !Device::valid_controller_id(cid) {
             return Err(Error::Usage(format!(
                 "{} line {}: bad controller id {cid:?}",
                 file.display(),
@@ -110,9 +116,9 @@ pub fn device_list(store: &dyn Storage) -> Result<Out> {
 }
 
 /// `dmmp device approve`: a device that registered itself may receive client deployments.
-pub fn device_approve(store: &dyn Storage, device: &str) -> Result<Out> {
+pub fn device_approve(cfg: &Config, store: &dyn Storage, device: &str) -> Result<Out> {
     let d = find_device(store, device)?;
-    if d.is_verified() {
+    if d.is_verified(cfg.devices.trust_certificate_registrations) {
         return Ok(Out::new(
             format!(
                 "device {}/{} is already trusted ({})\n",
@@ -153,6 +159,48 @@ pub fn device_revoke(store: &dyn Storage, device: &str, now: i64) -> Result<Out>
     ))
 }
 
+/// `dmmp device use-certificate`: a device registered with a target token moves to client
+/// certificates. Its token is removed; from its next request it authenticates with any
+/// certificate its tenant's device CA issued for it (renewals included), as a device that
+/// registered with a certificate does. (A device that presents its token and a certificate
+/// together has that one certificate pinned, and keeps its token.)
+pub fn device_use_certificate(cfg: &Config, store: &dyn Storage, device: &str) -> Result<Out> {
+    let d = find_device(store, device)?;
+    if !cfg.client_cas().iter().any(|(t, _)| *t == d.tenant) {
+        return Err(Error::Usage(format!(
+            "tenant {} has no device CA ([server] client_ca or [tenant_client_ca] {}): device {}/{} could not authenticate with a certificate",
+            d.tenant, d.tenant, d.tenant, d.controller_id
+        )));
+    }
+    if d.token_sha256.is_none() {
+        return Ok(Out::new(
+            format!(
+                "device {}/{} has no target token: it authenticates with certificates already\n",
+                d.tenant, d.controller_id
+            ),
+            json!({"device": d.id, "credential": credential(&d)}),
+        ));
+    }
+    store.set_device_token(d.id, None)?;
+    Ok(Out::new(
+        format!(
+            "device {}/{}: its target token is removed; from its next request it authenticates with a client certificate of tenant {}'s device CA for {}\n",
+            d.tenant, d.controller_id, d.tenant, d.controller_id
+        ),
+        json!({"device": d.id, "credential": "certificate"}),
+    ))
+}
+
+/// What a device authenticates with, for people.
+fn credential(d: &Device) -> &'static str {
+    match (&d.token_sha256, &d.cert_sha256) {
+        (Some(_), Some(_)) => "target token, or its pinned certificate",
+        (Some(_), None) => "target token",
+        (None, _) if d.registered_by == "gateway-token" => "the gateway token, or a certificate",
+        (None, _) => "certificate",
+    }
+}
+
 /// One device: inventory, last poll, actions and status history.
 pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     let d = &find_device(store, device)?;
@@ -171,16 +219,17 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
         None => "none".into(),
     };
     let mut text = format!(
-        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n  certificate {certificate}\n\ninventory\n",
+        "device {}/{} (id {})\n  registered {} by {}\n  last poll  {}\n  authenticates with {}\n  certificate {certificate}\n\ninventory\n",
         d.tenant,
         d.controller_id,
         d.id,
         when(Some(d.created)),
         d.registered_by,
-        when(d.last_seen)
+        when(d.last_seen),
+        credential(d)
     );
     for (k, v) in &d.attributes {
-        text.push_str(&format!("  {k} = {v}\n"));
+        text.push_str(&format!("  {} = {}\n", printable(k), printable(v)));
     }
     text.push_str("\nactions\n");
     let arows: Vec<Vec<String>> = actions
@@ -222,13 +271,64 @@ pub fn device_show(store: &dyn Storage, device: &str) -> Result<Out> {
     ));
     Ok(Out::new(
         text,
-        json!({"device": d, "certificate_revoked": revoked, "actions": actions, "history": history}),
+        json!({"device": d, "credential": credential(d), "certificate_revoked": revoked,
+            "actions": actions, "history": history}),
     ))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::storage::SqliteStore;
+
+    /// The attack: a device puts an escape sequence and a newline in an inventory value and in
+    /// a feedback detail, to clear the administrator's screen and forge lines of the output.
+    #[test]
+    fn device_text_reaches_the_terminal_escaped() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("dmmp.db")).unwrap();
+        let d = store.add_device("DEFAULT", "dev-1", None, "admin", 1).unwrap();
+        let evil = "1.0\x1b[2J\x1b]0;owned\x07\nREGISTERED BY admin";
+        let attrs = [(attr::PLATFORM.to_string(), evil.to_string())].into_iter().collect();
+        store.set_attributes(d.id, &attrs).unwrap();
+        store
+            .add_status(&StatusRecord {
+                id: 0,
+                device_id: d.id,
+                action_id: None,
+                received: 2,
+                source: "status-message".into(),
+                execution: None,
+                finished: None,
+                message_id: Some(10002),
+                hresult: None,
+                component: Some("DMSvc\x1b[31m".into()),
+                details: vec![format!("done\n{evil}")],
+                report_id: None,
+            })
+            .unwrap();
+        for out in [device_show(&store, "dev-1").unwrap().text, device_list(&store).unwrap().text] {
+            assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
+            assert!(!out.contains("\nREGISTERED BY"), "a forged line: {out:?}");
+            assert!(out.contains("1.0\\x1b[2J"), "{out:?}");
+        }
+        let show = device_show(&store, "dev-1").unwrap();
+        assert!(show.text.contains("done\\n1.0\\x1b[2J"), "{:?}", show.text);
+        assert!(show.text.contains("DMSvc\\x1b[31m"), "{:?}", show.text);
+        // Scripts get the text as it was sent, escaped by JSON.
+        assert_eq!(show.json["device"]["attributes"][attr::PLATFORM], evil);
+    }
+
+    #[test]
+    fn added_devices_need_a_controller_id_devices_can_use() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = Config::new(dir.path(), "127.0.0.1:0".parse().unwrap(), "s".into(), "k".into());
+        let store = SqliteStore::open(&dir.path().join("dmmp.db")).unwrap();
+        let err = device_add(&cfg, &store, "a\x1b[2J", None, Some("t"), 1).unwrap_err();
+        assert!(err.to_string().contains("controller id"), "{err}");
+        assert!(store.devices().unwrap().is_empty());
+        device_add(&cfg, &store, "dev-1.a_b", None, None, 1).unwrap();
+    }
 
     #[test]
     fn csv_rows_skip_headers_and_comments_and_name_bad_lines() {

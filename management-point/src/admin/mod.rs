@@ -12,11 +12,11 @@ pub mod migrate;
 pub mod packages;
 pub mod targeting;
 
-use dm_shared::pki;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
 use crate::model::*;
+use crate::printable::printable;
 use crate::storage::Storage;
 
 /// What a command prints: text for people, JSON for scripts.
@@ -61,8 +61,12 @@ pub fn when(t: Option<i64>) -> String {
     }
 }
 
-/// Prints rows as aligned columns.
+/// Prints rows as aligned columns. Every cell goes through [`printable`]: cells hold what
+/// devices sent (inventory, details), which must not reach the terminal raw.
 pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> =
+        rows.iter().map(|r| r.iter().map(|c| printable(c).into_owned()).collect()).collect();
+    let rows = &rows;
     let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
     for r in rows {
         for (i, c) in r.iter().enumerate() {
@@ -156,9 +160,7 @@ pub fn find_device(store: &dyn Storage, r: &str) -> Result<Device> {
     }
 }
 
-/// A fresh random token (for `device add`).
-pub fn new_token() -> String {
-    let mut b = [0u8; 24];
-    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b);
-    pki::to_hex(&b)
+/// A fresh random token (for `device add`); an error when the system's generator fails.
+pub fn new_token() -> Result<String> {
+    crate::random::hex(24, "a target token")
 }

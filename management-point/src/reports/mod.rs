@@ -122,8 +122,11 @@ impl Report {
     }
 }
 
-/// One CSV cell: neutralised, then quoted when it must be.
+/// One CSV cell: control characters escaped ([`crate::printable::printable`]: a device's
+/// text must not reach a terminal the CSV is printed on raw), neutralised, then quoted when it
+/// must be.
 pub fn csv_cell(c: &str) -> String {
+    let c = crate::printable::printable(c);
     let c = if c.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         format!("'{c}")
     } else {
@@ -574,6 +577,17 @@ mod tests {
         assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_cell("a,b"), "\"a,b\"");
         assert_eq!(csv_cell("plain"), "plain");
+        // A device's escape sequence and newline reach no terminal the CSV is printed on.
+        assert_eq!(csv_cell("done\x1b[2J\nforged"), "done\\x1b[2J\\nforged");
+        let r = Report {
+            name: "deployment-details",
+            title: "t",
+            columns: vec!["device", "details"],
+            rows: vec![vec!["dev-1".into(), "ok\x1b]0;owned\x07\nforged".into()]],
+            next: None,
+        };
+        assert!(r.text().contains("ok\\x1b]0;owned\\x07\\nforged"), "{:?}", r.text());
+        assert!(!r.text().contains('\x1b') && !r.csv().contains('\x1b'));
         let r = Report {
             name: "healthy",
             title: "t",

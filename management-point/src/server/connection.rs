@@ -11,8 +11,9 @@
 //! HTTP/2 (chosen by ALPN) is served by one connection for its life: browsers on the console
 //! use it, devices do not.
 //!
-//! Deadlines (the handshake, the first request, idleness) and the cap on open connections are
-//! the [`conns`](super::conns) registry's.
+//! Deadlines (the handshake, the first request, idleness, a request's body and its whole
+//! exchange) and the cap on open connections are the [`conns`](super::conns) registry's; a
+//! request's body tells the registry when it was read to its end.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -216,7 +217,8 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         }
         req.extensions_mut().insert(self.info.clone());
         let guard = InFlight::start(self.conn.clone());
-        let resp = self.app.clone().oneshot(req.map(axum::body::Body::new));
+        let req = req.map(|b| axum::body::Body::new(Watched::new(b, &guard)));
+        let resp = self.app.clone().oneshot(req);
         Box::pin(async move {
             resp.await.map(|r| {
                 r.map(|b| {
@@ -249,18 +251,71 @@ fn asks_to_close<B>(req: &hyper::Request<B>) -> bool {
 }
 
 /// A request in flight on a connection, until dropped.
-struct InFlight(Arc<Conn>);
+struct InFlight(Arc<Conn>, u64);
 
 impl InFlight {
     fn start(c: Arc<Conn>) -> InFlight {
-        c.request_started();
-        InFlight(c)
+        let id = c.request_started();
+        InFlight(c, id)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.request_ended();
+        self.0.request_ended(self.1);
+    }
+}
+
+/// Marks a request's body read when dropped.
+struct BodyRead(Arc<Conn>, u64);
+
+impl Drop for BodyRead {
+    fn drop(&mut self) {
+        self.0.body_read(self.1);
+    }
+}
+
+/// A request's body that tells its connection when it was read to its end (or failed, or was
+/// dropped unread): until then the body deadline runs.
+struct Watched<B> {
+    inner: B,
+    reading: Option<BodyRead>,
+}
+
+impl<B: hyper::body::Body + Unpin> Watched<B> {
+    /// Watches `inner`, the body of request `req`. A request without a body (a poll, a
+    /// download) has read it already: only its whole-request deadline runs.
+    fn new(inner: B, req: &InFlight) -> Watched<B> {
+        if hyper::body::Body::is_end_stream(&inner) {
+            req.0.body_read(req.1);
+            return Watched { inner, reading: None };
+        }
+        Watched { inner, reading: Some(BodyRead(req.0.clone(), req.1)) }
+    }
+}
+
+impl<B: hyper::body::Body + Unpin> hyper::body::Body for Watched<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<B::Data>, B::Error>>> {
+        let r = Pin::new(&mut self.inner).poll_frame(cx);
+        let ended = matches!(r, Poll::Ready(None) | Poll::Ready(Some(Err(_))));
+        if ended || hyper::body::Body::is_end_stream(&self.inner) {
+            self.reading = None;
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
     }
 }
 
@@ -483,6 +538,35 @@ mod tests {
         let task = serve(tcp, peer, TlsAcceptor::from(Arc::new(tls)), app, slot, limits);
         let size = std::mem::size_of_val(&task);
         assert!(size < 2048, "a connection's future takes {size} bytes");
+    }
+
+    /// A request's body deadline runs until its body was read to its end, and never for a
+    /// request without a body (a download slower than the body deadline is not cut).
+    #[tokio::test]
+    async fn the_body_deadline_runs_until_the_body_is_read() {
+        use http_body_util::BodyExt;
+        let d = super::super::conns::Deadlines {
+            first_request: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+            body: Duration::from_millis(1),
+            request: Duration::from_secs(60),
+        };
+        let registry = super::super::conns::Registry::new(1);
+        let slot = registry.admit("127.0.0.1:1".parse().unwrap()).unwrap();
+        let conn = slot.conn.clone();
+        let get = InFlight::start(conn.clone());
+        let none = Watched::new(http_body_util::Empty::<Bytes>::new(), &get);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(conn.overdue(d), None, "no body: nothing to wait for");
+        drop((none, get));
+        let post = InFlight::start(conn.clone());
+        let body = Watched::new(http_body_util::Full::new(Bytes::from_static(b"{}")), &post);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(conn.overdue(d), Some("request body not received in time"));
+        assert_eq!(&body.collect().await.unwrap().to_bytes()[..], b"{}");
+        assert_eq!(conn.overdue(d), None, "read to its end");
+        drop(post);
+        assert!(conn.is_idle());
     }
 
     #[test]

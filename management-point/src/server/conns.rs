@@ -5,8 +5,14 @@
 //! - the first complete request after it (HTTP/1 headers, or an HTTP/2 stream's headers):
 //!   `first_request_timeout_secs`, for both protocols;
 //! - silence between requests on a kept-alive connection (HTTP/1 or HTTP/2, no request in
-//!   flight): `idle_timeout_secs`.
+//!   flight): `idle_timeout_secs`;
+//! - a request's body, from its headers to its last byte: `body_timeout_secs` (a client that
+//!   announces `Content-Length: 65536` and sends nothing holds its connection no longer);
+//! - a whole request, from its headers to the last byte of its response:
+//!   `request_timeout_secs`, generous because devices download large artifacts (a cut
+//!   download resumes with `Range`).
 //!
+//! The sweep checks every deadline; no connection or request has a timer of its own.
 //! At most `max_connections` are open (by default the process's file descriptor limit less a
 //! reserve). When a new connection would pass it, the oldest connection that never completed
 //! a request is closed for it, else the oldest idle one; only when every connection is busy is
@@ -41,6 +47,21 @@ pub struct Deadlines {
     pub first_request: Duration,
     /// For silence with no request in flight.
     pub idle: Duration,
+    /// From a request's headers to the last byte of its body.
+    pub body: Duration,
+    /// From a request's headers to the last byte of its response.
+    pub request: Duration,
+}
+
+/// A request in flight on a connection.
+#[derive(Debug, Clone, Copy)]
+struct Pending {
+    /// Its number on the connection.
+    id: u64,
+    /// Milliseconds since the connection opened when its headers came.
+    started_ms: u64,
+    /// Whether its body was read to its end (or given up).
+    body_read: bool,
 }
 
 /// What the server knows about one connection.
@@ -51,6 +72,8 @@ pub struct Conn {
     /// Milliseconds since `opened` of the last request start or end.
     last_activity_ms: AtomicU64,
     in_flight: AtomicUsize,
+    /// The requests in flight (one on HTTP/1; HTTP/2 streams at once).
+    pending: Mutex<Vec<Pending>>,
     /// Requests started on it so far.
     started: AtomicU64,
     /// The client asked to close the connection after this response.
@@ -68,6 +91,7 @@ impl Conn {
             opened: Instant::now(),
             last_activity_ms: AtomicU64::new(0),
             in_flight: AtomicUsize::new(0),
+            pending: Mutex::new(Vec::new()),
             started: AtomicU64::new(0),
             closing: AtomicBool::new(false),
             idle: Notify::new(),
@@ -75,20 +99,38 @@ impl Conn {
         }
     }
 
-    fn touch(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.last_activity_ms.store(ms, Ordering::Relaxed);
+    fn now_ms(&self) -> u64 {
+        u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX)
     }
 
-    /// A request started on it.
-    pub fn request_started(&self) {
-        self.started.fetch_add(1, Ordering::Relaxed);
+    fn touch(&self) {
+        self.last_activity_ms.store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    fn pending(&self) -> std::sync::MutexGuard<'_, Vec<Pending>> {
+        self.pending.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// A request started on it (its headers came); returns its number on the connection.
+    pub fn request_started(&self) -> u64 {
+        let id = self.started.fetch_add(1, Ordering::Relaxed);
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         self.touch();
+        let started_ms = self.now_ms();
+        self.pending().push(Pending { id, started_ms, body_read: false });
+        id
     }
 
-    /// A request's response was sent (or given up).
-    pub fn request_ended(&self) {
+    /// Request `id`'s body was read to its end, or will not be read.
+    pub fn body_read(&self, id: u64) {
+        if let Some(p) = self.pending().iter_mut().find(|p| p.id == id) {
+            p.body_read = true;
+        }
+    }
+
+    /// Request `id`'s response was sent (or given up).
+    pub fn request_ended(&self, id: u64) {
+        self.pending().retain(|p| p.id != id);
         let was = self.in_flight.fetch_sub(1, Ordering::Relaxed);
         self.touch();
         if was == 1 {
@@ -141,6 +183,16 @@ impl Conn {
     pub fn overdue(&self, d: Deadlines) -> Option<&'static str> {
         if self.requests() == 0 {
             return (self.opened.elapsed() > d.first_request).then_some("no request");
+        }
+        let now = self.now_ms();
+        let age = |p: &Pending| Duration::from_millis(now.saturating_sub(p.started_ms));
+        for p in self.pending().iter() {
+            if !p.body_read && age(p) > d.body {
+                return Some("request body not received in time");
+            }
+            if age(p) > d.request {
+                return Some("request not answered in time");
+            }
         }
         (self.is_idle() && self.idle_for() > d.idle).then_some("idle")
     }
@@ -274,8 +326,12 @@ mod tests {
 
     const PEER: SocketAddr =
         SocketAddr::V4(std::net::SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, 1));
-    const D: Deadlines =
-        Deadlines { first_request: Duration::from_millis(50), idle: Duration::from_millis(50) };
+    const D: Deadlines = Deadlines {
+        first_request: Duration::from_millis(50),
+        idle: Duration::from_millis(50),
+        body: Duration::from_millis(50),
+        request: Duration::from_millis(150),
+    };
 
     #[test]
     fn deadlines_by_phase() {
@@ -283,13 +339,47 @@ mod tests {
         assert_eq!(c.overdue(D), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.overdue(D), Some("no request"));
-        c.request_started();
+        let id = c.request_started();
+        c.body_read(id);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.overdue(D), None, "a request in flight is never idle");
-        c.request_ended();
+        c.request_ended(id);
         assert_eq!(c.overdue(D), None);
         std::thread::sleep(Duration::from_millis(60));
         assert_eq!(c.overdue(D), Some("idle"));
+    }
+
+    /// The attack: a request whose body never comes (`Content-Length: 65536`, then nothing)
+    /// counted as in flight forever, and a connection in flight is never closed nor evicted.
+    #[test]
+    fn a_body_that_never_comes_and_a_request_that_never_ends_are_overdue() {
+        let d = Deadlines {
+            body: Duration::from_millis(300),
+            request: Duration::from_millis(900),
+            ..D
+        };
+        let c = Conn::new(PEER);
+        let slow = c.request_started();
+        assert_eq!(c.overdue(d), None);
+        std::thread::sleep(Duration::from_millis(320));
+        assert_eq!(c.overdue(d), Some("request body not received in time"));
+        c.body_read(slow);
+        assert_eq!(c.overdue(d), None, "the body came: the request deadline is longer");
+        std::thread::sleep(Duration::from_millis(600));
+        assert_eq!(c.overdue(d), Some("request not answered in time"));
+        c.request_ended(slow);
+        assert_eq!(c.overdue(d), None);
+        // HTTP/2: each stream is timed from its own headers.
+        let a = c.request_started();
+        std::thread::sleep(Duration::from_millis(200));
+        let b = c.request_started();
+        c.body_read(a);
+        assert_eq!(c.overdue(d), None);
+        std::thread::sleep(Duration::from_millis(320));
+        assert_eq!(c.overdue(d), Some("request body not received in time"), "b's body");
+        c.request_ended(b);
+        c.request_ended(a);
+        assert!(c.is_idle());
     }
 
     #[test]
@@ -297,13 +387,13 @@ mod tests {
         let r = Registry::new(2);
         let silent = r.admit(PEER).unwrap();
         let busy = r.admit(PEER).unwrap();
-        busy.conn.request_started();
+        let _ = busy.conn.request_started();
         let third = r.admit(PEER).expect("the silent one makes room");
         assert_eq!(r.len(), 2);
         assert!(!r.lock().contains_key(&silent.id));
-        third.conn.request_started();
+        let id = third.conn.request_started();
         assert!(r.admit(PEER).is_none(), "every connection busy: turned away");
-        third.conn.request_ended();
+        third.conn.request_ended(id);
         let fourth = r.admit(PEER).expect("an idle one makes room");
         assert!(!r.lock().contains_key(&third.id));
         assert_eq!(r.pressure(), (2, 1));

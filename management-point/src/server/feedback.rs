@@ -15,6 +15,7 @@ use super::http::ApiError;
 use super::poll::device_action;
 use super::state::AppState;
 use crate::model::*;
+use crate::printable::printable;
 
 /// Limits on device-supplied data.
 const MAX_DETAILS: usize = 100;
@@ -115,7 +116,7 @@ pub fn feedback(
             "device {} action {}: report {} again (its acknowledgement was lost); stored once",
             d.controller_id,
             a.id,
-            rec.report_id.as_deref().unwrap_or("-")
+            printable(rec.report_id.as_deref().unwrap_or("-"))
         );
         return Ok(());
     };
@@ -263,7 +264,7 @@ pub fn status_messages(
                 "device {} status message {} again (report {}); stored once",
                 d.controller_id,
                 m.message_id,
-                m.report_id
+                printable(&m.report_id)
             );
             continue;
         }
@@ -271,8 +272,8 @@ pub fn status_messages(
             "device {} status message {} from {}: {}",
             d.controller_id,
             m.message_id,
-            m.component,
-            m.text
+            printable(&m.component),
+            printable(&m.text)
         );
     }
     Ok(serde_json::json!({ "accepted": msgs.len() }))

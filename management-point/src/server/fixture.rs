@@ -63,8 +63,8 @@ impl Fixture {
         cfg.server.client_ca = Some("root-ca.pem".into());
         tweak(&mut cfg);
         let store: Arc<dyn Storage> = Arc::new(SqliteStore::open(&cfg.database()).unwrap());
-        let roots = vec![CertificateDer::from_pem_slice(ca.cert_pem.as_bytes()).unwrap()];
-        let state = Arc::new(AppState::new(cfg, store, roots).unwrap());
+        let trust = super::trust::ClientTrust::load(&cfg).unwrap();
+        let state = Arc::new(AppState::new(cfg, store, trust).unwrap());
         Fixture { dir, state, ca }
     }
 

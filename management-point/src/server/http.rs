@@ -15,12 +15,14 @@ pub struct ApiError {
     pub code: &'static str,
     /// For people.
     pub message: String,
+    /// With 429: the seconds to wait (`Retry-After`); 60 when not said.
+    pub retry_after: Option<i64>,
 }
 
 impl ApiError {
     /// An error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into() }
+        ApiError { status, code, message: message.into(), retry_after: None }
     }
 
     /// 400.
@@ -41,6 +43,14 @@ impl ApiError {
     /// 404.
     pub fn not_found(message: impl Into<String>) -> ApiError {
         ApiError::new(StatusCode::NOT_FOUND, "dm.entity.notFound", message)
+    }
+
+    /// 429 for an address whose authentications failed too often: it may try again in
+    /// `wait` seconds.
+    pub fn throttled(message: impl Into<String>, wait: i64) -> ApiError {
+        let mut e = ApiError::new(StatusCode::TOO_MANY_REQUESTS, "dm.auth.throttled", message);
+        e.retry_after = Some(wait.max(1));
+        e
     }
 
     /// 500.
@@ -82,7 +92,8 @@ impl IntoResponse for ApiError {
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("TargetToken"));
         }
         if self.status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(self.retry_after.unwrap_or(60)));
         }
         r
     }

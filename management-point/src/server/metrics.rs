@@ -32,6 +32,8 @@ pub struct Metrics {
     pub refresh_errors: AtomicU64,
     /// The database's latency at the last check, in microseconds (-1: it did not answer).
     pub db_latency_us: AtomicI64,
+    /// Database reads for a device the view did not hold (added a moment ago, or unknown).
+    pub device_lookups: AtomicU64,
 }
 
 /// Counts each routed request by what it is and how it was answered.
@@ -106,6 +108,12 @@ impl Metrics {
             "counter",
             "Failed checks or reloads of the view.",
             one(self.refresh_errors.load(Ordering::Relaxed)),
+        );
+        metric(
+            "dmmp_device_lookups_total",
+            "counter",
+            "Database reads for a device the view did not hold (added a moment ago, or unknown).",
+            one(self.device_lookups.load(Ordering::Relaxed)),
         );
         metric(
             "dmmp_view_devices",

@@ -34,8 +34,10 @@ impl ReqInfo {
         ReqInfo { method: method.clone(), path: uri.path().to_string(), peer: conn.peer }
     }
 
-    /// Logs a refusal and returns it.
+    /// Logs a refusal and returns it. Its message may quote what the device sent (a JSON
+    /// error names the value it could not read): escaped for the log.
     fn refuse(&self, e: ApiError) -> ApiError {
+        let message = crate::printable::printable(&e.message);
         if e.status.is_server_error() {
             log::error!(
                 "{} {} from {}: {} {}",
@@ -43,7 +45,7 @@ impl ReqInfo {
                 self.path,
                 self.peer,
                 e.status.as_u16(),
-                e.message
+                message
             );
         } else {
             log::warn!(
@@ -52,7 +54,7 @@ impl ReqInfo {
                 self.path,
                 self.peer,
                 e.status.as_u16(),
-                e.message
+                message
             );
         }
         e

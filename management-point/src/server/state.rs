@@ -7,6 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use super::trust::ClientTrust;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::model::*;
@@ -37,6 +38,9 @@ pub struct View {
     pub crl_marker: Option<String>,
     /// Certificates an administrator revoked (SHA-256 of their DER).
     pub revoked_certs: std::collections::HashSet<String>,
+    /// The console's administrators, with the fingerprint of their password hash: a session
+    /// lasts while its administrator's is the one they logged in with.
+    pub administrators: HashMap<String, String>,
     /// How many times the server changed the view itself (after writing the database): a
     /// reload that began before one of them must not replace the view.
     pub local_writes: u64,
@@ -60,6 +64,11 @@ impl View {
             v.actions.insert(a.id, a);
         }
         v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
+        v.administrators = store
+            .administrators()?
+            .into_iter()
+            .map(|a| (a.name, super::console::password_fingerprint(&a.hash)))
+            .collect();
         let crls = store.crls()?;
         if !crls.is_empty() {
             let all: String = crls.iter().map(|(_, pem)| pem.as_str()).collect();
@@ -103,13 +112,14 @@ impl View {
     }
 
     /// Advertisements that apply to the device now and have no action for it yet. A device
-    /// that only registered itself gets no client deployment.
-    pub fn new_advertisements_for(&self, d: &Device, now: i64) -> Vec<i64> {
+    /// that only registered itself gets no client deployment (one that registered with a
+    /// certificate does when `trust_certs`: `[devices] trust_certificate_registrations`).
+    pub fn new_advertisements_for(&self, d: &Device, now: i64, trust_certs: bool) -> Vec<i64> {
         self.advertisements
             .values()
             .filter(|a| a.is_active(now))
             .filter(|a| self.collections.get(&a.collection_id).is_some_and(|c| c.contains(d)))
-            .filter(|a| d.is_verified() || !self.is_client_deployment(a))
+            .filter(|a| d.is_verified(trust_certs) || !self.is_client_deployment(a))
             .filter(|a| !self.actions_of(d.id).any(|ac| ac.advertisement_id == a.id))
             .map(|a| a.id)
             .collect()
@@ -118,6 +128,10 @@ impl View {
 
 /// Locks that serialize feedback per action (an action always takes the same one).
 const FEEDBACK_LOCKS: usize = 64;
+
+/// Addresses whose failed device authentications are remembered at most (about 50 bytes
+/// each; the oldest make room).
+const AUTH_FAILURE_ADDRESSES: usize = 65_536;
 
 /// Shared state of the running server.
 pub struct AppState {
@@ -140,25 +154,14 @@ pub struct AppState {
     pub reloads: std::sync::atomic::AtomicU64,
     /// When devices registered themselves in the last minute (the rate cap).
     pub registrations: Mutex<std::collections::VecDeque<i64>>,
-    /// The device CAs and their revocation lists, as last read.
+    /// The device CAs of each tenant and their revocation lists, as last read.
     pub client_trust: RwLock<ClientTrust>,
+    /// Devices' failed authentications per address (`[devices] failed_auth_per_minute`).
+    pub auth_failures: super::throttle::Throttle,
     /// The web console's sessions and failed logins.
     pub console: super::console::Console,
     /// Counters for the health check and the metrics.
     pub metrics: super::metrics::Metrics,
-}
-
-/// What device client certificates are checked against: the device CAs (`[server] client_ca`,
-/// one file that may hold several, as during a CA rotation) and their revocation lists
-/// (`[server] client_crls`), with the files' modification times when read, to reload them
-/// when one changes.
-#[derive(Debug, Default)]
-pub struct ClientTrust {
-    /// The device CAs.
-    pub roots: Vec<rustls_pki_types::CertificateDer<'static>>,
-    /// DER of every revocation list.
-    pub lists: Vec<Vec<u8>>,
-    seen: Vec<Option<SystemTime>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -172,9 +175,14 @@ impl AppState {
     pub fn new(
         config: Config,
         store: Arc<dyn Storage>,
-        client_roots: Vec<rustls_pki_types::CertificateDer<'static>>,
+        client_trust: ClientTrust,
     ) -> Result<AppState> {
         let view = View::load(store.as_ref())?;
+        let auth_failures = super::throttle::Throttle::new(
+            config.devices.failed_auth_per_minute,
+            60,
+            AUTH_FAILURE_ADDRESSES,
+        );
         let state = AppState {
             config,
             store,
@@ -185,7 +193,8 @@ impl AppState {
             public_url: std::sync::OnceLock::new(),
             reloads: std::sync::atomic::AtomicU64::new(0),
             registrations: Mutex::new(std::collections::VecDeque::new()),
-            client_trust: RwLock::new(ClientTrust { roots: client_roots, ..Default::default() }),
+            auth_failures,
+            client_trust: RwLock::new(client_trust),
             console: super::console::Console::default(),
             metrics: super::metrics::Metrics::default(),
         };
@@ -421,7 +430,7 @@ impl AppState {
             Err(e) => return Err(e),
         };
         log::info!("registered device {tenant}/{controller_id} (id {}) by {how}", d.id);
-        if !d.is_verified() {
+        if !d.is_verified(self.config.devices.trust_certificate_registrations) {
             log::info!(
                 "device {tenant}/{controller_id} registered itself: it gets no client deployment (their settings hold the fleet's secrets) until an administrator runs dmmp device approve {tenant}/{controller_id}"
             );
@@ -432,60 +441,10 @@ impl AppState {
         Ok(d)
     }
 
-    /// Whether device client certificates are accepted (`[server] client_ca` is set).
-    pub fn takes_client_certificates(&self) -> bool {
-        self.client_trust.read().map(|t| !t.roots.is_empty()).unwrap_or(false)
-    }
-
     /// Reads the device CAs and their revocation lists again if a file changed (or at the
-    /// first call). A file that does not parse is logged and the previous trust is kept.
+    /// first call); see [`ClientTrust::reload`].
     pub fn reload_client_trust(&self) {
-        let server = &self.config.server;
-        let ca = server.client_ca.as_ref().map(|p| self.config.resolve(p));
-        let crls: Vec<std::path::PathBuf> =
-            server.client_crls.iter().map(|p| self.config.resolve(p)).collect();
-        let seen: Vec<Option<SystemTime>> = ca
-            .iter()
-            .chain(&crls)
-            .map(|f| std::fs::metadata(f).and_then(|m| m.modified()).ok())
-            .collect();
-        if seen.is_empty() || self.client_trust.read().map(|t| t.seen == seen).unwrap_or(false) {
-            return;
-        }
-        let roots = match &ca {
-            Some(f) => match super::tls::load_client_roots(f) {
-                Ok(r) => r,
-                Err(e) => {
-                    log::error!("device CAs not reloaded: {e}; keeping the previous ones");
-                    return;
-                }
-            },
-            None => Vec::new(),
-        };
-        let mut lists = Vec::new();
-        for f in &crls {
-            match dm_shared::pki::Crl::load(f) {
-                Ok(l) => lists.extend(l.iter().map(|c| c.der().to_vec())),
-                Err(e) => {
-                    log::error!(
-                        "device revocation list not (re)loaded: {e}; keeping the previous lists"
-                    );
-                    return;
-                }
-            }
-        }
-        if let Some(f) = &ca {
-            log::info!("device CAs loaded: {} from {}", roots.len(), f.display());
-        }
-        if !crls.is_empty() {
-            log::info!(
-                "device revocation lists loaded: {} from {} file(s)",
-                lists.len(),
-                crls.len()
-            );
-        }
-        let mut t = self.client_trust.write().unwrap_or_else(|p| p.into_inner());
-        *t = ClientTrust { roots, lists, seen };
+        ClientTrust::reload(&self.config, &self.client_trust);
     }
 
     /// Checks the registration caps (`registrations_per_minute`, `max_devices`) and counts this
@@ -529,7 +488,7 @@ impl AppState {
             let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone()));
             let auto = current.unwrap_or(d).auto_confirm.is_some();
             let new: Vec<(i64, bool)> = view
-                .new_advertisements_for(d, now)
+                .new_advertisements_for(d, now, self.config.devices.trust_certificate_registrations)
                 .into_iter()
                 .map(|id| {
                     let available = view

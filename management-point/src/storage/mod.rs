@@ -9,6 +9,7 @@
 pub mod postgres;
 mod rows;
 pub mod sqlite;
+mod sqlite_files;
 #[cfg(test)]
 mod suite;
 
@@ -122,6 +123,15 @@ pub trait Storage: Send + Sync {
     fn add_administrator_certificate(&self, cert: &AdminCert, now: i64) -> Result<()>;
     /// The administrator certificate with this SHA-256, if one is pinned.
     fn administrator_by_certificate(&self, sha256: &str) -> Result<Option<AdminCert>>;
+    /// The administrators who log in with a password, by name.
+    fn administrators(&self) -> Result<Vec<Administrator>>;
+    /// The pinned administrator certificates, by name then SHA-256.
+    fn administrator_certificates(&self) -> Result<Vec<AdminCert>>;
+    /// Removes an administrator: their password and their pinned certificates, in one
+    /// transaction. Returns whether there was anything to remove.
+    fn remove_administrator(&self, name: &str) -> Result<bool>;
+    /// Unpins the administrator certificate with this SHA-256. Returns whether one was pinned.
+    fn remove_administrator_certificate(&self, sha256: &str) -> Result<bool>;
     /// The catalog's items with when they were added, by name and version.
     fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>>;
     /// Removes a package that no advertisement uses.

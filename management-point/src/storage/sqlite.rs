@@ -31,11 +31,13 @@ pub struct SqliteStore {
 }
 
 impl SqliteStore {
-    /// Opens (creating and migrating) the database file.
+    /// Opens (creating and migrating) the database file; it and its `-wal` and `-shm` are
+    /// kept 0600.
     pub fn open(path: &Path) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             dm_shared::fs::create_dir_all(dir, dm_shared::fs::MODE_DIR_PRIVATE)?;
         }
+        super::sqlite_files::keep_private(path)?;
         let conn = Connection::open(path).map_err(|source| Error::Database {
             what: format!("open {}", path.display()),
             source,
@@ -330,6 +332,45 @@ impl Storage for SqliteStore {
                 admin_cert_row,
             )
             .optional()
+        })
+    }
+
+    fn administrators(&self) -> Result<Vec<Administrator>> {
+        self.with("read the administrators", |c| {
+            let mut st =
+                c.prepare("SELECT name, hash, created FROM administrators ORDER BY name")?;
+            let rows = st.query_map([], |r| {
+                Ok(Administrator { name: r.get(0)?, hash: r.get(1)?, created: r.get(2)? })
+            })?;
+            rows.collect()
+        })
+    }
+
+    fn administrator_certificates(&self) -> Result<Vec<AdminCert>> {
+        self.with("read the administrators' certificates", |c| {
+            let mut st = c.prepare(
+                "SELECT sha256, name, subject, not_before, not_after FROM administrator_certificates ORDER BY name, sha256",
+            )?;
+            let rows = st.query_map([], admin_cert_row)?;
+            rows.collect()
+        })
+    }
+
+    fn remove_administrator(&self, name: &str) -> Result<bool> {
+        self.with("remove an administrator", |c| {
+            let tx = c.transaction()?;
+            let certs =
+                tx.execute("DELETE FROM administrator_certificates WHERE name = ?1", [name])?;
+            let admins = tx.execute("DELETE FROM administrators WHERE name = ?1", [name])?;
+            tx.commit()?;
+            Ok(certs + admins > 0)
+        })
+    }
+
+    fn remove_administrator_certificate(&self, sha256: &str) -> Result<bool> {
+        self.with("unpin an administrator's certificate", |c| {
+            c.execute("DELETE FROM administrator_certificates WHERE sha256 = ?1", [sha256])
+                .map(|n| n > 0)
         })
     }
 

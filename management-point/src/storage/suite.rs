@@ -257,6 +257,43 @@ fn a_devices_actions_and_administrator_certificates() {
 }
 
 #[test]
+fn administrators_are_listed_removed_and_unpinned() {
+    each(|s| {
+        s.set_administrator("root", "$argon2id$r", 1).unwrap();
+        s.set_administrator("ops", "$argon2id$o", 2).unwrap();
+        let pin = |sha: &str, name: &str| AdminCert {
+            sha256: sha.repeat(32),
+            name: name.into(),
+            subject: format!("CN={name}"),
+            not_before: 10,
+            not_after: 20,
+        };
+        for (sha, name) in [("aa", "ops"), ("bb", "ops"), ("cc", "root")] {
+            s.add_administrator_certificate(&pin(sha, name), 3).unwrap();
+        }
+        let names: Vec<_> = s.administrators().unwrap().into_iter().map(|a| a.name).collect();
+        assert_eq!(names, ["ops", "root"]);
+        assert_eq!(s.administrators().unwrap()[0].hash, "$argon2id$o");
+        assert_eq!(s.administrator_certificates().unwrap().len(), 3);
+
+        assert!(s.remove_administrator_certificate(&"cc".repeat(32)).unwrap());
+        assert!(!s.remove_administrator_certificate(&"cc".repeat(32)).unwrap());
+        assert_eq!(s.administrator_hash("root").unwrap().as_deref(), Some("$argon2id$r"));
+
+        // Removing an administrator takes their pinned certificates with them.
+        assert!(s.remove_administrator("ops").unwrap());
+        assert_eq!(s.administrator_hash("ops").unwrap(), None);
+        assert_eq!(s.administrator_by_certificate(&"aa".repeat(32)).unwrap(), None);
+        assert!(s.administrator_certificates().unwrap().is_empty());
+        assert!(!s.remove_administrator("ops").unwrap());
+        // A certificate-only administrator (no password) is removed too.
+        s.add_administrator_certificate(&pin("dd", "brief"), 4).unwrap();
+        assert!(s.remove_administrator("brief").unwrap());
+        assert!(s.administrator_certificates().unwrap().is_empty());
+    });
+}
+
+#[test]
 fn sqlite_another_connection_changes_the_data_version() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("dmmp.db");

@@ -614,6 +614,17 @@ fn authentication_by_token_gateway_and_certificate() {
     assert_eq!(r.status, 403);
     assert!(r.text().contains("not issued by this server's client CA"), "{}", r.text());
     mp.wait_log("403 the client certificate is expired");
+    // A certificate naming a device registered with a token is refused until pinned: the
+    // device presents it once with its token.
+    let (sc, sk) = mp.w.cert("scanner-7", "client", &[]);
+    let r = with_cert("scanner-7", &sc, &sk);
+    assert_eq!(r.status, 403);
+    assert!(r.text().contains("not pinned"), "{}", r.text());
+    let auth = format!("Authorization: TargetToken {token}");
+    let (sc_s, sk_s) = (sc.to_str().unwrap(), sk.to_str().unwrap());
+    let both = curl(&mp, &["-H", &auth, "--cert", sc_s, "--key", sk_s, &mp.base("scanner-7")]);
+    assert_eq!(both.status, 200, "{}", both.text());
+    assert_eq!(with_cert("scanner-7", &sc, &sk).status, 200, "pinned");
     let devices = mp.admin(&["device", "list"]);
     assert!(
         devices.contains("cert-dev-1")

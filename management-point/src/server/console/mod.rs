@@ -12,8 +12,9 @@
 
 mod pages;
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
@@ -26,33 +27,75 @@ use serde::Deserialize;
 pub use self::pages::{device, index, report, search};
 use super::auth::ConnInfo;
 use super::state::AppState;
+use super::throttle::Throttle;
+use crate::printable::printable;
 
 /// How long a session lasts.
 const SESSION_SECS: i64 = 8 * 3600;
 
 /// Failed logins from one address in a minute before it is answered 429.
-const MAX_FAILURES: usize = 5;
+const MAX_FAILURES: u32 = 5;
+
+/// Addresses whose failed logins are remembered at most (the oldest make room).
+const FAILURE_ADDRESSES: usize = 4096;
+
+/// Password checks (Argon2id, about 19 MiB and tens of milliseconds each) running at most at
+/// once, whatever the number of logins: the blocking threads devices' requests use are never
+/// all hashing.
+const HASHERS: usize = 2;
 
 /// The session cookie's name.
 const COOKIE: &str = "dm_console";
 
+/// A logged-in administrator.
+#[derive(Debug)]
+struct Session {
+    name: String,
+    /// The fingerprint of the password hash they logged in with: a new password (or the
+    /// administrator's removal) ends the session.
+    password: String,
+    expires: i64,
+}
+
 /// Sessions and failed logins, in memory.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Console {
-    sessions: Mutex<HashMap<String, (String, i64)>>,
-    failures: Mutex<HashMap<IpAddr, VecDeque<i64>>>,
+    sessions: Mutex<HashMap<String, Session>>,
+    failures: Throttle,
+    hashing: tokio::sync::Semaphore,
+    /// Password checks made since the start.
+    checks: AtomicU64,
+}
+
+impl Default for Console {
+    fn default() -> Console {
+        Console {
+            sessions: Mutex::new(HashMap::new()),
+            failures: Throttle::new(MAX_FAILURES, 60, FAILURE_ADDRESSES),
+            hashing: tokio::sync::Semaphore::new(HASHERS),
+            checks: AtomicU64::new(0),
+        }
+    }
+}
+
+/// What the console's view keeps of a password hash: enough to see it changed, nothing to
+/// guess from.
+pub fn password_fingerprint(hash: &str) -> String {
+    dm_shared::pki::sha256_hex(hash.as_bytes())
 }
 
 /// A new password hash: Argon2id with a random salt, as a PHC string.
-pub fn hash_password(password: &str) -> Result<String, String> {
+pub fn hash_password(password: &str) -> crate::Result<String> {
     let mut salt = [0u8; 16];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut salt)
-        .map_err(|_| "no randomness for a salt".to_string())?;
-    let salt = SaltString::encode_b64(&salt).map_err(|e| e.to_string())?;
+    crate::random::fill(&mut salt, "a password salt")?;
+    let bad = |e: argon2::password_hash::Error| {
+        crate::Error::Usage(format!("the password cannot be hashed: {e}"))
+    };
+    let salt = SaltString::encode_b64(&salt).map_err(bad)?;
     argon2::Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
-        .map_err(|e| e.to_string())
+        .map_err(bad)
 }
 
 /// Whether `password` matches the PHC string `hash`.
@@ -61,10 +104,8 @@ pub fn password_matches(hash: &str, password: &str) -> bool {
         .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
-fn token() -> Option<String> {
-    let mut b = [0u8; 32];
-    ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut b).ok()?;
-    Some(b.iter().map(|x| format!("{x:02x}")).collect())
+fn token() -> crate::Result<String> {
+    crate::random::hex(32, "a console session")
 }
 
 /// Escapes text for HTML.
@@ -164,13 +205,23 @@ fn cookie_token(headers: &HeaderMap) -> Option<String> {
     })
 }
 
-/// The administrator of the request's session, if it has a live one.
+/// The administrator of the request's session, if it has a live one: not expired, and their
+/// password is still the one they logged in with (the view holds the current ones).
 fn session(st: &AppState, headers: &HeaderMap) -> Option<String> {
     let now = st.now();
     let cookie = cookie_token(headers)?;
     let mut sessions = st.console.sessions.lock().unwrap_or_else(|p| p.into_inner());
-    sessions.retain(|_, (_, exp)| *exp > now);
-    sessions.get(&cookie).map(|(name, _)| name.clone())
+    sessions.retain(|_, s| s.expires > now);
+    let s = sessions.get(&cookie)?;
+    if st.read().administrators.get(&s.name) == Some(&s.password) {
+        return Some(s.name.clone());
+    }
+    log::info!(
+        "console: a session of administrator {} ended: their password changed or they were removed",
+        s.name
+    );
+    sessions.remove(&cookie);
+    None
 }
 
 /// The administrator a console request is from: by its session, or by a pinned client
@@ -276,64 +327,55 @@ fn parse_form(body: &[u8]) -> Option<LoginForm> {
     Some(LoginForm { name: name?, password: password? })
 }
 
-/// `POST /console/login`.
+/// `POST /console/login`. The attempt counts as a failure before the password is checked
+/// (taken back when it matches), so logins sent at once cannot all pass a count made before
+/// any of them failed; at most two checks run at once.
 pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request) -> Response {
     let ip = peer(req.extensions());
     let body = match axum::body::to_bytes(req.into_body(), 16 * 1024).await {
         Ok(b) => b,
         Err(_) => return login_page(StatusCode::PAYLOAD_TOO_LARGE, "The form is too large."),
     };
-    let now = st.now();
-    {
-        let mut f = st.console.failures.lock().unwrap_or_else(|p| p.into_inner());
-        let recent = f.entry(ip).or_default();
-        recent.retain(|t| now - *t < 60);
-        if recent.len() >= MAX_FAILURES {
+    let Some(form) = parse_form(&body) else {
+        return login_page(StatusCode::BAD_REQUEST, "Give a name and a password.");
+    };
+    let reservation = match st.console.failures.reserve(ip, st.now()) {
+        Ok(r) => r,
+        Err(wait) => {
             log::warn!(
-                "console login from {ip} refused: {} failures in the last minute",
-                recent.len()
+                "console login from {ip} refused: {MAX_FAILURES} failures in the last minute"
             );
             let mut r = login_page(
                 StatusCode::TOO_MANY_REQUESTS,
                 "Too many failed logins: try again in a minute.",
             );
-            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(wait));
             return r;
         }
-    }
-    let Some(form) = parse_form(&body) else {
-        return login_page(StatusCode::BAD_REQUEST, "Give a name and a password.");
     };
-    let st2 = st.clone();
-    let name = form.name.clone();
-    let ok = tokio::task::spawn_blocking(move || {
-        let hash = st2.store.administrator_hash(&name).ok().flatten();
-        // A name that does not exist costs a hash check too, so timing does not tell.
-        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-        let dummy =
-            DUMMY.get_or_init(|| hash_password("no such administrator").unwrap_or_default());
-        password_matches(hash.as_deref().unwrap_or(dummy), &form.password) && hash.is_some()
-    })
-    .await
-    .unwrap_or(false);
-    if !ok {
+    let matched = check_password(&st, &form).await;
+    let Some(hash) = matched else {
+        // The reservation stands as the failure.
         log::warn!(
             "console login failed for {:?} from {ip}",
             form.name.chars().take(64).collect::<String>()
         );
-        let mut f = st.console.failures.lock().unwrap_or_else(|p| p.into_inner());
-        f.entry(ip).or_default().push_back(now);
         return login_page(StatusCode::UNAUTHORIZED, "The name or the password is wrong.");
-    }
-    let Some(t) = token() else {
-        return login_page(StatusCode::INTERNAL_SERVER_ERROR, "No randomness for a session.");
     };
-    log::info!("console login: {} from {ip}", form.name);
-    st.console
-        .sessions
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert(t.clone(), (form.name.clone(), now + SESSION_SECS));
+    st.console.failures.forgive(reservation);
+    let t = match token() {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("console login of {} from {ip}: {e}", printable(&form.name));
+            return login_page(StatusCode::INTERNAL_SERVER_ERROR, "No randomness for a session.");
+        }
+    };
+    log::info!("console login: {} from {ip}", printable(&form.name));
+    let password = password_fingerprint(&hash);
+    // The view may not hold an administrator added a moment ago yet: the database just said.
+    st.write().administrators.insert(form.name.clone(), password.clone());
+    let session = Session { name: form.name.clone(), password, expires: st.now() + SESSION_SECS };
+    st.console.sessions.lock().unwrap_or_else(|p| p.into_inner()).insert(t.clone(), session);
     let mut r = redirect("/console/");
     let cookie = format!(
         "{COOKIE}={t}; Path=/console; Secure; HttpOnly; SameSite=Strict; Max-Age={SESSION_SECS}"
@@ -342,6 +384,27 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r
+}
+
+/// Checks the form's password on the blocking threads, at most [`HASHERS`] at once; the
+/// administrator's password hash when it matches.
+async fn check_password(st: &Arc<AppState>, form: &LoginForm) -> Option<String> {
+    // Never closed, so never an error.
+    let _permit = st.console.hashing.acquire().await.ok()?;
+    st.console.checks.fetch_add(1, Ordering::Relaxed);
+    let (st, name, password) = (st.clone(), form.name.clone(), form.password.clone());
+    tokio::task::spawn_blocking(move || {
+        let hash = st.store.administrator_hash(&name).ok().flatten();
+        // A name that does not exist costs a hash check too, so timing does not tell.
+        static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+        let dummy =
+            DUMMY.get_or_init(|| hash_password("no such administrator").unwrap_or_default());
+        let matches = password_matches(hash.as_deref().unwrap_or(dummy), &password);
+        hash.filter(|_| matches)
+    })
+    .await
+    .ok()
+    .flatten()
 }
 
 /// `POST /console/logout`.
@@ -361,7 +424,135 @@ pub async fn logout(State(st): State<Arc<AppState>>, headers: HeaderMap) -> Resp
 
 #[cfg(test)]
 mod tests {
+    use super::super::fixture::Fixture;
     use super::*;
+
+    fn login_request(name: &str, password: &str, ip: &str) -> axum::extract::Request {
+        let body = format!("name={name}&password={}", url(password));
+        let mut req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/console/login")
+            .body(axum::body::Body::from(body))
+            .unwrap();
+        let peer = std::net::SocketAddr::new(ip.parse().unwrap(), 1);
+        req.extensions_mut().insert(ConnInfo { peer, client_chain: None });
+        req
+    }
+
+    /// Headers carrying the session cookie a login response set.
+    fn cookie_of(r: &Response) -> HeaderMap {
+        let set = r.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap();
+        let mut h = HeaderMap::new();
+        h.insert(header::COOKIE, HeaderValue::from_str(set.split(';').next().unwrap()).unwrap());
+        h
+    }
+
+    async fn log_in(f: &Fixture, name: &str, password: &str, ip: &str) -> Response {
+        login(State(f.state.clone()), login_request(name, password, ip)).await
+    }
+
+    /// The attack: the console's failure count was read before the password was hashed and
+    /// written after, so logins sent at once (600 HTTP/2 streams) were all checked.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn parallel_logins_from_one_address_get_at_most_five_guesses_checked() {
+        let f = Fixture::new(|_| {});
+        let hash = hash_password("the right password").unwrap();
+        f.state.store.set_administrator("root", &hash, 1).unwrap();
+        let guesses: Vec<_> = (0..40)
+            .map(|i| {
+                let st = f.state.clone();
+                let req = login_request("root", &format!("guess number {i}"), "192.0.2.7");
+                tokio::spawn(async move { login(State(st), req).await.status() })
+            })
+            .collect();
+        let mut statuses = Vec::new();
+        for g in guesses {
+            statuses.push(g.await.unwrap());
+        }
+        let checked = f.state.console.checks.load(Ordering::Relaxed);
+        assert!(checked <= u64::from(MAX_FAILURES), "{checked} guesses checked");
+        let refused = statuses.iter().filter(|s| **s == StatusCode::TOO_MANY_REQUESTS).count();
+        let wrong = statuses.iter().filter(|s| **s == StatusCode::UNAUTHORIZED).count();
+        assert_eq!((wrong, refused), (checked as usize, 40 - checked as usize), "{statuses:?}");
+        // The right password waits too from that address (it is not checked), with the wait
+        // said; another address is not held back.
+        let r = log_in(&f, "root", "the right password", "192.0.2.7").await;
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        let wait: i64 = r.headers()[header::RETRY_AFTER].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&wait), "{wait}");
+        let r = log_in(&f, "root", "the right password", "198.51.100.1").await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        assert_eq!(f.state.console.checks.load(Ordering::Relaxed), checked + 1);
+        // A success takes its reservation back: logins that work never fill the count.
+        for _ in 0..2 * MAX_FAILURES {
+            let r = log_in(&f, "root", "the right password", "198.51.100.1").await;
+            assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        }
+    }
+
+    /// The attack: an administrator's password leaks and is changed (or the administrator
+    /// removed), but the session opened with the old password goes on for eight hours.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_new_password_or_the_removal_ends_the_sessions_of_the_old_one() {
+        let f = Fixture::new(|_| {});
+        let old = hash_password("the old password").unwrap();
+        f.state.store.set_administrator("alice", &old, 1).unwrap();
+        // Logged in before the view heard of alice: the session works at once.
+        let r = log_in(&f, "alice", "the old password", "192.0.2.1").await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let thief = cookie_of(&r);
+        assert_eq!(session(&f.state, &thief).as_deref(), Some("alice"));
+        f.reload();
+        assert_eq!(session(&f.state, &thief).as_deref(), Some("alice"), "a reload keeps it");
+
+        crate::admin::administrators::add(f.state.store.as_ref(), "alice", "the new password", 2)
+            .unwrap();
+        f.reload();
+        assert_eq!(session(&f.state, &thief), None, "the old password's session ended");
+        assert_eq!(log_in(&f, "alice", "the old password", "192.0.2.1").await.status(), 401);
+        let r = log_in(&f, "alice", "the new password", "192.0.2.1").await;
+        let mine = cookie_of(&r);
+        assert_eq!(session(&f.state, &mine).as_deref(), Some("alice"));
+
+        crate::admin::administrators::remove(f.state.store.as_ref(), "alice").unwrap();
+        f.reload();
+        assert_eq!(session(&f.state, &mine), None, "removed: no session");
+        assert_eq!(log_in(&f, "alice", "the new password", "192.0.2.2").await.status(), 401);
+    }
+
+    /// The attack: a laptop holding an administrator's pinned certificate is lost, and nothing
+    /// could unpin the certificate.
+    #[test]
+    fn an_unpinned_certificate_opens_nothing() {
+        let f = Fixture::new(|_| {});
+        let now = std::time::SystemTime::now();
+        let spec = super::super::fixture::spec("ops", dm_shared::devpki::Purpose::Client, now, 30);
+        let issued = dm_shared::devpki::issue(&f.ca, &spec).unwrap();
+        let pem = f.dir.path().join("ops.pem");
+        std::fs::write(&pem, &issued.cert_pem).unwrap();
+        let store = f.state.store.as_ref();
+        let t = f.state.now();
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let ip = IpAddr::from([192, 0, 2, 1]);
+        assert_eq!(certificate_admin(&f.state, &der, ip).as_deref(), Some("ops"));
+        let listed = crate::admin::administrators::list(store).unwrap();
+        assert!(listed.text.contains(&dm_shared::pki::sha256_hex(&der)), "{}", listed.text);
+        crate::admin::administrators::unpin(store, None, Some(&pem)).unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+        let again = crate::admin::administrators::unpin(store, None, Some(&pem)).unwrap_err();
+        assert!(matches!(again, crate::Error::NotFound(_)), "{again}");
+        // By the SHA-256 `admin list` shows, and with the administrator's removal.
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        let sha = dm_shared::pki::sha256_hex(&der).to_uppercase();
+        crate::admin::administrators::unpin(store, Some(&sha), None).unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+        crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
+        crate::admin::administrators::remove(store, "ops").unwrap();
+        assert_eq!(certificate_admin(&f.state, &der, ip), None);
+    }
 
     #[test]
     fn passwords_hash_and_verify() {

@@ -1,6 +1,6 @@
 -- Not a migration: run at every start, after them. Every change the in-memory views hold
 -- (devices but their last-seen times, packages, programs, collections, advertisements,
--- actions, revocations, CRLs) notifies channel dm_changes with the writer's
+-- actions, revocations, CRLs, administrators) notifies channel dm_changes with the writer's
 -- application_name, so each dmmp instance hears the others' changes and not its own. A new or
 -- changed action (a poll, feedback) or device (a registration, inventory) says which,
 -- "<writer> action <id>" or "<writer> device <id>", so the others read that row alone instead
@@ -48,3 +48,7 @@ CREATE OR REPLACE TRIGGER dm_revoked_changed AFTER INSERT OR UPDATE OR DELETE
     ON revoked_certificates FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE TRIGGER dm_crls_changed AFTER INSERT OR UPDATE OR DELETE
     ON crls FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+-- The console ends an administrator's sessions when their password changes or they are
+-- removed: every instance's view holds the administrators.
+CREATE OR REPLACE TRIGGER dm_administrators_changed AFTER INSERT OR UPDATE OR DELETE
+    ON administrators FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();

@@ -324,6 +324,32 @@ impl Storage for PgStore {
         Ok(one(found))
     }
 
+    fn administrators(&self) -> Result<Vec<Administrator>> {
+        let sql = "SELECT name, hash, created FROM administrators ORDER BY name";
+        self.rows("read the administrators", sql.to_string(), p![], rows::administrator)
+    }
+
+    fn administrator_certificates(&self) -> Result<Vec<AdminCert>> {
+        let sql = "SELECT sha256, name, subject, not_before, not_after FROM administrator_certificates ORDER BY name, sha256";
+        self.rows("read the administrators' certificates", sql.to_string(), p![], rows::admin_cert)
+    }
+
+    fn remove_administrator(&self, name: &str) -> Result<bool> {
+        // One statement, so one transaction: the certificates go with the password.
+        let sql = "WITH certs AS (DELETE FROM administrator_certificates WHERE name = $1 RETURNING 1), \
+                   admins AS (DELETE FROM administrators WHERE name = $1 RETURNING 1) \
+                   SELECT (SELECT count(*) FROM certs) + (SELECT count(*) FROM admins)";
+        let n =
+            self.rows("remove an administrator", sql.to_string(), p![name.to_string()], id_of)?;
+        Ok(n.first().is_some_and(|n| *n > 0))
+    }
+
+    fn remove_administrator_certificate(&self, sha256: &str) -> Result<bool> {
+        let sql = "DELETE FROM administrator_certificates WHERE sha256 = $1";
+        let n = self.exec("unpin an administrator's certificate", sql, p![sha256.to_string()])?;
+        Ok(n > 0)
+    }
+
     fn config_items(&self) -> Result<Vec<(ConfigItem, i64)>> {
         let sql = "SELECT version, item, created FROM config_items ORDER BY name, version";
         self.rows("read configuration items", sql.to_string(), p![], |r| {

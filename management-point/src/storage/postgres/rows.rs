@@ -153,6 +153,10 @@ pub(super) fn status(r: &Row) -> Result<StatusRecord, Fail> {
     })
 }
 
+pub(super) fn administrator(r: &Row) -> Result<Administrator, Fail> {
+    Ok(Administrator { name: r.try_get(0)?, hash: r.try_get(1)?, created: r.try_get(2)? })
+}
+
 pub(super) fn admin_cert(r: &Row) -> Result<AdminCert, Fail> {
     Ok(AdminCert {
         sha256: r.try_get(0)?,

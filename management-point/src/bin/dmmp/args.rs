@@ -1,42 +1,26 @@
-//! `dmmp`: the management point devices poll, and its admin commands.
-
-/// jemalloc: an open connection's memory is a few small allocations that live as long as it
-/// does, next to request buffers freed after each poll. glibc's allocator keeps the freed
-/// buffers' pages, scattered between the live ones, and never returns them; jemalloc keeps
-/// each size in slabs of its own and returns emptied pages (`.cargo/config.toml` sets how
-/// soon).
-#[global_allocator]
-static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+//! `dmmp`'s command line: every command, its arguments and their help, as clap reads them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use dm_mp::admin::init::InitSpec;
-use dm_mp::admin::packages::{self, PackageSource, ProgramSpec};
-use dm_mp::admin::targeting::{self, AdvertiseSpec};
-use dm_mp::admin::{self, Out, config, devices};
-use dm_mp::config::{Config, UnknownDevices};
-use dm_mp::model::AdvertisementKind;
-use dm_mp::{Error, Result};
 
 /// dmmp: the management point devices poll (hawkBit DDI over HTTPS), and its admin commands.
 #[derive(Parser, Debug)]
 #[command(name = "dmmp", version)]
-struct Cli {
+pub struct Cli {
     /// The configuration file.
     #[arg(long, global = true, env = "DMMP_CONFIG", default_value = "dmmp.toml")]
-    config: PathBuf,
+    pub config: PathBuf,
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
-    json: bool,
+    pub json: bool,
     #[command(subcommand)]
-    command: Command,
+    pub command: Command,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+pub enum Command {
     /// Create a configuration file and an empty database.
     Init(InitArgs),
     /// Serve devices until SIGTERM; prints "listening https://ADDR" when ready.
@@ -130,7 +114,7 @@ enum Command {
 }
 
 #[derive(Subcommand, Debug)]
-enum AdminCmd {
+pub enum AdminCmd {
     /// Add an administrator, or set the password of one: read from standard input (one
     /// line), or from --password-file.
     Add {
@@ -151,10 +135,27 @@ enum AdminCmd {
         #[arg(long)]
         file: PathBuf,
     },
+    /// Unpin an administrator's client certificate: it opens nothing from the next request.
+    Unpin {
+        /// The certificate's SHA-256 (as `admin list` shows it).
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        sha256: Option<String>,
+        /// The certificate, PEM.
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Remove an administrator: their password and pinned certificates; their sessions end
+    /// within a second.
+    Remove {
+        /// The administrator.
+        name: String,
+    },
+    /// List the administrators and their pinned certificates.
+    List,
 }
 
 #[derive(Subcommand, Debug)]
-enum ConfigItemCmd {
+pub enum ConfigItemCmd {
     /// Add an item (TOML or JSON, docs/configuration-items.md) to the catalog.
     Add {
         /// The item file.
@@ -174,7 +175,7 @@ enum ConfigItemCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum ConfigPackageCmd {
+pub enum ConfigPackageCmd {
     /// Import a signed configuration package (dmpack package --kind configuration --items).
     Add {
         /// The signed folder (or bundle).
@@ -190,38 +191,39 @@ enum ConfigPackageCmd {
 }
 
 #[derive(Args, Debug)]
-struct InitArgs {
+pub struct InitArgs {
     /// Folder for dmmp.toml, the database and package content.
     #[arg(long)]
-    dir: PathBuf,
+    pub dir: PathBuf,
     /// Address and port to listen on.
     #[arg(long, default_value = "0.0.0.0:8443")]
-    listen: SocketAddr,
+    pub listen: SocketAddr,
     /// The base URL devices reach the server at (default: https://LISTEN).
     #[arg(long)]
-    public_url: Option<String>,
+    pub public_url: Option<String>,
     /// The server's PEM certificate chain.
     #[arg(long)]
-    tls_cert: PathBuf,
+    pub tls_cert: PathBuf,
     /// The server's PEM private key.
     #[arg(long)]
-    tls_key: PathBuf,
-    /// PEM roots of device client certificates (enables certificate authentication).
+    pub tls_key: PathBuf,
+    /// PEM roots of the device client certificates of the tenant DEFAULT (enables certificate
+    /// authentication; other tenants' CAs are named in dmmp.toml's tenant_client_ca table).
     #[arg(long)]
-    client_ca: Option<PathBuf>,
+    pub client_ca: Option<PathBuf>,
     /// register or refuse devices it has never seen.
     #[arg(long, default_value = "refuse", value_parser = ["register", "refuse"])]
-    unknown_devices: String,
+    pub unknown_devices: String,
     /// A gateway token (at least 16 characters) accepted for any device.
     #[arg(long)]
-    gateway_token: Option<String>,
+    pub gateway_token: Option<String>,
     /// Seconds devices are told to sleep between polls.
     #[arg(long, default_value_t = 300)]
-    poll_sleep: u64,
+    pub poll_sleep: u64,
 }
 
 #[derive(Subcommand, Debug)]
-enum PackageCmd {
+pub enum PackageCmd {
     /// Import a signed package folder (dmpack package), or raw files with --raw.
     Add {
         /// A signed folder.
@@ -258,7 +260,7 @@ enum PackageCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum ProgramCmd {
+pub enum ProgramCmd {
     /// Add a program: one of the package's signed programs, under a name advertisements use.
     Add {
         /// The package (id, name or name@version).
@@ -288,7 +290,7 @@ enum ProgramCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum CollectionCmd {
+pub enum CollectionCmd {
     /// Add a collection.
     Add {
         /// Name.
@@ -314,45 +316,45 @@ enum CollectionCmd {
 }
 
 #[derive(Args, Debug)]
-struct AdvertiseArgs {
+pub struct AdvertiseArgs {
     /// The advertisement's name.
     #[arg(long)]
-    name: String,
+    pub name: String,
     /// The program (id or name).
     #[arg(long)]
-    program: String,
+    pub program: String,
     /// The collection (id or name).
     #[arg(long)]
-    collection: String,
+    pub collection: String,
     /// Runs when due.
     #[arg(long, group = "kind")]
-    mandatory: bool,
+    pub mandatory: bool,
     /// Offered; runs when the device's user asks.
     #[arg(long, group = "kind")]
-    available: bool,
+    pub available: bool,
     /// Downloaded, not run.
     #[arg(long, group = "kind")]
-    download_only: bool,
+    pub download_only: bool,
     /// When it becomes due (RFC 3339; default now).
     #[arg(long)]
-    start: Option<String>,
+    pub start: Option<String>,
     /// When it expires (RFC 3339).
     #[arg(long)]
-    expires: Option<String>,
+    pub expires: Option<String>,
     /// Daily window in UTC when mandatory programs may run, such as 22:00-04:00.
     #[arg(long)]
-    maintenance_window: Option<String>,
+    pub maintenance_window: Option<String>,
     /// Whether a program that ran before on a device runs again: never (default), always,
     /// if-failed, if-succeeded.
     #[arg(long, default_value = "never")]
-    rerun: String,
+    pub rerun: String,
     /// Let devices take this version even when they have had a newer one.
     #[arg(long)]
-    allow_downgrade: bool,
+    pub allow_downgrade: bool,
 }
 
 #[derive(Subcommand, Debug)]
-enum AdvertisementCmd {
+pub enum AdvertisementCmd {
     /// List advertisements.
     List,
     /// Cancel an advertisement: devices that have not started it are told to cancel.
@@ -368,7 +370,7 @@ enum AdvertisementCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum CrlCmd {
+pub enum CrlCmd {
     /// Add a CA's revocation list (PEM or DER); devices fetch it at their next poll.
     Add {
         /// The CRL file.
@@ -379,7 +381,7 @@ enum CrlCmd {
 }
 
 #[derive(Subcommand, Debug)]
-enum DeviceCmd {
+pub enum DeviceCmd {
     /// Register a device with a target token (generated unless given); prints the token.
     Add {
         /// Controller id.
@@ -409,6 +411,12 @@ enum DeviceCmd {
         /// Controller id or TENANT/ID.
         device: String,
     },
+    /// Move a device registered with a target token to client certificates: its token is
+    /// removed, and any certificate its tenant's device CA issued for it authenticates it.
+    UseCertificate {
+        /// Controller id or TENANT/ID.
+        device: String,
+    },
     /// Approve a device that registered itself: it may then receive client deployments.
     Approve {
         /// Controller id or TENANT/ID.
@@ -419,279 +427,4 @@ enum DeviceCmd {
         /// Controller id or TENANT/ID.
         device: String,
     },
-}
-
-fn open(cli: &Cli) -> Result<(Config, Box<dyn dm_mp::storage::Storage>)> {
-    let cfg = Config::load(&cli.config)?;
-    let store = dm_mp::storage::open(&cfg, "admin")?;
-    Ok((cfg, store))
-}
-
-fn init(a: &InitArgs) -> Result<Out> {
-    admin::init::init(&InitSpec {
-        dir: a.dir.clone(),
-        listen: a.listen,
-        public_url: a.public_url.clone(),
-        tls_cert: a.tls_cert.clone(),
-        tls_key: a.tls_key.clone(),
-        client_ca: a.client_ca.clone(),
-        unknown_devices: if a.unknown_devices == "refuse" {
-            UnknownDevices::Refuse
-        } else {
-            UnknownDevices::Register
-        },
-        gateway_token: a.gateway_token.clone(),
-        poll_sleep: a.poll_sleep,
-    })
-}
-
-fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
-    let (cfg, store) = open(cli)?;
-    match cmd {
-        PackageCmd::Add { source, roots, raw, name, package_version, kind, distribution_point } => {
-            let src = match (source, raw.is_empty()) {
-                (Some(dir), true) => PackageSource::Signed {
-                    dir: dir.clone(),
-                    roots: roots.clone().ok_or_else(|| {
-                        Error::Usage(
-                            "--source needs --roots (the PEM roots its publisher must chain to)"
-                                .into(),
-                        )
-                    })?,
-                },
-                (None, false) => PackageSource::Raw {
-                    files: raw.clone(),
-                    name: name.clone().ok_or_else(|| Error::Usage("--raw needs --name".into()))?,
-                    version: package_version
-                        .clone()
-                        .ok_or_else(|| Error::Usage("--raw needs --package-version".into()))?,
-                    kind: kind.parse().map_err(Error::Usage)?,
-                },
-                _ => {
-                    return Err(Error::Usage(
-                        "give --source DIR --roots FILE, or --raw FILE...".into(),
-                    ));
-                }
-            };
-            packages::package_add(&cfg, &*store, &src, distribution_point.as_deref(), admin::now())
-        }
-        PackageCmd::List => packages::package_list(&*store),
-        PackageCmd::Remove { package } => packages::package_remove(&*store, package),
-    }
-}
-
-fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    match cmd {
-        ProgramCmd::Add {
-            package,
-            name,
-            signed_program,
-            command,
-            platforms,
-            max_run_time,
-            device_class,
-        } => {
-            let spec = ProgramSpec {
-                package: package.clone(),
-                name: name.clone(),
-                signed_program: signed_program.clone(),
-                command: command.clone(),
-                platforms: platforms.clone(),
-                max_run_time: *max_run_time,
-                device_class: device_class.clone(),
-            };
-            packages::program_add(&*store, &spec)
-        }
-        ProgramCmd::List => packages::program_list(&*store),
-    }
-}
-
-fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
-    let (cfg, store) = open(cli)?;
-    match cmd {
-        CollectionCmd::Add { name, rule, tenant } => {
-            targeting::collection_add(&cfg, &*store, name, tenant, rule)
-        }
-        CollectionCmd::List => targeting::collection_list(&*store),
-        CollectionCmd::Members { collection, add } => {
-            targeting::collection_members(&*store, collection, add)
-        }
-    }
-}
-
-fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    let kind = if a.available {
-        AdvertisementKind::Available
-    } else if a.download_only {
-        AdvertisementKind::DownloadOnly
-    } else {
-        AdvertisementKind::Mandatory
-    };
-    let spec = AdvertiseSpec {
-        name: a.name.clone(),
-        program: a.program.clone(),
-        collection: a.collection.clone(),
-        kind,
-        start: a.start.clone(),
-        expires: a.expires.clone(),
-        maintenance_window: a.maintenance_window.clone(),
-        rerun: a.rerun.parse().map_err(Error::Usage)?,
-        allow_downgrade: a.allow_downgrade,
-    };
-    targeting::advertise(&*store, &spec, admin::now())
-}
-
-fn advertisement(cli: &Cli, cmd: &AdvertisementCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    match cmd {
-        AdvertisementCmd::List => targeting::advertisement_list(&*store, admin::now()),
-        AdvertisementCmd::Cancel { advertisement } => {
-            targeting::advertisement_cancel(&*store, advertisement, admin::now())
-        }
-        AdvertisementCmd::Status { advertisement } => {
-            let a = admin::find_advertisement(&*store, advertisement)?;
-            targeting::advertisement_status(&*store, &a)
-        }
-    }
-}
-
-fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
-    let (cfg, store) = open(cli)?;
-    let now = admin::now();
-    match cmd {
-        DeviceCmd::Add { id, tenant, token } => {
-            devices::device_add(&cfg, &*store, id, tenant.as_deref(), token.as_deref(), now)
-        }
-        DeviceCmd::Import { csv, tenant } => {
-            devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
-        }
-        DeviceCmd::List => devices::device_list(&*store),
-        DeviceCmd::Approve { device } => devices::device_approve(&*store, device),
-        DeviceCmd::Revoke { device } => devices::device_revoke(&*store, device, now),
-        DeviceCmd::Show { device } => devices::device_show(&*store, device),
-    }
-}
-
-fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    match cmd {
-        CrlCmd::Add { file } => admin::crl::crl_add(&*store, file, admin::now()),
-        CrlCmd::List => admin::crl::crl_list(&*store),
-    }
-}
-
-/// Runs one command; `None` for `serve`, which prints as it goes.
-fn run(cli: &Cli) -> Result<Option<Out>> {
-    Ok(Some(match &cli.command {
-        Command::Init(a) => init(a)?,
-        Command::Migrate { from, to, to_ca } => {
-            admin::migrate::migrate(from, to, to_ca.as_deref())?
-        }
-        Command::Serve => {
-            dm_mp::server::run(Config::load(&cli.config)?)?;
-            return Ok(None);
-        }
-        Command::Package(c) => package(cli, c)?,
-        Command::Program(c) => program(cli, c)?,
-        Command::Collection(c) => collection(cli, c)?,
-        Command::Advertise(a) => advertise(cli, a)?,
-        Command::Advertisement(c) => advertisement(cli, c)?,
-        Command::Status { advertisement: a } => {
-            advertisement(cli, &AdvertisementCmd::Status { advertisement: a.clone() })?
-        }
-        Command::Device(c) => device(cli, c)?,
-        Command::Crl(c) => crl(cli, c)?,
-        Command::Report { name, advertisement, device, state, filter, sort, desc, csv } => {
-            let (cfg, store) = open(cli)?;
-            let o = dm_mp::reports::Options {
-                advertisement: advertisement.clone(),
-                device: device.clone(),
-                state: state.clone(),
-                filter: filter.clone(),
-                sort: sort.clone(),
-                desc: *desc,
-                page: Default::default(),
-            };
-            let r = dm_mp::reports::build(&*store, &cfg, name, admin::now(), &o)?;
-            Out::new(if *csv { r.csv() } else { r.text() }, r.json())
-        }
-        Command::Admin(AdminCmd::Add { name, password_file }) => {
-            let (_, store) = open(cli)?;
-            let text = admin::administrators::password_text(password_file.as_deref())?;
-            admin::administrators::add(&*store, name, &text, admin::now())?
-        }
-        Command::Admin(AdminCmd::Certificate { name, file }) => {
-            let (_, store) = open(cli)?;
-            admin::administrators::certificate(&*store, name, file, admin::now())?
-        }
-        Command::ConfigItem(c) => config_item(cli, c)?,
-        Command::ConfigPackage(c) => config_package(cli, c)?,
-        Command::Compliance { device, advertisement } => {
-            let (_, store) = open(cli)?;
-            config::compliance(&*store, device.as_deref(), advertisement.as_deref())?
-        }
-    }))
-}
-
-fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    match cmd {
-        ConfigItemCmd::Add { file } => config::item_add(&*store, file, admin::now()),
-        ConfigItemCmd::List => config::item_list(&*store),
-        ConfigItemCmd::Show { name, version } => config::item_show(&*store, name, *version),
-    }
-}
-
-fn config_package(cli: &Cli, cmd: &ConfigPackageCmd) -> Result<Out> {
-    let (cfg, store) = open(cli)?;
-    match cmd {
-        ConfigPackageCmd::Add { source, roots, distribution_point } => config::package_add(
-            &cfg,
-            &*store,
-            source,
-            roots,
-            distribution_point.as_deref(),
-            admin::now(),
-        ),
-    }
-}
-
-fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let json = cli.json;
-    let serving = matches!(cli.command, Command::Serve);
-    let level = if std::env::var_os("DMMP_DEBUG").is_some() {
-        log::LevelFilter::Debug
-    } else {
-        log::LevelFilter::Info
-    };
-    let _ = simplelog::WriteLogger::init(
-        if serving { level } else { log::LevelFilter::Warn },
-        simplelog::ConfigBuilder::new()
-            .set_time_format_rfc3339()
-            .set_target_level(log::LevelFilter::Off)
-            .set_thread_level(log::LevelFilter::Off)
-            .build(),
-        std::io::stderr(),
-    );
-    match run(&cli) {
-        Ok(Some(out)) => {
-            if json {
-                if let Err(e) = dm_shared::cli::out_json(&out.json) {
-                    eprintln!("dmmp: error: {e}");
-                    return ExitCode::from(dm_shared::StatusCode::E_FAIL.exit_code());
-                }
-            } else {
-                dm_shared::cli::out(&out.text);
-            }
-            ExitCode::SUCCESS
-        }
-        Ok(None) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("dmmp: error: {e}");
-            ExitCode::from(e.code().exit_code())
-        }
-    }
 }

@@ -1,0 +1,308 @@
+//! `dmmp`: the management point devices poll, and its admin commands.
+
+/// jemalloc: an open connection's memory is a few small allocations that live as long as it
+/// does, next to request buffers freed after each poll. glibc's allocator keeps the freed
+/// buffers' pages, scattered between the live ones, and never returns them; jemalloc keeps
+/// each size in slabs of its own and returns emptied pages (`.cargo/config.toml` sets how
+/// soon).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use dm_mp::admin::init::InitSpec;
+use dm_mp::admin::packages::{self, PackageSource, ProgramSpec};
+use dm_mp::admin::targeting::{self, AdvertiseSpec};
+use dm_mp::admin::{self, Out, config, devices};
+use dm_mp::config::{Config, UnknownDevices};
+use dm_mp::model::AdvertisementKind;
+use dm_mp::{Error, Result};
+
+mod args;
+use args::*;
+
+fn open(cli: &Cli) -> Result<(Config, Box<dyn dm_mp::storage::Storage>)> {
+    let cfg = Config::load(&cli.config)?;
+    let store = dm_mp::storage::open(&cfg, "admin")?;
+    Ok((cfg, store))
+}
+
+fn init(a: &InitArgs) -> Result<Out> {
+    admin::init::init(&InitSpec {
+        dir: a.dir.clone(),
+        listen: a.listen,
+        public_url: a.public_url.clone(),
+        tls_cert: a.tls_cert.clone(),
+        tls_key: a.tls_key.clone(),
+        client_ca: a.client_ca.clone(),
+        unknown_devices: if a.unknown_devices == "refuse" {
+            UnknownDevices::Refuse
+        } else {
+            UnknownDevices::Register
+        },
+        gateway_token: a.gateway_token.clone(),
+        poll_sleep: a.poll_sleep,
+    })
+}
+
+fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    match cmd {
+        PackageCmd::Add { source, roots, raw, name, package_version, kind, distribution_point } => {
+            let src = match (source, raw.is_empty()) {
+                (Some(dir), true) => PackageSource::Signed {
+                    dir: dir.clone(),
+                    roots: roots.clone().ok_or_else(|| {
+                        Error::Usage(
+                            "--source needs --roots (the PEM roots its publisher must chain to)"
+                                .into(),
+                        )
+                    })?,
+                },
+                (None, false) => PackageSource::Raw {
+                    files: raw.clone(),
+                    name: name.clone().ok_or_else(|| Error::Usage("--raw needs --name".into()))?,
+                    version: package_version
+                        .clone()
+                        .ok_or_else(|| Error::Usage("--raw needs --package-version".into()))?,
+                    kind: kind.parse().map_err(Error::Usage)?,
+                },
+                _ => {
+                    return Err(Error::Usage(
+                        "give --source DIR --roots FILE, or --raw FILE...".into(),
+                    ));
+                }
+            };
+            packages::package_add(&cfg, &*store, &src, distribution_point.as_deref(), admin::now())
+        }
+        PackageCmd::List => packages::package_list(&*store),
+        PackageCmd::Remove { package } => packages::package_remove(&*store, package),
+    }
+}
+
+fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        ProgramCmd::Add {
+            package,
+            name,
+            signed_program,
+            command,
+            platforms,
+            max_run_time,
+            device_class,
+        } => {
+            let spec = ProgramSpec {
+                package: package.clone(),
+                name: name.clone(),
+                signed_program: signed_program.clone(),
+                command: command.clone(),
+                platforms: platforms.clone(),
+                max_run_time: *max_run_time,
+                device_class: device_class.clone(),
+            };
+            packages::program_add(&*store, &spec)
+        }
+        ProgramCmd::List => packages::program_list(&*store),
+    }
+}
+
+fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    match cmd {
+        CollectionCmd::Add { name, rule, tenant } => {
+            targeting::collection_add(&cfg, &*store, name, tenant, rule)
+        }
+        CollectionCmd::List => targeting::collection_list(&*store),
+        CollectionCmd::Members { collection, add } => {
+            targeting::collection_members(&*store, collection, add)
+        }
+    }
+}
+
+fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    let kind = if a.available {
+        AdvertisementKind::Available
+    } else if a.download_only {
+        AdvertisementKind::DownloadOnly
+    } else {
+        AdvertisementKind::Mandatory
+    };
+    let spec = AdvertiseSpec {
+        name: a.name.clone(),
+        program: a.program.clone(),
+        collection: a.collection.clone(),
+        kind,
+        start: a.start.clone(),
+        expires: a.expires.clone(),
+        maintenance_window: a.maintenance_window.clone(),
+        rerun: a.rerun.parse().map_err(Error::Usage)?,
+        allow_downgrade: a.allow_downgrade,
+    };
+    targeting::advertise(&*store, &spec, admin::now())
+}
+
+fn advertisement(cli: &Cli, cmd: &AdvertisementCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        AdvertisementCmd::List => targeting::advertisement_list(&*store, admin::now()),
+        AdvertisementCmd::Cancel { advertisement } => {
+            targeting::advertisement_cancel(&*store, advertisement, admin::now())
+        }
+        AdvertisementCmd::Status { advertisement } => {
+            let a = admin::find_advertisement(&*store, advertisement)?;
+            targeting::advertisement_status(&*store, &a)
+        }
+    }
+}
+
+fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    let now = admin::now();
+    match cmd {
+        DeviceCmd::Add { id, tenant, token } => {
+            devices::device_add(&cfg, &*store, id, tenant.as_deref(), token.as_deref(), now)
+        }
+        DeviceCmd::Import { csv, tenant } => {
+            devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
+        }
+        DeviceCmd::List => devices::device_list(&*store),
+        DeviceCmd::Approve { device } => devices::device_approve(&cfg, &*store, device),
+        DeviceCmd::Revoke { device } => devices::device_revoke(&*store, device, now),
+        DeviceCmd::UseCertificate { device } => {
+            devices::device_use_certificate(&cfg, &*store, device)
+        }
+        DeviceCmd::Show { device } => devices::device_show(&*store, device),
+    }
+}
+
+fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        CrlCmd::Add { file } => admin::crl::crl_add(&*store, file, admin::now()),
+        CrlCmd::List => admin::crl::crl_list(&*store),
+    }
+}
+
+/// Runs one command; `None` for `serve`, which prints as it goes.
+fn run(cli: &Cli) -> Result<Option<Out>> {
+    Ok(Some(match &cli.command {
+        Command::Init(a) => init(a)?,
+        Command::Migrate { from, to, to_ca } => {
+            admin::migrate::migrate(from, to, to_ca.as_deref())?
+        }
+        Command::Serve => {
+            dm_mp::server::run(Config::load(&cli.config)?)?;
+            return Ok(None);
+        }
+        Command::Package(c) => package(cli, c)?,
+        Command::Program(c) => program(cli, c)?,
+        Command::Collection(c) => collection(cli, c)?,
+        Command::Advertise(a) => advertise(cli, a)?,
+        Command::Advertisement(c) => advertisement(cli, c)?,
+        Command::Status { advertisement: a } => {
+            advertisement(cli, &AdvertisementCmd::Status { advertisement: a.clone() })?
+        }
+        Command::Device(c) => device(cli, c)?,
+        Command::Crl(c) => crl(cli, c)?,
+        Command::Report { name, advertisement, device, state, filter, sort, desc, csv } => {
+            let (cfg, store) = open(cli)?;
+            let o = dm_mp::reports::Options {
+                advertisement: advertisement.clone(),
+                device: device.clone(),
+                state: state.clone(),
+                filter: filter.clone(),
+                sort: sort.clone(),
+                desc: *desc,
+                page: Default::default(),
+            };
+            let r = dm_mp::reports::build(&*store, &cfg, name, admin::now(), &o)?;
+            Out::new(if *csv { r.csv() } else { r.text() }, r.json())
+        }
+        Command::Admin(c) => administrator(cli, c)?,
+        Command::ConfigItem(c) => config_item(cli, c)?,
+        Command::ConfigPackage(c) => config_package(cli, c)?,
+        Command::Compliance { device, advertisement } => {
+            let (_, store) = open(cli)?;
+            config::compliance(&*store, device.as_deref(), advertisement.as_deref())?
+        }
+    }))
+}
+
+fn administrator(cli: &Cli, cmd: &AdminCmd) -> Result<Out> {
+    use admin::administrators as a;
+    let (_, store) = open(cli)?;
+    match cmd {
+        AdminCmd::Add { name, password_file } => {
+            let text = a::password_text(password_file.as_deref())?;
+            a::add(&*store, name, &text, admin::now())
+        }
+        AdminCmd::Certificate { name, file } => a::certificate(&*store, name, file, admin::now()),
+        AdminCmd::Unpin { sha256, file } => a::unpin(&*store, sha256.as_deref(), file.as_deref()),
+        AdminCmd::Remove { name } => a::remove(&*store, name),
+        AdminCmd::List => a::list(&*store),
+    }
+}
+
+fn config_item(cli: &Cli, cmd: &ConfigItemCmd) -> Result<Out> {
+    let (_, store) = open(cli)?;
+    match cmd {
+        ConfigItemCmd::Add { file } => config::item_add(&*store, file, admin::now()),
+        ConfigItemCmd::List => config::item_list(&*store),
+        ConfigItemCmd::Show { name, version } => config::item_show(&*store, name, *version),
+    }
+}
+
+fn config_package(cli: &Cli, cmd: &ConfigPackageCmd) -> Result<Out> {
+    let (cfg, store) = open(cli)?;
+    match cmd {
+        ConfigPackageCmd::Add { source, roots, distribution_point } => config::package_add(
+            &cfg,
+            &*store,
+            source,
+            roots,
+            distribution_point.as_deref(),
+            admin::now(),
+        ),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let json = cli.json;
+    let serving = matches!(cli.command, Command::Serve);
+    let level = if std::env::var_os("DMMP_DEBUG").is_some() {
+        log::LevelFilter::Debug
+    } else {
+        log::LevelFilter::Info
+    };
+    let _ = simplelog::WriteLogger::init(
+        if serving { level } else { log::LevelFilter::Warn },
+        simplelog::ConfigBuilder::new()
+            .set_time_format_rfc3339()
+            .set_target_level(log::LevelFilter::Off)
+            .set_thread_level(log::LevelFilter::Off)
+            .build(),
+        std::io::stderr(),
+    );
+    match run(&cli) {
+        Ok(Some(out)) => {
+            if json {
+                if let Err(e) = dm_shared::cli::out_json(&out.json) {
+                    eprintln!("dmmp: error: {e}");
+                    return ExitCode::from(dm_shared::StatusCode::E_FAIL.exit_code());
+                }
+            } else {
+                dm_shared::cli::out(&out.text);
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(None) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dmmp: error: {e}");
+            ExitCode::from(e.code().exit_code())
+        }
+    }
+}
