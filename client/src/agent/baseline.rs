@@ -12,8 +12,8 @@
 //! The assignment, with the value each setting replaced the first time, is
 //! `var/lib/dm/config/assigned.json`, written atomically after every change.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 use dm_shared::config_item::{self, ConfigItem};
@@ -233,8 +233,9 @@ impl Worker<'_> {
 /// Evaluates every assigned item again on a schedule and when a watched file changes.
 pub struct Baseline {
     next: Instant,
-    last_look: Instant,
     last_evaluation: Option<Instant>,
+    /// A watched folder changed; its files are looked at once the change gap has passed.
+    pending: bool,
     stamps: BTreeMap<PathBuf, Option<(u64, SystemTime)>>,
 }
 
@@ -246,8 +247,8 @@ impl Default for Baseline {
     fn default() -> Self {
         Baseline {
             next: Instant::now(),
-            last_look: Instant::now(),
             last_evaluation: None,
+            pending: true,
             stamps: BTreeMap::new(),
         }
     }
@@ -259,24 +260,36 @@ fn stamp(p: &PathBuf) -> Option<(u64, SystemTime)> {
 }
 
 impl Baseline {
-    /// Called about every 200 ms while the agent waits: looks at the watched files once a
-    /// second, and evaluates when one changed or the interval passed.
-    pub fn tick(&mut self, ctx: &Context, settings: &Settings) {
-        if self.last_look.elapsed() < Duration::from_secs(1) && Instant::now() < self.next {
-            return;
-        }
-        self.last_look = Instant::now();
-        let due = Instant::now() >= self.next;
-        let settled = self.last_evaluation.is_none_or(|t| t.elapsed() >= CHANGE_GAP);
-        let changed = settled && self.stamps.iter().any(|(p, s)| stamp(p) != *s);
-        if due || changed {
-            if changed && !due {
+    /// Called whenever the agent's wait ends (`changed`: something changed in a watched
+    /// folder): evaluates when the interval passed, or when a watched file changed and the
+    /// last evaluation is [`CHANGE_GAP`] old. Returns when it next needs to be called.
+    pub fn tick(&mut self, ctx: &Context, settings: &Settings, changed: bool) -> Instant {
+        self.pending |= changed;
+        let now = Instant::now();
+        let settled = self.last_evaluation.map_or(now, |t| t + CHANGE_GAP);
+        let mut evaluate = now >= self.next;
+        if self.pending && now >= settled {
+            self.pending = false;
+            if self.stamps.iter().any(|(p, s)| stamp(p) != *s) {
                 log::debug!("a watched file changed: evaluating the configuration items again");
+                evaluate = true;
             }
-            self.evaluate(ctx);
-            self.next =
-                Instant::now() + timing::jittered(settings.configuration.evaluation_interval);
         }
+        if evaluate {
+            self.evaluate(ctx);
+            self.next = now + timing::jittered(settings.configuration.evaluation_interval);
+        }
+        if self.pending { self.next.min(settled) } else { self.next }
+    }
+
+    /// The folders of the watched files: a file is often replaced by a rename, so its folder
+    /// is what is watched; for a folder that does not exist yet, the nearest one that does
+    /// (its creation wakes the agent, which then watches it).
+    pub fn watched_dirs(&self) -> BTreeSet<PathBuf> {
+        self.stamps
+            .keys()
+            .filter_map(|p| p.ancestors().skip(1).find(|d| d.is_dir()).map(Path::to_path_buf))
+            .collect()
     }
 
     /// Evaluates (and, unless monitor-only, applies) every assigned item now.

@@ -23,11 +23,12 @@ pub mod timing;
 pub mod unusable;
 pub mod upgrade;
 pub mod vitals;
+pub mod waker;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::time::Duration;
 
 use dm_shared::fs::{self as dmfs, MODE_PUBLIC};
@@ -43,6 +44,7 @@ use crate::installed::installed_version;
 use crate::service;
 use crate::setup::{self, engine::Actor};
 use vitals::Vitals;
+use waker::Waker;
 
 /// How the agent runs.
 #[derive(Debug, Clone)]
@@ -55,18 +57,6 @@ pub struct Options {
 pub fn own_version() -> Option<ClientVersion> {
     let exe = std::env::current_exe().ok()?.canonicalize().ok()?;
     exe.parent()?.file_name()?.to_str()?.parse().ok()
-}
-
-/// Set when SIGTERM or SIGINT arrives.
-pub fn stop_flag() -> Result<Arc<AtomicBool>> {
-    let flag = Arc::new(AtomicBool::new(false));
-    for sig in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
-        signal_hook::flag::register(sig, Arc::clone(&flag)).map_err(|e| Error::Service {
-            action: "start",
-            reason: format!("cannot handle signal {sig}: {e}"),
-        })?;
-    }
-    Ok(flag)
 }
 
 /// Runs setup recovery when setup is not running itself.
@@ -118,27 +108,30 @@ fn check_clock(ctx: &Context) {
     }
 }
 
-/// Waits up to `d`; returns early on stop or when `dmsvc run` left a new request (one that
-/// is not waiting for its retry).
+/// Waits up to `d`, asleep in one `poll(2)` between pieces of work: returns early on stop or
+/// when `dmsvc run` left a new request (one that is not deferred). While it waits, the
+/// configuration items are evaluated when due or when a file they watch changed.
 fn wait(
-    ctx: &Context,
-    stop: &AtomicBool,
+    w: &Worker<'_>,
+    waker: &mut Waker,
     d: Duration,
     deferred: &BTreeSet<u64>,
-    tick: &mut dyn FnMut(),
+    baseline: &mut baseline::Baseline,
 ) {
     let deadline = std::time::Instant::now() + d;
-    while std::time::Instant::now() < deadline {
-        if stop.load(Ordering::Relaxed)
-            || state::requests(ctx).iter().any(|id| !deferred.contains(id))
-        {
+    let requests = state::requests_dir(w.ctx);
+    let mut woke = waker::Wake::Timeout;
+    loop {
+        if w.stopping() || state::requests(w.ctx).iter().any(|id| !deferred.contains(id)) {
             return;
         }
-        tick();
-        std::thread::sleep(
-            Duration::from_millis(200)
-                .min(deadline.saturating_duration_since(std::time::Instant::now())),
-        );
+        let next = baseline.tick(w.ctx, w.settings, woke == waker::Wake::Changed);
+        waker.watch(std::iter::once(requests.clone()).chain(baseline.watched_dirs()));
+        let now = std::time::Instant::now();
+        if now >= deadline {
+            return;
+        }
+        woke = waker.wait(deadline.min(next).saturating_duration_since(now));
     }
 }
 
@@ -268,7 +261,7 @@ fn poll_failed(w: &Worker<'_>, health: &mut HealthState, e: Error) -> Duration {
 }
 
 /// Polls until stopped.
-fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
+fn poll_loop(mut w: Worker<'_>, vitals: &Vitals, waker: &mut Waker) -> Result<()> {
     let mut health = HealthState::default();
     let mut deferred = BTreeSet::new();
     let mut certs = certs::Keeper::default();
@@ -297,8 +290,7 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals) -> Result<()> {
             }
         };
         log::debug!("next poll in {} s", d.as_secs());
-        let (ctx, settings) = (w.ctx, w.settings);
-        wait(w.ctx, &w.stop, d, &deferred, &mut || baseline.tick(ctx, settings));
+        wait(&w, waker, d, &deferred, &mut baseline);
     }
     certs.stop();
     Ok(())
@@ -344,8 +336,11 @@ fn identity(ctx: &Context, settings: &Settings) -> Result<(String, Vec<String>)>
 
 /// Runs the agent until stopped.
 pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
-    let stop = stop_flag()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut waker = Waker::new(&stop)?;
     dmfs::create_dir_all(&ctx.layout.state_dir(), dmfs::MODE_DIR_PRIVATE)?;
+    // Made now so that it is watched: a `dmsvc run` request wakes the agent at once.
+    dmfs::create_dir_all(&state::requests_dir(ctx), dmfs::MODE_DIR_PRIVATE)?;
     dmfs::create_dir_all(&ctx.layout.run_dir(), dmfs::MODE_DIR)?;
     let lock_path = ctx.layout.agent_lock_file();
     let _lock = dmfs::try_lock(&lock_path)?
@@ -389,7 +384,7 @@ pub fn run(ctx: &Context, opts: &Options) -> Result<()> {
             stop: stop.clone(),
             controller_id,
         };
-        poll_loop(w, &vitals)?;
+        poll_loop(w, &vitals, &mut waker)?;
         info!("stop requested; exiting");
     }
     vitals.stopped();

@@ -74,7 +74,8 @@ fn dir(ctx: &Context) -> PathBuf {
     ctx.layout.state_dir().join("actions")
 }
 
-fn requests_dir(ctx: &Context) -> PathBuf {
+/// Where `dmsvc run` leaves its requests.
+pub fn requests_dir(ctx: &Context) -> PathBuf {
     ctx.layout.state_dir().join("requests")
 }
 

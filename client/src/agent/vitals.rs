@@ -12,7 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
 use dm_shared::{ClientVersion, Context};
@@ -30,6 +30,8 @@ pub struct Vitals {
     health: Mutex<Health>,
     /// Healthy, or refused: nothing changes it any more.
     decided: AtomicBool,
+    /// Ends the watching thread the moment the health is decided.
+    decided_tx: Mutex<Option<std::sync::mpsc::Sender<()>>>,
 }
 
 /// Whether `e` says the management point refuses this device, rather than that it cannot be
@@ -60,6 +62,7 @@ impl Vitals {
             ctx: ctx.clone(),
             health: Mutex::new(health),
             decided: AtomicBool::new(false),
+            decided_tx: Mutex::new(None),
         }))
     }
 
@@ -72,6 +75,7 @@ impl Vitals {
         if self.decided.swap(true, Ordering::SeqCst) {
             return;
         }
+        self.end_watch();
         let mut h = self.health.lock().unwrap_or_else(|p| p.into_inner());
         h.state = "running".into();
         h.checked = Some(how.clone());
@@ -92,6 +96,13 @@ impl Vitals {
         }
     }
 
+    /// Ends the watching thread: the health is decided.
+    fn end_watch(&self) {
+        if let Some(tx) = self.decided_tx.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            let _ = tx.send(());
+        }
+    }
+
     /// Decides on the first poll's outcome.
     pub fn polled(&self, outcome: std::result::Result<(), &Error>) {
         if self.decided.load(Ordering::SeqCst) {
@@ -104,6 +115,7 @@ impl Vitals {
                 if self.decided.swap(true, Ordering::SeqCst) {
                     return;
                 }
+                self.end_watch();
                 error!(
                     "the management point refuses this device ({e}); the agent is not healthy, and setup rolls back a deployment that brought it here"
                 );
@@ -120,15 +132,19 @@ impl Vitals {
 
     /// Runs the local self-check if the first poll has not decided within
     /// [`LOCAL_CHECK_AFTER`] (a server that accepts connections and never answers).
+    /// The thread waits once, without waking on a period, and ends as soon as the health is
+    /// decided.
     pub fn watch(self: &Arc<Self>, stop: Arc<AtomicBool>) {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        *self.decided_tx.lock().unwrap_or_else(|p| p.into_inner()) = Some(tx);
         let me = self.clone();
         std::thread::spawn(move || {
-            let start = Instant::now();
-            while start.elapsed() < LOCAL_CHECK_AFTER {
-                if me.decided.load(Ordering::SeqCst) || stop.load(Ordering::Relaxed) {
-                    return;
-                }
-                std::thread::sleep(Duration::from_millis(200));
+            let timed_out = matches!(
+                rx.recv_timeout(LOCAL_CHECK_AFTER),
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout)
+            );
+            if !timed_out || me.decided.load(Ordering::SeqCst) || stop.load(Ordering::Relaxed) {
+                return;
             }
             let secs = LOCAL_CHECK_AFTER.as_secs();
             warn!("the first poll has not been answered within {secs} s");

@@ -402,6 +402,19 @@ pub fn kill_agent(device: &Path) {
                 }
                 std::thread::sleep(Duration::from_millis(10));
             }
+            // A leader shows as a zombie while its other threads still exit; the agent's lock
+            // is free only once the last one has: wait for that, the real condition.
+            let lock = device.join("run/dm/dmsvc.lock");
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_secs(10) {
+                let Ok(f) = std::fs::File::open(&lock) else { break };
+                let free =
+                    rustix::fs::flock(&f, rustix::fs::FlockOperation::NonBlockingLockExclusive);
+                if free.is_ok() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 }
