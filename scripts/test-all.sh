@@ -18,6 +18,9 @@ scripts/setup.sh
 step "cargo fmt --check"
 cargo fmt --all --check
 
+step "imports point one way (no circle between files of a crate)"
+python3 scripts/check-circles.py
+
 step "cargo clippy -D warnings"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 

@@ -5,7 +5,7 @@
 //! module parses and checks it, the device's agent evaluates and applies it.
 
 use crate::Platform;
-use crate::manifest::check_relative_path;
+use crate::files::check_relative_path;
 
 /// The key of a configuration package's signed manifest `metadata` that holds its items.
 pub const MANIFEST_KEY: &str = "config_items";

@@ -15,9 +15,10 @@ use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::crl::dp::IssuingDistributionPoint;
 use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 
+use crate::cert::Cert;
 use crate::clock;
+use crate::encoding::sha256_hex;
 use crate::error::{Error, Result};
-use crate::pki::{Cert, base64_encode, sha256_hex};
 use crate::x509;
 
 /// The largest CRL file read.
@@ -227,14 +228,7 @@ impl Crl {
 
     /// The CRL as PEM.
     pub fn to_pem(&self) -> String {
-        let b64 = base64_encode(&self.der);
-        let mut out = String::from("-----BEGIN X509 CRL-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str("-----END X509 CRL-----\n");
-        out
+        crate::encoding::pem("X509 CRL", &self.der)
     }
 }
 

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 pub mod bundle;
+pub mod cert;
 pub mod certstore;
 pub mod cli;
 pub mod clock;
@@ -18,8 +19,10 @@ pub mod deployment;
 #[cfg(feature = "devpki")]
 pub mod devpki;
 pub mod digest;
+pub mod encoding;
 pub mod error;
 pub mod failpoint;
+pub mod files;
 pub mod fs;
 pub mod ini;
 pub mod layout;

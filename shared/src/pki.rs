@@ -1,17 +1,13 @@
-//! Certificates and signatures: parsing, thumbprints and subjects for logs, code-signing chain
-//! checks against what the device trusts ([`Trust`]: roots, the disallowed store and
-//! certificate revocation lists), and the ECDSA signatures on manifests.
+//! Code-signing trust: chain checks against what the device trusts ([`Trust`]: roots, the
+//! disallowed store and certificate revocation lists), and the signatures on manifests.
 //!
 //! Chains are checked with rustls-webpki (the codeSigning extended key usage is required of the
-//! publisher, and CRL signatures are verified by the issuer in the path); certificates are read
-//! with `x509-cert` ([`crate::x509`]) for what people need to see in logs (subject, issuer,
-//! serial, SHA-256 thumbprint, validity) and what the trust rules need (names as DER, usages,
-//! CRL distribution points). Revocation lists are [`crate::crl`]'s.
+//! publisher, and CRL signatures are verified by the issuer in the path). Certificates are
+//! [`crate::cert`]'s and revocation lists [`crate::crl`]'s; both are re-exported here.
 
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use der::{Decode, Encode};
 use ring::rand::SystemRandom;
 use ring::signature::{
     ECDSA_P256_SHA256_ASN1_SIGNING, ECDSA_P384_SHA384_ASN1_SIGNING, EcdsaKeyPair,
@@ -22,281 +18,14 @@ use webpki::{EndEntityCert, KeyUsage};
 
 use crate::clock;
 use crate::error::{Error, Result};
-use crate::x509;
+
+pub use crate::cert::{Cert, MAX_PEM_BYTES};
+pub use crate::encoding::{sha256_hex, to_hex};
 
 pub use crate::crl::{Crl, MAX_CRL_BYTES};
 
 /// The codeSigning extended key usage, 1.3.6.1.5.5.7.3.3, DER-encoded without tag and length.
 pub const CODE_SIGNING_EKU: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x03];
-
-/// The largest PEM bundle read from a folder, a package or a store.
-pub const MAX_PEM_BYTES: u64 = 256 * 1024;
-
-/// Lowercase hexadecimal.
-pub fn to_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 15)] as char);
-    }
-    s
-}
-
-/// SHA-256 of `bytes`, lowercase hex.
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    to_hex(ring::digest::digest(&ring::digest::SHA256, bytes).as_ref())
-}
-
-/// A parsed X.509 certificate with what logs and stores need.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Cert {
-    der: CertificateDer<'static>,
-    thumbprint: String,
-    subject: String,
-    issuer: String,
-    subject_der: Vec<u8>,
-    issuer_der: Vec<u8>,
-    not_before: i64,
-    not_after: i64,
-    serial: Vec<u8>,
-    is_ca: bool,
-    code_signing: bool,
-    client_auth: bool,
-    crl_uris: Option<Vec<String>>,
-}
-
-impl Cert {
-    /// Parses a DER certificate. `source` names where it came from, for errors.
-    pub fn from_der(der: Vec<u8>, source: &Path) -> Result<Cert> {
-        let bad = |reason: String| Error::BadCertificate { path: source.to_path_buf(), reason };
-        let x = x509_cert::Certificate::from_der(&der)
-            .map_err(|e| bad(format!("not an X.509 certificate: {e}")))?;
-        let tbs = &x.tbs_certificate;
-        let subject = x509::name_string(&tbs.subject);
-        let (is_ca, code_signing, client_auth, crl_uris) = extensions(tbs).map_err(bad)?;
-        let name_der = |n: &x509_cert::name::Name| n.to_der().unwrap_or_default();
-        Ok(Cert {
-            thumbprint: sha256_hex(&der),
-            subject: if subject.is_empty() { "(empty subject)".into() } else { subject },
-            issuer: x509::name_string(&tbs.issuer),
-            subject_der: name_der(&tbs.subject),
-            issuer_der: name_der(&tbs.issuer),
-            not_before: x509::unix(&tbs.validity.not_before),
-            not_after: x509::unix(&tbs.validity.not_after),
-            serial: tbs.serial_number.as_bytes().to_vec(),
-            is_ca,
-            code_signing,
-            client_auth,
-            crl_uris,
-            der: CertificateDer::from(der),
-        })
-    }
-
-    /// Parses every certificate in a PEM bundle, in order. A bundle without any certificate
-    /// is an error.
-    pub fn parse_pem(bytes: &[u8], source: &Path) -> Result<Vec<Cert>> {
-        let mut certs = Vec::new();
-        for item in CertificateDer::pem_slice_iter(bytes) {
-            let der = item.map_err(|e| Error::BadCertificate {
-                path: source.to_path_buf(),
-                reason: format!("bad PEM: {e}"),
-            })?;
-            certs.push(Cert::from_der(der.to_vec(), source)?);
-        }
-        if certs.is_empty() {
-            return Err(Error::BadCertificate {
-                path: source.to_path_buf(),
-                reason: "no CERTIFICATE block in the PEM file".into(),
-            });
-        }
-        Ok(certs)
-    }
-
-    /// Reads a PEM bundle from a file (capped at [`MAX_PEM_BYTES`]).
-    pub fn load_pem(path: &Path) -> Result<Vec<Cert>> {
-        Cert::parse_pem(&crate::fs::read_capped(path, MAX_PEM_BYTES)?, path)
-    }
-
-    /// The certificate as PEM.
-    pub fn to_pem(&self) -> String {
-        let b64 = base64_encode(&self.der);
-        let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
-        for line in b64.as_bytes().chunks(64) {
-            out.push_str(&String::from_utf8_lossy(line));
-            out.push('\n');
-        }
-        out.push_str("-----END CERTIFICATE-----\n");
-        out
-    }
-
-    /// DER bytes.
-    pub fn der(&self) -> &CertificateDer<'static> {
-        &self.der
-    }
-
-    /// SHA-256 of the DER, lowercase hex: the name of the certificate's file in a store.
-    pub fn thumbprint(&self) -> &str {
-        &self.thumbprint
-    }
-
-    /// The subject, such as `CN=Contoso Publisher, O=Contoso`.
-    pub fn subject(&self) -> &str {
-        &self.subject
-    }
-
-    /// The issuer's name.
-    pub fn issuer(&self) -> &str {
-        &self.issuer
-    }
-
-    /// The serial number, as its DER bytes.
-    pub fn serial(&self) -> &[u8] {
-        &self.serial
-    }
-
-    /// Whether it is a certification authority.
-    pub fn is_ca(&self) -> bool {
-        self.is_ca
-    }
-
-    /// Whether its extended key usage names codeSigning.
-    pub fn is_code_signing(&self) -> bool {
-        self.code_signing
-    }
-
-    /// Whether its extended key usage names clientAuth.
-    pub fn is_client_auth(&self) -> bool {
-        self.client_auth
-    }
-
-    /// The subject's DER encoding, for exact comparisons (the text is for people).
-    pub fn subject_der(&self) -> &[u8] {
-        &self.subject_der
-    }
-
-    /// The issuer's DER encoding.
-    pub fn issuer_der(&self) -> &[u8] {
-        &self.issuer_der
-    }
-
-    /// The URIs of its CRL distribution points (those without a CRL issuer of their own or
-    /// reasons); `None` when it names no distribution point.
-    pub fn crl_uris(&self) -> Option<&[String]> {
-        self.crl_uris.as_deref()
-    }
-
-    /// Whether `issuer` issued it: the names match and `issuer`'s key made its signature.
-    pub fn is_issued_by(&self, issuer: &Cert) -> bool {
-        self.issuer_der == issuer.subject_der
-            && x509::signed_parts(&self.der)
-                .is_ok_and(|s| x509::verify_signed(&s, &issuer.der).is_ok())
-    }
-
-    /// Start of validity.
-    pub fn not_before(&self) -> SystemTime {
-        from_unix(self.not_before)
-    }
-
-    /// End of validity.
-    pub fn not_after(&self) -> SystemTime {
-        from_unix(self.not_after)
-    }
-
-    /// When it expires, in Unix seconds.
-    pub fn not_after_unix(&self) -> i64 {
-        self.not_after
-    }
-
-    /// Whether `now` is inside the validity period.
-    pub fn valid_at(&self, now: SystemTime) -> bool {
-        let t = clock::unix_secs(now) as i64;
-        self.not_before <= t && t <= self.not_after
-    }
-
-    /// One line for logs: subject, short thumbprint and expiry.
-    pub fn describe(&self) -> String {
-        format!(
-            "{} (thumbprint {}…, issued by {}, valid until {})",
-            self.subject,
-            &self.thumbprint[..16],
-            self.issuer,
-            clock::rfc3339(self.not_after())
-        )
-    }
-
-    fn expired_error(&self, now: SystemTime) -> Error {
-        Error::CertificateExpired {
-            subject: self.subject.clone(),
-            not_before: clock::rfc3339(self.not_before()),
-            not_after: clock::rfc3339(self.not_after()),
-            now: clock::rfc3339(now),
-        }
-    }
-}
-
-/// What the extensions say: (CA, codeSigning, clientAuth, CRL distribution point URIs). An
-/// extension the certificate holds but that does not parse is an error.
-type Usage = (bool, bool, bool, Option<Vec<String>>);
-
-fn extensions(tbs: &x509_cert::TbsCertificate) -> std::result::Result<Usage, String> {
-    use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
-    use x509_cert::ext::pkix::{BasicConstraints, CrlDistributionPoints, ExtendedKeyUsage};
-    let mut usage: Usage = (false, false, false, None);
-    for ext in tbs.extensions.iter().flatten() {
-        let value = ext.extn_value.as_bytes();
-        let bad = |what: &'static str| move |e: der::Error| format!("its {what} extension: {e}");
-        if ext.extn_id == x509::BASIC_CONSTRAINTS {
-            usage.0 = BasicConstraints::from_der(value).map_err(bad("basic constraints"))?.ca;
-        } else if ext.extn_id == x509::EXT_KEY_USAGE {
-            let eku = ExtendedKeyUsage::from_der(value).map_err(bad("extended key usage"))?;
-            usage.1 = eku.0.contains(&x509::KP_CODE_SIGNING);
-            usage.2 = eku.0.contains(&x509::KP_CLIENT_AUTH);
-        } else if ext.extn_id == x509::CRL_DISTRIBUTION_POINTS {
-            let dps = CrlDistributionPoints::from_der(value).map_err(bad("CRL distribution"))?;
-            let uris = dps
-                .0
-                .iter()
-                .filter(|dp| dp.crl_issuer.is_none() && dp.reasons.is_none())
-                .filter_map(|dp| match &dp.distribution_point {
-                    Some(DistributionPointName::FullName(names)) => Some(names),
-                    _ => None,
-                })
-                .flatten()
-                .filter_map(|n| match n {
-                    GeneralName::UniformResourceIdentifier(u) => Some(u.to_string()),
-                    _ => None,
-                });
-            usage.3 = Some(uris.collect());
-        }
-    }
-    Ok(usage)
-}
-
-fn from_unix(secs: i64) -> SystemTime {
-    if secs >= 0 {
-        SystemTime::UNIX_EPOCH + Duration::from_secs(secs as u64)
-    } else {
-        SystemTime::UNIX_EPOCH - Duration::from_secs(secs.unsigned_abs())
-    }
-}
-
-pub(crate) fn base64_encode(data: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
 
 /// What a device (or a management point) trusts for code signing: the roots publishers must
 /// chain to, the certificates it never trusts (the `disallowed` store), and the CAs'
@@ -318,7 +47,7 @@ impl Trust {
     }
 
     fn is_disallowed(&self, c: &Cert) -> bool {
-        self.disallowed.iter().any(|d| d.thumbprint == c.thumbprint)
+        self.disallowed.iter().any(|d| d.thumbprint() == c.thumbprint())
     }
 }
 
@@ -334,8 +63,8 @@ pub fn verify_code_signing_chain(
 ) -> Result<()> {
     if let Some(c) = chain.iter().find(|c| trust.is_disallowed(c)) {
         return Err(Error::Distrusted {
-            subject: c.subject.clone(),
-            thumbprint: c.thumbprint.clone(),
+            subject: c.subject().to_string(),
+            thumbprint: c.thumbprint().to_string(),
         });
     }
     let allowed: Vec<Cert> =
@@ -347,8 +76,8 @@ pub fn verify_code_signing_chain(
             trust.is_disallowed(r) && verify_chain(chain, &[(*r).clone()], &[], now, source).is_ok()
         }) {
             return Err(Error::Distrusted {
-                subject: root.subject.clone(),
-                thumbprint: root.thumbprint.clone(),
+                subject: root.subject().to_string(),
+                thumbprint: root.thumbprint().to_string(),
             });
         }
     }
@@ -440,13 +169,13 @@ fn verify_chain(
                 chain.iter().find_map(|c| crls.iter().find(|l| l.revokes(c)).map(|l| (c, l)));
             Err(match revoked {
                 Some((c, l)) => Error::Revoked {
-                    subject: c.subject.clone(),
-                    serial: to_hex(&c.serial),
+                    subject: c.subject().to_string(),
+                    serial: to_hex(&c.serial()),
                     crl: format!("{}, issued by {}", l.source().display(), l.issuer()),
                 },
                 None => Error::Revoked {
-                    subject: publisher.subject.clone(),
-                    serial: to_hex(&publisher.serial),
+                    subject: publisher.subject().to_string(),
+                    serial: to_hex(&publisher.serial()),
                     crl: "a revocation list on the device".into(),
                 },
             })
@@ -466,7 +195,7 @@ fn verify_chain(
                 .find_map(|c| crls.iter().find(|l| l.covers(c, false) || l.covers(c, true)));
             Err(Error::CrlUnusable {
                 path: list.map_or_else(|| source.to_path_buf(), |l| l.source().to_path_buf()),
-                reason: format!("{e:?}; the chain of {} cannot be checked", publisher.subject),
+                reason: format!("{e:?}; the chain of {} cannot be checked", publisher.subject()),
             })
         }
         Err(e) => {
@@ -489,7 +218,8 @@ fn require_covered(cert: &Cert, end_entity: bool, crls: &[Crl]) -> Result<()> {
         path: first.source().to_path_buf(),
         reason: format!(
             "the revocation lists of {} on the device are each narrowed to other certificates than {} (their issuing distribution point): its revocation cannot be checked",
-            cert.issuer, cert.subject
+            cert.issuer(),
+            cert.subject()
         ),
     })
 }
@@ -563,6 +293,7 @@ mod tests {
 
     #[test]
     fn hex_and_base64() {
+        use crate::encoding::base64_encode;
         assert_eq!(to_hex(&[0, 1, 0xab, 0xff]), "0001abff");
         assert_eq!(
             sha256_hex(b"abc"),

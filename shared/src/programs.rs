@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::manifest::{FileEntry, check_relative_path};
+use crate::files::{FileEntry, check_relative_path};
 use crate::platform::Platform;
 use crate::vocab::DeviceClass;
 

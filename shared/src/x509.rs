@@ -79,7 +79,7 @@ fn push_attribute(out: &mut String, atv: &AttributeTypeAndValue) {
         Some(s) => escape_into(out, &s),
         None => {
             out.push('#');
-            out.push_str(&crate::pki::to_hex(&atv.value.to_der().unwrap_or_default()));
+            out.push_str(&crate::encoding::to_hex(&atv.value.to_der().unwrap_or_default()));
         }
     }
 }

@@ -6,18 +6,15 @@
 //! publisher is in the `spc` store. Transport errors are returned (the action is retried at
 //! the next poll); everything the action itself gets wrong ends in a final report.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use dm_shared::ddi::{self, Chunk, DeploymentBase, Execution, Rerun};
 use dm_shared::fs as dmfs;
 use dm_shared::manifest::{Manifest, VerifiedFolder};
 use dm_shared::message::{MessageId, StatusMessage};
-use dm_shared::outbox::Outbox;
 use dm_shared::programs::SignedProgram;
 use dm_shared::vocab::PackageKind;
-use dm_shared::{Context, Platform, Settings, StatusCode, clock};
+use dm_shared::{Context, Platform, StatusCode};
 use log::{error, info, warn};
 
 use super::contain;
@@ -26,97 +23,16 @@ use super::inventory;
 use super::ledger::{Ledger, PackageId};
 use super::plan::{self, Refusal, Requirements, When};
 use super::program::{Run, RunOutcome, run_program};
-use super::session::Session;
 use super::state::{ActionRecord, Stage};
+use super::worker::Worker;
 use crate::error::{Error, Result};
 
 /// The most times a download is retried across polls before the action fails.
 const MAX_DOWNLOAD_ATTEMPTS: u32 = 8;
-/// The most messages the outbox keeps (final results are never dropped).
-pub const MAX_OUTBOX: usize = 1000;
 /// The most times a final result is sent again to a server that keeps offering its action.
 const MAX_RESENDS: u32 = 5;
 
-/// Works on actions.
-pub struct Worker<'a> {
-    /// The device.
-    pub ctx: &'a Context,
-    /// Its settings.
-    pub settings: &'a Settings,
-    /// The management point.
-    pub session: &'a mut Session,
-    /// Where reports wait.
-    pub outbox: Outbox,
-    /// Set on SIGTERM.
-    pub stop: Arc<AtomicBool>,
-    /// The device's controller id.
-    pub controller_id: String,
-}
-
 impl Worker<'_> {
-    /// Now, for reports.
-    pub fn now(&self) -> String {
-        clock::rfc3339(self.ctx.clock.now())
-    }
-
-    /// Whether an agent stop was requested.
-    pub fn stopping(&self) -> bool {
-        self.stop.load(Ordering::Relaxed)
-    }
-
-    /// Queues a report durably, before anything tries to send it.
-    fn queue(&self, m: &StatusMessage) -> Result<()> {
-        self.outbox.push(m)?;
-        let _ = self.outbox.compact(MAX_OUTBOX);
-        Ok(())
-    }
-
-    /// Queues a report that no action waits on; a failure to queue is logged.
-    pub fn report(&self, m: &StatusMessage) {
-        if let Err(e) = self.queue(m) {
-            warn!("status message {} not queued: {e}", m.message_id);
-        }
-    }
-
-    /// Queues a progress report on an action.
-    pub(super) fn progress(
-        &self,
-        action: u64,
-        exec: Execution,
-        id: MessageId,
-        text: String,
-    ) -> Result<()> {
-        let m =
-            StatusMessage::feedback(action, exec, id, StatusCode::S_OK, self.now(), text, false);
-        self.queue(&m)
-    }
-
-    /// The final report of an action: queued, then the record marked done.
-    pub fn finish(
-        &self,
-        rec: &mut ActionRecord,
-        id: MessageId,
-        code: StatusCode,
-        text: String,
-        details: Vec<String>,
-    ) -> Result<()> {
-        if code.is_failure() {
-            error!("action {} ({} {}): {code}: {text}", rec.id, rec.package, rec.version);
-        } else {
-            info!("action {} ({} {}): {text}", rec.id, rec.package, rec.version);
-        }
-        let mut m = self.final_message(rec.id, id, code, text.clone());
-        m.details = details;
-        self.queue(&m)?;
-        rec.final_report = Some(m);
-        rec.stage = Stage::Done;
-        rec.result = Some(text);
-        rec.success = Some(!code.is_failure());
-        rec.save(self.ctx)?;
-        let _ = dmfs::remove_dir_all(&cache_dir(self.ctx, rec.id));
-        Ok(())
-    }
-
     /// The server offers an action that ended here. Its final report waits in the outbox, or
     /// the server lost it (a restored database, a server that reuses action ids, a report the
     /// outbox dropped on 404 or 410): then it is sent again, with its report id, at most
@@ -166,20 +82,6 @@ impl Worker<'_> {
         self.queue(&m)?;
         rec.resent += 1;
         rec.save(self.ctx)
-    }
-
-    /// The closing feedback of an action, with the report id it keeps on every resend.
-    fn final_message(
-        &self,
-        action: u64,
-        id: MessageId,
-        code: StatusCode,
-        text: String,
-    ) -> StatusMessage {
-        let mut m =
-            StatusMessage::feedback(action, Execution::Closed, id, code, self.now(), text, true);
-        m.report_id = dm_shared::outbox::new_report_id();
-        m
     }
 
     fn refuse(&self, rec: &mut ActionRecord, r: Refusal) -> Result<()> {

@@ -24,9 +24,9 @@ use dm_shared::vocab::inventory as key;
 use dm_shared::{Context, Platform, Settings, StatusCode, clock};
 use log::{info, warn};
 
-use super::action::Worker;
 use super::state::ActionRecord;
 use super::timing;
+use super::worker::Worker;
 use crate::config::{self, ItemResult, Replaced, State};
 use crate::error::Result;
 

@@ -19,9 +19,9 @@ use dm_shared::settings::AuthMode;
 use dm_shared::{Context, Settings, StoreName, clock};
 use log::{error, info, warn};
 
-use super::action::Worker;
 use super::net::Net;
 use super::timing;
+use super::worker::Worker;
 use crate::enroll::{self, Rotation};
 use crate::error::{Error, Result};
 

@@ -9,9 +9,9 @@ use dm_shared::message::MessageId;
 use dm_shared::{Platform, clock};
 use log::info;
 
-use super::action::Worker;
 use super::plan::{self, Requirements};
 use super::state::{ActionRecord, Stage};
+use super::worker::Worker;
 use crate::error::{Error, Result};
 
 /// The action id of a `confirmationBase/{id}` link.

@@ -89,8 +89,8 @@ impl HealthState {
 pub const LOW_DISK_BYTES: u64 = 32 << 20;
 
 /// Status messages waiting in the outbox beyond which it counts as overflowing (it holds
-/// [`super::action::MAX_OUTBOX`]; progress reports are dropped beyond).
-pub const OUTBOX_WARN: usize = super::action::MAX_OUTBOX * 4 / 5;
+/// [`super::worker::MAX_OUTBOX`]; progress reports are dropped beyond).
+pub const OUTBOX_WARN: usize = super::worker::MAX_OUTBOX * 4 / 5;
 
 /// Starts after an agent that died without stopping, within [`CRASH_WINDOW_SECS`], that make
 /// a crash loop.
@@ -143,7 +143,7 @@ fn self_check(ctx: &Context) -> Vec<String> {
     if waiting > OUTBOX_WARN {
         problems.push(format!(
             "{waiting} status messages wait in the outbox (it keeps {}; older progress reports are dropped beyond)",
-            super::action::MAX_OUTBOX
+            super::worker::MAX_OUTBOX
         ));
     }
     problems

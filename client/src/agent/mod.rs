@@ -24,6 +24,7 @@ pub mod unusable;
 pub mod upgrade;
 pub mod vitals;
 pub mod waker;
+pub mod worker;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -35,10 +36,10 @@ use dm_shared::fs::{self as dmfs, MODE_PUBLIC};
 use dm_shared::{ClientVersion, Context, Settings};
 use log::{error, info, warn};
 
-use self::action::Worker;
 use self::inventory::HealthState;
 use self::session::Session;
 use self::state::{ActionRecord, Stage};
+use self::worker::Worker;
 use crate::error::{Error, Result};
 use crate::installed::installed_version;
 use crate::service;

@@ -12,7 +12,7 @@ use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::{Context, clock};
 use log::error;
 
-use super::action::Worker;
+use super::worker::Worker;
 use crate::error::{Error, Result};
 
 /// How long a link stays unasked.

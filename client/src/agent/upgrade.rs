@@ -17,9 +17,9 @@ use dm_shared::vocab::DeviceClass;
 use dm_shared::{Context, Platform, StatusCode, clock};
 use log::{info, warn};
 
-use super::action::Worker;
 use super::content;
 use super::state::{ActionRecord, Stage};
+use super::worker::Worker;
 use crate::error::Result;
 use crate::installed::{Outcome, SetupResult, installed_version};
 use crate::service;

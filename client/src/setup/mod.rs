@@ -9,41 +9,26 @@
 
 pub mod engine;
 pub mod journal;
+pub mod options;
 pub mod plan;
 pub mod prepare;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use dm_shared::fs as dmfs;
 use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::outbox::Outbox;
-use dm_shared::{ClientVersion, Context, Platform, StatusCode, clock};
+use dm_shared::{ClientVersion, Context, StatusCode, clock};
 use log::{info, warn};
 
 use self::engine::{Actor, Ending, Engine};
 use self::journal::{Journal, Op};
+pub use self::options::Options;
 pub use self::plan::{Decision, decide};
 use self::prepare::{Change, Staged};
 use crate::error::{Error, Result};
 use crate::installed::{self, SetupResult, installed_version};
-
-/// How to run setup.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// The deployment folder.
-    pub source: PathBuf,
-    /// The settings file to use (must be a signed file of the folder).
-    pub settings: Option<PathBuf>,
-    /// Uninstall the damaged client and install the staged one.
-    pub repair: bool,
-    /// Uninstall also removes the certificates DMInstaller installed and the device's own.
-    pub remove_certificates: bool,
-    /// This device's platform.
-    pub platform: Platform,
-    /// How long to wait for a new agent to report healthy.
-    pub health_timeout: Duration,
-}
 
 /// What a setup run did.
 #[derive(Debug, Clone, PartialEq, Eq)]

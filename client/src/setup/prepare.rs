@@ -12,8 +12,8 @@ use dm_shared::settings::{AuthMode, CLIENT_SETTINGS_INI, CertEnrollAction, Setti
 use dm_shared::{ClientVersion, Context, Platform, StoreName, clock, deployment};
 use log::info;
 
-use super::Options;
 use super::journal::{Backup, Direction, Journal, Op};
+use super::options::Options;
 use crate::error::{Error, Result};
 use crate::identity::{self, Identity};
 use crate::installed::Binary;
