@@ -201,16 +201,11 @@ fn copy_deployment(
     Ok(c)
 }
 
-/// Runs the copied installer (checked again just before it runs) and reads its status and
-/// last words.
-fn run_installer(
-    ssh: &Ssh,
-    t: &SshTarget,
-    c: &Copied,
-    deadline: Duration,
-) -> Result<(StatusCode, String)> {
-    // Its exit code comes first, then its last output (capped).
-    let run = format!(
+/// The shell command that runs the copied installer on the device: its hash is checked again
+/// just before it runs, then its exit code is printed (`exit=N`), then its last output
+/// (capped).
+fn installer_command(t: &SshTarget, c: &Copied) -> String {
+    format!(
         "if [ \"$(sha256sum < {i} | cut -d' ' -f1)\" != {sha} ]; then \
          echo exit={bad}; echo \"{i} changed on the device after it was copied\"; exit 0; fi; \
          chmod 0755 {i} && {{ {i} {sub}--source {b} --device-root {r} > {o} 2>&1; echo \"exit=$?\"; }}; tail -c 16384 {o}; rm -f {o}",
@@ -221,30 +216,14 @@ fn run_installer(
         r = quote(&t.root),
         o = quote(&format!("{}/installer.out", c.dir)),
         bad = StatusCode::CRYPT_E_HASH_VALUE.exit_code(),
-    );
-    // A connection lost while the installer runs leaves it running on the device: that is a
-    // failure to report (tried again at the next connection, where setup's own lock and the
-    // ClientInstallAction table make a second run safe), not a copy to resume.
-    let out = ssh.run(t, &run, None, deadline).map_err(|e| match e {
-        Error::Connection { target, reason } => Error::Remote {
-            target,
-            what: format!("running {}", c.installer),
-            reason: format!(
-                "the connection was lost while it ran ({reason}); its result is not known"
-            ),
-        },
-        other => other,
-    })?;
-    let text = out.text();
-    let exit: Option<i32> =
-        text.lines().find_map(|l| l.strip_prefix("exit=")).and_then(|v| v.trim().parse().ok());
-    let Some(exit) = exit else {
-        return Err(Error::Remote {
-            target: t.to_string(),
-            what: format!("running {}", c.installer),
-            reason: format!("exit {}: {}", out.code, out.stderr.trim()),
-        });
-    };
+    )
+}
+
+/// The installer's status and last words from what [`installer_command`] printed; `None`
+/// when it printed no exit code (the shell itself failed).
+fn installer_outcome(text: &str) -> Option<(StatusCode, String)> {
+    let exit: i32 =
+        text.lines().find_map(|l| l.strip_prefix("exit=")).and_then(|v| v.trim().parse().ok())?;
     let code = if exit == 0 {
         StatusCode::S_OK
     } else {
@@ -258,7 +237,36 @@ fn run_installer(
         .chars()
         .take(500)
         .collect();
-    Ok((code, last_words))
+    Some((code, last_words))
+}
+
+/// Runs the copied installer (checked again just before it runs) and reads its status and
+/// last words.
+fn run_installer(
+    ssh: &Ssh,
+    t: &SshTarget,
+    c: &Copied,
+    deadline: Duration,
+) -> Result<(StatusCode, String)> {
+    let running = || format!("running {}", c.installer);
+    // A connection lost while the installer runs leaves it running on the device: that is a
+    // failure to report (tried again at the next connection, where setup's own lock and the
+    // ClientInstallAction table make a second run safe), not a copy to resume.
+    let out = ssh.run(t, &installer_command(t, c), None, deadline).map_err(|e| match e {
+        Error::Connection { target, reason } => Error::Remote {
+            target,
+            what: running(),
+            reason: format!(
+                "the connection was lost while it ran ({reason}); its result is not known"
+            ),
+        },
+        other => other,
+    })?;
+    installer_outcome(&out.text()).ok_or_else(|| Error::Remote {
+        target: t.to_string(),
+        what: running(),
+        reason: format!("exit {}: {}", out.code, out.stderr.trim()),
+    })
 }
 
 /// Whether the device's installer refused the copied bundle itself (its bytes or signature).
@@ -365,6 +373,33 @@ pub fn remember(rec: &mut TetheredDevice, facts: &Facts, now: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_installers_status_and_last_words_come_from_its_output() {
+        let ok = installer_outcome("step 6/6: running setup\nexit=0\nDMInstaller finished\n\n");
+        assert_eq!(ok, Some((StatusCode::S_OK, "DMInstaller finished".to_string())));
+        let (code, words) = installer_outcome("exit=5\nAccess Denied (0x80070005)\n").unwrap();
+        assert_eq!(code, StatusCode::E_ACCESSDENIED);
+        assert_eq!(words, "Access Denied (0x80070005)");
+        assert_eq!(installer_outcome("exit=250\n").unwrap().0, StatusCode::ERROR_INSTALL_FAILURE);
+        assert_eq!(installer_outcome("sh: 1: sha256sum: not found\n"), None);
+    }
+
+    #[test]
+    fn the_installer_runs_as_the_one_program_with_its_subcommand() {
+        let t: SshTarget = "ssh://dev@127.0.0.1:22/".parse().unwrap();
+        let c = Copied {
+            dir: "/var/lib/dm/incoming".into(),
+            installer: "/var/lib/dm/incoming/dm_linux-aarch64".into(),
+            installer_sha: "ab".repeat(32),
+            subcommand: Some("installer"),
+            bundle: "/var/lib/dm/incoming/dm-client-1.0.0.0.dmpkg".into(),
+        };
+        let cmd = installer_command(&t, &c);
+        assert!(cmd.contains("dm_linux-aarch64' installer --source "), "{cmd}");
+        let older = Copied { subcommand: None, ..c };
+        assert!(installer_command(&t, &older).contains("dm_linux-aarch64' --source "));
+    }
 
     fn v(s: &str) -> ClientVersion {
         s.parse().unwrap()

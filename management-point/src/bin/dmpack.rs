@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime};
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use dm_mp::pack::{self, FolderSpec, PackageSpec, Signer};
 use dm_shared::devpki::{Purpose, Spec};
 use dm_shared::manifest::PackageKind;
@@ -33,32 +33,7 @@ enum Command {
         server_names: Vec<String>,
     },
     /// Issue another certificate from a dev-pki root CA (for tests: expired, wrong usage, …).
-    Cert {
-        /// The dev-pki folder holding root-ca.pem and root-ca.key.
-        #[arg(long)]
-        ca_dir: PathBuf,
-        /// Subject common name.
-        #[arg(long)]
-        cn: String,
-        /// What the certificate is for.
-        #[arg(long, value_enum)]
-        purpose: CertPurpose,
-        /// Start of validity (RFC 3339); default an hour ago.
-        #[arg(long)]
-        valid_from: Option<String>,
-        /// End of validity (RFC 3339); default a year from now.
-        #[arg(long)]
-        valid_until: Option<String>,
-        /// Names for a server certificate.
-        #[arg(long = "server-name")]
-        server_names: Vec<String>,
-        /// Certificate output file.
-        #[arg(long)]
-        out_cert: PathBuf,
-        /// Key output file (written 0600).
-        #[arg(long)]
-        out_key: PathBuf,
-    },
+    Cert(CertArgs),
     /// Build and sign a client deployment folder.
     Folder {
         /// The folder to create (must not exist or be empty).
@@ -69,7 +44,7 @@ enum Command {
         client_version: ClientVersion,
         /// PLATFORM=DIR: the folder holding the built client for a platform (its one program
         /// `dm`, or an older build's four programs), such as
-        /// linux-aarch64=target/cross/aarch64-unknown-linux-gnu/release. Repeat per platform.
+        /// linux-aarch64=target/cross/aarch64-unknown-linux-gnu/device. Repeat per platform.
         #[arg(long = "platform-bin", required = true)]
         platform_bins: Vec<String>,
         /// DMCommonInstaller.ini and/or ClientSettings.ini to include.
@@ -83,46 +58,7 @@ enum Command {
         cert: PathBuf,
     },
     /// Build and sign a software distribution or configuration package from a folder.
-    Package {
-        /// The folder whose files make the package (a configuration package of items alone
-        /// needs none).
-        #[arg(long)]
-        source: Option<PathBuf>,
-        /// A configuration item, TOML or JSON (docs/configuration-items.md); with
-        /// `--kind configuration`. Repeat.
-        #[arg(long = "items")]
-        items: Vec<PathBuf>,
-        /// The folder to create (must not exist or be empty).
-        #[arg(long)]
-        out: PathBuf,
-        /// The package name.
-        #[arg(long)]
-        name: String,
-        /// The package version, four parts such as 1.0.0.0.
-        #[arg(long = "package-version")]
-        package_version: ClientVersion,
-        /// software-distribution or configuration.
-        #[arg(long, default_value = "software-distribution")]
-        kind: String,
-        /// A platform the package has binaries for (repeat).
-        #[arg(long = "platform")]
-        platforms: Vec<String>,
-        /// A program devices may run, NAME=COMMAND: a file of the package (`./` allowed) and
-        /// its arguments, split into words as a shell splits them (no shell runs it), with the
-        /// defaults: at most an hour, any platform, mobile. Repeat.
-        #[arg(long = "program")]
-        programs: Vec<String>,
-        /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
-        /// (docs/deployment-folder.md).
-        #[arg(long = "programs")]
-        programs_file: Option<PathBuf>,
-        /// The publisher's PKCS#8 private key.
-        #[arg(long)]
-        key: PathBuf,
-        /// The publisher's certificate chain (publisher first).
-        #[arg(long)]
-        cert: PathBuf,
-    },
+    Package(PackageArgs),
     /// Write a signed folder as one `.dmpkg` bundle file.
     Bundle {
         /// The signed folder.
@@ -163,6 +99,78 @@ enum Command {
     },
 }
 
+/// `dmpack cert`.
+#[derive(Args, Debug)]
+struct CertArgs {
+    /// The dev-pki folder holding root-ca.pem and root-ca.key.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// Subject common name.
+    #[arg(long)]
+    cn: String,
+    /// What the certificate is for.
+    #[arg(long, value_enum)]
+    purpose: CertPurpose,
+    /// Start of validity (RFC 3339); default an hour ago.
+    #[arg(long)]
+    valid_from: Option<String>,
+    /// End of validity (RFC 3339); default a year from now.
+    #[arg(long)]
+    valid_until: Option<String>,
+    /// Names for a server certificate.
+    #[arg(long = "server-name")]
+    server_names: Vec<String>,
+    /// Certificate output file.
+    #[arg(long)]
+    out_cert: PathBuf,
+    /// Key output file (written 0600).
+    #[arg(long)]
+    out_key: PathBuf,
+}
+
+/// `dmpack package`.
+#[derive(Args, Debug)]
+struct PackageArgs {
+    /// The folder whose files make the package (a configuration package of items alone
+    /// needs none).
+    #[arg(long)]
+    source: Option<PathBuf>,
+    /// A configuration item, TOML or JSON (docs/configuration-items.md); with
+    /// `--kind configuration`. Repeat.
+    #[arg(long = "items")]
+    items: Vec<PathBuf>,
+    /// The folder to create (must not exist or be empty).
+    #[arg(long)]
+    out: PathBuf,
+    /// The package name.
+    #[arg(long)]
+    name: String,
+    /// The package version, four parts such as 1.0.0.0.
+    #[arg(long = "package-version")]
+    package_version: ClientVersion,
+    /// software-distribution or configuration.
+    #[arg(long, default_value = "software-distribution")]
+    kind: String,
+    /// A platform the package has binaries for (repeat).
+    #[arg(long = "platform")]
+    platforms: Vec<String>,
+    /// A program devices may run, NAME=COMMAND: a file of the package (`./` allowed) and
+    /// its arguments, split into words as a shell splits them (no shell runs it), with the
+    /// defaults: at most an hour, any platform, mobile. Repeat.
+    #[arg(long = "program")]
+    programs: Vec<String>,
+    /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
+    /// (docs/deployment-folder.md).
+    #[arg(long = "programs")]
+    programs_file: Option<PathBuf>,
+    /// The publisher's PKCS#8 private key.
+    #[arg(long)]
+    key: PathBuf,
+    /// The publisher's certificate chain (publisher first).
+    #[arg(long)]
+    cert: PathBuf,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum CertPurpose {
     Ca,
@@ -190,6 +198,80 @@ fn time_arg(s: Option<&str>, default: SystemTime, what: &str) -> Result<SystemTi
     }
 }
 
+/// `dmpack cert`: the certificate's spec from the arguments, issued, its file named.
+fn cert(a: CertArgs, now: SystemTime) -> dm_mp::Result<()> {
+    let purpose = match a.purpose {
+        CertPurpose::Ca => Purpose::Ca,
+        CertPurpose::CodeSigning => Purpose::CodeSigning,
+        CertPurpose::Server => Purpose::Server(a.server_names),
+        CertPurpose::Client => Purpose::Client,
+        CertPurpose::ServerAuthOnly => Purpose::ServerAuthOnly,
+    };
+    let hour = Duration::from_secs(3600);
+    let spec = Spec {
+        common_name: a.cn,
+        purpose,
+        not_before: time_arg(a.valid_from.as_deref(), now - hour, "valid-from")?,
+        not_after: time_arg(a.valid_until.as_deref(), now + 365 * 24 * hour, "valid-until")?,
+    };
+    pack::issue_cert(&a.ca_dir, &spec, &a.out_cert, &a.out_key)?;
+    dm_shared::cli::out(&format!("{}\n", a.out_cert.display()));
+    Ok(())
+}
+
+/// What `dmpack package` signs, from its arguments: the kind, the platforms, the programs (a
+/// programs file's, then each `--program`'s) and the configuration items.
+fn package_spec(a: PackageArgs) -> dm_mp::Result<(PackageSpec, PathBuf, PathBuf, PathBuf)> {
+    let kind = match a.kind.as_str() {
+        "software-distribution" => PackageKind::SoftwareDistribution,
+        "configuration" => PackageKind::Configuration,
+        other => {
+            return Err(dm_mp::Error::Usage(format!(
+                "--kind {other:?}: expected software-distribution or configuration"
+            )));
+        }
+    };
+    let platforms = a
+        .platforms
+        .iter()
+        .map(|p| Platform::parse(p).map_err(dm_mp::Error::Usage))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut programs = match &a.programs_file {
+        Some(f) => pack::read_programs(f)?,
+        None => Vec::new(),
+    };
+    for p in &a.programs {
+        programs.push(pack::program_flag(p)?);
+    }
+    let spec = PackageSpec {
+        source: a.source,
+        name: a.name,
+        version: a.package_version,
+        kind,
+        platforms,
+        programs,
+        items: a.items.iter().map(|p| pack::read_item(p)).collect::<Result<_, _>>()?,
+    };
+    Ok((spec, a.out, a.key, a.cert))
+}
+
+/// `dmpack package`: planned from the arguments, built and signed, reported.
+fn package(a: PackageArgs, now: SystemTime) -> dm_mp::Result<()> {
+    let (spec, out, key, cert) = package_spec(a)?;
+    let signer = Signer::load(&key, &cert)?;
+    let m = pack::build_package(&spec, &signer, &out, now)?;
+    dm_shared::cli::out(&format!("{}\n", out.display()));
+    eprintln!(
+        "dmpack: signed package {} {} ({} files, {} bytes) as {}",
+        m.name,
+        m.version,
+        m.files.len(),
+        m.total_size(),
+        signer.publisher().describe()
+    );
+    Ok(())
+}
+
 fn run(cli: Cli) -> dm_mp::Result<()> {
     let now = SystemTime::now();
     match cli.command {
@@ -202,40 +284,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 server_names.join(", ")
             );
         }
-        Command::Cert {
-            ca_dir,
-            cn,
-            purpose,
-            valid_from,
-            valid_until,
-            server_names,
-            out_cert,
-            out_key,
-        } => {
-            let purpose = match purpose {
-                CertPurpose::Ca => Purpose::Ca,
-                CertPurpose::CodeSigning => Purpose::CodeSigning,
-                CertPurpose::Server => Purpose::Server(server_names),
-                CertPurpose::Client => Purpose::Client,
-                CertPurpose::ServerAuthOnly => Purpose::ServerAuthOnly,
-            };
-            let spec = Spec {
-                common_name: cn,
-                purpose,
-                not_before: time_arg(
-                    valid_from.as_deref(),
-                    now - Duration::from_secs(3600),
-                    "valid-from",
-                )?,
-                not_after: time_arg(
-                    valid_until.as_deref(),
-                    now + Duration::from_secs(365 * 86_400),
-                    "valid-until",
-                )?,
-            };
-            pack::issue_cert(&ca_dir, &spec, &out_cert, &out_key)?;
-            dm_shared::cli::out(&format!("{}\n", out_cert.display()));
-        }
+        Command::Cert(a) => cert(a, now)?,
         Command::Folder { out, client_version, platform_bins, settings, key, cert } => {
             let platforms = platform_bins
                 .iter()
@@ -254,60 +303,7 @@ fn run(cli: Cli) -> dm_mp::Result<()> {
                 signer.publisher().describe()
             );
         }
-        Command::Package {
-            source,
-            items,
-            out,
-            name,
-            package_version,
-            kind,
-            platforms,
-            programs,
-            programs_file,
-            key,
-            cert,
-        } => {
-            let kind = match kind.as_str() {
-                "software-distribution" => PackageKind::SoftwareDistribution,
-                "configuration" => PackageKind::Configuration,
-                other => {
-                    return Err(dm_mp::Error::Usage(format!(
-                        "--kind {other:?}: expected software-distribution or configuration"
-                    )));
-                }
-            };
-            let platforms = platforms
-                .iter()
-                .map(|p| Platform::parse(p).map_err(dm_mp::Error::Usage))
-                .collect::<Result<Vec<_>, _>>()?;
-            let mut signed = match &programs_file {
-                Some(f) => pack::read_programs(f)?,
-                None => Vec::new(),
-            };
-            for p in &programs {
-                signed.push(pack::program_flag(p)?);
-            }
-            let signer = Signer::load(&key, &cert)?;
-            let spec = PackageSpec {
-                source,
-                name,
-                version: package_version,
-                kind,
-                platforms,
-                programs: signed,
-                items: items.iter().map(|p| pack::read_item(p)).collect::<Result<_, _>>()?,
-            };
-            let m = pack::build_package(&spec, &signer, &out, now)?;
-            dm_shared::cli::out(&format!("{}\n", out.display()));
-            eprintln!(
-                "dmpack: signed package {} {} ({} files, {} bytes) as {}",
-                m.name,
-                m.version,
-                m.files.len(),
-                m.total_size(),
-                signer.publisher().describe()
-            );
-        }
+        Command::Package(a) => package(a, now)?,
         Command::Verify { folder, roots } => {
             let m = pack::verify(&folder, &roots, now)?;
             dm_shared::cli::out(&format!("ok {} {} {}\n", m.name, m.version, m.kind));
