@@ -9,10 +9,9 @@
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use log::LevelFilter;
-use simplelog::{CombinedLogger, ConfigBuilder, SharedLogger, WriteLogger};
 
 use crate::clock::{self, Clock};
 use crate::error::Result;
@@ -195,13 +194,36 @@ pub struct LogHandle {
     pub path: Option<PathBuf>,
 }
 
-fn line_config() -> simplelog::Config {
-    ConfigBuilder::new()
-        .set_time_format_rfc3339()
-        .set_target_level(LevelFilter::Off)
-        .set_thread_level(LevelFilter::Off)
-        .set_location_level(LevelFilter::Off)
-        .build()
+/// The process's logger: each line (`2026-11-24T13:20:01.123456789Z [INFO] message`) to
+/// stderr and, when the log folder was writable, to the run's dated file.
+struct Logger {
+    level: LevelFilter,
+    file: Option<Mutex<DatedLogWriter>>,
+}
+
+impl log::Log for Logger {
+    fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+        metadata.level() <= self.level
+    }
+
+    fn log(&self, record: &log::Record<'_>) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let now = std::time::SystemTime::now();
+        let line =
+            format!("{} [{}] {}\n", clock::rfc3339_nanos(now), record.level(), record.args());
+        let _ = io::stderr().lock().write_all(line.as_bytes());
+        if let Some(file) = &self.file {
+            let _ = file.lock().unwrap_or_else(|p| p.into_inner()).write_all(line.as_bytes());
+        }
+    }
+
+    fn flush(&self) {
+        if let Some(file) = &self.file {
+            let _ = file.lock().unwrap_or_else(|p| p.into_inner()).flush();
+        }
+    }
 }
 
 /// Starts logging for this process: a dated file in `config.dir` and stderr. Can only take
@@ -209,21 +231,27 @@ fn line_config() -> simplelog::Config {
 /// logger. If the file cannot be created, logs go to stderr with a warning saying why.
 pub fn init(program: Program, config: LogConfig, clock: Arc<dyn Clock>) -> LogHandle {
     let level = config.level;
-    let mut loggers: Vec<Box<dyn SharedLogger>> =
-        vec![WriteLogger::new(level, line_config(), io::stderr())];
-    let (path, problem) = match DatedLogWriter::open(program, config, clock) {
+    let (file, path, problem) = match DatedLogWriter::open(program, config, clock) {
         Ok(w) => {
             let path = w.path().to_path_buf();
-            loggers.push(WriteLogger::new(level, line_config(), w));
-            (Some(path), None)
+            (Some(Mutex::new(w)), Some(path), None)
         }
-        Err(e) => (None, Some(e)),
+        Err(e) => (None, None, Some(e)),
     };
-    let _ = CombinedLogger::init(loggers);
+    if log::set_boxed_logger(Box::new(Logger { level, file })).is_ok() {
+        log::set_max_level(level);
+    }
     if let Some(e) = problem {
         log::warn!("logging to stderr only: {e}");
     }
     LogHandle { path }
+}
+
+/// Starts logging to stderr alone, at `level` (the management point's commands and server).
+pub fn init_stderr(level: LevelFilter) {
+    if log::set_boxed_logger(Box::new(Logger { level, file: None })).is_ok() {
+        log::set_max_level(level);
+    }
 }
 
 /// Starts logging for a device program: the device's log folder, with the verbosity,

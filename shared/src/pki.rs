@@ -170,12 +170,12 @@ fn verify_chain(
             Err(match revoked {
                 Some((c, l)) => Error::Revoked {
                     subject: c.subject().to_string(),
-                    serial: to_hex(&c.serial()),
+                    serial: to_hex(c.serial()),
                     crl: format!("{}, issued by {}", l.source().display(), l.issuer()),
                 },
                 None => Error::Revoked {
                     subject: publisher.subject().to_string(),
-                    serial: to_hex(&publisher.serial()),
+                    serial: to_hex(publisher.serial()),
                     crl: "a revocation list on the device".into(),
                 },
             })

@@ -21,7 +21,6 @@ use der::{Decode, Encode, Reader, Sequence, SliceReader, Tag, Tagged};
 use rand_core::{OsRng, RngCore};
 use rsa::pkcs8::{DecodePublicKey, EncodePublicKey};
 use rsa::{Pkcs1v15Encrypt, Pkcs1v15Sign, RsaPrivateKey, RsaPublicKey};
-use sha2::{Digest, Sha256};
 use spki::{AlgorithmIdentifierOwned, SubjectPublicKeyInfoOwned};
 use x509_cert::attr::{Attribute, AttributeTypeAndValue};
 use x509_cert::name::{Name, RdnSequence, RelativeDistinguishedName};
@@ -73,6 +72,44 @@ pub const SCEP_RECIPIENT_NONCE: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.6")
 /// SCEP transactionID.
 pub const SCEP_TRANSACTION_ID: Oid = Oid::new_unwrap("2.16.840.1.113733.1.9.7");
 
+/// The digests SCEP messages use, computed with ring (the device's one hash implementation).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Hash {
+    Sha256,
+    Sha1,
+}
+
+impl Hash {
+    fn digest(self, data: &[u8]) -> Vec<u8> {
+        let alg = match self {
+            Hash::Sha256 => &ring::digest::SHA256,
+            Hash::Sha1 => &ring::digest::SHA1_FOR_LEGACY_USE_ONLY,
+        };
+        ring::digest::digest(alg, data).as_ref().to_vec()
+    }
+
+    /// PKCS#1 v1.5 signatures over this digest: its DigestInfo prefix (RFC 8017 §9.2).
+    fn pkcs1v15(self) -> Pkcs1v15Sign {
+        let (len, prefix): (usize, &[u8]) = match self {
+            Hash::Sha256 => (
+                32,
+                &[
+                    0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04,
+                    0x02, 0x01, 0x05, 0x00, 0x04, 0x20,
+                ],
+            ),
+            Hash::Sha1 => (
+                20,
+                &[
+                    0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00,
+                    0x04, 0x14,
+                ],
+            ),
+        };
+        Pkcs1v15Sign { hash_len: Some(len), prefix: prefix.into() }
+    }
+}
+
 fn alg(oid: Oid, null_params: bool) -> AlgorithmIdentifierOwned {
     AlgorithmIdentifierOwned { oid, parameters: if null_params { Some(Any::null()) } else { None } }
 }
@@ -107,7 +144,7 @@ pub fn cert_rsa_key(cert: &Certificate) -> Result<RsaPublicKey> {
 /// only requires a unique PrintableString; a key hash makes it stable per key).
 pub fn transaction_id(key: &RsaPublicKey) -> Result<String> {
     let doc = key.to_public_key_der().map_err(e("encode public key"))?;
-    Ok(hex(&Sha256::digest(doc.as_bytes())))
+    Ok(hex(&Hash::Sha256.digest(doc.as_bytes())))
 }
 
 /// A name of one common name.
@@ -125,7 +162,7 @@ fn is_printable(s: &str) -> bool {
 }
 
 fn sign_sha256(key: &RsaPrivateKey, data: &[u8]) -> Result<Vec<u8>> {
-    key.sign(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(data)).map_err(e("rsa sign"))
+    key.sign(Hash::Sha256.pkcs1v15(), &Hash::Sha256.digest(data)).map_err(e("rsa sign"))
 }
 
 /// PKCS#10 CSR with subject and (optionally) the challengePassword attribute.
@@ -217,10 +254,8 @@ pub fn verify_cert_signature(cert: &Certificate, issuer: &Certificate) -> Result
     let sig = cert.signature.raw_bytes();
     let pk = cert_rsa_key(issuer)?;
     match cert.signature_algorithm.oid {
-        SHA256_WITH_RSA => pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(&tbs), sig),
-        SHA1_WITH_RSA => {
-            pk.verify(Pkcs1v15Sign::new::<sha1::Sha1>(), &sha1::Sha1::digest(&tbs), sig)
-        }
+        SHA256_WITH_RSA => pk.verify(Hash::Sha256.pkcs1v15(), &Hash::Sha256.digest(&tbs), sig),
+        SHA1_WITH_RSA => pk.verify(Hash::Sha1.pkcs1v15(), &Hash::Sha1.digest(&tbs), sig),
         o => return Err(format!("unsupported certificate signature algorithm {o}")),
     }
     .map_err(e("certificate signature"))
@@ -443,7 +478,7 @@ pub fn signed_pki_message(
         attr(ATTR_CONTENT_TYPE, Any::encode_from(&ID_DATA).map_err(e("oid"))?)?,
         attr(
             ATTR_MESSAGE_DIGEST,
-            Any::new(Tag::OctetString, Sha256::digest(econtent).to_vec()).map_err(e("md"))?,
+            Any::new(Tag::OctetString, Hash::Sha256.digest(econtent)).map_err(e("md"))?,
         )?,
         attr(SCEP_MESSAGE_TYPE, ps(message_type)?)?,
         attr(SCEP_TRANSACTION_ID, ps(transaction_id)?)?,
@@ -580,19 +615,13 @@ pub fn parse_pki_message(der: &[u8], trusted: &[Certificate]) -> Result<PkiMessa
     let md = attr_value(attrs, ATTR_MESSAGE_DIGEST).ok_or("no messageDigest")?.value();
     let pk = cert_rsa_key(&signer)?;
     let sig = si.signature.as_bytes();
-    let (digest_alg, ok_md, ok_sig) = match si.digest_alg.oid {
-        SHA256 => (
-            "SHA-256",
-            Sha256::digest(&econtent).as_slice() == md,
-            pk.verify(Pkcs1v15Sign::new::<Sha256>(), &Sha256::digest(&raw_attrs[0]), sig),
-        ),
-        SHA1 => (
-            "SHA-1",
-            sha1::Sha1::digest(&econtent).as_slice() == md,
-            pk.verify(Pkcs1v15Sign::new::<sha1::Sha1>(), &sha1::Sha1::digest(&raw_attrs[0]), sig),
-        ),
+    let (digest_alg, hash) = match si.digest_alg.oid {
+        SHA256 => ("SHA-256", Hash::Sha256),
+        SHA1 => ("SHA-1", Hash::Sha1),
         o => return Err(format!("unsupported digest algorithm {o}")),
     };
+    let ok_md = hash.digest(&econtent) == md;
+    let ok_sig = pk.verify(hash.pkcs1v15(), &hash.digest(&raw_attrs[0]), sig);
     if !ok_md {
         return Err("CertRep messageDigest mismatch".into());
     }
@@ -625,7 +654,7 @@ pub fn fail_info_name(s: &str) -> &'static str {
 
 /// SHA-256 of a certificate's DER, hexadecimal.
 pub fn cert_fingerprint(c: &Certificate) -> Result<String> {
-    Ok(hex(&Sha256::digest(c.to_der().map_err(e("cert"))?)))
+    Ok(hex(&Hash::Sha256.digest(&c.to_der().map_err(e("cert"))?)))
 }
 
 /// A certificate's subject, for people.

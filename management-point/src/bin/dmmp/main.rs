@@ -278,15 +278,7 @@ fn main() -> ExitCode {
     } else {
         log::LevelFilter::Info
     };
-    let _ = simplelog::WriteLogger::init(
-        if serving { level } else { log::LevelFilter::Warn },
-        simplelog::ConfigBuilder::new()
-            .set_time_format_rfc3339()
-            .set_target_level(log::LevelFilter::Off)
-            .set_thread_level(log::LevelFilter::Off)
-            .build(),
-        std::io::stderr(),
-    );
+    dm_shared::logging::init_stderr(if serving { level } else { log::LevelFilter::Warn });
     match run(&cli) {
         Ok(Some(out)) => {
             if json {
