@@ -2,7 +2,8 @@
 # Builds the client's one device program, dm (which is dminstaller, dmclientsetup, dmsvc and
 # dmcertenroll by the name it is started with), for every ARM target as a stripped release
 # build, and prints its size. Output:
-#   target/cross/<triple>/release/dm, and a link to it for each program name
+#   target/cross/<triple>/device/dm, and a link to it for each program name
+# (profile `device` of Cargo.toml: release, optimized for size)
 # Usage: targets/build.sh [triple...]   (default: every target in targets/cross-env.sh)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,8 +17,8 @@ fi
 
 for triple in "${DM_TARGETS[@]}"; do
     echo "== $triple ($(dm_platform_of "$triple"))" >&2
-    cargo build --release --locked --target "$triple" -p dm-device
-    release="$CARGO_TARGET_DIR/$triple/release"
+    cargo build --profile device --locked --target "$triple" -p dm-device
+    release="$CARGO_TARGET_DIR/$triple/device"
     # Cargo leaves an up-to-date binary's time alone; the tests compare it with the host
     # build's to catch ARM binaries built from older sources, and it is current now.
     touch "$release/dm"

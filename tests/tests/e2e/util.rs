@@ -59,7 +59,7 @@ pub fn cross_bin(triple: &str, name: &str) -> Option<(Vec<String>, PathBuf)> {
     let dir = std::env::var_os("DM_CROSS_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| workspace_root().join("target/cross"));
-    let p = dir.join(triple).join("release").join(name);
+    let p = dir.join(triple).join("device").join(name);
     let runner: Vec<String> = match triple {
         "aarch64-unknown-linux-gnu" => {
             vec!["qemu-aarch64".into(), "-L".into(), "/usr/aarch64-linux-gnu".into()]
