@@ -233,6 +233,11 @@ fn default_silent_polls() -> u64 {
 /// The largest configuration file read.
 const MAX_CONFIG_BYTES: u64 = 256 * 1024;
 
+/// Whether `database` (the `[storage] database` setting) names a PostgreSQL database.
+pub fn is_postgres_url(database: &str) -> bool {
+    database.starts_with("postgres://") || database.starts_with("postgresql://")
+}
+
 impl Config {
     /// Reads and checks a configuration file.
     pub fn load(path: &Path) -> Result<Config> {
@@ -406,7 +411,7 @@ impl Config {
     /// The PostgreSQL URL `[storage] database` holds, if it holds one.
     pub fn database_url(&self) -> Option<String> {
         let s = self.storage.database.to_str()?;
-        crate::storage::postgres::is_url(s).then(|| s.to_string())
+        is_postgres_url(s).then(|| s.to_string())
     }
 
     /// The content folder.

@@ -47,7 +47,7 @@ pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out>
     if password.chars().count() < 12 {
         return Err(Error::Usage("the password must be at least 12 characters".into()));
     }
-    let hash = crate::server::console::hash_password(password)?;
+    let hash = crate::server::console::passwords::hash_password(password)?;
     store.set_administrator(name, &hash, now)?;
     Ok(Out::new(
         format!("administrator {name} can log in to the console at /console/\n"),

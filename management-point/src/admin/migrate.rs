@@ -11,7 +11,7 @@ pub fn migrate(from: &str, to: &str, ca: Option<&std::path::Path>) -> Result<Out
     let path = from.strip_prefix("sqlite:").ok_or_else(|| {
         Error::Usage(format!("--from {from:?}: give the SQLite file as sqlite:PATH"))
     })?;
-    if !crate::storage::postgres::is_url(to) {
+    if !crate::config::is_postgres_url(to) {
         return Err(Error::Usage(format!("--to: give a postgres:// URL, not {to:?}")));
     }
     let target = crate::storage::PgStore::connect_with(to, "migrate", ca)?;

@@ -33,7 +33,7 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tower::ServiceExt;
 
-use super::auth::ConnInfo;
+use super::conn_info::ConnInfo;
 use super::conns::{Conn, Slot};
 
 type Tls = TlsStream<TcpStream>;
@@ -410,7 +410,7 @@ mod tests {
                 .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = super::super::router(fx.state.clone());
+        let app = super::super::router::router(fx.state.clone());
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
@@ -534,7 +534,7 @@ mod tests {
         let slot = registry.admit(peer).unwrap();
         let limits =
             Limits { handshake: Duration::from_secs(1), header_read: Duration::from_secs(1) };
-        let app = super::super::router(fx.state.clone());
+        let app = super::super::router::router(fx.state.clone());
         let task = serve(tcp, peer, TlsAcceptor::from(Arc::new(tls)), app, slot, limits);
         let size = std::mem::size_of_val(&task);
         assert!(size < 2048, "a connection's future takes {size} bytes");

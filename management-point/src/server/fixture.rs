@@ -11,7 +11,8 @@ use dm_shared::devpki::{self, Issued, Purpose, Spec};
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
-use super::auth::{ConnInfo, authenticate};
+use super::auth::authenticate;
+use super::conn_info::ConnInfo;
 use super::http::ApiError;
 use super::state::AppState;
 use crate::config::{Config, UnknownDevices};

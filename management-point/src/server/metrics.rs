@@ -8,12 +8,6 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
-use axum::middleware::Next;
-use axum::response::Response;
-
-use super::state::AppState;
-
 /// How long the view may go without a successful refresh and still be fresh.
 pub const FRESH_SECS: i64 = 5;
 
@@ -34,30 +28,6 @@ pub struct Metrics {
     pub db_latency_us: AtomicI64,
     /// Database reads for a device the view did not hold (added a moment ago, or unknown).
     pub device_lookups: AtomicU64,
-}
-
-/// Counts each routed request by what it is and how it was answered.
-pub async fn count(
-    State(st): State<std::sync::Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
-    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
-    let resp = next.run(req).await;
-    let m = &st.metrics;
-    if let Some(p) = path {
-        if p.ends_with("/controller/v1/{cid}") {
-            m.polls.fetch_add(1, Ordering::Relaxed);
-        } else if p.ends_with("/feedback") || p.ends_with(dm_shared::ddi::STATUS_MESSAGES_PATH) {
-            m.feedback.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    *m.responses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(resp.status().as_u16())
-        .or_default() += 1;
-    resp
 }
 
 impl Metrics {

@@ -7,6 +7,7 @@
 pub mod artifacts;
 pub mod auth;
 pub mod confirm;
+pub mod conn_info;
 pub mod connection;
 pub mod conns;
 pub mod console;
@@ -16,6 +17,7 @@ pub mod fixture;
 pub mod http;
 pub mod metrics;
 pub mod poll;
+pub mod router;
 pub mod routes;
 pub mod state;
 pub mod throttle;
@@ -27,64 +29,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post, put};
+use axum::routing::get;
 use tokio::net::TcpListener;
 
 use self::state::AppState;
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::storage::Storage;
-
-/// The router of the device API.
-pub fn router(state: Arc<AppState>) -> Router {
-    let base = "/{tenant}/controller/v1/{cid}";
-    let max_body = state.config.server.max_body_bytes;
-    Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/console/", get(console::index))
-        .route("/console/login", get(console::login_form).post(console::login))
-        .route("/console/logout", post(console::logout))
-        .route("/console/reports/{name}", get(console::report))
-        .route("/console/devices/{tenant}/{cid}", get(console::device))
-        .route("/console/search", get(console::search))
-        .route(base, get(routes::poll))
-        .route(&format!("{base}/deploymentBase/{{id}}"), get(routes::deployment_base))
-        .route(&format!("{base}/deploymentBase/{{id}}/feedback"), post(routes::feedback))
-        .route(&format!("{base}/confirmationBase"), get(routes::confirmation_base))
-        .route(&format!("{base}/confirmationBase/{{id}}"), get(routes::confirmation_action))
-        .route(
-            &format!("{base}/confirmationBase/{{id}}/feedback"),
-            post(routes::confirmation_feedback),
-        )
-        .route(
-            &format!("{base}/confirmationBase/activateAutoConfirm"),
-            post(routes::activate_auto_confirm),
-        )
-        .route(
-            &format!("{base}/confirmationBase/deactivateAutoConfirm"),
-            post(routes::deactivate_auto_confirm),
-        )
-        .route(&format!("{base}/cancelAction/{{id}}"), get(routes::cancel_action))
-        .route(&format!("{base}/cancelAction/{{id}}/feedback"), post(routes::cancel_feedback))
-        .route(&format!("{base}/configData"), put(routes::config_data))
-        .route(&format!("{base}/installedBase"), put(routes::set_installed))
-        .route(&format!("{base}/installedBase/{{id}}"), get(routes::installed_base))
-        .route(&format!("{base}/softwaremodules/{{id}}/artifacts"), get(routes::list_artifacts))
-        .route(&format!("{base}/softwaremodules/{{id}}/artifacts/{{file}}"), get(routes::download))
-        .route(
-            &format!("{base}/{}", dm_shared::ddi::STATUS_MESSAGES_PATH),
-            post(routes::status_messages),
-        )
-        .route(&format!("{base}/{}", dm_shared::ddi::CRLS_PATH), get(routes::crls))
-        .route_layer(axum::middleware::from_fn_with_state(state.clone(), metrics::count))
-        .fallback(|uri: axum::http::Uri| async move {
-            log::warn!("no route for {}", uri.path());
-            http::ApiError::not_found(format!("no resource at {}", uri.path()))
-        })
-        .layer(DefaultBodyLimit::max(max_body))
-        .with_state(state)
-}
 
 /// Opens the storage and builds the server state.
 pub fn prepare(config: Config) -> Result<Arc<AppState>> {
@@ -155,7 +106,7 @@ pub async fn serve(
         })
     };
 
-    let app = router(state.clone());
+    let app = router::router(state.clone());
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
         idle: Duration::from_secs(cfg.server.idle_timeout_secs),

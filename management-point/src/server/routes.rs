@@ -14,7 +14,8 @@ use axum::response::{IntoResponse, Response};
 use dm_shared::ddi;
 use serde::Deserialize;
 
-use super::auth::{ConnInfo, authenticate};
+use super::auth::authenticate;
+use super::conn_info::ConnInfo;
 use super::http::ApiError;
 use super::poll::HistoryQuery;
 use super::state::AppState;

@@ -67,7 +67,7 @@ impl View {
         v.administrators = store
             .administrators()?
             .into_iter()
-            .map(|a| (a.name, super::console::password_fingerprint(&a.hash)))
+            .map(|a| (a.name, super::console::passwords::password_fingerprint(&a.hash)))
             .collect();
         let crls = store.crls()?;
         if !crls.is_empty() {
@@ -159,7 +159,7 @@ pub struct AppState {
     /// Devices' failed authentications per address (`[devices] failed_auth_per_minute`).
     pub auth_failures: super::throttle::Throttle,
     /// The web console's sessions and failed logins.
-    pub console: super::console::Console,
+    pub console: super::console::sessions::Console,
     /// Counters for the health check and the metrics.
     pub metrics: super::metrics::Metrics,
 }
@@ -195,7 +195,7 @@ impl AppState {
             registrations: Mutex::new(std::collections::VecDeque::new()),
             auth_failures,
             client_trust: RwLock::new(client_trust),
-            console: super::console::Console::default(),
+            console: super::console::sessions::Console::default(),
             metrics: super::metrics::Metrics::default(),
         };
         state.refreshed();

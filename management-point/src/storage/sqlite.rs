@@ -6,7 +6,7 @@ use std::sync::Mutex;
 
 use rusqlite::{Connection, OptionalExtension, params};
 
-use super::Storage;
+use super::interface::Storage;
 use super::rows::*;
 use crate::error::{Error, Result};
 use crate::model::*;

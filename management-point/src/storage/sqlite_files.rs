@@ -48,51 +48,11 @@ pub(super) fn keep_private(db: &Path) -> Result<()> {
 }
 
 /// The database file and the `-wal` and `-shm` files SQLite keeps beside it.
-fn files_of(db: &Path) -> [PathBuf; 3] {
+pub(super) fn files_of(db: &Path) -> [PathBuf; 3] {
     let with = |suffix: &str| {
         let mut s = db.as_os_str().to_os_string();
         s.push(suffix);
         PathBuf::from(s)
     };
     [db.to_path_buf(), with("-wal"), with("-shm")]
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::storage::{SqliteStore, Storage};
-
-    fn mode(p: &Path) -> u32 {
-        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
-    }
-
-    /// The attack: a local user reads the token and password hashes from a database that an
-    /// administrator with a permissive umask created world-readable, and guesses them offline.
-    #[test]
-    fn database_files_are_private_whatever_the_umask() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("dmmp.db");
-        // umask is the process's: other tests running now may create files with more bits for
-        // a moment, never with fewer.
-        let old = rustix::process::umask(rustix::fs::Mode::empty());
-        let opened = SqliteStore::open(&db);
-        rustix::process::umask(old);
-        let store = opened.unwrap();
-        store.set_administrator("root", "$argon2id$x", 1).unwrap();
-        for f in files_of(&db) {
-            assert!(f.exists(), "{} (WAL mode keeps -wal and -shm while open)", f.display());
-            assert_eq!(mode(&f), 0o600, "{}", f.display());
-        }
-        drop(store);
-
-        // A database made world-readable before this version is made private at the next open.
-        let loose = dir.path().join("old.db");
-        drop(SqliteStore::open(&loose).unwrap());
-        dm_shared::fs::set_mode(&loose, 0o644).unwrap();
-        let store = SqliteStore::open(&loose).unwrap();
-        store.set_administrator("root", "$argon2id$x", 1).unwrap();
-        for f in files_of(&loose) {
-            assert_eq!(mode(&f), 0o600, "{}", f.display());
-        }
-    }
 }

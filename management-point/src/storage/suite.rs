@@ -1,9 +1,12 @@
 //! One suite for every store: what the server and admin commands rely on, run against each
-//! implementation of [`Storage`].
+//! implementation of [`Storage`]; and what the SQLite store alone promises (private files).
 
 use std::collections::BTreeMap;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
 
 use super::postgres::cluster::{self, Cluster};
+use super::sqlite_files::files_of;
 use super::{PgStore, SqliteStore, Storage};
 use crate::error::Error;
 use crate::model::*;
@@ -483,4 +486,39 @@ fn postgres_over_tls_with_the_database_ca_and_never_without() {
     assert!(matches!(e, Error::Postgres { .. }), "plain was accepted: {e}");
     let e = PgStore::connect_with(&tls_url, "serve", Some(&stranger_file)).unwrap_err();
     assert!(matches!(e, Error::Postgres { .. }), "a server another CA signed was trusted: {e}");
+}
+
+// The SQLite store alone.
+fn mode(p: &Path) -> u32 {
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
+
+/// The attack: a local user reads the token and password hashes from a database that an
+/// administrator with a permissive umask created world-readable, and guesses them offline.
+#[test]
+fn database_files_are_private_whatever_the_umask() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("dmmp.db");
+    // umask is the process's: other tests running now may create files with more bits for
+    // a moment, never with fewer.
+    let old = rustix::process::umask(rustix::fs::Mode::empty());
+    let opened = SqliteStore::open(&db);
+    rustix::process::umask(old);
+    let store = opened.unwrap();
+    store.set_administrator("root", "$argon2id$x", 1).unwrap();
+    for f in files_of(&db) {
+        assert!(f.exists(), "{} (WAL mode keeps -wal and -shm while open)", f.display());
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
+    drop(store);
+
+    // A database made world-readable before this version is made private at the next open.
+    let loose = dir.path().join("old.db");
+    drop(SqliteStore::open(&loose).unwrap());
+    dm_shared::fs::set_mode(&loose, 0o644).unwrap();
+    let store = SqliteStore::open(&loose).unwrap();
+    store.set_administrator("root", "$argon2id$x", 1).unwrap();
+    for f in files_of(&loose) {
+        assert_eq!(mode(&f), 0o600, "{}", f.display());
+    }
 }

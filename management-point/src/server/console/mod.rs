@@ -10,99 +10,28 @@
 //! eight hours) or, with no password, by a client certificate pinned with `dmmp admin
 //! certificate` presented in the TLS handshake. Every value a device sent is escaped.
 
-mod pages;
+pub mod pages;
+pub mod passwords;
+pub mod sessions;
 
-use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
-pub use self::pages::{device, index, report, search};
-use super::auth::ConnInfo;
+use self::passwords::{hash_password, password_fingerprint, password_matches};
+use self::sessions::{MAX_FAILURES, SESSION_SECS, Session};
+use super::conn_info::ConnInfo;
 use super::state::AppState;
-use super::throttle::Throttle;
 use crate::printable::printable;
-
-/// How long a session lasts.
-const SESSION_SECS: i64 = 8 * 3600;
-
-/// Failed logins from one address in a minute before it is answered 429.
-const MAX_FAILURES: u32 = 5;
-
-/// Addresses whose failed logins are remembered at most (the oldest make room).
-const FAILURE_ADDRESSES: usize = 4096;
-
-/// Password checks (Argon2id, about 19 MiB and tens of milliseconds each) running at most at
-/// once, whatever the number of logins: the blocking threads devices' requests use are never
-/// all hashing.
-const HASHERS: usize = 2;
 
 /// The session cookie's name.
 const COOKIE: &str = "dm_console";
-
-/// A logged-in administrator.
-#[derive(Debug)]
-struct Session {
-    name: String,
-    /// The fingerprint of the password hash they logged in with: a new password (or the
-    /// administrator's removal) ends the session.
-    password: String,
-    expires: i64,
-}
-
-/// Sessions and failed logins, in memory.
-#[derive(Debug)]
-pub struct Console {
-    sessions: Mutex<HashMap<String, Session>>,
-    failures: Throttle,
-    hashing: tokio::sync::Semaphore,
-    /// Password checks made since the start.
-    checks: AtomicU64,
-}
-
-impl Default for Console {
-    fn default() -> Console {
-        Console {
-            sessions: Mutex::new(HashMap::new()),
-            failures: Throttle::new(MAX_FAILURES, 60, FAILURE_ADDRESSES),
-            hashing: tokio::sync::Semaphore::new(HASHERS),
-            checks: AtomicU64::new(0),
-        }
-    }
-}
-
-/// What the console's view keeps of a password hash: enough to see it changed, nothing to
-/// guess from.
-pub fn password_fingerprint(hash: &str) -> String {
-    dm_shared::pki::sha256_hex(hash.as_bytes())
-}
-
-/// A new password hash: Argon2id with a random salt, as a PHC string.
-pub fn hash_password(password: &str) -> crate::Result<String> {
-    let mut salt = [0u8; 16];
-    crate::random::fill(&mut salt, "a password salt")?;
-    let bad = |e: argon2::password_hash::Error| {
-        crate::Error::Usage(format!("the password cannot be hashed: {e}"))
-    };
-    let salt = SaltString::encode_b64(&salt).map_err(bad)?;
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(bad)
-}
-
-/// Whether `password` matches the PHC string `hash`.
-pub fn password_matches(hash: &str, password: &str) -> bool {
-    PasswordHash::new(hash)
-        .is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
 
 fn token() -> crate::Result<String> {
     crate::random::hex(32, "a console session")
@@ -386,8 +315,8 @@ pub async fn login(State(st): State<Arc<AppState>>, req: axum::extract::Request)
     r
 }
 
-/// Checks the form's password on the blocking threads, at most [`HASHERS`] at once; the
-/// administrator's password hash when it matches.
+/// Checks the form's password on the blocking threads, at most [`sessions::HASHERS`] at
+/// once; the administrator's password hash when it matches.
 async fn check_password(st: &Arc<AppState>, form: &LoginForm) -> Option<String> {
     // Never closed, so never an error.
     let _permit = st.console.hashing.acquire().await.ok()?;
@@ -561,18 +490,6 @@ mod tests {
         assert!(password_matches(&h, "correct horse"));
         assert!(!password_matches(&h, "wrong"));
         assert!(!password_matches("not a hash", "x"));
-    }
-
-    #[test]
-    fn the_plot_steps_up_with_each_device_that_finished() {
-        let svg = pages::plot(0, 100, 4, &[(50, 1, 0), (75, 1, 1)]);
-        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
-        // 600 wide, 30 padding: t=50 is x=300; 1 of 4 devices is y=170-35=135.
-        assert!(svg.contains("300.0,170.0 300.0,135.0"), "{svg}");
-        assert!(svg.contains("targeted 4"), "{svg}");
-        assert!(!svg.contains("NaN") && !svg.contains("inf"));
-        let empty = pages::plot(10, 10, 0, &[]);
-        assert!(!empty.contains("NaN") && !empty.contains("inf"), "{empty}");
     }
 
     #[test]

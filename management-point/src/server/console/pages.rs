@@ -433,3 +433,20 @@ pub async fn search(
     }
     page("Search", &h)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_plot_steps_up_with_each_device_that_finished() {
+        let svg = plot(0, 100, 4, &[(50, 1, 0), (75, 1, 1)]);
+        assert!(svg.starts_with("<svg") && svg.ends_with("</svg>"), "{svg}");
+        // 600 wide, 30 padding: t=50 is x=300; 1 of 4 devices is y=170-35=135.
+        assert!(svg.contains("300.0,170.0 300.0,135.0"), "{svg}");
+        assert!(svg.contains("targeted 4"), "{svg}");
+        assert!(!svg.contains("NaN") && !svg.contains("inf"));
+        let empty = plot(10, 10, 0, &[]);
+        assert!(!empty.contains("NaN") && !empty.contains("inf"), "{empty}");
+    }
+}

@@ -24,7 +24,7 @@ pub(super) struct Heard {
     /// Whether the notification connection is up.
     pub listening: AtomicBool,
     /// Actions and devices other writers made or changed since the last look.
-    pub rows: Mutex<crate::storage::Changed>,
+    pub rows: Mutex<crate::storage::interface::Changed>,
 }
 
 impl Heard {

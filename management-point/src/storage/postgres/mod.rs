@@ -56,11 +56,6 @@ const CALL_DEADLINE: Duration = Duration::from_secs(30);
 /// The most connections one process holds in its pool.
 const POOL_SIZE: usize = 16;
 
-/// Whether `database` (the `[storage] database` setting) names a PostgreSQL database.
-pub fn is_url(database: &str) -> bool {
-    database.starts_with("postgres://") || database.starts_with("postgresql://")
-}
-
 /// A URL with its password, if any (after the user name, or as `password=` in the query),
 /// replaced by `***`, for logs and messages.
 pub fn redact(url: &str) -> String {
@@ -300,9 +295,9 @@ mod tests {
 
     #[test]
     fn urls_are_told_apart_and_passwords_never_shown() {
-        assert!(is_url("postgres://dm@127.0.0.1:5432/dm"));
-        assert!(is_url("postgresql:///dm?host=/tmp"));
-        assert!(!is_url("var/dmmp.db"));
+        assert!(crate::config::is_postgres_url("postgres://dm@127.0.0.1:5432/dm"));
+        assert!(crate::config::is_postgres_url("postgresql:///dm?host=/tmp"));
+        assert!(!crate::config::is_postgres_url("var/dmmp.db"));
         assert_eq!(redact("postgres://dm:s3cret@db:5432/dm"), "postgres://dm:***@db:5432/dm");
         assert_eq!(redact("postgres://dm@db/dm"), "postgres://dm@db/dm");
         assert_eq!(redact("postgresql:///dm?host=/tmp"), "postgresql:///dm?host=/tmp");

@@ -7,7 +7,7 @@ use super::PgStore;
 use super::rows::{self, ACTION_COLS, DEVICE_COLS, Fail, STATUS_COLS, json};
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::storage::Storage;
+use crate::storage::interface::Storage;
 
 /// Attempts at moving an action when other instances keep moving it first.
 const FEEDBACK_ATTEMPTS: usize = 8;
@@ -73,7 +73,7 @@ impl Storage for PgStore {
         Ok(self.heard.version.load(Ordering::SeqCst))
     }
 
-    fn changed(&self) -> crate::storage::Changed {
+    fn changed(&self) -> crate::storage::interface::Changed {
         let mut c = std::mem::take(&mut *self.heard.rows.lock().unwrap_or_else(|p| p.into_inner()));
         for ids in [&mut c.actions, &mut c.devices] {
             ids.sort_unstable();

@@ -14,12 +14,18 @@
 //!     --store postgres --instances 2 --seconds 20
 //! ```
 //!
+//! With `--compare`, it measures instead what a poll costs: the same poll load (no feedback)
+//! against one `dmmp` (SQLite), then against a bare hyper + rustls server ([`bare`]) that
+//! answers every request with the answer `dmmp` gave an idle device, each alone on one core
+//! (the generator on the others), and prints for both the requests per second, the CPU time
+//! per request (the server's CPU time from /proc over the requests it answered) and the ratio.
+//! `--dmmp PATH` measures another build of `dmmp` (another branch's) the same way.
+//!
 //! Devices share connections when there are more devices than connections (`--connections`,
 //! bounded by the file descriptor limit), as devices behind one gateway do.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
-use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -27,10 +33,15 @@ use std::time::{Duration, Instant, SystemTime};
 
 use dm_mp::model::*;
 use dm_mp::storage::Storage;
-use http_body_util::BodyExt;
-use hyper_util::rt::TokioIo;
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, ServerName};
+
+use self::client::{connect, request, timed, tls_connector};
+use self::procs::{
+    allowed_cpus, cpu_list, cpu_secs, pinned, postgres_pids, raise_fd_limit, rss_kib, started,
+};
+
+mod bare;
+mod client;
+mod procs;
 
 /// A server's resident memory (KiB): before connecting, after the handshakes, right after the
 /// traffic, two seconds later, after every connection closed.
@@ -52,6 +63,10 @@ struct Args {
     postgres: bool,
     instances: usize,
     connections: usize,
+    /// Measure the cost of a poll against the bare server instead.
+    compare: bool,
+    /// Another build of `dmmp` to measure (another branch's, say), instead of this one's.
+    dmmp: Option<PathBuf>,
 }
 
 fn args() -> Args {
@@ -63,6 +78,8 @@ fn args() -> Args {
         postgres: false,
         instances: 1,
         connections: 0,
+        compare: false,
+        dmmp: None,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -76,6 +93,12 @@ fn args() -> Args {
             "--store" => a.postgres = next() == "postgres",
             "--instances" => a.instances = next().parse().expect("--instances N"),
             "--connections" => a.connections = next().parse().expect("--connections N"),
+            "--dmmp" => a.dmmp = Some(PathBuf::from(next())),
+            "--compare" => {
+                a.compare = true;
+                i += 1;
+                continue;
+            }
             _ => {
                 i += 1;
                 continue;
@@ -84,54 +107,6 @@ fn args() -> Args {
         i += 2;
     }
     a
-}
-
-/// CPU seconds (user + system) of a process, from /proc.
-fn cpu_secs(pid: u32) -> f64 {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<&str> = rest.split_whitespace().collect();
-    let ticks: f64 = f.get(11).and_then(|u| u.parse::<f64>().ok()).unwrap_or(0.0)
-        + f.get(12).and_then(|s| s.parse::<f64>().ok()).unwrap_or(0.0);
-    ticks / 100.0
-}
-
-/// Resident memory of a process in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-/// The postmaster and its children (PostgreSQL's processes), from /proc.
-fn postgres_pids(data: &Path) -> Vec<u32> {
-    let pm = std::fs::read_to_string(data.join("postmaster.pid")).unwrap_or_default();
-    let Some(master) = pm.lines().next().and_then(|l| l.trim().parse::<u32>().ok()) else {
-        return Vec::new();
-    };
-    let mut pids = vec![master];
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else { continue };
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let ppid = stat.rsplit_once(')').and_then(|(_, r)| r.split_whitespace().nth(1));
-        if ppid.and_then(|p| p.parse::<u32>().ok()) == Some(master) {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn raise_fd_limit() -> u64 {
-    use rustix::process::{Resource, getrlimit, setrlimit};
-    let mut l = getrlimit(Resource::Nofile);
-    if let Some(max) = l.maximum {
-        l.current = Some(max.min(1 << 20));
-        let _ = setrlimit(Resource::Nofile, l);
-    }
-    getrlimit(Resource::Nofile).current.unwrap_or(1024)
 }
 
 /// The fleet's database: the devices, and an action for each device that sends feedback.
@@ -234,24 +209,25 @@ fn config(dir: &Path, pki: &Path, db: &Db, fd_limit: u64) -> PathBuf {
     dir.join("dmmp.toml")
 }
 
-fn serve(cfg: &Path) -> (Child, std::net::SocketAddr) {
-    let mut server = Command::new(env!("CARGO_BIN_EXE_dmmp"))
-        .arg("--config")
-        .arg(cfg)
-        .arg("serve")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(server.stdout.take().unwrap()).read_line(&mut line).unwrap();
-    let addr = line.trim().strip_prefix("listening https://").unwrap().parse().unwrap();
-    (server, addr)
+/// `dmmp serve` with the configuration `cfg`: the build `--dmmp` names, else this one's.
+fn dmmp(a: &Args, cfg: &Path) -> Command {
+    let bin = a.dmmp.clone().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_dmmp")));
+    let mut cmd = Command::new(bin);
+    cmd.arg("--config").arg(cfg).arg("serve");
+    cmd
 }
 
 fn main() {
+    let argv: Vec<String> = std::env::args().collect();
+    if let Some(i) = argv.iter().position(|a| a == "--bare-server") {
+        let p = |k: usize| PathBuf::from(&argv[i + k]);
+        return bare::main(&p(1), &p(2), &p(3));
+    }
     let a = args();
     let fd_limit = raise_fd_limit();
+    if a.compare {
+        return compare(&a, fd_limit);
+    }
     let dir = tempfile::tempdir().unwrap();
     let pki = dir.path().join("pki");
     dm_mp::pack::dev_pki(&pki, 30, &["127.0.0.1".into()], SystemTime::now()).unwrap();
@@ -282,7 +258,8 @@ fn main() {
         let store = dm_mp::storage::open(&cfg, "bench").unwrap();
         fill(store.as_ref(), &a, feedback_devices)
     };
-    let servers: Vec<(Child, std::net::SocketAddr)> = cfgs.iter().map(|c| serve(c)).collect();
+    let servers: Vec<(Child, std::net::SocketAddr)> =
+        cfgs.iter().map(|c| started(dmmp(&a, c))).collect();
     let pids: Vec<u32> = servers.iter().map(|(c, _)| c.id()).collect();
     let addrs: Vec<std::net::SocketAddr> = servers.iter().map(|(_, a)| *a).collect();
     let pg_data = match &db {
@@ -312,63 +289,98 @@ fn main() {
     drop(db);
 }
 
-fn tls_connector(root: &Path) -> tokio_rustls::TlsConnector {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in CertificateDer::pem_file_iter(root).unwrap() {
-        roots.add(c.unwrap()).unwrap();
+/// What a poll costs `dmmp`, against what it costs the bare server: the same load (`a`'s
+/// devices, connections, rate and seconds, polls only) against one, then the other, each
+/// pinned to one core, the generator to the others.
+fn compare(a: &Args, fd_limit: u64) {
+    let a = Args { feedback: 0.0, postgres: false, instances: 1, ..a.clone() };
+    let cpus = allowed_cpus();
+    let server_cpu = *cpus.last().unwrap();
+    let generator_cpus = if cpus.len() > 1 { &cpus[..cpus.len() - 1] } else { &cpus[..] };
+    let own = std::process::id().to_string();
+    let ok = Command::new("taskset")
+        .args(["-a", "-p", "-c", &cpu_list(generator_cpus), &own])
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(ok.success(), "taskset could not pin the generator");
+    let dir = tempfile::tempdir().unwrap();
+    let pki = dir.path().join("pki");
+    dm_mp::pack::dev_pki(&pki, 30, &["127.0.0.1".into()], SystemTime::now()).unwrap();
+    let cfg = config(&dir.path().join("mp"), &pki, &Db::Sqlite, fd_limit);
+    {
+        let c = dm_mp::config::Config::load(&cfg).unwrap();
+        fill(dm_mp::storage::open(&c, "bench").unwrap().as_ref(), &a, 0);
     }
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    tokio_rustls::TlsConnector::from(Arc::new(tls))
+    let connections = match a.connections {
+        0 => a.devices.min((fd_limit as usize).saturating_sub(1000)).max(1),
+        n => n,
+    };
+    let root = pki.join("root-ca.pem");
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let run = |server: Command| {
+        let (mut child, addr) = started(pinned(server, server_cpu));
+        let o = rt.block_on(generate(&a, &[addr], &root, &[child.id()], None, connections, vec![]));
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        o
+    };
+    // The answer to replay: dmmp's to a device that has nothing to do (the last one, which
+    // polls last in the load).
+    let answer = {
+        let (mut child, addr) = started(dmmp(&a, &cfg));
+        let got = rt.block_on(client::answer(addr, &root, a.devices - 1));
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        let _ = child.wait();
+        got
+    };
+    let answer_file = dir.path().join("answer");
+    answer.save(&answer_file);
+    let mine = run(dmmp(&a, &cfg));
+    let mut bare = Command::new(std::env::current_exe().unwrap());
+    bare.arg("--bare-server")
+        .arg(pki.join("server.pem"))
+        .arg(pki.join("server.key"))
+        .arg(&answer_file);
+    let floor = run(bare);
+    report_costs(&a, connections, server_cpu, generator_cpus, &answer, [mine, floor]);
 }
 
-type Sender = hyper::client::conn::http1::SendRequest<http_body_util::Full<bytes::Bytes>>;
-
-async fn connect(connector: &tokio_rustls::TlsConnector, addr: std::net::SocketAddr) -> Sender {
-    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
-    tcp.set_nodelay(true).unwrap();
-    let tls = connector.connect(ServerName::try_from("127.0.0.1").unwrap(), tcp).await.unwrap();
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tls)).await.unwrap();
-    tokio::spawn(conn);
-    send
-}
-
-fn request(
-    method: &str,
-    uri: &str,
-    auth: &str,
-    body: Option<&'static str>,
-) -> hyper::Request<http_body_util::Full<bytes::Bytes>> {
-    let mut r = hyper::Request::builder()
-        .method(method)
-        .uri(uri)
-        .header("host", "127.0.0.1")
-        .header("authorization", auth);
-    if body.is_some() {
-        r = r.header("content-type", "application/json");
+/// Prints what a request cost `dmmp` and the bare server.
+fn report_costs(
+    a: &Args,
+    connections: usize,
+    server_cpu: usize,
+    generator_cpus: &[usize],
+    answer: &bare::Answer,
+    mut runs: [Outcome; 2],
+) {
+    println!(
+        "devices {}  connections {}  target {:.0} polls/s  {} s each  server on CPU {server_cpu}, \
+         generator on CPU {}  answer {} bytes of body",
+        a.devices,
+        connections,
+        a.rate,
+        a.seconds,
+        cpu_list(generator_cpus),
+        answer.body.len()
+    );
+    let mut per_request = [0.0; 2];
+    for (i, (name, o)) in ["dmmp", "bare hyper + rustls"].iter().zip(&mut runs).enumerate() {
+        let secs = o.elapsed.as_secs_f64();
+        let served = (o.polls_us.len() + o.probe_us.len()) as f64;
+        per_request[i] = o.cpu[0].1 * 1e6 / served.max(1.0);
+        println!(
+            "  {name:<20} {:>6.0} requests/s  {:>5.1} µs CPU per request  p50 {:.2} ms  p99 {:.2} ms  errors {}  (generator {:.0}% of a core)",
+            served / secs,
+            per_request[i],
+            pct(&mut o.polls_us, 0.5),
+            pct(&mut o.polls_us, 0.99),
+            o.errors,
+            100.0 * o.cpu[1].1 / secs
+        );
     }
-    r.body(http_body_util::Full::new(bytes::Bytes::from_static(body.unwrap_or("").as_bytes())))
-        .unwrap()
-}
-
-/// Sends `req` and returns its latency in µs, or `None` when it failed.
-async fn timed(
-    send: &mut Sender,
-    req: hyper::Request<http_body_util::Full<bytes::Bytes>>,
-) -> Option<u64> {
-    let sent = Instant::now();
-    match send.send_request(req).await {
-        Ok(resp) if resp.status().is_success() => {
-            let _ = resp.into_body().collect().await;
-            Some(sent.elapsed().as_micros() as u64)
-        }
-        _ => None,
-    }
+    println!("  ratio dmmp / bare: {:.2}", per_request[0] / per_request[1].max(f64::MIN_POSITIVE));
 }
 
 struct Outcome {
@@ -427,7 +439,9 @@ async fn generate(
 ) -> Outcome {
     let connector = tls_connector(root);
     // Let the servers return what loading their view took (jemalloc purges after a second).
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    // (Comparing costs measures no memory.)
+    let settle = |secs: u64| Duration::from_secs(if a.compare { 0 } else { secs });
+    tokio::time::sleep(settle(3)).await;
     let rss_before: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     // Connect first (as a fleet does over its first minutes), spread over the instances.
     let t0 = Instant::now();
@@ -516,10 +530,10 @@ async fn generate(
     // (a device's connection between polls); then every connection closes: what do the
     // servers give back?
     let rss_polled: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    tokio::time::sleep(settle(2)).await;
     let rss_idle: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     drop(open);
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(settle(3)).await;
     let rss_closed: Vec<u64> = pids.iter().map(|p| rss_kib(*p)).collect();
     let rss = (0..pids.len())
         .map(|i| Rss {
