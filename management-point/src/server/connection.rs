@@ -35,9 +35,11 @@ use tower::ServiceExt;
 
 use super::conn_info::ConnInfo;
 use super::conns::{Conn, Slot};
+use super::fast_poll;
+use super::state::AppState;
 
 type Tls = TlsStream<TcpStream>;
-type Response = hyper::Response<axum::body::Body>;
+type Response = hyper::Response<Answer>;
 type H1 = hyper::server::conn::http1::Connection<TokioIo<Rewind>, Service>;
 type Reply = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
@@ -64,7 +66,7 @@ pub async fn serve(
     tcp: TcpStream,
     peer: SocketAddr,
     acceptor: TlsAcceptor,
-    app: axum::Router,
+    app: App,
     slot: Slot,
     limits: Limits,
 ) {
@@ -103,7 +105,7 @@ async fn handshake(
 }
 
 /// The connection's service (with the client's certificates) and whether it speaks HTTP/2.
-fn session(tls: Tls, peer: SocketAddr, app: axum::Router, slot: &Slot) -> (Tls, Service, bool) {
+fn session(tls: Tls, peer: SocketAddr, app: App, slot: &Slot) -> (Tls, Service, bool) {
     let (_, s) = tls.get_ref();
     let client_chain = s
         .peer_certificates()
@@ -197,11 +199,21 @@ fn serve_h2(tls: Tls, svc: Service) -> Pin<Box<dyn Future<Output = Result<(), St
     Box::pin(async move { http.await.map_err(|e| e.to_string()) })
 }
 
-/// The router, as one connection's HTTP service: each request carries the connection's
-/// identity and counts as in flight until the last byte of its response is sent.
+/// What answers a connection's requests: polls the view alone answers ([`fast_poll`]), and
+/// the router for everything else.
+#[derive(Clone)]
+pub struct App {
+    /// The server state, which polls are answered from.
+    pub state: Arc<AppState>,
+    /// The router.
+    pub router: axum::Router,
+}
+
+/// One connection's HTTP service: each request carries the connection's identity and counts
+/// as in flight until the last byte of its response is sent.
 #[derive(Clone)]
 struct Service {
-    app: axum::Router,
+    app: App,
     info: ConnInfo,
     conn: Arc<Conn>,
 }
@@ -215,19 +227,18 @@ impl hyper::service::Service<hyper::Request<Incoming>> for Service {
         if asks_to_close(&req) {
             self.conn.client_closes();
         }
-        req.extensions_mut().insert(self.info.clone());
         let guard = InFlight::start(self.conn.clone());
+        if let Some(r) = fast_poll::answer(&self.app.state, &self.info, &req) {
+            // A poll has no body: it was read.
+            guard.0.body_read(guard.1);
+            let r = r.map(|b| Answer { body: Body::Bytes(Some(b)), _guard: guard });
+            return Box::pin(std::future::ready(Ok(r)));
+        }
+        req.extensions_mut().insert(self.info.clone());
         let req = req.map(|b| axum::body::Body::new(Watched::new(b, &guard)));
-        let resp = self.app.clone().oneshot(req);
+        let resp = self.app.router.clone().oneshot(req);
         Box::pin(async move {
-            resp.await.map(|r| {
-                r.map(|b| {
-                    axum::body::Body::new(http_body_util::BodyExt::map_frame(b, move |f| {
-                        let _ = &guard;
-                        f
-                    }))
-                })
-            })
+            resp.await.map(|r| r.map(|b| Answer { body: Body::Routed(b), _guard: guard }))
         })
     }
 }
@@ -247,6 +258,51 @@ fn asks_to_close<B>(req: &hyper::Request<B>) -> bool {
         hyper::Version::HTTP_10 | hyper::Version::HTTP_09 => !says("keep-alive"),
         hyper::Version::HTTP_11 => says("close"),
         _ => false,
+    }
+}
+
+/// A response's body, which keeps its request in flight until it is sent (or dropped).
+pub struct Answer {
+    body: Body,
+    _guard: InFlight,
+}
+
+/// What a response's body is.
+enum Body {
+    /// The router's.
+    Routed(axum::body::Body),
+    /// Bytes answered without the router, until they are sent.
+    Bytes(Option<Bytes>),
+}
+
+impl hyper::body::Body for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Bytes>, axum::Error>>> {
+        match &mut self.body {
+            Body::Routed(b) => Pin::new(b).poll_frame(cx),
+            Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(hyper::body::Frame::data(b)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.body {
+            Body::Routed(b) => b.is_end_stream(),
+            Body::Bytes(b) => b.is_none(),
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match &self.body {
+            Body::Routed(b) => b.size_hint(),
+            Body::Bytes(b) => {
+                hyper::body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
+        }
     }
 }
 
@@ -410,7 +466,8 @@ mod tests {
                 .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let app = super::super::router::router(fx.state.clone());
+        let app =
+            App { state: fx.state.clone(), router: super::super::router::router(fx.state.clone()) };
         let (tx, rx) = tokio::sync::oneshot::channel();
         tokio::spawn(async move {
             let (tcp, peer) = listener.accept().await.unwrap();
@@ -534,7 +591,8 @@ mod tests {
         let slot = registry.admit(peer).unwrap();
         let limits =
             Limits { handshake: Duration::from_secs(1), header_read: Duration::from_secs(1) };
-        let app = super::super::router::router(fx.state.clone());
+        let app =
+            App { state: fx.state.clone(), router: super::super::router::router(fx.state.clone()) };
         let task = serve(tcp, peer, TlsAcceptor::from(Arc::new(tls)), app, slot, limits);
         let size = std::mem::size_of_val(&task);
         assert!(size < 2048, "a connection's future takes {size} bytes");

@@ -145,14 +145,23 @@ pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<ByteRange>,
 /// Percent-encodes a path segment (everything but RFC 3986 unreserved characters).
 pub fn encode_segment(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
+    push_segment(&mut out, s);
+    out
+}
+
+/// Appends `s` to `out` as [`encode_segment`] encodes it. (Every poll names its device in
+/// links: this costs no allocation of its own.)
+pub fn push_segment(out: &mut String, s: &str) {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
     for b in s.bytes() {
         if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-            out.push(b as char);
+            out.push(char::from(b));
         } else {
-            out.push_str(&format!("%{b:02X}"));
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 15)]));
         }
     }
-    out
 }
 
 #[cfg(test)]
@@ -177,5 +186,6 @@ mod tests {
     fn segments() {
         assert_eq!(encode_segment("docs/read me.txt"), "docs%2Fread%20me.txt");
         assert_eq!(encode_segment("a-b_c.d~e"), "a-b_c.d~e");
+        assert_eq!(encode_segment("dé\u{0}%"), "d%C3%A9%00%25");
     }
 }

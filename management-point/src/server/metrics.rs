@@ -3,8 +3,6 @@
 //! `[server] metrics_listen` (a plain-HTTP listener of its own, off the devices' port):
 //! polls, feedback, responses by status, view reloads and the database's latency.
 
-use std::collections::BTreeMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -19,7 +17,7 @@ pub struct Metrics {
     /// Feedback and status messages answered (any status).
     pub feedback: AtomicU64,
     /// Responses by HTTP status.
-    pub responses: Mutex<BTreeMap<u16, u64>>,
+    pub responses: ByStatus,
     /// When the view was last refreshed (or found current), Unix seconds.
     pub last_refresh: AtomicI64,
     /// Failed refreshes.
@@ -30,7 +28,76 @@ pub struct Metrics {
     pub device_lookups: AtomicU64,
 }
 
+/// The requests counted apart from the others.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Counted {
+    /// A poll.
+    Poll,
+    /// Feedback or status messages.
+    Feedback,
+}
+
+impl Counted {
+    /// What the route `pattern` (as the router names it) answers, if it is counted apart.
+    pub fn of(pattern: &str) -> Option<Counted> {
+        if pattern.ends_with("/controller/v1/{cid}") {
+            Some(Counted::Poll)
+        } else if pattern.ends_with("/feedback")
+            || pattern.ends_with(dm_shared::ddi::STATUS_MESSAGES_PATH)
+        {
+            Some(Counted::Feedback)
+        } else {
+            None
+        }
+    }
+}
+
+/// The statuses counted: all that HTTP allows (100 to 999).
+const STATUSES: std::ops::RangeInclusive<u16> = 100..=999;
+
+/// Responses by HTTP status: a counter for each, so that counting a response takes no lock.
+pub struct ByStatus([AtomicU64; 900]);
+
+impl Default for ByStatus {
+    fn default() -> ByStatus {
+        ByStatus(std::array::from_fn(|_| AtomicU64::new(0)))
+    }
+}
+
+impl std::fmt::Debug for ByStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_map().entries(self.counts()).finish()
+    }
+}
+
+impl ByStatus {
+    /// Counts a response with `status`.
+    pub fn add(&self, status: u16) {
+        if let Some(c) = self.0.get(usize::from(status.wrapping_sub(*STATUSES.start()))) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// The statuses answered so far, lowest first, with their counts.
+    pub fn counts(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        STATUSES.zip(&self.0).filter_map(|(status, c)| {
+            let n = c.load(Ordering::Relaxed);
+            (n > 0).then_some((status, n))
+        })
+    }
+}
+
 impl Metrics {
+    /// Counts a request of `kind` answered with `status`.
+    pub fn answered(&self, kind: Option<Counted>, status: u16) {
+        match kind {
+            Some(Counted::Poll) => self.polls.fetch_add(1, Ordering::Relaxed),
+            Some(Counted::Feedback) => self.feedback.fetch_add(1, Ordering::Relaxed),
+            None => 0,
+        };
+        self.responses.add(status);
+    }
+
     /// Notes a check of the database: its latency, or that it did not answer.
     pub fn database(&self, latency: Option<Duration>) {
         let us = latency.map_or(-1, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX));
@@ -61,9 +128,7 @@ impl Metrics {
         );
         let by_status: Vec<_> = self
             .responses
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .iter()
+            .counts()
             .map(|(code, n)| (format!("{{status=\"{code}\"}}"), n.to_string()))
             .collect();
         metric("dmmp_responses_total", "counter", "Responses by HTTP status.", by_status);
@@ -117,11 +182,20 @@ mod tests {
     fn the_exposition_is_prometheus_text() {
         let m = Metrics::default();
         m.polls.fetch_add(3, Ordering::Relaxed);
-        m.responses.lock().unwrap().insert(401, 2);
+        m.responses.add(401);
+        m.responses.add(200);
+        m.responses.add(401);
+        m.responses.add(99);
+        m.responses.add(1000);
         m.database(Some(Duration::from_micros(1500)));
         let t = m.render(4, 10, 2);
         assert!(t.contains("# TYPE dmmp_polls_total counter\ndmmp_polls_total 3\n"), "{t}");
-        assert!(t.contains("dmmp_responses_total{status=\"401\"} 2\n"), "{t}");
+        assert!(
+            t.contains(
+                "dmmp_responses_total{status=\"200\"} 1\ndmmp_responses_total{status=\"401\"} 2\n"
+            ),
+            "{t}"
+        );
         assert!(t.contains("dmmp_view_reloads_total 4\n"), "{t}");
         assert!(t.contains("dmmp_database_latency_seconds 0.001500\n"), "{t}");
         m.database(None);

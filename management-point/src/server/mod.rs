@@ -11,6 +11,7 @@ pub mod conn_info;
 pub mod connection;
 pub mod conns;
 pub mod console;
+pub mod fast_poll;
 pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
@@ -106,7 +107,7 @@ pub async fn serve(
         })
     };
 
-    let app = router::router(state.clone());
+    let app = connection::App { state: state.clone(), router: router::router(state.clone()) };
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
         idle: Duration::from_secs(cfg.server.idle_timeout_secs),

@@ -4,17 +4,27 @@
 use dm_shared::ddi;
 use serde::Deserialize;
 
-use super::http::{ApiError, encode_segment};
+use super::http::{ApiError, encode_segment, push_segment};
 use super::state::{AppState, View};
 use crate::model::*;
 
+/// `{public URL}/{tenant}/controller/v1/{cid}`, the segments percent-encoded.
 pub(super) fn base_url(state: &AppState, tenant: &str, cid: &str) -> String {
-    format!(
-        "{}/{}/controller/v1/{}",
-        state.public_url(),
-        encode_segment(tenant),
-        encode_segment(cid)
-    )
+    let mut url = state.public_url();
+    url.reserve(tenant.len() + cid.len() + 16);
+    url.push('/');
+    push_segment(&mut url, tenant);
+    url.push_str("/controller/v1/");
+    push_segment(&mut url, cid);
+    url
+}
+
+/// `base` followed by `parts`.
+fn joined(base: &str, parts: &[&str]) -> String {
+    let mut s = String::with_capacity(base.len() + parts.iter().map(|p| p.len()).sum::<usize>());
+    s.push_str(base);
+    parts.iter().for_each(|p| s.push_str(p));
+    s
 }
 
 fn window_open(adv: &Advertisement, now: i64) -> Option<bool> {
@@ -50,12 +60,25 @@ pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiErro
     state.seen(d.id, now);
     state.ensure_actions(d).map_err(ApiError::from)?;
     let view = state.read();
+    let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone())).unwrap_or(d);
+    Ok(controller_base(state, &view, d, current, now))
+}
+
+/// What a poll of device `d` answers once its actions are made, from the view; `current` is
+/// its registration as the view holds it (its inventory may be newer than `d`'s).
+pub(super) fn controller_base(
+    state: &AppState,
+    view: &View,
+    d: &Device,
+    current: &Device,
+    now: i64,
+) -> ddi::ControllerBase {
     let base = base_url(state, &d.tenant, &d.controller_id);
     let mut links = ddi::Links::new();
     let link = |href: String| ddi::Link { href };
     if let Some(a) = view.actions_of(d.id).find(|a| a.status == ActionStatus::Canceling) {
         links.insert("cancelAction".into(), link(format!("{base}/cancelAction/{}", a.id)));
-    } else if let Some(a) = next_action(&view, d.id, now) {
+    } else if let Some(a) = next_action(view, d.id, now) {
         let window =
             view.advertisements.get(&a.advertisement_id).and_then(|adv| window_open(adv, now));
         let (name, path) = if a.status == ActionStatus::Waiting {
@@ -68,12 +91,11 @@ pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiErro
             link(format!("{base}/{path}/{}?c={}", a.id, change_marker(a, window))),
         );
     }
-    let current = view.devices.get(&(d.tenant.clone(), d.controller_id.clone())).unwrap_or(d);
     if current.attributes.is_empty() {
-        links.insert("configData".into(), link(format!("{base}/configData")));
+        links.insert("configData".into(), link(joined(&base, &["/configData"])));
     }
     if let Some(marker) = &view.crl_marker {
-        let href = format!("{base}/{}?v={marker}", ddi::CRLS_PATH);
+        let href = joined(&base, &["/", ddi::CRLS_PATH, "?v=", marker]);
         links.insert("dmCrls".into(), link(href));
     }
     if let Some(a) = view
@@ -83,12 +105,10 @@ pub fn poll(state: &AppState, d: &Device) -> Result<ddi::ControllerBase, ApiErro
     {
         links.insert("installedBase".into(), link(format!("{base}/installedBase/{}", a.id)));
     }
-    Ok(ddi::ControllerBase {
-        config: ddi::Config {
-            polling: ddi::Polling { sleep: ddi::format_sleep(state.config.poll_sleep()) },
-        },
+    ddi::ControllerBase {
+        config: ddi::Config { polling: ddi::Polling { sleep: state.poll_sleep.clone() } },
         links,
-    })
+    }
 }
 
 fn rfc3339(t: i64) -> String {

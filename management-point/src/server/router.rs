@@ -2,7 +2,6 @@
 //! the metrics by what it is and how it was answered.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
@@ -10,6 +9,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use axum::routing::{get, post, put};
 
+use super::metrics::Counted;
 use super::state::AppState;
 use super::{console, http, routes};
 
@@ -65,20 +65,8 @@ pub fn router(state: Arc<AppState>) -> Router {
 
 /// Counts each routed request by what it is and how it was answered.
 async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let path = req.extensions().get::<MatchedPath>().map(|p| p.as_str().to_string());
+    let kind = req.extensions().get::<MatchedPath>().and_then(|p| Counted::of(p.as_str()));
     let resp = next.run(req).await;
-    let m = &st.metrics;
-    if let Some(p) = path {
-        if p.ends_with("/controller/v1/{cid}") {
-            m.polls.fetch_add(1, Ordering::Relaxed);
-        } else if p.ends_with("/feedback") || p.ends_with(dm_shared::ddi::STATUS_MESSAGES_PATH) {
-            m.feedback.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-    *m.responses
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .entry(resp.status().as_u16())
-        .or_default() += 1;
+    st.metrics.answered(kind, resp.status().as_u16());
     resp
 }

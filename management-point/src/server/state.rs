@@ -162,6 +162,8 @@ pub struct AppState {
     pub console: super::console::sessions::Console,
     /// Counters for the health check and the metrics.
     pub metrics: super::metrics::Metrics,
+    /// The poll interval as polls tell devices (`HH:MM:SS`), formatted once.
+    pub poll_sleep: String,
 }
 
 impl std::fmt::Debug for AppState {
@@ -183,6 +185,7 @@ impl AppState {
             60,
             AUTH_FAILURE_ADDRESSES,
         );
+        let poll_sleep = dm_shared::ddi::format_sleep(config.poll_sleep());
         let state = AppState {
             config,
             store,
@@ -197,6 +200,7 @@ impl AppState {
             client_trust: RwLock::new(client_trust),
             console: super::console::sessions::Console::default(),
             metrics: super::metrics::Metrics::default(),
+            poll_sleep,
         };
         state.refreshed();
         Ok(state)

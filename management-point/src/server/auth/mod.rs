@@ -19,7 +19,7 @@ use rustls_pki_types::CertificateDer;
 
 use super::conn_info::ConnInfo;
 use super::http::ApiError;
-use super::state::AppState;
+use super::state::{AppState, View};
 use crate::model::Device;
 
 mod certificate;
@@ -68,6 +68,34 @@ pub fn authenticate(
             by_gateway_token(state, tenant, cid)
         }
     }
+}
+
+/// The device a request authenticates as, when [`authenticate`] would find it in the view and
+/// change nothing: a `TargetToken` that matches a device the view holds, on a connection with
+/// no client certificate, from an address that is not held back. `None` is no refusal: every
+/// other request is [`authenticate`]'s to decide (and this one would be decided the same way).
+/// It reads no database and takes no lock but the throttle's, so a poll can be answered on
+/// the connection's own task.
+pub fn known_by_token<'v>(
+    state: &AppState,
+    view: &'v View,
+    headers: &HeaderMap,
+    conn: &ConnInfo,
+    tenant: &str,
+    cid: &str,
+) -> Option<&'v Device> {
+    if conn.client_chain.is_some()
+        || !state.config.devices.tenants.iter().any(|t| t == tenant)
+        || !Device::valid_controller_id(cid)
+    {
+        return None;
+    }
+    let Ok(Credential::Target(secret)) = credential(state, headers, conn) else { return None };
+    if state.auth_failures.blocked(conn.peer.ip(), state.now()).is_some() {
+        return None;
+    }
+    let d = view.devices.get(&(tenant.to_string(), cid.to_string()))?;
+    (d.token_sha256.as_deref() == Some(sha256_hex(secret).as_str())).then_some(d)
 }
 
 /// The credential of a request, or why it has none that is accepted.

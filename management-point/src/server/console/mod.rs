@@ -15,8 +15,8 @@ pub mod passwords;
 pub mod sessions;
 
 use std::net::IpAddr;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::request::Parts;
