@@ -4,6 +4,9 @@
 //! (`dm svc --once`). One program instead of four shares one copy of the TLS stack, the HTTP
 //! client, X.509 and the hashing code: the client's whole footprint on the device.
 
+#[allow(unsafe_code)]
+mod trim;
+
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -43,6 +46,7 @@ fn select(name: &str) -> Option<(&'static str, Main)> {
 }
 
 fn main() -> ExitCode {
+    dm_client::agent::trim_before_sleep(trim::trim);
     let mut args = std::env::args_os();
     let argv0 = args.next().unwrap_or_default();
     let rest: Vec<OsString> = args.collect();

@@ -28,8 +28,8 @@ pub mod worker;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use dm_shared::fs::{self as dmfs, MODE_PUBLIC};
@@ -109,6 +109,20 @@ fn check_clock(ctx: &Context) {
     }
 }
 
+/// What the agent calls before a sleep of at least [`TRIM_AFTER`]: the device program's
+/// working-set trim (`device/src/trim.rs`), which the library cannot do without `unsafe`.
+static TRIM: OnceLock<fn()> = OnceLock::new();
+
+/// The shortest sleep before which the working set is trimmed: polls are at least 10 s apart,
+/// evaluations after a file changed 5 s, and faulting the code back in costs well under a
+/// millisecond.
+const TRIM_AFTER: Duration = Duration::from_secs(2);
+
+/// Sets what trims the agent's working set before it sleeps (once; later calls are ignored).
+pub fn trim_before_sleep(trim: fn()) {
+    let _ = TRIM.set(trim);
+}
+
 /// Waits up to `d`, asleep in one `poll(2)` between pieces of work: returns early on stop or
 /// when `dmsvc run` left a new request (one that is not deferred). While it waits, the
 /// configuration items are evaluated when due or when a file they watch changed.
@@ -132,7 +146,11 @@ fn wait(
         if now >= deadline {
             return;
         }
-        woke = waker.wait(deadline.min(next).saturating_duration_since(now));
+        let sleep = deadline.min(next).saturating_duration_since(now);
+        if let Some(trim) = TRIM.get().filter(|_| sleep >= TRIM_AFTER) {
+            trim();
+        }
+        woke = waker.wait(sleep);
     }
 }
 

@@ -717,6 +717,12 @@ fn an_idle_agent_sleeps_until_it_has_work() {
     std::thread::sleep(Duration::from_secs(3));
     let woke = switches(&pid) - before;
     assert!(woke <= 1, "the idle agent was scheduled {woke} times in 3 s");
+    // Before it slept it unmapped the code it does not need asleep (device/src/trim.rs).
+    let (resident, size) = program_code(&pid);
+    assert!(
+        resident * 4 < size,
+        "the idle agent keeps {resident} KiB of its {size} KiB of code resident"
+    );
 
     // A request of `dmsvc run` (for an action it does not have) is seen at once.
     let requests = f.device().join("var/lib/dm/requests");
@@ -726,4 +732,28 @@ fn an_idle_agent_sleeps_until_it_has_work() {
         assert!(start.elapsed() < Duration::from_secs(10), "{}", f.agent_log());
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// The resident and total KiB of the executable code of process `pid`'s own program (its
+/// `r-xp` mappings of `/proc/PID/exe`), from `/proc/PID/smaps`.
+fn program_code(pid: &str) -> (u64, u64) {
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    let exe = exe.to_string_lossy().into_owned();
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).unwrap();
+    let (mut resident, mut size, mut ours) = (0, 0, false);
+    for line in smaps.lines() {
+        let fields: Vec<&str> = line.split_ascii_whitespace().collect();
+        if fields.first().is_some_and(|f| f.contains('-') && !f.ends_with(':')) {
+            ours = fields.get(1) == Some(&"r-xp") && fields.get(5) == Some(&exe.as_str());
+        } else if ours {
+            let kib = || fields.get(1).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0);
+            match fields.first() {
+                Some(&"Size:") => size += kib(),
+                Some(&"Rss:") => resident += kib(),
+                _ => {}
+            }
+        }
+    }
+    assert!(size > 0, "no code of {exe} in /proc/{pid}/smaps");
+    (resident, size)
 }
