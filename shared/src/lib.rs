@@ -20,6 +20,9 @@ pub mod digest;
 pub mod error;
 pub mod failpoint;
 pub mod fs;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ini;
 pub mod layout;
 pub mod logging;

@@ -13,6 +13,9 @@ pub mod console;
 pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod poll;
