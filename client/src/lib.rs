@@ -9,6 +9,9 @@ pub mod cli;
 pub mod config;
 pub mod enroll;
 pub mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod health;
 pub mod identity;
 pub mod installed;

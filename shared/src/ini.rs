@@ -73,17 +73,35 @@ pub fn parse_ini_document(file: &Path, bytes: &[u8]) -> Result<::ini::Ini, Setti
 }
 
 /// Checks every line's shape before the INI parser sees it: the parser silently joins a line
-/// without `=` to the next key, and reads an unclosed `[` to the end of the file.
+/// without `=` to the next key, and reads an unclosed `[` to the end of the file. Each line
+/// must read on its own, as it shows: the parser also reads on past the line's end after a
+/// comment that does not start the line, a `]` or `\\` in a section name, a `:` or `\\` in
+/// a key, a quote left open or a backslash at the end of a value, and ends a line at a
+/// carriage return that no line feed follows.
 fn check_lines(text: &str) -> Result<(), (usize, String)> {
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim();
         let n = i + 1;
-        if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
+        if raw.contains('\r') {
+            return Err((n, "a carriage return without a line feed".into()));
+        }
+        if line.is_empty() {
+            continue;
+        }
+        if line.starts_with(';') || line.starts_with('#') {
+            if raw.trim_start().len() != raw.len() {
+                return Err((n, "a comment starts at the beginning of its line".into()));
+            }
             continue;
         }
         if line.starts_with('[') {
-            if !line.ends_with(']') || line.len() < 3 {
-                return Err((n, "a section header must be [Name] on one line".into()));
+            let name = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')).unwrap_or("");
+            if name.is_empty() || name.contains(['[', ']', '\\']) {
+                return Err((
+                    n,
+                    "a section header must be [Name] on one line, without '[', ']' or '\\' in the name"
+                        .into(),
+                ));
             }
             continue;
         }
@@ -94,15 +112,35 @@ fn check_lines(text: &str) -> Result<(), (usize, String)> {
         if key.trim().is_empty() {
             return Err((n, "a value has no key before its '='".into()));
         }
-        let value = value.trim();
-        for q in ['"', '\''] {
-            if value.starts_with(q) && (value.len() < 2 || !value.ends_with(q)) {
-                return Err((
-                    n,
-                    format!("the value of {} opens a quote it does not close", key.trim()),
-                ));
+        if key.contains([':', '\\']) {
+            return Err((n, "a key holds no ':' or '\\'".into()));
+        }
+        check_value(value.trim()).map_err(|p| (n, format!("the value of {} {p}", key.trim())))?;
+    }
+    Ok(())
+}
+
+/// Checks that a value ends on its line as the INI parser reads it: a quote at the start (or
+/// right after a closing quote) opens a part that runs to the next quote a backslash does not
+/// escape, across lines; elsewhere a backslash escapes the next character, and one left at
+/// the end joins the next line to the value.
+fn check_value(value: &str) -> Result<(), &'static str> {
+    let mut rest = value;
+    while let Some(quote) = rest.chars().next().filter(|c| matches!(c, '"' | '\'')) {
+        let mut chars = rest.char_indices().skip(1);
+        let mut end = None;
+        while let Some((i, c)) = chars.next() {
+            if c == '\\' {
+                chars.next();
+            } else if c == quote {
+                end = Some(i + 1);
+                break;
             }
         }
+        rest = &rest[end.ok_or("opens a quote it does not close")?..];
+    }
+    if (rest.len() - rest.trim_end_matches('\\').len()) % 2 == 1 {
+        return Err("ends with a backslash, which would join the next line to it");
     }
     Ok(())
 }

@@ -24,6 +24,9 @@ pub mod error;
 pub mod failpoint;
 pub mod files;
 pub mod fs;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ini;
 pub mod layout;
 pub mod logging;

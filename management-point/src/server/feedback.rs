@@ -133,13 +133,8 @@ pub fn feedback(
     Ok(())
 }
 
-/// `PUT …/configData`.
-pub fn config_data(
-    state: &AppState,
-    d: &Device,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<(), ApiError> {
-    let cd: ConfigData = parse_json(body, "the configData")?;
+/// The checks of a `configData` body before anything is stored: how many attributes, how long.
+pub(super) fn check_config_data(cd: &ConfigData) -> Result<(), ApiError> {
     if cd.data.len() > MAX_ATTRIBUTES {
         return Err(ApiError::bad_request(format!(
             "{} attributes; at most {MAX_ATTRIBUTES}",
@@ -156,6 +151,17 @@ pub fn config_data(
             k.chars().take(40).collect::<String>()
         )));
     }
+    Ok(())
+}
+
+/// `PUT …/configData`.
+pub fn config_data(
+    state: &AppState,
+    d: &Device,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<(), ApiError> {
+    let cd: ConfigData = parse_json(body, "the configData")?;
+    check_config_data(&cd)?;
     let key = (d.tenant.clone(), d.controller_id.clone());
     // A device an administrator added a moment ago may not be in the view yet: its stored
     // record (from authentication) stands in.
@@ -215,20 +221,16 @@ pub fn set_installed(
     config_data(state, d, Ok(Bytes::from(body)))
 }
 
-/// `POST …/dm/statusMessages`: status messages that belong to no action.
-pub fn status_messages(
-    state: &AppState,
-    d: &Device,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<serde_json::Value, ApiError> {
-    let msgs: Vec<StatusMessage> = parse_json(body, "the status messages")?;
+/// The checks of a body of status messages before anything is stored: how many, how long,
+/// report ids.
+pub(super) fn check_status_messages(msgs: &[StatusMessage]) -> Result<(), ApiError> {
     if msgs.len() > MAX_STATUS_MESSAGES {
         return Err(ApiError::bad_request(format!(
             "{} messages; at most {MAX_STATUS_MESSAGES} per request",
             msgs.len()
         )));
     }
-    for m in &msgs {
+    for m in msgs {
         check_details(&m.details)?;
         if !m.report_id.is_empty() && !dm_shared::ddi::valid_report_id(&m.report_id) {
             return Err(ApiError::bad_request(
@@ -241,6 +243,17 @@ pub fn status_messages(
             ));
         }
     }
+    Ok(())
+}
+
+/// `POST …/dm/statusMessages`: status messages that belong to no action.
+pub fn status_messages(
+    state: &AppState,
+    d: &Device,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<serde_json::Value, ApiError> {
+    let msgs: Vec<StatusMessage> = parse_json(body, "the status messages")?;
+    check_status_messages(&msgs)?;
     let now = state.now();
     for m in &msgs {
         let mut details = vec![m.text.clone()];

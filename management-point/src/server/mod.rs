@@ -15,6 +15,9 @@ pub mod fast_poll;
 pub mod feedback;
 #[cfg(test)]
 pub mod fixture;
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod poll;

@@ -826,6 +826,37 @@ mod tests {
         assert!(err.problem.contains("no key"), "{err}");
     }
 
+    /// Found by the `settings` fuzz target (fuzz/regressions/settings/): the INI parser read
+    /// some lines on into the next one, so a file meant something else than every line shows,
+    /// and settings written out again (`to_ini`) lost a key. Each such line is refused.
+    #[test]
+    fn a_line_never_reads_on_into_the_next() {
+        // Before, the token swallowed the next line: TargetToken was
+        // "abcManagementPoint=https://evil", and no ManagementPoint was set.
+        let attack = "[Communication]\nTargetToken=abc\\\nManagementPoint=https://evil\n";
+        for (text, line, want) in [
+            (attack, 2, "ends with a backslash"),
+            ("[Environment]\nSiteCode=\"WH1\"\"\nTenant=\"x\"\n", 2, "opens a quote"),
+            ("[Environment]\nSiteCode='WH1\\'\nTenant='x'\n", 2, "opens a quote"),
+            ("[Env\\]\nSiteCode=WH1\n[x]\n", 1, "a section header"),
+            ("[Environment]x]\nSiteCode=WH1\n", 1, "a section header"),
+            ("[Environment]\n  ; a note\nSiteCode=WH1\n", 2, "a comment starts"),
+            ("[Environment]\nSite:Code=WH1\n", 2, "a key holds no"),
+            ("[Environment]\nSite\\=x\nSiteCode=WH1\n", 2, "a key holds no"),
+            ("[Environment]\nSiteCode=WH1\rTenant=x\n", 2, "carriage return"),
+        ] {
+            let err = parse(text).unwrap_err();
+            assert_eq!(err.line, Some(line), "{text:?}: {err}");
+            assert!(err.problem.contains(want), "{text:?}: {err}");
+        }
+        // What stays on its line still reads: pairs of backslashes, quotes closed, CRLF.
+        let text = "[S]\r\nA='W\\'H'\r\nB=a\\\\\r\n; c\\\r\nC=\"x\"'y'z\\\\\r\n";
+        let doc = crate::ini::parse_ini_document(Path::new("x.ini"), text.as_bytes()).unwrap();
+        let s = doc.section(Some("S")).unwrap();
+        assert_eq!((s.get("A"), s.get("B")), (Some("W\\'H"), Some("a\\\\")));
+        assert_eq!((s.get("C"), s.len()), (Some("xyz\\\\"), 3));
+    }
+
     #[test]
     fn quotes_are_removed_and_trailing_text_is_part_of_the_value() {
         let (s, _) = parse("[Communication]\nTargetToken=\"ab#cd;ef\"\n").unwrap();

@@ -10,6 +10,9 @@
 //! eight hours) or, with no password, by a client certificate pinned with `dmmp admin
 //! certificate` presented in the TLS handshake. Every value a device sent is escaped.
 
+#[cfg(any(test, feature = "fuzzing"))]
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod pages;
 pub mod passwords;
 pub mod sessions;

@@ -59,7 +59,7 @@ pub struct ReportQuery {
 impl ReportQuery {
     /// The report options it asks for. A page holds [`PAGE_ROWS`] rows unless `limit` says
     /// otherwise; an export without a `limit` holds every row.
-    fn options(&self) -> reports::Options {
+    pub(super) fn options(&self) -> reports::Options {
         let export = matches!(self.format.as_deref(), Some("csv" | "json"));
         let limit = match self.limit {
             Some(l) => Some(l.clamp(1, MAX_PAGE_ROWS)),
@@ -79,7 +79,7 @@ impl ReportQuery {
     }
 
     /// This query as a URL query string with `extra` first and the paging left out.
-    fn keep(&self, extra: &str) -> String {
+    pub(super) fn keep(&self, extra: &str) -> String {
         let mut s = format!("?{extra}");
         for (k, v) in [
             ("filter", &self.filter),
@@ -94,7 +94,7 @@ impl ReportQuery {
         s
     }
 
-    fn sorting(&self) -> String {
+    pub(super) fn sorting(&self) -> String {
         match &self.sort {
             Some(c) => format!("sort={}&dir={}&", url(c), self.dir.as_deref().unwrap_or("asc")),
             None => String::new(),
