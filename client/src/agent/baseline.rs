@@ -262,7 +262,7 @@ fn stamp(p: &PathBuf) -> Option<(u64, SystemTime)> {
 impl Baseline {
     /// Called whenever the agent's wait ends (`changed`: something changed in a watched
     /// folder): evaluates when the interval passed, or when a watched file changed and the
-    /// last evaluation is [`CHANGE_GAP`] old. Returns when it next needs to be called.
+    /// last evaluation is `CHANGE_GAP` (5 s) old. Returns when it next needs to be called.
     pub fn tick(&mut self, ctx: &Context, settings: &Settings, changed: bool) -> Instant {
         self.pending |= changed;
         let now = Instant::now();

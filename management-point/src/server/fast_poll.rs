@@ -2,7 +2,7 @@
 //! from a device the view holds, with nothing new for it: answering it needs no router, no
 //! blocking thread and no database, only the view. Such a poll is answered here, with the
 //! bytes the router would have answered ([`super::routes::poll`]: the same
-//! [`poll::controller_base`], serialized the same way, counted the same way).
+//! `poll::controller_base`, serialized the same way, counted the same way).
 //!
 //! Every other request goes to the router, and so does every poll that needs more than the
 //! view or might be read differently by it: another credential or a client certificate, a
