@@ -18,9 +18,12 @@ say() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 say "building the management point, dmpack and the device program"
 # The demo needs only what builds the programs: Rust (cargo) and a C compiler (for ring and
 # SQLite). The tests' peers (Chromium, PostgreSQL, SWUpdate, …) are scripts/test-all.sh's.
-for tool in cargo cc; do
-    command -v "$tool" >/dev/null || { echo "demo: $tool is needed (rustup for cargo; gcc)" >&2; exit 1; }
-done
+if ! command -v cc >/dev/null; then
+    echo "demo: installing a C compiler (gcc)"
+    as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+    as_root apt-get update -qq && as_root apt-get install -y -qq gcc >/dev/null
+fi
+command -v cargo >/dev/null || { echo "demo: cargo is needed (install Rust with rustup)" >&2; exit 1; }
 cargo build --locked --quiet -p dm-mp --bin dmmp --bin dmpack -p dm-device
 bin=$root/target/debug
 platform="linux-$(uname -m | sed 's/^armv7l$/armv7/')"
