@@ -24,7 +24,9 @@ if ! command -v cc >/dev/null; then
     as_root apt-get update -qq && as_root apt-get install -y -qq gcc >/dev/null
 fi
 command -v cargo >/dev/null || { echo "demo: cargo is needed (install Rust with rustup)" >&2; exit 1; }
-cargo build --locked --quiet -p dm-mp --bin dmmp --bin dmpack -p dm-device
+# dmmp without jemalloc (its C build is the longest step of a fresh build; see
+# management-point/Cargo.toml); every program the demo runs, and nothing else.
+cargo build --locked --quiet -p dm-mp -p dm-device --no-default-features --bin dmmp --bin dmpack --bin dm
 bin=$root/target/debug
 platform="linux-$(uname -m | sed 's/^armv7l$/armv7/')"
 

@@ -4,7 +4,8 @@
 /// does, next to request buffers freed after each poll. glibc's allocator keeps the freed
 /// buffers' pages, scattered between the live ones, and never returns them; jemalloc keeps
 /// each size in slabs of its own and returns emptied pages (`.cargo/config.toml` sets how
-/// soon).
+/// soon). Feature `jemalloc`, on by default.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
