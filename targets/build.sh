@@ -15,6 +15,13 @@ if [ ! -x "$RUSTC" ]; then
     exit 1
 fi
 
+# No unwind tables in the device program (.eh_frame and its search table .eh_frame_hdr, 330 KB
+# of aarch64's 3.08 MB): it never unwinds (panic = "abort"), so they would serve only the
+# backtrace a panic could print; a panic still prints its message and location. Here, not in
+# .cargo/config.toml: the tests built for ARM unwind when one fails. (32-bit ARM unwinds with
+# its own tables, .ARM.exidx and .ARM.extab, 36 KB, which stay.)
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUSTFLAGS="-C link-arg=-Wl,--no-eh-frame-hdr -C link-arg=-Wl,-T,$PWD/targets/discard-unwind-tables.ld"
+
 for triple in "${DM_TARGETS[@]}"; do
     echo "== $triple ($(dm_platform_of "$triple"))" >&2
     cargo build --profile device --locked --target "$triple" -p dm-device
