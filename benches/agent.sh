@@ -34,9 +34,14 @@ cargo build --release --locked --quiet -p dm-mp
 R=$root/target/release
 work=$(mktemp -d)
 pids=()
+# stop_agent DIR: stops the agent of the device in DIR, if it runs.
+stop_agent() {
+    local f=$1/device/run/dm/dmsvc.pid
+    [ -f "$f" ] && kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true
+}
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-    for f in "$work"/*/device/run/dm/dmsvc.pid; do [ -f "$f" ] && kill "$(cat "$f" 2>/dev/null)" 2>/dev/null || true; done
+    for d in "$work"/*/; do stop_agent "$d"; done
     rm -rf "$work"
 }
 trap cleanup EXIT
@@ -54,6 +59,8 @@ dmmp() { "$R/dmmp" --config mp/dmmp.toml "$@"; }
 # (1/100 s) are too coarse for an agent that spends milliseconds an hour.
 cpu_ns() { cat /proc/"$1"/task/*/schedstat | awk '{n += $1} END {printf "%d\n", n}'; }
 status() { awk -v k="$2:" '$1 == k {print $2}' "/proc/$1/status"; }
+# mb_per_s START END: the package's MB per second between two `date +%s.%N` times.
+mb_per_s() { awk -v s="$size_mib" -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", s * 1.048576 / (b - a) }'; }
 switches() { cat /proc/"$1"/task/*/status | awk '/ctxt_switches/ {n += $2} END {print n}'; }
 
 # install LABEL DM RUNNER ID POLL: a device in ./LABEL-ID running the agent of DM (through
@@ -90,8 +97,7 @@ bench() {
     local idle busy
     idle=$(install "$label" "$dm" "$runner" idle 300)
     sleep 5
-    local rss t0 s0 w0 t1 s1 w1
-    local anon file
+    local rss anon file t0 s0 w0 t1 s1 w1
     rss=$(status "$idle" VmRSS); anon=$(status "$idle" RssAnon); file=$(status "$idle" RssFile)
     t0=$(cpu_ns "$idle"); w0=$(switches "$idle"); s0=$(date +%s.%N)
     sleep "$idle_secs"
@@ -141,16 +147,15 @@ bench() {
     sha256sum curl.bin >/dev/null
     c2=$(date +%s.%N)
     rm -f curl.bin
-    curl_mbs=$(awk -v s="$size_mib" -v c0="$c0" -v c1="$c1" 'BEGIN { printf "%.1f", s * 1.048576 / (c1 - c0) }')
-    curl_sha_mbs=$(awk -v s="$size_mib" -v c0="$c0" -v c1="$c2" 'BEGIN { printf "%.1f", s * 1.048576 / (c1 - c0) }')
+    curl_mbs=$(mb_per_s "$c0" "$c1")
+    curl_sha_mbs=$(mb_per_s "$c0" "$c2")
     echo "agent download, SHA-256 while streaming, fsync: ${mbs:-?} MB/s"
     echo "curl -o (no hash):                            ${curl_mbs} MB/s"
     echo "curl -o, then sha256sum:                      ${curl_sha_mbs} MB/s"
     awk -v a="${mbs:-0}" -v c="$curl_mbs" -v h="$curl_sha_mbs" \
         'BEGIN { printf "agent / curl -o: %.2fx; agent / curl then sha256sum: %.2fx\n", a / c, a / h }'
-    for d in "$work/$label-idle" "$work/$label-busy"; do
-        [ -f "$d/device/run/dm/dmsvc.pid" ] && kill "$(cat "$d/device/run/dm/dmsvc.pid" 2>/dev/null)" 2>/dev/null || true
-    done
+    stop_agent "$work/$label-idle"
+    stop_agent "$work/$label-busy"
 }
 
 bench x86 "x86_64 (native)" "$root/target/device/dm" "" linux-x86_64

@@ -22,7 +22,7 @@ use std::io::Read;
 
 use log::debug;
 
-/// At most this much of `/proc/self/smaps` is read (a few KB per mapping; an agent has ~40).
+/// At most this much of `/proc/self/smaps` is read (about 1 KB per mapping; an agent has ~40).
 const MAX_SMAPS: u64 = 4 << 20;
 
 /// A range of the address space, `start..end`.
@@ -83,33 +83,29 @@ fn threads() -> Option<u64> {
 /// reads: file-backed (a path), private, not writable, no anonymous page, some resident.
 fn droppable(smaps: &str) -> Vec<Range> {
     let mut out = Vec::new();
-    let mut current: Option<Range> = None;
-    let mut anonymous_seen = false;
-    let mut flush = |current: &mut Option<Range>, anonymous_seen: bool| {
-        if let Some(r) = current.take() {
-            if anonymous_seen && r.rss_kib > 0 {
-                out.push(r);
-            }
-        }
+    // The mapping being read while it may still be dropped, and whether smaps said it has
+    // no anonymous page: a mapping without that line is never advised.
+    let mut current: Option<(Range, bool)> = None;
+    let mut done = |current: Option<(Range, bool)>| {
+        out.extend(current.filter(|(r, clean)| *clean && r.rss_kib > 0).map(|(r, _)| r));
     };
     for line in smaps.lines() {
         if let Some(header) = mapping_header(line) {
-            flush(&mut current, anonymous_seen);
-            current = header;
-            anonymous_seen = false;
-        } else if let Some(r) = current.as_mut() {
+            done(current.take());
+            current = header.map(|r| (r, false));
+        } else if let Some((r, clean)) = current.as_mut() {
             let (key, value) = line.split_once(':').unwrap_or((line, ""));
             let kib = value.trim().strip_suffix(" kB").and_then(|n| n.trim().parse::<u64>().ok());
             match (key, kib) {
                 ("Rss", Some(n)) => r.rss_kib = n,
+                ("Anonymous", Some(0)) => *clean = true,
                 // A mapping with a privately written page is never advised.
-                ("Anonymous", Some(0)) => anonymous_seen = true,
                 ("Anonymous", _) => current = None,
                 _ => {}
             }
         }
     }
-    flush(&mut current, anonymous_seen);
+    done(current);
     out
 }
 

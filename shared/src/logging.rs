@@ -226,6 +226,16 @@ impl log::Log for Logger {
     }
 }
 
+impl Logger {
+    /// Makes this the process's logger, unless one already is.
+    fn install(self) {
+        let level = self.level;
+        if log::set_boxed_logger(Box::new(self)).is_ok() {
+            log::set_max_level(level);
+        }
+    }
+}
+
 /// Starts logging for this process: a dated file in `config.dir` and stderr. Can only take
 /// effect once per process; later calls still create the file but log only through the first
 /// logger. If the file cannot be created, logs go to stderr with a warning saying why.
@@ -238,9 +248,7 @@ pub fn init(program: Program, config: LogConfig, clock: Arc<dyn Clock>) -> LogHa
         }
         Err(e) => (None, None, Some(e)),
     };
-    if log::set_boxed_logger(Box::new(Logger { level, file })).is_ok() {
-        log::set_max_level(level);
-    }
+    Logger { level, file }.install();
     if let Some(e) = problem {
         log::warn!("logging to stderr only: {e}");
     }
@@ -249,9 +257,7 @@ pub fn init(program: Program, config: LogConfig, clock: Arc<dyn Clock>) -> LogHa
 
 /// Starts logging to stderr alone, at `level` (the management point's commands and server).
 pub fn init_stderr(level: LevelFilter) {
-    if log::set_boxed_logger(Box::new(Logger { level, file: None })).is_ok() {
-        log::set_max_level(level);
-    }
+    Logger { level, file: None }.install();
 }
 
 /// Starts logging for a device program: the device's log folder, with the verbosity,
