@@ -15,6 +15,7 @@ pub mod config_item;
 pub mod context;
 pub mod crl;
 pub mod ddi;
+pub mod debian;
 pub mod deployment;
 #[cfg(feature = "devpki")]
 pub mod devpki;
@@ -42,6 +43,7 @@ pub mod status;
 #[cfg(test)]
 mod testing;
 pub mod tether;
+pub mod updates;
 pub mod version;
 pub mod vocab;
 pub mod x509;
