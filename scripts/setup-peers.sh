@@ -27,6 +27,13 @@ PEERS=(
     "chromedriver:chromium-driver"
     # Several dmmp instances: the TCP load balancer in front of them (TLS passed through).
     "haproxy:haproxy"
+    # Software updates: test repositories made with Debian's own tools (packages built with
+    # dpkg-deb, indices and release files with apt-ftparchive, signed with gpg) and verified
+    # by dmmp with gpgv, as apt verifies them.
+    "apt-ftparchive:apt-utils"
+    "gpg:gpg"
+    "gpgv:gpgv"
+    "dpkg-deb:dpkg"
 )
 
 missing=()

@@ -110,6 +110,26 @@ pub enum Error {
         reason: String,
     },
 
+    /// The software update scan could not read the catalog or dpkg's status database.
+    #[error("software update scan: {file}: {reason}")]
+    UpdateScan {
+        /// The file.
+        file: String,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// apt or dpkg could not install an update (or dpkg's lock stayed held).
+    #[error("update {package}: {reason}")]
+    UpdateInstall {
+        /// `package version`.
+        package: String,
+        /// apt's or dpkg's own words.
+        reason: String,
+        /// dpkg's lock stayed held by another program past the deadline.
+        locked: bool,
+    },
+
     /// A server's answer could not be understood.
     #[error("{url}: malformed answer: {reason}")]
     Malformed {
@@ -159,6 +179,9 @@ impl Error {
             Error::Http { .. } => StatusCode::DM_E_HTTP,
             Error::Insecure { .. } => StatusCode::DM_E_INSECURE,
             Error::Malformed { .. } => StatusCode::ERROR_INVALID_DATA,
+            Error::UpdateScan { .. } => StatusCode::DM_E_UPDATE_SCAN,
+            Error::UpdateInstall { locked: true, .. } => StatusCode::DM_E_DPKG_LOCKED,
+            Error::UpdateInstall { .. } => StatusCode::DM_E_UPDATE_INSTALL,
             Error::TooLarge { .. } => StatusCode::ERROR_FILE_TOO_LARGE,
             Error::Stopped => StatusCode::ERROR_CANCELLED,
         }

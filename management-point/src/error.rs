@@ -106,6 +106,35 @@ pub enum Error {
     #[error("{0}")]
     Unauthorized(String),
 
+    /// A repository's release file does not verify against the keyring named.
+    #[error("{file}: the signature does not verify against {keyring}: {reason}")]
+    ReleaseSignature {
+        /// The release file.
+        file: String,
+        /// The keyring.
+        keyring: PathBuf,
+        /// What gpgv said.
+        reason: String,
+    },
+
+    /// A repository's release file is expired, or older than the one imported before.
+    #[error("{file}: {reason}")]
+    ReleaseStale {
+        /// The release file.
+        file: String,
+        /// Which date and why.
+        reason: String,
+    },
+
+    /// A repository file differs from what the signed release file (or index) says of it.
+    #[error("{file}: {reason}")]
+    RepositoryHash {
+        /// The file.
+        file: String,
+        /// What differs.
+        reason: String,
+    },
+
     /// The configuration file is wrong.
     #[error("{}: {reason}", path.display())]
     Config {
@@ -162,6 +191,9 @@ impl Error {
                 StatusCode::E_ACCESSDENIED
             }
             Error::Config { .. } => StatusCode::ERROR_BAD_CONFIGURATION,
+            Error::ReleaseSignature { .. } => StatusCode::DM_E_RELEASE_SIGNATURE,
+            Error::RepositoryHash { .. } => StatusCode::DM_E_REPOSITORY_HASH,
+            Error::ReleaseStale { .. } => StatusCode::DM_E_RELEASE_STALE,
         }
     }
 }

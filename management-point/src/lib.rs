@@ -8,6 +8,7 @@ pub mod pack;
 pub use error::{Error, Result};
 pub mod admin;
 pub mod config;
+pub mod debrepo;
 pub mod model;
 pub mod printable;
 pub mod random;

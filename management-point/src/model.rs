@@ -837,3 +837,198 @@ pub struct Administrator {
     /// When they were added (Unix seconds).
     pub created: i64,
 }
+
+/// Software updates: the catalog of Debian package versions, approvals, update deployments
+/// and what devices' scans found (docs/software-updates.md).
+pub mod updates {
+    use serde::{Deserialize, Serialize};
+
+    pub use dm_shared::updates::{RebootPolicy, UpdateState};
+
+    /// A file of a repository kept as the vendor signed it: its path in the repository, size
+    /// and SHA-256.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct RepoFile {
+        /// The path inside the repository (`dists/{suite}/InRelease`, …).
+        pub path: String,
+        /// Size in bytes.
+        pub size: u64,
+        /// SHA-256, hex.
+        pub sha256: String,
+    }
+
+    /// A Debian repository imported into the catalog.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UpdateRepository {
+        /// Row id.
+        pub id: i64,
+        /// Its name on the management point.
+        pub name: String,
+        /// Where it was imported from (a folder or an https URL).
+        pub source: String,
+        /// The suite (`dists/{suite}`).
+        pub suite: String,
+        /// The codename its release file names.
+        pub codename: String,
+        /// The components imported.
+        pub components: Vec<String>,
+        /// The architectures imported.
+        pub architectures: Vec<String>,
+        /// Whether its updates are security updates (the suite says so).
+        pub security: bool,
+        /// The fingerprint of the key that signed the release file.
+        pub signed_by: String,
+        /// `InRelease` and the package indices, as imported.
+        pub metadata: Vec<RepoFile>,
+        /// The release file's `Date` (Unix seconds): an import never goes back in time.
+        pub release_date: i64,
+        /// Moves at every import that brings a new release file.
+        pub generation: i64,
+        /// When it was last imported.
+        pub imported: i64,
+    }
+
+    /// One package version of a repository: an update.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct Update {
+        /// Row id.
+        pub id: i64,
+        /// The repository.
+        pub repository_id: i64,
+        /// Package name.
+        pub package: String,
+        /// Version.
+        pub version: String,
+        /// Architecture (`all` or a dpkg architecture).
+        pub arch: String,
+        /// Source package.
+        pub source: String,
+        /// Section (`admin`, `libs`, …).
+        pub section: String,
+        /// Priority.
+        pub priority: String,
+        /// Size of the `.deb`.
+        pub size: u64,
+        /// SHA-256 of the `.deb`.
+        pub sha256: String,
+        /// Its path in the repository (`pool/…`).
+        pub filename: String,
+        /// A security update.
+        pub security: bool,
+        /// The newer version of the same package that supersedes it.
+        pub superseded_by: Option<i64>,
+        /// When it was approved, if it was.
+        pub approved: Option<i64>,
+        /// Who (or which rule) approved it.
+        pub approved_by: Option<String>,
+        /// When it was imported.
+        pub added: i64,
+    }
+
+    impl Update {
+        /// `package version arch`, for people and logs.
+        pub fn label(&self) -> String {
+            format!("{} {} {}", self.package, self.version, self.arch)
+        }
+    }
+
+    /// An approval rule: updates it matches are approved as they are imported.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UpdateRule {
+        /// Row id.
+        pub id: i64,
+        /// Name.
+        pub name: String,
+        /// Only updates of this repository.
+        pub repository: Option<String>,
+        /// Only security updates.
+        pub security_only: bool,
+        /// Only updates of these sections (empty: any).
+        pub sections: Vec<String>,
+        /// When it was made.
+        pub created: i64,
+    }
+
+    impl UpdateRule {
+        /// Whether the rule approves `u` of repository `repo`.
+        pub fn matches(&self, u: &Update, repo: &str) -> bool {
+            self.repository.as_deref().is_none_or(|r| r == repo)
+                && (!self.security_only || u.security)
+                && (self.sections.is_empty()
+                    || self
+                        .sections
+                        .iter()
+                        .any(|s| s == &u.section || u.section.ends_with(&format!("/{s}"))))
+        }
+    }
+
+    /// A deployment of approved updates to a collection.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UpdateDeployment {
+        /// Row id.
+        pub id: i64,
+        /// Name.
+        pub name: String,
+        /// The collection.
+        pub collection_id: i64,
+        /// The approved updates it deploys.
+        pub updates: Vec<i64>,
+        /// From when devices may download (Unix seconds).
+        pub available: i64,
+        /// When devices install (Unix seconds), each up to `spread` seconds later.
+        pub deadline: i64,
+        /// The most seconds a device's deadline is moved later, at random per device.
+        pub spread: i64,
+        /// Whether devices restart when an update asks for it.
+        pub reboot: RebootPolicy,
+        /// When it was made.
+        pub created: i64,
+    }
+
+    impl UpdateDeployment {
+        /// Device `device_id`'s own deadline: the deadline plus an offset in `[0, spread]`
+        /// that is the same at every poll (a hash of the device and the deployment), so a
+        /// thousand devices do not install, and restart, at once.
+        pub fn deadline_of(&self, device_id: i64) -> i64 {
+            if self.spread <= 0 {
+                return self.deadline;
+            }
+            let mut h: u64 = 0xcbf29ce484222325;
+            for b in device_id.to_le_bytes().into_iter().chain(self.id.to_le_bytes()) {
+                h ^= u64::from(b);
+                h = h.wrapping_mul(0x100000001b3);
+            }
+            self.deadline + (h % (self.spread as u64 + 1)) as i64
+        }
+    }
+
+    /// One update's state on one device, as its last scan or install reported it.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct DeviceUpdateState {
+        /// The device.
+        pub device_id: i64,
+        /// The update.
+        pub update_id: i64,
+        /// The state.
+        pub state: UpdateState,
+        /// The version installed, if any.
+        pub installed: Option<String>,
+        /// Why, for unknown and failed.
+        pub reason: Option<String>,
+        /// When it was reported.
+        pub updated: i64,
+    }
+
+    /// A device's last accepted scan report.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct UpdateScan {
+        /// The device.
+        pub device_id: i64,
+        /// The serial its next report's changes follow.
+        pub serial: u64,
+        /// The catalog version it scanned.
+        pub catalog: String,
+        /// When.
+        pub scanned: i64,
+    }
+}

@@ -82,6 +82,12 @@ ids! {
     PUBLISHER_REVOKED = 10074, "DMSvc", "the publisher of an installed package was revoked or disallowed (reported in inventory)";
     /// A configuration package's items were evaluated and applied.
     CONFIG_APPLIED = 10080, "DMSvc", "configuration items evaluated and applied; compliance per item in the details (`closed`)";
+    /// An update deployment's updates were installed through apt.
+    UPDATES_INSTALLED = 10090, "DMSvc", "software updates installed through apt; each update in the details";
+    /// An update of a deployment failed (apt's or dpkg's reason in the text).
+    UPDATE_FAILED = 10091, "DMSvc", "a software update failed: apt's or dpkg's reason in the text; the others still install";
+    /// dpkg was found interrupted and repaired with `dpkg --configure -a`.
+    DPKG_REPAIRED = 10092, "DMSvc", "dpkg was interrupted (a kill, a power cut) and was repaired with `dpkg --configure -a`";
     /// The device refused the publisher certificate (locked device).
     INSTALLER_CERT_REFUSED = 11001, "DMInstaller", "the device refused the publisher certificate (locked device); code `0x80070005`";
     /// The client was installed.

@@ -159,6 +159,18 @@ codes! {
     DM_E_PROGRAM_COMMAND = 0x8004_0231, 91, "The program's command does not name an executable file of the package";
     /// A folder, a FIFO or a device is where a regular file must be read.
     DM_E_NOT_A_FILE = 0x8004_0232, 92, "Something other than a regular file is where a file must be read";
+    /// A repository's release file is not signed by a key of the keyring named.
+    DM_E_RELEASE_SIGNATURE = 0x8004_0233, 93, "The repository's release file is not signed by a key of the keyring";
+    /// A repository file's size or SHA-256 differs from what its signed release file says.
+    DM_E_REPOSITORY_HASH = 0x8004_0234, 94, "A repository file differs from what its signed release file says";
+    /// apt or dpkg refused to install an update.
+    DM_E_UPDATE_INSTALL = 0x8004_0235, 95, "apt or dpkg could not install the update";
+    /// dpkg's lock stayed held by another program past the deadline.
+    DM_E_DPKG_LOCKED = 0x8004_0236, 96, "dpkg is locked by another program";
+    /// The software update catalog could not be read or scanned.
+    DM_E_UPDATE_SCAN = 0x8004_0237, 97, "The software update scan failed";
+    /// A repository's release file is past its Valid-Until, or older than the one imported.
+    DM_E_RELEASE_STALE = 0x8004_0238, 98, "The repository's release file is expired or older than the one imported before";
 }
 
 impl StatusCode {

@@ -161,6 +161,25 @@ pub enum RebootPolicy {
     Suppress,
 }
 
+impl RebootPolicy {
+    /// The policy's name on the command line and in the database.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RebootPolicy::Allow => "allow",
+            RebootPolicy::Suppress => "suppress",
+        }
+    }
+
+    /// The policy named `s`.
+    pub fn parse(s: &str) -> Result<RebootPolicy, String> {
+        match s {
+            "allow" => Ok(RebootPolicy::Allow),
+            "suppress" => Ok(RebootPolicy::Suppress),
+            other => Err(format!("{other:?} is no reboot policy (allow or suppress)")),
+        }
+    }
+}
+
 /// An update deployment as one device sees it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Deployment {

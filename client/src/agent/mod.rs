@@ -21,6 +21,7 @@ pub mod session;
 pub mod state;
 pub mod timing;
 pub mod unusable;
+pub mod updates;
 pub mod upgrade;
 pub mod vitals;
 pub mod waker;
@@ -227,6 +228,9 @@ fn after_poll(
             },
             Err(e) => warn!("revocation lists not updated: {e}"),
         }
+    }
+    if let Some(l) = base.links.get("dmUpdates") {
+        updates::after_poll(w, &l.href);
     }
     let asked = base.links.contains_key("configData");
     if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, asked) {

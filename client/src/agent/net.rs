@@ -387,6 +387,22 @@ impl Net {
 
     /// Sends JSON with `POST` or `PUT`; any 2xx is success.
     pub fn send_json<T: serde::Serialize>(&self, method: &str, url: &str, body: &T) -> Result<()> {
+        self.exchange(method, url, body).map(|_| ())
+    }
+
+    /// POSTs JSON and reads the JSON answer (capped at [`MAX_JSON_BYTES`]).
+    pub fn post_json<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        url: &str,
+        body: &T,
+    ) -> Result<R> {
+        let answer = self.exchange("POST", url, body)?;
+        serde_json::from_slice(&answer)
+            .map_err(|e| Error::Malformed { url: url.to_string(), reason: e.to_string() })
+    }
+
+    /// Sends JSON with `POST` or `PUT`; returns the answer's body of a 2xx.
+    fn exchange<T: serde::Serialize>(&self, method: &str, url: &str, body: &T) -> Result<Vec<u8>> {
         let bytes = serde_json::to_vec(body)
             .map_err(|e| Error::Malformed { url: url.to_string(), reason: e.to_string() })?;
         let req = if method == "PUT" { self.api.put(url) } else { self.api.post(url) };
@@ -396,8 +412,7 @@ impl Net {
             .send(&bytes[..])
             .map_err(|e| transport_error(url, e))?;
         let mut resp = Self::check_status(url, resp)?;
-        let _ = resp.body_mut().with_config().limit(MAX_JSON_BYTES).read_to_vec();
-        Ok(())
+        Ok(resp.body_mut().with_config().limit(MAX_JSON_BYTES).read_to_vec().unwrap_or_default())
     }
 
     /// Downloads `url` into `partial`, resuming from what it holds, checking the size and

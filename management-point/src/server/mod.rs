@@ -27,6 +27,7 @@ pub mod state;
 pub mod throttle;
 pub mod tls;
 pub mod trust;
+pub mod updates;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

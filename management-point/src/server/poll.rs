@@ -98,6 +98,9 @@ pub(super) fn controller_base(
         let href = joined(&base, &["/", ddi::CRLS_PATH, "?v=", marker]);
         links.insert("dmCrls".into(), link(href));
     }
+    if let Some(href) = super::updates::link(view, &base, current) {
+        links.insert("dmUpdates".into(), link(href));
+    }
     if let Some(a) = view
         .actions_of(d.id)
         .filter(|a| a.status == ActionStatus::Finished)

@@ -54,6 +54,10 @@ pub fn router(state: Arc<AppState>) -> Router {
             post(routes::status_messages),
         )
         .route(&format!("{base}/{}", dm_shared::ddi::CRLS_PATH), get(routes::crls))
+        .route(&format!("{base}/dm/updates"), get(routes::updates))
+        .route(&format!("{base}/dm/updates/catalog"), get(routes::updates_catalog))
+        .route(&format!("{base}/dm/updates/scan"), post(routes::updates_scan))
+        .route(&format!("{base}/dm/updates/repo/{{repo}}/{{*path}}"), get(routes::updates_file))
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .fallback(|uri: axum::http::Uri| async move {
             log::warn!("no route for {}", uri.path());

@@ -19,7 +19,7 @@ use super::conn_info::ConnInfo;
 use super::http::ApiError;
 use super::poll::HistoryQuery;
 use super::state::AppState;
-use super::{artifacts, confirm, feedback, poll};
+use super::{artifacts, confirm, feedback, poll, updates};
 use crate::model::Device;
 
 /// The request as the handlers log it.
@@ -223,6 +223,8 @@ json_reply!(
     ddi::ConfirmationBaseAction,
     ddi::CrlList,
     ddi::DeploymentBase,
+    dm_shared::updates::UpdatesDocument,
+    dm_shared::updates::ScanAck,
     ddi::Cancel,
     serde_json::Value,
     Vec<ddi::Artifact>
@@ -382,4 +384,71 @@ pub async fn healthz(axum::extract::State(st): axum::extract::State<Arc<AppState
 /// `GET …/dm/crls`.
 pub async fn crls(r: Req, Checked(Path(p)): Checked<Path<DevicePath>>) -> Response {
     run(r, p.tenant, p.cid, poll::crls).await
+}
+
+/// `?arch=` of the software update requests.
+#[derive(Debug, Deserialize)]
+pub struct ArchQuery {
+    arch: Option<String>,
+}
+
+/// A repository file's path: `…/dm/updates/repo/{repo}/{*path}`.
+#[derive(Debug, Deserialize)]
+pub struct RepoPath {
+    tenant: String,
+    cid: String,
+    repo: String,
+    path: String,
+}
+
+/// `GET …/dm/updates`.
+pub async fn updates(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    Query(q): Query<ArchQuery>,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| updates::document(st, d, q.arch.as_deref())).await
+}
+
+/// `GET …/dm/updates/catalog`.
+pub async fn updates_catalog(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    Query(q): Query<ArchQuery>,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| updates::catalog_text(st, d, q.arch.as_deref()).map(Text))
+        .await
+}
+
+/// `POST …/dm/updates/scan`.
+pub async fn updates_scan(
+    r: Req,
+    Checked(Path(p)): Checked<Path<DevicePath>>,
+    body: Body,
+) -> Response {
+    run(r, p.tenant, p.cid, move |st, d| updates::scan(st, d, body)).await
+}
+
+/// `GET …/dm/updates/repo/{repo}/{*path}`: streamed, as artifacts are.
+pub async fn updates_file(r: Req, Checked(Path(p)): Checked<Path<RepoPath>>) -> Response {
+    let Req { st, conn, headers, info } = r;
+    let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
+    let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
+    let result = match device {
+        Ok(d) => updates::file(st, d, p.repo, p.path, headers).await,
+        Err(e) => Err(e),
+    };
+    match result {
+        Ok(r) => r,
+        Err(e) => info.refuse(e).into_response(),
+    }
+}
+
+/// A text answer.
+pub struct Text(Vec<u8>);
+
+impl Reply for Text {
+    fn reply(self) -> Response {
+        ([(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")], self.0).into_response()
+    }
 }

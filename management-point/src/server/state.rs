@@ -36,6 +36,12 @@ pub struct View {
     pub device_actions: HashMap<i64, Vec<i64>>,
     /// A marker that changes when the revocation lists change (none: there are none).
     pub crl_marker: Option<String>,
+    /// The repositories of the software update catalog.
+    pub update_repositories: Vec<crate::model::updates::UpdateRepository>,
+    /// The update deployments.
+    pub update_deployments: Vec<crate::model::updates::UpdateDeployment>,
+    /// A marker that moves when a repository is imported (none: no catalog).
+    pub updates_marker: Option<String>,
     /// Certificates an administrator revoked (SHA-256 of their DER).
     pub revoked_certs: std::collections::HashSet<String>,
     /// The console's administrators, with the fingerprint of their password hash: a session
@@ -64,6 +70,9 @@ impl View {
             v.actions.insert(a.id, a);
         }
         v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
+        v.update_repositories = store.update_repositories()?;
+        v.update_deployments = store.update_deployments()?;
+        v.updates_marker = super::updates::marker(&v.update_repositories);
         v.administrators = store
             .administrators()?
             .into_iter()
@@ -164,6 +173,8 @@ pub struct AppState {
     pub metrics: super::metrics::Metrics,
     /// The poll interval as polls tell devices (`HH:MM:SS`), formatted once.
     pub poll_sleep: String,
+    /// The software update catalog as served, rebuilt when an import moves its marker.
+    pub catalog: Mutex<Option<Arc<super::updates::Catalog>>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -201,6 +212,7 @@ impl AppState {
             console: super::console::sessions::Console::default(),
             metrics: super::metrics::Metrics::default(),
             poll_sleep,
+            catalog: Mutex::new(None),
         };
         state.refreshed();
         Ok(state)

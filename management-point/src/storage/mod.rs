@@ -11,10 +11,12 @@ pub mod postgres;
 mod rows;
 pub mod sqlite;
 mod sqlite_files;
+mod sqlite_updates;
 #[cfg(test)]
 mod suite;
+mod updates;
 
-pub use self::interface::{Changed, Storage};
+pub use self::interface::{Changed, Storage, UpdateStorage};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 use crate::config::Config;

@@ -22,6 +22,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-007-configuration-items.sql"),
     include_str!("migrations/sqlite-008-administrators.sql"),
     include_str!("migrations/sqlite-009-administrator-certificates.sql"),
+    include_str!("migrations/sqlite-010-software-updates.sql"),
 ];
 
 /// The SQLite store.
@@ -53,7 +54,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on the connection; errors say they happened while doing `what`.
-    fn with<T>(
+    pub(super) fn with<T>(
         &self,
         what: &str,
         f: impl FnOnce(&mut Connection) -> rusqlite::Result<T>,

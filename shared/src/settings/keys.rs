@@ -201,6 +201,30 @@ pub const KEYS: &[KeyDef] = &[
         "seconds between evaluations of the assigned configuration items (60 to 86400)",
     ),
     k(
+        "SoftwareUpdates",
+        "UpdateScanInterval",
+        "86400",
+        "seconds between software update scans besides those a new catalog starts (300 to 604800)",
+    ),
+    k(
+        "SoftwareUpdates",
+        "AptKeyring",
+        "",
+        "the OpenPGP keyring apt verifies update repositories with (empty: apt's trusted keys)",
+    ),
+    k(
+        "SoftwareUpdates",
+        "AptTimeout",
+        "1800",
+        "seconds one apt-get run of an update deployment may take (60 to 86400)",
+    ),
+    k(
+        "SoftwareUpdates",
+        "DpkgLockTimeout",
+        "300",
+        "seconds apt waits for dpkg's lock held by another program (0 to 3600)",
+    ),
+    k(
         "Tether",
         "Devices",
         "",

@@ -181,6 +181,21 @@ pub struct Configuration {
     pub evaluation_interval: Duration,
 }
 
+/// `[SoftwareUpdates]`: the software update scan and installs through apt.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SoftwareUpdates {
+    /// `UpdateScanInterval`: how often the installed packages are scanned against the
+    /// catalog, besides the scan a new catalog starts.
+    pub scan_interval: Duration,
+    /// `AptKeyring`: the keyring apt checks update repositories against (`signed-by`); none:
+    /// apt's own trusted keys.
+    pub apt_keyring: Option<String>,
+    /// `AptTimeout`: the deadline of one apt-get run.
+    pub apt_timeout: Duration,
+    /// `DpkgLockTimeout`: how long apt waits for dpkg's lock.
+    pub dpkg_lock_timeout: Duration,
+}
+
 /// `[Tether]`: what a desktop's `dmtether` installs the client on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tether {
@@ -211,6 +226,8 @@ pub struct Settings {
     pub configuration: Configuration,
     /// `[Tether]`.
     pub tether: Tether,
+    /// `[SoftwareUpdates]`.
+    pub software_updates: SoftwareUpdates,
     explicit: BTreeMap<(&'static str, &'static str), String>,
 }
 
@@ -425,6 +442,20 @@ impl Settings {
             "EvaluationInterval" => {
                 self.configuration.evaluation_interval = parse_secs(v, 60, 86_400)?
             }
+            "UpdateScanInterval" => {
+                self.software_updates.scan_interval = parse_secs(v, 300, 7 * 86_400)?
+            }
+            "AptKeyring" => {
+                self.software_updates.apt_keyring = opt(v, |v| {
+                    if v.starts_with('/') && !v.contains([']', ' ', '\n']) {
+                        Ok(v.to_string())
+                    } else {
+                        Err("expected an absolute path to a keyring file".into())
+                    }
+                })?
+            }
+            "AptTimeout" => self.software_updates.apt_timeout = parse_secs(v, 60, 86_400)?,
+            "DpkgLockTimeout" => self.software_updates.dpkg_lock_timeout = parse_secs(v, 0, 3600)?,
             "ProbeTimeout" => self.tether.probe_timeout = parse_secs(v, 1, 60)?,
             "ScanInterval" => self.tether.scan_interval = parse_secs(v, 5, 3600)?,
             "InstallTimeout" => self.tether.install_timeout = parse_secs(v, 60, 7200)?,
@@ -485,6 +516,12 @@ impl Settings {
                 probe_timeout: Duration::ZERO,
                 scan_interval: Duration::ZERO,
                 install_timeout: Duration::ZERO,
+            },
+            software_updates: SoftwareUpdates {
+                scan_interval: Duration::ZERO,
+                apt_keyring: None,
+                apt_timeout: Duration::ZERO,
+                dpkg_lock_timeout: Duration::ZERO,
             },
             explicit: BTreeMap::new(),
         }

@@ -51,6 +51,10 @@ pub enum Command {
     /// Configuration packages: signed packages of configuration items.
     #[command(subcommand, name = "config-package")]
     ConfigPackage(ConfigPackageCmd),
+    /// Software updates: the Debian update catalog, approvals, update deployments and
+    /// compliance (docs/software-updates.md).
+    #[command(subcommand)]
+    Update(UpdateCmd),
     /// Administrators of the web console (docs/console.md).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -427,4 +431,126 @@ pub enum DeviceCmd {
         /// Controller id or TENANT/ID.
         device: String,
     },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UpdateCmd {
+    /// Import a Debian repository's package versions into the catalog, its release file
+    /// verified against a keyring.
+    Import {
+        /// The repository's name on the management point.
+        #[arg(long)]
+        name: String,
+        /// The repository's folder (holding dists/ and pool/).
+        #[arg(long)]
+        source: PathBuf,
+        /// The suite (dists/SUITE), such as bookworm-security.
+        #[arg(long)]
+        suite: String,
+        /// The binary OpenPGP keyring its release file must be signed with (such as
+        /// /usr/share/keyrings/debian-archive-keyring.gpg).
+        #[arg(long)]
+        keyring: PathBuf,
+        /// A component to import (repeat; default: every one listed).
+        #[arg(long = "component")]
+        components: Vec<String>,
+        /// An architecture to import (repeat; default: every one listed).
+        #[arg(long = "arch")]
+        architectures: Vec<String>,
+        /// Count its updates as security updates whatever the suite says.
+        #[arg(long)]
+        security: bool,
+    },
+    /// The imported repositories.
+    Repositories,
+    /// The catalog's updates (the newest version of each package, unless --all-versions).
+    List {
+        /// Only this package (every version).
+        #[arg(long)]
+        package: Option<String>,
+        /// Only approved updates.
+        #[arg(long)]
+        approved: bool,
+        /// Superseded versions too.
+        #[arg(long)]
+        all_versions: bool,
+    },
+    /// Approve updates: their .deb files are copied and checked, then they may be deployed.
+    Approve {
+        /// Updates: an id, PACKAGE=VERSION, or PACKAGE (its newest version).
+        updates: Vec<String>,
+        /// Every security update not superseded.
+        #[arg(long)]
+        security: bool,
+    },
+    /// Approval rules: updates they match are approved as they are imported.
+    #[command(subcommand)]
+    Rule(UpdateRuleCmd),
+    /// Deploy approved updates to a collection.
+    Deploy {
+        /// The deployment's name.
+        #[arg(long)]
+        name: String,
+        /// The collection (id or name).
+        #[arg(long)]
+        collection: String,
+        /// An update (repeat): an id, PACKAGE=VERSION, or PACKAGE.
+        #[arg(long = "update")]
+        updates: Vec<String>,
+        /// The newest approved version of every package.
+        #[arg(long)]
+        all_approved: bool,
+        /// The newest approved security updates.
+        #[arg(long)]
+        security: bool,
+        /// From when devices may download (RFC 3339; default now).
+        #[arg(long)]
+        available: Option<String>,
+        /// When devices install (RFC 3339; default: when available).
+        #[arg(long)]
+        deadline: Option<String>,
+        /// Each device's deadline moves later by a random offset up to this (such as 30m,
+        /// 2h, 1d; default 0).
+        #[arg(long, default_value = "0")]
+        spread: String,
+        /// allow: restart after installing when an update asks for it; suppress: report it
+        /// pending a reboot.
+        #[arg(long, default_value = "suppress")]
+        reboot: String,
+    },
+    /// The update deployments.
+    Deployments,
+    /// Which devices require, have installed, or do not need each update.
+    Compliance {
+        /// One update (id, PACKAGE=VERSION or PACKAGE).
+        #[arg(long)]
+        update: Option<String>,
+        /// One device's updates (controller id or TENANT/ID).
+        #[arg(long)]
+        device: Option<String>,
+        /// Only the devices of this collection.
+        #[arg(long)]
+        collection: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum UpdateRuleCmd {
+    /// Add an approval rule.
+    Add {
+        /// Name.
+        #[arg(long)]
+        name: String,
+        /// Only updates of this repository.
+        #[arg(long)]
+        repository: Option<String>,
+        /// Only security updates.
+        #[arg(long)]
+        security_only: bool,
+        /// Only updates of this section (repeat).
+        #[arg(long = "section")]
+        sections: Vec<String>,
+    },
+    /// List the approval rules.
+    List,
 }

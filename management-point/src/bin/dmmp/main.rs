@@ -222,6 +222,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             let r = dm_mp::reports::build(&*store, &cfg, name, admin::now(), &o)?;
             Out::new(if *csv { r.csv() } else { r.text() }, r.json())
         }
+        Command::Update(c) => update(cli, c)?,
         Command::Admin(c) => administrator(cli, c)?,
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
@@ -230,6 +231,93 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             config::compliance(&*store, device.as_deref(), advertisement.as_deref())?
         }
     }))
+}
+
+/// `30m`, `2h`, `1d`, `90s` or plain seconds.
+fn duration_arg(s: &str, flag: &str) -> Result<i64> {
+    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let mult = match unit {
+        "" | "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => 0,
+    };
+    match n.parse::<i64>() {
+        Ok(n) if mult > 0 => Ok(n.saturating_mul(mult)),
+        _ => Err(Error::Usage(format!(
+            "--{flag} {s:?}: expected a duration such as 90s, 30m, 2h or 1d"
+        ))),
+    }
+}
+
+fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
+    use admin::updates as u;
+    let (cfg, store) = open(cli)?;
+    let now = admin::now();
+    match cmd {
+        UpdateCmd::Import { name, source, suite, keyring, components, architectures, security } => {
+            let a = u::ImportArgs {
+                name: name.clone(),
+                source: source.clone(),
+                suite: suite.clone(),
+                keyring: keyring.clone(),
+                components: components.clone(),
+                architectures: architectures.clone(),
+                security: *security,
+            };
+            u::import(&cfg, &*store, &a, now)
+        }
+        UpdateCmd::Repositories => u::repositories(&*store),
+        UpdateCmd::List { package, approved, all_versions } => {
+            u::list(&*store, package.as_deref(), *approved, *all_versions)
+        }
+        UpdateCmd::Approve { updates, security } => {
+            u::approve(&cfg, &*store, updates, *security, now)
+        }
+        UpdateCmd::Rule(UpdateRuleCmd::Add { name, repository, security_only, sections }) => {
+            u::rule_add(&*store, name, repository.as_deref(), *security_only, sections, now)
+        }
+        UpdateCmd::Rule(UpdateRuleCmd::List) => u::rule_list(&*store),
+        UpdateCmd::Deploy {
+            name,
+            collection,
+            updates,
+            all_approved,
+            security,
+            available,
+            deadline,
+            spread,
+            reboot,
+        } => {
+            let available = available
+                .as_deref()
+                .map(|t| admin::time_arg(t, "available"))
+                .transpose()?
+                .unwrap_or(now);
+            let a = u::DeployArgs {
+                name: name.clone(),
+                collection: collection.clone(),
+                updates: updates.clone(),
+                all_approved: *all_approved,
+                security: *security,
+                available,
+                deadline: deadline
+                    .as_deref()
+                    .map(|t| admin::time_arg(t, "deadline"))
+                    .transpose()?
+                    .unwrap_or(available),
+                spread: duration_arg(spread, "spread")?,
+                reboot: dm_mp::model::updates::RebootPolicy::parse(reboot)
+                    .map_err(|e| Error::Usage(format!("--reboot: {e}")))?,
+            };
+            u::deploy(&*store, &a, now)
+        }
+        UpdateCmd::Deployments => u::deployments(&*store),
+        UpdateCmd::Compliance { update, device, collection } => {
+            u::compliance(&*store, update.as_deref(), device.as_deref(), collection.as_deref())
+        }
+    }
 }
 
 fn administrator(cli: &Cli, cmd: &AdminCmd) -> Result<Out> {

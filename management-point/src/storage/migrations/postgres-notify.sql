@@ -52,3 +52,9 @@ CREATE OR REPLACE TRIGGER dm_crls_changed AFTER INSERT OR UPDATE OR DELETE
 -- removed: every instance's view holds the administrators.
 CREATE OR REPLACE TRIGGER dm_administrators_changed AFTER INSERT OR UPDATE OR DELETE
     ON administrators FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+-- Software updates: the repositories (an import moves their generation) and deployments the
+-- view holds; updates themselves and devices' states are read when needed.
+CREATE OR REPLACE TRIGGER dm_update_repositories_changed AFTER INSERT OR UPDATE OR DELETE
+    ON update_repositories FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_update_deployments_changed AFTER INSERT OR UPDATE OR DELETE
+    ON update_deployments FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();

@@ -28,11 +28,28 @@ const TABLES: &[&str] = &[
     "config_items",
     "administrators",
     "administrator_certificates",
+    "update_repositories",
+    "updates",
+    "update_rules",
+    "update_deployments",
+    "update_states",
+    "update_scans",
 ];
 
 /// Tables whose `id` a sequence hands out.
-const SERIAL: &[&str] =
-    &["devices", "packages", "programs", "collections", "advertisements", "actions", "status"];
+const SERIAL: &[&str] = &[
+    "devices",
+    "packages",
+    "programs",
+    "collections",
+    "advertisements",
+    "actions",
+    "status",
+    "update_repositories",
+    "updates",
+    "update_rules",
+    "update_deployments",
+];
 
 /// Rows read and written at a time.
 const BATCH: usize = 500;

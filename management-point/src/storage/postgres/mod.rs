@@ -22,6 +22,7 @@ mod listen;
 mod migrate;
 mod queries;
 mod rows;
+mod updates;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -45,6 +46,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-007-configuration-items.sql"),
     include_str!("../migrations/postgres-008-administrators.sql"),
     include_str!("../migrations/postgres-009-administrator-certificates.sql"),
+    include_str!("../migrations/postgres-010-software-updates.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.
