@@ -22,4 +22,5 @@ mod setup;
 mod swupdate;
 mod tether;
 mod trust;
+mod updates;
 mod util;
