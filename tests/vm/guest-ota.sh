@@ -55,6 +55,9 @@ TargetToken=$token
 PollInterval=10
 MinPollInterval=1
 RetryMaxDelay=4
+[SoftwareUpdates]
+AptKeyring=/etc/dm/fleet-keyring.gpg
+AptTimeout=120
 INI
 }
 mkdir -p v1 v2 v3
@@ -82,6 +85,41 @@ grep -q "ran as unit dm-setup-\|setup (unit dm-setup-" /var/log/dm/DMSvc*.log \
     || fail "setup did not run in a unit of its own"
 grep -qi "interrupted setup" /var/log/dm/DMSvc*.log && fail "setup was interrupted"
 say "upgraded: $(dmmp advertisement status up | tail -1)"
+
+say "software updates through apt: a real dpkg and apt as the system's package manager"
+cp /mnt/host/key/keyring.gpg /etc/dm/fleet-keyring.gpg
+dpkg -i /mnt/host/debs/pool/main/d/*/*.deb >/dev/null || fail "the packages at their old versions did not install"
+version_of() { dpkg-query -W -f '${Version}' "$1" 2>/dev/null; }
+status_of() { dpkg-query -W -f '${Status}' "$1" 2>/dev/null; }
+dmmp update import --name fleet --source /mnt/host/repo --suite stable --keyring /mnt/host/key/keyring.gpg \
+    || fail "the import failed"
+wait_for 120 'dmmp --json update compliance --device vm-1 | grep -q "new updates available"'
+dmmp update compliance --device vm-1
+dmmp update approve dmtest-tool dmtest-fail dmtest-slow dmtest-extra >/dev/null
+dmmp update deploy --name wave1 --collection all --update dmtest-tool --update dmtest-fail >/dev/null
+wait_for 240 '[ "$(version_of dmtest-tool)" = 1.1 ] && dmmp --json update compliance --device vm-1 | grep -q "\"failed\""'
+wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "pending_reboot"'
+dmmp update compliance --device vm-1
+dmmp --json update compliance --device vm-1 | grep -q 'post-installation script' \
+    || fail "the failed update does not carry dpkg's reason"
+grep -q "update dmtest-tool 1.1 installed; the device must restart" /var/log/dm/DMSvc*.log \
+    || fail "the agent did not log the install"
+
+say "dpkg killed in the middle of an install, repaired by the next run"
+dmmp update deploy --name wave2 --collection all --update dmtest-slow >/dev/null
+wait_for 120 '[ -e /var/tmp/dmtest-slow-once ]'
+sleep 1
+pkill -9 -x dpkg || true
+pkill -9 -f dmtest-slow.postinst || true
+wait_for 60 'status_of dmtest-slow | grep -q half-configured'
+say "dmtest-slow is $(status_of dmtest-slow)"
+dmmp update deploy --name wave3 --collection all --update dmtest-extra >/dev/null
+wait_for 240 '[ "$(version_of dmtest-extra)" = 1.1 ]'
+[ "$(status_of dmtest-slow)" = "install ok installed" ] || fail "dmtest-slow was not repaired: $(status_of dmtest-slow)"
+grep -q "dpkg was interrupted" /var/log/dm/DMSvc*.log || fail "the repair was not logged"
+wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "\"installed\""'
+dmmp update compliance --collection all
+say "software updates: $(dmmp update compliance --collection all | head -1)"
 
 say "an uninstall over the air"
 settings v3/DMCommonInstaller.ini Uninstall

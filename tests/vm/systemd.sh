@@ -12,6 +12,21 @@ for p in dmpack dmmp dm; do
     strip -o "$share/bin/$p" "target/debug/$p"
 done
 cp tests/vm/guest-ota.sh "$share/test.sh"
+# The software update tests' repository, made here with Debian's tools (the guest is minimal):
+# packages at their installed versions in debs/, their updates in repo/, signed with key/.
+apt=tests/peers/apt-repo.sh
+$apt key "$share/key"
+mkdir -p "$share/debs"
+$apt deb "$share/debs" dmtest-tool 1.0 amd64
+$apt deb "$share/debs" dmtest-fail 1.0 amd64
+$apt deb "$share/debs" dmtest-slow 1.0 amd64
+$apt deb "$share/debs" dmtest-extra 1.0 amd64
+$apt deb "$share/repo" dmtest-tool 1.1 amd64 'touch /run/reboot-required'
+$apt deb "$share/repo" dmtest-fail 2.0 amd64 'echo "dmtest-fail: this postinst fails" >&2; exit 1'
+$apt deb "$share/repo" dmtest-slow 2.0 amd64 \
+    'if [ ! -e /var/tmp/dmtest-slow-once ]; then touch /var/tmp/dmtest-slow-once; sleep 600; fi'
+$apt deb "$share/repo" dmtest-extra 1.1 amd64
+$apt index "$share/repo" stable amd64 "$share/key"
 rc=0
 tests/vm/vm.sh run "$share" || rc=$?
 cat "$share/out/output.log" 2>/dev/null || true

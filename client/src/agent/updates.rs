@@ -99,8 +99,13 @@ fn boot_id() -> String {
         .to_string()
 }
 
+/// The catalog the agent fetched last.
+pub fn catalog_file(ctx: &Context) -> PathBuf {
+    dir(ctx).join("catalog.txt")
+}
+
 /// The dpkg architecture of the device: dpkg's own word when it is there, else this build's.
-fn architecture(ctx: &Context) -> String {
+pub fn architecture(ctx: &Context) -> String {
     if ctx.layout.is_system_root() {
         if let Ok(out) = Command::new("dpkg").arg("--print-architecture").output() {
             let a = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -163,7 +168,7 @@ fn run(w: &mut Worker<'_>, href: &str, m: &mut Memory) -> Result<()> {
     let native = architecture(w.ctx);
     let sep = if href.contains('?') { '&' } else { '?' };
     let doc: UpdatesDocument = w.session.get(&format!("{href}{sep}arch={native}"))?;
-    let catalog = fetch(w, &doc.catalog, &dir(w.ctx).join("catalog.txt"), MAX_CATALOG)?;
+    let catalog = fetch(w, &doc.catalog, &catalog_file(w.ctx), MAX_CATALOG)?;
     let started = Instant::now();
     let mut scan = scan_file(w.ctx, &catalog, &native)?;
     log::info!(
@@ -229,7 +234,8 @@ fn count(rows: &BTreeMap<i64, StateRow>, s: UpdateState) -> usize {
 fn with_outcomes(mut rows: BTreeMap<i64, StateRow>, m: &mut Memory) -> BTreeMap<i64, StateRow> {
     let boot = boot_id();
     m.outcomes.retain(|id, o| match (o.state, rows.get_mut(id)) {
-        (UpdateState::Failed, Some(r)) if r.state == UpdateState::Required => {
+        // Still required, or left half-way by dpkg (a failed maintainer script).
+        (UpdateState::Failed, Some(r)) if matches!(r.state, UpdateState::Required | UpdateState::Unknown) => {
             r.state = UpdateState::Failed;
             r.reason = o.reason.clone();
             true
@@ -382,20 +388,39 @@ fn install(
         log::warn!("apt-get update failed: {e}");
         e
     })?;
-    let mut installed = Vec::new();
+    let mut done_labels = Vec::new();
     for u in todo {
         let label = format!("{} {}", u.package, u.version);
         let spec = format!("{}={}", u.package, u.version);
         let t = now(w.ctx);
-        match apt_get(w, &["install", "--no-install-recommends", &spec]) {
+        // dpkg's database is the truth: apt fails a run for another package left half-way too.
+        let ran = apt_get(w, &["install", "--no-install-recommends", &spec]);
+        let have = installed(w.ctx, &native)?;
+        let key = (u.package.clone(), debian::arch_key(&u.arch, &native).to_string());
+        let done = have.get(&key).is_some_and(|p| p.state == "installed" && p.version == u.version);
+        let ran = match (done, ran) {
+            (true, Err(e)) => {
+                log::warn!("{label} is installed, though apt-get reported: {e}");
+                Ok(())
+            }
+            (false, Ok(())) => Err(Error::UpdateInstall {
+                package: label.clone(),
+                reason: format!(
+                    "apt-get succeeded, but dpkg holds {}",
+                    have.get(&key).map_or("no version".into(), |p| format!("{} {}", p.version, p.state))
+                ),
+                locked: false,
+            }),
+            (_, ran) => ran,
+        };
+        match ran {
             Ok(()) => {
                 let pending = w.ctx.layout.root().join("run/reboot-required").exists();
                 log::info!(
                     "update {label} installed{}",
                     if pending { "; the device must restart" } else { "" }
                 );
-                installed
-                    .push(format!("{label}{}", if pending { " (pending reboot)" } else { "" }));
+                done_labels.push(format!("{label}{}", if pending { " (pending reboot)" } else { "" }));
                 if pending {
                     m.outcomes.insert(
                         u.id,
@@ -432,15 +457,15 @@ fn install(
             }
         }
     }
-    if !installed.is_empty() {
+    if !done_labels.is_empty() {
         let mut msg = StatusMessage::event(
             "DMSvc",
             MessageId::UPDATES_INSTALLED,
             StatusCode::S_OK,
             w.now(),
-            format!("{} software updates installed", installed.len()),
+            format!("{} software updates installed", done_labels.len()),
         );
-        msg.details = installed;
+        msg.details = done_labels;
         w.report(&msg);
     }
     if reboot_allowed && m.outcomes.values().any(|o| o.state == UpdateState::PendingReboot) {

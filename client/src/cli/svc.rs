@@ -13,6 +13,7 @@ dmsvc: the device management agent
 Usage: dmsvc [--device-root DIR] [--verbose] [--once]
        dmsvc available [--device-root DIR]
        dmsvc run ACTION [--device-root DIR] [--no-wait]
+       dmsvc scan-updates [--device-root DIR] [--catalog FILE] [--arch ARCH]
 
 Runs as a service (systemd's dmsvc.service, or started by dmclientsetup): one instance per
 device. It polls the management point, runs advertised programs and reports their status.
@@ -22,11 +23,15 @@ finishes the current step and exits.
   available       list the programs advertised as available, waiting for the user
   run ACTION      ask the running agent to run an available program now, and wait for the
                   result (exit 0 on success, 48 when the program failed)
+  scan-updates    scan dpkg's status database against the software update catalog the agent
+                  fetched last (or FILE), and print each update that applies
 
 Options:
   --device-root DIR   the device's root folder (default: /)
   --once              start, recover, report health, and exit
   --no-wait           with run: ask and return at once
+  --catalog FILE      with scan-updates: this catalog instead of the agent's
+  --arch ARCH         with scan-updates: this dpkg architecture instead of the device's
   --verbose           debug lines in the log
   -h, --help          print this help
   -V, --version       print the version
@@ -90,6 +95,38 @@ fn run(ctx: &Context, id: u64, no_wait: bool) -> ExitCode {
     }
 }
 
+/// `dmsvc scan-updates`: the scan the agent makes, printed (docs/software-updates.md).
+fn scan_updates(ctx: &Context, catalog: Option<PathBuf>, arch: Option<String>) -> ExitCode {
+    let catalog = catalog.unwrap_or_else(|| agent::updates::catalog_file(ctx));
+    let arch = arch.unwrap_or_else(|| agent::updates::architecture(ctx));
+    let started = std::time::Instant::now();
+    match agent::updates::scan_file(ctx, &catalog, &arch) {
+        Ok(scan) => {
+            let mut out = format!(
+                "catalog {} ({arch}): {} entries scanned in {} ms\n",
+                scan.catalog_version,
+                scan.entries,
+                started.elapsed().as_millis()
+            );
+            for r in scan.rows.values() {
+                out.push_str(&format!(
+                    "{}\t{}\t{}\t{}\n",
+                    r.id,
+                    r.state.as_str(),
+                    r.installed.as_deref().unwrap_or("-"),
+                    r.reason.as_deref().unwrap_or("")
+                ));
+            }
+            dm_shared::cli::out(&out);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dmsvc: {e}");
+            cli::exit(e.code())
+        }
+    }
+}
+
 #[derive(Default)]
 struct Args {
     device_root: Option<PathBuf>,
@@ -98,6 +135,8 @@ struct Args {
     no_wait: bool,
     command: Option<String>,
     action: Option<u64>,
+    catalog: Option<PathBuf>,
+    arch: Option<String>,
 }
 
 fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, ExitCode> {
@@ -110,6 +149,8 @@ fn parse_args(args: Vec<std::ffi::OsString>) -> Result<Args, ExitCode> {
             Long("verbose") => a.verbose = true,
             Long("once") => a.once = true,
             Long("no-wait") => a.no_wait = true,
+            Long("catalog") => a.catalog = Some(p.value()?.into()),
+            Long("arch") => a.arch = Some(p.value()?.to_string_lossy().into_owned()),
             Value(v) if a.command.is_none() => a.command = Some(v.to_string_lossy().into_owned()),
             Value(v) if a.command.as_deref() == Some("run") && a.action.is_none() => {
                 match v.to_string_lossy().parse() {
@@ -136,7 +177,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         eprintln!("dmsvc: cannot start the program: {e}");
         return ExitCode::from(127);
     }
-    let Args { device_root, verbose, once, no_wait, command, action } = match parse_args(args) {
+    let Args { device_root, verbose, once, no_wait, command, action, catalog, arch } = match parse_args(args) {
         Ok(a) => a,
         Err(code) => return code,
     };
@@ -145,6 +186,7 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
     match (command.as_deref(), action) {
         (None, _) => {}
         (Some("available"), _) => return available(&ctx),
+        (Some("scan-updates"), _) => return scan_updates(&ctx, catalog, arch),
         (Some("run"), Some(id)) => return run(&ctx, id, no_wait),
         (Some("run"), None) => {
             return cli::usage_error("dmsvc", "run needs an action id (see dmsvc available)");

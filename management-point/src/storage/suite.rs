@@ -52,6 +52,107 @@ fn each(test: impl Fn(&dyn Storage)) {
     }
 }
 
+fn update(repo: i64, package: &str, version: &str) -> updates::Update {
+    updates::Update {
+        id: 0,
+        repository_id: repo,
+        package: package.into(),
+        version: version.into(),
+        arch: "arm64".into(),
+        source: package.into(),
+        section: "admin".into(),
+        priority: "optional".into(),
+        size: 10,
+        sha256: "0".repeat(64),
+        filename: format!("pool/{package}_{version}.deb"),
+        security: false,
+        superseded_by: None,
+        approved: None,
+        approved_by: None,
+        added: 5,
+    }
+}
+
+#[test]
+fn the_update_catalog_and_scans_follow_their_serial() {
+    use dm_shared::updates::{ScanReport, StateRow, UpdateState};
+    each(|s| {
+        let d = s.add_device("DEFAULT", "dev-1", Some("abc"), "admin", 1).unwrap();
+        let mut repo = updates::UpdateRepository {
+            id: 0,
+            name: "fleet".into(),
+            source: "/srv/repo".into(),
+            suite: "stable".into(),
+            codename: "stable".into(),
+            components: vec!["main".into()],
+            architectures: vec!["arm64".into()],
+            security: false,
+            signed_by: "ABCD".into(),
+            metadata: vec![updates::RepoFile { path: "dists/stable/InRelease".into(), size: 3, sha256: "f".repeat(64) }],
+            release_date: 100,
+            generation: 1,
+            imported: 5,
+        };
+        let id = s.put_update_repository(&repo).unwrap();
+        repo.generation = 2;
+        assert_eq!(s.put_update_repository(&repo).unwrap(), id, "the same name keeps its id");
+        assert_eq!(s.update_repositories().unwrap()[0].generation, 2);
+        let list = [update(id, "a", "1.0"), update(id, "a", "1.1"), update(id, "b", "2")];
+        assert_eq!(s.add_updates(&list).unwrap(), 3);
+        assert_eq!(s.add_updates(&list[..1]).unwrap(), 0, "the same version twice is one update");
+        let all = s.updates().unwrap();
+        let (a0, a1, b) = (all[0].id, all[1].id, all[2].id);
+        s.set_superseded(&[(a0, Some(a1))]).unwrap();
+        assert_eq!(s.approve_updates(&[a1, b], "admin", 9).unwrap(), 2);
+        assert_eq!(s.approve_updates(&[a1], "admin", 9).unwrap(), 0);
+        let all = s.updates().unwrap();
+        assert_eq!(all[0].superseded_by, Some(a1));
+        assert_eq!(all[1].approved_by.as_deref(), Some("admin"));
+
+        let row = |id, state| StateRow { id, state, installed: Some("1.0".into()), reason: None };
+        let full = ScanReport { catalog: "c1".into(), base: 0, rows: vec![row(a0, UpdateState::Required), row(a1, UpdateState::Required)], removed: vec![] };
+        assert_eq!(s.apply_update_scan(d.id, &full, 10).unwrap(), Some(1));
+        let stale = ScanReport { base: 7, ..full.clone() };
+        assert_eq!(s.apply_update_scan(d.id, &stale, 11).unwrap(), None, "changes after a report not held");
+        let next = ScanReport {
+            catalog: "c2".into(),
+            base: 1,
+            rows: vec![row(a1, UpdateState::Installed), row(b, UpdateState::Unknown), row(9999, UpdateState::Required)],
+            removed: vec![a0],
+        };
+        assert_eq!(s.apply_update_scan(d.id, &next, 12).unwrap(), Some(2));
+        let states: Vec<(i64, UpdateState)> = s.update_states(Some(d.id)).unwrap().iter().map(|x| (x.update_id, x.state)).collect();
+        assert_eq!(states, vec![(a1, UpdateState::Installed), (b, UpdateState::Unknown)], "an unknown update id is dropped");
+        assert_eq!(s.update_state_counts().unwrap().len(), 2);
+        let scans = s.update_scans().unwrap();
+        assert_eq!((scans[0].serial, scans[0].catalog.as_str()), (2, "c2"));
+        // A full report replaces everything.
+        assert_eq!(s.apply_update_scan(d.id, &ScanReport { catalog: "c2".into(), ..Default::default() }, 13).unwrap(), Some(3));
+        assert!(s.update_states(None).unwrap().is_empty());
+
+        let c = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
+        let dep = updates::UpdateDeployment {
+            id: 0,
+            name: "wave".into(),
+            collection_id: c,
+            updates: vec![a1, b],
+            available: 1,
+            deadline: 2,
+            spread: 3600,
+            reboot: updates::RebootPolicy::Allow,
+            created: 1,
+        };
+        s.add_update_deployment(&dep).unwrap();
+        let got = &s.update_deployments().unwrap()[0];
+        assert_eq!((got.updates.clone(), got.reboot), (vec![a1, b], updates::RebootPolicy::Allow));
+        assert!((2..=3602).contains(&got.deadline_of(d.id)));
+        assert_eq!(got.deadline_of(d.id), got.deadline_of(d.id), "the same for a device at every poll");
+        let rule = updates::UpdateRule { id: 0, name: "sec".into(), repository: None, security_only: true, sections: vec!["admin".into()], created: 1 };
+        s.add_update_rule(&rule).unwrap();
+        assert_eq!(s.update_rules().unwrap()[0].sections, vec!["admin".to_string()]);
+    });
+}
+
 fn record(device_id: i64, action_id: Option<i64>) -> StatusRecord {
     StatusRecord {
         id: 0,
