@@ -1030,5 +1030,50 @@ pub mod updates {
         pub catalog: String,
         /// When.
         pub scanned: i64,
+        /// How many of its updates are in each stored state.
+        pub counts: StateCounts,
     }
+
+    /// How many updates of a device are in each stored state.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    pub struct StateCounts {
+        /// `required`.
+        pub required: i64,
+        /// `installed`.
+        pub installed: i64,
+        /// `unknown`.
+        pub unknown: i64,
+        /// `in_progress`.
+        pub in_progress: i64,
+        /// `failed`.
+        pub failed: i64,
+        /// `pending_reboot`.
+        pub pending_reboot: i64,
+    }
+
+    impl StateCounts {
+        /// Where the device stands, in Azure Device Update's words.
+        pub fn status(&self) -> &'static str {
+            if self.in_progress > 0 {
+                "update in progress"
+            } else if self.required + self.failed > 0 {
+                "new updates available"
+            } else if self.pending_reboot > 0 {
+                "pending reboot"
+            } else {
+                "on latest"
+            }
+        }
+    }
+
+    /// The SQL both stores run after a report to keep a device's [`StateCounts`]; `$1` is the
+    /// device (written `?1` for SQLite).
+    pub const COUNT_STATES_SQL: &str = "UPDATE update_scans SET \
+        required = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'required'), \
+        installed = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'installed'), \
+        unknown = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'unknown'), \
+        in_progress = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'in_progress'), \
+        failed = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'failed'), \
+        pending_reboot = (SELECT count(*) FROM update_states WHERE device_id = $1 AND state = 'pending_reboot') \
+        WHERE device_id = $1";
 }

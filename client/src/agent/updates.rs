@@ -235,7 +235,9 @@ fn with_outcomes(mut rows: BTreeMap<i64, StateRow>, m: &mut Memory) -> BTreeMap<
     let boot = boot_id();
     m.outcomes.retain(|id, o| match (o.state, rows.get_mut(id)) {
         // Still required, or left half-way by dpkg (a failed maintainer script).
-        (UpdateState::Failed, Some(r)) if matches!(r.state, UpdateState::Required | UpdateState::Unknown) => {
+        (UpdateState::Failed, Some(r))
+            if matches!(r.state, UpdateState::Required | UpdateState::Unknown) =>
+        {
             r.state = UpdateState::Failed;
             r.reason = o.reason.clone();
             true
@@ -407,7 +409,8 @@ fn install(
                 package: label.clone(),
                 reason: format!(
                     "apt-get succeeded, but dpkg holds {}",
-                    have.get(&key).map_or("no version".into(), |p| format!("{} {}", p.version, p.state))
+                    have.get(&key)
+                        .map_or("no version".into(), |p| format!("{} {}", p.version, p.state))
                 ),
                 locked: false,
             }),
@@ -420,7 +423,8 @@ fn install(
                     "update {label} installed{}",
                     if pending { "; the device must restart" } else { "" }
                 );
-                done_labels.push(format!("{label}{}", if pending { " (pending reboot)" } else { "" }));
+                done_labels
+                    .push(format!("{label}{}", if pending { " (pending reboot)" } else { "" }));
                 if pending {
                     m.outcomes.insert(
                         u.id,

@@ -177,10 +177,11 @@ pub fn main(args: Vec<std::ffi::OsString>) -> ExitCode {
         eprintln!("dmsvc: cannot start the program: {e}");
         return ExitCode::from(127);
     }
-    let Args { device_root, verbose, once, no_wait, command, action, catalog, arch } = match parse_args(args) {
-        Ok(a) => a,
-        Err(code) => return code,
-    };
+    let Args { device_root, verbose, once, no_wait, command, action, catalog, arch } =
+        match parse_args(args) {
+            Ok(a) => a,
+            Err(code) => return code,
+        };
     let device_root = device_root.unwrap_or_else(|| PathBuf::from("/"));
     let ctx = Context::from_process(&device_root);
     match (command.as_deref(), action) {

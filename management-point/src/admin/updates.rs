@@ -539,109 +539,99 @@ pub fn deployments(store: &dyn Storage) -> Result<Out> {
     ))
 }
 
-/// A device's place in Azure Device Update's view.
-pub fn device_status(states: &[DeviceUpdateState], scanned: bool) -> &'static str {
-    if !scanned {
-        "unknown"
-    } else if states.iter().any(|s| s.state == UpdateState::InProgress) {
-        "update in progress"
-    } else if states.iter().any(|s| matches!(s.state, UpdateState::Required | UpdateState::Failed))
-    {
-        "new updates available"
-    } else if states.iter().any(|s| s.state == UpdateState::PendingReboot) {
-        "pending reboot"
-    } else {
-        "on latest"
-    }
-}
-
-/// `dmmp update compliance`: per update (devices required, installed, not required,
-/// unknown), or per device (its updates and where it stands), and the summary per collection.
+/// `dmmp update compliance`: the summary of the fleet (or of one collection) from each
+/// device's counts, and, for the fleet, each update's devices: required, installed, not
+/// required (scanned, no row), unknown (never scanned, or the scan could not tell) and
+/// deploying; or one device's updates and where it stands.
 pub fn compliance(
     store: &dyn Storage,
     update: Option<&str>,
     device: Option<&str>,
     collection: Option<&str>,
 ) -> Result<Out> {
-    let mut devices = store.devices()?;
-    if let Some(c) = collection {
-        let c = find_collection(store, c)?;
-        devices.retain(|d| c.contains(d));
-    }
     if let Some(d) = device {
         let d = find_device(store, d)?;
         return device_compliance(store, &d);
     }
-    let in_scope: std::collections::HashSet<i64> = devices.iter().map(|d| d.id).collect();
-    let scans: HashMap<i64, UpdateScan> = store
-        .update_scans()?
-        .into_iter()
-        .filter(|s| in_scope.contains(&s.device_id))
-        .map(|s| (s.device_id, s))
-        .collect();
-    let all = store.updates()?;
-    let only: Option<Vec<i64>> =
-        update.map(|u| find_updates(&all, &[u.to_string()])).transpose()?;
-    let mut by_device: HashMap<i64, Vec<DeviceUpdateState>> = HashMap::new();
-    let mut per_update: BTreeMap<i64, BTreeMap<&'static str, i64>> = BTreeMap::new();
-    for s in store.update_states(None)?.into_iter().filter(|s| in_scope.contains(&s.device_id)) {
-        *per_update.entry(s.update_id).or_default().entry(s.state.as_str()).or_default() += 1;
-        by_device.entry(s.device_id).or_default().push(s);
-    }
+    let mut scans = store.update_scans()?;
+    let total = match collection {
+        Some(c) => {
+            let c = find_collection(store, c)?;
+            let ids: std::collections::HashSet<i64> =
+                store.devices()?.iter().filter(|d| c.contains(d)).map(|d| d.id).collect();
+            scans.retain(|s| ids.contains(&s.device_id));
+            ids.len() as i64
+        }
+        None => store.device_count()?,
+    };
     let mut summary: BTreeMap<&str, i64> = BTreeMap::new();
-    for d in &devices {
-        let st =
-            device_status(by_device.get(&d.id).map_or(&[][..], |v| v), scans.contains_key(&d.id));
-        *summary.entry(st).or_default() += 1;
+    for s in &scans {
+        *summary.entry(s.counts.status()).or_default() += 1;
     }
     let scanned = scans.len() as i64;
-    let unscanned = devices.len() as i64 - scanned;
-    let mut rows = Vec::new();
-    let mut out = Vec::new();
-    for u in all.iter().filter(|u| only.as_ref().is_none_or(|o| o.contains(&u.id))) {
-        let c = per_update.get(&u.id).cloned().unwrap_or_default();
-        let n = |s: &str| c.get(s).copied().unwrap_or(0);
-        let held: i64 = c.values().sum();
-        if only.is_none() && held == 0 {
-            continue;
-        }
-        let not_required = scanned - held + n("not_required");
-        rows.push(vec![
-            u.id.to_string(),
-            u.package.clone(),
-            u.version.clone(),
-            n("required").to_string(),
-            n("installed").to_string(),
-            not_required.to_string(),
-            (unscanned + n("unknown")).to_string(),
-            (n("failed") + n("in_progress") + n("pending_reboot")).to_string(),
-        ]);
-        out.push(json!({"id": u.id, "package": u.package, "version": u.version, "arch": u.arch,
-            "required": n("required"), "installed": n("installed"), "not_required": not_required,
-            "unknown": unscanned + n("unknown"), "failed": n("failed"), "in_progress": n("in_progress"),
-            "pending_reboot": n("pending_reboot")}));
+    if total > scanned {
+        summary.insert("unknown", total - scanned);
     }
     let compliant = summary.get("on latest").copied().unwrap_or(0);
-    let total = devices.len() as i64;
     let pct = if total > 0 { compliant * 100 / total } else { 0 };
     let mut text = format!(
         "{compliant} of {total} devices on latest ({pct}%): {}\n",
         summary.iter().map(|(k, v)| format!("{k} {v}")).collect::<Vec<_>>().join(", ")
     );
-    if !rows.is_empty() {
-        text.push_str(&table(
-            &[
-                "ID",
-                "PACKAGE",
-                "VERSION",
-                "REQUIRED",
-                "INSTALLED",
-                "NOT REQUIRED",
-                "UNKNOWN",
-                "DEPLOYING",
-            ],
-            &rows,
-        ));
+    let mut out = Vec::new();
+    if collection.is_none() {
+        let all = store.updates()?;
+        let only: Option<Vec<i64>> =
+            update.map(|u| find_updates(&all, &[u.to_string()])).transpose()?;
+        let mut per_update: BTreeMap<i64, BTreeMap<&'static str, i64>> = BTreeMap::new();
+        for (id, state, n) in store.update_state_counts()? {
+            if only.as_ref().is_none_or(|o| o.contains(&id)) {
+                per_update.entry(id).or_default().insert(state.as_str(), n);
+            }
+        }
+        if let Some(o) = &only {
+            for id in o {
+                per_update.entry(*id).or_default();
+            }
+        }
+        let by_id: HashMap<i64, &Update> = all.iter().map(|u| (u.id, u)).collect();
+        let mut rows = Vec::new();
+        for (id, c) in &per_update {
+            let Some(u) = by_id.get(id) else { continue };
+            let n = |s: &str| c.get(s).copied().unwrap_or(0);
+            let held: i64 = c.values().sum();
+            let (not_required, unknown) = (scanned - held, total - scanned + n("unknown"));
+            let deploying = n("failed") + n("in_progress") + n("pending_reboot");
+            rows.push(vec![
+                u.id.to_string(),
+                u.package.clone(),
+                u.version.clone(),
+                n("required").to_string(),
+                n("installed").to_string(),
+                not_required.to_string(),
+                unknown.to_string(),
+                deploying.to_string(),
+            ]);
+            out.push(json!({"id": u.id, "package": u.package, "version": u.version, "arch": u.arch,
+                "required": n("required"), "installed": n("installed"), "not_required": not_required,
+                "unknown": unknown, "failed": n("failed"), "in_progress": n("in_progress"),
+                "pending_reboot": n("pending_reboot")}));
+        }
+        if !rows.is_empty() {
+            text.push_str(&table(
+                &[
+                    "ID",
+                    "PACKAGE",
+                    "VERSION",
+                    "REQUIRED",
+                    "INSTALLED",
+                    "NOT REQUIRED",
+                    "UNKNOWN",
+                    "DEPLOYING",
+                ],
+                &rows,
+            ));
+        }
     }
     Ok(Out::new(text, json!({"devices": total, "summary": summary, "updates": out})))
 }
@@ -650,7 +640,7 @@ fn device_compliance(store: &dyn Storage, d: &Device) -> Result<Out> {
     let states = store.update_states(Some(d.id))?;
     let scan = store.update_scans()?.into_iter().find(|s| s.device_id == d.id);
     let all: HashMap<i64, Update> = store.updates()?.into_iter().map(|u| (u.id, u)).collect();
-    let status = device_status(&states, scan.is_some());
+    let status = scan.as_ref().map_or("unknown", |s| s.counts.status());
     let mut text = format!(
         "{}/{}: {status} (last scan {}, catalog {})\n",
         d.tenant,

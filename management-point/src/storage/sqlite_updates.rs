@@ -11,6 +11,7 @@ use dm_shared::updates::ScanReport;
 
 const REPO_COLS: &str = "id, name, source, suite, codename, components, architectures, security, signed_by, metadata, release_date, generation, imported";
 const UPDATE_COLS: &str = "id, repository_id, package, version, arch, source, section, priority, size, sha256, filename, security, superseded_by, approved, approved_by, added";
+const SCAN_COLS: &str = "device_id, serial, catalog, scanned, required, installed, unknown, in_progress, failed, pending_reboot";
 const STATE_COLS: &str = "device_id, update_id, state, installed, reason, updated";
 
 fn json<T: serde::de::DeserializeOwned>(
@@ -306,6 +307,7 @@ impl UpdateStorage for SqliteStore {
                  ON CONFLICT (device_id) DO UPDATE SET serial = excluded.serial, catalog = excluded.catalog, scanned = excluded.scanned",
                 params![device_id, next as i64, report.catalog, now],
             )?;
+            tx.execute(&COUNT_STATES_SQL.replace("$1", "?1"), [device_id])?;
             tx.commit()?;
             Ok(Some(next))
         })
@@ -341,17 +343,31 @@ impl UpdateStorage for SqliteStore {
         })
     }
 
+    fn device_count(&self) -> Result<i64> {
+        self.with("count devices", |c| {
+            c.query_row("SELECT count(*) FROM devices", [], |r| r.get(0))
+        })
+    }
+
     fn update_scans(&self) -> Result<Vec<UpdateScan>> {
         self.with("read scans", |c| {
-            let mut st = c.prepare(
-                "SELECT device_id, serial, catalog, scanned FROM update_scans ORDER BY device_id",
-            )?;
+            let mut st = c.prepare(&format!(
+                "SELECT {SCAN_COLS} FROM update_scans WHERE serial > 0 ORDER BY device_id"
+            ))?;
             st.query_map([], |r| {
                 Ok(UpdateScan {
                     device_id: r.get(0)?,
                     serial: r.get::<_, i64>(1)?.max(0) as u64,
                     catalog: r.get(2)?,
                     scanned: r.get(3)?,
+                    counts: StateCounts {
+                        required: r.get(4)?,
+                        installed: r.get(5)?,
+                        unknown: r.get(6)?,
+                        in_progress: r.get(7)?,
+                        failed: r.get(8)?,
+                        pending_reboot: r.get(9)?,
+                    },
                 })
             })?
             .collect()

@@ -88,7 +88,11 @@ fn the_update_catalog_and_scans_follow_their_serial() {
             architectures: vec!["arm64".into()],
             security: false,
             signed_by: "ABCD".into(),
-            metadata: vec![updates::RepoFile { path: "dists/stable/InRelease".into(), size: 3, sha256: "f".repeat(64) }],
+            metadata: vec![updates::RepoFile {
+                path: "dists/stable/InRelease".into(),
+                size: 3,
+                sha256: "f".repeat(64),
+            }],
             release_date: 100,
             generation: 1,
             imported: 5,
@@ -110,24 +114,50 @@ fn the_update_catalog_and_scans_follow_their_serial() {
         assert_eq!(all[1].approved_by.as_deref(), Some("admin"));
 
         let row = |id, state| StateRow { id, state, installed: Some("1.0".into()), reason: None };
-        let full = ScanReport { catalog: "c1".into(), base: 0, rows: vec![row(a0, UpdateState::Required), row(a1, UpdateState::Required)], removed: vec![] };
+        let full = ScanReport {
+            catalog: "c1".into(),
+            base: 0,
+            rows: vec![row(a0, UpdateState::Required), row(a1, UpdateState::Required)],
+            removed: vec![],
+        };
         assert_eq!(s.apply_update_scan(d.id, &full, 10).unwrap(), Some(1));
         let stale = ScanReport { base: 7, ..full.clone() };
-        assert_eq!(s.apply_update_scan(d.id, &stale, 11).unwrap(), None, "changes after a report not held");
+        assert_eq!(
+            s.apply_update_scan(d.id, &stale, 11).unwrap(),
+            None,
+            "changes after a report not held"
+        );
         let next = ScanReport {
             catalog: "c2".into(),
             base: 1,
-            rows: vec![row(a1, UpdateState::Installed), row(b, UpdateState::Unknown), row(9999, UpdateState::Required)],
+            rows: vec![
+                row(a1, UpdateState::Installed),
+                row(b, UpdateState::Unknown),
+                row(9999, UpdateState::Required),
+            ],
             removed: vec![a0],
         };
         assert_eq!(s.apply_update_scan(d.id, &next, 12).unwrap(), Some(2));
-        let states: Vec<(i64, UpdateState)> = s.update_states(Some(d.id)).unwrap().iter().map(|x| (x.update_id, x.state)).collect();
-        assert_eq!(states, vec![(a1, UpdateState::Installed), (b, UpdateState::Unknown)], "an unknown update id is dropped");
+        let states: Vec<(i64, UpdateState)> =
+            s.update_states(Some(d.id)).unwrap().iter().map(|x| (x.update_id, x.state)).collect();
+        assert_eq!(
+            states,
+            vec![(a1, UpdateState::Installed), (b, UpdateState::Unknown)],
+            "an unknown update id is dropped"
+        );
         assert_eq!(s.update_state_counts().unwrap().len(), 2);
         let scans = s.update_scans().unwrap();
         assert_eq!((scans[0].serial, scans[0].catalog.as_str()), (2, "c2"));
         // A full report replaces everything.
-        assert_eq!(s.apply_update_scan(d.id, &ScanReport { catalog: "c2".into(), ..Default::default() }, 13).unwrap(), Some(3));
+        assert_eq!(
+            s.apply_update_scan(
+                d.id,
+                &ScanReport { catalog: "c2".into(), ..Default::default() },
+                13
+            )
+            .unwrap(),
+            Some(3)
+        );
         assert!(s.update_states(None).unwrap().is_empty());
 
         let c = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
@@ -146,8 +176,19 @@ fn the_update_catalog_and_scans_follow_their_serial() {
         let got = &s.update_deployments().unwrap()[0];
         assert_eq!((got.updates.clone(), got.reboot), (vec![a1, b], updates::RebootPolicy::Allow));
         assert!((2..=3602).contains(&got.deadline_of(d.id)));
-        assert_eq!(got.deadline_of(d.id), got.deadline_of(d.id), "the same for a device at every poll");
-        let rule = updates::UpdateRule { id: 0, name: "sec".into(), repository: None, security_only: true, sections: vec!["admin".into()], created: 1 };
+        assert_eq!(
+            got.deadline_of(d.id),
+            got.deadline_of(d.id),
+            "the same for a device at every poll"
+        );
+        let rule = updates::UpdateRule {
+            id: 0,
+            name: "sec".into(),
+            repository: None,
+            security_only: true,
+            sections: vec!["admin".into()],
+            created: 1,
+        };
         s.add_update_rule(&rule).unwrap();
         assert_eq!(s.update_rules().unwrap()[0].sections, vec!["admin".to_string()]);
     });

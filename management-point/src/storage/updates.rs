@@ -42,6 +42,8 @@ pub trait UpdateStorage {
     fn update_states(&self, device_id: Option<i64>) -> Result<Vec<DeviceUpdateState>>;
     /// How many devices hold each update in each stored state: (update, state, devices).
     fn update_state_counts(&self) -> Result<Vec<(i64, UpdateState, i64)>>;
+    /// How many devices are registered (the compliance summary's whole).
+    fn device_count(&self) -> Result<i64>;
     /// Every device's last accepted scan.
     fn update_scans(&self) -> Result<Vec<UpdateScan>>;
 }

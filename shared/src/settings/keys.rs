@@ -30,13 +30,14 @@ const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> 
 }
 
 /// The sections, in file order.
-pub const SECTIONS: [&str; 7] = [
+pub const SECTIONS: [&str; 8] = [
     "Installation",
     "Environment",
     "Communication",
     "UserInterface",
     "Certificates",
     "Configuration",
+    "SoftwareUpdates",
     "Tether",
 ];
 

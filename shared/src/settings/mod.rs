@@ -682,6 +682,11 @@ mod tests {
             s.set(def, def.default).unwrap_or_else(|e| panic!("default of {}: {e}", def.key));
         }
         assert!(SECTIONS.iter().all(|sec| KEYS.iter().any(|d| d.section == *sec)));
+        // A key of a section not listed would be dropped when setup writes the settings.
+        assert!(
+            KEYS.iter().all(|d| SECTIONS.contains(&d.section)),
+            "a key's section is not in SECTIONS"
+        );
     }
 
     #[test]

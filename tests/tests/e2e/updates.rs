@@ -36,7 +36,13 @@ impl Repo {
     }
 
     fn index(&self) {
-        apt_repo(&["index", self.dir.to_str().unwrap(), "stable", "amd64 arm64", self.key.to_str().unwrap()]);
+        apt_repo(&[
+            "index",
+            self.dir.to_str().unwrap(),
+            "stable",
+            "amd64 arm64",
+            self.key.to_str().unwrap(),
+        ]);
     }
 
     fn keyring(&self) -> String {
@@ -63,8 +69,16 @@ fn dpkg_status(device: &Path, packages: &[(&str, &str, &str, &str)]) {
 
 fn import(f: &Fleet, repo: &Repo) -> Value {
     f.mp.admin_json(&[
-        "update", "import", "--name", "fleet", "--source", repo.dir.to_str().unwrap(), "--suite", "stable",
-        "--keyring", &repo.keyring(),
+        "update",
+        "import",
+        "--name",
+        "fleet",
+        "--source",
+        repo.dir.to_str().unwrap(),
+        "--suite",
+        "stable",
+        "--keyring",
+        &repo.keyring(),
     ])
 }
 
@@ -91,7 +105,12 @@ fn states(v: &Value, f: &Fleet) -> Vec<(String, String)> {
     let all = f.mp.admin_json(&["update", "list", "--all-versions"]);
     let label = |id: &Value| {
         let u = all.as_array().unwrap().iter().find(|u| &u["id"] == id).unwrap();
-        format!("{} {} {}", u["package"].as_str().unwrap(), u["version"].as_str().unwrap(), u["arch"].as_str().unwrap())
+        format!(
+            "{} {} {}",
+            u["package"].as_str().unwrap(),
+            u["version"].as_str().unwrap(),
+            u["arch"].as_str().unwrap()
+        )
     };
     let mut out: Vec<(String, String)> = v["updates"]
         .as_array()
@@ -106,7 +125,11 @@ fn states(v: &Value, f: &Fleet) -> Vec<(String, String)> {
 fn wait_for(what: &str, f: &Fleet, mut ok: impl FnMut() -> bool) {
     let start = Instant::now();
     while !ok() {
-        assert!(start.elapsed() < Duration::from_secs(60), "{what} never happened:\n{}", f.agent_log());
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "{what} never happened:\n{}",
+            f.agent_log()
+        );
         std::thread::sleep(Duration::from_millis(250));
     }
 }
@@ -166,8 +189,17 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     let c = f.mp.admin_json(&["update", "compliance", "--collection", "all"]);
     assert_eq!(c["devices"], 1);
     assert_eq!(c["summary"]["new updates available"], 1, "{c}");
-    let tool = c["updates"].as_array().unwrap().iter().find(|u| u["package"] == "dmtest-tool" && u["arch"] == n).unwrap();
-    assert_eq!((tool["required"].as_i64(), tool["installed"].as_i64()), (Some(1), Some(0)), "{tool}");
+    let tool = c["updates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["package"] == "dmtest-tool" && u["arch"] == n)
+        .unwrap();
+    assert_eq!(
+        (tool["required"].as_i64(), tool["installed"].as_i64()),
+        (Some(1), Some(0)),
+        "{tool}"
+    );
 
     // The device installs 1.1 by other means; a new import (1.2) moves the catalog and the
     // device reports only what changed.
@@ -186,7 +218,8 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     let out = import(&f, &repo);
     assert_eq!(out["added"], 1, "{out}");
     wait_for("a scan of the new catalog", &f, || {
-        states(&device_updates(&f), &f).contains(&(format!("dmtest-tool 1.2~rc1 {n}"), "required".into()))
+        states(&device_updates(&f), &f)
+            .contains(&(format!("dmtest-tool 1.2~rc1 {n}"), "required".into()))
     });
     assert_eq!(
         states(&device_updates(&f), &f),
@@ -197,25 +230,53 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
             (&format!("dmtest-tool 1.2~rc1 {n}"), "required"),
         ])
     );
-    assert_eq!(f.mp.log_text().matches("(full report)").count(), 1, "the second report was changes only");
+    assert_eq!(
+        f.mp.log_text().matches("(full report)").count(),
+        1,
+        "the second report was changes only"
+    );
     assert!(f.mp.log_text().contains("3 changed, 0 no longer apply"), "{}", f.mp.log_text());
     let listed = f.mp.admin_json(&["update", "list", "--package", "dmtest-tool"]);
-    let old = listed.as_array().unwrap().iter().find(|u| u["version"] == "1.1" && u["arch"] == n).unwrap();
+    let old = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["version"] == "1.1" && u["arch"] == n)
+        .unwrap();
     assert!(old["superseded_by"].is_i64(), "1.2~rc1 supersedes 1.1: {old}");
 
     // Approval copies the .deb, checked; a deployment takes approved updates only.
     let err = run(
-        Command::new(bin("dmmp"))
-            .arg("--config")
-            .arg(f.mp.dir.join("dmmp.toml"))
-            .args(["update", "deploy", "--name", "d1", "--collection", "all", "--update", "dmtest-tool"]),
+        Command::new(bin("dmmp")).arg("--config").arg(f.mp.dir.join("dmmp.toml")).args([
+            "update",
+            "deploy",
+            "--name",
+            "d1",
+            "--collection",
+            "all",
+            "--update",
+            "dmtest-tool",
+        ]),
         Duration::from_secs(30),
     );
     assert!(!err.status.success() && show(&err).contains("not approved"), "{}", show(&err));
     f.mp.admin(&["update", "approve", "dmtest-tool"]);
-    let kept = f.mp.dir.join(format!("content/updates/fleet/pool/main/d/dmtest-tool/dmtest-tool_1.2~rc1_{n}.deb"));
+    let kept = f
+        .mp
+        .dir
+        .join(format!("content/updates/fleet/pool/main/d/dmtest-tool/dmtest-tool_1.2~rc1_{n}.deb"));
     assert!(kept.is_file(), "{}", kept.display());
-    let d = f.mp.admin_json(&["update", "deploy", "--name", "d1", "--collection", "all", "--all-approved", "--spread", "1h"]);
+    let d = f.mp.admin_json(&[
+        "update",
+        "deploy",
+        "--name",
+        "d1",
+        "--collection",
+        "all",
+        "--all-approved",
+        "--spread",
+        "1h",
+    ]);
     assert_eq!(d["updates"].as_array().unwrap().len(), 2, "{d}");
 }
 
@@ -249,12 +310,18 @@ fn repositories_that_are_not_what_their_signature_says_are_refused_and_change_no
     // A text added to InRelease outside its signature is not read.
     let inrelease = repo.dir.join("dists/stable/InRelease");
     let signed = std::fs::read_to_string(&inrelease).unwrap();
-    std::fs::write(&inrelease, format!("Suite: evil\nSHA256:\n 00 1 main/binary-amd64/Packages\n\n{signed}")).unwrap();
+    std::fs::write(
+        &inrelease,
+        format!("Suite: evil\nSHA256:\n 00 1 main/binary-amd64/Packages\n\n{signed}"),
+    )
+    .unwrap();
     let out = run(
         Command::new(bin("dmmp"))
             .arg("--config")
             .arg(f.mp.dir.join("dmmp.toml"))
-            .args(["--json", "update", "import", "--name", "fleet", "--suite", "stable", "--source"])
+            .args([
+                "--json", "update", "import", "--name", "fleet", "--suite", "stable", "--source",
+            ])
             .arg(&repo.dir)
             .args(["--keyring", &repo.keyring()]),
         Duration::from_secs(60),
@@ -289,10 +356,11 @@ fn repositories_that_are_not_what_their_signature_says_are_refused_and_change_no
     bytes.push(0);
     std::fs::write(&deb, bytes).unwrap();
     let out = run(
-        Command::new(bin("dmmp"))
-            .arg("--config")
-            .arg(f.mp.dir.join("dmmp.toml"))
-            .args(["update", "approve", "dmtest-tool=1.1"]),
+        Command::new(bin("dmmp")).arg("--config").arg(f.mp.dir.join("dmmp.toml")).args([
+            "update",
+            "approve",
+            "dmtest-tool=1.1",
+        ]),
         Duration::from_secs(30),
     );
     assert_eq!(out.status.code(), Some(94), "{}", show(&out));

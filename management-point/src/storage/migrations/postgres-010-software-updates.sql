@@ -69,5 +69,12 @@ CREATE TABLE update_scans (
     device_id     BIGINT PRIMARY KEY REFERENCES devices(id),
     serial        BIGINT NOT NULL,
     catalog       TEXT NOT NULL,
-    scanned       BIGINT NOT NULL
+    scanned       BIGINT NOT NULL,
+    -- The device's rows per state, kept with each report: the fleet's summary reads these.
+    required      BIGINT NOT NULL DEFAULT 0,
+    installed     BIGINT NOT NULL DEFAULT 0,
+    unknown       BIGINT NOT NULL DEFAULT 0,
+    in_progress   BIGINT NOT NULL DEFAULT 0,
+    failed        BIGINT NOT NULL DEFAULT 0,
+    pending_reboot BIGINT NOT NULL DEFAULT 0
 );

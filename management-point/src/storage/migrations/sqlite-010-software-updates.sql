@@ -70,5 +70,12 @@ CREATE TABLE update_scans (
     device_id     INTEGER PRIMARY KEY REFERENCES devices(id),
     serial        INTEGER NOT NULL,
     catalog       TEXT NOT NULL,
-    scanned       INTEGER NOT NULL
+    scanned       INTEGER NOT NULL,
+    -- The device's rows per state, kept with each report: the fleet's summary reads these.
+    required      INTEGER NOT NULL DEFAULT 0,
+    installed     INTEGER NOT NULL DEFAULT 0,
+    unknown       INTEGER NOT NULL DEFAULT 0,
+    in_progress   INTEGER NOT NULL DEFAULT 0,
+    failed        INTEGER NOT NULL DEFAULT 0,
+    pending_reboot INTEGER NOT NULL DEFAULT 0
 );

@@ -342,6 +342,7 @@ impl UpdateStorage for PgStore {
                 &[&device_id, &(next as i64), &report.catalog, &now],
             )
             .await?;
+            tx.execute(COUNT_STATES_SQL, &[&device_id]).await?;
             tx.commit().await?;
             Ok(Some(next))
         })
@@ -374,14 +375,33 @@ impl UpdateStorage for PgStore {
         })
     }
 
+    fn device_count(&self) -> Result<i64> {
+        let v = self.query_map(
+            "count devices",
+            "SELECT count(*) FROM devices".into(),
+            params![],
+            |r| Ok(r.try_get::<_, i64>(0)?),
+        )?;
+        Ok(v.first().copied().unwrap_or(0))
+    }
+
     fn update_scans(&self) -> Result<Vec<UpdateScan>> {
-        let sql = "SELECT device_id, serial, catalog, scanned FROM update_scans WHERE serial > 0 ORDER BY device_id";
+        let sql = "SELECT device_id, serial, catalog, scanned, required, installed, unknown, in_progress, failed, pending_reboot \
+                   FROM update_scans WHERE serial > 0 ORDER BY device_id";
         self.query_map("read scans", sql.into(), params![], |r| {
             Ok(UpdateScan {
                 device_id: r.try_get(0)?,
                 serial: r.try_get::<_, i64>(1)?.max(0) as u64,
                 catalog: r.try_get(2)?,
                 scanned: r.try_get(3)?,
+                counts: StateCounts {
+                    required: r.try_get(4)?,
+                    installed: r.try_get(5)?,
+                    unknown: r.try_get(6)?,
+                    in_progress: r.try_get(7)?,
+                    failed: r.try_get(8)?,
+                    pending_reboot: r.try_get(9)?,
+                },
             })
         })
     }
