@@ -3,10 +3,10 @@
 # built with dpkg-deb, indices and release files with apt-ftparchive, signed with gpg.
 #
 #   apt-repo.sh key KEYDIR                     a signing key: KEYDIR/gnupg, KEYDIR/keyring.gpg
-#   apt-repo.sh deb REPO NAME VERSION ARCH [POSTINST]
+#   apt-repo.sh deb REPO NAME VERSION ARCH [POSTINST [PREINST]]
 #                                              REPO/pool/main/N/NAME/NAME_VERSION_ARCH.deb,
 #                                              installing /usr/share/dm-test/NAME; POSTINST
-#                                              is the postinst's shell body
+#                                              and PREINST are the scripts' shell bodies
 #   apt-repo.sh index REPO SUITE ARCHES KEYDIR [LABEL]
 #                                              dists/SUITE/main/binary-A/Packages(.gz) for
 #                                              each of ARCHES, Release, InRelease, Release.gpg
@@ -22,7 +22,7 @@ key)
     gpg --homedir "$dir/gnupg" --batch --quiet --export > "$dir/keyring.gpg"
     ;;
 deb)
-    repo=$1 name=$2 version=$3 arch=$4 postinst=${5:-}
+    repo=$1 name=$2 version=$3 arch=$4 postinst=${5:-} preinst=${6:-}
     build=$(mktemp -d)
     mkdir -p "$build/DEBIAN" "$build/usr/share/dm-test"
     echo "$name $version" > "$build/usr/share/dm-test/$name"
@@ -38,6 +38,10 @@ CONTROL
     if [ -n "$postinst" ]; then
         printf '#!/bin/sh\nset -e\n%s\n' "$postinst" > "$build/DEBIAN/postinst"
         chmod 755 "$build/DEBIAN/postinst"
+    fi
+    if [ -n "$preinst" ]; then
+        printf '#!/bin/sh\nset -e\n%s\n' "$preinst" > "$build/DEBIAN/preinst"
+        chmod 755 "$build/DEBIAN/preinst"
     fi
     first=$(printf %.1s "$name")
     mkdir -p "$repo/pool/main/$first/$name"

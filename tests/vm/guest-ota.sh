@@ -58,6 +58,7 @@ RetryMaxDelay=4
 [SoftwareUpdates]
 AptKeyring=/etc/dm/fleet-keyring.gpg
 AptTimeout=120
+DpkgLockTimeout=5
 INI
 }
 mkdir -p v1 v2 v3
@@ -95,7 +96,7 @@ dmmp update import --name fleet --source /mnt/host/repo --suite stable --keyring
     || fail "the import failed"
 wait_for 120 'dmmp --json update compliance --device vm-1 | grep -q "new updates available"'
 dmmp update compliance --device vm-1
-dmmp update approve dmtest-tool dmtest-fail dmtest-slow dmtest-extra >/dev/null
+dmmp update approve dmtest-tool dmtest-fail dmtest-slow dmtest-extra dmtest-bad dmtest-lock >/dev/null
 dmmp update deploy --name wave1 --collection all --update dmtest-tool --update dmtest-fail >/dev/null
 wait_for 240 '[ "$(version_of dmtest-tool)" = 1.1 ] && dmmp --json update compliance --device vm-1 | grep -q "\"failed\""'
 wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "pending_reboot"'
@@ -118,7 +119,25 @@ wait_for 240 '[ "$(version_of dmtest-extra)" = 1.1 ]'
 [ "$(status_of dmtest-slow)" = "install ok installed" ] || fail "dmtest-slow was not repaired: $(status_of dmtest-slow)"
 grep -q "dpkg was interrupted" /var/log/dm/DMSvc*.log || fail "the repair was not logged"
 wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "\"installed\""'
-dmmp update compliance --collection all
+
+say "a package the management point serves changed on its disk: the device refuses it"
+deb=$(ls "$W"/mp/content/updates/fleet/pool/main/d/dmtest-bad/*.deb)
+printf 'X' | dd of="$deb" bs=1 seek=200 conv=notrunc 2>/dev/null
+dmmp update deploy --name wave4 --collection all --update dmtest-bad >/dev/null
+wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-bad | grep -q failed'
+[ "$(version_of dmtest-bad)" = 1.0 ] || fail "the changed package was installed"
+dmmp update compliance --device vm-1 | grep dmtest-bad | grep -q "SHA-256" || fail "the refusal does not name the hash"
+
+say "dpkg's lock held by another program: waited for, then reported"
+dpkg -i /mnt/host/hold/pool/main/d/dmtest-hold/*.deb > "$W/hold.log" 2>&1 &
+holder=$!
+wait_for 30 'pgrep -f dmtest-hold >/dev/null'
+dmmp update deploy --name wave5 --collection all --update dmtest-lock >/dev/null
+wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "lock"'
+[ "$(version_of dmtest-lock)" = 1.0 ] || fail "dmtest-lock was installed under a held lock"
+grep -q "0x80040236" /var/log/dm/DMSvc*.log || fail "the held lock was not reported as DM_E_DPKG_LOCKED"
+wait "$holder" || true
+dmmp update compliance --device vm-1
 say "software updates: $(dmmp update compliance --collection all | head -1)"
 
 say "an uninstall over the air"

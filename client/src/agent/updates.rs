@@ -218,7 +218,30 @@ fn run(w: &mut Worker<'_>, href: &str, m: &mut Memory) -> Result<()> {
         }
         report(w, m, &scan.catalog_version, &busy)?;
         let reboot = due.iter().any(|d| d.reboot == wire::RebootPolicy::Allow);
-        install(w, &doc, &todo, m, reboot)?;
+        if let Err(e) = install(w, &doc, &todo, m, reboot) {
+            // Nothing installed (staging, apt-get update, the wrong device root): each update
+            // is failed with the reason, not left in progress.
+            log::error!("software updates not installed: {e} ({})", e.code());
+            let reason: String = e.to_string().chars().take(MAX_REASON).collect();
+            for u in &todo {
+                m.outcomes.insert(
+                    u.id,
+                    Outcome {
+                        state: UpdateState::Failed,
+                        reason: Some(reason.clone()),
+                        at: t,
+                        boot: boot_id(),
+                    },
+                );
+            }
+            w.report(&StatusMessage::event(
+                "DMSvc",
+                MessageId::UPDATE_FAILED,
+                e.code(),
+                w.now(),
+                reason,
+            ));
+        }
         scan = scan_file(w.ctx, &catalog, &native)?;
     }
     let rows = with_outcomes(scan.rows, m);

@@ -663,10 +663,19 @@ fn device_compliance(store: &dyn Storage, d: &Device) -> Result<Out> {
         })
         .collect();
     text.push_str(&table(&["ID", "PACKAGE", "VERSION", "STATE", "INSTALLED NOW", "REASON"], &rows));
+    let rows: Vec<serde_json::Value> = states
+        .iter()
+        .map(|s| {
+            let u = all.get(&s.update_id);
+            json!({"update_id": s.update_id, "package": u.map(|u| &u.package), "version": u.map(|u| &u.version),
+                   "arch": u.map(|u| &u.arch), "state": s.state, "installed": s.installed, "reason": s.reason,
+                   "updated": s.updated})
+        })
+        .collect();
     Ok(Out::new(
         text,
         json!({"device": d.controller_id, "tenant": d.tenant, "status": status,
-               "scanned": scan.as_ref().map(|s| s.scanned), "catalog": scan.map(|s| s.catalog), "updates": states}),
+               "scanned": scan.as_ref().map(|s| s.scanned), "catalog": scan.map(|s| s.catalog), "updates": rows}),
     ))
 }
 

@@ -20,7 +20,7 @@ use health::{Cause, Thresholds, Verdict};
 pub use scan::{Arrange, Next, Paging};
 
 /// Every report: its name (for `dmmp report NAME`) and title (the source documents').
-pub const REPORTS: [(&str, &str); 12] = [
+pub const REPORTS: [(&str, &str); 15] = [
     ("distribution-status", "Software distribution status for the client install program"),
     ("tethered-desktops", "Desktop clients reporting tethered devices"),
     ("deployment-details", "Device client agent deployment status details"),
@@ -33,6 +33,9 @@ pub const REPORTS: [(&str, &str); 12] = [
     ("unhealthy-communication", "Devices unhealthy due to communication issues"),
     ("unhealthy-local", "Devices unhealthy due to local client issues"),
     ("advertisement-devices", "Devices of an advertisement, by distribution state"),
+    ("update-summary", "Software update compliance summary"),
+    ("update-compliance", "Software update compliance per update"),
+    ("device-updates", "Software updates of a device"),
 ];
 
 /// The distribution states of a device for an advertisement, as the distribution status
@@ -170,6 +173,9 @@ pub fn build(
         "deployment-failures" => arranged(failures(store)?, &a),
         "health-summary" => arranged(summary(store, cfg, now)?, &a),
         "deployment-details" if o.device.is_some() => arranged(details_of_one(store, o)?, &a),
+        "update-summary" | "update-compliance" | "device-updates" => {
+            arranged(updates(store, name, o)?, &a)
+        }
         list => {
             let mut rows_of = device_rows(store, cfg, now, o, list)?;
             let (rows, n) = scan::page(store, &o.page, &a, &mut *rows_of)?;
@@ -178,6 +184,49 @@ pub fn build(
         }
     };
     Ok(Report { name, title, columns, rows, next })
+}
+
+/// The software update reports (docs/software-updates.md), from `dmmp update compliance`'s
+/// own figures.
+fn updates(store: &dyn Storage, name: &str, o: &Options) -> Result<Vec<Vec<String>>> {
+    let cell = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    };
+    let pick = |v: &Value, keys: &[&str]| keys.iter().map(|k| cell(&v[*k])).collect::<Vec<_>>();
+    Ok(match name {
+        "update-summary" => {
+            let c = crate::admin::updates::compliance(store, None, None, None)?.json;
+            let summary = c["summary"].as_object().cloned().unwrap_or_default();
+            summary.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect()
+        }
+        "update-compliance" => {
+            let c = crate::admin::updates::compliance(store, None, None, None)?.json;
+            let keys = [
+                "id",
+                "package",
+                "version",
+                "arch",
+                "required",
+                "installed",
+                "not_required",
+                "unknown",
+                "failed",
+                "in_progress",
+                "pending_reboot",
+            ];
+            c["updates"].as_array().into_iter().flatten().map(|u| pick(u, &keys)).collect()
+        }
+        _ => {
+            let device = o.device.as_deref().ok_or_else(|| {
+                Error::Usage("report device-updates needs a device (--device)".into())
+            })?;
+            let c = crate::admin::updates::compliance(store, None, Some(device), None)?.json;
+            let keys = ["update_id", "package", "version", "state", "installed", "reason"];
+            c["updates"].as_array().into_iter().flatten().map(|u| pick(u, &keys)).collect()
+        }
+    })
 }
 
 fn arranged(mut rows: Vec<Vec<String>>, a: &Arrange) -> Vec<Vec<String>> {
@@ -196,6 +245,21 @@ fn columns(name: &str) -> Vec<&'static str> {
         "deployment-failures" => vec!["code", "name", "meaning", "devices", "which"],
         "deployment-successes" => vec!["device", "client version", "time", "message", "text"],
         "health-summary" => vec!["state", "devices"],
+        "update-summary" => vec!["state", "devices"],
+        "update-compliance" => vec![
+            "id",
+            "package",
+            "version",
+            "arch",
+            "required",
+            "installed",
+            "not required",
+            "unknown",
+            "failed",
+            "in progress",
+            "pending reboot",
+        ],
+        "device-updates" => vec!["id", "package", "version", "state", "installed now", "reason"],
         "advertisement-devices" => {
             vec!["device", "tenant", "state", "status", "last message", "last change"]
         }

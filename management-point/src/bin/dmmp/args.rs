@@ -74,14 +74,15 @@ pub enum Command {
     /// A report for client installation (docs/health.md): distribution-status,
     /// tethered-desktops, deployment-details, deployment-failures, deployment-successes,
     /// health-summary, healthy, unhealthy, unhealthy-certificate, unhealthy-communication,
-    /// unhealthy-local, advertisement-devices.
+    /// unhealthy-local, advertisement-devices, update-summary, update-compliance,
+    /// device-updates.
     Report {
         /// The report.
         name: String,
         /// Only this advertisement (distribution-status, advertisement-devices).
         #[arg(long)]
         advertisement: Option<String>,
-        /// Only this device (deployment-details).
+        /// Only this device (deployment-details; device-updates needs one).
         #[arg(long)]
         device: Option<String>,
         /// Only devices in this distribution state (advertisement-devices): targeted,

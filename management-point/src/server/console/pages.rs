@@ -26,7 +26,9 @@ const MAX_PAGE_ROWS: usize = 1000;
 /// `GET /console/`.
 pub async fn index(_: Admin) -> Response {
     let mut body = String::from("<ul>");
-    for (name, title) in REPORTS.iter().filter(|(n, _)| *n != "advertisement-devices") {
+    // Reports of one advertisement or one device are linked from where those are shown.
+    let per_item = ["advertisement-devices", "device-updates"];
+    for (name, title) in REPORTS.iter().filter(|(n, _)| !per_item.contains(n)) {
         body.push_str(&format!("<li><a href=\"/console/reports/{name}\">{}</a></li>", esc(title)));
     }
     body.push_str("</ul>");
@@ -352,7 +354,11 @@ pub async fn device(
     for (k, val) in &d.attributes {
         h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(val)));
     }
-    h.push_str("</table><h2>Actions</h2><table><tr><th>advertisement</th><th>action</th><th>status</th><th>last message</th><th>last change</th></tr>");
+    h.push_str(&format!(
+        "</table><p><a href=\"/console/reports/device-updates?device={}/{}\">Software updates of this device</a></p><h2>Actions</h2><table><tr><th>advertisement</th><th>action</th><th>status</th><th>last message</th><th>last change</th></tr>",
+        url(&d.tenant),
+        url(&d.controller_id)
+    ));
     for (ad, a) in &actions {
         h.push_str(&format!(
             "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
