@@ -981,11 +981,18 @@ pub mod updates {
         pub spread: i64,
         /// Whether devices restart when an update asks for it.
         pub reboot: RebootPolicy,
+        /// The daily window devices install in, if any.
+        pub window: Option<super::MaintenanceWindow>,
         /// When it was made.
         pub created: i64,
     }
 
     impl UpdateDeployment {
+        /// Whether devices may install now: always, or inside its window.
+        pub fn window_open(&self, now: i64) -> bool {
+            self.window.is_none_or(|w| w.is_open(now))
+        }
+
         /// Device `device_id`'s own deadline: the deadline plus an offset in `[0, spread]`
         /// that is the same at every poll (a hash of the device and the deployment), so a
         /// thousand devices do not install, and restart, at once.

@@ -195,6 +195,16 @@ pub struct Deployment {
     pub deadline: i64,
     /// Whether to restart when an update asks for it.
     pub reboot: RebootPolicy,
+    /// The daily window in UTC devices install in (`22:00-04:00`), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<String>,
+    /// Whether the window is open now (the server's clock); always true without one.
+    #[serde(default = "yes")]
+    pub window_open: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `GET …/dm/updates`: the catalog to scan, the repositories, and the deployments of the device.

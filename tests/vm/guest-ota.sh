@@ -133,7 +133,9 @@ dpkg -i /mnt/host/hold/pool/main/d/dmtest-hold/*.deb > "$W/hold.log" 2>&1 &
 holder=$!
 wait_for 30 'pgrep -f dmtest-hold >/dev/null'
 dmmp update deploy --name wave5 --collection all --update dmtest-lock >/dev/null
-wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "lock"'
+wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q failed'
+dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "Could not get lock" \
+    || fail "the refusal does not quote apt on the lock"
 [ "$(version_of dmtest-lock)" = 1.0 ] || fail "dmtest-lock was installed under a held lock"
 grep -q "0x80040236" /var/log/dm/DMSvc*.log || fail "the held lock was not reported as DM_E_DPKG_LOCKED"
 wait "$holder" || true

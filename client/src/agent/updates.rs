@@ -183,8 +183,20 @@ fn run(w: &mut Worker<'_>, href: &str, m: &mut Memory) -> Result<()> {
     let t = now(w.ctx);
     m.href = href.to_string();
     m.scanned = t;
-    let due: Vec<&Deployment> =
-        doc.deployments.iter().filter(|d| d.available <= t && d.deadline <= t).collect();
+    let due: Vec<&Deployment> = doc
+        .deployments
+        .iter()
+        .filter(|d| d.available <= t && d.deadline <= t && d.window_open)
+        .collect();
+    for d in
+        doc.deployments.iter().filter(|d| d.available <= t && d.deadline <= t && !d.window_open)
+    {
+        log::info!(
+            "update deployment {} waits for its maintenance window {} UTC",
+            d.name,
+            d.window.as_deref().unwrap_or("?")
+        );
+    }
     let mut todo: Vec<&DeployedUpdate> = Vec::new();
     for d in &due {
         for u in &d.updates {

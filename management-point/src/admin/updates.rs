@@ -447,6 +447,8 @@ pub struct DeployArgs {
     pub spread: i64,
     /// Restart when an update asks for it.
     pub reboot: RebootPolicy,
+    /// The daily window devices install in.
+    pub window: Option<MaintenanceWindow>,
 }
 
 /// `dmmp update deploy`: the updates are fixed when the deployment is made; only approved
@@ -496,19 +498,21 @@ pub fn deploy(store: &dyn Storage, a: &DeployArgs, now: i64) -> Result<Out> {
         deadline: a.deadline,
         spread: a.spread,
         reboot: a.reboot,
+        window: a.window,
         created: now,
     };
     let id = store.add_update_deployment(&d)?;
     Ok(Out::new(
         format!(
-            "deployment {} (id {id}): {} updates to {}, available {}, deadline {} (+ up to {} s per device), reboot {}\n",
+            "deployment {} (id {id}): {} updates to {}, available {}, deadline {} (+ up to {} s per device), reboot {}{}\n",
             a.name,
             ids.len(),
             collection.name,
             when(Some(a.available)),
             when(Some(a.deadline)),
             a.spread,
-            a.reboot.as_str()
+            a.reboot.as_str(),
+            a.window.map(|w| format!(", installed {w} UTC")).unwrap_or_default()
         ),
         json!({"id": id, "updates": ids}),
     ))

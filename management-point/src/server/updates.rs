@@ -98,9 +98,13 @@ fn deployments_of<'v>(view: &'v View, d: &Device) -> Vec<&'v UpdateDeployment> {
 
 /// The poll's `dmUpdates` link: present once a repository is imported; its marker moves
 /// with the catalog and with the device's deployments.
-pub fn link(view: &View, base: &str, d: &Device) -> Option<String> {
+pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
     let m = view.updates_marker.as_ref()?;
-    let ids: Vec<i64> = deployments_of(view, d).iter().map(|x| x.id).collect();
+    // A window opening or closing moves it too: the device looks again then.
+    let ids: Vec<i64> = deployments_of(view, d)
+        .iter()
+        .map(|x| if x.window_open(now) { x.id } else { -x.id })
+        .collect();
     let mut h: u64 = 0xcbf29ce484222325;
     for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
         h ^= u64::from(b);
@@ -177,6 +181,8 @@ pub fn document(
             available: x.available,
             deadline: x.deadline_of(d.id),
             reboot: x.reboot,
+            window: x.window.map(|w| w.to_string()),
+            window_open: x.window_open(state.now()),
         });
     }
     let repositories = used

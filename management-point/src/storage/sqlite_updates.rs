@@ -108,6 +108,15 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateDeployment> {
         spread: r.get(6)?,
         reboot: parsed("update_deployments", id, "reboot", RebootPolicy::parse(&reboot))?,
         created: r.get(8)?,
+        window: match r.get::<_, Option<String>>(9)? {
+            Some(w) => Some(parsed(
+                "update_deployments",
+                id,
+                "maintenance_window",
+                crate::model::MaintenanceWindow::parse(&w),
+            )?),
+            None => None,
+        },
     })
 }
 
@@ -243,7 +252,7 @@ impl UpdateStorage for SqliteStore {
     fn add_update_deployment(&self, d: &UpdateDeployment) -> Result<i64> {
         self.with("add an update deployment", |c| {
             c.execute(
-                "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, maintenance_window, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
                 params![
                     d.name,
                     d.collection_id,
@@ -252,6 +261,7 @@ impl UpdateStorage for SqliteStore {
                     d.deadline,
                     d.spread,
                     d.reboot.as_str(),
+                    d.window.map(|w| w.to_string()),
                     d.created
                 ],
             )?;
@@ -262,7 +272,7 @@ impl UpdateStorage for SqliteStore {
     fn update_deployments(&self) -> Result<Vec<UpdateDeployment>> {
         self.with("read update deployments", |c| {
             let mut st = c.prepare(
-                "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created FROM update_deployments ORDER BY id",
+                "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window FROM update_deployments ORDER BY id",
             )?;
             st.query_map([], deployment_row)?.collect()
         })

@@ -170,11 +170,14 @@ fn the_update_catalog_and_scans_follow_their_serial() {
             deadline: 2,
             spread: 3600,
             reboot: updates::RebootPolicy::Allow,
+            window: Some(MaintenanceWindow::parse("22:00-04:00").unwrap()),
             created: 1,
         };
         s.add_update_deployment(&dep).unwrap();
         let got = &s.update_deployments().unwrap()[0];
         assert_eq!((got.updates.clone(), got.reboot), (vec![a1, b], updates::RebootPolicy::Allow));
+        assert_eq!(got.window, dep.window);
+        assert!(got.window_open(23 * 3600) && !got.window_open(12 * 3600));
         assert!((2..=3602).contains(&got.deadline_of(d.id)));
         assert_eq!(
             got.deadline_of(d.id),

@@ -268,6 +268,33 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
         .dir
         .join(format!("content/updates/fleet/pool/main/d/dmtest-tool/dmtest-tool_1.2~rc1_{n}.deb"));
     assert!(kept.is_file(), "{}", kept.display());
+    // Outside its maintenance window a deployment waits (the window is an hour, two hours
+    // from now).
+    let hour =
+        (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs()
+            / 3600
+            + 2)
+            % 24;
+    let window = format!("{hour:02}:00-{:02}:00", (hour + 1) % 24);
+    f.mp.admin(&[
+        "update",
+        "deploy",
+        "--name",
+        "later",
+        "--collection",
+        "all",
+        "--update",
+        "dmtest-tool",
+        "--maintenance-window",
+        &window,
+    ]);
+    wait_for("the wait for the window", &f, || {
+        f.agent_log().contains("update deployment later waits for its maintenance window")
+    });
+    let busy = |u: &&Value| u["state"] == "failed" || u["state"] == "in_progress";
+    assert!(!device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| busy(&u)));
+
+    // Without a window or a spread the deployment is due at once.
     let d = f.mp.admin_json(&[
         "update",
         "deploy",
@@ -276,10 +303,34 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
         "--collection",
         "all",
         "--all-approved",
-        "--spread",
-        "1h",
     ]);
     assert_eq!(d["updates"].as_array().unwrap().len(), 2, "{d}");
+
+    // The device takes the deployment at its next poll; this agent manages a device root, not
+    // the system, so apt is not run: the update is failed with the reason, not left in
+    // progress.
+    wait_for("the deployment's outcome", &f, || {
+        device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| u["state"] == "failed")
+    });
+    let mine = device_updates(&f);
+    let failed =
+        mine["updates"].as_array().unwrap().iter().find(|u| u["state"] == "failed").unwrap();
+    assert_eq!(failed["package"], "dmtest-tool");
+    assert_eq!(failed["version"], "1.2~rc1");
+    assert!(failed["reason"].as_str().unwrap().contains("system's apt and dpkg"), "{failed}");
+    assert!(f.agent_log().contains("software updates not installed"), "{}", f.agent_log());
+
+    // The same figures as reports, for the console, CSV and JSON.
+    let csv = f.mp.admin(&["report", "update-compliance", "--csv"]);
+    assert!(
+        csv.starts_with("id,package,version,arch,required,installed,not required,unknown,failed"),
+        "{csv}"
+    );
+    assert!(csv.contains(&format!(",dmtest-tool,1.2~rc1,{n},0,0,0,0,1,0,0")), "{csv}");
+    let summary = f.mp.admin_json(&["report", "update-summary"]);
+    assert_eq!(summary["rows"][0]["state"], "new updates available", "{summary}");
+    let report = f.mp.admin(&["report", "device-updates", "--device", "dev-1"]);
+    assert!(report.contains("system's apt and dpkg"), "{report}");
 }
 
 #[test]

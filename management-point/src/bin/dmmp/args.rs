@@ -518,6 +518,10 @@ pub enum UpdateCmd {
         /// pending a reboot.
         #[arg(long, default_value = "suppress")]
         reboot: String,
+        /// Daily window in UTC when devices install, such as 22:00-04:00 (they download
+        /// whenever the deployment is available).
+        #[arg(long)]
+        maintenance_window: Option<String>,
     },
     /// The update deployments.
     Deployments,

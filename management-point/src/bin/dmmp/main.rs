@@ -289,6 +289,7 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
             deadline,
             spread,
             reboot,
+            maintenance_window,
         } => {
             let available = available
                 .as_deref()
@@ -310,6 +311,11 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
                 spread: duration_arg(spread, "spread")?,
                 reboot: dm_mp::model::updates::RebootPolicy::parse(reboot)
                     .map_err(|e| Error::Usage(format!("--reboot: {e}")))?,
+                window: maintenance_window
+                    .as_deref()
+                    .map(dm_mp::model::MaintenanceWindow::parse)
+                    .transpose()
+                    .map_err(Error::Usage)?,
             };
             u::deploy(&*store, &a, now)
         }

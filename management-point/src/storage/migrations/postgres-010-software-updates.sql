@@ -51,6 +51,7 @@ CREATE TABLE update_deployments (
     deadline      BIGINT NOT NULL,
     spread        BIGINT NOT NULL,
     reboot        TEXT NOT NULL,
+    maintenance_window TEXT,
     created       BIGINT NOT NULL
 );
 -- One row per device and update that is not "not required": the absence of a row after a

@@ -52,6 +52,7 @@ CREATE TABLE update_deployments (
     deadline      INTEGER NOT NULL,
     spread        INTEGER NOT NULL,
     reboot        TEXT NOT NULL,
+    maintenance_window TEXT,
     created       INTEGER NOT NULL
 );
 -- One row per device and update that is not "not required": the absence of a row after a

@@ -253,8 +253,8 @@ impl UpdateStorage for PgStore {
             let c = pool.get().await?;
             let row = c
                 .query_one(
-                    "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, created) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+                    "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
                     &[
                         &d.name,
                         &d.collection_id,
@@ -264,6 +264,7 @@ impl UpdateStorage for PgStore {
                         &d.spread,
                         &d.reboot.as_str(),
                         &d.created,
+                        &d.window.map(|w| w.to_string()),
                     ],
                 )
                 .await?;
@@ -272,7 +273,7 @@ impl UpdateStorage for PgStore {
     }
 
     fn update_deployments(&self) -> Result<Vec<UpdateDeployment>> {
-        let sql = "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created FROM update_deployments ORDER BY id";
+        let sql = "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window FROM update_deployments ORDER BY id";
         self.query_map("read update deployments", sql.into(), params![], |r| {
             let id: i64 = r.try_get(0)?;
             Ok(UpdateDeployment {
@@ -285,6 +286,12 @@ impl UpdateStorage for PgStore {
                 spread: r.try_get(6)?,
                 reboot: reboot_of(id, r.try_get(7)?)?,
                 created: r.try_get(8)?,
+                window: match r.try_get::<_, Option<String>>(9)? {
+                    Some(w) => Some(crate::model::MaintenanceWindow::parse(&w).map_err(|e| {
+                        corrupt("update_deployments", id, format!("maintenance_window: {e}"))
+                    })?),
+                    None => None,
+                },
             })
         })
     }
