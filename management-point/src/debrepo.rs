@@ -12,6 +12,7 @@ use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::time::Duration;
 
 use dm_shared::debian::{self, Paragraphs};
 use dm_shared::digest::HashingReader;
@@ -59,26 +60,133 @@ impl Release {
     }
 }
 
+/// Where a repository is: a folder, or an `https://` (or `http://`) URL. Over the network the
+/// signature and the hashes are what make the bytes trustworthy, as for apt; every request
+/// has deadlines and every read a cap.
+#[derive(Debug, Clone)]
+pub enum Location {
+    /// The folder holding `dists/` and `pool/`.
+    Dir(PathBuf),
+    /// The URL of the folder holding `dists/` and `pool/`, and the client to fetch with.
+    Url(String, ureq::Agent),
+}
+
 /// A repository being imported: where it is, and the suite.
 #[derive(Debug, Clone)]
 pub struct Source {
-    /// The folder holding `dists/` and `pool/`.
-    pub root: PathBuf,
+    /// Where it is.
+    pub location: Location,
     /// The suite.
     pub suite: String,
 }
 
+/// Deadlines of a repository download: connecting, the answer's head, the whole transfer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(60);
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
+
 impl Source {
-    /// The file at `path` inside the repository (`path` is confined: no `..`, not absolute).
-    pub fn file(&self, path: &str) -> Result<PathBuf> {
-        confined(path)?;
-        Ok(self.root.join(path))
+    /// The repository at `source` (a folder, or an http(s) URL whose server certificate must
+    /// chain to `ca`, PEM, or else to the system's roots in `/etc/ssl/certs`).
+    pub fn new(source: &str, suite: &str, ca: Option<&Path>) -> Result<Source> {
+        let location = if source.starts_with("https://") || source.starts_with("http://") {
+            Location::Url(source.trim_end_matches('/').to_string(), http_agent(ca)?)
+        } else {
+            Location::Dir(PathBuf::from(source))
+        };
+        Ok(Source { location, suite: suite.to_string() })
+    }
+
+    /// Where it is, for messages and the catalog.
+    pub fn display(&self) -> String {
+        match &self.location {
+            Location::Dir(d) => d.display().to_string(),
+            Location::Url(u, _) => u.clone(),
+        }
     }
 
     /// The path of the suite's file `name` (`InRelease`, `main/binary-arm64/Packages.gz`).
     pub fn dists(&self, name: &str) -> String {
         format!("dists/{}/{name}", self.suite)
     }
+
+    /// Opens the file at `path` inside the repository (`path` confined: no `..`, not
+    /// absolute). `None` when there is no such file.
+    pub fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send>>> {
+        confined(path)?;
+        match &self.location {
+            Location::Dir(d) => {
+                let p = d.join(path);
+                if !p.exists() {
+                    return Ok(None);
+                }
+                Ok(Some(Box::new(dm_shared::fs::open_regular(&p)?)))
+            }
+            Location::Url(base, agent) => {
+                let url = format!("{base}/{path}");
+                match agent.get(&url).call() {
+                    Ok(r) => Ok(Some(Box::new(r.into_body().into_reader()))),
+                    Err(ureq::Error::StatusCode(404 | 410)) => Ok(None),
+                    Err(e) => Err(Error::RepositoryHash {
+                        file: url,
+                        reason: format!("cannot fetch: {e}"),
+                    }),
+                }
+            }
+        }
+    }
+
+    /// Reads the file at `path` whole, at most `cap` bytes.
+    pub fn read(&self, path: &str, cap: u64) -> Result<Option<Vec<u8>>> {
+        let Some(r) = self.open(path)? else { return Ok(None) };
+        let mut out = Vec::new();
+        r.take(cap + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| Error::RepositoryHash { file: path.to_string(), reason: e.to_string() })?;
+        if out.len() as u64 > cap {
+            return Err(Error::RepositoryHash {
+                file: path.to_string(),
+                reason: format!("larger than {cap} bytes"),
+            });
+        }
+        Ok(Some(out))
+    }
+
+    fn need(&self, path: &str, cap: u64) -> Result<Vec<u8>> {
+        self.read(path, cap)?
+            .ok_or_else(|| Error::NotFound(format!("{path} in {}", self.display())))
+    }
+}
+
+/// The HTTP client of a repository download: rustls with `ca`'s roots, or the system's.
+fn http_agent(ca: Option<&Path>) -> Result<ureq::Agent> {
+    use rustls_pki_types::pem::PemObject;
+    let file =
+        ca.map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Path::to_path_buf);
+    let pem = dm_shared::fs::read_capped(&file, 16 << 20)?;
+    let roots: Vec<ureq::tls::Certificate<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .filter_map(|c| c.ok())
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+    if roots.is_empty() {
+        return Err(Error::Usage(format!("{}: no PEM certificate to trust", file.display())));
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(RESPONSE_TIMEOUT))
+        .timeout_global(Some(TRANSFER_TIMEOUT))
+        .max_redirects(3)
+        .build()
+        .into())
 }
 
 /// Refuses a repository path that leaves the repository.
@@ -97,11 +205,6 @@ pub fn confined(path: &str) -> Result<()> {
     }
 }
 
-/// Reads at most `cap` bytes of `path`, the size named.
-fn read_capped(path: &Path, cap: u64) -> Result<Vec<u8>> {
-    Ok(dm_shared::fs::read_capped(path, cap)?)
-}
-
 /// What gpgv said of a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -112,8 +215,9 @@ pub struct Verified {
 }
 
 /// Verifies the suite's release file with gpgv: `InRelease`, or `Release` with
-/// `Release.gpg`. Returns the signed text and the signer. `keyring` is a binary OpenPGP
-/// keyring (`gpg --export`, or Debian's `/usr/share/keyrings/*.gpg`).
+/// `Release.gpg`, read once and verified as the very bytes kept. Returns the signed text, the
+/// signer, and each file read. `keyring` is a binary OpenPGP keyring (`gpg --export`, or
+/// Debian's `/usr/share/keyrings/*.gpg`).
 pub fn verify_release(
     src: &Source,
     keyring: &Path,
@@ -123,27 +227,24 @@ pub fn verify_release(
     if !keyring.is_file() {
         return Err(Error::Usage(format!("--keyring {}: no such file", keyring.display())));
     }
+    let home = tempfile_dir()?;
     let inrelease = src.dists("InRelease");
-    let inrelease_path = src.file(&inrelease)?;
-    if inrelease_path.is_file() {
-        let bytes = read_capped(&inrelease_path, MAX_RELEASE)?;
-        let v = gpgv(&keyring, &inrelease, &[&inrelease_path])?;
+    if let Some(bytes) = src.read(&inrelease, MAX_RELEASE)? {
+        let file = home.path().join("InRelease");
+        dm_shared::fs::write_atomic(&file, &bytes, 0o600)?;
+        let v = gpgv(&home, &keyring, &inrelease, &[&file])?;
         return Ok((v, vec![(repo_file(&inrelease, &bytes), bytes)]));
     }
     let release = src.dists("Release");
     let sig = src.dists("Release.gpg");
-    let (release_path, sig_path) = (src.file(&release)?, src.file(&sig)?);
-    if !release_path.is_file() {
-        return Err(Error::NotFound(format!(
-            "{} (nor {}) in {}",
-            inrelease,
-            release,
-            src.root.display()
-        )));
-    }
-    let release_bytes = read_capped(&release_path, MAX_RELEASE)?;
-    let sig_bytes = read_capped(&sig_path, MAX_RELEASE)?;
-    let mut v = gpgv(&keyring, &release, &[&sig_path, &release_path])?;
+    let release_bytes = src.need(&release, MAX_RELEASE).map_err(|_| {
+        Error::NotFound(format!("{inrelease} (nor {release}) in {}", src.display()))
+    })?;
+    let sig_bytes = src.need(&sig, MAX_RELEASE)?;
+    let (rf, sf) = (home.path().join("Release"), home.path().join("Release.gpg"));
+    dm_shared::fs::write_atomic(&rf, &release_bytes, 0o600)?;
+    dm_shared::fs::write_atomic(&sf, &sig_bytes, 0o600)?;
+    let mut v = gpgv(&home, &keyring, &release, &[&sf, &rf])?;
     // A detached signature covers the file as it is.
     v.text = String::from_utf8_lossy(&release_bytes).into_owned();
     let files = vec![
@@ -165,11 +266,12 @@ fn repo_file(path: &str, bytes: &[u8]) -> RepoFile {
 /// `keyring` trusted, in an empty home of its own. A good signature needs gpgv's success,
 /// `GOODSIG` and `VALIDSIG`, and none of an expired or revoked key's or a bad signature's
 /// status lines (apt's rule).
-fn gpgv(keyring: &Path, name: &str, files: &[&Path]) -> Result<Verified> {
-    let home = tempfile_dir()?;
+fn gpgv(home: &TempDir, keyring: &Path, name: &str, files: &[&Path]) -> Result<Verified> {
+    let gnupg = home.path().join("gnupg");
+    dm_shared::fs::create_dir_all(&gnupg, dm_shared::fs::MODE_DIR_PRIVATE)?;
     let out = Command::new("gpgv")
         .arg("--homedir")
-        .arg(home.path())
+        .arg(&gnupg)
         .args(["--status-fd", "2", "--output", "-", "--keyring"])
         .arg(keyring)
         .args(files)
@@ -198,7 +300,7 @@ fn gpgv(keyring: &Path, name: &str, files: &[&Path]) -> Result<Verified> {
             let said: Vec<&str> = status
                 .lines()
                 .filter(|l| l.starts_with("gpgv:"))
-                .map(|l| l.trim_start_matches("gpgv: "))
+                .map(|l| l.trim_start_matches("gpgv: ").trim())
                 .collect();
             Err(Error::ReleaseSignature {
                 file: name.to_string(),
@@ -325,8 +427,9 @@ pub fn index_of(src: &Source, release: &Release, component: &str, arch: &str) ->
 /// Reads an index the release file lists, checking its size and SHA-256 while reading.
 /// Returns it as it is and uncompressed.
 pub fn read_index(src: &Source, f: &RepoFile) -> Result<(Vec<u8>, Vec<u8>)> {
-    let path = src.file(&f.path)?;
-    let file = dm_shared::fs::open_regular(&path)?;
+    let file = src
+        .open(&f.path)?
+        .ok_or_else(|| Error::NotFound(format!("{} in {}", f.path, src.display())))?;
     let mut r = HashingReader::new(file, f.size.min(MAX_INDEX));
     let mut raw = Vec::new();
     r.read_to_end(&mut raw)
@@ -436,8 +539,9 @@ fn check_entry(u: &Update) -> std::result::Result<(), String> {
 /// Copies a `.deb` from the repository to `dest` (atomically, 0644), checking its size and
 /// SHA-256 against its index while copying.
 pub fn copy_deb(src: &Source, u: &Update, dest: &Path) -> Result<()> {
-    let path = src.file(&u.filename)?;
-    let file = dm_shared::fs::open_regular(&path)?;
+    let file = src
+        .open(&u.filename)?
+        .ok_or_else(|| Error::NotFound(format!("{} in {}", u.filename, src.display())))?;
     if let Some(dir) = dest.parent() {
         dm_shared::fs::create_dir_all(dir, 0o755)?;
     }

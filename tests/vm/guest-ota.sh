@@ -134,7 +134,7 @@ holder=$!
 wait_for 30 'pgrep -f dmtest-hold >/dev/null'
 dmmp update deploy --name wave5 --collection all --update dmtest-lock >/dev/null
 wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q failed'
-dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "Could not get lock" \
+dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "Unable to acquire the dpkg frontend lock" \
     || fail "the refusal does not quote apt on the lock"
 [ "$(version_of dmtest-lock)" = 1.0 ] || fail "dmtest-lock was installed under a held lock"
 grep -q "0x80040236" /var/log/dm/DMSvc*.log || fail "the held lock was not reported as DM_E_DPKG_LOCKED"

@@ -591,7 +591,9 @@ fn apt_get(w: &Worker<'_>, args: &[&str]) -> Result<()> {
         (true, _) => Ok(()),
         (false, tail) => Err(Error::UpdateInstall {
             package: args.last().unwrap_or(&"").replace('=', " "),
-            locked: tail.contains("Could not get lock") || tail.contains("is held by process"),
+            locked: ["Could not get lock", "is held by process", "Unable to acquire the dpkg"]
+                .iter()
+                .any(|m| tail.contains(m)),
             reason: format!("{what} failed: {tail}"),
         }),
     }

@@ -19,8 +19,10 @@ use crate::storage::Storage;
 pub struct ImportArgs {
     /// The repository's name on the management point.
     pub name: String,
-    /// The folder holding `dists/` and `pool/`.
-    pub source: PathBuf,
+    /// The folder holding `dists/` and `pool/`, or its http(s) URL.
+    pub source: String,
+    /// PEM roots an https source's certificate must chain to (default: the system's).
+    pub source_ca: Option<PathBuf>,
     /// The suite.
     pub suite: String,
     /// The keyring the release file must verify against.
@@ -36,6 +38,11 @@ pub struct ImportArgs {
 /// Where the management point keeps a repository's files (`{content}/updates/{name}`).
 pub fn repository_dir(cfg: &Config, name: &str) -> PathBuf {
     cfg.content().join("updates").join(name)
+}
+
+/// The roots an https source of repository `name` is trusted with, when the import named them.
+fn source_ca(cfg: &Config, name: &str) -> PathBuf {
+    repository_dir(cfg, name).join("source-ca.pem")
 }
 
 /// Where a generation's metadata is kept: `{repository}/g{generation}/{path}`.
@@ -65,7 +72,7 @@ fn check_name(name: &str) -> Result<()> {
 /// `dmmp update import`.
 pub fn import(cfg: &Config, store: &dyn Storage, a: &ImportArgs, now: i64) -> Result<Out> {
     check_name(&a.name)?;
-    let src = Source { root: a.source.clone(), suite: a.suite.clone() };
+    let src = Source::new(&a.source, &a.suite, a.source_ca.as_deref())?;
     let (verified, mut files) = debrepo::verify_release(&src, &a.keyring)?;
     let release = debrepo::parse_release(&verified.text);
     let release_file = files[0].0.path.clone();
@@ -120,7 +127,7 @@ pub fn import(cfg: &Config, store: &dyn Storage, a: &ImportArgs, now: i64) -> Re
     let mut repo = UpdateRepository {
         id: 0,
         name: a.name.clone(),
-        source: a.source.display().to_string(),
+        source: src.display(),
         suite: a.suite.clone(),
         codename: release.codename.clone(),
         components,
@@ -132,6 +139,15 @@ pub fn import(cfg: &Config, store: &dyn Storage, a: &ImportArgs, now: i64) -> Re
         generation,
         imported: now,
     };
+    if let Some(ca) = &a.source_ca {
+        // Approvals fetch from the same source later, trusting the same roots.
+        let pem = dm_shared::fs::read_capped(ca, 16 << 20)?;
+        let dest = source_ca(cfg, &a.name);
+        if let Some(dir) = dest.parent() {
+            dm_shared::fs::create_dir_all(dir, 0o755)?;
+        }
+        dm_shared::fs::write_atomic(&dest, &pem, 0o644)?;
+    }
     // The metadata first, as the vendor signed it: a device fetches exactly these bytes.
     for (f, bytes) in &files {
         let dest = metadata_path(cfg, &repo, &f.path);
@@ -251,7 +267,8 @@ fn approve_ids(
         let repo = &repos[&u.repository_id];
         let dest = deb_path(cfg, repo, u);
         if !dest.is_file() {
-            let src = Source { root: PathBuf::from(&repo.source), suite: repo.suite.clone() };
+            let ca = source_ca(cfg, &repo.name);
+            let src = Source::new(&repo.source, &repo.suite, ca.is_file().then_some(ca.as_path()))?;
             debrepo::copy_deb(&src, u, &dest)?;
         }
         ok.push(*id);

@@ -460,14 +460,14 @@ fn an_interrupted_download_resumes_from_its_partial_file() {
 }
 
 /// nginx serving a folder over TLS on loopback, as an external distribution point.
-struct Nginx {
+pub struct Nginx {
     child: std::process::Child,
-    port: u16,
+    pub port: u16,
     prefix: PathBuf,
 }
 
 impl Nginx {
-    fn start(w: &World, root: &Path) -> Nginx {
+    pub fn start(w: &World, root: &Path) -> Nginx {
         let prefix = w.path("nginx");
         std::fs::create_dir_all(prefix.join("logs")).unwrap();
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
@@ -503,7 +503,7 @@ impl Nginx {
         Nginx { child, port, prefix }
     }
 
-    fn access_log(&self) -> String {
+    pub fn access_log(&self) -> String {
         std::fs::read_to_string(self.prefix.join("logs/access.log")).unwrap_or_default()
     }
 }

@@ -423,3 +423,51 @@ fn repositories_that_are_not_what_their_signature_says_are_refused_and_change_no
 fn copy_dir(from: &Path, to: &Path) {
     run_ok(Command::new("cp").arg("-a").arg(from).arg(to));
 }
+
+#[test]
+fn an_https_mirror_is_imported_and_approved_from_as_a_folder_is() {
+    let f = Fleet::new("");
+    let repo = Repo::new(&f.mp.w.path("apt"));
+    repo.deb("dmtest-tool", "1.0", native());
+    repo.index();
+    run_ok(Command::new("chmod").args(["-R", "a+rX"]).arg(f.mp.w.tmp.path()));
+    let nginx = crate::agent::Nginx::start(&f.mp.w, &repo.dir);
+    let url = format!("https://127.0.0.1:{}/", nginx.port);
+    let ca = f.mp.w.pki.join("root-ca.pem");
+    let dmmp = |extra: &[&str]| {
+        run(
+            Command::new(bin("dmmp"))
+                .arg("--config")
+                .arg(f.mp.dir.join("dmmp.toml"))
+                .args([
+                    "--json", "update", "import", "--name", "mirror", "--suite", "stable",
+                    "--source", &url,
+                ])
+                .args(["--keyring", &repo.keyring()])
+                .args(extra),
+            Duration::from_secs(60),
+        )
+    };
+    // Without the server's CA (the system's roots do not hold the test CA): refused.
+    let out = dmmp(&[]);
+    assert!(!out.status.success(), "{}", show(&out));
+    assert!(show(&out).contains("cannot fetch"), "{}", show(&out));
+    let out = dmmp(&["--source-ca", ca.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", show(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["added"], 1, "{v}");
+    f.mp.admin(&["update", "approve", "dmtest-tool"]);
+    assert!(
+        nginx.access_log().contains(&format!(
+            "GET /pool/main/d/dmtest-tool/dmtest-tool_1.0_{}.deb HTTP/1.1 200",
+            native()
+        )),
+        "{}",
+        nginx.access_log()
+    );
+    assert_eq!(f.mp.admin_json(&["update", "list", "--approved"]).as_array().unwrap().len(), 1);
+    assert_eq!(
+        f.mp.admin_json(&["update", "repositories"])[0]["source"],
+        url.trim_end_matches('/')
+    );
+}

@@ -442,9 +442,13 @@ pub enum UpdateCmd {
         /// The repository's name on the management point.
         #[arg(long)]
         name: String,
-        /// The repository's folder (holding dists/ and pool/).
+        /// The repository: its folder (holding dists/ and pool/), or its https:// URL.
         #[arg(long)]
-        source: PathBuf,
+        source: String,
+        /// PEM roots an https source's certificate must chain to (default: the system's,
+        /// /etc/ssl/certs/ca-certificates.crt).
+        #[arg(long)]
+        source_ca: Option<PathBuf>,
         /// The suite (dists/SUITE), such as bookworm-security.
         #[arg(long)]
         suite: String,

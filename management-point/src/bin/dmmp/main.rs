@@ -256,10 +256,20 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
     let (cfg, store) = open(cli)?;
     let now = admin::now();
     match cmd {
-        UpdateCmd::Import { name, source, suite, keyring, components, architectures, security } => {
+        UpdateCmd::Import {
+            name,
+            source,
+            source_ca,
+            suite,
+            keyring,
+            components,
+            architectures,
+            security,
+        } => {
             let a = u::ImportArgs {
                 name: name.clone(),
                 source: source.clone(),
+                source_ca: source_ca.clone(),
                 suite: suite.clone(),
                 keyring: keyring.clone(),
                 components: components.clone(),
