@@ -239,6 +239,24 @@ pub fn config_item(data: &[u8]) {
     }
 }
 
+/// Software updates on the device: dpkg's status database (the first part) read into the
+/// installed packages, and a catalog (the rest) scanned against them. Every version compared
+/// is compared both ways, and the two answers must be each other's reverse.
+pub fn software_updates(data: &[u8]) {
+    let [status, catalog] = split_parts::<2>(data);
+    let Ok(installed) = crate::debian::installed_packages(status, "arm64") else { return };
+    let versions: Vec<&str> = installed.values().map(|p| p.version.as_str()).take(32).collect();
+    for a in &versions {
+        for b in &versions {
+            let (x, y) = (crate::debian::compare_versions(a, b), crate::debian::compare_versions(b, a));
+            assert_eq!(x, y.reverse(), "{a:?} against {b:?}");
+        }
+    }
+    if let Ok(scan) = crate::updates::scan(catalog, &installed, "arm64") {
+        assert!(scan.rows.values().all(|r| r.state != crate::updates::UpdateState::NotRequired));
+    }
+}
+
 /// A fuzz target: its name (`fuzz/fuzz_targets/<name>.rs`, `fuzz/corpus/<name>/`) and body.
 pub type Target = (&'static str, fn(&[u8]));
 
@@ -251,6 +269,7 @@ pub const TARGETS: &[Target] = &[
     ("crl", crl),
     ("settings", settings),
     ("config_item", config_item),
+    ("software_updates", software_updates),
 ];
 
 /// Runs every file of `fuzz/corpus/<target>/` and `fuzz/regressions/<target>/` (under

@@ -68,9 +68,27 @@ pub fn device_requests(data: &[u8]) {
     let _ = query::<HistoryQuery>(text);
 }
 
+/// A Debian repository's files as `dmmp update import` reads them: a release file's signed
+/// text (the first part), and a package index (the rest). An entry the index parser keeps
+/// names a file inside the repository.
+pub fn debian_repository(data: &[u8]) {
+    let [release, index] = dm_shared::fuzzing::split_parts::<2>(data);
+    let r = crate::debrepo::parse_release(&String::from_utf8_lossy(release));
+    let _ = r.is_security();
+    let (updates, _) = crate::debrepo::parse_index(index, "Packages", false);
+    for u in updates {
+        assert!(crate::debrepo::confined(&u.filename).is_ok(), "{:?} leaves the repository", u.filename);
+        assert!(dm_shared::debian::is_valid_version(&u.version), "{:?}", u.version);
+    }
+}
+
 /// This module's targets by name, for the replay.
 pub const TARGETS: &[dm_shared::fuzzing::Target] =
-    &[("mp_device_requests", device_requests), ("console_forms", super::console::fuzzing::forms)];
+    &[
+        ("mp_device_requests", device_requests),
+        ("console_forms", super::console::fuzzing::forms),
+        ("debian_repository", debian_repository),
+    ];
 
 #[cfg(test)]
 mod tests {
