@@ -48,6 +48,10 @@ arm=target/cross/aarch64-unknown-linux-gnu/device/dm
 if [ -x "$arm" ] && command -v qemu-aarch64 >/dev/null; then
     measure "aarch64 (qemu-user)" qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm" svc scan-updates \
         --device-root / --catalog "$work/catalog.txt" --arch "$arch"
+    # What qemu and dm take before any scan, for reading the RSS above.
+    /usr/bin/time -f '%M' -o "$work/time" qemu-aarch64 -L /usr/aarch64-linux-gnu "$arm" svc --help > /dev/null
+    printf '%-28s peak RSS %.1f MB (qemu-user and dm printing its help)\n' "aarch64, no scan" \
+        "$(awk -v k="$(cat "$work/time")" 'BEGIN { print k / 1024 }')"
 else
     echo "aarch64: skipped (run targets/build.sh; qemu-user must be installed)"
 fi

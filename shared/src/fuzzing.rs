@@ -248,7 +248,8 @@ pub fn software_updates(data: &[u8]) {
     let versions: Vec<&str> = installed.values().map(|p| p.version.as_str()).take(32).collect();
     for a in &versions {
         for b in &versions {
-            let (x, y) = (crate::debian::compare_versions(a, b), crate::debian::compare_versions(b, a));
+            let (x, y) =
+                (crate::debian::compare_versions(a, b), crate::debian::compare_versions(b, a));
             assert_eq!(x, y.reverse(), "{a:?} against {b:?}");
         }
     }

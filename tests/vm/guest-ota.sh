@@ -96,7 +96,7 @@ dmmp update import --name fleet --source /mnt/host/repo --suite stable --keyring
     || fail "the import failed"
 wait_for 120 'dmmp --json update compliance --device vm-1 | grep -q "new updates available"'
 dmmp update compliance --device vm-1
-dmmp update approve dmtest-tool dmtest-fail dmtest-slow dmtest-extra dmtest-bad dmtest-lock >/dev/null
+dmmp update approve dmtest-tool dmtest-fail dmtest-slow dmtest-extra dmtest-bad dmtest-lock dmtest-full >/dev/null
 dmmp update deploy --name wave1 --collection all --update dmtest-tool --update dmtest-fail >/dev/null
 wait_for 240 '[ "$(version_of dmtest-tool)" = 1.1 ] && dmmp --json update compliance --device vm-1 | grep -q "\"failed\""'
 wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "pending_reboot"'
@@ -139,6 +139,18 @@ dmmp update compliance --device vm-1 | grep dmtest-lock | grep -q "Unable to acq
 [ "$(version_of dmtest-lock)" = 1.0 ] || fail "dmtest-lock was installed under a held lock"
 grep -q "0x80040236" /var/log/dm/DMSvc*.log || fail "the held lock was not reported as DM_E_DPKG_LOCKED"
 wait "$holder" || true
+
+say "a full disk where the agent stages updates: the update fails with the reason, nothing else changes"
+pool=/var/lib/dm/updates/apt/repo/fleet/pool/main/d/dmtest-full
+mkdir -p "$pool"
+mount -t tmpfs -o size=4k tmpfs "$pool"
+dd if=/dev/zero of="$pool/filler" bs=1k count=4 2>/dev/null || true
+dmmp update deploy --name wave6 --collection all --update dmtest-full >/dev/null
+wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-full | grep -q failed'
+umount "$pool"
+[ "$(version_of dmtest-full)" = 1.0 ] || fail "dmtest-full changed on a full disk"
+dmmp update compliance --device vm-1 | grep dmtest-full | grep -qi "no space" \
+    || fail "the refusal does not say the disk is full"
 dmmp update compliance --device vm-1
 say "software updates: $(dmmp update compliance --collection all | head -1)"
 

@@ -23,6 +23,7 @@ $apt deb "$share/debs" dmtest-slow 1.0 amd64
 $apt deb "$share/debs" dmtest-extra 1.0 amd64
 $apt deb "$share/debs" dmtest-bad 1.0 amd64
 $apt deb "$share/debs" dmtest-lock 1.0 amd64
+$apt deb "$share/debs" dmtest-full 1.0 amd64
 # Installed by hand while an update deployment runs: its preinst holds dpkg's lock.
 $apt deb "$share/hold" dmtest-hold 1.0 amd64 '' 'sleep 20'
 $apt deb "$share/repo" dmtest-tool 1.1 amd64 'touch /run/reboot-required'
@@ -32,6 +33,7 @@ $apt deb "$share/repo" dmtest-slow 2.0 amd64 \
 $apt deb "$share/repo" dmtest-extra 1.1 amd64
 $apt deb "$share/repo" dmtest-bad 1.1 amd64
 $apt deb "$share/repo" dmtest-lock 1.1 amd64
+$apt deb "$share/repo" dmtest-full 1.1 amd64
 $apt index "$share/repo" stable amd64 "$share/key"
 rc=0
 tests/vm/vm.sh run "$share" || rc=$?

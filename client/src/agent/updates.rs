@@ -84,7 +84,22 @@ fn load(ctx: &Context) -> Memory {
 fn save(ctx: &Context, m: &Memory) -> Result<()> {
     dmfs::create_dir_all(&dir(ctx), dmfs::MODE_DIR_PRIVATE)?;
     dmfs::write_json(&memory_file(ctx), m, MODE_PRIVATE)?;
+    let due = Due { href: m.href.clone(), scanned: m.scanned, next_deadline: m.next_deadline };
+    dmfs::write_json(&due_file(ctx), &due, MODE_PRIVATE)?;
     Ok(())
+}
+
+/// What says whether the next poll has work (`state/updates/due.json`): read at every poll,
+/// so kept apart from the reported rows, which may be thousands.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+struct Due {
+    href: String,
+    scanned: i64,
+    next_deadline: Option<i64>,
+}
+
+fn due_file(ctx: &Context) -> PathBuf {
+    dir(ctx).join("due.json")
 }
 
 fn now(ctx: &Context) -> i64 {
@@ -144,7 +159,7 @@ pub fn scan_file(ctx: &Context, catalog: &Path, native: &str) -> Result<wire::Sc
 }
 
 /// Whether the link or the clock says it is time to look at software updates.
-fn due(m: &Memory, href: &str, now: i64, interval: i64) -> bool {
+fn due(m: &Due, href: &str, now: i64, interval: i64) -> bool {
     m.href != href || now - m.scanned >= interval || m.next_deadline.is_some_and(|d| now >= d)
 }
 
@@ -152,10 +167,11 @@ fn due(m: &Memory, href: &str, now: i64, interval: i64) -> bool {
 /// its deadline came. Errors are logged; the next poll tries again.
 pub fn after_poll(w: &mut Worker<'_>, href: &str) {
     let interval = w.settings.software_updates.scan_interval.as_secs() as i64;
-    let mut m = load(w.ctx);
-    if !due(&m, href, now(w.ctx), interval) {
+    let d: Due = dmfs::read_json(&due_file(w.ctx), 64 * 1024).ok().flatten().unwrap_or_default();
+    if !due(&d, href, now(w.ctx), interval) {
         return;
     }
+    let mut m = load(w.ctx);
     if let Err(e) = run(w, href, &mut m) {
         log::warn!("software updates: {e} ({})", e.code());
     }
@@ -661,12 +677,7 @@ mod tests {
 
     #[test]
     fn scans_are_due_on_a_new_link_the_interval_or_a_deadline() {
-        let m = Memory {
-            href: "a".into(),
-            scanned: 100,
-            next_deadline: Some(500),
-            ..Memory::default()
-        };
+        let m = Due { href: "a".into(), scanned: 100, next_deadline: Some(500) };
         assert!(due(&m, "b", 101, 3600));
         assert!(!due(&m, "a", 101, 3600));
         assert!(due(&m, "a", 3700, 3600));

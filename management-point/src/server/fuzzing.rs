@@ -77,18 +77,21 @@ pub fn debian_repository(data: &[u8]) {
     let _ = r.is_security();
     let (updates, _) = crate::debrepo::parse_index(index, "Packages", false);
     for u in updates {
-        assert!(crate::debrepo::confined(&u.filename).is_ok(), "{:?} leaves the repository", u.filename);
+        assert!(
+            crate::debrepo::confined(&u.filename).is_ok(),
+            "{:?} leaves the repository",
+            u.filename
+        );
         assert!(dm_shared::debian::is_valid_version(&u.version), "{:?}", u.version);
     }
 }
 
 /// This module's targets by name, for the replay.
-pub const TARGETS: &[dm_shared::fuzzing::Target] =
-    &[
-        ("mp_device_requests", device_requests),
-        ("console_forms", super::console::fuzzing::forms),
-        ("debian_repository", debian_repository),
-    ];
+pub const TARGETS: &[dm_shared::fuzzing::Target] = &[
+    ("mp_device_requests", device_requests),
+    ("console_forms", super::console::fuzzing::forms),
+    ("debian_repository", debian_repository),
+];
 
 #[cfg(test)]
 mod tests {
