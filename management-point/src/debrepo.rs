@@ -205,6 +205,9 @@ pub fn confined(path: &str) -> Result<()> {
     }
 }
 
+/// A repository file as read: what it is, and its bytes.
+pub type Fetched = (RepoFile, Vec<u8>);
+
 /// What gpgv said of a signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verified {
@@ -218,10 +221,7 @@ pub struct Verified {
 /// `Release.gpg`, read once and verified as the very bytes kept. Returns the signed text, the
 /// signer, and each file read. `keyring` is a binary OpenPGP keyring (`gpg --export`, or
 /// Debian's `/usr/share/keyrings/*.gpg`).
-pub fn verify_release(
-    src: &Source,
-    keyring: &Path,
-) -> Result<(Verified, Vec<(RepoFile, Vec<u8>)>)> {
+pub fn verify_release(src: &Source, keyring: &Path) -> Result<(Verified, Vec<Fetched>)> {
     let keyring = std::path::absolute(keyring)
         .map_err(|e| Error::Usage(format!("{}: {e}", keyring.display())))?;
     if !keyring.is_file() {

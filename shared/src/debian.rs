@@ -206,7 +206,7 @@ pub fn installed_packages<R: BufRead>(
     let mut out = HashMap::new();
     while let Some(v) = p.next_paragraph()? {
         let [Some(name), Some(status), Some(version), arch] =
-            <[Option<String>; 4]>::try_from(v).unwrap_or_else(|_| [None, None, None, None])
+            <[Option<String>; 4]>::try_from(v).unwrap_or([None, None, None, None])
         else {
             continue;
         };

@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod auth;
+pub mod catalog;
 pub mod confirm;
 pub mod conn_info;
 pub mod connection;
@@ -27,6 +28,7 @@ pub mod state;
 pub mod throttle;
 pub mod tls;
 pub mod trust;
+pub mod update_link;
 pub mod updates;
 
 use std::net::SocketAddr;

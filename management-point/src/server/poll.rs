@@ -98,7 +98,7 @@ pub(super) fn controller_base(
         let href = joined(&base, &["/", ddi::CRLS_PATH, "?v=", marker]);
         links.insert("dmCrls".into(), link(href));
     }
-    if let Some(href) = super::updates::link(view, &base, current, now) {
+    if let Some(href) = super::update_link::link(view, &base, current, now) {
         links.insert("dmUpdates".into(), link(href));
     }
     if let Some(a) = view

@@ -72,7 +72,7 @@ impl View {
         v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
         v.update_repositories = store.update_repositories()?;
         v.update_deployments = store.update_deployments()?;
-        v.updates_marker = super::updates::marker(&v.update_repositories);
+        v.updates_marker = super::catalog::marker(&v.update_repositories);
         v.administrators = store
             .administrators()?
             .into_iter()
@@ -174,7 +174,7 @@ pub struct AppState {
     /// The poll interval as polls tell devices (`HH:MM:SS`), formatted once.
     pub poll_sleep: String,
     /// The software update catalog as served, rebuilt when an import moves its marker.
-    pub catalog: Mutex<Option<Arc<super::updates::Catalog>>>,
+    pub catalog: Mutex<Option<Arc<super::catalog::Catalog>>>,
 }
 
 impl std::fmt::Debug for AppState {

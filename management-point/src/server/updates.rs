@@ -4,76 +4,28 @@
 //! `.deb` of approved updates only.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use dm_shared::updates::{
-    self as wire, CatalogEntry, DeployedUpdate, FileRef, ScanAck, ScanReport, UpdatesDocument,
+    self as wire, DeployedUpdate, FileRef, ScanAck, ScanReport, UpdatesDocument,
 };
 
 use super::artifacts::serve_file;
+use super::catalog::Catalog;
 use super::http::{ApiError, push_segment};
 use super::poll::base_url;
-use super::state::{AppState, View};
+use super::state::AppState;
+use super::update_link::deployments_of;
 use crate::admin::updates::{deb_path, metadata_path};
 use crate::model::Device;
 use crate::model::updates::*;
 
 /// The longest reason or version kept from a device's report.
 const MAX_TEXT: usize = 512;
-
-/// The catalog as served, rebuilt when an import changes a repository.
-#[derive(Debug, Default)]
-pub struct Catalog {
-    /// The marker it was built for.
-    pub marker: String,
-    /// Every update, by id.
-    pub by_id: HashMap<i64, Update>,
-    /// The catalog text per architecture (with `all`), made on first use.
-    texts: Mutex<HashMap<String, Arc<(Vec<u8>, String)>>>,
-}
-
-impl Catalog {
-    /// The catalog text of `arch` and its SHA-256.
-    fn text(&self, arch: &str) -> Arc<(Vec<u8>, String)> {
-        let mut texts = self.texts.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(t) = texts.get(arch) {
-            return t.clone();
-        }
-        let mut ids: Vec<&Update> =
-            self.by_id.values().filter(|u| u.arch == arch || u.arch == "all").collect();
-        ids.sort_by_key(|u| u.id);
-        let mut text = wire::catalog_header(&self.marker).into_bytes();
-        for u in ids {
-            let e = CatalogEntry {
-                id: u.id,
-                package: u.package.clone(),
-                arch: u.arch.clone(),
-                version: u.version.clone(),
-            };
-            text.extend_from_slice(e.line().as_bytes());
-        }
-        let sha = dm_shared::pki::sha256_hex(&text);
-        let t = Arc::new((text, sha));
-        if texts.len() < 16 {
-            texts.insert(arch.to_string(), t.clone());
-        }
-        t
-    }
-}
-
-/// A marker that changes when a repository is imported again.
-pub fn marker(repos: &[UpdateRepository]) -> Option<String> {
-    if repos.is_empty() {
-        return None;
-    }
-    let all: String =
-        repos.iter().map(|r| format!("{}:{}:{};", r.id, r.generation, r.imported)).collect();
-    Some(dm_shared::pki::sha256_hex(all.as_bytes())[..16].to_string())
-}
 
 /// The catalog for the view's marker, rebuilt from the store when it moved.
 fn catalog(state: &AppState, marker: &str) -> Result<Arc<Catalog>, ApiError> {
@@ -83,34 +35,9 @@ fn catalog(state: &AppState, marker: &str) -> Result<Arc<Catalog>, ApiError> {
     }
     let by_id =
         state.store.updates().map_err(ApiError::from)?.into_iter().map(|u| (u.id, u)).collect();
-    let c = Arc::new(Catalog { marker: marker.to_string(), by_id, texts: Mutex::default() });
+    let c = Arc::new(Catalog { marker: marker.to_string(), by_id, texts: Default::default() });
     *slot = Some(c.clone());
     Ok(c)
-}
-
-/// The update deployments whose collection holds the device.
-fn deployments_of<'v>(view: &'v View, d: &Device) -> Vec<&'v UpdateDeployment> {
-    view.update_deployments
-        .iter()
-        .filter(|x| view.collections.get(&x.collection_id).is_some_and(|c| c.contains(d)))
-        .collect()
-}
-
-/// The poll's `dmUpdates` link: present once a repository is imported; its marker moves
-/// with the catalog and with the device's deployments.
-pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
-    let m = view.updates_marker.as_ref()?;
-    // A window opening or closing moves it too: the device looks again then.
-    let ids: Vec<i64> = deployments_of(view, d)
-        .iter()
-        .map(|x| if x.window_open(now) { x.id } else { -x.id })
-        .collect();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    Some(format!("{base}/{}?v={m}-{h:x}", wire::UPDATES_PATH))
 }
 
 /// A device's architecture as it names it (`?arch=`): a dpkg architecture name.
@@ -216,8 +143,8 @@ pub fn document(
         catalog: FileRef {
             path: format!("catalog-{arch}.txt"),
             href: catalog_href,
-            size: text.0.len() as u64,
-            sha256: text.1.clone(),
+            size: text.bytes.len() as u64,
+            sha256: text.sha256.clone(),
         },
         repositories,
         deployments,
@@ -234,7 +161,7 @@ pub fn catalog_text(
     let Some(m) = state.read().updates_marker.clone() else {
         return Err(ApiError::not_found("no software update catalog is imported"));
     };
-    Ok(catalog(state, &m)?.text(&arch).0.clone())
+    Ok(catalog(state, &m)?.text(&arch).bytes.clone())
 }
 
 /// `POST …/dm/updates/scan`: a device's scan changes; 409 when they follow a report the

@@ -1,0 +1,34 @@
+//! The poll's `dmUpdates` link (docs/software-updates.md): which update deployments hold a
+//! device, and the marker that makes the device look again when the catalog, its deployments
+//! or their windows change.
+
+use dm_shared::updates as wire;
+
+use super::state::View;
+use crate::model::Device;
+use crate::model::updates::UpdateDeployment;
+
+/// The update deployments whose collection holds the device.
+pub fn deployments_of<'v>(view: &'v View, d: &Device) -> Vec<&'v UpdateDeployment> {
+    view.update_deployments
+        .iter()
+        .filter(|x| view.collections.get(&x.collection_id).is_some_and(|c| c.contains(d)))
+        .collect()
+}
+
+/// The poll's `dmUpdates` link: present once a repository is imported; its marker moves
+/// with the catalog and with the device's deployments.
+pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
+    let m = view.updates_marker.as_ref()?;
+    // A window opening or closing moves it too: the device looks again then.
+    let ids: Vec<i64> = deployments_of(view, d)
+        .iter()
+        .map(|x| if x.window_open(now) { x.id } else { -x.id })
+        .collect();
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    Some(format!("{base}/{}?v={m}-{h:x}", wire::UPDATES_PATH))
+}
