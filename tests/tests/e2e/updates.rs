@@ -471,3 +471,85 @@ fn an_https_mirror_is_imported_and_approved_from_as_a_folder_is() {
         url.trim_end_matches('/')
     );
 }
+
+#[test]
+fn security_updates_are_told_apart_approved_by_rules_and_deployed_on_their_own() {
+    let n = native();
+    let f = Fleet::new_with("", |mp| {
+        dpkg_status(
+            &mp.w.device,
+            &[("dmtest-tool", "1.0", n, "installed"), ("dmtest-lib", "1.0", n, "installed")],
+        );
+    });
+    let main = Repo::new(&f.mp.w.path("main"));
+    main.deb("dmtest-tool", "1.1", n);
+    main.index();
+    import(&f, &main);
+    // A security suite signed with Release.gpg beside Release only (no InRelease).
+    let sec = Repo::new(&f.mp.w.path("sec"));
+    sec.deb("dmtest-lib", "1.1", n);
+    apt_repo(&[
+        "index",
+        sec.dir.to_str().unwrap(),
+        "stable-security",
+        "amd64 arm64",
+        sec.key.to_str().unwrap(),
+    ]);
+    std::fs::remove_file(sec.dir.join("dists/stable-security/InRelease")).unwrap();
+    let out = f.mp.admin(&["update", "rule", "add", "--name", "security", "--security-only"]);
+    assert!(out.contains("approval rule security added"), "{out}");
+    let v = f.mp.admin_json(&[
+        "update",
+        "import",
+        "--name",
+        "security",
+        "--source",
+        sec.dir.to_str().unwrap(),
+        "--suite",
+        "stable-security",
+        "--keyring",
+        &sec.keyring(),
+    ]);
+    assert_eq!(
+        (v["added"].as_i64(), v["security"].as_bool(), v["approved_by_rules"].as_i64()),
+        (Some(1), Some(true), Some(1)),
+        "{v}"
+    );
+    let repos = f.mp.admin_json(&["update", "repositories"]);
+    let files: Vec<String> =
+        repos.as_array().unwrap().iter().find(|r| r["name"] == "security").unwrap()["metadata"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["path"].as_str().unwrap().to_string())
+            .collect();
+    assert!(files.contains(&"dists/stable-security/Release.gpg".to_string()), "{files:?}");
+
+    let approved = f.mp.admin_json(&["update", "list", "--approved"]);
+    let approved: Vec<(&str, &str)> = approved
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| (u["package"].as_str().unwrap(), u["approved_by"].as_str().unwrap()))
+        .collect();
+    assert_eq!(approved, vec![("dmtest-lib", "rule security")]);
+    f.mp.admin(&["collection", "add", "--name", "all", "--rule", "all"]);
+    f.mp.admin(&["update", "approve", "dmtest-tool"]);
+    let d = f.mp.admin_json(&[
+        "update",
+        "deploy",
+        "--name",
+        "sec",
+        "--collection",
+        "all",
+        "--security",
+    ]);
+    let lib = f.mp.admin_json(&["update", "list", "--package", "dmtest-lib"]);
+    let lib_ids: Vec<&Value> = lib.as_array().unwrap().iter().map(|u| &u["id"]).collect();
+    assert_eq!(
+        d["updates"].as_array().unwrap().iter().collect::<Vec<_>>(),
+        lib_ids,
+        "security only: {d}"
+    );
+    wait_for("a scan", &f, || device_updates(&f)["status"] != "unknown");
+}
