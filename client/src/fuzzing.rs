@@ -76,6 +76,7 @@ fn signed_manifest() -> &'static Manifest {
             platforms: vec![],
             device_class: DeviceClass::Mobile,
             environment: Default::default(),
+            default: false,
         }],
         metadata: None,
     })

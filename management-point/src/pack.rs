@@ -335,6 +335,9 @@ pub struct ProgramToml {
     /// Environment additions.
     #[serde(default)]
     pub environment: std::collections::BTreeMap<String, String>,
+    /// Run when the server names no program (a DDI server without this project's metadata).
+    #[serde(default)]
+    pub default: bool,
 }
 
 fn default_max_run_time() -> u64 {
@@ -373,6 +376,7 @@ impl ProgramToml {
             platforms,
             device_class,
             environment: self.environment.clone(),
+            default: self.default,
         })
     }
 }
@@ -452,6 +456,7 @@ pub fn program_flag(s: &str) -> Result<SignedProgram> {
         platforms: Vec::new(),
         device_class: None,
         environment: Default::default(),
+        default: false,
     }
     .to_signed()
 }

@@ -535,6 +535,8 @@ pub struct ExceptionInfo {
 
 /// Chunk metadata keys this project uses (see docs/management-point.md).
 pub mod meta {
+    /// What every key of this project's metadata starts with.
+    pub const PREFIX: &str = "dm.";
     /// The name of the signed program to run (one of the package's signed programs).
     pub const PROGRAM: &str = "dm.program";
     /// The signed program's command as a JSON array, for people and for the agent's check:

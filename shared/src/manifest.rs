@@ -190,6 +190,15 @@ impl Manifest {
         self.programs.iter().find(|p| p.name == name)
     }
 
+    /// The program run when the server names none: the one marked default, else the only
+    /// one.
+    pub fn default_program(&self) -> Option<&SignedProgram> {
+        self.programs.iter().find(|p| p.default).or(match self.programs.as_slice() {
+            [only] => Some(only),
+            _ => None,
+        })
+    }
+
     /// The entry for a path.
     pub fn file(&self, path: &str) -> Option<&FileEntry> {
         self.files.iter().find(|f| f.path == path)

@@ -44,6 +44,11 @@ pub struct SignedProgram {
     /// Variables added to its environment.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub environment: BTreeMap<String, String>,
+    /// The program run when the server names none (a DDI server that knows nothing of this
+    /// project's metadata). At most one per package; written only when true, so packages
+    /// without one read the same in older clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub default: bool,
 }
 
 fn mobile() -> DeviceClass {
@@ -136,6 +141,14 @@ pub fn check_all(programs: &[SignedProgram], files: &[FileEntry]) -> Result<(), 
             return Err(format!("program {} is listed twice", p.name));
         }
     }
+    let defaults: Vec<&str> =
+        programs.iter().filter(|p| p.default).map(|p| p.name.as_str()).collect();
+    if defaults.len() > 1 {
+        return Err(format!(
+            "programs {} are each marked default; at most one may be",
+            defaults.join(", ")
+        ));
+    }
     Ok(())
 }
 
@@ -155,6 +168,7 @@ mod tests {
             platforms: vec![],
             device_class: DeviceClass::Mobile,
             environment: BTreeMap::new(),
+            default: false,
         }
     }
 

@@ -79,5 +79,6 @@ pub fn setup_program() -> SignedProgram {
         platforms: vec![],
         device_class: crate::vocab::DeviceClass::Mobile,
         environment: Default::default(),
+        default: false,
     }
 }

@@ -99,10 +99,11 @@ fn check_artifacts(chunk: &Chunk, dir: &Path, url: &str) -> Result<u64> {
     Ok(needed)
 }
 
-/// Whether the chunk is one `.dmpkg` bundle rather than a package's files.
+/// Whether the chunk is one `.dmpkg` bundle rather than a package's files: named so, or the
+/// one artifact of a server without this project's metadata (the bundle reader then checks
+/// its content).
 pub fn is_bundle(chunk: &Chunk) -> bool {
-    let suffix = format!(".{}", bundle::EXTENSION);
-    matches!(chunk.artifacts.as_slice(), [one] if one.filename.ends_with(&suffix))
+    super::plan::bundle_candidate(chunk)
 }
 
 /// Where a bundle artifact is downloaded: beside the package folder it unpacks into.

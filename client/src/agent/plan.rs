@@ -49,14 +49,39 @@ pub fn classify(d: &Deployment) -> Result<(&Chunk, Option<PackageKind>), Refusal
     if let Some(kind) = PackageKind::from_part(&chunk.part) {
         return Ok((chunk, Some(kind)));
     }
-    let suffix = format!(".{}", dm_shared::bundle::EXTENSION);
     match chunk.artifacts.as_slice() {
-        [one] if one.filename.ends_with(&suffix) => Ok((chunk, None)),
+        [_] if bundle_candidate(chunk) => Ok((chunk, None)),
         _ => Err(Refusal::unsupported(format!(
             "package kind {:?} is not one this client knows, and the package is not one signed .dmpkg bundle",
             chunk.part
         ))),
     }
+}
+
+/// Whether the server sent any of this project's metadata (`dm.*`): `dmmp` always does;
+/// another DDI server does not, and then the signed bundle is the whole truth.
+pub fn has_server_metadata(chunk: &Chunk) -> bool {
+    chunk.metadata.iter().any(|m| m.key.starts_with(ddi::meta::PREFIX))
+}
+
+/// Whether a chunk of one artifact is taken as a bundle: named `.dmpkg`, or from a server
+/// that knows nothing of this project (its content then says whether it is one: the bundle
+/// reader refuses anything else).
+pub fn bundle_candidate(chunk: &Chunk) -> bool {
+    let suffix = format!(".{}", dm_shared::bundle::EXTENSION);
+    match chunk.artifacts.as_slice() {
+        [one] => one.filename.ends_with(&suffix) || !has_server_metadata(chunk),
+        _ => false,
+    }
+}
+
+/// Whether `s`, a chunk's name or version, is only its artifact's file name (with or without
+/// its extension) or nothing: what a server that knows nothing of the package says.
+fn only_file_name(chunk: &Chunk, s: &str) -> bool {
+    s.is_empty()
+        || chunk.artifacts.iter().any(|a| {
+            s == a.filename || a.filename.rsplit_once('.').is_some_and(|(stem, _)| s == stem)
+        })
 }
 
 impl Refusal {
@@ -77,7 +102,13 @@ pub fn match_advertisement<'m>(
     kind: PackageKind,
     m: &'m Manifest,
 ) -> Result<Option<&'m SignedProgram>, Refusal> {
-    if chunk.name != m.name || chunk.version != m.version.to_string() || kind != m.kind {
+    // A server without this project's metadata names the chunk after its file: that is no
+    // claim about the package, and the signed manifest says what it is.
+    let bare = !has_server_metadata(chunk);
+    let name_ok = chunk.name == m.name || (bare && only_file_name(chunk, &chunk.name));
+    let version_ok =
+        chunk.version == m.version.to_string() || (bare && only_file_name(chunk, &chunk.version));
+    if !name_ok || !version_ok || kind != m.kind {
         return Err(Refusal::mismatch(format!(
             "the advertisement says {} {} ({}) but the signed package is {} {} ({}); nothing ran",
             chunk.name, chunk.version, kind, m.name, m.version, m.kind
@@ -92,7 +123,21 @@ pub fn match_advertisement<'m>(
     if kind == PackageKind::ClientDeployment || itemized {
         return Ok(None);
     }
-    let name = chunk.meta(ddi::meta::PROGRAM).unwrap_or_default();
+    let Some(name) = chunk.meta(ddi::meta::PROGRAM) else {
+        return m.default_program().map(Some).ok_or_else(|| {
+            let signed: Vec<&str> = m.programs.iter().map(|p| p.name.as_str()).collect();
+            Refusal {
+                message_id: MessageId::ADVERTISEMENT_MISMATCH,
+                code: StatusCode::DM_E_PROGRAM_NOT_SIGNED,
+                text: format!(
+                    "the server names no program, and {} {} signs {} with none marked default (dmpack --default-program); nothing ran",
+                    m.name,
+                    m.version,
+                    if signed.is_empty() { "none".into() } else { signed.join(", ") }
+                ),
+            }
+        });
+    };
     let Some(program) = m.program(name) else {
         let signed: Vec<&str> = m.programs.iter().map(|p| p.name.as_str()).collect();
         return Err(Refusal {
@@ -286,7 +331,15 @@ mod tests {
         let os = Chunk { artifacts: vec![bundle("tools-1.0.0.0.dmpkg")], ..chunk("os", &[]) };
         let d = deployment(Handling::Forced, Handling::Forced, None, vec![os]);
         assert_eq!(classify(&d).unwrap().1, None);
-        let raw = Chunk { artifacts: vec![bundle("rootfs.swu")], ..chunk("os", &[]) };
+        // Without this project's metadata, one artifact of any name may be a bundle: its content
+        // says (the bundle reader refuses anything else).
+        let any_name = Chunk { artifacts: vec![bundle("rootfs.bin")], ..chunk("os", &[]) };
+        let d = deployment(Handling::Forced, Handling::Forced, None, vec![any_name]);
+        assert_eq!(classify(&d).unwrap().1, None);
+        let raw = Chunk {
+            artifacts: vec![bundle("rootfs.swu")],
+            ..chunk("os", &[("dm.advertisement", "7")])
+        };
         for (chunks, why) in [
             (vec![], "no package"),
             (vec![chunk("configuration", &[]), chunk("configuration", &[])], "2 packages"),
@@ -338,6 +391,7 @@ mod tests {
             platforms: vec![],
             device_class: DeviceClass::Mobile,
             environment: Default::default(),
+            default: false,
         };
         Manifest {
             format: dm_shared::manifest::FORMAT.into(),
@@ -350,6 +404,64 @@ mod tests {
             programs: vec![program],
             metadata: None,
         }
+    }
+
+    fn bare(name: &str, version: &str, file: &str) -> Chunk {
+        let mut c = chunk("os", &[]);
+        c.name = name.into();
+        c.version = version.into();
+        c.artifacts = vec![dm_shared::ddi::Artifact {
+            filename: file.into(),
+            hashes: Default::default(),
+            size: 1,
+            links: Default::default(),
+        }];
+        c
+    }
+
+    #[test]
+    fn a_server_without_our_metadata_leaves_the_signed_bundle_the_whole_truth() {
+        let mut m = signed();
+        let kind = PackageKind::SoftwareDistribution;
+        // Named after its file (any extension: the content says it is a bundle).
+        let c = bare("tools-1.0.bin", "tools-1.0.bin", "tools-1.0.bin");
+        let d = Deployment {
+            download: dm_shared::ddi::Handling::Forced,
+            update: dm_shared::ddi::Handling::Forced,
+            chunks: vec![c.clone()],
+            maintenance_window: None,
+        };
+        assert_eq!(classify(&d).unwrap().1, None);
+        assert!(bundle_candidate(&c));
+        assert_eq!(
+            match_advertisement(&c, kind, &m).unwrap().unwrap().name,
+            "install",
+            "the only program"
+        );
+        assert!(match_advertisement(&bare("tools-1.0", "", "tools-1.0.dmpkg"), kind, &m).is_ok());
+        // What the server does say must still be the signed truth.
+        let r = match_advertisement(&bare("other", "1.0.0.0", "tools.bin"), kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_ADVERTISEMENT_MISMATCH);
+        let r = match_advertisement(&bare("tools", "2.0.0.0", "tools.bin"), kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_ADVERTISEMENT_MISMATCH);
+        assert!(match_advertisement(&bare("tools", "1.0.0.0", "tools.bin"), kind, &m).is_ok());
+        // Several programs: the default one, or a clear refusal.
+        let mut second = m.programs[0].clone();
+        second.name = "remove".into();
+        m.programs.push(second);
+        let r = match_advertisement(&c, kind, &m).unwrap_err();
+        assert_eq!(r.code, StatusCode::DM_E_PROGRAM_NOT_SIGNED);
+        assert!(
+            r.text.contains("names no program") && r.text.contains("install, remove"),
+            "{}",
+            r.text
+        );
+        m.programs[1].default = true;
+        assert_eq!(match_advertisement(&c, kind, &m).unwrap().unwrap().name, "remove");
+        // dmmp's chunks name their program, and are compared as before.
+        let named = chunk("software-distribution", &[("dm.program", "install")]);
+        assert_eq!(match_advertisement(&named, kind, &m).unwrap().unwrap().name, "install");
+        assert!(!bundle_candidate(&named), "no artifact");
     }
 
     #[test]

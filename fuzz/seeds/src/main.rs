@@ -124,6 +124,7 @@ fn program(name: &str, command: &[&str]) -> SignedProgram {
         platforms: vec![],
         device_class: DeviceClass::Mobile,
         environment: Default::default(),
+        default: false,
     }
 }
 

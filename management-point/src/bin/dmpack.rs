@@ -159,6 +159,10 @@ struct PackageArgs {
     /// defaults: at most an hour, any platform, mobile. Repeat.
     #[arg(long = "program")]
     programs: Vec<String>,
+    /// The program devices run when their server names none (a DDI server without this
+    /// project's metadata); a package of one program needs none.
+    #[arg(long)]
+    default_program: Option<String>,
     /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
     /// (docs/deployment-folder.md).
     #[arg(long = "programs")]
@@ -242,6 +246,12 @@ fn package_spec(a: PackageArgs) -> dm_mp::Result<(PackageSpec, PathBuf, PathBuf,
     };
     for p in &a.programs {
         programs.push(pack::program_flag(p)?);
+    }
+    if let Some(d) = &a.default_program {
+        let p = programs.iter_mut().find(|p| &p.name == d).ok_or_else(|| {
+            dm_mp::Error::Usage(format!("--default-program {d}: the package has no program {d}"))
+        })?;
+        p.default = true;
     }
     let spec = PackageSpec {
         source: a.source,

@@ -21,6 +21,7 @@ mod robust;
 mod setup;
 mod swupdate;
 mod tether;
+mod thirdparty;
 mod trust;
 mod updates;
 mod util;
