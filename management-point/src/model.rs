@@ -312,6 +312,10 @@ pub struct Collection {
     pub rule: CollectionRule,
     /// Explicit members (device ids), for any rule.
     pub members: Vec<i64>,
+    /// The daily window its devices install update deployments in (unless a deployment has
+    /// its own).
+    #[serde(default)]
+    pub window: Option<MaintenanceWindow>,
 }
 
 impl Collection {
@@ -712,6 +716,7 @@ mod tests {
             tenant: "DEFAULT".into(),
             rule: CollectionRule::Explicit,
             members: vec![7],
+            window: None,
         };
         assert!(c.contains(&d));
         // Never a device of another tenant, whatever the rule or membership says.

@@ -45,10 +45,31 @@ pub fn collection_list(store: &dyn Storage) -> Result<Out> {
                 c.tenant.clone(),
                 c.rule.to_string(),
                 devices.iter().filter(|d| c.contains(d)).count().to_string(),
+                c.window.map_or_else(|| "-".into(), |w| w.to_string()),
             ]
         })
         .collect();
-    Ok(Out::new(table(&["ID", "NAME", "TENANT", "RULE", "MEMBERS"], &rows), json!(cs)))
+    Ok(Out::new(table(&["ID", "NAME", "TENANT", "RULE", "MEMBERS", "WINDOW"], &rows), json!(cs)))
+}
+
+/// `dmmp collection window`: sets a collection's daily maintenance window in UTC, or clears
+/// it when none is given.
+pub fn collection_window(
+    store: &dyn Storage,
+    collection: &str,
+    window: Option<&str>,
+) -> Result<Out> {
+    let c = find_collection(store, collection)?;
+    let w = window.map(MaintenanceWindow::parse).transpose().map_err(Error::Usage)?;
+    store.set_collection_window(c.id, w.as_ref())?;
+    let text = match w {
+        Some(w) => format!(
+            "collection {}: its devices install update deployments inside {w} UTC\n",
+            c.name
+        ),
+        None => format!("collection {}: no maintenance window\n", c.name),
+    };
+    Ok(Out::new(text, json!({"collection": c.name, "window": w.map(|w| w.to_string())})))
 }
 
 /// The members of a collection now.

@@ -5,8 +5,8 @@
 use dm_shared::updates as wire;
 
 use super::state::View;
-use crate::model::Device;
 use crate::model::updates::UpdateDeployment;
+use crate::model::{Device, MaintenanceWindow};
 
 /// The update deployments whose collection holds the device.
 pub fn deployments_of<'v>(view: &'v View, d: &Device) -> Vec<&'v UpdateDeployment> {
@@ -23,7 +23,7 @@ pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
     // A window opening or closing moves it too: the device looks again then.
     let ids: Vec<i64> = deployments_of(view, d)
         .iter()
-        .map(|x| if x.window_open(now) { x.id } else { -x.id })
+        .map(|x| if window_of(view, x).is_none_or(|w| w.is_open(now)) { x.id } else { -x.id })
         .collect();
     let mut h: u64 = 0xcbf29ce484222325;
     for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
@@ -31,4 +31,9 @@ pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
         h = h.wrapping_mul(0x100000001b3);
     }
     Some(format!("{base}/{}?v={m}-{h:x}", wire::UPDATES_PATH))
+}
+
+/// The window a deployment's devices install in: its own, else its collection's.
+pub fn window_of(view: &View, x: &UpdateDeployment) -> Option<MaintenanceWindow> {
+    x.window.or_else(|| view.collections.get(&x.collection_id).and_then(|c| c.window))
 }

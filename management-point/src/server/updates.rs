@@ -19,7 +19,7 @@ use super::catalog::Catalog;
 use super::http::{ApiError, push_segment};
 use super::poll::base_url;
 use super::state::AppState;
-use super::update_link::deployments_of;
+use super::update_link::{deployments_of, window_of};
 use crate::admin::updates::{deb_path, metadata_path};
 use crate::model::Device;
 use crate::model::updates::*;
@@ -108,8 +108,8 @@ pub fn document(
             available: x.available,
             deadline: x.deadline_of(d.id),
             reboot: x.reboot,
-            window: x.window.map(|w| w.to_string()),
-            window_open: x.window_open(state.now()),
+            window: window_of(&view, x).map(|w| w.to_string()),
+            window_open: window_of(&view, x).is_none_or(|w| w.is_open(state.now())),
         });
     }
     let repositories = used

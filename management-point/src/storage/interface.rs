@@ -118,6 +118,9 @@ pub trait Storage: UpdateStorage + Send + Sync {
 
     /// Adds a collection.
     fn add_collection(&self, name: &str, tenant: &str, rule: &CollectionRule) -> Result<i64>;
+    /// Sets (or, with `None`, clears) a collection's maintenance window. Returns whether the
+    /// collection exists.
+    fn set_collection_window(&self, id: i64, window: Option<&MaintenanceWindow>) -> Result<bool>;
     /// Adds an explicit member.
     fn add_member(&self, collection_id: i64, device_id: i64) -> Result<()>;
     /// Every collection.

@@ -240,7 +240,9 @@ pub(super) fn read_collections(c: &mut Connection) -> rusqlite::Result<Vec<Colle
         let (cid, did) = row?;
         members.entry(cid).or_default().push(did);
     }
-    let mut st = c.prepare("SELECT id, name, rule, tenant FROM collections ORDER BY id")?;
+    let mut st = c.prepare(
+        "SELECT id, name, rule, tenant, maintenance_window FROM collections ORDER BY id",
+    )?;
     let rows = st.query_map([], |r| {
         let id: i64 = r.get(0)?;
         let rule: String = r.get(2)?;
@@ -250,6 +252,15 @@ pub(super) fn read_collections(c: &mut Connection) -> rusqlite::Result<Vec<Colle
             tenant: r.get(3)?,
             rule: from_json("collections", id, "rule", &rule)?,
             members: Vec::new(),
+            window: match r.get::<_, Option<String>>(4)? {
+                Some(w) => Some(parsed(
+                    "collections",
+                    id,
+                    "maintenance_window",
+                    MaintenanceWindow::parse(&w),
+                )?),
+                None => None,
+            },
         })
     })?;
     let mut out: Vec<Collection> = rows.collect::<rusqlite::Result<_>>()?;

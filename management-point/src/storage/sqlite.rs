@@ -23,6 +23,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-008-administrators.sql"),
     include_str!("migrations/sqlite-009-administrator-certificates.sql"),
     include_str!("migrations/sqlite-010-software-updates.sql"),
+    include_str!("migrations/sqlite-011-collection-windows.sql"),
 ];
 
 /// The SQLite store.
@@ -451,6 +452,16 @@ impl Storage for SqliteStore {
                 params![name, tenant, json(rule)?],
             )?;
             Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn set_collection_window(&self, id: i64, window: Option<&MaintenanceWindow>) -> Result<bool> {
+        self.with("set a collection's maintenance window", |c| {
+            let n = c.execute(
+                "UPDATE collections SET maintenance_window = ?2 WHERE id = ?1",
+                params![id, window.map(|w| w.to_string())],
+            )?;
+            Ok(n > 0)
         })
     }
 

@@ -161,6 +161,12 @@ fn the_update_catalog_and_scans_follow_their_serial() {
         assert!(s.update_states(None).unwrap().is_empty());
 
         let c = s.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
+        let night = MaintenanceWindow::parse("01:00-03:00").unwrap();
+        assert!(s.set_collection_window(c, Some(&night)).unwrap());
+        assert_eq!(s.collections().unwrap()[0].window, Some(night));
+        assert!(s.set_collection_window(c, None).unwrap());
+        assert_eq!(s.collections().unwrap()[0].window, None);
+        assert!(!s.set_collection_window(c + 100, None).unwrap(), "no such collection");
         let dep = updates::UpdateDeployment {
             id: 0,
             name: "wave".into(),

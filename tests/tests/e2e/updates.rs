@@ -294,6 +294,26 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     let busy = |u: &&Value| u["state"] == "failed" || u["state"] == "in_progress";
     assert!(!device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| busy(&u)));
 
+    // The collection's window counts for a deployment without its own.
+    f.mp.admin(&["collection", "window", "all", &window]);
+    f.mp.admin(&[
+        "update",
+        "deploy",
+        "--name",
+        "nightly",
+        "--collection",
+        "all",
+        "--update",
+        "dmtest-tool",
+    ]);
+    wait_for("the wait for the collection's window", &f, || {
+        f.agent_log().contains("update deployment nightly waits for its maintenance window")
+    });
+    assert!(!device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| busy(&u)));
+    let listed = f.mp.admin(&["collection", "list"]);
+    assert!(listed.contains(&window), "{listed}");
+    f.mp.admin(&["collection", "window", "all"]);
+
     // Without a window or a spread the deployment is due at once.
     let d = f.mp.admin_json(&[
         "update",

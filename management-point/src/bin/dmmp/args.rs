@@ -310,6 +310,14 @@ pub enum CollectionCmd {
     },
     /// List collections.
     List,
+    /// Set a collection's daily maintenance window in UTC, such as 22:00-04:00 (none given:
+    /// clear it): its devices install update deployments only inside it.
+    Window {
+        /// The collection (id or name).
+        collection: String,
+        /// HH:MM-HH:MM in UTC.
+        window: Option<String>,
+    },
     /// Show (or add to) a collection's members.
     Members {
         /// The collection (id or name).

@@ -116,6 +116,9 @@ fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
             targeting::collection_add(&cfg, &*store, name, tenant, rule)
         }
         CollectionCmd::List => targeting::collection_list(&*store),
+        CollectionCmd::Window { collection, window } => {
+            targeting::collection_window(&*store, collection, window.as_deref())
+        }
         CollectionCmd::Members { collection, add } => {
             targeting::collection_members(&*store, collection, add)
         }

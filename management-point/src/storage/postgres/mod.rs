@@ -47,6 +47,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-008-administrators.sql"),
     include_str!("../migrations/postgres-009-administrator-certificates.sql"),
     include_str!("../migrations/postgres-010-software-updates.sql"),
+    include_str!("../migrations/postgres-011-collection-windows.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.

@@ -424,6 +424,15 @@ impl Storage for PgStore {
         self.exec("add a collection member", sql, p![collection_id, device_id]).map(|_| ())
     }
 
+    fn set_collection_window(&self, id: i64, window: Option<&MaintenanceWindow>) -> Result<bool> {
+        let sql = "UPDATE collections SET maintenance_window = $2 WHERE id = $1";
+        Ok(self.exec(
+            "set a collection's maintenance window",
+            sql,
+            p![id, window.map(|w| w.to_string())],
+        )? > 0)
+    }
+
     fn collections(&self) -> Result<Vec<Collection>> {
         let mut members: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
         let sql = "SELECT collection_id, device_id FROM collection_members ORDER BY device_id";
@@ -433,7 +442,7 @@ impl Storage for PgStore {
         for (c, d) in pairs {
             members.entry(c).or_default().push(d);
         }
-        let sql = "SELECT id, name, rule, tenant FROM collections ORDER BY id";
+        let sql = "SELECT id, name, rule, tenant, maintenance_window FROM collections ORDER BY id";
         let mut out = self.rows("read collections", sql.to_string(), p![], rows::collection)?;
         for c in &mut out {
             c.members = members.remove(&c.id).unwrap_or_default();

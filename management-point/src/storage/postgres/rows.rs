@@ -246,5 +246,11 @@ pub(super) fn collection(r: &Row) -> Result<Collection, Fail> {
         tenant: r.try_get(3)?,
         rule: from_json("collections", id, "rule", r.try_get(2)?)?,
         members: Vec::new(),
+        window: match r.try_get::<_, Option<String>>(4)? {
+            Some(w) => {
+                Some(parsed("collections", id, "maintenance_window", MaintenanceWindow::parse(&w))?)
+            }
+            None => None,
+        },
     })
 }
