@@ -152,7 +152,11 @@ fn the_console_shows_reports_to_administrators_only_and_escapes_what_devices_sen
         assert_eq!(login(&mp, "admin", "wrong password!").status, 401);
     }
     let r = login(&mp, "admin", PASSWORD);
-    assert_eq!((r.status, r.header("retry-after")), (429, Some("60")));
+    // Until the first failure leaves the minute: 60 s, less what the five logins took (their
+    // password hashing is slow on purpose, and slower on a loaded machine).
+    let wait: u64 = r.header("retry-after").and_then(|v| v.parse().ok()).unwrap_or(0);
+    assert_eq!(r.status, 429);
+    assert!((50..=60).contains(&wait), "retry-after {wait}");
     assert!(mp.log_text().contains("console login failed for \"admin\" from 127.0.0.1"));
     assert!(mp.log_text().contains("console login from 127.0.0.1 refused: 5 failures"));
     // Logging out ends the session.
