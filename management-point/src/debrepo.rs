@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use dm_shared::debian::{self, Paragraphs};
 use dm_shared::digest::HashingReader;
+use dm_shared::files::check_relative_path;
 
 use crate::error::{Error, Result};
 use crate::model::updates::{RepoFile, Update};
@@ -113,7 +114,7 @@ impl Source {
     /// Opens the file at `path` inside the repository (`path` confined: no `..`, not
     /// absolute). `None` when there is no such file.
     pub fn open(&self, path: &str) -> Result<Option<Box<dyn Read + Send>>> {
-        confined(path)?;
+        check_relative_path(path)?;
         match &self.location {
             Location::Dir(d) => {
                 let p = d.join(path);
@@ -187,22 +188,6 @@ fn http_agent(ca: Option<&Path>) -> Result<ureq::Agent> {
         .max_redirects(3)
         .build()
         .into())
-}
-
-/// Refuses a repository path that leaves the repository.
-pub fn confined(path: &str) -> Result<()> {
-    let ok = !path.is_empty()
-        && !path.starts_with('/')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
-        && !path.contains(['\\', '\0', '\n']);
-    if ok {
-        Ok(())
-    } else {
-        Err(Error::RepositoryHash {
-            file: crate::printable::printable(path).into_owned(),
-            reason: "the path leaves the repository".into(),
-        })
-    }
 }
 
 /// A repository file as read: what it is, and its bytes.
@@ -531,8 +516,7 @@ fn check_entry(u: &Update) -> std::result::Result<(), String> {
     if u.sha256.len() != 64 || !u.sha256.bytes().all(|c| c.is_ascii_hexdigit()) {
         return Err("no usable SHA256".into());
     }
-    confined(&u.filename)
-        .map_err(|_| format!("Filename {:?} leaves the repository", u.filename))?;
+    check_relative_path(&u.filename).map_err(|e| format!("Filename: {e}"))?;
     Ok(())
 }
 
@@ -591,9 +575,9 @@ Package: Bad Name\nVersion: 1\nArchitecture: all\nSize: 1\nSHA256: 0000000000000
         assert_eq!(bad, 2);
         assert_eq!(u.len(), 1);
         assert_eq!(u[0].source, "goodsrc");
-        assert!(confined("pool/a/b.deb").is_ok());
+        assert!(check_relative_path("pool/a/b.deb").is_ok());
         for p in ["/etc/x", "a/../b", "a//b", "", "./a"] {
-            assert!(confined(p).is_err(), "{p}");
+            assert!(check_relative_path(p).is_err(), "{p}");
         }
     }
 }

@@ -78,7 +78,7 @@ pub fn debian_repository(data: &[u8]) {
     let (updates, _) = crate::debrepo::parse_index(index, "Packages", false);
     for u in updates {
         assert!(
-            crate::debrepo::confined(&u.filename).is_ok(),
+            dm_shared::files::check_relative_path(&u.filename).is_ok(),
             "{:?} leaves the repository",
             u.filename
         );
