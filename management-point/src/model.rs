@@ -843,6 +843,15 @@ pub struct Administrator {
     pub created: i64,
 }
 
+/// FNV-1a of `bytes`: a cheap hash, stable across runs and builds, for markers that change
+/// when what they cover changes and for per-device offsets. Not for anything an attacker
+/// should not be able to collide.
+pub fn fnv1a(bytes: impl IntoIterator<Item = u8>) -> u64 {
+    bytes
+        .into_iter()
+        .fold(0xcbf29ce484222325, |h, b| (h ^ u64::from(b)).wrapping_mul(0x100000001b3))
+}
+
 /// Software updates: the catalog of Debian package versions, approvals, update deployments
 /// and what devices' scans found (docs/software-updates.md).
 pub mod updates {
@@ -1005,11 +1014,7 @@ pub mod updates {
             if self.spread <= 0 {
                 return self.deadline;
             }
-            let mut h: u64 = 0xcbf29ce484222325;
-            for b in device_id.to_le_bytes().into_iter().chain(self.id.to_le_bytes()) {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x100000001b3);
-            }
+            let h = super::fnv1a(device_id.to_le_bytes().into_iter().chain(self.id.to_le_bytes()));
             self.deadline + (h % (self.spread as u64 + 1)) as i64
         }
     }

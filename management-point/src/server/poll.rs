@@ -45,13 +45,8 @@ fn next_action(view: &View, device_id: i64, now: i64) -> Option<&Action> {
 }
 
 fn change_marker(a: &Action, window: Option<bool>) -> u64 {
-    // FNV-1a over what, when it changes, should make a device fetch the deployment again.
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in format!("{}:{}:{:?}", a.id, a.status.as_str(), window).bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
+    // What, when it changes, should make a device fetch the deployment again.
+    fnv1a(format!("{}:{}:{:?}", a.id, a.status.as_str(), window).bytes())
 }
 
 /// `GET /{tenant}/controller/v1/{controllerId}`.

@@ -25,11 +25,7 @@ pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
         .iter()
         .map(|x| if window_of(view, x).is_none_or(|w| w.is_open(now)) { x.id } else { -x.id })
         .collect();
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in ids.iter().flat_map(|i| i.to_le_bytes()) {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x100000001b3);
-    }
+    let h = crate::model::fnv1a(ids.iter().flat_map(|i| i.to_le_bytes()));
     Some(format!("{base}/{}?v={m}-{h:x}", wire::UPDATES_PATH))
 }
 
