@@ -12,6 +12,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use dm_shared::debian::{self, InstalledPackage};
+use dm_shared::files::check_relative_path;
 use dm_shared::fs::{self as dmfs, MODE_PRIVATE};
 use dm_shared::message::{MessageId, StatusMessage};
 use dm_shared::updates::{
@@ -250,25 +251,8 @@ fn run(w: &mut Worker<'_>, href: &str, m: &mut Memory) -> Result<()> {
             // Nothing installed (staging, apt-get update, the wrong device root): each update
             // is failed with the reason, not left in progress.
             log::error!("software updates not installed: {e} ({})", e.code());
-            let reason: String = e.to_string().chars().take(MAX_REASON).collect();
-            for u in &todo {
-                m.outcomes.insert(
-                    u.id,
-                    Outcome {
-                        state: UpdateState::Failed,
-                        reason: Some(reason.clone()),
-                        at: t,
-                        boot: boot_id(),
-                    },
-                );
-            }
-            w.report(&StatusMessage::event(
-                "DMSvc",
-                MessageId::UPDATE_FAILED,
-                e.code(),
-                w.now(),
-                reason,
-            ));
+            let ids: Vec<i64> = todo.iter().map(|u| u.id).collect();
+            failed(w, m, &ids, &e, t);
         }
         scan = scan_file(w.ctx, &catalog, &native)?;
     }
@@ -366,14 +350,10 @@ fn fetch(w: &Worker<'_>, f: &FileRef, dest: &Path, cap: u64) -> Result<PathBuf> 
     if f.size > cap {
         return Err(Error::TooLarge { url: f.href.clone(), limit: cap });
     }
-    if let Ok(file) = dmfs::open_regular(dest) {
-        let mut r = dm_shared::digest::HashingReader::new(file, f.size);
-        if std::io::copy(&mut r, &mut std::io::sink()).is_ok() {
-            let h = r.finish();
-            if h.size == f.size && h.sha256 == f.sha256 {
-                return Ok(dest.to_path_buf());
-            }
-        }
+    if dm_shared::digest::hash_file(dest, f.size)
+        .is_ok_and(|h| h.size == f.size && h.sha256 == f.sha256)
+    {
+        return Ok(dest.to_path_buf());
     }
     if let Some(d) = dest.parent() {
         dmfs::create_dir_all(d, dmfs::MODE_DIR_PRIVATE)?;
@@ -396,78 +376,18 @@ fn install(
     m: &mut Memory,
     reboot_allowed: bool,
 ) -> Result<()> {
-    if !w.ctx.layout.is_system_root() {
-        return Err(Error::UpdateInstall {
-            package: "(all)".into(),
-            reason: format!(
-                "updates install through the system's apt and dpkg; this agent manages {}",
-                w.ctx.layout.root().display()
-            ),
-            locked: false,
-        });
-    }
-    let apt = apt_dir(w.ctx);
-    for sub in ["lists/partial", "archives/partial"] {
-        dmfs::create_dir_all(&apt.join(sub), dmfs::MODE_DIR_PRIVATE)?;
-    }
-    let mut sources = String::new();
-    let native = architecture(w.ctx);
-    for r in doc.repositories.iter().filter(|r| todo.iter().any(|u| u.repository == r.name)) {
-        let root = apt.join("repo").join(&r.name);
-        for f in &r.metadata {
-            fetch(w, f, &confined(&root, &f.path)?, 64 << 20)?;
-        }
-        let signed_by = w
-            .settings
-            .software_updates
-            .apt_keyring
-            .as_ref()
-            .map(|k| format!(" signed-by={k}"))
-            .unwrap_or_default();
-        sources.push_str(&format!(
-            "deb [arch={native}{signed_by}] file:{} {} {}\n",
-            root.display(),
-            r.suite,
-            r.components.join(" ")
-        ));
-    }
-    for u in todo {
-        let root = apt.join("repo").join(&u.repository);
-        fetch(w, &u.file, &confined(&root, &u.file.path)?, 4 << 30)?;
-    }
-    dmfs::write_atomic(&apt.join("sources.list"), sources.as_bytes(), MODE_PRIVATE)?;
+    stage(w, doc, todo)?;
     repair_dpkg(w)?;
     apt_get(w, &["update"]).map_err(|e| {
         log::warn!("apt-get update failed: {e}");
         e
     })?;
+    let native = architecture(w.ctx);
     let mut done_labels = Vec::new();
     for u in todo {
         let label = format!("{} {}", u.package, u.version);
-        let spec = format!("{}={}", u.package, u.version);
         let t = now(w.ctx);
-        // dpkg's database is the truth: apt fails a run for another package left half-way too.
-        let ran = apt_get(w, &["install", "--no-install-recommends", &spec]);
-        let have = installed(w.ctx, &native)?;
-        let key = (u.package.clone(), debian::arch_key(&u.arch, &native).to_string());
-        let done = have.get(&key).is_some_and(|p| p.state == "installed" && p.version == u.version);
-        let ran = match (done, ran) {
-            (true, Err(e)) => {
-                log::warn!("{label} is installed, though apt-get reported: {e}");
-                Ok(())
-            }
-            (false, Ok(())) => Err(Error::UpdateInstall {
-                package: label.clone(),
-                reason: format!(
-                    "apt-get succeeded, but dpkg holds {}",
-                    have.get(&key)
-                        .map_or("no version".into(), |p| format!("{} {}", p.version, p.state))
-                ),
-                locked: false,
-            }),
-            (_, ran) => ran,
-        };
-        match ran {
+        match install_one(w, u, &native) {
             Ok(()) => {
                 let pending = w.ctx.layout.root().join("run/reboot-required").exists();
                 log::info!(
@@ -477,38 +397,20 @@ fn install(
                 done_labels
                     .push(format!("{label}{}", if pending { " (pending reboot)" } else { "" }));
                 if pending {
-                    m.outcomes.insert(
-                        u.id,
-                        Outcome {
-                            state: UpdateState::PendingReboot,
-                            reason: None,
-                            at: t,
-                            boot: boot_id(),
-                        },
-                    );
+                    let o = Outcome {
+                        state: UpdateState::PendingReboot,
+                        reason: None,
+                        at: t,
+                        boot: boot_id(),
+                    };
+                    m.outcomes.insert(u.id, o);
                 } else {
                     m.outcomes.remove(&u.id);
                 }
             }
             Err(e) => {
                 log::error!("{e} ({})", e.code());
-                let reason = e.to_string().chars().take(MAX_REASON).collect::<String>();
-                m.outcomes.insert(
-                    u.id,
-                    Outcome {
-                        state: UpdateState::Failed,
-                        reason: Some(reason.clone()),
-                        at: t,
-                        boot: boot_id(),
-                    },
-                );
-                w.report(&StatusMessage::event(
-                    "DMSvc",
-                    MessageId::UPDATE_FAILED,
-                    e.code(),
-                    w.now(),
-                    reason,
-                ));
+                failed(w, m, &[u.id], &e, t);
             }
         }
     }
@@ -532,19 +434,100 @@ fn install(
     Ok(())
 }
 
-/// `root/path`, refusing a path that leaves `root`.
-fn confined(root: &Path, path: &str) -> Result<PathBuf> {
-    let ok = !path.is_empty()
-        && !path.starts_with('/')
-        && path.split('/').all(|c| !c.is_empty() && c != "." && c != "..");
-    if ok {
-        Ok(root.join(path))
-    } else {
-        Err(Error::Malformed {
-            url: path.to_string(),
-            reason: "a repository path that leaves the repository".into(),
-        })
+/// Puts the repositories of `todo` where apt reads them: their signed metadata and each
+/// update's `.deb` under `state/updates/apt/repo/{name}/`, and the agent's own sources list.
+fn stage(w: &Worker<'_>, doc: &UpdatesDocument, todo: &[&DeployedUpdate]) -> Result<()> {
+    if !w.ctx.layout.is_system_root() {
+        return Err(Error::UpdateInstall {
+            package: "(all)".into(),
+            reason: format!(
+                "updates install through the system's apt and dpkg; this agent manages {}",
+                w.ctx.layout.root().display()
+            ),
+            locked: false,
+        });
     }
+    let apt = apt_dir(w.ctx);
+    for sub in ["lists/partial", "archives/partial"] {
+        dmfs::create_dir_all(&apt.join(sub), dmfs::MODE_DIR_PRIVATE)?;
+    }
+    let native = architecture(w.ctx);
+    let signed_by = w
+        .settings
+        .software_updates
+        .apt_keyring
+        .as_ref()
+        .map(|k| format!(" signed-by={k}"))
+        .unwrap_or_default();
+    let mut sources = String::new();
+    for r in doc.repositories.iter().filter(|r| todo.iter().any(|u| u.repository == r.name)) {
+        let root = apt.join("repo").join(&r.name);
+        for f in &r.metadata {
+            fetch(w, f, &confined(&root, &f.path)?, 64 << 20)?;
+        }
+        sources.push_str(&format!(
+            "deb [arch={native}{signed_by}] file:{} {} {}\n",
+            root.display(),
+            r.suite,
+            r.components.join(" ")
+        ));
+    }
+    for u in todo {
+        let root = apt.join("repo").join(&u.repository);
+        fetch(w, &u.file, &confined(&root, &u.file.path)?, 4 << 30)?;
+    }
+    dmfs::write_atomic(&apt.join("sources.list"), sources.as_bytes(), MODE_PRIVATE)
+        .map_err(Into::into)
+}
+
+/// Installs one update with apt; dpkg's database afterwards says whether it is installed
+/// (apt also fails a run for another package dpkg left half-way).
+fn install_one(w: &Worker<'_>, u: &DeployedUpdate, native: &str) -> Result<()> {
+    let label = format!("{} {}", u.package, u.version);
+    let spec = format!("{}={}", u.package, u.version);
+    let ran = apt_get(w, &["install", "--no-install-recommends", &spec]);
+    let have = installed(w.ctx, native)?;
+    let key = (u.package.clone(), debian::arch_key(&u.arch, native).to_string());
+    let done = have.get(&key).is_some_and(|p| p.state == "installed" && p.version == u.version);
+    match (done, ran) {
+        (true, Err(e)) => {
+            log::warn!("{label} is installed, though apt-get reported: {e}");
+            Ok(())
+        }
+        (false, Ok(())) => Err(Error::UpdateInstall {
+            package: label,
+            reason: format!(
+                "apt-get succeeded, but dpkg holds {}",
+                have.get(&key)
+                    .map_or("no version".into(), |p| format!("{} {}", p.version, p.state))
+            ),
+            locked: false,
+        }),
+        (_, ran) => ran,
+    }
+}
+
+/// Records updates `ids` failed with `e` at `at` (tried again after the scan interval) and
+/// reports it once.
+fn failed(w: &Worker<'_>, m: &mut Memory, ids: &[i64], e: &Error, at: i64) {
+    let reason: String = e.to_string().chars().take(MAX_REASON).collect();
+    for id in ids {
+        let o = Outcome {
+            state: UpdateState::Failed,
+            reason: Some(reason.clone()),
+            at,
+            boot: boot_id(),
+        };
+        m.outcomes.insert(*id, o);
+    }
+    w.report(&StatusMessage::event("DMSvc", MessageId::UPDATE_FAILED, e.code(), w.now(), reason));
+}
+
+/// `root/path`, for a path the server names: refused unless it stays inside `root`
+/// ([`check_relative_path`], the rule for every path from the network).
+fn confined(root: &Path, path: &str) -> Result<PathBuf> {
+    check_relative_path(path)?;
+    Ok(root.join(path))
 }
 
 /// dpkg left half-way (a kill, a power cut): `dpkg --configure -a` finishes what it can,
