@@ -181,6 +181,19 @@ impl Fleet {
     pub fn start_agent(&self) {
         start_agent(self.device());
     }
+
+    /// Waits up to a minute for `ok`; fails naming `what`, with the agent's log.
+    pub fn wait_until(&self, what: &str, mut ok: impl FnMut() -> bool) {
+        let start = Instant::now();
+        while !ok() {
+            assert!(
+                start.elapsed() < Duration::from_secs(60),
+                "{what} never happened:\n{}",
+                self.agent_log()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
 }
 
 fn finished(st: &Value) -> bool {

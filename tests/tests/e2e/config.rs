@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -176,18 +176,6 @@ fn advertise_items(f: &Fleet, version: &str, items: &[(&str, &str)]) -> String {
     ad
 }
 
-fn wait_until(what: &str, f: &Fleet, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what} never happened:\n{}",
-            f.agent_log()
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 fn compliance(f: &Fleet) -> Value {
     f.mp.admin_json(&["compliance", "--device", "dev-1"])
 }
@@ -237,7 +225,7 @@ fn configuration_items_are_applied_kept_in_place_reported_and_removed() {
     // The catalog lists the items; compliance arrives with the inventory.
     let list = f.mp.admin(&["config-item", "list"]);
     assert!(list.contains("host-baseline") && list.contains("package baseline@1.0.0.0"), "{list}");
-    wait_until("the compliance report", &f, || {
+    f.wait_until("the compliance report", || {
         compliance(&f)["devices"][0]["summary"]
             .as_str()
             .is_some_and(|s| s.starts_with("compliant 3,") && s.ends_with("not-applicable 1"))
@@ -249,7 +237,7 @@ fn configuration_items_are_applied_kept_in_place_reported_and_removed() {
         "; the vendor's comment\n[log]\nlevel = trace\nfile=/var/log/app.log\n",
     )
     .unwrap();
-    wait_until("the remediation", &f, || read(&device, "etc/app/app.ini").contains("level = warn"));
+    f.wait_until("the remediation", || read(&device, "etc/app/app.ini").contains("level = warn"));
     let log = f.agent_log();
     assert!(log.contains("item host-baseline setting log-level: remediated"), "{log}");
     assert!(log.contains("(was trace)"), "{log}");
@@ -257,7 +245,7 @@ fn configuration_items_are_applied_kept_in_place_reported_and_removed() {
 
     // 3. Monitor-only drift is reported and left.
     std::fs::write(device.join("etc/hosts"), "10.9.8.7 mp.example\n").unwrap();
-    wait_until("the monitor-only report", &f, || {
+    f.wait_until("the monitor-only report", || {
         let c = compliance(&f);
         c["devices"][0]["items"].as_array().is_some_and(|items| {
             items
@@ -288,7 +276,7 @@ fn configuration_items_are_applied_kept_in_place_reported_and_removed() {
 
     // Put right by hand: the item is compliant again, and its detail leaves the server.
     std::fs::write(device.join("etc/hosts"), "127.0.0.1 localhost\n10.9.8.7 mp.example\n").unwrap();
-    wait_until("the detail to go", &f, || {
+    f.wait_until("the detail to go", || {
         let c = compliance(&f);
         c["devices"][0]["items"].as_array().is_some_and(Vec::is_empty)
             && c["devices"][0]["summary"].as_str().is_some_and(|s| s.starts_with("compliant 3,"))
@@ -367,7 +355,7 @@ fn an_agent_killed_while_it_applies_leaves_every_file_old_or_new() {
     assert!(tmp.is_empty(), "temporary files left: {tmp:?}");
     // The next start finishes the job.
     start_agent(&device);
-    wait_until("the items applied after the restart", &f, || {
+    f.wait_until("the items applied after the restart", || {
         read(&device, "etc/app/app.ini").contains("level = warn")
             && read(&device, "etc/motd") == "This device is managed.\n"
             && read(&device, "etc/app/app.json").contains("\"connections\": 50")

@@ -409,20 +409,8 @@ pub fn closed_feedback(h: &Hostile, action: u32) -> Value {
 
 /// Installs a client on the world's device that polls `h` (every second, short deadlines).
 pub fn install_client(w: &World, h: &Hostile) {
-    let bins = w.bin_dir("bins", None);
-    let ini = format!(
-        "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={}\nControllerId=dev-1\n[Communication]\nTargetToken=tok-1\n\
-         PollInterval=10\nMinPollInterval=1\nConnectTimeout=2\nReadTimeout=2\nRequestTimeout=5\nRetryMaxDelay=2\n",
-        h.base()
-    );
-    let folder = w.folder(
-        "client",
-        "1.0.0.0",
-        &[(&host_platform(), &bins)],
-        &[("DMCommonInstaller.ini", &ini)],
-        None,
-    );
-    w.install_from_ok(&folder);
+    let timeouts = "ConnectTimeout=2\nReadTimeout=2\nRequestTimeout=5\nRetryMaxDelay=2\n";
+    install_client_polling(w, &h.base(), "dev-1", "tok-1", timeouts);
 }
 
 #[test]

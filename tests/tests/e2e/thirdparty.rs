@@ -81,20 +81,7 @@ impl Drop for Ddi {
 
 /// A device whose agent polls `ddi`.
 fn device(w: &World, ddi: &Ddi) {
-    let bins = w.bin_dir("bins", None);
-    let ini = format!(
-        "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={}\nControllerId=dev-3p\n\
-         [Communication]\nTargetToken={TOKEN}\nPollInterval=10\nMinPollInterval=1\nRetryMaxDelay=4\n",
-        ddi.url
-    );
-    let folder = w.folder(
-        "client",
-        "1.0.0.0",
-        &[(&host_platform(), &bins)],
-        &[("DMCommonInstaller.ini", &ini)],
-        None,
-    );
-    w.install_from_ok(&folder);
+    install_client_polling(w, &ddi.url, "dev-3p", TOKEN, "RetryMaxDelay=4\n");
 }
 
 /// A signed bundle of `programs` (NAME=SCRIPT), copied to `file_name`.

@@ -7,7 +7,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::Value;
 
@@ -122,18 +122,6 @@ fn states(v: &Value, f: &Fleet) -> Vec<(String, String)> {
     out
 }
 
-fn wait_for(what: &str, f: &Fleet, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "{what} never happened:\n{}",
-            f.agent_log()
-        );
-        std::thread::sleep(Duration::from_millis(250));
-    }
-}
-
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
     list.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
 }
@@ -168,7 +156,7 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     assert!(out["signed_by"].as_str().unwrap().len() >= 40, "{out}");
 
     // The device scans at its next poll: each state, and nothing for what it does not hold.
-    wait_for("a first scan", &f, || device_updates(&f)["status"] != "unknown");
+    f.wait_until("a first scan", || device_updates(&f)["status"] != "unknown");
     let d = device_updates(&f);
     assert_eq!(
         states(&d, &f),
@@ -219,7 +207,7 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     repo.index();
     let out = import(&f, &repo);
     assert_eq!(out["added"], 1, "{out}");
-    wait_for("a scan of the new catalog", &f, || {
+    f.wait_until("a scan of the new catalog", || {
         states(&device_updates(&f), &f)
             .contains(&(format!("dmtest-tool 1.2~rc1 {n}"), "required".into()))
     });
@@ -288,7 +276,7 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
         "--maintenance-window",
         &window,
     ]);
-    wait_for("the wait for the window", &f, || {
+    f.wait_until("the wait for the window", || {
         f.agent_log().contains("update deployment later waits for its maintenance window")
     });
     let busy = |u: &&Value| u["state"] == "failed" || u["state"] == "in_progress";
@@ -306,7 +294,7 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
         "--update",
         "dmtest-tool",
     ]);
-    wait_for("the wait for the collection's window", &f, || {
+    f.wait_until("the wait for the collection's window", || {
         f.agent_log().contains("update deployment nightly waits for its maintenance window")
     });
     assert!(!device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| busy(&u)));
@@ -329,7 +317,7 @@ fn updates_are_imported_scanned_reported_as_changes_and_counted() {
     // The device takes the deployment at its next poll; this agent manages a device root, not
     // the system, so apt is not run: the update is failed with the reason, not left in
     // progress.
-    wait_for("the deployment's outcome", &f, || {
+    f.wait_until("the deployment's outcome", || {
         device_updates(&f)["updates"].as_array().unwrap().iter().any(|u| u["state"] == "failed")
     });
     let mine = device_updates(&f);
@@ -571,5 +559,5 @@ fn security_updates_are_told_apart_approved_by_rules_and_deployed_on_their_own()
         lib_ids,
         "security only: {d}"
     );
-    wait_for("a scan", &f, || device_updates(&f)["status"] != "unknown");
+    f.wait_until("a scan", || device_updates(&f)["status"] != "unknown");
 }

@@ -504,3 +504,21 @@ pub fn sign_package_as(
             .arg(format!("run={program}")),
     );
 }
+
+/// Installs a client on the world's device that polls `url` (its base, as `ManagementPoint`)
+/// as `controller_id` with `token`, every second; `extra` adds `[Communication]` lines.
+pub fn install_client_polling(w: &World, url: &str, controller_id: &str, token: &str, extra: &str) {
+    let bins = w.bin_dir("bins", None);
+    let ini = format!(
+        "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={url}\nControllerId={controller_id}\n\
+         [Communication]\nTargetToken={token}\nPollInterval=10\nMinPollInterval=1\n{extra}"
+    );
+    let folder = w.folder(
+        "client",
+        "1.0.0.0",
+        &[(&host_platform(), &bins)],
+        &[("DMCommonInstaller.ini", &ini)],
+        None,
+    );
+    w.install_from_ok(&folder);
+}
