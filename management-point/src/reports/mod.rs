@@ -203,19 +203,9 @@ fn updates(store: &dyn Storage, name: &str, o: &Options) -> Result<Vec<Vec<Strin
         }
         "update-compliance" => {
             let c = crate::admin::updates::compliance(store, None, None, None)?.json;
-            let keys = [
-                "id",
-                "package",
-                "version",
-                "arch",
-                "required",
-                "installed",
-                "not_required",
-                "unknown",
-                "failed",
-                "in_progress",
-                "pending_reboot",
-            ];
+            // The columns are the JSON's keys, spaced for people.
+            let keys: Vec<String> = columns(name).iter().map(|c| c.replace(' ', "_")).collect();
+            let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
             c["updates"].as_array().into_iter().flatten().map(|u| pick(u, &keys)).collect()
         }
         _ => {

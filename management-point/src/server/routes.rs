@@ -357,11 +357,25 @@ pub async fn list_artifacts(r: Req, Checked(Path(p)): Checked<Path<DeviceItemPat
 /// `GET …/softwaremodules/{id}/artifacts/{file}`: streamed, so only the authentication
 /// runs off the async threads.
 pub async fn download(r: Req, Checked(Path(p)): Checked<Path<ArtifactPath>>) -> Response {
+    streamed(r, p.tenant, p.cid, move |st, d, headers| {
+        artifacts::download(st, d, p.id, p.file, headers)
+    })
+    .await
+}
+
+/// Authenticates off the async threads, then runs the streaming handler `f` on them, and
+/// answers its response or the refusal, logged: a file download, where only the
+/// authentication blocks.
+async fn streamed<F, Fut>(r: Req, tenant: String, cid: String, f: F) -> Response
+where
+    F: FnOnce(Arc<AppState>, Device, HeaderMap) -> Fut,
+    Fut: std::future::Future<Output = Result<Response, ApiError>>,
+{
     let Req { st, conn, headers, info } = r;
-    let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
+    let (st2, h2) = (st.clone(), headers.clone());
     let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
     let result = match device {
-        Ok(d) => artifacts::download(st, d, p.id, p.file, headers).await,
+        Ok(d) => f(st, d, headers).await,
         Err(e) => Err(e),
     };
     match result {
@@ -431,17 +445,10 @@ pub async fn updates_scan(
 
 /// `GET …/dm/updates/repo/{repo}/{*path}`: streamed, as artifacts are.
 pub async fn updates_file(r: Req, Checked(Path(p)): Checked<Path<RepoPath>>) -> Response {
-    let Req { st, conn, headers, info } = r;
-    let (st2, h2, tenant, cid) = (st.clone(), headers.clone(), p.tenant, p.cid);
-    let device = blocking(move || authenticate(&st2, &h2, &conn, &tenant, &cid)).await;
-    let result = match device {
-        Ok(d) => updates::file(st, d, p.repo, p.path, headers).await,
-        Err(e) => Err(e),
-    };
-    match result {
-        Ok(r) => r,
-        Err(e) => info.refuse(e).into_response(),
-    }
+    streamed(r, p.tenant, p.cid, move |st, d, headers| {
+        updates::file(st, d, p.repo, p.path, headers)
+    })
+    .await
 }
 
 /// A text answer.
