@@ -11,7 +11,7 @@
 
 use std::time::Instant;
 
-use dm_mp::admin::updates::compliance;
+use dm_mp::admin::update_compliance::compliance;
 use dm_mp::model::CollectionRule;
 use dm_mp::storage::{SqliteStore, Storage};
 

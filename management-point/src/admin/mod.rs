@@ -11,6 +11,7 @@ pub mod init;
 pub mod migrate;
 pub mod packages;
 pub mod targeting;
+pub mod update_compliance;
 pub mod updates;
 
 use serde_json::Value;

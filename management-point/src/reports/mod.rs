@@ -197,12 +197,12 @@ fn updates(store: &dyn Storage, name: &str, o: &Options) -> Result<Vec<Vec<Strin
     let pick = |v: &Value, keys: &[&str]| keys.iter().map(|k| cell(&v[*k])).collect::<Vec<_>>();
     Ok(match name {
         "update-summary" => {
-            let c = crate::admin::updates::compliance(store, None, None, None)?.json;
+            let c = crate::admin::update_compliance::compliance(store, None, None, None)?.json;
             let summary = c["summary"].as_object().cloned().unwrap_or_default();
             summary.iter().map(|(k, v)| vec![k.clone(), cell(v)]).collect()
         }
         "update-compliance" => {
-            let c = crate::admin::updates::compliance(store, None, None, None)?.json;
+            let c = crate::admin::update_compliance::compliance(store, None, None, None)?.json;
             // The columns are the JSON's keys, spaced for people.
             let keys: Vec<String> = columns(name).iter().map(|c| c.replace(' ', "_")).collect();
             let keys: Vec<&str> = keys.iter().map(String::as_str).collect();
@@ -212,7 +212,8 @@ fn updates(store: &dyn Storage, name: &str, o: &Options) -> Result<Vec<Vec<Strin
             let device = o.device.as_deref().ok_or_else(|| {
                 Error::Usage("report device-updates needs a device (--device)".into())
             })?;
-            let c = crate::admin::updates::compliance(store, None, Some(device), None)?.json;
+            let c =
+                crate::admin::update_compliance::compliance(store, None, Some(device), None)?.json;
             let keys = ["update_id", "package", "version", "state", "installed", "reason"];
             c["updates"].as_array().into_iter().flatten().map(|u| pick(u, &keys)).collect()
         }

@@ -334,7 +334,12 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
         }
         UpdateCmd::Deployments => u::deployments(&*store),
         UpdateCmd::Compliance { update, device, collection } => {
-            u::compliance(&*store, update.as_deref(), device.as_deref(), collection.as_deref())
+            admin::update_compliance::compliance(
+                &*store,
+                update.as_deref(),
+                device.as_deref(),
+                collection.as_deref(),
+            )
         }
     }
 }
