@@ -88,6 +88,16 @@ ids! {
     UPDATE_FAILED = 10091, "DMSvc", "a software update failed: apt's or dpkg's reason in the text; the others still install";
     /// dpkg was found interrupted and repaired with `dpkg --configure -a`.
     DPKG_REPAIRED = 10092, "DMSvc", "dpkg was interrupted (a kill, a power cut) and was repaired with `dpkg --configure -a`";
+    /// A system image was handed to the device's update engine.
+    IMAGE_INSTALLING = 10100, "DMSvc", "system image handed to the device's update engine (SWUpdate, RAUC) (`proceeding`)";
+    /// A system image is installed and waits for the restart into it.
+    IMAGE_PENDING_REBOOT = 10101, "DMSvc", "system image installed: pending the restart into it (`proceeding`)";
+    /// The device restarted into the new system and its update engine confirmed it.
+    IMAGE_CONFIRMED = 10102, "DMSvc", "the device restarted into the new system and its update engine confirmed it (`closed`)";
+    /// The update engine refused or failed the image.
+    IMAGE_FAILED = 10103, "DMSvc", "the update engine refused or failed the system image: its own words in the details";
+    /// The device runs its previous system after the restart.
+    IMAGE_FELL_BACK = 10104, "DMSvc", "the device fell back to its previous system after the restart";
     /// The device refused the publisher certificate (locked device).
     INSTALLER_CERT_REFUSED = 11001, "DMInstaller", "the device refused the publisher certificate (locked device); code `0x80070005`";
     /// The client was installed.
@@ -191,6 +201,10 @@ pub struct StatusMessage {
     /// the management point stores a report once (`dm.report=` in feedback details).
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub report_id: String,
+    /// Steps done of all, on an action that counts them (a system image: downloaded,
+    /// installing, installed, confirmed): DDI's `result.progress`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<(u32, u32)>,
 }
 
 impl StatusMessage {
@@ -214,6 +228,7 @@ impl StatusMessage {
             details: Vec::new(),
             cancel: false,
             report_id: String::new(),
+            progress: None,
         }
     }
 

@@ -171,6 +171,21 @@ codes! {
     DM_E_UPDATE_SCAN = 0x8004_0237, 97, "The software update scan failed";
     /// A repository's release file is past its Valid-Until, or older than the one imported.
     DM_E_RELEASE_STALE = 0x8004_0238, 98, "The repository's release file is expired or older than the one imported before";
+    /// A system image needs an update engine (SWUpdate, RAUC) this device does not have.
+    DM_E_IMAGE_ENGINE_MISSING = 0x8004_0239, 99, "The device has no update engine for this system image";
+    /// The device's SWUpdate is set up without a public key: it would not check the image's
+    /// signature.
+    DM_E_IMAGE_UNVERIFIED = 0x8004_023A, 100, "The update engine is set up without signature checking";
+    /// The update engine rejected the image's signature.
+    DM_E_IMAGE_SIGNATURE = 0x8004_023B, 101, "The update engine rejected the image's signature";
+    /// The image is for other hardware (SWUpdate's hardware-compatibility, RAUC's compatible).
+    DM_E_IMAGE_HARDWARE = 0x8004_023C, 102, "The system image is for other hardware";
+    /// The update engine could not install the image.
+    DM_E_IMAGE_INSTALL = 0x8004_023D, 103, "The update engine could not install the system image";
+    /// The update engine crashed (a signal) or was stopped past its deadline.
+    DM_E_IMAGE_ENGINE_CRASHED = 0x8004_023E, 104, "The update engine crashed while it installed the system image";
+    /// After the restart the device runs its previous system, not the one installed.
+    DM_E_IMAGE_FELL_BACK = 0x8004_023F, 105, "The device fell back to its previous system after the restart";
 }
 
 impl StatusCode {

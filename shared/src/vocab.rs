@@ -144,7 +144,8 @@ pub mod inventory {
     pub const HW_BOARDNAME: &str = "hw_boardname";
     /// The board's revision (DMI board version, or the device tree's revision).
     pub const HW_REVISION: &str = "hw_revision";
-    /// The system's software version (os-release `VERSION_ID`, and `BUILD_ID` when set).
+    /// The running system's version: os-release `IMAGE_VERSION` on an image-based system,
+    /// else `VERSION_ID`, and `BUILD_ID` when set.
     pub const SW_VERSION: &str = "sw_version";
     /// The client certificate's state in native mode: `valid`, `expiring`,
     /// `enrollment-failed`, `expired`, `revoked` or `none`.

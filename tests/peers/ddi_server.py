@@ -4,10 +4,14 @@ compatible servers): it offers one file as a deployment the way a generic hawkBi
 server does, with a chunk named after the uploaded file, a `part` of its own ("os"), only a
 SHA-1 hash and none of this project's `dm.*` metadata, and it has no status message endpoint.
 
-    ddi_server.py --cert PEM --key PEM --token T --file PATH --log FEEDBACK.jsonl
+    ddi_server.py --cert PEM --key PEM --token T --file PATH --log FEEDBACK.jsonl [--images-only]
 
 Listens on 127.0.0.1, port 0; prints "listening https://127.0.0.1:PORT" when ready. Each
-feedback body is appended to the log, one JSON object per line. Standard library only.
+feedback body is appended to the log, one JSON object per line; each download of the file to
+FEEDBACK.jsonl.downloads, one line each: the Range asked for, or "full". With --images-only it
+behaves like the servers that accept only system images as uploads: a file that is neither a
+SWUpdate image (cpio, first entry sw-description) nor a RAUC bundle (squashfs) is refused at
+start (exit 2). Answers Range requests (206) as hawkBit does. Standard library only.
 """
 import argparse
 import hashlib
@@ -15,10 +19,25 @@ import json
 import os
 import re
 import ssl
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 ACTION = "17"
+
+
+def is_image(data):
+    """A SWUpdate image (a cpio "newc"/"crc" archive whose first entry is sw-description) or
+    a RAUC bundle (a squashfs)."""
+    if data[:4] == b"hsqs":
+        return True
+    if data[:6] not in (b"070701", b"070702") or len(data) < 110:
+        return False
+    try:
+        namesize = int(data[94:102], 16)
+    except ValueError:
+        return False
+    return data[110:110 + namesize] == b"sw-description\0"
 
 
 def main():
@@ -28,8 +47,12 @@ def main():
     ap.add_argument("--token", required=True)
     ap.add_argument("--file", required=True)
     ap.add_argument("--log", required=True)
+    ap.add_argument("--images-only", action="store_true")
     a = ap.parse_args()
     data = open(a.file, "rb").read()
+    if a.images_only and not is_image(data):
+        sys.stderr.write("ddi_server.py: %s is not a system image (SWUpdate .swu or RAUC bundle); only images are accepted\n" % a.file)
+        sys.exit(2)
     name = os.path.basename(a.file)
     lock = threading.Lock()
     state = {"closed": False}
@@ -88,6 +111,21 @@ def main():
                 body = {"id": ACTION, "deployment": {"download": "forced", "update": "forced", "chunks": [chunk]}}
                 return self.reply(200, json.dumps(body).encode())
             if path == base + "/softwaremodules/5/artifacts/" + name:
+                asked = self.headers.get("Range")
+                with lock:
+                    with open(a.log + ".downloads", "a") as f:
+                        f.write((asked or "full") + "\n")
+                m = re.match(r"^bytes=(\d+)-(\d*)$", asked or "")
+                if m and int(m.group(1)) < len(data):
+                    first = int(m.group(1))
+                    last = min(int(m.group(2)) if m.group(2) else len(data) - 1, len(data) - 1)
+                    self.send_response(206)
+                    self.send_header("Content-Type", "application/octet-stream")
+                    self.send_header("Content-Range", "bytes %d-%d/%d" % (first, last, len(data)))
+                    self.send_header("Content-Length", str(last - first + 1))
+                    self.end_headers()
+                    self.wfile.write(data[first:last + 1])
+                    return
                 return self.reply(200, data, "application/octet-stream")
             return self.reply(404, b"{}")
 

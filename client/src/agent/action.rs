@@ -125,9 +125,16 @@ impl Worker<'_> {
             reason: format!("stopId {:?} is not a number", c.cancel_action.stop_id),
         })?;
         let rec = ActionRecord::load(self.ctx, action);
-        let started = rec
-            .as_ref()
-            .is_some_and(|r| matches!(r.stage, Stage::Running | Stage::Upgrading | Stage::Done));
+        let started = rec.as_ref().is_some_and(|r| {
+            matches!(
+                r.stage,
+                Stage::Running
+                    | Stage::Upgrading
+                    | Stage::ImageInstalling
+                    | Stage::PendingReboot
+                    | Stage::Done
+            )
+        });
         let (exec, id, code, text) = if started {
             warn!(
                 "action {action} was canceled, but its program already started: rejecting the cancellation"
@@ -206,6 +213,13 @@ impl Worker<'_> {
         if when == When::NotYet {
             log::debug!("action {action}: the server says not to download yet");
             return Ok(());
+        }
+        if rec.stage == Stage::PendingReboot {
+            return self.check_restart(&mut rec);
+        }
+        // A system image goes to the device's update engine, whatever the server calls it.
+        if let Some(engine) = self.image_engine(&mut rec, chunk)? {
+            return self.image(&mut rec, chunk, engine, when);
         }
         if rec.stage == Stage::Downloading && !self.download(&mut rec, chunk)? {
             return Ok(());
@@ -305,7 +319,7 @@ impl Worker<'_> {
     }
 
     /// A program that waits for its user or its window: reported once.
-    fn wait(&mut self, rec: &mut ActionRecord, when: When) -> Result<()> {
+    pub(super) fn wait(&mut self, rec: &mut ActionRecord, when: When) -> Result<()> {
         let (stage, id, text) = if when == When::WaitForUser {
             let text = format!(
                 "{} is available; the device's user runs it with `dmsvc run {}`",
@@ -342,7 +356,7 @@ impl Worker<'_> {
         Ok(r)
     }
 
-    fn download_failed(&self, rec: &mut ActionRecord, e: Error) -> Result<()> {
+    pub(super) fn download_failed(&self, rec: &mut ActionRecord, e: Error) -> Result<()> {
         let transient = match &e {
             Error::Network { .. } | Error::Stopped => true,
             Error::Http { status, .. } => *status >= 500 || *status == 408 || *status == 429,

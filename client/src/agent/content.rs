@@ -142,6 +142,25 @@ pub fn download(
     Ok(())
 }
 
+/// Downloads a system image, the chunk's one artifact, into the action's cache folder; its
+/// signature is the update engine's to check. Returns the file.
+pub fn download_image(
+    ctx: &Context,
+    net: &Net,
+    action: u64,
+    chunk: &Chunk,
+    url: &str,
+    stop: &AtomicBool,
+) -> Result<PathBuf> {
+    let dir = cache_dir(ctx, action);
+    dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
+    check_artifacts(chunk, &dir, url)?;
+    let a = &chunk.artifacts[0];
+    let file = dir.join(&a.filename);
+    fetch(net, a, &file, stop)?;
+    Ok(file)
+}
+
 /// Downloads one artifact to `dest` unless it is there already.
 fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> {
     if let Some(parent) = dest.parent() {

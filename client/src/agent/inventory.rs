@@ -166,8 +166,13 @@ fn os_release(ctx: &Context, key: &str) -> Option<String> {
         .filter(|v| !v.is_empty())
 }
 
-/// `VERSION_ID`, with `+BUILD_ID` when there is one.
-fn sw_version(ctx: &Context) -> String {
+/// The running system's version: `IMAGE_VERSION` on an image-based system (what its image
+/// says), else `VERSION_ID`, with `+BUILD_ID` when there is one. Read again at every start, so
+/// a restart into a new system reports it.
+pub fn system_version(ctx: &Context) -> String {
+    if let Some(v) = os_release(ctx, "IMAGE_VERSION") {
+        return v;
+    }
     match (os_release(ctx, "VERSION_ID"), os_release(ctx, "BUILD_ID")) {
         (Some(v), Some(b)) => format!("{v}+{b}"),
         (Some(v), None) => v,
@@ -297,7 +302,7 @@ pub fn collect(
         .or_else(|| read_first_line(&root.join("proc/device-tree/revision")))
         .unwrap_or_else(|| "unknown".into());
     put(key::HW_REVISION, revision);
-    put(key::SW_VERSION, sw_version(ctx));
+    put(key::SW_VERSION, system_version(ctx));
     if let Ok(bytes) = dmfs::available_space(root) {
         put(key::FREE_SPACE_MB, (bytes / (1024 * 1024)).to_string());
     }

@@ -11,6 +11,7 @@ pub mod certs;
 pub mod confirm;
 pub mod contain;
 pub mod content;
+pub mod image;
 pub mod inventory;
 pub mod ledger;
 pub mod net;
@@ -19,7 +20,9 @@ pub mod program;
 pub mod revocation;
 pub mod session;
 pub mod state;
+pub mod system_image;
 pub mod timing;
+pub mod tool;
 pub mod unusable;
 pub mod updates;
 pub mod upgrade;
@@ -290,6 +293,9 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals, waker: &mut Waker) -> Result<()
     let mut certs = certs::Keeper::default();
     let mut baseline = baseline::Baseline::default();
     w.report_interrupted()?;
+    if let Err(e) = w.check_images() {
+        warn!("cannot look at the system images waiting for a restart yet: {e}");
+    }
     while !w.stopping() {
         if let Err(e) = w.check_upgrade() {
             warn!("cannot report the client upgrade yet: {e}");

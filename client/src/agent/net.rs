@@ -461,6 +461,24 @@ impl Net {
         Ok(())
     }
 
+    /// The first `n` bytes of the file at `url` (fewer when it is shorter): a `Range` request,
+    /// read no further than `n` bytes whether or not the server honours it.
+    pub fn peek(&self, url: &str, n: u64) -> Result<Vec<u8>> {
+        let req = self
+            .authorize(url, self.download.get(url))
+            .header("Range", format!("bytes=0-{}", n.saturating_sub(1)));
+        let resp = Self::check_status(url, req.call().map_err(|e| transport_error(url, e))?)?;
+        let mut head = Vec::new();
+        resp.into_body()
+            .into_with_config()
+            .limit(u64::MAX)
+            .reader()
+            .take(n)
+            .read_to_end(&mut head)
+            .map_err(|e| read_error(url, e))?;
+        Ok(head)
+    }
+
     /// Fetches what `partial` lacks (all of it when the server does not resume), appending to
     /// it and hashing on from `state`. Returns the hash of the whole file so far.
     fn fetch_rest(

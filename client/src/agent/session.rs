@@ -57,7 +57,14 @@ pub fn to_feedback(m: &StatusMessage) -> ActionFeedback {
     ActionFeedback {
         status: Status {
             execution: exec,
-            result: ResultStatus { finished, progress: None },
+            result: ResultStatus {
+                finished,
+                progress: m.progress.map(|(cnt, of)| dm_shared::ddi::Progress {
+                    cnt: i32::try_from(cnt).ok(),
+                    of: i32::try_from(of).ok(),
+                    percentage: None,
+                }),
+            },
             code: m.message_id.ddi_code(),
             details,
         },

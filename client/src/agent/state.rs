@@ -22,6 +22,11 @@ pub enum Stage {
     Running,
     /// A client upgrade was handed to setup.
     Upgrading,
+    /// A system image is with its update engine.
+    ImageInstalling,
+    /// A system image is installed; the restart into it, and the engine's word on it, are
+    /// awaited.
+    PendingReboot,
     /// Over: its final result is in the outbox or sent.
     Done,
     /// Canceled before it started.
@@ -68,6 +73,15 @@ pub struct ActionRecord {
     /// How the running program is contained, while it runs.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub contained: Option<super::contain::Contained>,
+    /// Whether its one artifact was looked at for a system image (its first bytes).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sniffed: bool,
+    /// The update engine its system image is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<super::image::Engine>,
+    /// The system image it installed, until the restart confirms it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<super::image::Installed>,
 }
 
 fn dir(ctx: &Context) -> PathBuf {
@@ -102,6 +116,9 @@ impl ActionRecord {
             final_report: None,
             resent: 0,
             contained: None,
+            sniffed: false,
+            engine: None,
+            image: None,
         }
     }
 

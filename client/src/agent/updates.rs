@@ -8,7 +8,7 @@
 use std::collections::BTreeMap;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use dm_shared::debian::{self, InstalledPackage};
@@ -22,6 +22,7 @@ use dm_shared::updates::{
 use dm_shared::{Context, StatusCode, clock};
 use serde::{Deserialize, Serialize};
 
+use super::tool;
 use super::worker::Worker;
 use crate::error::{Error, Result};
 
@@ -33,8 +34,6 @@ const MAX_REASON: usize = 400;
 const MAX_STATUS: u64 = 256 << 20;
 /// The largest catalog fetched.
 const MAX_CATALOG: u64 = 256 << 20;
-/// The most output kept of one apt run.
-const MAX_APT_OUTPUT: u64 = 1 << 20;
 
 /// What the agent remembers between polls (`state/updates/state.json`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -105,14 +104,6 @@ fn due_file(ctx: &Context) -> PathBuf {
 
 fn now(ctx: &Context) -> i64 {
     clock::unix_secs(ctx.clock.now()) as i64
-}
-
-/// The boot this is (changes at every restart).
-fn boot_id() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/random/boot_id")
-        .unwrap_or_default()
-        .trim()
-        .to_string()
 }
 
 /// The catalog the agent fetched last.
@@ -267,7 +258,7 @@ fn count(rows: &BTreeMap<i64, StateRow>, s: UpdateState) -> usize {
 /// The scan's rows with what installs left: an update that failed and is still required is
 /// `failed`; one installed in this boot that asked for a restart is `pending_reboot`.
 fn with_outcomes(mut rows: BTreeMap<i64, StateRow>, m: &mut Memory) -> BTreeMap<i64, StateRow> {
-    let boot = boot_id();
+    let boot = tool::boot_id();
     m.outcomes.retain(|id, o| match (o.state, rows.get_mut(id)) {
         // Still required, or left half-way by dpkg (a failed maintainer script).
         (UpdateState::Failed, Some(r))
@@ -401,7 +392,7 @@ fn install(
                         state: UpdateState::PendingReboot,
                         reason: None,
                         at: t,
-                        boot: boot_id(),
+                        boot: tool::boot_id(),
                     };
                     m.outcomes.insert(u.id, o);
                 } else {
@@ -516,7 +507,7 @@ fn failed(w: &Worker<'_>, m: &mut Memory, ids: &[i64], e: &Error, at: i64) {
             state: UpdateState::Failed,
             reason: Some(reason.clone()),
             at,
-            boot: boot_id(),
+            boot: tool::boot_id(),
         };
         m.outcomes.insert(*id, o);
     }
@@ -598,56 +589,21 @@ fn apt_get(w: &Worker<'_>, args: &[&str]) -> Result<()> {
     }
 }
 
-/// Runs `c` with its output in `log` (and each line in the agent's log), killing its process
-/// group at `deadline`. Returns whether it succeeded and the lines that say why not.
+/// Runs `c` through [`tool::run`]. Returns whether it succeeded and the lines that say why
+/// not: apt's `E:` lines and dpkg's, else the last three.
 fn run_deadline(c: &mut Command, deadline: Duration, log: &Path) -> Result<(bool, String)> {
-    use std::os::unix::process::CommandExt;
-    dmfs::remove_file(log)?;
-    let file = dmfs::create_new_append(log, MODE_PRIVATE)?;
-    let err = file.try_clone().map_err(dmfs::io_err("open", log))?;
-    let mut child =
-        c.stdin(Stdio::null()).stdout(file).stderr(err).process_group(0).spawn().map_err(|e| {
-            Error::UpdateInstall {
-                package: format!("{c:?}"),
-                reason: format!("cannot start: {e}"),
-                locked: false,
-            }
-        })?;
-    let started = Instant::now();
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if started.elapsed() < deadline => {
-                std::thread::sleep(Duration::from_millis(200))
-            }
-            _ => {
-                let pg = rustix::process::Pid::from_raw(child.id() as i32);
-                if let Some(pg) = pg {
-                    let _ = rustix::process::kill_process_group(pg, rustix::process::Signal::KILL);
-                }
-                let _ = child.wait();
-                break None;
-            }
-        }
-    };
-    let text = dmfs::read_capped(log, MAX_APT_OUTPUT).unwrap_or_default();
-    let text = String::from_utf8_lossy(&text);
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        log::info!("  | {line}");
-    }
-    let why: Vec<&str> = text
+    let run = tool::run(c, deadline, log).map_err(|reason| Error::UpdateInstall {
+        package: format!("{:?}", c.get_program()),
+        reason,
+        locked: false,
+    })?;
+    let why: Vec<&str> = run
+        .output
         .lines()
         .filter(|l| l.starts_with("E:") || l.starts_with("dpkg:") || l.contains("error"))
         .collect();
-    let tail = if why.is_empty() {
-        text.lines().rev().take(3).collect::<Vec<_>>().join("; ")
-    } else {
-        why.join("; ")
-    };
-    match status {
-        Some(s) => Ok((s.success(), format!("{tail} ({s})"))),
-        None => Ok((false, format!("stopped after {} s: {tail}", deadline.as_secs()))),
-    }
+    let tail = if why.is_empty() { run.tail(3).join("; ") } else { why.join("; ") };
+    Ok((run.succeeded(), format!("{tail} ({})", run.end())))
 }
 
 #[cfg(test)]
@@ -669,7 +625,7 @@ mod tests {
 
     #[test]
     fn failures_and_restarts_show_until_they_are_over() {
-        let boot = boot_id();
+        let boot = tool::boot_id();
         let mut m = Memory::default();
         m.outcomes.insert(
             1,

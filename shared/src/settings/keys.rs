@@ -30,7 +30,7 @@ const fn secret(section: &'static str, key: &'static str, doc: &'static str) -> 
 }
 
 /// The sections, in file order.
-pub const SECTIONS: [&str; 8] = [
+pub const SECTIONS: [&str; 9] = [
     "Installation",
     "Environment",
     "Communication",
@@ -38,6 +38,7 @@ pub const SECTIONS: [&str; 8] = [
     "Certificates",
     "Configuration",
     "SoftwareUpdates",
+    "SystemImages",
     "Tether",
 ];
 
@@ -224,6 +225,54 @@ pub const KEYS: &[KeyDef] = &[
         "DpkgLockTimeout",
         "300",
         "seconds apt waits for dpkg's lock held by another program (0 to 3600)",
+    ),
+    k(
+        "SystemImages",
+        "SWUpdateCommand",
+        "swupdate",
+        "SWUpdate's program: a name found in PATH or an absolute path",
+    ),
+    k(
+        "SystemImages",
+        "SWUpdateConfig",
+        "/etc/swupdate.cfg",
+        "the device's SWUpdate configuration, given to SWUpdate (-f) when it exists",
+    ),
+    k(
+        "SystemImages",
+        "SWUpdatePublicKey",
+        "",
+        "the key SWUpdate checks images with (-k); empty: the configuration's public-key-file",
+    ),
+    k(
+        "SystemImages",
+        "SWUpdateHardware",
+        "",
+        "board:revision given to SWUpdate (-H); empty: SWUpdate reads /etc/hwrevision",
+    ),
+    k(
+        "SystemImages",
+        "AllowUnsignedImages",
+        "false",
+        "true: hand images to a SWUpdate set up without a public key (it checks no signature)",
+    ),
+    k(
+        "SystemImages",
+        "RaucCommand",
+        "rauc",
+        "RAUC's program: a name found in PATH or an absolute path",
+    ),
+    k(
+        "SystemImages",
+        "ImageInstallTimeout",
+        "3600",
+        "seconds the update engine may take to install one image (60 to 86400)",
+    ),
+    k(
+        "SystemImages",
+        "RebootCommand",
+        "",
+        "the command that restarts the device after an image install; empty: the next restart",
     ),
     k(
         "Tether",

@@ -196,6 +196,27 @@ pub struct SoftwareUpdates {
     pub dpkg_lock_timeout: Duration,
 }
 
+/// `[SystemImages]`: the device's own update engines, which install system images.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SystemImages {
+    /// `SWUpdateCommand`.
+    pub swupdate_command: String,
+    /// `SWUpdateConfig`.
+    pub swupdate_config: String,
+    /// `SWUpdatePublicKey`.
+    pub swupdate_public_key: Option<String>,
+    /// `SWUpdateHardware`: `board:revision`.
+    pub swupdate_hardware: Option<String>,
+    /// `AllowUnsignedImages`.
+    pub allow_unsigned: bool,
+    /// `RaucCommand`.
+    pub rauc_command: String,
+    /// `ImageInstallTimeout`.
+    pub install_timeout: Duration,
+    /// `RebootCommand`, split on spaces; empty: the agent does not restart the device.
+    pub reboot_command: Vec<String>,
+}
+
 /// `[Tether]`: what a desktop's `dmtether` installs the client on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tether {
@@ -228,6 +249,8 @@ pub struct Settings {
     pub tether: Tether,
     /// `[SoftwareUpdates]`.
     pub software_updates: SoftwareUpdates,
+    /// `[SystemImages]`.
+    pub system_images: SystemImages,
     explicit: BTreeMap<(&'static str, &'static str), String>,
 }
 
@@ -332,6 +355,21 @@ fn parse_token(v: &str) -> Result<Secret, String> {
         ));
     }
     Ok(Secret::new(v))
+}
+
+/// An absolute path.
+fn parse_abs_path(v: &str) -> Result<String, String> {
+    if v.starts_with('/') && !v.contains(['\n', '\0']) {
+        Ok(v.to_string())
+    } else {
+        Err("expected an absolute path".into())
+    }
+}
+
+/// A program: a bare name (found in PATH) or an absolute path.
+fn parse_program(v: &str) -> Result<String, String> {
+    let bare = !v.is_empty() && !v.contains('/') && !v.contains(char::is_whitespace);
+    if bare { Ok(v.to_string()) } else { parse_abs_path(v) }
 }
 
 fn opt<T>(v: &str, f: impl FnOnce(&str) -> Result<T, String>) -> Result<Option<T>, String> {
@@ -456,6 +494,31 @@ impl Settings {
             }
             "AptTimeout" => self.software_updates.apt_timeout = parse_secs(v, 60, 86_400)?,
             "DpkgLockTimeout" => self.software_updates.dpkg_lock_timeout = parse_secs(v, 0, 3600)?,
+            "SWUpdateCommand" => self.system_images.swupdate_command = parse_program(v)?,
+            "SWUpdateConfig" => self.system_images.swupdate_config = parse_abs_path(v)?,
+            "SWUpdatePublicKey" => self.system_images.swupdate_public_key = opt(v, parse_abs_path)?,
+            "SWUpdateHardware" => {
+                self.system_images.swupdate_hardware = opt(v, |v| match v.split_once(':') {
+                    Some((b, r))
+                        if !b.is_empty()
+                            && !r.is_empty()
+                            && v.len() <= 128
+                            && !v.contains(char::is_whitespace) =>
+                    {
+                        Ok(v.to_string())
+                    }
+                    _ => Err("expected board:revision".into()),
+                })?
+            }
+            "AllowUnsignedImages" => self.system_images.allow_unsigned = parse_bool(v)?,
+            "RaucCommand" => self.system_images.rauc_command = parse_program(v)?,
+            "ImageInstallTimeout" => {
+                self.system_images.install_timeout = parse_secs(v, 60, 86_400)?
+            }
+            "RebootCommand" => {
+                self.system_images.reboot_command =
+                    v.split_whitespace().map(str::to_string).collect()
+            }
             "ProbeTimeout" => self.tether.probe_timeout = parse_secs(v, 1, 60)?,
             "ScanInterval" => self.tether.scan_interval = parse_secs(v, 5, 3600)?,
             "InstallTimeout" => self.tether.install_timeout = parse_secs(v, 60, 7200)?,
@@ -522,6 +585,16 @@ impl Settings {
                 apt_keyring: None,
                 apt_timeout: Duration::ZERO,
                 dpkg_lock_timeout: Duration::ZERO,
+            },
+            system_images: SystemImages {
+                swupdate_command: String::new(),
+                swupdate_config: String::new(),
+                swupdate_public_key: None,
+                swupdate_hardware: None,
+                allow_unsigned: false,
+                rauc_command: String::new(),
+                install_timeout: Duration::ZERO,
+                reboot_command: Vec::new(),
             },
             explicit: BTreeMap::new(),
         }

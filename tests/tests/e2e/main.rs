@@ -12,6 +12,7 @@ mod crash;
 mod cross;
 mod enroll;
 mod hostile;
+mod images;
 mod installer;
 mod instances;
 mod mp;

@@ -9,47 +9,6 @@ use std::time::{Duration, Instant};
 use crate::mp::Mp;
 use crate::util::*;
 
-/// A cpio archive in the "crc" (070702) format SWUpdate reads.
-fn cpio_crc(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let entries = files
-        .iter()
-        .map(|(n, d)| (n.to_string(), d.clone(), 0o100644u32))
-        .chain(std::iter::once(("TRAILER!!!".to_string(), Vec::new(), 0)));
-    for (ino, (name, data, mode)) in entries.enumerate() {
-        let check: u32 = data.iter().fold(0u32, |a, b| a.wrapping_add(u32::from(*b)));
-        let name_z = format!("{name}\0");
-        let fields = [
-            ino as u32 + 1,
-            mode,
-            0,
-            0,
-            1,
-            0,
-            data.len() as u32,
-            0,
-            0,
-            0,
-            0,
-            name_z.len() as u32,
-            check,
-        ];
-        out.extend_from_slice(b"070702");
-        for f in fields {
-            out.extend_from_slice(format!("{f:08X}").as_bytes());
-        }
-        out.extend_from_slice(name_z.as_bytes());
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-        out.extend_from_slice(&data);
-        while out.len() % 4 != 0 {
-            out.push(0);
-        }
-    }
-    out
-}
-
 /// Builds a `.swu` installing `payload` as `target`, signed (CMS) by the world's publisher.
 fn signed_swu(mp: &Mp, payload: &[u8], target: &Path) -> std::path::PathBuf {
     let dir = mp.w.path("swu-build");

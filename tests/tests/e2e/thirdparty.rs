@@ -14,19 +14,26 @@ use serde_json::Value;
 use crate::util::*;
 
 /// The third-party server, serving one file.
-struct Ddi {
+pub struct Ddi {
     child: Child,
-    url: String,
+    /// Its address.
+    pub url: String,
     log: PathBuf,
 }
 
-const TOKEN: &str = "tok-thirdparty";
+pub const TOKEN: &str = "tok-thirdparty";
 
 impl Ddi {
     fn start(w: &World, file: &Path) -> Ddi {
+        Ddi::start_with(w, file, &[])
+    }
+
+    /// The server serving `file`, with more of its options (`--images-only`).
+    pub fn start_with(w: &World, file: &Path, options: &[&str]) -> Ddi {
         let log = w.path("feedback.jsonl");
         let mut child = Command::new("python3")
             .arg(workspace_root().join("tests/peers/ddi_server.py"))
+            .args(options)
             .arg("--cert")
             .arg(w.pki.join("server.pem"))
             .arg("--key")
@@ -46,7 +53,8 @@ impl Ddi {
         Ddi { child, url, log }
     }
 
-    fn feedback(&self) -> Vec<Value> {
+    /// Every feedback so far.
+    pub fn feedback(&self) -> Vec<Value> {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
             .lines()
@@ -54,8 +62,14 @@ impl Ddi {
             .collect()
     }
 
+    /// The downloads of the file so far: the Range asked for, or `full`.
+    pub fn downloads(&self) -> Vec<String> {
+        let p = format!("{}.downloads", self.log.display());
+        std::fs::read_to_string(p).unwrap_or_default().lines().map(str::to_string).collect()
+    }
+
     /// Waits for the closing feedback; returns every feedback.
-    fn closed(&self, w: &World) -> Vec<Value> {
+    pub fn closed(&self, w: &World) -> Vec<Value> {
         let start = Instant::now();
         loop {
             let fb = self.feedback();
@@ -80,7 +94,7 @@ impl Drop for Ddi {
 }
 
 /// A device whose agent polls `ddi`.
-fn device(w: &World, ddi: &Ddi) {
+pub fn device(w: &World, ddi: &Ddi) {
     install_client_polling(w, &ddi.url, "dev-3p", TOKEN, "RetryMaxDelay=4\n");
 }
 

@@ -522,3 +522,44 @@ pub fn install_client_polling(w: &World, url: &str, controller_id: &str, token: 
     );
     w.install_from_ok(&folder);
 }
+
+/// A cpio archive in the "crc" (070702) format SWUpdate reads.
+pub fn cpio_crc(files: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let entries = files
+        .iter()
+        .map(|(n, d)| (n.to_string(), d.clone(), 0o100644u32))
+        .chain(std::iter::once(("TRAILER!!!".to_string(), Vec::new(), 0)));
+    for (ino, (name, data, mode)) in entries.enumerate() {
+        let check: u32 = data.iter().fold(0u32, |a, b| a.wrapping_add(u32::from(*b)));
+        let name_z = format!("{name}\0");
+        let fields = [
+            ino as u32 + 1,
+            mode,
+            0,
+            0,
+            1,
+            0,
+            data.len() as u32,
+            0,
+            0,
+            0,
+            0,
+            name_z.len() as u32,
+            check,
+        ];
+        out.extend_from_slice(b"070702");
+        for f in fields {
+            out.extend_from_slice(format!("{f:08X}").as_bytes());
+        }
+        out.extend_from_slice(name_z.as_bytes());
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+        out.extend_from_slice(&data);
+        while out.len() % 4 != 0 {
+            out.push(0);
+        }
+    }
+    out
+}

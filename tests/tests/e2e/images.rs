@@ -1,0 +1,250 @@
+//! System images from a server that accepts only images (`tests/peers/ddi_server.py
+//! --images-only`: the chunk named after the file, SHA-1 only, no `dm.*` metadata), installed
+//! by the real SWUpdate from Debian: a `.swu` signed with a key the test makes, whose `raw`
+//! handler writes a file that stands for the other slot. The agent recognises the image by its
+//! first bytes, refuses before the download when SWUpdate is missing or would check no
+//! signature, hands the file to SWUpdate and reports its verdict in its words, each failure
+//! with its own status code. The restart and its confirmation run in the virtual machine
+//! (tests/vm/guest-ota.sh).
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::thirdparty::{Ddi, TOKEN};
+use crate::util::*;
+
+/// A key and self-signed certificate that sign images (SWUpdate's `-k` takes the certificate).
+struct Signer {
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+fn signer(w: &World, name: &str) -> Signer {
+    let (cert, key) = (w.path(&format!("{name}.pem")), w.path(&format!("{name}.key")));
+    run_ok(
+        Command::new("openssl")
+            .args(["req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1"])
+            .args(["-nodes", "-days", "30", "-subj", &format!("/CN=dm test {name}"), "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&cert),
+    );
+    Signer { cert, key }
+}
+
+fn sha256_hex(b: &[u8]) -> String {
+    ring::digest::digest(&ring::digest::SHA256, b)
+        .as_ref()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A `.swu` for hardware `1.0` writing `payload` raw into `slot`, with a preinstall `script`
+/// when given, signed by `by`.
+fn swu(w: &World, by: &Signer, payload: &[u8], slot: &Path, script: Option<&str>) -> PathBuf {
+    let mut desc = format!(
+        "software =\n{{\n\tversion = \"2.0.0\";\n\thardware-compatibility: [ \"1.0\" ];\n\timages: (\n\t\t{{\n\
+         \t\t\tfilename = \"rootfs.img\";\n\t\t\tdevice = \"{}\";\n\t\t\ttype = \"raw\";\n\t\t\tsha256 = \"{}\";\n\t\t}}\n\t);\n",
+        slot.display(),
+        sha256_hex(payload)
+    );
+    if let Some(s) = script {
+        desc.push_str(&format!(
+            "\tscripts: (\n\t\t{{\n\t\t\tfilename = \"pre.sh\";\n\t\t\ttype = \"shellscript\";\n\t\t\tsha256 = \"{}\";\n\t\t}}\n\t);\n",
+            sha256_hex(s.as_bytes())
+        ));
+    }
+    desc.push_str("}\n");
+    let d = w.path("swu-build");
+    std::fs::create_dir_all(&d).unwrap();
+    std::fs::write(d.join("sw-description"), &desc).unwrap();
+    run_ok(
+        Command::new("openssl")
+            .args(["cms", "-sign", "-in"])
+            .arg(d.join("sw-description"))
+            .arg("-out")
+            .arg(d.join("sw-description.sig"))
+            .arg("-signer")
+            .arg(&by.cert)
+            .arg("-inkey")
+            .arg(&by.key)
+            .args(["-outform", "DER", "-nosmimecap", "-binary"]),
+    );
+    let mut files = vec![
+        ("sw-description", desc.into_bytes()),
+        ("sw-description.sig", std::fs::read(d.join("sw-description.sig")).unwrap()),
+        ("rootfs.img", payload.to_vec()),
+    ];
+    if let Some(s) = script {
+        files.push(("pre.sh", s.as_bytes().to_vec()));
+    }
+    let path = w.path("system-2.0.0.swu");
+    std::fs::write(&path, cpio_crc(&files)).unwrap();
+    path
+}
+
+/// A device's agent with `[SystemImages]` settings, polling `ddi`.
+fn device(w: &World, ddi: &Ddi, images: &str) {
+    let extra = format!("RetryMaxDelay=4\n[SystemImages]\n{images}");
+    install_client_polling(w, &ddi.url, "dev-img", TOKEN, &extra);
+}
+
+/// Waits for a feedback that `done` accepts; returns every feedback.
+fn wait_feedback(w: &World, ddi: &Ddi, what: &str, done: impl Fn(&Value) -> bool) -> Vec<Value> {
+    let start = Instant::now();
+    loop {
+        let fb = ddi.feedback();
+        if fb.iter().any(&done) {
+            return fb;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(90),
+            "no {what}: {fb:#?}\n{}",
+            log_text(&w.device, "DMSvc")
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+fn details(f: &Value) -> String {
+    f["status"]["details"].to_string()
+}
+
+fn payload() -> Vec<u8> {
+    (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect()
+}
+
+#[test]
+fn a_swupdate_image_from_an_images_only_server_is_installed_and_waits_for_the_restart() {
+    let w = World::new();
+    let by = signer(&w, "image-signer");
+    let slot = w.path("slot-b.img");
+    std::fs::write(&slot, b"").unwrap();
+    let payload = payload();
+    let ddi = Ddi::start_with(&w, &swu(&w, &by, &payload, &slot, None), &["--images-only"]);
+    let settings = format!(
+        "SWUpdatePublicKey={}\nSWUpdateHardware=dmtest:1.0\nSWUpdateConfig={}\n",
+        by.cert.display(),
+        w.path("swupdate.cfg").display()
+    );
+    device(&w, &ddi, &settings);
+    let fb = wait_feedback(&w, &ddi, "pending reboot", |f| details(f).contains("pending reboot"));
+    assert_eq!(std::fs::read(&slot).unwrap(), payload, "SWUpdate wrote the slot");
+    let pending = fb.iter().find(|f| details(f).contains("pending reboot")).unwrap();
+    assert_eq!(pending["status"]["execution"], "proceeding", "{pending}");
+    assert_eq!(pending["status"]["result"]["progress"], serde_json::json!({"cnt": 4, "of": 5}));
+    assert!(details(pending).contains("SWUPDATE successful"), "the engine's words: {pending}");
+    let all: String = fb.iter().map(details).collect();
+    assert!(all.contains("is a SWUpdate image") || all.contains("SWUpdate image"), "{all}");
+    assert!(all.contains("image version 2.0.0"), "{all}");
+    // Recognised by its first bytes, then downloaded once.
+    assert_eq!(ddi.downloads(), ["bytes=0-511", "full"]);
+    // Not confirmed without a restart: the action stays open.
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(!ddi.feedback().iter().any(|f| f["status"]["execution"] == "closed"));
+    let log = log_text(&w.device, "DMSvc");
+    assert!(log.contains("swupdate | [INFO ] : SWUPDATE successful"), "{log}");
+}
+
+/// Runs one image the engine must refuse; returns the closing feedback and the slot.
+fn refused(
+    w: &World,
+    settings: &str,
+    sign_with: &str,
+    script: Option<&str>,
+) -> (Value, Ddi, Vec<u8>) {
+    let by = signer(w, "image-signer");
+    let other = (sign_with != "image-signer").then(|| signer(w, sign_with));
+    let slot = w.path("slot-b.img");
+    std::fs::write(&slot, b"old system").unwrap();
+    let signing = other.as_ref().unwrap_or(&by);
+    let ddi = Ddi::start_with(w, &swu(w, signing, &payload(), &slot, script), &["--images-only"]);
+    let settings = format!(
+        "SWUpdatePublicKey={}\nSWUpdateConfig={}\n{settings}",
+        by.cert.display(),
+        w.path("swupdate.cfg").display()
+    );
+    device(w, &ddi, &settings);
+    let fb = ddi.closed(w);
+    let last = fb.last().unwrap().clone();
+    assert_eq!(last["status"]["result"]["finished"], "failure", "{fb:#?}");
+    (last, ddi, std::fs::read(&slot).unwrap())
+}
+
+#[test]
+fn an_image_signed_by_another_key_is_rejected_by_swupdate_and_the_slot_kept() {
+    let w = World::new();
+    let (last, _ddi, slot) = refused(&w, "SWUpdateHardware=dmtest:1.0\n", "stranger", None);
+    assert!(details(&last).contains("dm.status=0x8004023B"), "{last}");
+    assert!(details(&last).contains("Authentication of all signatures failed"), "{last}");
+    assert_eq!(slot, b"old system");
+}
+
+#[test]
+fn an_image_for_other_hardware_is_rejected_by_swupdate_and_the_slot_kept() {
+    let w = World::new();
+    let (last, _ddi, slot) = refused(&w, "SWUpdateHardware=dmtest:2.0\n", "image-signer", None);
+    assert!(details(&last).contains("dm.status=0x8004023C"), "{last}");
+    assert!(details(&last).contains("SW not compatible with hardware"), "{last}");
+    assert_eq!(slot, b"old system");
+}
+
+#[test]
+fn swupdate_crashing_mid_install_is_its_own_failure() {
+    let w = World::new();
+    // Its preinstall script sends SIGSEGV to SWUpdate's process group.
+    let crash = "#!/bin/sh\nif [ \"$1\" = preinst ]; then kill -SEGV -$(cut -d' ' -f5 /proc/$$/stat); sleep 5; fi\n";
+    let (last, _ddi, _) = refused(&w, "SWUpdateHardware=dmtest:1.0\n", "image-signer", Some(crash));
+    assert!(details(&last).contains("dm.status=0x8004023E"), "{last}");
+    assert!(details(&last).contains("signal: 11"), "{last}");
+}
+
+#[test]
+fn a_device_without_swupdate_or_its_key_refuses_before_downloading() {
+    for (settings, code, says) in [
+        ("SWUpdateCommand=/nonexistent/swupdate\n", "0x80040239", "/nonexistent/swupdate"),
+        ("", "0x8004023A", "without signature checking"),
+    ] {
+        let w = World::new();
+        let by = signer(&w, "image-signer");
+        let ddi =
+            Ddi::start_with(&w, &swu(&w, &by, b"x", &w.path("slot"), None), &["--images-only"]);
+        let cfg = format!("SWUpdateConfig={}\n{settings}", w.path("none.cfg").display());
+        device(&w, &ddi, &cfg);
+        let fb = ddi.closed(&w);
+        let last = fb.last().unwrap();
+        assert!(details(last).contains(&format!("dm.status={code}")), "{last}");
+        assert!(details(last).contains(says), "{last}");
+        assert_eq!(ddi.downloads(), ["bytes=0-511"], "only its first bytes were fetched");
+    }
+}
+
+#[test]
+fn the_images_only_server_refuses_anything_else() {
+    let w = World::new();
+    let junk = w.path("tool.dmpkg");
+    std::fs::write(&junk, b"not an image").unwrap();
+    let out = Command::new("python3")
+        .arg(workspace_root().join("tests/peers/ddi_server.py"))
+        .args([
+            "--images-only",
+            "--cert",
+            "c",
+            "--key",
+            "k",
+            "--token",
+            "t",
+            "--log",
+            "l",
+            "--file",
+        ])
+        .arg(&junk)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only images are accepted"));
+}
