@@ -34,6 +34,12 @@ PEERS=(
     "gpg:gpg"
     "gpgv:gpgv"
     "dpkg-deb:dpkg"
+    # System images for the virtual machine's tests: RAUC bundles made with RAUC itself (it
+    # packs them with mksquashfs); the libubootenv tools read SWUpdate's update state in the
+    # U-Boot environment file the host-side checks look at.
+    "rauc:rauc"
+    "mksquashfs:squashfs-tools"
+    "fw_printenv:libubootenv-tool"
 )
 
 missing=()

@@ -213,22 +213,32 @@ pub fn excerpt(run: &ToolRun) -> Vec<String> {
     run.tail(EXCERPT_LINES).into_iter().map(|l| l.chars().take(MAX_LINE).collect()).collect()
 }
 
+/// The lines in which an engine says what went wrong: SWUpdate's `ERROR` lines, RAUC's
+/// `LastError:` (not its progress lines, which name every step, "Verifying signature" too).
+fn error_lines(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.contains("ERROR") || l.starts_with("LastError:") || l.starts_with("error:"))
+        .collect()
+}
+
 /// Judges an engine's install run: `Ok` when it exited 0, else the failure with the code that
-/// says why (a signal or the deadline: the engine crashed; its words for a signature or for
-/// other hardware; anything else: the install failed).
+/// says why: a signal or the deadline, the engine crashed; its error lines naming a signature,
+/// or other hardware; anything else, the install failed.
 pub fn judge_install(engine: Engine, run: &ToolRun) -> Result<(), Failure> {
     if run.succeeded() {
         return Ok(());
     }
-    let lower = run.output.to_ascii_lowercase();
+    let errors = error_lines(&run.output);
+    let lower = errors.join("\n").to_ascii_lowercase();
     let says = |words: &[&str]| words.iter().any(|w| lower.contains(w));
     let code = if run.status.is_none() || run.signal().is_some() {
         StatusCode::DM_E_IMAGE_ENGINE_CRASHED
-    } else if says(&["signature", "verification failed", "certificate", "not signed"]) {
+    } else if says(&["signature", "not signed"]) {
         StatusCode::DM_E_IMAGE_SIGNATURE
     } else if says(&[
         "not compatible with hardware",
-        "hw compatibility",
         "hardware compatibility",
         "compatible mismatch",
     ]) {
@@ -238,12 +248,12 @@ pub fn judge_install(engine: Engine, run: &ToolRun) -> Result<(), Failure> {
     };
     let ex = excerpt(run);
     // The first error line says why; those after it say that the install failed.
-    let first = ex.iter().find(|l| l.contains("ERROR") || l.contains("rror")).or(ex.last());
+    let why = errors.first().copied().or(ex.last().map(String::as_str)).unwrap_or("no output");
     let text = format!(
         "{} did not install the image ({}): {}",
         engine.name(),
         run.end(),
-        first.map_or("no output", |l| l.as_str())
+        why.chars().take(MAX_LINE).collect::<String>()
     );
     Err(Failure { code, text, excerpt: ex })
 }
@@ -521,12 +531,22 @@ mod tests {
         assert!(judge_install(Engine::Swupdate, &run(Some(0), "done")).is_ok());
         let code = |r: ToolRun| judge_install(Engine::Swupdate, &r).unwrap_err().code;
         assert_eq!(code(run(Some(11), "[INFO] installing")), StatusCode::DM_E_IMAGE_ENGINE_CRASHED);
+        // RAUC names every step, "Verifying signature" too: only its error line counts.
+        let compat = " 20% Verifying signature\n 40% Verifying signature done.\n100% Installing failed.\n\
+                      LastError: Installation error: Compatible mismatch: Expected 'a' but bundle manifest has 'b'";
+        assert_eq!(code(run(Some(256), compat)), StatusCode::DM_E_IMAGE_HARDWARE);
+        let sig = " 20% Verifying signature\n 40% Verifying signature failed.\n\
+                   LastError: signature verification failed: Verify error: self-signed certificate";
+        assert_eq!(code(run(Some(256), sig)), StatusCode::DM_E_IMAGE_SIGNATURE);
         assert_eq!(code(run(None, "")), StatusCode::DM_E_IMAGE_ENGINE_CRASHED);
         let sig = "[ERROR] : SWUPDATE failed [0] ERROR : Signature verification failed";
         assert_eq!(code(run(Some(256), sig)), StatusCode::DM_E_IMAGE_SIGNATURE);
-        let hw = "[ERROR] : SWUPDATE failed [0] ERROR : HW compatibility not verified";
+        let hw = "[ERROR] : SWUPDATE failed [0] ERROR : SW not compatible with hardware";
         assert_eq!(code(run(Some(256), hw)), StatusCode::DM_E_IMAGE_HARDWARE);
-        assert_eq!(code(run(Some(256), "no space left")), StatusCode::DM_E_IMAGE_INSTALL);
+        assert_eq!(
+            code(run(Some(256), "[ERROR] : SWUPDATE failed [0] ERROR : no space left")),
+            StatusCode::DM_E_IMAGE_INSTALL
+        );
         let f =
             judge_install(Engine::Rauc, &run(Some(256), "a\nLastError: oops\nerror: it failed"))
                 .unwrap_err();

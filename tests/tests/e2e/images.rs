@@ -4,7 +4,9 @@
 //! handler writes a file that stands for the other slot. The agent recognises the image by its
 //! first bytes, refuses before the download when SWUpdate is missing or would check no
 //! signature, hands the file to SWUpdate and reports its verdict in its words, each failure
-//! with its own status code. The restart and its confirmation run in the virtual machine
+//! with its own status code. The same for RAUC bundles made by `rauc bundle` and installed by
+//! the real RAUC service (on a private D-Bus, its slots files, its bootloader a script that
+//! keeps its state in files). The restart and its confirmation run in the virtual machine
 //! (tests/vm/guest-ota.sh).
 
 use std::path::{Path, PathBuf};
@@ -13,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use crate::rauc::{Kill, private_bus};
 use crate::thirdparty::{Ddi, TOKEN};
 use crate::util::*;
 
@@ -247,4 +250,144 @@ fn the_images_only_server_refuses_anything_else() {
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("only images are accepted"));
+}
+
+/// The real RAUC service for one test: on a private D-Bus, two raw slots that are files, a
+/// custom bootloader backend keeping its state in files, the booted slot `A`. `wrapper` runs
+/// `rauc` against that bus (the agent's `RaucCommand`).
+struct Rauc {
+    _children: Kill,
+    wrapper: PathBuf,
+    log: PathBuf,
+}
+
+const BOOTLOADER: &str = "#!/bin/sh\n# RAUC's custom bootloader backend: its state in files beside it.\n\
+    d=$(dirname \"$0\")/boot\nmkdir -p \"$d\"\ncase \"$1\" in\n\
+    get-primary) cat \"$d/primary\" 2>/dev/null || echo A ;;\n\
+    set-primary) echo \"$2\" > \"$d/primary\"; echo good > \"$d/state.$2\" ;;\n\
+    get-state) cat \"$d/state.$2\" 2>/dev/null || echo good ;;\n\
+    set-state) echo \"$3\" > \"$d/state.$2\" ;;\n\
+    *) exit 1 ;;\nesac\n";
+
+impl Rauc {
+    fn start(w: &World, keyring: &Path) -> Rauc {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = w.path("rauc");
+        std::fs::create_dir_all(dir.join("data")).unwrap();
+        std::fs::create_dir_all(dir.join("mnt")).unwrap();
+        for slot in ["slot-a.img", "slot-b.img"] {
+            std::fs::write(dir.join(slot), b"old system").unwrap();
+        }
+        let backend = dir.join("bootloader.sh");
+        std::fs::write(&backend, BOOTLOADER).unwrap();
+        std::fs::set_permissions(&backend, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let conf = dir.join("system.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "[system]\ncompatible=dm-test\nbootloader=custom\ndata-directory={d}/data\n\
+                 [handlers]\nbootloader-custom-backend={b}\n[keyring]\npath={k}\n\
+                 [slot.rootfs.0]\ndevice={d}/slot-a.img\ntype=raw\nbootname=A\n\
+                 [slot.rootfs.1]\ndevice={d}/slot-b.img\ntype=raw\nbootname=B\n",
+                d = dir.display(),
+                b = backend.display(),
+                k = keyring.display()
+            ),
+        )
+        .unwrap();
+        let (bus, address) = private_bus();
+        let log = dir.join("service.log");
+        let service = Command::new("rauc")
+            .arg(format!("--conf={}", conf.display()))
+            .arg(format!("--mount={}", dir.join("mnt").display()))
+            .args(["--override-boot-slot=A", "service"])
+            .env("DBUS_SYSTEM_BUS_ADDRESS", &address)
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(dir.join("service.err")).unwrap())
+            .spawn()
+            .expect("rauc is installed by scripts/setup-peers.sh");
+        let wrapper = dir.join("rauc.sh");
+        std::fs::write(
+            &wrapper,
+            format!("#!/bin/sh\nDBUS_SYSTEM_BUS_ADDRESS='{address}' exec rauc \"$@\"\n"),
+        )
+        .unwrap();
+        std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let start = Instant::now();
+        while !Command::new(&wrapper).arg("status").output().unwrap().status.success() {
+            assert!(start.elapsed() < Duration::from_secs(20), "the RAUC service did not start");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Rauc { _children: Kill(vec![bus, service]), wrapper, log: dir }
+    }
+}
+
+/// A RAUC bundle (plain: this machine has no device mapper for verity) of `payload` for
+/// `compatible`, signed by `by`.
+fn rauc_bundle(w: &World, by: &Signer, compatible: &str, payload: &[u8]) -> PathBuf {
+    let content = w.path("bundle-content");
+    std::fs::create_dir_all(&content).unwrap();
+    std::fs::write(content.join("rootfs.img"), payload).unwrap();
+    std::fs::write(
+        content.join("manifest.raucm"),
+        format!(
+            "[update]\ncompatible={compatible}\nversion=2.0.0\n[bundle]\nformat=plain\n[image.rootfs]\nfilename=rootfs.img\n"
+        ),
+    )
+    .unwrap();
+    let out = w.path("system-2.0.0.raucb");
+    run_ok(
+        Command::new("rauc")
+            .arg("bundle")
+            .arg(format!("--cert={}", by.cert.display()))
+            .arg(format!("--key={}", by.key.display()))
+            .arg(&content)
+            .arg(&out),
+    );
+    out
+}
+
+/// Installs a bundle for `compatible` signed by `sign_with` through the agent and RAUC;
+/// returns the feedback that ends the test's wait and the service's folder.
+fn rauc_install(w: &World, compatible: &str, stranger: bool) -> (Vec<Value>, Rauc) {
+    let by = signer(w, "bundle-signer");
+    let other = stranger.then(|| signer(w, "stranger"));
+    let rauc = Rauc::start(w, &by.cert);
+    let bundle = rauc_bundle(w, other.as_ref().unwrap_or(&by), compatible, &payload());
+    let ddi = Ddi::start_with(w, &bundle, &["--images-only"]);
+    device(w, &ddi, &format!("RaucCommand={}\n", rauc.wrapper.display()));
+    let fb = wait_feedback(w, &ddi, "a pending reboot or a failure", |f| {
+        details(f).contains("pending reboot") || f["status"]["execution"] == "closed"
+    });
+    assert_eq!(ddi.downloads(), ["bytes=0-511", "full"]);
+    (fb, rauc)
+}
+
+#[test]
+fn a_rauc_bundle_is_installed_by_rauc_into_the_other_slot_and_waits_for_the_restart() {
+    let w = World::new();
+    let (fb, rauc) = rauc_install(&w, "dm-test", false);
+    let last = fb.last().unwrap();
+    assert!(details(last).contains("into slot rootfs.1; pending reboot"), "{fb:#?}");
+    assert!(details(last).contains("Installing done."), "RAUC's words: {last}");
+    let slot = std::fs::read(rauc.log.join("slot-b.img")).unwrap();
+    assert_eq!(slot, payload(), "RAUC wrote slot B");
+    assert_eq!(std::fs::read(rauc.log.join("slot-a.img")).unwrap(), b"old system");
+    assert_eq!(std::fs::read_to_string(rauc.log.join("boot/primary")).unwrap().trim(), "B");
+}
+
+#[test]
+fn rauc_rejects_a_bundle_of_another_signer_or_for_other_hardware() {
+    for (compatible, stranger, code, says) in [
+        ("dm-test", true, "0x8004023B", "signature verification failed"),
+        ("other-board", false, "0x8004023C", "Compatible mismatch"),
+    ] {
+        let w = World::new();
+        let (fb, rauc) = rauc_install(&w, compatible, stranger);
+        let last = fb.last().unwrap();
+        assert_eq!(last["status"]["result"]["finished"], "failure", "{fb:#?}");
+        assert!(details(last).contains(&format!("dm.status={code}")), "{last}");
+        assert!(details(last).contains(says), "{last}");
+        assert_eq!(std::fs::read(rauc.log.join("slot-b.img")).unwrap(), b"old system");
+    }
 }

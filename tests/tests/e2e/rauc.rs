@@ -14,7 +14,7 @@ use crate::mp::Mp;
 use crate::util::*;
 
 /// Children the test started, killed when it ends.
-struct Kill(Vec<Child>);
+pub struct Kill(pub Vec<Child>);
 
 impl Drop for Kill {
     fn drop(&mut self) {
@@ -36,7 +36,7 @@ fn venv() -> PathBuf {
 }
 
 /// A private D-Bus daemon; returns it and its address.
-fn private_bus() -> (Child, String) {
+pub fn private_bus() -> (Child, String) {
     let mut bus = Command::new("dbus-daemon")
         .args(["--session", "--nofork", "--nopidfile", "--print-address=1"])
         .stdout(Stdio::piped())
