@@ -7,8 +7,9 @@ SHA-1 hash and none of this project's `dm.*` metadata, and it has no status mess
     ddi_server.py --cert PEM --key PEM --token T --file PATH --log FEEDBACK.jsonl [--images-only]
 
 Listens on 127.0.0.1, port 0; prints "listening https://127.0.0.1:PORT" when ready. Each
-feedback body is appended to the log, one JSON object per line; each download of the file to
-FEEDBACK.jsonl.downloads, one line each: the Range asked for, or "full". With --images-only it
+feedback body is appended to the log, one JSON object per line, each configData body to
+FEEDBACK.jsonl.config; each download of the file to FEEDBACK.jsonl.downloads, one line each:
+the Range asked for, or "full". With --images-only it
 behaves like the servers that accept only system images as uploads: a file that is neither a
 SWUpdate image (cpio, first entry sw-description) nor a RAUC bundle (squashfs) is refused at
 start (exit 2). Answers Range requests (206) as hawkBit does. Standard library only.
@@ -151,6 +152,9 @@ def main():
                         state["closed"] = True
                 return self.reply(200)
             if path == base + "/configData":
+                with lock:
+                    with open(a.log + ".config", "ab") as f:
+                        f.write(body.replace(b"\n", b" ") + b"\n")
                 return self.reply(200)
             return self.reply(404, b'{"message":"no such resource"}')
 

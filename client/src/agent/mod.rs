@@ -209,11 +209,14 @@ fn flush(w: &mut Worker<'_>) {
 }
 
 /// One successful poll's work: inventory, then the action the server offers. Returns how long
-/// to sleep.
+/// to sleep. `started`: this is the first since the agent started, which sends the inventory
+/// whatever changed (the running system's version after a restart into a new image, among
+/// others).
 fn after_poll(
     w: &mut Worker<'_>,
     health: &mut HealthState,
     base: dm_shared::ddi::ControllerBase,
+    started: &mut bool,
 ) -> Duration {
     if health.failed_polls > 0 {
         info!("the management point answers again after {} failed polls", health.failed_polls);
@@ -235,7 +238,7 @@ fn after_poll(
     if let Some(l) = base.links.get("dmUpdates") {
         updates::after_poll(w, &l.href);
     }
-    let asked = base.links.contains_key("configData");
+    let asked = base.links.contains_key("configData") || std::mem::take(started);
     if let Err(e) = inventory::maybe_send(w.ctx, w.session, w.settings, health, asked) {
         warn!("inventory not sent: {e}");
     }
@@ -292,6 +295,7 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals, waker: &mut Waker) -> Result<()
     let mut deferred = BTreeSet::new();
     let mut certs = certs::Keeper::default();
     let mut baseline = baseline::Baseline::default();
+    let mut started = true;
     w.report_interrupted()?;
     if let Err(e) = w.check_images() {
         warn!("cannot look at the system images waiting for a restart yet: {e}");
@@ -307,7 +311,7 @@ fn poll_loop(mut w: Worker<'_>, vitals: &Vitals, waker: &mut Waker) -> Result<()
             Ok(base) => {
                 vitals.polled(Ok(()));
                 certs.after_poll(&mut w, Ok(()));
-                after_poll(&mut w, &mut health, base)
+                after_poll(&mut w, &mut health, base, &mut started)
             }
             Err(e) => {
                 vitals.polled(Err(&e));

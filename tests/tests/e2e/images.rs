@@ -128,6 +128,10 @@ fn a_swupdate_image_from_an_images_only_server_is_installed_and_waits_for_the_re
     let slot = w.path("slot-b.img");
     std::fs::write(&slot, b"").unwrap();
     let payload = payload();
+    // The running system says what image it is (systemd's os-release fields).
+    let os_release = w.device.join("etc/os-release");
+    std::fs::create_dir_all(os_release.parent().unwrap()).unwrap();
+    std::fs::write(&os_release, "ID=debian\nIMAGE_ID=dmtest\nIMAGE_VERSION=1.0.0\n").unwrap();
     let ddi = Ddi::start_with(&w, &swu(&w, &by, &payload, &slot, None), &["--images-only"]);
     let settings = format!(
         "SWUpdatePublicKey={}\nSWUpdateHardware=dmtest:1.0\nSWUpdateConfig={}\n",
@@ -151,6 +155,31 @@ fn a_swupdate_image_from_an_images_only_server_is_installed_and_waits_for_the_re
     assert!(!ddi.feedback().iter().any(|f| f["status"]["execution"] == "closed"));
     let log = log_text(&w.device, "DMSvc");
     assert!(log.contains("swupdate | [INFO ] : SWUPDATE successful"), "{log}");
+    let versions = || -> Vec<String> {
+        ddi.inventories()
+            .iter()
+            .filter_map(|i| i["data"]["sw_version"].as_str().map(str::to_string))
+            .collect()
+    };
+    let before = versions();
+    assert!(!before.is_empty() && before.iter().all(|v| v == "1.0.0"), "{before:?}");
+
+    // The agent starts again (as after a restart): it sends its inventory, the running
+    // system's version read again; and at the start after that, unchanged, again.
+    std::fs::write(&os_release, "ID=debian\nIMAGE_ID=dmtest\nIMAGE_VERSION=2.0.0\n").unwrap();
+    for start in 1..=2 {
+        let sent = versions().len();
+        kill_agent(&w.device);
+        start_agent(&w.device);
+        let waited = Instant::now();
+        while versions().len() == sent {
+            assert!(waited.elapsed() < Duration::from_secs(30), "no inventory at start {start}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert_eq!(versions().last().map(String::as_str), Some("2.0.0"));
+    }
+    // Same boot: the image still waits for the restart.
+    assert!(!ddi.feedback().iter().any(|f| f["status"]["execution"] == "closed"));
 }
 
 /// Runs one image the engine must refuse; returns the closing feedback and the slot.

@@ -62,6 +62,13 @@ impl Ddi {
             .collect()
     }
 
+    /// Every inventory (`configData` body) so far.
+    pub fn inventories(&self) -> Vec<Value> {
+        let p = format!("{}.config", self.log.display());
+        let text = std::fs::read_to_string(p).unwrap_or_default();
+        text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+    }
+
     /// The downloads of the file so far: the Range asked for, or `full`.
     pub fn downloads(&self) -> Vec<String> {
         let p = format!("{}.downloads", self.log.display());
