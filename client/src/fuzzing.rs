@@ -26,7 +26,7 @@ use rsa::pkcs8::DecodePrivateKey;
 use x509_cert::Certificate;
 
 use crate::agent::plan::{self, Requirements, When};
-use crate::agent::{content, timing};
+use crate::agent::{content, image, timing};
 use crate::enroll::ca::{self, ScepCa};
 use crate::enroll::cms;
 
@@ -215,9 +215,40 @@ pub fn scep_envelope(data: &[u8]) {
     }
 }
 
+/// What the agent reads of a system image and of its update engine: the first bytes of an
+/// artifact ([`image::sniff`], [`image::swu_version_of`]), a SWUpdate configuration or
+/// `sw-description` ([`image::config_value`]), an engine's output ([`image::judge_install`]) and
+/// `rauc status` JSON ([`image::booted_slot`], [`image::primary_slot`]).
+pub fn system_images(data: &[u8]) {
+    use std::os::unix::process::ExitStatusExt;
+    let _ = image::sniff(data);
+    if let Some(v) = image::swu_version_of(data) {
+        assert!(!v.contains('"'), "a version never holds its closing quote");
+    }
+    let text = String::from_utf8_lossy(data);
+    for key in ["version", "public-key-file", "bootloader"] {
+        if let Some(v) = image::config_value(&text, key) {
+            assert!(!v.contains('"') && !v.contains('\n'));
+        }
+    }
+    let run = crate::agent::tool::ToolRun {
+        status: Some(std::process::ExitStatus::from_raw(256)),
+        output: text.into_owned(),
+        deadline: Duration::from_secs(60),
+    };
+    match image::judge_install(image::Engine::Rauc, &run) {
+        Ok(()) => panic!("an exit status of 1 was judged a success"),
+        Err(f) => assert!(f.excerpt.len() <= 12 && f.text.len() < 2000),
+    }
+    if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data) {
+        let _ = (image::booted_slot(&v), image::primary_slot(&v));
+    }
+}
+
 /// This crate's targets by name, for the replay.
 pub const TARGETS: &[dm_shared::fuzzing::Target] = &[
     ("ddi", ddi),
+    ("system_images", system_images),
     ("scep_ca_certs", scep_ca_certs),
     ("scep_cert_rep", scep_cert_rep),
     ("scep_envelope", scep_envelope),
