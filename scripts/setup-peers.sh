@@ -40,6 +40,7 @@ PEERS=(
     "rauc:rauc"
     "mksquashfs:squashfs-tools"
     "fw_printenv:libubootenv-tool"
+    "cpio:cpio"
 )
 
 missing=()

@@ -1,28 +1,13 @@
 #!/bin/sh
-# Runs inside the virtual machine (tests/vm/systemd.sh), as root, with systemd as PID 1. The
-# dm programs are in /mnt/host/bin; the management point runs in the guest on loopback.
+# Runs inside the virtual machine (tests/vm/systemd.sh), as root, with systemd as PID 1, at
+# every boot: the client installed as dmsvc.service, upgraded over the air, software updates
+# through apt; then the system images (tests/vm/guest-images.sh), whose installs restart the
+# guest, and the uninstall. After a restart it goes on where guest-images.sh left off.
 set -eu
-B=/mnt/host/bin
-W=/root/w
-mkdir -p "$W"
-cd "$W"
-say() { echo "== $(date +%T) $*"; }
-dump() {
-    echo "---- systemctl status dmsvc"; systemctl status dmsvc --no-pager 2>&1 | tail -20 || true
-    for f in /var/log/dm/*.log; do echo "---- $f"; tail -60 "$f"; done 2>/dev/null || true
-    echo "---- dmmp"; tail -40 "$W/mp/serve.log" 2>/dev/null || true
-}
-fail() { echo "FAIL: $*"; dump; exit 1; }
-dmmp() { "$B/dmmp" --config "$W/mp/dmmp.toml" "$@"; }
-# Waits up to $1 seconds for the shell condition $2.
-wait_for() {
-    n=0
-    while ! eval "$2"; do
-        n=$((n + 1))
-        [ "$n" -gt "$(($1 * 2))" ] && fail "timed out waiting for: $2"
-        sleep 0.5
-    done
-}
+. /mnt/host/guest-lib.sh
+if [ -e "$W/restarted" ]; then
+    exec sh /mnt/host/guest-images.sh
+fi
 
 say "systemd $(systemctl --version | head -1 | cut -d' ' -f2) is PID 1: $(cat /proc/1/comm)"
 [ "$(cat /proc/1/comm)" = systemd ] || fail "systemd is not PID 1"
@@ -34,8 +19,8 @@ say "PKI and the management point on loopback"
     --tls-cert pki/server.pem --tls-key pki/server.key >/dev/null
 "$B/dmmp" --config mp/dmmp.toml serve > mp/serve.out 2> mp/serve.log &
 wait_for 30 'grep -q listening mp/serve.out'
-url=$(sed -n 's/^listening //p' mp/serve.out)
-token=$(dmmp device add --id vm-1)
+sed -n 's/^listening //p' mp/serve.out > url
+dmmp device add --id vm-1 > token
 
 say "client 1.0.0.0 from a signed folder of four programs (as before the client was one), as dmsvc.service"
 mkdir -p bins four /etc/dm/certs/root /etc/dm/certs/tls-root
@@ -43,24 +28,6 @@ cp "$B/dm" bins/
 for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$B/dm" "four/$p"; done
 cp pki/root-ca.pem /etc/dm/certs/root/
 cp pki/root-ca.pem /etc/dm/certs/tls-root/
-settings() {
-    cat > "$1" <<INI
-[Installation]
-ClientInstallAction=$2
-[Environment]
-ManagementPoint=$url
-ControllerId=vm-1
-[Communication]
-TargetToken=$token
-PollInterval=10
-MinPollInterval=1
-RetryMaxDelay=4
-[SoftwareUpdates]
-AptKeyring=/etc/dm/fleet-keyring.gpg
-AptTimeout=120
-DpkgLockTimeout=5
-INI
-}
 mkdir -p v1 v2 v3
 settings v1/DMCommonInstaller.ini Install
 "$B/dmpack" folder --out v1.signed --client-version 1.0.0.0 --platform-bin linux-x86_64=four \
@@ -154,17 +121,4 @@ dmmp update compliance --device vm-1 | grep dmtest-full | grep -qi "no space" \
 dmmp update compliance --device vm-1
 say "software updates: $(dmmp update compliance --collection all | head -1)"
 
-say "an uninstall over the air"
-settings v3/DMCommonInstaller.ini Uninstall
-"$B/dmpack" folder --out v3.signed --client-version 1.1.0.1 --platform-bin linux-x86_64=bins \
-    --settings v3/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
-dmmp package add --source v3.signed --roots pki/root-ca.pem >/dev/null
-dmmp program add --package dm-client@1.1.0.1 --name remove >/dev/null
-dmmp advertise --name rm --program remove --collection all --mandatory >/dev/null
-wait_for 240 '[ ! -e /opt/dm/current ] && ! systemctl is-active --quiet dmsvc.service'
-wait_for 60 'grep -q "uninstall" /var/log/dm/DMClientSetup*.log && ! systemctl list-units --all --no-legend "dm-setup-*" | grep -q running'
-last=$(ls -t /var/log/dm/DMClientSetup*.log | head -1)
-grep -q "DMClientSetup finished" "$last" || fail "the uninstalling setup did not finish ($last)"
-systemctl is-enabled --quiet dmsvc.service 2>/dev/null && fail "dmsvc.service is still enabled"
-say "uninstalled; setup finished: $(grep 'DMClientSetup finished' "$last" | tail -1)"
-echo PASS
+exec sh /mnt/host/guest-images.sh

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The client under a real systemd as PID 1 (tests/vm/vm.sh): installed from a deployment
-# folder as dmsvc.service, upgraded over the air by its own management point, then uninstalled
-# over the air. Setup stops dmsvc.service while it works; it must not be stopped with it.
+# folder as dmsvc.service, upgraded over the air by its own management point, software updates
+# through apt, system images through SWUpdate and RAUC with the guest restarted between each
+# install and its confirmation, then uninstalled over the air. Setup stops dmsvc.service while
+# it works; it must not be stopped with it.
 # Uses the host build (target/debug); prints the guest's output; exits non-zero on failure.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -12,6 +14,20 @@ for p in dmpack dmmp dm; do
     strip -o "$share/bin/$p" "target/debug/$p"
 done
 cp tests/vm/guest-ota.sh "$share/test.sh"
+cp tests/vm/guest-lib.sh tests/vm/guest-images.sh "$share/"
+# The system images, made here with the engines' own tools and signed with a key made here.
+img=tests/peers/images.sh
+$img key "$share/images/keys"
+head -c 100000 /dev/urandom > "$share/images/payload-2"
+head -c 100000 /dev/urandom > "$share/images/payload-3"
+$img swu "$share/images/system-2.0.0.swu" 2.0.0 /var/lib/dm-e2e/slot-b.img \
+    "$share/images/payload-2" "$share/images/keys"
+$img swu "$share/images/system-3.0.0.swu" 3.0.0 /var/lib/dm-e2e/slot-b.img \
+    "$share/images/payload-3" "$share/images/keys"
+$img rauc "$share/images/rootfs-2.0.0.raucb" 2.0.0 dm-vm "$share/images/payload-2" \
+    "$share/images/keys"
+# The bootloader's first choice: RAUC's slot A (the guest rewrites it before a restart).
+echo "rauc.slot=A" > "$share/cmdline"
 # The software update tests' repository, made here with Debian's tools (the guest is minimal):
 # packages at their installed versions in debs/, their updates in repo/, signed with key/.
 apt=tests/peers/apt-repo.sh

@@ -9,6 +9,13 @@
 #                               console.log}. Exits with the guest test's exit code (124:
 #                               timeout, 125: no result).
 #
+# Restarts: the guest's disk is a copy-on-write overlay kept for the whole run (DIR/out/disk.
+# qcow2; the cached image itself is never written). A guest that writes DIR/out/reboot before
+# it restarts is booted again (at most VM_BOOTS times, default 6), and test.sh runs again at
+# every boot: it keeps its own progress on its disk. DIR/cmdline, when it exists, is added to
+# the kernel command line of every boot; the guest may rewrite it before a restart, as a
+# bootloader would choose what to boot (RAUC's rauc.slot=).
+#
 # Environment: VM_CACHE (default target/vm), VM_TIMEOUT (seconds, default 600), VM_MEM
 # (MiB, default 1536), VM_SMP (default 2), VM_ACCEL (kvm or tcg; default: kvm when the CPU
 # has VT-x or AMD-V, else tcg, software emulation: slower but everywhere).
@@ -25,9 +32,11 @@ SECURITY=${VM_SECURITY_MIRROR:-http://deb.debian.org/debian-security}
 TIMEOUT=${VM_TIMEOUT:-600}
 MEM=${VM_MEM:-1536}
 SMP=${VM_SMP:-2}
-RECIPE=1   # bump when the image recipe below changes
+RECIPE=4   # bump when the image recipe below changes
 IMAGE=$CACHE/bookworm-$RECIPE
-PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,linux-image-amd64,procps,iproute2
+# The update engines the system image tests drive: SWUpdate (its U-Boot environment read and
+# written by libubootenv's tools) and RAUC.
+PACKAGES=systemd,systemd-sysv,udev,dbus,kmod,linux-image-amd64,procps,iproute2,swupdate,libubootenv-tool,rauc,rauc-service
 
 say() { echo "[vm $(date +%T)] $*" >&2; }
 
@@ -94,10 +103,12 @@ FSTAB
     printf '9p\n9pnet_virtio\n' > "$root/etc/modules-load.d/9p.conf"
     cat > "$root/usr/local/sbin/e2e-runner" <<'RUNNER'
 #!/bin/sh
-# Runs /mnt/host/test.sh, keeps its exit code and output in /mnt/host/out, powers off.
+# Runs /mnt/host/test.sh, keeps its exit code and output in /mnt/host/out, powers off. The
+# output of every boot is kept (a test may restart the guest).
 out=/mnt/host/out
 mkdir -p "$out"
-sh /mnt/host/test.sh > "$out/output.log" 2>&1
+echo "== boot $(cat /proc/sys/kernel/random/boot_id)" >> "$out/output.log"
+sh /mnt/host/test.sh >> "$out/output.log" 2>&1
 rc=$?
 echo "$rc" > "$out/exit_code.tmp" && mv "$out/exit_code.tmp" "$out/exit_code"
 sync
@@ -125,8 +136,10 @@ WantedBy=multi-user.target
 UNIT
     ln -sf /etc/systemd/system/e2e-runner.service \
         "$root/etc/systemd/system/multi-user.target.wants/e2e-runner.service"
+    # SWUpdate's own daemon is not what the tests drive (the agent runs swupdate -i).
     for u in apt-daily.timer apt-daily-upgrade.timer e2scrub_all.timer e2scrub_reap.service \
-        fstrim.timer systemd-timesyncd.service; do
+        fstrim.timer systemd-timesyncd.service swupdate.service swupdate.socket \
+        swupdate-progress.service; do
         ln -sf /dev/null "$root/etc/systemd/system/$u"
     done
     # A small initrd: the root is ext4 on virtio.
@@ -167,26 +180,45 @@ run() {
     build
     rm -rf "$share/out"
     mkdir -p "$share/out"
-    local started=$SECONDS rc=0
-    say "booting ($(accel | cut -d' ' -f2), timeout ${TIMEOUT} s)"
+    local disk=$share/out/disk.qcow2
+    qemu-img create -q -f qcow2 -F raw -b "$IMAGE/rootfs.img" "$disk"
+    local boots=${VM_BOOTS:-6} boot=0 rc
+    while :; do
+        boot=$((boot + 1))
+        rm -f "$share/out/reboot"
+        rc=0
+        boot_once "$share" "$disk" "$boot" || rc=$?
+        [ "$rc" -eq 124 ] && return 124
+        [ -f "$share/out/exit_code" ] && break
+        if [ -f "$share/out/reboot" ] && [ "$boot" -lt "$boots" ]; then
+            say "the guest restarted itself; booting it again"
+            continue
+        fi
+        tail -n 40 "$share/out/console.log" >&2
+        return 125
+    done
+    rm -f "$disk"
+    return "$(cat "$share/out/exit_code")"
+}
+
+# One boot of the guest on disk $2 until it powers off or restarts (-no-reboot: qemu exits).
+boot_once() {
+    local share=$1 disk=$2 n=$3 started=$SECONDS rc=0 extra=""
+    [ -f "$share/cmdline" ] && extra=" $(cat "$share/cmdline")"
+    say "boot $n ($(accel | cut -d' ' -f2), timeout ${TIMEOUT} s)${extra:+, with${extra}}"
     # shellcheck disable=SC2046
     timeout --kill-after=10 "$TIMEOUT" qemu-system-x86_64 $(accel) -m "$MEM" -smp "$SMP" \
-        -nographic -nodefaults -serial mon:stdio -no-reboot -snapshot \
+        -nographic -nodefaults -serial mon:stdio -no-reboot \
         -kernel "$IMAGE/vmlinuz" -initrd "$IMAGE/initrd.img" \
-        -drive "file=$IMAGE/rootfs.img,format=raw,if=virtio" \
+        -drive "file=$disk,format=qcow2,if=virtio" \
         -virtfs "local,path=$share,mount_tag=hostshare,security_model=none,multidevs=remap" \
-        -append "console=ttyS0 root=/dev/vda rw panic=-1 e2e.run=1" \
-        < /dev/null > "$share/out/console.log" 2>&1 || rc=$?
+        -append "console=ttyS0 root=/dev/vda rw panic=-1 e2e.run=1$extra" \
+        < /dev/null >> "$share/out/console.log" 2>&1 || rc=$?
     say "the machine stopped after $((SECONDS - started)) s"
     if [ "$rc" -eq 124 ]; then
         tail -n 40 "$share/out/console.log" >&2
-        return 124
     fi
-    if [ ! -f "$share/out/exit_code" ]; then
-        tail -n 40 "$share/out/console.log" >&2
-        return 125
-    fi
-    return "$(cat "$share/out/exit_code")"
+    return "$rc"
 }
 
 [ "$(id -u)" = 0 ] || { echo "vm.sh: run as root" >&2; exit 1; }

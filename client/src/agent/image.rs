@@ -77,12 +77,17 @@ pub fn swu_version(file: &Path) -> Option<String> {
     use std::io::Read;
     let mut head = Vec::new();
     std::fs::File::open(file).ok()?.take(64 * 1024).read_to_end(&mut head).ok()?;
+    swu_version_of(&head)
+}
+
+/// [`swu_version`] of an image's first bytes: the first cpio entry's data, read as libconfig.
+pub fn swu_version_of(head: &[u8]) -> Option<String> {
     let hex = |r: std::ops::Range<usize>| {
         std::str::from_utf8(head.get(r)?).ok().and_then(|s| u32::from_str_radix(s, 16).ok())
     };
     let size = hex(54..62)? as usize;
     let namesize = hex(94..102)? as usize;
-    let start = (110 + namesize).next_multiple_of(4);
+    let start = 110usize.checked_add(namesize)?.next_multiple_of(4);
     let text = String::from_utf8_lossy(head.get(start..start.checked_add(size)?)?).into_owned();
     config_value(&text, "version")
 }
@@ -373,25 +378,29 @@ fn rauc_status(program: &Path, log: &Path) -> Result<serde_json::Value, String> 
 
 /// The slot RAUC will boot next (after an install, the one it wrote).
 pub fn rauc_primary(program: &Path, log: &Path) -> Result<String, String> {
-    let v = rauc_status(program, log)?;
-    v["boot_primary"]
-        .as_str()
-        .map(str::to_string)
+    primary_slot(&rauc_status(program, log)?)
         .ok_or_else(|| "rauc status names no primary slot".into())
 }
 
 /// The slot RAUC says the device booted from.
 pub fn rauc_booted(program: &Path, log: &Path) -> Result<Option<String>, String> {
-    let v = rauc_status(program, log)?;
-    let Some(bootname) = v["booted"].as_str() else { return Ok(None) };
-    let slots = v["slots"].as_array().cloned().unwrap_or_default();
-    Ok(slots.iter().filter_map(|s| s.as_object()).flat_map(|o| o.iter()).find_map(
-        |(name, slot)| {
-            (slot["bootname"].as_str() == Some(bootname)
-                || slot["state"].as_str() == Some("booted"))
+    Ok(booted_slot(&rauc_status(program, log)?))
+}
+
+/// `boot_primary` of `rauc status --output-format=json`.
+pub fn primary_slot(status: &serde_json::Value) -> Option<String> {
+    status["boot_primary"].as_str().map(str::to_string)
+}
+
+/// The name of the slot `rauc status --output-format=json` says is booted: the one whose
+/// `bootname` is `booted` (or whose state is `booted`).
+pub fn booted_slot(status: &serde_json::Value) -> Option<String> {
+    let bootname = status["booted"].as_str()?;
+    let slots = status["slots"].as_array()?;
+    slots.iter().filter_map(|s| s.as_object()).flat_map(|o| o.iter()).find_map(|(name, slot)| {
+        (slot["bootname"].as_str() == Some(bootname) || slot["state"].as_str() == Some("booted"))
             .then(|| name.clone())
-        },
-    ))
+    })
 }
 
 /// SWUpdate's update state variable, read from the bootloader environment.
@@ -498,6 +507,19 @@ mod tests {
         assert_eq!(swu_version(&f).as_deref(), Some("2.0.0"));
         std::fs::write(&f, &swu[..60]).unwrap();
         assert_eq!(swu_version(&f), None);
+    }
+
+    #[test]
+    fn rauc_status_names_the_primary_and_the_booted_slot() {
+        // As RAUC 1.8 prints it.
+        let v: serde_json::Value = serde_json::from_str(
+            r#"{"compatible":"dm-test","variant":"","booted":"A","boot_primary":"rootfs.1","slots":[{"rootfs.1":{"class":"rootfs","device":"/s/b","type":"raw","bootname":"B","state":"inactive","boot_status":"good"}},{"rootfs.0":{"class":"rootfs","device":"/s/a","type":"raw","bootname":"A","state":"booted","boot_status":"good"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(primary_slot(&v).as_deref(), Some("rootfs.1"));
+        assert_eq!(booted_slot(&v).as_deref(), Some("rootfs.0"));
+        assert_eq!(booted_slot(&serde_json::json!({"booted": "A", "slots": 3})), None);
+        assert_eq!(booted_slot(&serde_json::json!([])), None);
     }
 
     #[test]

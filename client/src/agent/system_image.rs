@@ -2,7 +2,7 @@
 //! recognise it ([`super::image::sniff`]) and check the engine before the download, download
 //! it, hand it to the engine, report "pending reboot", optionally restart the device
 //! (`RebootCommand`), and after the restart report what the engine says. Steps are reported as
-//! DDI progress out of [`STEPS`]: downloading, downloaded, installing, pending reboot,
+//! DDI progress out of five steps: downloading, downloaded, installing, pending reboot,
 //! confirmed.
 
 use dm_shared::StatusCode;
@@ -301,10 +301,14 @@ impl Worker<'_> {
                         );
                     }
                 }
-                let text = format!(
-                    "{text}; {} confirmed it; the system runs version {running}",
-                    installed.engine.name()
-                );
+                let text = if confirm {
+                    format!(
+                        "{text}; {} now marks it good; the system runs version {running}",
+                        installed.engine.name()
+                    )
+                } else {
+                    format!("{text}; the system runs version {running}")
+                };
                 let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, None);
                 self.finish(rec, MessageId::IMAGE_CONFIRMED, StatusCode::S_OK, text, vec![])
             }
