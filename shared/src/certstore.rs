@@ -54,7 +54,7 @@ impl CertStore {
             .map(|e| e.path())
             .filter(|p| p.extension().is_some_and(|x| x == "pem" || x == "crt"))
             .collect();
-        paths.sort();
+        paths.sort_unstable();
         let mut certs: Vec<Cert> = Vec::new();
         for p in paths {
             match Cert::load_pem(&p) {
@@ -151,7 +151,7 @@ fn read_crls(layout: &DeviceLayout, warn_at: Option<std::time::SystemTime>) -> R
         .map(|e| e.path())
         .filter(|p| p.extension().is_some_and(|x| x == "crl" || x == "pem"))
         .collect();
-    paths.sort();
+    paths.sort_unstable();
     let mut out = Vec::new();
     for p in paths {
         match Crl::load(&p) {

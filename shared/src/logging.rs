@@ -96,7 +96,7 @@ pub fn list_log_files(dir: &Path, program: Program) -> Vec<PathBuf> {
             Some((parse_log_file_name(program, &name)?, e.path()))
         })
         .collect();
-    found.sort();
+    found.sort_unstable();
     found.into_iter().map(|(_, p)| p).collect()
 }
 

@@ -435,7 +435,7 @@ pub fn sign_folder(
         });
     }
     let mut platforms = req.platforms.clone();
-    platforms.sort();
+    platforms.sort_unstable();
     platforms.dedup();
     // Client deployments carry no programs and keep the first format, which every released
     // client reads: an old client can still verify (and install) its successor.

@@ -175,7 +175,7 @@ impl Outbox {
         }
         let Ok(entries) = std::fs::read_dir(&damaged) else { return };
         let mut kept: Vec<PathBuf> = entries.filter_map(|e| e.ok()).map(|e| e.path()).collect();
-        kept.sort();
+        kept.sort_unstable();
         for old in kept.iter().take(kept.len().saturating_sub(MAX_DAMAGED)) {
             let _ = dmfs::remove_file(old);
         }

@@ -132,8 +132,12 @@ fn client_cert(ctx: &Context, prefer: Option<&str>) -> Result<(ureq::tls::Client
     let store = dm_shared::certstore::CertStore::open(&ctx.layout, StoreName::My);
     let now = ctx.clock.now();
     let mut certs = store.list()?;
-    certs.sort_by_key(|c| {
+    // The thumbprint last: the same choice every time among otherwise equal certificates.
+    let rank = |c: &Cert| {
         (Some(c.thumbprint()) != prefer, !c.valid_at(now), std::cmp::Reverse(c.not_after_unix()))
+    };
+    certs.sort_unstable_by(|a, b| {
+        rank(a).cmp(&rank(b)).then_with(|| a.thumbprint().cmp(b.thumbprint()))
     });
     for c in certs {
         let key_path = store.dir().join(format!("{}.key", c.thumbprint()));

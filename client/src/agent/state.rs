@@ -148,7 +148,7 @@ impl ActionRecord {
                     .collect()
             })
             .unwrap_or_default();
-        v.sort_by_key(|r| r.id);
+        v.sort_unstable_by_key(|r| r.id);
         v
     }
 

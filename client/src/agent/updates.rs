@@ -593,7 +593,7 @@ fn apt_get(w: &Worker<'_>, args: &[&str]) -> Result<()> {
 /// not: apt's `E:` lines and dpkg's, else the last three.
 fn run_deadline(c: &mut Command, deadline: Duration, log: &Path) -> Result<(bool, String)> {
     let run = tool::run(c, deadline, log).map_err(|reason| Error::UpdateInstall {
-        package: format!("{:?}", c.get_program()),
+        package: c.get_program().to_string_lossy().into_owned(),
         reason,
         locked: false,
     })?;

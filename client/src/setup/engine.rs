@@ -584,7 +584,7 @@ mod tests {
                 out.push(p.strip_prefix(ctx.layout.root()).unwrap().display().to_string());
             }
         }
-        out.sort();
+        out.sort_unstable();
         out
     }
 

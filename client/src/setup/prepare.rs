@@ -354,6 +354,6 @@ fn my_store_files(ctx: &Context) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(&dir)
         .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
-    names.sort();
+    names.sort_unstable();
     names
 }
