@@ -218,8 +218,12 @@ impl Worker<'_> {
             return self.check_restart(&mut rec);
         }
         // A system image goes to the device's update engine, whatever the server calls it.
-        if let Some(engine) = self.image_engine(&mut rec, chunk)? {
-            return self.image(&mut rec, chunk, engine, when);
+        // Its first bytes fail as its download would (an insecure redirect ends the action; a
+        // dropped connection is tried again at the next poll).
+        match self.image_engine(&mut rec, chunk) {
+            Ok(Some(engine)) => return self.image(&mut rec, chunk, engine, when),
+            Ok(None) => {}
+            Err(e) => return self.download_failed(&mut rec, e),
         }
         if rec.stage == Stage::Downloading && !self.download(&mut rec, chunk)? {
             return Ok(());
