@@ -138,9 +138,7 @@ fallback-restarted)
         || fail "the report does not say what SWUpdate says"
     echo done > "$S/phase"
     say "an uninstall over the air"
-    settings v3/DMCommonInstaller.ini Uninstall
-    "$B/dmpack" folder --out v3.signed --client-version 1.1.0.1 --platform-bin linux-x86_64=bins \
-        --settings v3/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
+    client_folder v3.signed 1.1.0.1 Uninstall
     dmmp package add --source v3.signed --roots pki/root-ca.pem >/dev/null
     dmmp program add --package dm-client@1.1.0.1 --name remove >/dev/null
     dmmp advertise --name rm --program remove --collection all --mandatory >/dev/null

@@ -45,3 +45,12 @@ DpkgLockTimeout=5
 RebootCommand=/usr/local/sbin/dm-e2e-reboot
 INI
 }
+# A signed client folder $1 of version $2 whose settings say ClientInstallAction=$3, with the
+# one program dm from bins/.
+client_folder() {
+    mkdir -p "$1.settings"
+    settings "$1.settings/DMCommonInstaller.ini" "$3"
+    "$B/dmpack" folder --out "$1" --client-version "$2" --platform-bin linux-x86_64=bins \
+        --settings "$1.settings/DMCommonInstaller.ini" --key pki/publisher.key \
+        --cert pki/publisher.pem >/dev/null
+}

@@ -28,7 +28,7 @@ cp "$B/dm" bins/
 for p in dminstaller dmclientsetup dmsvc dmcertenroll; do cp "$B/dm" "four/$p"; done
 cp pki/root-ca.pem /etc/dm/certs/root/
 cp pki/root-ca.pem /etc/dm/certs/tls-root/
-mkdir -p v1 v2 v3
+mkdir -p v1
 settings v1/DMCommonInstaller.ini Install
 "$B/dmpack" folder --out v1.signed --client-version 1.0.0.0 --platform-bin linux-x86_64=four \
     --settings v1/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
@@ -38,9 +38,7 @@ grep -q '^Delegate=yes' /etc/systemd/system/dmsvc.service || fail "the unit does
 wait_for 60 'dmmp --json device show vm-1 | grep -q "\"client_version\": \"1.0.0.0\""'
 
 say "an upgrade over the air to 1.1.0.0, the one program dm"
-settings v2/DMCommonInstaller.ini Install
-"$B/dmpack" folder --out v2.signed --client-version 1.1.0.0 --platform-bin linux-x86_64=bins \
-    --settings v2/DMCommonInstaller.ini --key pki/publisher.key --cert pki/publisher.pem >/dev/null
+client_folder v2.signed 1.1.0.0 Install
 dmmp package add --source v2.signed --roots pki/root-ca.pem >/dev/null
 dmmp program add --package dm-client@1.1.0.0 --name upgrade >/dev/null
 dmmp collection add --name all --rule all >/dev/null

@@ -111,6 +111,14 @@ fn bundle_file(ctx: &Context, action: u64) -> PathBuf {
     ctx.layout.download_cache_dir().join(format!("action-{action}.{}", bundle::EXTENSION))
 }
 
+/// The action's cache folder, made, once the chunk's artifacts passed [`check_artifacts`].
+fn prepare(ctx: &Context, action: u64, chunk: &Chunk, url: &str) -> Result<PathBuf> {
+    let dir = cache_dir(ctx, action);
+    dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
+    check_artifacts(chunk, &dir, url)?;
+    Ok(dir)
+}
+
 /// Downloads every artifact of `chunk` for `action` that is not complete yet, resuming
 /// partial files; `url` is the deployment's, for errors. A bundle is downloaded beside the
 /// package folder, then unpacked into it, checked against its signature entry by entry.
@@ -122,9 +130,7 @@ pub fn download(
     url: &str,
     stop: &AtomicBool,
 ) -> Result<()> {
-    let dir = cache_dir(ctx, action);
-    dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
-    check_artifacts(chunk, &dir, url)?;
+    let dir = prepare(ctx, action, chunk, url)?;
     if !is_bundle(chunk) {
         for a in &chunk.artifacts {
             fetch(net, a, &dir.join(&a.filename), stop)?;
@@ -152,9 +158,7 @@ pub fn download_image(
     url: &str,
     stop: &AtomicBool,
 ) -> Result<PathBuf> {
-    let dir = cache_dir(ctx, action);
-    dmfs::create_dir_all(&dir, dmfs::MODE_DIR_PRIVATE)?;
-    check_artifacts(chunk, &dir, url)?;
+    let dir = prepare(ctx, action, chunk, url)?;
     let a = &chunk.artifacts[0];
     let file = dir.join(&a.filename);
     fetch(net, a, &file, stop)?;
