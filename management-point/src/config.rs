@@ -138,6 +138,9 @@ pub struct Devices {
     /// With `unknown_devices = "register"`: the most devices registered in any minute.
     #[serde(default = "default_registrations_per_minute")]
     pub registrations_per_minute: u32,
+    /// Seconds between evaluations of the running rollouts' gates (docs/rollouts.md).
+    #[serde(default = "default_rollout_tick")]
+    pub rollout_tick_secs: u64,
     /// With `unknown_devices = "register"`: the most devices the server holds; beyond it,
     /// unknown devices are refused.
     #[serde(default = "default_max_devices")]
@@ -187,6 +190,10 @@ fn default_true() -> bool {
 
 fn default_flush() -> u64 {
     10
+}
+
+fn default_rollout_tick() -> u64 {
+    5
 }
 
 /// The whole file.
@@ -282,6 +289,7 @@ impl Config {
                 gateway_token: None,
                 last_seen_flush_secs: default_flush(),
                 registrations_per_minute: default_registrations_per_minute(),
+                rollout_tick_secs: default_rollout_tick(),
                 max_devices: default_max_devices(),
                 trust_certificate_registrations: false,
                 failed_auth_per_minute: default_failed_auth(),

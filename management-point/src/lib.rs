@@ -13,5 +13,6 @@ pub mod model;
 pub mod printable;
 pub mod random;
 pub mod reports;
+pub mod rollout;
 pub mod server;
 pub mod storage;

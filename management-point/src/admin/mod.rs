@@ -10,6 +10,7 @@ pub mod devices;
 pub mod init;
 pub mod migrate;
 pub mod packages;
+pub mod rollouts;
 pub mod targeting;
 pub mod update_compliance;
 pub mod updates;

@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod http;
 pub mod metrics;
 pub mod poll;
+pub mod rollouts;
 pub mod router;
 pub mod routes;
 pub mod state;
@@ -113,6 +114,27 @@ pub async fn serve(
         })
     };
 
+    let gates = {
+        let st = state.clone();
+        let every = Duration::from_secs(st.config.devices.rollout_tick_secs.max(1));
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            let joins = Arc::new(std::sync::Mutex::new(rollouts::Joins::default()));
+            loop {
+                tick.tick().await;
+                let (st, joins) = (st.clone(), joins.clone());
+                let r = tokio::task::spawn_blocking(move || {
+                    let mut joins = joins.lock().unwrap_or_else(|p| p.into_inner());
+                    rollouts::tick(&st, &mut joins)
+                })
+                .await;
+                if let Ok(Err(e)) = r {
+                    log::error!("cannot evaluate the rollouts' gates: {e}");
+                }
+            }
+        })
+    };
+
     let app = connection::App { state: state.clone(), router: router::router(state.clone()) };
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
@@ -161,6 +183,7 @@ pub async fn serve(
     sweeper.abort();
     refresher.abort();
     flusher.abort();
+    gates.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }

@@ -42,6 +42,9 @@ pub struct View {
     pub update_deployments: Vec<crate::model::updates::UpdateDeployment>,
     /// A marker that moves when a repository is imported (none: no catalog).
     pub updates_marker: Option<String>,
+    /// Rollouts by the advertisement they release, with their members' groups: a device is
+    /// offered such an advertisement only once its group is released.
+    pub rollouts: HashMap<i64, RolloutGate>,
     /// Certificates an administrator revoked (SHA-256 of their DER).
     pub revoked_certs: std::collections::HashSet<String>,
     /// The console's administrators, with the fingerprint of their password hash: a session
@@ -69,6 +72,7 @@ impl View {
             v.device_actions.entry(a.device_id).or_default().push(a.id);
             v.actions.insert(a.id, a);
         }
+        v.rollouts = RolloutGate::load(store)?;
         v.revoked_certs = store.revoked_certificates()?.into_iter().collect();
         v.update_repositories = store.update_repositories()?;
         v.update_deployments = store.update_deployments()?;
@@ -129,9 +133,48 @@ impl View {
             .filter(|a| a.is_active(now))
             .filter(|a| self.collections.get(&a.collection_id).is_some_and(|c| c.contains(d)))
             .filter(|a| d.is_verified(trust_certs) || !self.is_client_deployment(a))
+            .filter(|a| self.rollouts.get(&a.id).is_none_or(|g| g.releases(d.id)))
             .filter(|a| !self.actions_of(d.id).any(|ac| ac.advertisement_id == a.id))
             .map(|a| a.id)
             .collect()
+    }
+}
+
+/// A rollout as the view holds it: the rollout and its members' groups.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RolloutGate {
+    /// The rollout.
+    pub rollout: crate::rollout::Rollout,
+    /// Its members.
+    pub members: Vec<crate::rollout::Member>,
+    /// Each member's group, by device.
+    pub groups: HashMap<i64, i64>,
+}
+
+impl RolloutGate {
+    /// Every rollout and its members, by the advertisement each releases.
+    pub fn load(store: &dyn Storage) -> Result<HashMap<i64, RolloutGate>> {
+        let mut members: HashMap<i64, Vec<crate::rollout::Member>> = HashMap::new();
+        for m in store.rollout_members()? {
+            members.entry(m.rollout_id).or_default().push(m);
+        }
+        Ok(store
+            .rollouts()?
+            .into_iter()
+            .map(|r| {
+                let members = members.remove(&r.id).unwrap_or_default();
+                let groups = members.iter().map(|m| (m.device_id, m.group)).collect();
+                (r.advertisement_id, RolloutGate { rollout: r, members, groups })
+            })
+            .collect())
+    }
+
+    /// Whether the device is offered the rollout's advertisement now.
+    pub fn releases(&self, device_id: i64) -> bool {
+        let r = &self.rollout;
+        self.groups
+            .get(&device_id)
+            .is_some_and(|g| crate::rollout::released(r.state, r.current_group, *g))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+pub use super::rollouts::RolloutStorage;
 pub use super::updates::UpdateStorage;
 use crate::error::Result;
 use crate::model::*;
@@ -17,7 +18,7 @@ pub struct Changed {
 }
 
 /// Everything the management point stores.
-pub trait Storage: UpdateStorage + Send + Sync {
+pub trait Storage: UpdateStorage + RolloutStorage + Send + Sync {
     /// A number that changes whenever another connection committed a change.
     fn data_version(&self) -> Result<i64>;
     /// The actions and devices other writers made or changed since the last call, when the

@@ -8,15 +8,17 @@
 
 mod interface;
 pub mod postgres;
+mod rollouts;
 mod rows;
 pub mod sqlite;
 mod sqlite_files;
+mod sqlite_rollouts;
 mod sqlite_updates;
 #[cfg(test)]
 mod suite;
 mod updates;
 
-pub use self::interface::{Changed, Storage, UpdateStorage};
+pub use self::interface::{Changed, RolloutStorage, Storage, UpdateStorage};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;
 use crate::config::Config;

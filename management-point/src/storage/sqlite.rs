@@ -24,6 +24,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-009-administrator-certificates.sql"),
     include_str!("migrations/sqlite-010-software-updates.sql"),
     include_str!("migrations/sqlite-011-collection-windows.sql"),
+    include_str!("migrations/sqlite-012-rollouts.sql"),
 ];
 
 /// The SQLite store.

@@ -673,3 +673,51 @@ fn database_files_are_private_whatever_the_umask() {
         assert_eq!(mode(&f), 0o600, "{}", f.display());
     }
 }
+
+#[test]
+fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
+    use crate::rollout::{Gates, Rollout, RolloutState, Spec, Split};
+    each(|s| {
+        let (dev, adv) = setup(s);
+        let spec = Spec {
+            split: Split::Percent(vec![50, 100]),
+            gates: Gates { success_threshold: 90, error_threshold: 10 },
+            soak: 60,
+            silent_after: 600,
+            start_at: None,
+            joins_per_minute: 5,
+        };
+        let r = Rollout {
+            id: 0,
+            name: "r1".into(),
+            advertisement_id: 0,
+            spec,
+            state: RolloutState::Ready,
+            current_group: 0,
+            reason: None,
+            created: 10,
+            updated: 10,
+        };
+        let ad = Advertisement { name: "r1".into(), ..adv };
+        let (adv_id, id) = s.add_rollout(&ad, &r).unwrap();
+        let stored = s.rollouts().unwrap();
+        assert_eq!(stored.len(), 1);
+        assert_eq!((stored[0].id, stored[0].advertisement_id), (id, adv_id));
+        assert_eq!(stored[0].spec, r.spec);
+        assert!(s.advertisements().unwrap().iter().any(|a| a.id == adv_id && a.name == "r1"));
+        let before = stored[0].clone();
+        let next = Rollout { state: RolloutState::Running, updated: 20, ..before.clone() };
+        assert!(s.update_rollout(&before, &next, "started").unwrap());
+        // A second writer that read the same rollout moves nothing.
+        let other = Rollout { state: RolloutState::Stopped, updated: 21, ..before.clone() };
+        assert!(!s.update_rollout(&before, &other, "stopped").unwrap());
+        assert_eq!(s.rollouts().unwrap()[0].state, RolloutState::Running);
+        assert_eq!(s.add_rollout_members(id, &[(dev.id, 0)]).unwrap(), 1);
+        assert_eq!(s.add_rollout_members(id, &[(dev.id, 1)]).unwrap(), 0, "a member stays");
+        s.acknowledge_rollout_members(id, &[dev.id]).unwrap();
+        let m = s.rollout_members().unwrap();
+        assert_eq!((m.len(), m[0].group, m[0].acknowledged), (1, 0, true));
+        let log: Vec<String> = s.rollout_events(id).unwrap().into_iter().map(|e| e.text).collect();
+        assert_eq!(log, ["created (ready)", "started"]);
+    });
+}

@@ -93,7 +93,7 @@ impl Drop for Balancer {
 }
 
 /// Device roots with running agents, stopped when dropped.
-struct Devices(Vec<(String, PathBuf)>);
+pub struct Devices(pub Vec<(String, PathBuf)>);
 
 impl Drop for Devices {
     fn drop(&mut self) {
@@ -104,10 +104,15 @@ impl Drop for Devices {
 }
 
 /// Registers and installs `n` devices (`dev-0`…) polling `points`, each in a root of its own.
-fn devices(mp: &Mp, n: usize, points: &str) -> Devices {
+pub fn devices(mp: &Mp, n: usize, points: &str) -> Devices {
+    devices_from(mp, 0..n, points)
+}
+
+/// Registers and installs the devices numbered `ids` (`dev-<i>`) polling `points`.
+pub fn devices_from(mp: &Mp, ids: std::ops::Range<usize>, points: &str) -> Devices {
     let bins = mp.w.bin_dir("bins", None);
     let mut out = Devices(Vec::new());
-    for i in 0..n {
+    for i in ids {
         let cid = format!("dev-{i}");
         let token = format!("tok-{cid}-0123456789");
         mp.admin(&["device", "add", "--id", &cid, "--token", &token]);

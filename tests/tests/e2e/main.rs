@@ -19,6 +19,7 @@ mod mp;
 mod rauc;
 mod reports;
 mod robust;
+mod rollouts;
 mod setup;
 mod swupdate;
 mod tether;

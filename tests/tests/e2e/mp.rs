@@ -145,6 +145,18 @@ impl Mp {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Runs an admin command that must fail; returns what it said (stderr).
+    pub fn admin_fails(&self, args: &[&str]) -> String {
+        let out = Command::new(bin("dmmp"))
+            .arg("--config")
+            .arg(self.dir.join("dmmp.toml"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "dmmp {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
     /// Runs an admin command with --json.
     pub fn admin_json(&self, args: &[&str]) -> Value {
         let out = run_ok(

@@ -55,6 +55,10 @@ pub enum Command {
     /// compliance (docs/software-updates.md).
     #[command(subcommand)]
     Update(UpdateCmd),
+    /// Phased rollouts: an advertisement released group by group, each gated on the
+    /// previous group's confirmed successes (docs/rollouts.md).
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Administrators of the web console (docs/console.md).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -570,4 +574,84 @@ pub enum UpdateRuleCmd {
     },
     /// List the approval rules.
     List,
+}
+
+#[derive(Args, Debug)]
+pub struct RolloutCreateArgs {
+    /// The rollout's name (its advertisement's too).
+    #[arg(long)]
+    pub name: String,
+    /// The program (id or name).
+    #[arg(long)]
+    pub program: String,
+    /// The collection (id or name).
+    #[arg(long)]
+    pub collection: String,
+    /// The groups: cumulative percentages of the collection (1%,10%,50%,100%) or a group
+    /// size (size:50).
+    #[arg(long, default_value = "10%,50%,100%")]
+    pub groups: String,
+    /// Percent of a group that must be confirmed before the next group starts.
+    #[arg(long, default_value_t = 95)]
+    pub success_threshold: u8,
+    /// Percent of a group whose failure pauses the rollout.
+    #[arg(long, default_value_t = 10)]
+    pub error_threshold: u8,
+    /// Seconds a device must stay healthy and in touch after installing to count.
+    #[arg(long, default_value_t = 600)]
+    pub soak: i64,
+    /// Seconds without a poll after which an installed device counts as failed.
+    #[arg(long, default_value_t = 3600)]
+    pub silent_after: i64,
+    /// When it starts by itself (RFC 3339); default: at `dmmp rollout start`.
+    #[arg(long)]
+    pub start: Option<String>,
+    /// An administrator approves it (`dmmp rollout approve`) before it can start.
+    #[arg(long)]
+    pub approval: bool,
+    /// Devices that join the collection while it runs join the current group, at most this
+    /// many a minute.
+    #[arg(long, default_value_t = 60)]
+    pub joins_per_minute: u32,
+    /// Let devices take this version even when they have had a newer one.
+    #[arg(long)]
+    pub allow_downgrade: bool,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum RolloutCmd {
+    /// Create a rollout and its advertisement (mandatory).
+    Create(RolloutCreateArgs),
+    /// List rollouts.
+    List,
+    /// A rollout's groups, the devices behind its failures, and its log.
+    Show {
+        /// id or name.
+        rollout: String,
+    },
+    /// Start a ready rollout now: its collection is cut into groups and group 1 released.
+    Start {
+        /// id or name.
+        rollout: String,
+    },
+    /// Pause a running rollout: no further group is released.
+    Pause {
+        /// id or name.
+        rollout: String,
+    },
+    /// Resume a paused rollout; the current group's failures so far count no more.
+    Resume {
+        /// id or name.
+        rollout: String,
+    },
+    /// Stop a rollout for good.
+    Stop {
+        /// id or name.
+        rollout: String,
+    },
+    /// Approve a rollout created with --approval.
+    Approve {
+        /// id or name.
+        rollout: String,
+    },
 }

@@ -226,6 +226,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             Out::new(if *csv { r.csv() } else { r.text() }, r.json())
         }
         Command::Update(c) => update(cli, c)?,
+        Command::Rollout(c) => rollout(cli, c)?,
         Command::Admin(c) => administrator(cli, c)?,
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
@@ -251,6 +252,43 @@ fn duration_arg(s: &str, flag: &str) -> Result<i64> {
         _ => Err(Error::Usage(format!(
             "--{flag} {s:?}: expected a duration such as 90s, 30m, 2h or 1d"
         ))),
+    }
+}
+
+fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
+    use dm_mp::admin::rollouts as r;
+    use dm_mp::rollout::{Command as Do, Gates};
+    let (_, store) = open(cli)?;
+    let now = admin::now();
+    let by =
+        format!("{} (dmmp)", std::env::var("USER").unwrap_or_else(|_| "an administrator".into()));
+    match cmd {
+        RolloutCmd::Create(a) => {
+            let spec = r::CreateSpec {
+                name: a.name.clone(),
+                program: a.program.clone(),
+                collection: a.collection.clone(),
+                groups: a.groups.clone(),
+                gates: Gates {
+                    success_threshold: a.success_threshold,
+                    error_threshold: a.error_threshold,
+                },
+                soak: a.soak,
+                silent_after: a.silent_after,
+                start: a.start.clone(),
+                approval: a.approval,
+                joins_per_minute: a.joins_per_minute,
+                allow_downgrade: a.allow_downgrade,
+            };
+            r::create(&*store, &spec, now)
+        }
+        RolloutCmd::List => r::list(&*store),
+        RolloutCmd::Show { rollout } => r::show(&*store, rollout, now),
+        RolloutCmd::Start { rollout } => r::act(&*store, rollout, Do::Start, &by, now),
+        RolloutCmd::Pause { rollout } => r::act(&*store, rollout, Do::Pause, &by, now),
+        RolloutCmd::Resume { rollout } => r::act(&*store, rollout, Do::Resume, &by, now),
+        RolloutCmd::Stop { rollout } => r::act(&*store, rollout, Do::Stop, &by, now),
+        RolloutCmd::Approve { rollout } => r::act(&*store, rollout, Do::Approve, &by, now),
     }
 }
 

@@ -1,6 +1,6 @@
 -- Not a migration: run at every start, after them. Every change the in-memory views hold
 -- (devices but their last-seen times, packages, programs, collections, advertisements,
--- actions, revocations, CRLs, administrators) notifies channel dm_changes with the writer's
+-- rollouts, actions, revocations, CRLs, administrators) notifies channel dm_changes with the writer's
 -- application_name, so each dmmp instance hears the others' changes and not its own. A new or
 -- changed action (a poll, feedback) or device (a registration, inventory) says which,
 -- "<writer> action <id>" or "<writer> device <id>", so the others read that row alone instead
@@ -34,6 +34,10 @@ CREATE OR REPLACE TRIGGER dm_members_changed AFTER INSERT OR UPDATE OR DELETE
     ON collection_members FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE TRIGGER dm_advertisements_changed AFTER INSERT OR UPDATE OR DELETE
     ON advertisements FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_rollouts_changed AFTER INSERT OR UPDATE OR DELETE
+    ON rollouts FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
+CREATE OR REPLACE TRIGGER dm_rollout_members_changed AFTER INSERT OR UPDATE OR DELETE
+    ON rollout_members FOR EACH STATEMENT EXECUTE FUNCTION dm_notify();
 CREATE OR REPLACE FUNCTION dm_notify_action() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     PERFORM pg_notify('dm_changes', current_setting('application_name') || ' action ' || NEW.id);

@@ -21,6 +21,7 @@ pub mod cluster;
 mod listen;
 mod migrate;
 mod queries;
+mod rollouts;
 mod rows;
 mod updates;
 
@@ -48,6 +49,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-009-administrator-certificates.sql"),
     include_str!("../migrations/postgres-010-software-updates.sql"),
     include_str!("../migrations/postgres-011-collection-windows.sql"),
+    include_str!("../migrations/postgres-012-rollouts.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.

@@ -1,0 +1,310 @@
+//! `dmmp rollout`: phased rollouts of an advertised program to a collection, group by group,
+//! each gated on the previous group's confirmed successes (docs/rollouts.md). The decisions
+//! are [`crate::rollout`]'s; here they meet the store and the administrator.
+
+use std::collections::HashMap;
+
+use serde_json::json;
+
+use super::{Out, find_collection, find_program, table, when};
+use crate::error::{Error, Result};
+use crate::model::*;
+use crate::rollout::{self, Command, Counts, Gates, Member, Rollout, RolloutState, Spec, Split};
+use crate::storage::Storage;
+
+/// What `dmmp rollout create` is given.
+#[derive(Debug, Clone)]
+pub struct CreateSpec {
+    /// The rollout's name (its advertisement's too).
+    pub name: String,
+    /// The program (id or name).
+    pub program: String,
+    /// The collection (id or name).
+    pub collection: String,
+    /// `1%,10%,50%,100%` or `size:N`.
+    pub groups: String,
+    /// The gates.
+    pub gates: Gates,
+    /// Soak time, seconds.
+    pub soak: i64,
+    /// Silence after which an installed device failed, seconds.
+    pub silent_after: i64,
+    /// Start time (RFC 3339).
+    pub start: Option<String>,
+    /// Whether an administrator approves it before it starts.
+    pub approval: bool,
+    /// Devices joining a running rollout a minute, at most.
+    pub joins_per_minute: u32,
+    /// Whether devices may take an older version than they have had.
+    pub allow_downgrade: bool,
+}
+
+/// `dmmp rollout create`: the rollout and its advertisement (mandatory), which reaches no
+/// device before the device's group is released.
+pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
+    let split: Split = c.groups.parse().map_err(Error::Usage)?;
+    let g = c.gates;
+    if !(1..=100).contains(&g.success_threshold) || !(1..=100).contains(&g.error_threshold) {
+        return Err(Error::Usage("thresholds are percentages from 1 to 100".into()));
+    }
+    if !(0..=30 * 86_400).contains(&c.soak) || !(60..=30 * 86_400).contains(&c.silent_after) {
+        return Err(Error::Usage(
+            "--soak is 0 to 2592000 s and --silent-after 60 to 2592000 s".into(),
+        ));
+    }
+    if store.rollouts()?.iter().any(|r| r.name == c.name)
+        || store.advertisements()?.iter().any(|a| a.name == c.name)
+    {
+        return Err(Error::Usage(format!("a rollout or advertisement is named {:?}", c.name)));
+    }
+    let prog = find_program(store, &c.program)?;
+    let col = find_collection(store, &c.collection)?;
+    let start_at = c.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?;
+    let adv = Advertisement {
+        id: 0,
+        name: c.name.clone(),
+        program_id: prog.id,
+        collection_id: col.id,
+        kind: AdvertisementKind::Mandatory,
+        start_time: now,
+        expires: None,
+        window: None,
+        created: now,
+        canceled: false,
+        rerun: Rerun::default(),
+        allow_downgrade: c.allow_downgrade,
+    };
+    let spec = Spec {
+        split,
+        gates: g,
+        soak: c.soak,
+        silent_after: c.silent_after,
+        start_at,
+        joins_per_minute: c.joins_per_minute,
+    };
+    let state = if c.approval { RolloutState::WaitingForApproval } else { RolloutState::Ready };
+    let mut r = Rollout {
+        id: 0,
+        name: c.name.clone(),
+        advertisement_id: 0,
+        spec,
+        state,
+        current_group: 0,
+        reason: None,
+        created: now,
+        updated: now,
+    };
+    let (adv_id, id) = store.add_rollout(&adv, &r)?;
+    (r.id, r.advertisement_id) = (id, adv_id);
+    let text = format!(
+        "rollout {id} {:?} created ({}): {} to {} in groups {}, success {}%, error {}%, soak {} s\n",
+        r.name,
+        r.state.as_str(),
+        prog.name,
+        col.name,
+        c.groups,
+        g.success_threshold,
+        g.error_threshold,
+        c.soak
+    );
+    Ok(Out::new(text, json!(r)))
+}
+
+/// Finds a rollout by id or name.
+pub fn find(store: &dyn Storage, r: &str) -> Result<Rollout> {
+    let id = r.parse::<i64>().ok();
+    store
+        .rollouts()?
+        .into_iter()
+        .find(|x| Some(x.id) == id || x.name == r)
+        .ok_or_else(|| Error::NotFound(format!("rollout {r}")))
+}
+
+/// Starts `r` (its members assigned from its collection now) and logs `why`.
+fn start(store: &dyn Storage, r: &Rollout, now: i64, why: &str) -> Result<(Rollout, usize)> {
+    let adv = store
+        .advertisements()?
+        .into_iter()
+        .find(|a| a.id == r.advertisement_id)
+        .ok_or_else(|| Error::NotFound(format!("the advertisement of rollout {}", r.name)))?;
+    let col = store
+        .collections()?
+        .into_iter()
+        .find(|c| c.id == adv.collection_id)
+        .ok_or_else(|| Error::NotFound(format!("the collection of rollout {}", r.name)))?;
+    let members = rollout::assign(&r.name, &r.spec.split, &col, &store.devices()?);
+    store.add_rollout_members(r.id, &members)?;
+    let groups = members.last().map_or(0, |(_, g)| g + 1);
+    let mut next = r.clone();
+    (next.state, next.current_group, next.updated) = (RolloutState::Running, 0, now);
+    let event = format!("{why}: {} devices in {groups} groups; group 1 released", members.len());
+    if !store.update_rollout(r, &next, &event)? {
+        return Err(Error::Usage(format!("rollout {} changed meanwhile; try again", r.name)));
+    }
+    Ok((next, members.len()))
+}
+
+/// `dmmp rollout approve | start | pause | resume | stop`.
+pub fn act(store: &dyn Storage, name: &str, cmd: Command, by: &str, now: i64) -> Result<Out> {
+    let r = find(store, name)?;
+    let to = rollout::command(r.state, cmd).map_err(Error::Usage)?;
+    let said = match cmd {
+        Command::Approve => "approved",
+        Command::Start => "started",
+        Command::Pause => "paused",
+        Command::Resume => "resumed",
+        Command::Stop => "stopped",
+    };
+    let next = match cmd {
+        Command::Start => start(store, &r, now, &format!("started by {by}"))?.0,
+        _ => {
+            if cmd == Command::Resume {
+                // The failures it paused for are set aside: they count no more.
+                let (_, failed) = evaluate(store, &r, now)?;
+                let current = failed.get(r.current_group as usize).cloned().unwrap_or_default();
+                let ids: Vec<i64> = current.iter().map(|(d, _)| *d).collect();
+                store.acknowledge_rollout_members(r.id, &ids)?;
+            }
+            let mut next = r.clone();
+            (next.state, next.updated) = (to, now);
+            next.reason = match cmd {
+                Command::Pause | Command::Stop => Some(format!("{said} by {by}")),
+                _ => None,
+            };
+            if !store.update_rollout(&r, &next, &format!("{said} by {by}"))? {
+                return Err(Error::Usage(format!(
+                    "rollout {} changed meanwhile; try again",
+                    r.name
+                )));
+            }
+            next
+        }
+    };
+    log::info!("rollout {} {said} by {by}", r.name);
+    Ok(Out::new(format!("rollout {} {said}: {}\n", r.name, next.state.as_str()), json!(next)))
+}
+
+/// The rollout's groups counted at `now` from the store, and each group's failed devices.
+pub fn evaluate(
+    store: &dyn Storage,
+    r: &Rollout,
+    now: i64,
+) -> Result<(Vec<Counts>, rollout::Failures)> {
+    let members: Vec<Member> =
+        store.rollout_members()?.into_iter().filter(|m| m.rollout_id == r.id).collect();
+    let adv = store.advertisements()?.into_iter().find(|a| a.id == r.advertisement_id);
+    let pkg = adv
+        .and_then(|a| store.programs().ok()?.into_iter().find(|p| p.id == a.program_id))
+        .and_then(|p| store.packages().ok()?.into_iter().find(|k| k.id == p.package_id))
+        .ok_or_else(|| Error::NotFound(format!("the package of rollout {}", r.name)))?;
+    let devices: HashMap<i64, Device> = store.devices()?.into_iter().map(|d| (d.id, d)).collect();
+    let actions: HashMap<i64, Action> = store
+        .actions()?
+        .into_iter()
+        .filter(|a| a.advertisement_id == r.advertisement_id)
+        .map(|a| (a.device_id, a))
+        .collect();
+    let facts = |id: i64| match devices.get(&id) {
+        Some(d) => rollout::facts_of(&pkg, actions.get(&id), d, None),
+        None => rollout::Facts::default(),
+    };
+    let t = rollout::Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
+    Ok(rollout::count(&members, rollout::group_count(&members), facts, t, now))
+}
+
+/// `dmmp rollout list`.
+pub fn list(store: &dyn Storage) -> Result<Out> {
+    let all = store.rollouts()?;
+    let rows: Vec<Vec<String>> = all
+        .iter()
+        .map(|r| {
+            vec![
+                r.id.to_string(),
+                r.name.clone(),
+                r.state.as_str().into(),
+                (r.current_group + 1).to_string(),
+                r.reason.clone().unwrap_or_default(),
+                when(Some(r.updated)),
+            ]
+        })
+        .collect();
+    let header = ["ID", "NAME", "STATE", "GROUP", "REASON", "UPDATED"];
+    Ok(Out::new(table(&header, &rows), json!(all)))
+}
+
+/// `dmmp rollout show`: each group's counts and state, the devices behind its failures, and
+/// the rollout's log.
+pub fn show(store: &dyn Storage, name: &str, now: i64) -> Result<Out> {
+    let r = find(store, name)?;
+    let (counts, failed) = evaluate(store, &r, now)?;
+    let devices: HashMap<i64, String> =
+        store.devices()?.into_iter().map(|d| (d.id, d.controller_id)).collect();
+    let name_of = |id: &i64| devices.get(id).cloned().unwrap_or_else(|| id.to_string());
+    let members: Vec<Member> =
+        store.rollout_members()?.into_iter().filter(|m| m.rollout_id == r.id).collect();
+    let mut groups = Vec::new();
+    let mut rows = Vec::new();
+    for (i, c) in counts.iter().enumerate() {
+        let state = group_state(&r, i, c);
+        let fails: Vec<serde_json::Value> =
+            failed[i].iter().map(|(d, why)| json!({"device": name_of(d), "reason": why})).collect();
+        rows.push(vec![
+            (i + 1).to_string(),
+            state.into(),
+            c.size.to_string(),
+            c.installing.to_string(),
+            c.soaking.to_string(),
+            c.succeeded.to_string(),
+            c.failed.to_string(),
+        ]);
+        let of_group = |ack: bool| -> Vec<String> {
+            members
+                .iter()
+                .filter(|m| m.group == i as i64 && m.acknowledged == ack)
+                .map(|m| name_of(&m.device_id))
+                .collect()
+        };
+        groups.push(json!({"group": i + 1, "state": state, "counts": c, "failed": fails,
+            "devices": of_group(false), "acknowledged": of_group(true)}));
+    }
+    let events = store.rollout_events(r.id)?;
+    let mut text = format!(
+        "rollout {} {:?}: {}{}\n\n",
+        r.id,
+        r.name,
+        r.state.as_str(),
+        r.reason.as_deref().map(|w| format!(" ({w})")).unwrap_or_default()
+    );
+    let header = ["GROUP", "STATE", "DEVICES", "INSTALLING", "SOAKING", "SUCCEEDED", "FAILED"];
+    text.push_str(&table(&header, &rows));
+    for (i, f) in failed.iter().enumerate().filter(|(_, f)| !f.is_empty()) {
+        text.push_str(&format!("\nfailed in group {}:\n", i + 1));
+        for (d, why) in f {
+            text.push_str(&format!("  {}: {why}\n", name_of(d)));
+        }
+    }
+    text.push_str("\nlog:\n");
+    for e in &events {
+        text.push_str(&format!("  {}  {}\n", when(Some(e.time)), e.text));
+    }
+    Ok(Out::new(text, json!({"rollout": r, "groups": groups, "log": events})))
+}
+
+/// A group's state as people read it.
+pub fn group_state(r: &Rollout, index: usize, c: &Counts) -> &'static str {
+    let i = index as i64;
+    if !rollout::released(r.state, r.current_group, i) {
+        return "scheduled";
+    }
+    if i < r.current_group || r.state == RolloutState::Finished {
+        return "succeeded";
+    }
+    if r.state == RolloutState::Paused && r.reason.as_deref().is_some_and(|w| w.contains("failed"))
+    {
+        return "failed";
+    }
+    match rollout::decide(index, index + 1, c, r.spec.gates) {
+        rollout::Decision::Wait(rollout::GroupState::Soaking) => "soaking",
+        _ => "running",
+    }
+}

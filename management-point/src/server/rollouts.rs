@@ -1,0 +1,164 @@
+//! The server's evaluation of rollout gates (docs/rollouts.md): every `rollout_tick_secs` it
+//! starts the ready rollouts whose start time came, lets devices that joined a running
+//! rollout's collection into its current group (at most `joins_per_minute`), counts each
+//! running rollout's current group from the in-memory view (never from a device's poll) and
+//! moves the rollout as [`crate::rollout::tick`] decides. Each move is a compare-and-set in the
+//! database, so two instances on one database, or an administrator's command at the same
+//! moment, never move a rollout twice.
+
+use std::collections::{HashMap, VecDeque};
+
+use super::state::{AppState, RolloutGate};
+use crate::error::Result;
+use crate::rollout::{self, Facts, Rollout, RolloutState, Timing};
+
+/// When devices joined running rollouts in the last minute, per rollout.
+#[derive(Debug, Default)]
+pub struct Joins(HashMap<i64, VecDeque<i64>>);
+
+impl Joins {
+    /// How many more devices may join rollout `id` at `now`, given `per_minute`.
+    fn budget(&mut self, id: i64, per_minute: u32, now: i64) -> usize {
+        let q = self.0.entry(id).or_default();
+        while q.front().is_some_and(|t| now - t >= 60) {
+            q.pop_front();
+        }
+        (per_minute as usize).saturating_sub(q.len())
+    }
+
+    fn note(&mut self, id: i64, n: usize, now: i64) {
+        self.0.entry(id).or_default().extend(std::iter::repeat_n(now, n));
+    }
+}
+
+/// One evaluation of every rollout. Returns how many changed (moved, or took joiners).
+pub fn tick(state: &AppState, joins: &mut Joins) -> Result<usize> {
+    let now = state.now();
+    let gates: Vec<RolloutGate> = state.read().rollouts.values().cloned().collect();
+    let mut changed = 0;
+    for g in gates {
+        let r = &g.rollout;
+        let moved = match r.state {
+            RolloutState::Ready if r.spec.start_at.is_some_and(|t| t <= now) => {
+                start(state, r, now)?
+            }
+            RolloutState::Running => admit_joiners(state, &g, joins, now)? | gate(state, &g, now)?,
+            _ => false,
+        };
+        changed += usize::from(moved);
+    }
+    if changed > 0 {
+        let fresh = RolloutGate::load(state.store.as_ref())?;
+        state.write().rollouts = fresh;
+    }
+    Ok(changed)
+}
+
+/// Starts a ready rollout whose start time came: its collection cut into groups now.
+fn start(state: &AppState, r: &Rollout, now: i64) -> Result<bool> {
+    let members = {
+        let v = state.read();
+        let adv = v.advertisements.get(&r.advertisement_id);
+        let Some(col) = adv.and_then(|a| v.collections.get(&a.collection_id)) else {
+            return Ok(false);
+        };
+        let devices: Vec<_> = v.devices.values().cloned().collect();
+        rollout::assign(&r.name, &r.spec.split, col, &devices)
+    };
+    state.store.add_rollout_members(r.id, &members)?;
+    let Some((next, event)) = rollout::tick(r, &[], now) else { return Ok(false) };
+    let groups = members.last().map_or(0, |(_, g)| g + 1);
+    let event = format!("{event} ({} devices in {groups} groups)", members.len());
+    moved(state, r, &next, &event)
+}
+
+/// Lets devices that joined the collection of a running rollout into its current group.
+/// Returns whether any did.
+fn admit_joiners(state: &AppState, g: &RolloutGate, joins: &mut Joins, now: i64) -> Result<bool> {
+    let r = &g.rollout;
+    let budget = joins.budget(r.id, r.spec.joins_per_minute, now);
+    if budget == 0 {
+        return Ok(false);
+    }
+    let new: Vec<(i64, i64)> = {
+        let v = state.read();
+        let adv = v.advertisements.get(&r.advertisement_id);
+        let Some(col) = adv.and_then(|a| v.collections.get(&a.collection_id)) else {
+            return Ok(false);
+        };
+        let mut ids: Vec<i64> = v
+            .devices
+            .values()
+            .filter(|d| !g.groups.contains_key(&d.id) && col.contains(d))
+            .map(|d| d.id)
+            .collect();
+        ids.sort_unstable();
+        ids.into_iter().take(budget).map(|d| (d, r.current_group)).collect()
+    };
+    if new.is_empty() {
+        return Ok(false);
+    }
+    let n = state.store.add_rollout_members(r.id, &new)?;
+    joins.note(r.id, n, now);
+    log::info!(
+        "rollout {}: {n} device(s) joined its collection and group {}",
+        r.name,
+        r.current_group + 1
+    );
+    Ok(n > 0)
+}
+
+/// Counts a running rollout's groups from the view and moves it as the gates say.
+fn gate(state: &AppState, g: &RolloutGate, now: i64) -> Result<bool> {
+    let r = &g.rollout;
+    let (counts, failed) = {
+        let v = state.read();
+        let seen = state.last_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        let adv = v.advertisements.get(&r.advertisement_id);
+        let pkg = adv
+            .and_then(|a| v.programs.get(&a.program_id))
+            .and_then(|p| v.packages.get(&p.package_id));
+        let Some(pkg) = pkg else { return Ok(false) };
+        let facts = |id: i64| -> Facts {
+            let Some(d) = v.device_keys.get(&id).and_then(|k| v.devices.get(k)) else {
+                return Facts::default();
+            };
+            let action = v.actions_of(id).find(|a| a.advertisement_id == r.advertisement_id);
+            let last = seen.get(&id).copied().max(d.last_seen);
+            rollout::facts_of(pkg, action, d, last)
+        };
+        let t = Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
+        rollout::count(&g.members, rollout::group_count(&g.members), facts, t, now)
+    };
+    let Some((next, event)) = rollout::tick(r, &counts, now) else { return Ok(false) };
+    let event = match next.state {
+        RolloutState::Paused => {
+            let names = state.read();
+            let who: Vec<String> = failed
+                .get(r.current_group as usize)
+                .into_iter()
+                .flatten()
+                .map(|(d, why)| {
+                    let cid = names.device_keys.get(d).map_or(d.to_string(), |k| k.1.clone());
+                    format!("{cid} ({why})")
+                })
+                .collect();
+            format!("{event}: {}", who.join(", "))
+        }
+        _ => event,
+    };
+    moved(state, r, &next, &event)
+}
+
+/// Writes a move; logs it when this instance made it.
+fn moved(state: &AppState, before: &Rollout, next: &Rollout, event: &str) -> Result<bool> {
+    if !state.store.update_rollout(before, next, event)? {
+        return Ok(false);
+    }
+    if next.state == RolloutState::Paused {
+        log::warn!("rollout {} {event}", before.name);
+    } else {
+        log::info!("rollout {}: {event}", before.name);
+    }
+    Ok(true)
+}

@@ -1,0 +1,30 @@
+//! The [`RolloutStorage`] part of the storage interface: phased rollouts, their members and
+//! their log (docs/rollouts.md).
+
+use crate::error::Result;
+use crate::model::Advertisement;
+use crate::rollout::{Event, Member, Rollout};
+
+/// What the management point stores for phased rollouts.
+pub trait RolloutStorage {
+    /// Adds a rollout and the advertisement it releases, in one transaction: no device is
+    /// ever offered the advertisement without its rollout's gate. Returns the advertisement's
+    /// id and the rollout's (`r.advertisement_id` is ignored).
+    fn add_rollout(&self, adv: &Advertisement, r: &Rollout) -> Result<(i64, i64)>;
+    /// Every rollout, by id.
+    fn rollouts(&self) -> Result<Vec<Rollout>>;
+    /// Moves a rollout from `before` to `after` (state, current group, reason, time) and adds
+    /// `event` to its log, in one transaction, only if it is still where `before` says (its
+    /// state and current group): another instance or an administrator may have moved it.
+    /// Returns whether it moved.
+    fn update_rollout(&self, before: &Rollout, after: &Rollout, event: &str) -> Result<bool>;
+    /// Adds members (device, group) to a rollout; a device already in it stays where it is.
+    /// Returns how many were added.
+    fn add_rollout_members(&self, rollout_id: i64, members: &[(i64, i64)]) -> Result<usize>;
+    /// The members of every rollout.
+    fn rollout_members(&self) -> Result<Vec<Member>>;
+    /// Marks members' failures as acknowledged (a resume past them).
+    fn acknowledge_rollout_members(&self, rollout_id: i64, devices: &[i64]) -> Result<()>;
+    /// A rollout's log, oldest first.
+    fn rollout_events(&self, rollout_id: i64) -> Result<Vec<Event>>;
+}

@@ -1,0 +1,159 @@
+//! Phased rollouts with 20 real agents on loopback in four groups: nothing reaches a device
+//! before its group is released; a group counts only confirmed successes (the action finished,
+//! the new version in the device's inventory, the soak time passed); a package that fails on
+//! chosen devices of the second group pauses the rollout there with the exact counts and the
+//! devices named; a device that joins the collection while the rollout waits joins the running
+//! group; resuming sets the failures aside and the rollout finishes.
+
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::instances::{devices, devices_from};
+use crate::mp::Mp;
+use crate::util::*;
+
+/// Waits up to `secs` for the rollout's JSON to satisfy `done`.
+fn wait_rollout(mp: &Mp, secs: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let start = Instant::now();
+    loop {
+        let r = mp.admin_json(&["rollout", "show", "r1"]);
+        if done(&r) {
+            return r;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(secs),
+            "{what}: {r:#}\n{}",
+            mp.admin(&["rollout", "show", "r1"])
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+fn group(r: &Value, i: usize) -> &Value {
+    &r["groups"][i]
+}
+
+fn names(v: &Value) -> Vec<String> {
+    v.as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect()
+}
+
+#[test]
+fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_error_threshold() {
+    let mp = Mp::start(|t| *t = t.replace("rollout_tick_secs = 5", "rollout_tick_secs = 1"));
+    let fleet = devices(&mp, 20, &mp.url());
+    let root_of =
+        |cid: &str| fleet.0.iter().find(|(c, _)| c == cid).map(|(_, r)| r.clone()).unwrap();
+    // A package whose program fails where the test leaves a marker.
+    let src = mp.w.path("tool-src");
+    std::fs::create_dir_all(&src).unwrap();
+    std::fs::write(
+        src.join("run.sh"),
+        "#!/bin/sh\nif [ -e \"$DM_DEVICE_ROOT/fail-marker\" ]; then echo 'tool: broken here' >&2; exit 3; fi\necho ok\n",
+    )
+    .unwrap();
+    let pkg = mp.w.path("tool-pkg");
+    sign_package(&mp.w, &src, &pkg, "tool", "run.sh", None);
+    let roots = mp.w.pki.join("root-ca.pem");
+    mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        pkg.to_str().unwrap(),
+        "--roots",
+        roots.to_str().unwrap(),
+    ]);
+    mp.admin(&["program", "add", "--package", "tool", "--name", "tool-run", "--program", "run"]);
+    mp.admin(&["collection", "add", "--name", "fleet", "--rule", "all"]);
+    mp.admin(&[
+        "rollout",
+        "create",
+        "--name",
+        "r1",
+        "--program",
+        "tool-run",
+        "--collection",
+        "fleet",
+        "--groups",
+        "25%,50%,75%,100%",
+        "--success-threshold",
+        "100",
+        "--error-threshold",
+        "40",
+        "--soak",
+        "2",
+        "--silent-after",
+        "120",
+        "--approval",
+    ]);
+
+    // Created, waiting for approval: nothing reaches a device, and it cannot start yet.
+    let refused = mp.admin_fails(&["rollout", "start", "r1"]);
+    assert!(refused.contains("approve"), "{refused}");
+    std::thread::sleep(Duration::from_secs(3));
+    let st = mp.admin_json(&["advertisement", "status", "r1"]);
+    assert_eq!(st["devices"].as_array().unwrap().len(), 0, "{st}");
+    mp.admin(&["rollout", "approve", "r1"]);
+    mp.admin(&["rollout", "start", "r1"]);
+
+    let r = mp.admin_json(&["rollout", "show", "r1"]);
+    assert_eq!(r["groups"].as_array().unwrap().len(), 4, "{r}");
+    for i in 0..4 {
+        assert_eq!(names(&group(&r, i)["devices"]).len(), 5, "{r}");
+    }
+    // Two of the second group's five devices will fail: 40%, the error threshold.
+    let second = names(&group(&r, 1)["devices"]);
+    let failing = &second[..2];
+    for cid in failing {
+        std::fs::write(root_of(cid).join("fail-marker"), b"").unwrap();
+    }
+
+    let r =
+        wait_rollout(&mp, 120, "the rollout never paused", |r| r["rollout"]["state"] == "paused");
+    let (g1, g2) = (group(&r, 0), group(&r, 1));
+    assert_eq!(g1["state"], "succeeded", "{r:#}");
+    assert_eq!(g1["counts"]["succeeded"], 5, "{r:#}");
+    assert_eq!(g2["state"], "failed", "{r:#}");
+    assert_eq!(g2["counts"]["failed"], 2, "{r:#}");
+    assert_eq!(g2["counts"]["size"], 5, "{r:#}");
+    for i in 2..4 {
+        assert_eq!(group(&r, i)["state"], "scheduled", "{r:#}");
+    }
+    let reason = r["rollout"]["reason"].as_str().unwrap();
+    assert_eq!(reason, "group 2 of 4: 2 of 5 devices failed (error threshold 40%)");
+    let log = r["log"].to_string();
+    for cid in failing {
+        assert!(log.contains(&format!("{cid} (the install failed)")), "{log}");
+    }
+    // Groups 3 and 4 were never offered it.
+    let st = mp.admin_json(&["advertisement", "status", "r1"]);
+    let reached: Vec<String> = st["devices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["device"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(reached.len(), 10, "{st}");
+    for cid in names(&group(&r, 2)["devices"]).iter().chain(&names(&group(&r, 3)["devices"])) {
+        assert!(!reached.contains(cid), "{cid} of a later group got it: {st}");
+    }
+
+    // A device that joins the collection while the rollout waits joins the running group.
+    let _joiner = devices_from(&mp, 20..21, &mp.url());
+    // Resume: the failures counted so far are set aside.
+    mp.admin(&["rollout", "resume", "r1"]);
+    let r = wait_rollout(&mp, 180, "the rollout never finished", |r| {
+        r["rollout"]["state"] == "finished"
+    });
+    let g2 = group(&r, 1);
+    assert!(names(&g2["devices"]).contains(&"dev-20".to_string()), "the joiner: {r:#}");
+    assert_eq!(names(&g2["acknowledged"]).len(), 2, "{r:#}");
+    assert_eq!(g2["counts"]["succeeded"], 4, "three of the group and the joiner: {r:#}");
+    for i in 2..4 {
+        assert_eq!(group(&r, i)["counts"]["succeeded"], 5, "{r:#}");
+    }
+    let log = mp.admin(&["rollout", "show", "r1"]);
+    assert!(log.contains("resumed by"), "{log}");
+    assert!(log.contains("the rollout finished"), "{log}");
+    assert!(mp.log_text().contains("rollout r1 paused: group 2 of 4"), "the server's log");
+}
