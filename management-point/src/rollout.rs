@@ -51,6 +51,30 @@ pub struct Spec {
     /// Devices that join the collection while it runs join the current group, at most this
     /// many a minute.
     pub joins_per_minute: u32,
+    /// What the error threshold does besides pausing.
+    #[serde(default)]
+    pub on_error: OnError,
+}
+
+/// What a rollout does when a group reaches its error threshold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", tag = "action")]
+pub enum OnError {
+    /// Pause.
+    #[default]
+    Pause,
+    /// Pause, and advertise the previous version (`program_id`, a downgrade allowed, run
+    /// again) to the failed group's devices.
+    Rollback {
+        /// The program of the version to go back to.
+        program_id: i64,
+    },
+}
+
+/// The name of the advertisement (and of its collection of devices) that rolls group `group`
+/// (0 first) of rollout `name` back at `now`.
+pub fn rollback_name(name: &str, group: i64, now: i64) -> String {
+    format!("{name}-rollback-{}-{now}", group + 1)
 }
 
 /// A device of a rollout, and its group.
@@ -684,6 +708,7 @@ mod tests {
                 silent_after: 300,
                 start_at,
                 joins_per_minute: 10,
+                on_error: OnError::Pause,
             },
             state,
             current_group: 0,

@@ -9,7 +9,9 @@ use serde_json::json;
 use super::{Out, find_collection, find_program, table, when};
 use crate::error::{Error, Result};
 use crate::model::*;
-use crate::rollout::{self, Command, Counts, Gates, Member, Rollout, RolloutState, Spec, Split};
+use crate::rollout::{
+    self, Command, Counts, Gates, Member, OnError, Rollout, RolloutState, Spec, Split,
+};
 use crate::storage::Storage;
 
 /// What `dmmp rollout create` is given.
@@ -37,6 +39,8 @@ pub struct CreateSpec {
     pub joins_per_minute: u32,
     /// Whether devices may take an older version than they have had.
     pub allow_downgrade: bool,
+    /// The program of the previous version, to roll a failed group back to (none: pause).
+    pub rollback_program: Option<String>,
 }
 
 /// `dmmp rollout create`: the rollout and its advertisement (mandatory), which reaches no
@@ -59,6 +63,10 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
     }
     let prog = find_program(store, &c.program)?;
     let col = find_collection(store, &c.collection)?;
+    let on_error = match &c.rollback_program {
+        None => OnError::Pause,
+        Some(p) => OnError::Rollback { program_id: find_program(store, p)?.id },
+    };
     let start_at = c.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?;
     let adv = Advertisement {
         id: 0,
@@ -81,6 +89,7 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
         silent_after: c.silent_after,
         start_at,
         joins_per_minute: c.joins_per_minute,
+        on_error,
     };
     let state = if c.approval { RolloutState::WaitingForApproval } else { RolloutState::Ready };
     let mut r = Rollout {

@@ -10,7 +10,8 @@ use std::collections::{HashMap, VecDeque};
 
 use super::state::{AppState, RolloutGate};
 use crate::error::Result;
-use crate::rollout::{self, Facts, Rollout, RolloutState, Timing};
+use crate::model::{Advertisement, AdvertisementKind, CollectionRule, Rerun};
+use crate::rollout::{self, Facts, OnError, Rollout, RolloutState, Timing};
 
 /// When devices joined running rollouts in the last minute, per rollout.
 #[derive(Debug, Default)]
@@ -131,6 +132,10 @@ fn gate(state: &AppState, g: &RolloutGate, now: i64) -> Result<bool> {
         rollout::count(&g.members, rollout::group_count(&g.members), facts, t, now)
     };
     let Some((next, event)) = rollout::tick(r, &counts, now) else { return Ok(false) };
+    let rollback = match (next.state, r.spec.on_error) {
+        (RolloutState::Paused, OnError::Rollback { program_id }) => Some(program_id),
+        _ => None,
+    };
     let event = match next.state {
         RolloutState::Paused => {
             let names = state.read();
@@ -143,11 +148,78 @@ fn gate(state: &AppState, g: &RolloutGate, now: i64) -> Result<bool> {
                     format!("{cid} ({why})")
                 })
                 .collect();
-            format!("{event}: {}", who.join(", "))
+            let mut e = format!("{event}: {}", who.join(", "));
+            if rollback.is_some() {
+                let name = rollout::rollback_name(&r.name, r.current_group, now);
+                e.push_str(&format!(
+                    "; rolled back: advertisement {name} of the previous version to the group's devices"
+                ));
+            }
+            e
         }
         _ => event,
     };
-    moved(state, r, &next, &event)
+    if !moved(state, r, &next, &event)? {
+        return Ok(false);
+    }
+    if let Some(program_id) = rollback {
+        roll_back(state, g, program_id, now)?;
+    }
+    Ok(true)
+}
+
+/// Advertises the previous version (`program_id`) to every device of the current group of
+/// `g`'s rollout, a downgrade allowed and run again: an explicit collection of them, then the
+/// advertisement (last: no device sees one without the other).
+fn roll_back(state: &AppState, g: &RolloutGate, program_id: i64, now: i64) -> Result<()> {
+    let r = &g.rollout;
+    let name = rollout::rollback_name(&r.name, r.current_group, now);
+    let tenant = {
+        let v = state.read();
+        let adv = v.advertisements.get(&r.advertisement_id);
+        adv.and_then(|a| v.collections.get(&a.collection_id)).map(|c| c.tenant.clone())
+    };
+    let Some(tenant) = tenant else { return Ok(()) };
+    let col = state.store.add_collection(&name, &tenant, &CollectionRule::Explicit)?;
+    let devices: Vec<i64> =
+        g.members.iter().filter(|m| m.group == r.current_group).map(|m| m.device_id).collect();
+    for d in &devices {
+        state.store.add_member(col, *d)?;
+    }
+    let adv = Advertisement {
+        id: 0,
+        name: name.clone(),
+        program_id,
+        collection_id: col,
+        kind: AdvertisementKind::Mandatory,
+        start_time: now,
+        expires: None,
+        window: None,
+        created: now,
+        canceled: false,
+        rerun: Rerun::Always,
+        allow_downgrade: true,
+    };
+    state.store.add_advertisement(&adv)?;
+    log::warn!(
+        "rollout {}: rolling group {} back: advertisement {name} to {} devices",
+        r.name,
+        r.current_group + 1,
+        devices.len()
+    );
+    // The server wrote these itself: its view takes them now, not at another writer's change.
+    for _ in 0..5 {
+        let seen = state.read().local_writes;
+        let fresh = super::state::View::load(state.store.as_ref())?;
+        if state.install_if_unchanged(fresh, seen) {
+            return Ok(());
+        }
+    }
+    log::warn!(
+        "rollout {}: the view changed during five reloads; {name} is offered after the next",
+        r.name
+    );
+    Ok(())
 }
 
 /// Writes a move; logs it when this instance made it.

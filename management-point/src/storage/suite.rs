@@ -686,6 +686,7 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
             silent_after: 600,
             start_at: None,
             joins_per_minute: 5,
+            on_error: crate::rollout::OnError::Rollback { program_id: 7 },
         };
         let r = Rollout {
             id: 0,

@@ -616,6 +616,10 @@ pub struct RolloutCreateArgs {
     /// Let devices take this version even when they have had a newer one.
     #[arg(long)]
     pub allow_downgrade: bool,
+    /// On the error threshold, besides pausing, advertise this program (the previous
+    /// version; a downgrade allowed, run again) to the failed group's devices.
+    #[arg(long)]
+    pub rollback_program: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

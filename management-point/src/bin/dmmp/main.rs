@@ -279,6 +279,7 @@ fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
                 approval: a.approval,
                 joins_per_minute: a.joins_per_minute,
                 allow_downgrade: a.allow_downgrade,
+                rollback_program: a.rollback_program.clone(),
             };
             r::create(&*store, &spec, now)
         }
