@@ -367,25 +367,49 @@ pub fn decide(index: usize, groups: usize, c: &Counts, g: Gates) -> Decision {
     }
 }
 
-/// What the management point knows of one device for a rollout of package `pkg`: its action
+/// What a device must report for the rollout's version to count as running, worked out
+/// once per evaluation from the rollout's package.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Want {
+    /// A client upgrade: its `client_version`.
+    ClientVersion(String),
+    /// A software package: `name version` in its `installed_packages`.
+    Installed(String),
+    /// A configuration package: its action applies its items itself.
+    Applied,
+}
+
+impl Want {
+    /// What `pkg` needs reported.
+    pub fn of(pkg: &crate::model::Package) -> Want {
+        use dm_shared::vocab::PackageKind;
+        match pkg.kind {
+            PackageKind::ClientDeployment => Want::ClientVersion(pkg.version.clone()),
+            PackageKind::SoftwareDistribution => {
+                Want::Installed(format!("{} {}", pkg.name, pkg.version))
+            }
+            PackageKind::Configuration => Want::Applied,
+        }
+    }
+}
+
+/// What the management point knows of one device for a rollout that wants `want`: its action
 /// for the rollout's advertisement, its inventory (the new version, client health) and when
 /// it last polled.
 pub fn facts_of(
-    pkg: &crate::model::Package,
+    want: &Want,
     action: Option<&crate::model::Action>,
     device: &crate::model::Device,
     last_seen: Option<i64>,
 ) -> Facts {
-    use dm_shared::vocab::{PackageKind, inventory as key};
+    use dm_shared::vocab::inventory as key;
     let attr = |k: &str| device.attributes.get(k).map(String::as_str);
-    let version_reported = match pkg.kind {
-        PackageKind::ClientDeployment => attr(key::CLIENT_VERSION) == Some(pkg.version.as_str()),
-        PackageKind::SoftwareDistribution => {
-            let want = format!("{} {}", pkg.name, pkg.version);
-            attr(key::INSTALLED_PACKAGES).is_some_and(|l| l.split(", ").any(|p| p == want))
+    let version_reported = match want {
+        Want::ClientVersion(v) => attr(key::CLIENT_VERSION) == Some(v.as_str()),
+        Want::Installed(w) => {
+            attr(key::INSTALLED_PACKAGES).is_some_and(|l| l.split(", ").any(|p| p == w))
         }
-        // Configuration items are evaluated and applied by the action itself.
-        PackageKind::Configuration => true,
+        Want::Applied => true,
     };
     Facts {
         action: action.map(|a| a.status),
@@ -401,16 +425,20 @@ pub type Failures = Vec<Vec<(i64, String)>>;
 
 /// The members of a rollout's groups counted by outcome (acknowledged failures left out),
 /// and the failed devices of each group with why.
+/// With `only`, the members of that group alone are looked at (the gates need no other);
+/// the other groups' counts stay zero.
 pub fn count(
     members: &[Member],
     groups: usize,
+    only: Option<i64>,
     facts: impl Fn(i64) -> Facts,
     t: Timing,
     now: i64,
 ) -> (Vec<Counts>, Failures) {
     let mut counts = vec![Counts::default(); groups];
     let mut failed = vec![Vec::new(); groups];
-    for m in members.iter().filter(|m| !m.acknowledged) {
+    let wanted = |m: &&Member| !m.acknowledged && only.is_none_or(|g| m.group == g);
+    for m in members.iter().filter(wanted) {
         let Some(c) = usize::try_from(m.group).ok().and_then(|g| counts.get_mut(g)) else {
             continue;
         };
@@ -763,9 +791,11 @@ mod tests {
             2 | 3 => facts(Some(Error), 0, false, true, 99),
             _ => Facts::default(),
         };
-        let (c, failed) = count(&members, group_count(&members), facts, T, 100);
+        let (c, failed) = count(&members, group_count(&members), None, facts, T, 100);
         assert_eq!(c[0], counts(2, 1, 0, 1));
         assert_eq!(c[1], counts(1, 0, 0, 0));
+        let (only, _) = count(&members, 2, Some(1), facts, T, 100);
+        assert_eq!((only[0], only[1]), (Counts::default(), counts(1, 0, 0, 0)));
         assert_eq!(failed[0], vec![(2, "the install failed".to_string())]);
         assert!(failed[1].is_empty());
         let o = order("r", vec![1, 2, 3, 4, 5]);

@@ -213,12 +213,13 @@ pub fn evaluate(
         .filter(|a| a.advertisement_id == r.advertisement_id)
         .map(|a| (a.device_id, a))
         .collect();
+    let want = rollout::Want::of(&pkg);
     let facts = |id: i64| match devices.get(&id) {
-        Some(d) => rollout::facts_of(&pkg, actions.get(&id), d, None),
+        Some(d) => rollout::facts_of(&want, actions.get(&id), d, None),
         None => rollout::Facts::default(),
     };
     let t = rollout::Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
-    Ok(rollout::count(&members, rollout::group_count(&members), facts, t, now))
+    Ok(rollout::count(&members, rollout::group_count(&members), None, facts, t, now))
 }
 
 /// `dmmp rollout list`.

@@ -119,13 +119,13 @@ pub async fn serve(
         let every = Duration::from_secs(st.config.devices.rollout_tick_secs.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
-            let joins = Arc::new(std::sync::Mutex::new(rollouts::Joins::default()));
+            let memory = Arc::new(std::sync::Mutex::new(rollouts::Memory::default()));
             loop {
                 tick.tick().await;
-                let (st, joins) = (st.clone(), joins.clone());
+                let (st, memory) = (st.clone(), memory.clone());
                 let r = tokio::task::spawn_blocking(move || {
-                    let mut joins = joins.lock().unwrap_or_else(|p| p.into_inner());
-                    rollouts::tick(&st, &mut joins)
+                    let mut memory = memory.lock().unwrap_or_else(|p| p.into_inner());
+                    rollouts::tick(&st, &mut memory)
                 })
                 .await;
                 if let Ok(Err(e)) = r {
