@@ -15,6 +15,7 @@
 pub mod fuzzing;
 pub mod pages;
 pub mod passwords;
+pub mod rollouts;
 pub mod sessions;
 
 use std::net::IpAddr;

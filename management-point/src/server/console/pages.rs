@@ -24,8 +24,11 @@ const PAGE_ROWS: usize = 100;
 const MAX_PAGE_ROWS: usize = 1000;
 
 /// `GET /console/`.
-pub async fn index(_: Admin) -> Response {
-    let mut body = String::from("<ul>");
+pub async fn index(_: Admin, State(st): State<Arc<AppState>>) -> Response {
+    let mut body = format!(
+        "<p><a href=\"/console/rollouts\">Rollouts</a> ({} running)</p><ul>",
+        super::rollouts::running(&st)
+    );
     // Reports of one advertisement or one device are linked from where those are shown.
     let per_item = ["advertisement-devices", "device-updates"];
     for (name, title) in REPORTS.iter().filter(|(n, _)| !per_item.contains(n)) {

@@ -39,6 +39,28 @@ pub struct Console {
     pub(super) hashing: tokio::sync::Semaphore,
     /// Password checks made since the start.
     pub(super) checks: AtomicU64,
+    /// The key of the forms' CSRF tokens, drawn at the first use (none: the random source
+    /// failed, and no form is accepted).
+    csrf: std::sync::OnceLock<Option<[u8; 32]>>,
+}
+
+impl Console {
+    /// The key of the forms' CSRF tokens ([`super::rollouts::csrf_token`]).
+    pub fn csrf_key(&self) -> Option<&[u8]> {
+        self.csrf
+            .get_or_init(|| {
+                let mut k = [0u8; 32];
+                match ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut k) {
+                    Ok(()) => Some(k),
+                    Err(_) => {
+                        log::error!("console: no random bytes for the CSRF key; forms are refused");
+                        None
+                    }
+                }
+            })
+            .as_ref()
+            .map(|k| k.as_slice())
+    }
 }
 
 impl Default for Console {
@@ -48,6 +70,7 @@ impl Default for Console {
             failures: Throttle::new(MAX_FAILURES, 60, FAILURE_ADDRESSES),
             hashing: tokio::sync::Semaphore::new(HASHERS),
             checks: AtomicU64::new(0),
+            csrf: std::sync::OnceLock::new(),
         }
     }
 }

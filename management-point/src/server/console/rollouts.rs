@@ -1,0 +1,366 @@
+//! The console's rollouts (docs/rollouts.md): a list, each rollout's page (its groups as SVG
+//! bars of confirmed, soaking, installing and failed devices, the devices behind its failures,
+//! its log), and the console's first write actions: approve, start, pause, resume and stop,
+//! as POST forms carrying a CSRF token.
+//!
+//! The CSRF token is an HMAC-SHA256, under a key the server draws at its start, of the
+//! credential the request came with (the session cookie, or the pinned client certificate):
+//! a page of one session cannot be replayed from another, and a form posted from another site
+//! (which cannot read the page) has none. Each action is logged with the administrator's name
+//! and written to the rollout's log.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+
+use super::{Admin, cookie_token, esc, page, redirect, url};
+use crate::admin::rollouts as admin;
+use crate::rollout::{self, Command, RolloutState};
+use crate::server::conn_info::ConnInfo;
+use crate::server::state::{AppState, RolloutGate};
+
+/// The commands the console offers, by the path segment that names them.
+const COMMANDS: [(&str, Command); 5] = [
+    ("approve", Command::Approve),
+    ("start", Command::Start),
+    ("pause", Command::Pause),
+    ("resume", Command::Resume),
+    ("stop", Command::Stop),
+];
+
+/// What a request proves it is from: its session cookie, or its client certificate.
+fn credential(headers: &HeaderMap, ext: &axum::http::Extensions) -> Option<String> {
+    if let Some(t) = cookie_token(headers) {
+        return Some(format!("session:{t}"));
+    }
+    let leaf = ext.get::<ConnInfo>()?.client_chain.as_ref()?.first()?.clone();
+    Some(format!("certificate:{}", dm_shared::pki::sha256_hex(&leaf)))
+}
+
+/// The CSRF token of `credential`; none when the server has no key (its random source failed).
+pub fn csrf_token(st: &AppState, credential: &str) -> Option<String> {
+    let key = st.console.csrf_key()?;
+    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
+    let tag = ring::hmac::sign(&key, credential.as_bytes());
+    Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// Whether `given` is the token of `credential` (compared in constant time).
+fn csrf_ok(st: &AppState, credential: &str, given: &str) -> bool {
+    let Some(want) = csrf_token(st, credential) else { return false };
+    want.len() == given.len()
+        && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
+}
+
+/// `csrf` of a form body.
+fn form_csrf(body: &[u8]) -> Option<String> {
+    let text = std::str::from_utf8(body).ok()?;
+    text.split('&').find_map(|kv| kv.strip_prefix("csrf=")).map(super::form_decode)
+}
+
+fn message(status: StatusCode, title: &str, text: &str) -> Response {
+    let mut r = page(title, &format!("<p>{}</p>", esc(text)));
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET /console/rollouts`.
+pub async fn list(_: Admin, State(st): State<Arc<AppState>>) -> Response {
+    let mut all: Vec<rollout::Rollout> =
+        st.read().rollouts.values().map(|g| g.rollout.clone()).collect();
+    all.sort_by_key(|r| r.id);
+    let mut body =
+        String::from("<table><tr><th>rollout</th><th>state</th><th>group</th><th>reason</th></tr>");
+    for r in &all {
+        body.push_str(&format!(
+            "<tr><td><a href=\"/console/rollouts/{}\">{}</a></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            url(&r.name),
+            esc(&r.name),
+            r.state.as_str(),
+            r.current_group + 1,
+            esc(r.reason.as_deref().unwrap_or(""))
+        ));
+    }
+    body.push_str("</table>");
+    page("Rollouts", &body)
+}
+
+/// One group's bar: confirmed, soaking, installing and failed devices, to scale.
+fn bar(c: &rollout::Counts) -> String {
+    let (w, h) = (400.0, 18.0);
+    let total = c.size.max(1) as f64;
+    let mut x = 0.0;
+    let mut svg = format!(
+        "<svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{} confirmed, {} soaking, {} installing, {} failed of {}\">",
+        c.succeeded, c.soaking, c.installing, c.failed, c.size
+    );
+    for (n, color) in [
+        (c.succeeded, "#2e7d32"),
+        (c.soaking, "#1565c0"),
+        (c.installing, "#bdbdbd"),
+        (c.failed, "#c62828"),
+    ] {
+        let width = w * n as f64 / total;
+        if n > 0 {
+            svg.push_str(&format!(
+                "<rect x=\"{x:.1}\" y=\"0\" width=\"{width:.1}\" height=\"{h}\" fill=\"{color}\"/>"
+            ));
+        }
+        x += width;
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// `GET /console/rollouts/{name}`.
+pub async fn show(
+    _: Admin,
+    State(st): State<Arc<AppState>>,
+    Path(name): Path<String>,
+    req: axum::extract::Request,
+) -> Response {
+    let token = credential(req.headers(), req.extensions()).and_then(|c| csrf_token(&st, &c));
+    let st2 = st.clone();
+    let name2 = name.clone();
+    let shown = tokio::task::spawn_blocking(move || {
+        admin::show(st2.store.as_ref(), &name2, st2.now()).map(|o| o.json)
+    })
+    .await;
+    let json = match shown {
+        Ok(Ok(j)) => j,
+        Ok(Err(e)) => return message(StatusCode::NOT_FOUND, "Rollout", &e.to_string()),
+        Err(_) => return message(StatusCode::INTERNAL_SERVER_ERROR, "Rollout", "the page failed"),
+    };
+    let Ok(r) = serde_json::from_value::<rollout::Rollout>(json["rollout"].clone()) else {
+        return message(StatusCode::INTERNAL_SERVER_ERROR, "Rollout", "the rollout is unreadable");
+    };
+    let mut body = format!(
+        "<p>state <b>{}</b>{}</p>",
+        r.state.as_str(),
+        r.reason.as_deref().map(|w| format!(": {}", esc(w))).unwrap_or_default()
+    );
+    for (segment, cmd) in COMMANDS {
+        if rollout::command(r.state, cmd).is_err() {
+            continue;
+        }
+        if let Some(t) = &token {
+            body.push_str(&format!(
+                "<form method=\"post\" action=\"/console/rollouts/{}/{segment}\" style=\"display:inline\">\
+                 <input type=\"hidden\" name=\"csrf\" value=\"{t}\"><button>{segment}</button></form> ",
+                url(&r.name)
+            ));
+        }
+    }
+    body.push_str("<table><tr><th>group</th><th>state</th><th>devices</th><th>confirmed · soaking · installing · failed</th></tr>");
+    for g in json["groups"].as_array().into_iter().flatten() {
+        let c: rollout::Counts = serde_json::from_value(g["counts"].clone()).unwrap_or_default();
+        body.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{} {} · {} · {} · {}</td></tr>",
+            g["group"],
+            esc(g["state"].as_str().unwrap_or("")),
+            c.size,
+            bar(&c),
+            c.succeeded,
+            c.soaking,
+            c.installing,
+            c.failed
+        ));
+        for f in g["failed"].as_array().into_iter().flatten() {
+            let d = f["device"].as_str().unwrap_or("");
+            body.push_str(&format!(
+                "<tr><td></td><td colspan=\"3\">failed: {} — {}</td></tr>",
+                esc(d),
+                esc(f["reason"].as_str().unwrap_or(""))
+            ));
+        }
+    }
+    body.push_str("</table><h2>Log</h2><ul>");
+    for e in json["log"].as_array().into_iter().flatten() {
+        let when = crate::admin::when(e["time"].as_i64());
+        body.push_str(&format!(
+            "<li>{} {}</li>",
+            esc(&when),
+            esc(e["text"].as_str().unwrap_or(""))
+        ));
+    }
+    body.push_str("</ul>");
+    page(&format!("Rollout {}", r.name), &body)
+}
+
+/// `POST /console/rollouts/{name}/{action}`: an administrator's command, with the page's CSRF
+/// token; refused (403) without it.
+pub async fn act(
+    Admin(who): Admin,
+    State(st): State<Arc<AppState>>,
+    Path((name, action)): Path<(String, String)>,
+    req: axum::extract::Request,
+) -> Response {
+    let Some(cmd) = COMMANDS.iter().find(|(s, _)| *s == action).map(|(_, c)| *c) else {
+        return message(StatusCode::NOT_FOUND, "Rollout", &format!("no action {action:?}"));
+    };
+    let credential = credential(req.headers(), req.extensions());
+    let body = axum::body::to_bytes(req.into_body(), 4096).await.unwrap_or_default();
+    let given = form_csrf(&body).unwrap_or_default();
+    if !credential.is_some_and(|c| csrf_ok(&st, &c, &given)) {
+        log::warn!(
+            "console: {who}'s {action} of rollout {name} came without a valid CSRF token; refused"
+        );
+        return message(
+            StatusCode::FORBIDDEN,
+            "Rollout",
+            "the form is stale or forged; reload the page",
+        );
+    }
+    let by = format!("{who} (console)");
+    let st2 = st.clone();
+    let (name2, by2) = (name.clone(), by.clone());
+    let done = tokio::task::spawn_blocking(move || {
+        let out = admin::act(st2.store.as_ref(), &name2, cmd, &by2, st2.now())?;
+        let fresh = RolloutGate::load(st2.store.as_ref())?;
+        st2.write().rollouts = fresh;
+        Ok::<_, crate::Error>(out)
+    })
+    .await;
+    match done {
+        Ok(Ok(_)) => {
+            log::info!("console: administrator {who}: {action} rollout {name}");
+            let mut r = redirect(&format!("/console/rollouts/{}", url(&name)));
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            r
+        }
+        Ok(Err(e)) => message(StatusCode::CONFLICT, "Rollout", &e.to_string()),
+        Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Rollout", "the action failed"),
+    }
+}
+
+/// Whether any rollout runs, for the index page.
+pub fn running(st: &AppState) -> usize {
+    st.read().rollouts.values().filter(|g| g.rollout.state == RolloutState::Running).count()
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderValue, header};
+
+    use super::super::passwords::hash_password;
+    use super::*;
+    use crate::model::AdvertisementKind;
+    use crate::server::fixture::Fixture;
+
+    async fn body_of(r: Response) -> String {
+        let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+        String::from_utf8(b.to_vec()).unwrap()
+    }
+
+    fn request(
+        method: &str,
+        uri: &str,
+        cookie: &HeaderValue,
+        body: &str,
+    ) -> axum::extract::Request {
+        let mut req = axum::http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header(header::COOKIE, cookie)
+            .body(axum::body::Body::from(body.to_string()))
+            .unwrap();
+        req.extensions_mut().insert(Fixture::conn());
+        req
+    }
+
+    /// The attack: a page of another site posts a form to the console while the administrator
+    /// is logged in (the browser sends the session cookie). Without the page's token it is
+    /// refused; with the page's token the rollout pauses, in the name of who pressed it.
+    #[tokio::test]
+    async fn a_rollout_pauses_from_its_page_only_with_the_pages_csrf_token() {
+        let f = Fixture::new(|_| {});
+        f.state
+            .store
+            .set_administrator("alice", &hash_password("alice's password").unwrap(), 1)
+            .unwrap();
+        f.advertise("tool", AdvertisementKind::Mandatory);
+        let spec = admin::CreateSpec {
+            name: "r1".into(),
+            program: "tool-run".into(),
+            collection: "tool-all".into(),
+            groups: "50%,100%".into(),
+            gates: rollout::Gates { success_threshold: 100, error_threshold: 10 },
+            soak: 0,
+            silent_after: 600,
+            start: None,
+            approval: false,
+            joins_per_minute: 10,
+            allow_downgrade: false,
+            rollback_program: None,
+        };
+        admin::create(f.state.store.as_ref(), &spec, 1).unwrap();
+        admin::act(f.state.store.as_ref(), "r1", Command::Start, "test", 2).unwrap();
+        f.reload();
+        let login = super::super::login(State(f.state.clone()), {
+            let mut req = axum::http::Request::builder()
+                .method("POST")
+                .uri("/console/login")
+                .body(axum::body::Body::from("name=alice&password=alice%27s%20password"))
+                .unwrap();
+            req.extensions_mut().insert(Fixture::conn());
+            req
+        })
+        .await;
+        let set = login.headers().get(header::SET_COOKIE).unwrap().to_str().unwrap().to_string();
+        let cookie = HeaderValue::from_str(set.split(';').next().unwrap()).unwrap();
+        let admin = Admin("alice".into());
+
+        let page = show(
+            admin.clone(),
+            State(f.state.clone()),
+            Path("r1".into()),
+            request("GET", "/console/rollouts/r1", &cookie, ""),
+        )
+        .await;
+        assert_eq!(page.status(), StatusCode::OK);
+        let html = body_of(page).await;
+        assert!(html.contains("action=\"/console/rollouts/r1/pause\""), "{html}");
+        assert!(
+            !html.contains("/console/rollouts/r1/resume"),
+            "only what the state allows: {html}"
+        );
+        let token = html
+            .split("name=\"csrf\" value=\"")
+            .nth(1)
+            .unwrap()
+            .split('"')
+            .next()
+            .unwrap()
+            .to_string();
+        assert_eq!(token.len(), 64);
+
+        let post = |body: String| {
+            let req = request("POST", "/console/rollouts/r1/pause", &cookie, &body);
+            act(admin.clone(), State(f.state.clone()), Path(("r1".into(), "pause".into())), req)
+        };
+        assert_eq!(post(String::new()).await.status(), StatusCode::FORBIDDEN);
+        assert_eq!(post(format!("csrf={}", "0".repeat(64))).await.status(), StatusCode::FORBIDDEN);
+        let other = HeaderValue::from_static("dm_console=another-session");
+        let stolen =
+            request("POST", "/console/rollouts/r1/pause", &other, &format!("csrf={token}"));
+        let r =
+            act(admin.clone(), State(f.state.clone()), Path(("r1".into(), "pause".into())), stolen)
+                .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN, "a token is its session's alone");
+        assert_eq!(f.state.store.rollouts().unwrap()[0].state, RolloutState::Running);
+
+        let r = post(format!("csrf={token}")).await;
+        assert_eq!(r.status(), StatusCode::SEE_OTHER);
+        let stored = &f.state.store.rollouts().unwrap()[0];
+        assert_eq!(stored.state, RolloutState::Paused);
+        assert_eq!(stored.reason.as_deref(), Some("paused by alice (console)"));
+        assert_eq!(
+            f.state.read().rollouts.values().next().unwrap().rollout.state,
+            RolloutState::Paused
+        );
+        // Pausing again is refused with the reason, not a server error.
+        assert_eq!(post(format!("csrf={token}")).await.status(), StatusCode::CONFLICT);
+    }
+}
