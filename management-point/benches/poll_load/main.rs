@@ -14,6 +14,11 @@
 //!     --store postgres --instances 2 --seconds 20
 //! ```
 //!
+//! With `--rollout-percent P`, a rollout over every device (docs/rollouts.md) is started before
+//! the load with its first group P% of the fleet: that group's devices get their actions on
+//! their polls during the run while the server evaluates the rollout's gates
+//! (`rollout_tick_secs = 1`).
+//!
 //! With `--compare`, it measures instead what a poll costs: the same poll load (no feedback)
 //! against one `dmmp` (SQLite), then against a bare hyper + rustls server ([`bare`]) that
 //! answers every request with the answer `dmmp` gave an idle device, each alone on one core
@@ -67,6 +72,8 @@ struct Args {
     compare: bool,
     /// Another build of `dmmp` to measure (another branch's, say), instead of this one's.
     dmmp: Option<PathBuf>,
+    /// A rollout over every device whose first group is this percentage of them (0: none).
+    rollout_percent: u8,
 }
 
 fn args() -> Args {
@@ -80,6 +87,7 @@ fn args() -> Args {
         connections: 0,
         compare: false,
         dmmp: None,
+        rollout_percent: 0,
     };
     let argv: Vec<String> = std::env::args().collect();
     let mut i = 1;
@@ -94,6 +102,9 @@ fn args() -> Args {
             "--instances" => a.instances = next().parse().expect("--instances N"),
             "--connections" => a.connections = next().parse().expect("--connections N"),
             "--dmmp" => a.dmmp = Some(PathBuf::from(next())),
+            "--rollout-percent" => {
+                a.rollout_percent = next().parse().expect("--rollout-percent 1..99")
+            }
             "--compare" => {
                 a.compare = true;
                 i += 1;
@@ -121,6 +132,9 @@ fn fill(store: &dyn Storage, a: &Args, feedback_devices: usize) -> Vec<i64> {
         })
         .collect();
     store.import_devices(&rows, 0).unwrap();
+    if a.rollout_percent > 0 {
+        rollout(store, a.rollout_percent);
+    }
     if feedback_devices == 0 {
         return Vec::new();
     }
@@ -178,6 +192,54 @@ fn fill(store: &dyn Storage, a: &Args, feedback_devices: usize) -> Vec<i64> {
     actions
 }
 
+/// A started rollout over every device, its first group `percent`% of them.
+fn rollout(store: &dyn Storage, percent: u8) {
+    use dm_mp::admin::rollouts as r;
+    let pkg = store
+        .add_package(&Package {
+            id: 0,
+            name: "rolled".into(),
+            version: "2.0.0.0".into(),
+            kind: PackageKind::SoftwareDistribution,
+            publisher: None,
+            distribution_point: None,
+            created: 0,
+            artifacts: Vec::new(),
+            programs: Vec::new(),
+            config_items: Vec::new(),
+        })
+        .unwrap();
+    store
+        .add_program(&Program {
+            id: 0,
+            package_id: pkg,
+            name: "rolled-run".into(),
+            command: "./run".into(),
+            platforms: Vec::new(),
+            max_run_time: 3600,
+            device_class: DeviceClass::Mobile,
+            signed_program: None,
+        })
+        .unwrap();
+    store.add_collection("everyone", "DEFAULT", &CollectionRule::All).unwrap();
+    let spec = r::CreateSpec {
+        name: "wave".into(),
+        program: "rolled-run".into(),
+        collection: "everyone".into(),
+        groups: format!("{percent}%,100%"),
+        gates: dm_mp::rollout::Gates { success_threshold: 95, error_threshold: 10 },
+        soak: 600,
+        silent_after: 3600,
+        start: None,
+        approval: false,
+        joins_per_minute: 60,
+        allow_downgrade: false,
+        rollback_program: None,
+    };
+    r::create(store, &spec, 1).unwrap();
+    r::act(store, "wave", dm_mp::rollout::Command::Start, "the bench", 2).unwrap();
+}
+
 /// The database a run uses: a SQLite file, or a private PostgreSQL cluster.
 enum Db {
     Sqlite,
@@ -198,6 +260,7 @@ fn config(dir: &Path, pki: &Path, db: &Db, fd_limit: u64) -> PathBuf {
     );
     cfg.devices.poll_sleep_secs = 60;
     cfg.devices.max_devices = 1_000_000;
+    cfg.devices.rollout_tick_secs = 1;
     cfg.server.max_connections = fd_limit as usize;
     cfg.server.idle_timeout_secs = 600;
     cfg.server.first_request_timeout_secs = 600;
