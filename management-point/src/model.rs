@@ -444,6 +444,25 @@ pub struct Advertisement {
 }
 
 impl Advertisement {
+    /// A mandatory advertisement of a program to a collection from `now` on, without an end
+    /// or a window, as rollouts make them (its id is the store's).
+    pub fn mandatory(name: &str, program_id: i64, collection_id: i64, now: i64) -> Advertisement {
+        Advertisement {
+            id: 0,
+            name: name.to_string(),
+            program_id,
+            collection_id,
+            kind: AdvertisementKind::Mandatory,
+            start_time: now,
+            expires: None,
+            window: None,
+            created: now,
+            canceled: false,
+            rerun: Rerun::default(),
+            allow_downgrade: false,
+        }
+    }
+
     /// Whether devices are offered it at `now`.
     pub fn is_active(&self, now: i64) -> bool {
         !self.canceled && self.start_time <= now && self.expires.is_none_or(|e| now < e)

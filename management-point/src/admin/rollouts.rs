@@ -69,18 +69,8 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
     };
     let start_at = c.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?;
     let adv = Advertisement {
-        id: 0,
-        name: c.name.clone(),
-        program_id: prog.id,
-        collection_id: col.id,
-        kind: AdvertisementKind::Mandatory,
-        start_time: now,
-        expires: None,
-        window: None,
-        created: now,
-        canceled: false,
-        rerun: Rerun::default(),
         allow_downgrade: c.allow_downgrade,
+        ..Advertisement::mandatory(&c.name, prog.id, col.id, now)
     };
     let spec = Spec {
         split,

@@ -10,7 +10,7 @@ use std::collections::{HashMap, VecDeque};
 
 use super::state::{AppState, RolloutGate, View};
 use crate::error::Result;
-use crate::model::{Advertisement, AdvertisementKind, CollectionRule, Rerun};
+use crate::model::{Advertisement, CollectionRule, Rerun};
 use crate::rollout::{self, Counts, Facts, OnError, Rollout, RolloutState, Timing};
 
 /// The members whose facts one evaluation reads afresh from the view, besides the ones it
@@ -273,18 +273,9 @@ fn roll_back(state: &AppState, r: &Rollout, program_id: i64, now: i64) -> Result
         state.store.add_member(col, *d)?;
     }
     let adv = Advertisement {
-        id: 0,
-        name: name.clone(),
-        program_id,
-        collection_id: col,
-        kind: AdvertisementKind::Mandatory,
-        start_time: now,
-        expires: None,
-        window: None,
-        created: now,
-        canceled: false,
         rerun: Rerun::Always,
         allow_downgrade: true,
+        ..Advertisement::mandatory(&name, program_id, col, now)
     };
     state.store.add_advertisement(&adv)?;
     log::warn!(

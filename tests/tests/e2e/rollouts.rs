@@ -46,25 +46,7 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     let root_of =
         |cid: &str| fleet.0.iter().find(|(c, _)| c == cid).map(|(_, r)| r.clone()).unwrap();
     // A package whose program fails where the test leaves a marker.
-    let src = mp.w.path("tool-src");
-    std::fs::create_dir_all(&src).unwrap();
-    std::fs::write(
-        src.join("run.sh"),
-        "#!/bin/sh\nif [ -e \"$DM_DEVICE_ROOT/fail-marker\" ]; then echo 'tool: broken here' >&2; exit 3; fi\necho ok\n",
-    )
-    .unwrap();
-    let pkg = mp.w.path("tool-pkg");
-    sign_package(&mp.w, &src, &pkg, "tool", "run.sh", None);
-    let roots = mp.w.pki.join("root-ca.pem");
-    mp.admin(&[
-        "package",
-        "add",
-        "--source",
-        pkg.to_str().unwrap(),
-        "--roots",
-        roots.to_str().unwrap(),
-    ]);
-    mp.admin(&["program", "add", "--package", "tool", "--name", "tool-run", "--program", "run"]);
+    tool(&mp, "1.0.0.0", "v1", "tool-run");
     mp.admin(&["collection", "add", "--name", "fleet", "--rule", "all"]);
     mp.admin(&[
         "rollout",
@@ -106,7 +88,7 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     let second = names(&group(&r, 1)["devices"]);
     let failing = &second[..2];
     for cid in failing {
-        std::fs::write(root_of(cid).join("fail-marker"), b"").unwrap();
+        std::fs::write(root_of(cid).join("fail-v1"), b"").unwrap();
     }
 
     let r =
