@@ -251,3 +251,55 @@ fn a_rollout_that_reaches_its_error_threshold_rolls_the_group_back_to_the_previo
         assert_eq!(runs, "v1\n", "{cid} of the next group never got version 2");
     }
 }
+
+/// A client upgrade whose new agent cannot reach the server (a token the server does not know)
+/// is rolled back by setup on the device, and the rollout counts the device failed, never
+/// succeeded: it pauses.
+#[test]
+fn a_client_upgrade_the_new_agent_cannot_use_counts_as_failed_and_is_rolled_back() {
+    use crate::agent::{Fleet, TOKEN, device_settings};
+    // The gates at the default tick (5 s).
+    let f = Fleet::new("");
+    let settings = device_settings(&f.mp, "").replace(TOKEN, "tok-wrong");
+    let upgrade = f.client_folder("client-1.1.0.0", "1.1.0.0", &settings);
+    let roots = f.mp.w.pki.join("root-ca.pem");
+    f.mp.admin(&[
+        "package",
+        "add",
+        "--source",
+        upgrade.to_str().unwrap(),
+        "--roots",
+        roots.to_str().unwrap(),
+    ]);
+    f.mp.admin(&["program", "add", "--package", "dm-client", "--name", "upgrade-client"]);
+    f.mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
+    f.mp.admin(&[
+        "rollout",
+        "create",
+        "--name",
+        "r1",
+        "--program",
+        "upgrade-client",
+        "--collection",
+        "everyone",
+        "--groups",
+        "100%",
+        "--success-threshold",
+        "100",
+        "--error-threshold",
+        "50",
+        "--soak",
+        "2",
+    ]);
+    f.mp.admin(&["rollout", "start", "r1"]);
+    let r =
+        wait_rollout(&f.mp, 120, "the rollout never paused", |r| r["rollout"]["state"] == "paused");
+    assert_eq!(group(&r, 0)["counts"]["failed"], 1, "{r:#}");
+    assert_eq!(group(&r, 0)["counts"]["succeeded"], 0, "{r:#}");
+    assert_eq!(
+        std::fs::read_link(f.device().join("opt/dm/current")).unwrap(),
+        std::path::Path::new("versions/1.0.0.0"),
+        "setup rolled the refused version back"
+    );
+    assert!(log_text(f.device(), "DMClientSetup").contains("rolled back"));
+}
