@@ -235,6 +235,7 @@ fn rollout(store: &dyn Storage, percent: u8) {
         joins_per_minute: 60,
         allow_downgrade: false,
         rollback_program: None,
+        maintenance_window: None,
     };
     r::create(store, &spec, 1).unwrap();
     r::act(store, "wave", dm_mp::rollout::Command::Start, "the bench", 2).unwrap();

@@ -41,6 +41,8 @@ pub struct CreateSpec {
     pub allow_downgrade: bool,
     /// The program of the previous version, to roll a failed group back to (none: pause).
     pub rollback_program: Option<String>,
+    /// The daily window in UTC (`22:00-04:00`) when devices install; they download whenever.
+    pub maintenance_window: Option<String>,
 }
 
 /// `dmmp rollout create`: the rollout and its advertisement (mandatory), which reaches no
@@ -68,8 +70,15 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
         Some(p) => OnError::Rollback { program_id: find_program(store, p)?.id },
     };
     let start_at = c.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?;
+    let window = c
+        .maintenance_window
+        .as_deref()
+        .map(MaintenanceWindow::parse)
+        .transpose()
+        .map_err(Error::Usage)?;
     let adv = Advertisement {
         allow_downgrade: c.allow_downgrade,
+        window,
         ..Advertisement::mandatory(&c.name, prog.id, col.id, now)
     };
     let spec = Spec {
@@ -306,5 +315,82 @@ pub fn group_state(r: &Rollout, index: usize, c: &Counts) -> &'static str {
     match rollout::decide(index, index + 1, c, r.spec.gates) {
         rollout::Decision::Wait(rollout::GroupState::Soaking) => "soaking",
         _ => "running",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::storage::SqliteStore;
+
+    fn spec(groups: &str, window: Option<&str>) -> CreateSpec {
+        CreateSpec {
+            name: "r1".into(),
+            program: "run".into(),
+            collection: "all".into(),
+            groups: groups.into(),
+            gates: Gates { success_threshold: 100, error_threshold: 10 },
+            soak: 60,
+            silent_after: 600,
+            start: None,
+            approval: true,
+            joins_per_minute: 10,
+            allow_downgrade: false,
+            rollback_program: None,
+            maintenance_window: window.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn create_checks_its_arguments_and_keeps_the_window() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("db")).unwrap();
+        let pkg = Package {
+            id: 0,
+            name: "tool".into(),
+            version: "1.0.0.0".into(),
+            kind: dm_shared::vocab::PackageKind::SoftwareDistribution,
+            publisher: None,
+            distribution_point: None,
+            created: 0,
+            artifacts: Vec::new(),
+            programs: Vec::new(),
+            config_items: Vec::new(),
+        };
+        let package_id = store.add_package(&pkg).unwrap();
+        store
+            .add_program(&Program {
+                id: 0,
+                package_id,
+                name: "run".into(),
+                command: "./run".into(),
+                platforms: Vec::new(),
+                max_run_time: 60,
+                device_class: dm_shared::vocab::DeviceClass::Mobile,
+                signed_program: None,
+            })
+            .unwrap();
+        store.add_collection("all", "DEFAULT", &CollectionRule::All).unwrap();
+        for (groups, window) in [("50%,90%", None), ("size:0", None), ("100%", Some("25:00-04:00"))]
+        {
+            assert!(
+                matches!(create(&store, &spec(groups, window), 1), Err(Error::Usage(_))),
+                "{groups} {window:?}"
+            );
+        }
+        create(&store, &spec("50%,100%", Some("22:00-04:00")), 1).unwrap();
+        let adv = &store.advertisements().unwrap()[0];
+        assert_eq!(adv.window.map(|w| w.to_string()).as_deref(), Some("22:00-04:00"));
+        assert_eq!(adv.kind, AdvertisementKind::Mandatory);
+        assert!(
+            matches!(create(&store, &spec("100%", None), 1), Err(Error::Usage(_))),
+            "a name once"
+        );
+        let r = find(&store, "r1").unwrap();
+        assert_eq!(r.state, RolloutState::WaitingForApproval);
+        assert!(act(&store, "r1", Command::Start, "t", 2).is_err(), "approval first");
+        act(&store, "r1", Command::Approve, "t", 2).unwrap();
+        act(&store, "r1", Command::Start, "t", 3).unwrap();
+        assert_eq!(find(&store, "r1").unwrap().state, RolloutState::Running);
     }
 }

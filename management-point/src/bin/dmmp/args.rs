@@ -620,6 +620,9 @@ pub struct RolloutCreateArgs {
     /// version; a downgrade allowed, run again) to the failed group's devices.
     #[arg(long)]
     pub rollback_program: Option<String>,
+    /// Daily window in UTC when devices install, such as 22:00-04:00 (they download whenever).
+    #[arg(long)]
+    pub maintenance_window: Option<String>,
 }
 
 #[derive(Subcommand, Debug)]

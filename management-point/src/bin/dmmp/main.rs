@@ -280,6 +280,7 @@ fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
                 joins_per_minute: a.joins_per_minute,
                 allow_downgrade: a.allow_downgrade,
                 rollback_program: a.rollback_program.clone(),
+                maintenance_window: a.maintenance_window.clone(),
             };
             r::create(&*store, &spec, now)
         }

@@ -294,6 +294,7 @@ mod tests {
             joins_per_minute: 10,
             allow_downgrade: false,
             rollback_program: None,
+            maintenance_window: None,
         };
         admin::create(f.state.store.as_ref(), &spec, 1).unwrap();
         admin::act(f.state.store.as_ref(), "r1", Command::Start, "test", 2).unwrap();
