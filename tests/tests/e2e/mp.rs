@@ -145,6 +145,13 @@ impl Mp {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// `dmmp package add` of a signed folder, its chain checked against the world's root.
+    pub fn add_package(&self, folder: &Path) -> String {
+        let roots = self.w.pki.join("root-ca.pem");
+        let (folder, roots) = (folder.to_str().unwrap(), roots.to_str().unwrap());
+        self.admin(&["package", "add", "--source", folder, "--roots", roots])
+    }
+
     /// Runs an admin command that must fail; returns what it said (stderr).
     pub fn admin_fails(&self, args: &[&str]) -> String {
         let out = Command::new(bin("dmmp"))
@@ -1123,15 +1130,7 @@ fn a_self_registered_device_gets_no_client_deployment_until_approved() {
         &[("DMCommonInstaller.ini", settings)],
         None,
     );
-    let roots = mp.w.pki.join("root-ca.pem");
-    mp.admin(&[
-        "package",
-        "add",
-        "--source",
-        folder.to_str().unwrap(),
-        "--roots",
-        roots.to_str().unwrap(),
-    ]);
+    mp.add_package(&folder);
     mp.admin(&["program", "add", "--package", "dm-client", "--name", "up"]);
     mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
     mp.admin(&[

@@ -309,15 +309,7 @@ fn an_upgrade_the_server_refuses_is_rolled_back() {
     let settings =
         crate::agent::device_settings(&f.mp, "").replace(crate::agent::TOKEN, "tok-wrong");
     let upgrade = f.client_folder("client-1.1.0.0", "1.1.0.0", &settings);
-    let roots = f.mp.w.pki.join("root-ca.pem");
-    f.mp.admin(&[
-        "package",
-        "add",
-        "--source",
-        upgrade.to_str().unwrap(),
-        "--roots",
-        roots.to_str().unwrap(),
-    ]);
+    f.mp.add_package(&upgrade);
     f.mp.admin(&["program", "add", "--package", "dm-client", "--name", "upgrade-client"]);
     f.mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
     let args = ["advertise", "--name", "up", "--program", "upgrade-client", "--collection"];

@@ -6,11 +6,12 @@
 //! group; resuming sets the failures aside and the rollout finishes. A rollout set to roll
 //! back advertises the previous version to the group that failed.
 
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::instances::{devices, devices_from};
+use crate::instances::{Devices, devices, devices_from};
 use crate::mp::Mp;
 use crate::util::*;
 
@@ -35,19 +36,28 @@ fn group(r: &Value, i: usize) -> &Value {
     &r["groups"][i]
 }
 
+/// A management point evaluating the gates every second, and `n` devices polling it.
+fn fleet(n: usize) -> (Mp, Devices) {
+    let mp = Mp::start(|t| *t = t.replace("rollout_tick_secs = 5", "rollout_tick_secs = 1"));
+    let devices = devices(&mp, n, &mp.url());
+    mp.admin(&["collection", "add", "--name", "fleet", "--rule", "all"]);
+    (mp, devices)
+}
+
+/// The device root of `cid`.
+fn root_of(fleet: &Devices, cid: &str) -> PathBuf {
+    fleet.0.iter().find(|(c, _)| c == cid).map(|(_, r)| r.clone()).unwrap()
+}
+
 fn names(v: &Value) -> Vec<String> {
     v.as_array().unwrap().iter().map(|d| d.as_str().unwrap().to_string()).collect()
 }
 
 #[test]
 fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_error_threshold() {
-    let mp = Mp::start(|t| *t = t.replace("rollout_tick_secs = 5", "rollout_tick_secs = 1"));
-    let fleet = devices(&mp, 20, &mp.url());
-    let root_of =
-        |cid: &str| fleet.0.iter().find(|(c, _)| c == cid).map(|(_, r)| r.clone()).unwrap();
+    let (mp, fleet) = fleet(20);
     // A package whose program fails where the test leaves a marker.
     tool(&mp, "1.0.0.0", "v1", "tool-run");
-    mp.admin(&["collection", "add", "--name", "fleet", "--rule", "all"]);
     mp.admin(&[
         "rollout",
         "create",
@@ -88,7 +98,7 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     let second = names(&group(&r, 1)["devices"]);
     let failing = &second[..2];
     for cid in failing {
-        std::fs::write(root_of(cid).join("fail-v1"), b"").unwrap();
+        std::fs::write(root_of(&fleet, cid).join("fail-v1"), b"").unwrap();
     }
 
     let r =
@@ -156,15 +166,7 @@ fn tool(mp: &Mp, version: &str, tag: &str, prog: &str) {
     .unwrap();
     let pkg = mp.w.path(&format!("tool-{tag}-pkg"));
     sign_package_as(&mp.w, &src, &pkg, ("tool", version), "run.sh", None);
-    let roots = mp.w.pki.join("root-ca.pem");
-    mp.admin(&[
-        "package",
-        "add",
-        "--source",
-        pkg.to_str().unwrap(),
-        "--roots",
-        roots.to_str().unwrap(),
-    ]);
+    mp.add_package(&pkg);
     mp.admin(&[
         "program",
         "add",
@@ -179,11 +181,7 @@ fn tool(mp: &Mp, version: &str, tag: &str, prog: &str) {
 
 #[test]
 fn a_rollout_that_reaches_its_error_threshold_rolls_the_group_back_to_the_previous_version() {
-    let mp = Mp::start(|t| *t = t.replace("rollout_tick_secs = 5", "rollout_tick_secs = 1"));
-    let fleet = devices(&mp, 6, &mp.url());
-    let root_of =
-        |cid: &str| fleet.0.iter().find(|(c, _)| c == cid).map(|(_, r)| r.clone()).unwrap();
-    mp.admin(&["collection", "add", "--name", "fleet", "--rule", "all"]);
+    let (mp, fleet) = fleet(6);
     // Version 1 everywhere first.
     tool(&mp, "1.0.0.0", "v1", "tool-v1");
     mp.admin(&[
@@ -225,7 +223,7 @@ fn a_rollout_that_reaches_its_error_threshold_rolls_the_group_back_to_the_previo
     let second = names(&group(&r, 1)["devices"]);
     assert_eq!((first.len(), second.len()), (3, 3), "{r:#}");
     for cid in &first[..2] {
-        std::fs::write(root_of(cid).join("fail-v2"), b"").unwrap();
+        std::fs::write(root_of(&fleet, cid).join("fail-v2"), b"").unwrap();
     }
     let r =
         wait_rollout(&mp, 120, "the rollout never paused", |r| r["rollout"]["state"] == "paused");
@@ -243,11 +241,11 @@ fn a_rollout_that_reaches_its_error_threshold_rolls_the_group_back_to_the_previo
         .expect("the rollback advertisement");
     mp.wait_status(&back, "the rollback", |st| st["counts"]["finished"] == 3, String::new);
     for cid in &first {
-        let runs = std::fs::read_to_string(root_of(cid).join("runs")).unwrap();
+        let runs = std::fs::read_to_string(root_of(&fleet, cid).join("runs")).unwrap();
         assert!(runs.ends_with("v1\n"), "{cid} runs the previous version again: {runs:?}");
     }
     for cid in &second {
-        let runs = std::fs::read_to_string(root_of(cid).join("runs")).unwrap();
+        let runs = std::fs::read_to_string(root_of(&fleet, cid).join("runs")).unwrap();
         assert_eq!(runs, "v1\n", "{cid} of the next group never got version 2");
     }
 }
@@ -262,15 +260,7 @@ fn a_client_upgrade_the_new_agent_cannot_use_counts_as_failed_and_is_rolled_back
     let f = Fleet::new("");
     let settings = device_settings(&f.mp, "").replace(TOKEN, "tok-wrong");
     let upgrade = f.client_folder("client-1.1.0.0", "1.1.0.0", &settings);
-    let roots = f.mp.w.pki.join("root-ca.pem");
-    f.mp.admin(&[
-        "package",
-        "add",
-        "--source",
-        upgrade.to_str().unwrap(),
-        "--roots",
-        roots.to_str().unwrap(),
-    ]);
+    f.mp.add_package(&upgrade);
     f.mp.admin(&["program", "add", "--package", "dm-client", "--name", "upgrade-client"]);
     f.mp.admin(&["collection", "add", "--name", "everyone", "--rule", "all"]);
     f.mp.admin(&[
