@@ -192,33 +192,56 @@ pub fn act(store: &dyn Storage, name: &str, cmd: Command, by: &str, now: i64) ->
     Ok(Out::new(format!("rollout {} {said}: {}\n", r.name, next.state.as_str()), json!(next)))
 }
 
+/// What the store holds for a rollout's evaluation: its members and the fleet's devices.
+struct Snapshot {
+    members: Vec<Member>,
+    devices: HashMap<i64, Device>,
+}
+
+impl Snapshot {
+    fn read(store: &dyn Storage, r: &Rollout) -> Result<Snapshot> {
+        let members =
+            store.rollout_members()?.into_iter().filter(|m| m.rollout_id == r.id).collect();
+        let devices = store.devices()?.into_iter().map(|d| (d.id, d)).collect();
+        Ok(Snapshot { members, devices })
+    }
+
+    /// The rollout's groups counted at `now`, and each group's failed devices.
+    fn evaluate(
+        &self,
+        store: &dyn Storage,
+        r: &Rollout,
+        now: i64,
+    ) -> Result<(Vec<Counts>, rollout::Failures)> {
+        let adv = store.advertisements()?.into_iter().find(|a| a.id == r.advertisement_id);
+        let pkg = adv
+            .and_then(|a| store.programs().ok()?.into_iter().find(|p| p.id == a.program_id))
+            .and_then(|p| store.packages().ok()?.into_iter().find(|k| k.id == p.package_id))
+            .ok_or_else(|| Error::NotFound(format!("the package of rollout {}", r.name)))?;
+        let actions: HashMap<i64, Action> = store
+            .actions()?
+            .into_iter()
+            .filter(|a| a.advertisement_id == r.advertisement_id)
+            .map(|a| (a.device_id, a))
+            .collect();
+        let want = rollout::Want::of(&pkg);
+        let facts = |id: i64| match self.devices.get(&id) {
+            Some(d) => rollout::facts_of(&want, actions.get(&id), d, None),
+            None => rollout::Facts::default(),
+        };
+        let t = rollout::Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
+        let groups = rollout::group_count(&self.members);
+        Ok(rollout::count(&self.members, groups, None, facts, t, now))
+    }
+}
+
 /// The rollout's groups counted at `now` from the store, and each group's failed devices.
 pub fn evaluate(
     store: &dyn Storage,
     r: &Rollout,
     now: i64,
 ) -> Result<(Vec<Counts>, rollout::Failures)> {
-    let members: Vec<Member> =
-        store.rollout_members()?.into_iter().filter(|m| m.rollout_id == r.id).collect();
-    let adv = store.advertisements()?.into_iter().find(|a| a.id == r.advertisement_id);
-    let pkg = adv
-        .and_then(|a| store.programs().ok()?.into_iter().find(|p| p.id == a.program_id))
-        .and_then(|p| store.packages().ok()?.into_iter().find(|k| k.id == p.package_id))
-        .ok_or_else(|| Error::NotFound(format!("the package of rollout {}", r.name)))?;
-    let devices: HashMap<i64, Device> = store.devices()?.into_iter().map(|d| (d.id, d)).collect();
-    let actions: HashMap<i64, Action> = store
-        .actions()?
-        .into_iter()
-        .filter(|a| a.advertisement_id == r.advertisement_id)
-        .map(|a| (a.device_id, a))
-        .collect();
-    let want = rollout::Want::of(&pkg);
-    let facts = |id: i64| match devices.get(&id) {
-        Some(d) => rollout::facts_of(&want, actions.get(&id), d, None),
-        None => rollout::Facts::default(),
-    };
-    let t = rollout::Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
-    Ok(rollout::count(&members, rollout::group_count(&members), None, facts, t, now))
+    Snapshot::read(store, r)?.evaluate(store, r, now)
 }
 
 /// `dmmp rollout list`.
@@ -245,12 +268,11 @@ pub fn list(store: &dyn Storage) -> Result<Out> {
 /// the rollout's log.
 pub fn show(store: &dyn Storage, name: &str, now: i64) -> Result<Out> {
     let r = find(store, name)?;
-    let (counts, failed) = evaluate(store, &r, now)?;
-    let devices: HashMap<i64, String> =
-        store.devices()?.into_iter().map(|d| (d.id, d.controller_id)).collect();
-    let name_of = |id: &i64| devices.get(id).cloned().unwrap_or_else(|| id.to_string());
-    let members: Vec<Member> =
-        store.rollout_members()?.into_iter().filter(|m| m.rollout_id == r.id).collect();
+    let snap = Snapshot::read(store, &r)?;
+    let (counts, failed) = snap.evaluate(store, &r, now)?;
+    let name_of =
+        |id: &i64| snap.devices.get(id).map_or_else(|| id.to_string(), |d| d.controller_id.clone());
+    let members = &snap.members;
     let mut groups = Vec::new();
     let mut rows = Vec::new();
     for (i, c) in counts.iter().enumerate() {
