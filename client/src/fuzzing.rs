@@ -77,6 +77,7 @@ fn signed_manifest() -> &'static Manifest {
             device_class: DeviceClass::Mobile,
             environment: Default::default(),
             default: false,
+            health_check: false,
         }],
         metadata: None,
     })

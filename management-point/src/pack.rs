@@ -338,6 +338,9 @@ pub struct ProgramToml {
     /// Run when the server names no program (a DDI server without this project's metadata).
     #[serde(default)]
     pub default: bool,
+    /// The package's health check (at most one; docs/rollouts.md).
+    #[serde(default)]
+    pub health_check: bool,
 }
 
 fn default_max_run_time() -> u64 {
@@ -377,6 +380,7 @@ impl ProgramToml {
             device_class,
             environment: self.environment.clone(),
             default: self.default,
+            health_check: self.health_check,
         })
     }
 }
@@ -457,6 +461,7 @@ pub fn program_flag(s: &str) -> Result<SignedProgram> {
         device_class: None,
         environment: Default::default(),
         default: false,
+        health_check: false,
     }
     .to_signed()
 }

@@ -562,6 +562,10 @@ pub mod meta {
     /// Whether a program that ran before runs again: `never`, `always`, `if-failed`,
     /// `if-succeeded` (see [`super::Rerun`]).
     pub const RERUN: &str = "dm.rerun";
+    /// Seconds of a rollout's soak: a package that signs a health check keeps its action open
+    /// that long after the install and runs the check again before it closes it (0 to 30
+    /// days; docs/rollouts.md).
+    pub const SOAK: &str = "dm.soak";
 }
 
 /// Whether a program that ran before on a device runs again for a new advertisement, as the

@@ -191,12 +191,18 @@ impl Manifest {
     }
 
     /// The program run when the server names none: the one marked default, else the only
-    /// one.
+    /// one besides the health check.
     pub fn default_program(&self) -> Option<&SignedProgram> {
-        self.programs.iter().find(|p| p.default).or(match self.programs.as_slice() {
-            [only] => Some(only),
+        let mut installs = self.programs.iter().filter(|p| !p.health_check);
+        self.programs.iter().find(|p| p.default).or(match (installs.next(), installs.next()) {
+            (Some(only), None) => Some(only),
             _ => None,
         })
+    }
+
+    /// The package's health check, if its publisher signed one.
+    pub fn health_check(&self) -> Option<&SignedProgram> {
+        self.programs.iter().find(|p| p.health_check)
     }
 
     /// The entry for a path.

@@ -98,6 +98,13 @@ ids! {
     IMAGE_FAILED = 10103, "DMSvc", "the update engine refused or failed the system image: its own words in the details";
     /// The device runs its previous system after the restart.
     IMAGE_FELL_BACK = 10104, "DMSvc", "the device fell back to its previous system after the restart";
+    /// The package's health check passed after the install; it runs again at the end of the
+    /// soak.
+    HEALTH_CHECK_SOAKING = 10110, "DMSvc", "the package's health check passed after the install; it runs again at the end of the soak time (`proceeding`)";
+    /// The package's health check passed at the end of the soak.
+    HEALTH_CHECK_CONFIRMED = 10111, "DMSvc", "the package's health check passed again at the end of the soak time (`closed`)";
+    /// The package's health check failed.
+    HEALTH_CHECK_FAILED = 10112, "DMSvc", "the package's health check failed, after the install or at the end of the soak time";
     /// The device refused the publisher certificate (locked device).
     INSTALLER_CERT_REFUSED = 11001, "DMInstaller", "the device refused the publisher certificate (locked device); code `0x80070005`";
     /// The client was installed.

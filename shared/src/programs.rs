@@ -49,6 +49,11 @@ pub struct SignedProgram {
     /// without one read the same in older clients.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub default: bool,
+    /// The package's health check: run after another of its programs succeeded, and again at
+    /// the end of a rollout's soak time; failing, it fails the install (docs/rollouts.md). At
+    /// most one per package, never the default; written only when true.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub health_check: bool,
 }
 
 fn mobile() -> DeviceClass {
@@ -149,6 +154,17 @@ pub fn check_all(programs: &[SignedProgram], files: &[FileEntry]) -> Result<(), 
             defaults.join(", ")
         ));
     }
+    let checks: Vec<&str> =
+        programs.iter().filter(|p| p.health_check).map(|p| p.name.as_str()).collect();
+    if checks.len() > 1 {
+        return Err(format!(
+            "programs {} are each marked the health check; at most one may be",
+            checks.join(", ")
+        ));
+    }
+    if let Some(p) = programs.iter().find(|p| p.health_check && p.default) {
+        return Err(format!("program {} is the health check; it cannot be the default", p.name));
+    }
     Ok(())
 }
 
@@ -169,6 +185,7 @@ mod tests {
             device_class: DeviceClass::Mobile,
             environment: BTreeMap::new(),
             default: false,
+            health_check: false,
         }
     }
 
@@ -215,5 +232,21 @@ mod tests {
     fn display_quotes_what_a_shell_would_split() {
         let p = program(&["/bin/sh", "-c", "echo it's done", "x"]);
         assert_eq!(p.display(), "/bin/sh -c 'echo it'\\''s done' x");
+    }
+
+    #[test]
+    fn a_package_has_at_most_one_health_check_and_it_is_never_the_default() {
+        let files = [file("run", true)];
+        let named = |n: &str, check: bool| SignedProgram {
+            name: n.into(),
+            health_check: check,
+            ..program(&["run"])
+        };
+        check_all(&[named("install", false), named("check", true)], &files).unwrap();
+        let two = [named("check", true), named("check2", true)];
+        assert!(check_all(&two, &files).unwrap_err().contains("at most one"));
+        let mut both = named("check", true);
+        both.default = true;
+        assert!(check_all(&[both], &files).unwrap_err().contains("cannot be the default"));
     }
 }

@@ -186,6 +186,8 @@ codes! {
     DM_E_IMAGE_ENGINE_CRASHED = 0x8004_023E, 104, "The update engine crashed while it installed the system image";
     /// After the restart the device runs its previous system, not the one installed.
     DM_E_IMAGE_FELL_BACK = 0x8004_023F, 105, "The device fell back to its previous system after the restart";
+    /// The package's signed health check failed after the install or at the end of the soak.
+    DM_E_HEALTH_CHECK = 0x8004_0240, 106, "The package's health check failed";
 }
 
 impl StatusCode {

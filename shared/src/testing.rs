@@ -80,5 +80,6 @@ pub fn setup_program() -> SignedProgram {
         device_class: crate::vocab::DeviceClass::Mobile,
         environment: Default::default(),
         default: false,
+        health_check: false,
     }
 }

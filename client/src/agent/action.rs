@@ -6,6 +6,7 @@
 //! publisher is in the `spc` store. Transport errors are returned (the action is retried at
 //! the next poll); everything the action itself gets wrong ends in a final report.
 
+use std::path::Path;
 use std::time::Duration;
 
 use dm_shared::ddi::{self, Chunk, DeploymentBase, Execution, Rerun};
@@ -132,6 +133,7 @@ impl Worker<'_> {
                     | Stage::Upgrading
                     | Stage::ImageInstalling
                     | Stage::PendingReboot
+                    | Stage::Soaking
                     | Stage::Done
             )
         });
@@ -216,6 +218,9 @@ impl Worker<'_> {
         }
         if rec.stage == Stage::PendingReboot {
             return self.check_restart(&mut rec);
+        }
+        if rec.stage == Stage::Soaking {
+            return self.soak_check(&mut rec, chunk, kind);
         }
         // A system image goes to the device's update engine, whatever the server calls it.
         // Its first bytes fail as its download would (an insecure redirect ends the action; a
@@ -415,6 +420,33 @@ impl Worker<'_> {
         if let Err(e) = self.session.flush(&self.outbox) {
             log::debug!("reports wait: {e}");
         }
+        let outcome = self.launch(rec, chunk, &dir, program, max);
+        let (id, code, text, details) = report_of(&program.name, max, outcome);
+        if code == StatusCode::S_OK {
+            let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, Some(&dir));
+        }
+        if let Err(e) =
+            Ledger::record_run(self.ctx, package, m.version, &program.name, !code.is_failure())
+        {
+            error!("cannot record the run of {}: {e}", program.name);
+        }
+        match m.health_check().filter(|h| code == StatusCode::S_OK && h.name != program.name) {
+            Some(check) => self.check_after_install(rec, chunk, &dir, check, text),
+            None => self.finish(rec, id, code, text, details),
+        }
+    }
+
+    /// Runs `program` of the package in `dir` for action `rec`, within `max` seconds, with
+    /// the environment the agent gives every program, and records how it is contained while
+    /// it runs.
+    pub(super) fn launch(
+        &mut self,
+        rec: &mut ActionRecord,
+        chunk: &Chunk,
+        dir: &Path,
+        program: &SignedProgram,
+        max: u64,
+    ) -> std::io::Result<RunOutcome> {
         let mut env: Vec<(String, String)> = program.environment.clone().into_iter().collect();
         env.extend(
             [
@@ -430,12 +462,12 @@ impl Worker<'_> {
             ]
             .map(|(k, v)| (k.to_string(), v)),
         );
-        info!("action {}: running {} in {}", rec.id, rec.command, dir.display());
+        info!("action {}: running {} in {}", rec.id, program.display(), dir.display());
         let launcher = launcher(self.ctx);
         let run = Run {
             launcher: &launcher,
             command: &program.command,
-            dir: &dir,
+            dir,
             env: &env,
             max: Duration::from_secs(max),
             name: &program.name,
@@ -450,16 +482,7 @@ impl Worker<'_> {
             }
         });
         rec.contained = None;
-        let (id, code, text, details) = report_of(&program.name, max, outcome);
-        if code == StatusCode::S_OK {
-            let _ = inventory::record_installed(self.ctx, &rec.package, &rec.version, Some(&dir));
-        }
-        if let Err(e) =
-            Ledger::record_run(self.ctx, package, m.version, &program.name, !code.is_failure())
-        {
-            error!("cannot record the run of {}: {e}", program.name);
-        }
-        self.finish(rec, id, code, text, details)
+        outcome
     }
 }
 
@@ -498,7 +521,7 @@ fn launcher(ctx: &dm_shared::Context) -> Vec<std::ffi::OsString> {
 }
 
 /// The final report of a program run.
-fn report_of(
+pub(super) fn report_of(
     name: &str,
     max: u64,
     outcome: std::io::Result<RunOutcome>,

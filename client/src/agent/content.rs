@@ -198,7 +198,12 @@ fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> 
 /// file as its manifest says, and of the advertised kind. Files become readable (and the
 /// manifest's programs executable) only once verified.
 pub fn verify(ctx: &Context, action: u64, kind: Option<PackageKind>) -> Result<VerifiedFolder> {
-    let dir = cache_dir(ctx, action);
+    verify_dir(ctx, &cache_dir(ctx, action), kind)
+}
+
+/// [`verify`] for the package in `dir` (one promoted to the packages folder).
+pub fn verify_dir(ctx: &Context, dir: &Path, kind: Option<PackageKind>) -> Result<VerifiedFolder> {
+    let dir = dir.to_path_buf();
     let trust = certstore::trust(&ctx.layout, ctx.clock.now())?;
     let v = manifest::verify_folder(&dir, &trust, ctx.clock.now())?;
     certstore::require_spc_publisher(&ctx.layout, &v.publisher)?;
@@ -236,18 +241,23 @@ fn finish_verify(dir: &Path, v: VerifiedFolder) -> Result<VerifiedFolder> {
 
 /// Moves an action's verified content to `var/lib/dm/packages/<name>-<version>-<action>/`.
 pub fn promote(ctx: &Context, action: u64, package: &str, version: &str) -> Result<PathBuf> {
-    let clean = |s: &str| {
-        s.chars()
-            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
-            .collect::<String>()
-    };
     let packages = ctx.layout.packages_dir();
-    let dest = packages.join(format!("{}-{}-{action}", clean(package), clean(version)));
+    let dest = promoted_dir(ctx, action, package, version);
     dmfs::create_dir_all(&packages, dmfs::MODE_DIR)?;
     dmfs::remove_dir_all(&dest)?;
     dmfs::rename(&cache_dir(ctx, action), &dest)?;
     let _ = dmfs::remove_file(&dest.join(ATTEMPTS_FILE));
     Ok(dest)
+}
+
+/// Where [`promote`] keeps action `action`'s package.
+pub fn promoted_dir(ctx: &Context, action: u64, package: &str, version: &str) -> PathBuf {
+    let clean = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+            .collect::<String>()
+    };
+    ctx.layout.packages_dir().join(format!("{}-{}-{action}", clean(package), clean(version)))
 }
 
 #[cfg(test)]

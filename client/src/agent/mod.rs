@@ -19,6 +19,7 @@ pub mod plan;
 pub mod program;
 pub mod revocation;
 pub mod session;
+pub mod soak;
 pub mod state;
 pub mod system_image;
 pub mod timing;

@@ -171,6 +171,15 @@ pub fn max_run_time(chunk: &Chunk, program: &SignedProgram) -> u64 {
     asked.map_or(program.max_run_time, |a| a.clamp(1, program.max_run_time))
 }
 
+/// The longest soak a server may ask for (30 days, as `dmmp rollout create` allows).
+pub const MAX_SOAK: u64 = 30 * 86_400;
+
+/// The soak a rollout asks for (`dm.soak`), capped at [`MAX_SOAK`]; 0 when the server says
+/// none or nothing readable.
+pub fn soak(chunk: &Chunk) -> u64 {
+    chunk.meta(ddi::meta::SOAK).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0).min(MAX_SOAK)
+}
+
 /// Checks that `version` does not take the package below the highest version the device has
 /// had, unless the advertisement allows it.
 pub fn check_version(
@@ -392,6 +401,7 @@ mod tests {
             device_class: DeviceClass::Mobile,
             environment: Default::default(),
             default: false,
+            health_check: false,
         };
         Manifest {
             format: dm_shared::manifest::FORMAT.into(),
@@ -456,6 +466,11 @@ mod tests {
             "{}",
             r.text
         );
+        // A health check is never the program a bare server's chunk runs.
+        m.programs[1].health_check = true;
+        assert_eq!(match_advertisement(&c, kind, &m).unwrap().unwrap().name, "install");
+        assert_eq!(m.health_check().unwrap().name, "remove");
+        m.programs[1].health_check = false;
         m.programs[1].default = true;
         assert_eq!(match_advertisement(&c, kind, &m).unwrap().unwrap().name, "remove");
         // dmmp's chunks name their program, and are compared as before.
@@ -508,6 +523,9 @@ mod tests {
         assert_eq!(max_run_time(&c("999999"), p), 600, "never longer than signed");
         assert_eq!(max_run_time(&c("0"), p), 1);
         assert_eq!(max_run_time(&chunk("software-distribution", &[]), p), 600);
+        let soaked = |v: &str| soak(&chunk("software-distribution", &[("dm.soak", v)]));
+        assert_eq!((soaked("600"), soaked("-1"), soaked("x")), (600, 0, 0));
+        assert_eq!(soaked("99999999999"), MAX_SOAK, "capped");
         let r = Requirements::of_program(p);
         assert!(r.check(&Platform::current(), DeviceClass::Mobile).is_ok());
         assert!(r.check(&Platform::current(), DeviceClass::Desktop).is_err());

@@ -27,6 +27,9 @@ pub enum Stage {
     /// A system image is installed; the restart into it, and the engine's word on it, are
     /// awaited.
     PendingReboot,
+    /// Installed, and the package's health check passed; it runs again at the end of the
+    /// rollout's soak time (`soak_until`).
+    Soaking,
     /// Over: its final result is in the outbox or sent.
     Done,
     /// Canceled before it started.
@@ -82,6 +85,9 @@ pub struct ActionRecord {
     /// The system image it installed, until the restart confirms it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub image: Option<super::image::Installed>,
+    /// When a soaking action's health check runs again (Unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soak_until: Option<i64>,
 }
 
 fn dir(ctx: &Context) -> PathBuf {
@@ -119,6 +125,7 @@ impl ActionRecord {
             sniffed: false,
             engine: None,
             image: None,
+            soak_until: None,
         }
     }
 

@@ -125,6 +125,7 @@ fn program(name: &str, command: &[&str]) -> SignedProgram {
         device_class: DeviceClass::Mobile,
         environment: Default::default(),
         default: false,
+        health_check: false,
     }
 }
 

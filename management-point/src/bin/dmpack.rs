@@ -163,6 +163,10 @@ struct PackageArgs {
     /// project's metadata); a package of one program needs none.
     #[arg(long)]
     default_program: Option<String>,
+    /// The package's health check, one of its programs: run on the device after another of
+    /// its programs succeeded, and again at the end of a rollout's soak (docs/rollouts.md).
+    #[arg(long)]
+    health_check: Option<String>,
     /// A TOML (or JSON) file of `[[program]]` tables, for everything a program can say
     /// (docs/deployment-folder.md).
     #[arg(long = "programs")]
@@ -252,6 +256,12 @@ fn package_spec(a: PackageArgs) -> dm_mp::Result<(PackageSpec, PathBuf, PathBuf,
             dm_mp::Error::Usage(format!("--default-program {d}: the package has no program {d}"))
         })?;
         p.default = true;
+    }
+    if let Some(h) = &a.health_check {
+        let p = programs.iter_mut().find(|p| &p.name == h).ok_or_else(|| {
+            dm_mp::Error::Usage(format!("--health-check {h}: the package has no program {h}"))
+        })?;
+        p.health_check = true;
     }
     let spec = PackageSpec {
         source: a.source,
