@@ -312,8 +312,8 @@ pub struct Collection {
     pub rule: CollectionRule,
     /// Explicit members (device ids), for any rule.
     pub members: Vec<i64>,
-    /// The daily window its devices install update deployments in (unless a deployment has
-    /// its own).
+    /// The daily window its devices run advertisements and install update deployments in
+    /// (unless the advertisement or deployment has its own).
     #[serde(default)]
     pub window: Option<MaintenanceWindow>,
 }
@@ -386,6 +386,23 @@ impl MaintenanceWindow {
             return Err(format!("maintenance window {s:?} is empty"));
         }
         Ok(MaintenanceWindow { start, end })
+    }
+
+    /// Whether `unix` falls inside the window for one device: the window opens for it
+    /// `spread % (half the window)` seconds after its start, so the devices of a fleet, each
+    /// with its own `spread` (see [`MaintenanceWindow::spread`]), do not all install and
+    /// restart at its first minute, and each keeps at least half the window.
+    pub fn is_open_for(&self, unix: i64, spread: u64) -> bool {
+        let len = i64::from((self.end + 1440 - self.start) % 1440) * 60;
+        let into = (unix - i64::from(self.start) * 60).rem_euclid(86_400);
+        let offset = (spread % (len as u64 / 2).max(1)) as i64;
+        (offset..len).contains(&into)
+    }
+
+    /// The spread of `device_id` for what `what` names (an advertisement, an update
+    /// deployment): the same at every poll.
+    pub fn spread(device_id: i64, what: &str) -> u64 {
+        fnv1a(format!("{what}/{device_id}").into_bytes())
     }
 
     /// Whether `unix` (seconds) falls inside the window.
@@ -833,6 +850,30 @@ mod tests {
         for bad in ["", "9-17", "25:00-01:00", "10:00-10:00"] {
             assert!(MaintenanceWindow::parse(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn each_device_enters_the_window_at_its_own_offset_in_its_first_half() {
+        let w = MaintenanceWindow::parse("22:00-04:00").unwrap();
+        let at = |h: i64, m: i64| 1_795_478_400 + h * 3600 + m * 60;
+        // Spread 0 opens with the window; 3 hours (half of six) is the latest.
+        assert!(w.is_open_for(at(22, 0), 0) && !w.is_open_for(at(21, 59), 0));
+        let late = 3 * 3600 - 1;
+        assert!(!w.is_open_for(at(0, 59), late) && w.is_open_for(at(1, 0), late));
+        assert!(w.is_open_for(at(3, 59), late) && !w.is_open_for(at(4, 0), late));
+        // A thousand devices enter across the first half, none before the window.
+        let entries: Vec<i64> = (0..1000)
+            .map(|d| {
+                let s = MaintenanceWindow::spread(d, "advertisement 7");
+                (0..6 * 60).find(|m| w.is_open_for(at(22, 0) + m * 60, s)).unwrap()
+            })
+            .collect();
+        assert!(entries.iter().all(|m| *m <= 180), "{entries:?}");
+        let first_hour = entries.iter().filter(|m| **m < 60).count();
+        assert!((250..420).contains(&first_hour), "{first_hour} of 1000 in the first hour");
+        // The same device enters at the same time at every poll.
+        let s = MaintenanceWindow::spread(42, "advertisement 7");
+        assert_eq!(s, MaintenanceWindow::spread(42, "advertisement 7"));
     }
 }
 

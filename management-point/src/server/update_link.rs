@@ -23,7 +23,7 @@ pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
     // A window opening or closing moves it too: the device looks again then.
     let ids: Vec<i64> = deployments_of(view, d)
         .iter()
-        .map(|x| if window_of(view, x).is_none_or(|w| w.is_open(now)) { x.id } else { -x.id })
+        .map(|x| if window_open(view, x, d.id, now) { x.id } else { -x.id })
         .collect();
     let h = crate::model::fnv1a(ids.iter().flat_map(|i| i.to_le_bytes()));
     Some(format!("{base}/{}?v={m}-{h:x}", wire::UPDATES_PATH))
@@ -32,4 +32,15 @@ pub fn link(view: &View, base: &str, d: &Device, now: i64) -> Option<String> {
 /// The window a deployment's devices install in: its own, else its collection's.
 pub fn window_of(view: &View, x: &UpdateDeployment) -> Option<MaintenanceWindow> {
     x.window.or_else(|| view.collections.get(&x.collection_id).and_then(|c| c.window))
+}
+
+/// Whether the deployment's window is open for device `device_id` at `now` (each device at
+/// its own offset into it); always without a window.
+pub fn window_open(view: &View, x: &UpdateDeployment, device_id: i64, now: i64) -> bool {
+    window_of(view, x).is_none_or(|w| {
+        w.is_open_for(
+            now,
+            MaintenanceWindow::spread(device_id, &format!("update deployment {}", x.id)),
+        )
+    })
 }

@@ -19,7 +19,7 @@ use super::catalog::Catalog;
 use super::http::{ApiError, push_segment};
 use super::poll::base_url;
 use super::state::AppState;
-use super::update_link::{deployments_of, window_of};
+use super::update_link::{deployments_of, window_of, window_open};
 use crate::admin::updates::{deb_path, metadata_path};
 use crate::model::Device;
 use crate::model::updates::*;
@@ -109,7 +109,7 @@ pub fn document(
             deadline: x.deadline_of(d.id),
             reboot: x.reboot,
             window: window_of(&view, x).map(|w| w.to_string()),
-            window_open: window_of(&view, x).is_none_or(|w| w.is_open(state.now())),
+            window_open: window_open(&view, x, d.id, state.now()),
         });
     }
     let repositories = used

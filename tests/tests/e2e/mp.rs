@@ -980,6 +980,23 @@ fn collections_by_platform_start_times_and_maintenance_windows() {
     assert!(v["_links"].get("deploymentBase").is_none(), "{v}");
     let list = mp.admin(&["advertisement", "list"]);
     assert!(list.contains("pending") && list.contains("canceled"), "{list}");
+    // An advertisement without a window of its own takes its collection's.
+    mp.admin(&["collection", "add", "--name", "x86", "--rule", "platform=linux-x86_64"]);
+    mp.admin(&["collection", "window", "x86", &closed_window]);
+    mp.admin_seen(&[
+        "advertise",
+        "--name",
+        "x86-fw",
+        "--program",
+        "fw-run",
+        "--collection",
+        "x86",
+        "--mandatory",
+    ]);
+    let v = poll_until_link(&mp, "t2", "x86-1", "deploymentBase");
+    let d = as_device(&mp, "t2", &[v["_links"]["deploymentBase"]["href"].as_str().unwrap()]).json();
+    assert_eq!(d["deployment"]["maintenanceWindow"], "unavailable", "{d}");
+    assert_eq!(d["deployment"]["update"], "skip", "the collection's window is closed: {d}");
 }
 
 #[test]

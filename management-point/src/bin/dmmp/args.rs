@@ -315,7 +315,8 @@ pub enum CollectionCmd {
     /// List collections.
     List,
     /// Set a collection's daily maintenance window in UTC, such as 22:00-04:00 (none given:
-    /// clear it): its devices install update deployments only inside it.
+    /// clear it): its devices run advertisements without a window of their own, and install
+    /// update deployments, only inside it, each at its own offset into its first half.
     Window {
         /// The collection (id or name).
         collection: String,
@@ -650,6 +651,10 @@ pub enum RolloutCmd {
     Resume {
         /// id or name.
         rollout: String,
+        /// Resume with this program instead (a fixed version): every device of the groups
+        /// released so far gets it, failed ones too, and every failure counts again.
+        #[arg(long)]
+        program: Option<String>,
     },
     /// Stop a rollout for good.
     Stop {
