@@ -242,6 +242,18 @@ pub struct Facts {
     pub healthy: bool,
     /// When it last polled.
     pub last_seen: Option<i64>,
+    /// The last status message its action reported: the agent's word that the package's
+    /// health check passed and it soaks (10110), passed again at the soak's end (10111), or
+    /// failed (10112).
+    pub last_code: Option<i32>,
+}
+
+/// The status messages of a package's health check (docs/status-messages.md).
+mod health {
+    use dm_shared::message::MessageId;
+    pub const SOAKING: i32 = MessageId::HEALTH_CHECK_SOAKING.0 as i32;
+    pub const CONFIRMED: i32 = MessageId::HEALTH_CHECK_CONFIRMED.0 as i32;
+    pub const FAILED: i32 = MessageId::HEALTH_CHECK_FAILED.0 as i32;
 }
 
 /// How long a device may stay silent, and how long it soaks.
@@ -255,19 +267,39 @@ pub struct Timing {
 
 /// What a device has come to at `now`.
 pub fn judge(f: &Facts, t: Timing, now: i64) -> Outcome {
+    let seen = f.last_seen.unwrap_or(0);
     match f.action {
+        // Installed and its health check passed: the device soaks, and polls while it does.
+        Some(ActionStatus::Running) if f.last_code == Some(health::SOAKING) => {
+            if now - seen > t.silent_after && now - f.action_updated > t.silent_after {
+                Outcome::Failed(format!(
+                    "silent for {} s while it soaked (at most {} s)",
+                    now - seen,
+                    t.silent_after
+                ))
+            } else if !f.healthy {
+                Outcome::Failed("its client health turned unhealthy while it soaked".into())
+            } else {
+                Outcome::Soaking
+            }
+        }
         None
         | Some(ActionStatus::Waiting)
         | Some(ActionStatus::Scheduled)
         | Some(ActionStatus::Retrieved)
         | Some(ActionStatus::Running) => Outcome::Installing,
+        Some(ActionStatus::Error) if f.last_code == Some(health::FAILED) => {
+            Outcome::Failed("its health check failed".into())
+        }
         Some(ActionStatus::Error) => Outcome::Failed("the install failed".into()),
         Some(ActionStatus::Canceling) | Some(ActionStatus::Canceled) => {
             Outcome::Failed("the action was canceled".into())
         }
         Some(ActionStatus::Finished) => {
             let since = now - f.action_updated;
-            let seen = f.last_seen.unwrap_or(0);
+            // The device soaked with the action open and its health check passed again at
+            // the end: the soak is behind it.
+            let soaked = since >= t.soak || f.last_code == Some(health::CONFIRMED);
             if !f.healthy {
                 Outcome::Failed("its client health turned unhealthy after the install".into())
             } else if now - seen > t.silent_after && since > t.silent_after {
@@ -282,7 +314,7 @@ pub fn judge(f: &Facts, t: Timing, now: i64) -> Outcome {
                 } else {
                     Outcome::Soaking
                 }
-            } else if since >= t.soak && seen >= f.action_updated {
+            } else if soaked && seen >= f.action_updated {
                 Outcome::Succeeded
             } else {
                 Outcome::Soaking
@@ -417,6 +449,7 @@ pub fn facts_of(
         version_reported,
         healthy: attr(key::CLIENT_HEALTH).is_none_or(|h| h == "healthy"),
         last_seen: last_seen.or(device.last_seen),
+        last_code: action.and_then(|a| a.last_code),
     }
 }
 
@@ -608,7 +641,41 @@ mod tests {
             version_reported: version,
             healthy,
             last_seen: Some(seen),
+            last_code: None,
         }
+    }
+
+    #[test]
+    fn a_health_checked_package_soaks_on_the_device_and_counts_at_its_confirmation() {
+        use ActionStatus::*;
+        let with = |status, updated, code: i32, seen| Facts {
+            last_code: Some(code),
+            ..facts(Some(status), updated, true, true, seen)
+        };
+        // Installed, checked, soaking on the device with its action open.
+        assert_eq!(judge(&with(Running, 900, health::SOAKING, 990), T, 1000), Outcome::Soaking);
+        // Silent while it soaks: failed (a device that runs a long program does not poll, so
+        // only a soaking one is held to it).
+        assert!(matches!(
+            judge(&with(Running, 600, health::SOAKING, 650), T, 1000),
+            Outcome::Failed(w) if w.contains("silent for 350 s while it soaked")
+        ));
+        assert_eq!(judge(&with(Running, 600, 10012, 650), T, 1000), Outcome::Installing);
+        let mut sick = with(Running, 900, health::SOAKING, 990);
+        sick.healthy = false;
+        assert!(matches!(judge(&sick, T, 1000), Outcome::Failed(w) if w.contains("unhealthy")));
+        // Confirmed on the device at its soak's end: no second soak on the server.
+        assert_eq!(
+            judge(&with(Finished, 995, health::CONFIRMED, 996), T, 1000),
+            Outcome::Succeeded
+        );
+        // Closed without the confirmation (an older agent): the server's soak.
+        assert_eq!(judge(&with(Finished, 995, 10008, 996), T, 1000), Outcome::Soaking);
+        // The check failed, after the install or at the soak's end.
+        assert!(matches!(
+            judge(&with(Error, 995, health::FAILED, 996), T, 1000),
+            Outcome::Failed(w) if w == "its health check failed"
+        ));
     }
 
     #[test]

@@ -192,6 +192,55 @@ pub fn act(store: &dyn Storage, name: &str, cmd: Command, by: &str, now: i64) ->
     Ok(Out::new(format!("rollout {} {said}: {}\n", r.name, next.state.as_str()), json!(next)))
 }
 
+/// `dmmp rollout resume R --program P`: resumes a paused rollout with another version, the
+/// fixed one: a new advertisement of `program` replaces the rollout's (the old one canceled),
+/// every device of the groups released so far is offered it, failed ones included, and every
+/// failure counts again, judged on the new version. One transaction.
+pub fn resume_with(
+    store: &dyn Storage,
+    name: &str,
+    program: &str,
+    by: &str,
+    now: i64,
+) -> Result<Out> {
+    let r = find(store, name)?;
+    let to = rollout::command(r.state, Command::Resume).map_err(Error::Usage)?;
+    let prog = find_program(store, program)?;
+    let ads = store.advertisements()?;
+    let old = ads.iter().find(|a| a.id == r.advertisement_id).ok_or_else(|| {
+        Error::NotFound(format!("advertisement {} of rollout {}", r.advertisement_id, r.name))
+    })?;
+    if prog.id == old.program_id {
+        return Err(Error::Usage(format!(
+            "rollout {} already deploys {}; resume without --program",
+            r.name, prog.name
+        )));
+    }
+    let pkg = store.packages()?.into_iter().find(|p| p.id == prog.package_id);
+    let version = pkg.map(|p| format!("{} {}", p.name, p.version)).unwrap_or_default();
+    let mut ad_name = format!("{}-{}", r.name, prog.name);
+    if ads.iter().any(|a| a.name == ad_name) {
+        ad_name = format!("{ad_name}-{now}");
+    }
+    let adv = Advertisement {
+        allow_downgrade: old.allow_downgrade,
+        window: old.window,
+        ..Advertisement::mandatory(&ad_name, prog.id, old.collection_id, now)
+    };
+    let mut next = r.clone();
+    (next.state, next.updated, next.reason) = (to, now, None);
+    let event = format!(
+        "resumed by {by} with {} ({version}), advertisement {ad_name}: the released groups' devices get it, and their failures count again",
+        prog.name
+    );
+    let Some(id) = store.replace_rollout_advertisement(&r, &next, &adv, &event)? else {
+        return Err(Error::Usage(format!("rollout {} changed meanwhile; try again", r.name)));
+    };
+    next.advertisement_id = id;
+    log::info!("rollout {} {event}", r.name);
+    Ok(Out::new(format!("rollout {} {event}\n", r.name), json!(next)))
+}
+
 /// What the store holds for a rollout's evaluation: its members and the fleet's devices.
 struct Snapshot {
     members: Vec<Member>,

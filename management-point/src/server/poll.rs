@@ -27,8 +27,12 @@ fn joined(base: &str, parts: &[&str]) -> String {
     s
 }
 
-fn window_open(adv: &Advertisement, now: i64) -> Option<bool> {
-    adv.window.map(|w| w.is_open(now))
+/// Whether the advertisement's window (its own, else its collection's) is open for device
+/// `device_id` at `now`, each device at its own offset into it; none without a window.
+fn window_open(view: &View, adv: &Advertisement, device_id: i64, now: i64) -> Option<bool> {
+    let window = adv.window.or_else(|| view.collections.get(&adv.collection_id)?.window)?;
+    let spread = MaintenanceWindow::spread(device_id, &format!("advertisement {}", adv.id));
+    Some(window.is_open_for(now, spread))
 }
 
 /// The action the device should work on next: the oldest open one whose advertisement is
@@ -74,8 +78,10 @@ pub(super) fn controller_base(
     if let Some(a) = view.actions_of(d.id).find(|a| a.status == ActionStatus::Canceling) {
         links.insert("cancelAction".into(), link(format!("{base}/cancelAction/{}", a.id)));
     } else if let Some(a) = next_action(view, d.id, now) {
-        let window =
-            view.advertisements.get(&a.advertisement_id).and_then(|adv| window_open(adv, now));
+        let window = view
+            .advertisements
+            .get(&a.advertisement_id)
+            .and_then(|adv| window_open(view, adv, d.id, now));
         let (name, path) = if a.status == ActionStatus::Waiting {
             ("confirmationBase", "confirmationBase")
         } else {
@@ -254,14 +260,15 @@ pub(super) fn deployment(
     q: &HistoryQuery,
 ) -> Result<ddi::DeploymentBase, ApiError> {
     let now = state.now();
-    let (adv, prog, pkg) = {
+    let (adv, prog, pkg, window, soak) = {
         let view = state.read();
         let (adv, prog, pkg) = view
             .deployment_of(a)
             .ok_or_else(|| ApiError::internal(format!("action {} has no package", a.id)))?;
-        (adv.clone(), prog.clone(), pkg.clone())
+        let window = window_open(&view, adv, d.id, now);
+        let soak = view.rollouts.get(&adv.id).map_or(0, |g| g.rollout.spec.soak);
+        (adv.clone(), prog.clone(), pkg.clone(), window, soak)
     };
-    let window = window_open(&adv, now);
     let (download, mut update) = match adv.kind {
         AdvertisementKind::Mandatory => (ddi::Handling::Forced, ddi::Handling::Forced),
         // Offered for consent; once the device's user consented, it runs.
@@ -274,12 +281,18 @@ pub(super) fn deployment(
     if window == Some(false) {
         update = ddi::Handling::Skip;
     }
+    let mut chunk = chunk(state, d, &adv, &prog, &pkg);
+    if soak > 0 {
+        // A rollout's: a package that signs a health check runs it again at the soak's end.
+        let soak = soak.to_string();
+        chunk.metadata.push(ddi::Metadata { key: ddi::meta::SOAK.into(), value: soak });
+    }
     Ok(ddi::DeploymentBase {
         id: a.id.to_string(),
         deployment: ddi::Deployment {
             download,
             update,
-            chunks: vec![chunk(state, d, &adv, &prog, &pkg)],
+            chunks: vec![chunk],
             maintenance_window: window.map(|open| {
                 if open { ddi::WindowState::Available } else { ddi::WindowState::Unavailable }
             }),

@@ -34,6 +34,8 @@ pub struct Memory {
 pub struct Cached {
     /// The group they are of.
     group: i64,
+    /// The advertisement they are about (a rollout resumed with a fixed version has a new one).
+    advertisement: i64,
     /// Each member's facts as last read.
     facts: HashMap<i64, Facts>,
     /// Where the next slice starts.
@@ -177,8 +179,12 @@ pub fn evaluate(
     let Some(cache) = cache else {
         return rollout::count(&g.members, groups, Some(r.current_group), read, t, now);
     };
-    if cache.group != r.current_group {
-        *cache = Cached { group: r.current_group, ..Cached::default() };
+    if (cache.group, cache.advertisement) != (r.current_group, r.advertisement_id) {
+        *cache = Cached {
+            group: r.current_group,
+            advertisement: r.advertisement_id,
+            ..Cached::default()
+        };
     }
     let current: Vec<i64> =
         g.members.iter().filter(|m| m.group == r.current_group).map(|m| m.device_id).collect();

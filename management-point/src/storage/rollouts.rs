@@ -18,6 +18,18 @@ pub trait RolloutStorage {
     /// state and current group): another instance or an administrator may have moved it.
     /// Returns whether it moved.
     fn update_rollout(&self, before: &Rollout, after: &Rollout, event: &str) -> Result<bool>;
+    /// Moves a rollout from `before` to `after` as [`RolloutStorage::update_rollout`] does and
+    /// gives it a new advertisement `adv` (a fixed version), in one transaction: the old
+    /// advertisement is canceled (its open actions canceling), every member's failure counts
+    /// again (they are judged on the new version), and `event` is logged. Returns the new
+    /// advertisement's id, or none when the rollout was not where `before` says.
+    fn replace_rollout_advertisement(
+        &self,
+        before: &Rollout,
+        after: &Rollout,
+        adv: &Advertisement,
+        event: &str,
+    ) -> Result<Option<i64>>;
     /// Adds members (device, group) to a rollout; a device already in it stays where it is.
     /// Returns how many were added.
     fn add_rollout_members(&self, rollout_id: i64, members: &[(i64, i64)]) -> Result<usize>;

@@ -28,17 +28,46 @@ fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     })
 }
 
+/// Inserts a rollout's advertisement; its id.
+fn insert_advertisement(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Advertisement,
+) -> rusqlite::Result<i64> {
+    tx.execute(
+        "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
+        params![a.name, a.program_id, a.collection_id, a.kind.as_str(), a.start_time, a.expires, a.window.map(|w| w.to_string()), a.created, a.rerun.as_str(), a.allow_downgrade],
+    )?;
+    Ok(tx.last_insert_rowid())
+}
+
+/// Moves a rollout from `b` to `r` if it is still where `b` says (state, group,
+/// advertisement), logging `event`; whether it moved.
+fn move_rollout(
+    tx: &rusqlite::Transaction<'_>,
+    b: &Rollout,
+    r: &Rollout,
+    event: &str,
+) -> rusqlite::Result<bool> {
+    let moved = tx.execute(
+        "UPDATE rollouts SET state = ?2, current_group = ?3, reason = ?4, updated = ?5 WHERE id = ?1 AND state = ?6 AND current_group = ?7 AND advertisement_id = ?8",
+        params![r.id, r.state.as_str(), r.current_group, r.reason, r.updated, b.state.as_str(), b.current_group, b.advertisement_id],
+    )? == 1;
+    if moved {
+        tx.execute(
+            "INSERT INTO rollout_events (rollout_id, time, text) VALUES (?1, ?2, ?3)",
+            params![r.id, r.updated, event],
+        )?;
+    }
+    Ok(moved)
+}
+
 impl RolloutStorage for SqliteStore {
     fn add_rollout(&self, a: &Advertisement, r: &Rollout) -> Result<(i64, i64)> {
         let spec = serde_json::to_string(&r.spec).unwrap_or_default();
         self.with("add a rollout", |c| {
             let tx = c.transaction()?;
-            tx.execute(
-                "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 0, ?9, ?10)",
-                params![a.name, a.program_id, a.collection_id, a.kind.as_str(), a.start_time, a.expires, a.window.map(|w| w.to_string()), a.created, a.rerun.as_str(), a.allow_downgrade],
-            )?;
-            let adv = tx.last_insert_rowid();
+            let adv = insert_advertisement(&tx, a)?;
             tx.execute(
                 "INSERT INTO rollouts (name, advertisement_id, spec, state, current_group, reason, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![r.name, adv, spec, r.state.as_str(), r.current_group, r.reason, r.created, r.updated],
@@ -63,18 +92,35 @@ impl RolloutStorage for SqliteStore {
     fn update_rollout(&self, before: &Rollout, r: &Rollout, event: &str) -> Result<bool> {
         self.with("update a rollout", |c| {
             let tx = c.transaction()?;
-            let moved = tx.execute(
-                "UPDATE rollouts SET state = ?2, current_group = ?3, reason = ?4, updated = ?5 WHERE id = ?1 AND state = ?6 AND current_group = ?7",
-                params![r.id, r.state.as_str(), r.current_group, r.reason, r.updated, before.state.as_str(), before.current_group],
-            )? == 1;
-            if moved {
-                tx.execute(
-                    "INSERT INTO rollout_events (rollout_id, time, text) VALUES (?1, ?2, ?3)",
-                    params![r.id, r.updated, event],
-                )?;
-            }
+            let moved = move_rollout(&tx, before, r, event)?;
             tx.commit()?;
             Ok(moved)
+        })
+    }
+
+    fn replace_rollout_advertisement(
+        &self,
+        before: &Rollout,
+        r: &Rollout,
+        a: &Advertisement,
+        event: &str,
+    ) -> Result<Option<i64>> {
+        self.with("give a rollout a new version", |c| {
+            let tx = c.transaction()?;
+            if !move_rollout(&tx, before, r, event)? {
+                return Ok(None);
+            }
+            let adv = insert_advertisement(&tx, a)?;
+            tx.execute("UPDATE rollouts SET advertisement_id = ?2 WHERE id = ?1", params![r.id, adv])?;
+            tx.execute("UPDATE rollout_members SET acknowledged = 0 WHERE rollout_id = ?1", [r.id])?;
+            let old = before.advertisement_id;
+            tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = ?1", [old])?;
+            tx.execute(
+                "UPDATE actions SET status = 'canceling', updated = ?2 WHERE advertisement_id = ?1 AND status IN ('waiting', 'scheduled', 'retrieved', 'running')",
+                params![old, r.updated],
+            )?;
+            tx.commit()?;
+            Ok(Some(adv))
         })
     }
 

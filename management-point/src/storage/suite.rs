@@ -720,5 +720,27 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
         assert_eq!((m.len(), m[0].group, m[0].acknowledged), (1, 0, true));
         let log: Vec<String> = s.rollout_events(id).unwrap().into_iter().map(|e| e.text).collect();
         assert_eq!(log, ["created (ready)", "started"]);
+
+        // Resumed with a fixed version: a new advertisement, the old one canceled with its
+        // open actions, the failures counted again; once only.
+        let act = s.ensure_action(adv_id, dev.id, ActionStatus::Running, 25).unwrap();
+        let paused = Rollout { state: RolloutState::Paused, updated: 30, ..next.clone() };
+        assert!(s.update_rollout(&next, &paused, "paused").unwrap());
+        let resumed = Rollout { state: RolloutState::Running, updated: 40, ..paused.clone() };
+        let fixed = Advertisement { name: "r1-fixed".into(), ..ad.clone() };
+        let new_id =
+            s.replace_rollout_advertisement(&paused, &resumed, &fixed, "resumed").unwrap().unwrap();
+        assert_ne!(new_id, adv_id);
+        let stored = &s.rollouts().unwrap()[0];
+        assert_eq!((stored.state, stored.advertisement_id), (RolloutState::Running, new_id));
+        let ads = s.advertisements().unwrap();
+        assert!(ads.iter().any(|a| a.id == adv_id && a.canceled));
+        assert!(ads.iter().any(|a| a.id == new_id && !a.canceled && a.name == "r1-fixed"));
+        let a = s.actions().unwrap().into_iter().find(|a| a.id == act.id).unwrap();
+        assert_eq!(a.status, ActionStatus::Canceling);
+        assert!(!s.rollout_members().unwrap()[0].acknowledged);
+        let again = Advertisement { name: "r1-fixed-2".into(), ..ad.clone() };
+        assert_eq!(s.replace_rollout_advertisement(&paused, &resumed, &again, "x").unwrap(), None);
+        assert!(!s.advertisements().unwrap().iter().any(|a| a.name == "r1-fixed-2"));
     });
 }

@@ -1,10 +1,12 @@
 //! Phased rollouts with 20 real agents on loopback in four groups: nothing reaches a device
-//! before its group is released; a group counts only confirmed successes (the action finished,
-//! the new version in the device's inventory, the soak time passed); a package that fails on
-//! chosen devices of the second group pauses the rollout there with the exact counts and the
-//! devices named; a device that joins the collection while the rollout waits joins the running
-//! group; resuming sets the failures aside and the rollout finishes. A rollout set to roll
-//! back advertises the previous version to the group that failed.
+//! before its group is released; a group counts only confirmed successes (the new version in
+//! the device's inventory, and the package's signed health check passed after the install and
+//! again at the end of the soak, the action open until then); a package whose health check
+//! fails on a chosen third of the devices pauses the rollout at the group that crosses the
+//! error threshold with the exact counts and the devices named; a device that joins the
+//! collection while the rollout waits joins the running group; resuming with a fixed version
+//! puts it on every released device and the rollout finishes. A rollout set to roll back
+//! advertises the previous version to the group that failed.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -56,8 +58,9 @@ fn names(v: &Value) -> Vec<String> {
 #[test]
 fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_error_threshold() {
     let (mp, fleet) = fleet(20);
-    // A package whose program fails where the test leaves a marker.
-    tool(&mp, "1.0.0.0", "v1", "tool-run");
+    // Version 1's signed health check fails where the device is "sick"; 1.0.1's is fixed.
+    checked_tool(&mp, "1.0.0.0", "v1", "tool-run", true);
+    checked_tool(&mp, "1.0.1.0", "fixed", "tool-fixed", false);
     mp.admin(&[
         "rollout",
         "create",
@@ -70,11 +73,11 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
         "--groups",
         "25%,50%,75%,100%",
         "--success-threshold",
-        "100",
+        "80",
         "--error-threshold",
         "40",
         "--soak",
-        "2",
+        "3",
         "--silent-after",
         "120",
         "--approval",
@@ -94,18 +97,25 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     for i in 0..4 {
         assert_eq!(names(&group(&r, i)["devices"]).len(), 5, "{r}");
     }
-    // Two of the second group's five devices will fail: 40%, the error threshold.
-    let second = names(&group(&r, 1)["devices"]);
-    let failing = &second[..2];
-    for cid in failing {
-        std::fs::write(root_of(&fleet, cid).join("fail-v1"), b"").unwrap();
+    // A chosen third of the devices is sick: one of the first group, two of each other.
+    let groups: Vec<Vec<String>> = (0..4).map(|i| names(&group(&r, i)["devices"])).collect();
+    let sick: Vec<&String> =
+        groups.iter().enumerate().flat_map(|(i, g)| &g[..if i == 0 { 1 } else { 2 }]).collect();
+    assert_eq!(sick.len(), 7);
+    for cid in &sick {
+        std::fs::write(root_of(&fleet, cid).join("sick"), b"").unwrap();
     }
 
+    // Group 1 passes with 4 of 5 confirmed (80%); group 2 cannot (2 of 5 failed, 40%).
     let r =
         wait_rollout(&mp, 120, "the rollout never paused", |r| r["rollout"]["state"] == "paused");
     let (g1, g2) = (group(&r, 0), group(&r, 1));
     assert_eq!(g1["state"], "succeeded", "{r:#}");
-    assert_eq!(g1["counts"]["succeeded"], 5, "{r:#}");
+    assert_eq!(
+        (g1["counts"]["succeeded"].as_u64(), g1["counts"]["failed"].as_u64()),
+        (Some(4), Some(1)),
+        "{r:#}"
+    );
     assert_eq!(g2["state"], "failed", "{r:#}");
     assert_eq!(g2["counts"]["failed"], 2, "{r:#}");
     assert_eq!(g2["counts"]["size"], 5, "{r:#}");
@@ -115,9 +125,21 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     let reason = r["rollout"]["reason"].as_str().unwrap();
     assert_eq!(reason, "group 2 of 4: 2 of 5 devices failed (error threshold 40%)");
     let log = r["log"].to_string();
-    for cid in failing {
-        assert!(log.contains(&format!("{cid} (the install failed)")), "{log}");
+    for cid in &sick[1..3] {
+        assert!(log.contains(&format!("{cid} (its health check failed)")), "{log}");
     }
+    // The install itself ran on the sick devices: only their health check failed.
+    let runs = std::fs::read_to_string(root_of(&fleet, sick[1]).join("runs")).unwrap();
+    assert_eq!(runs, "v1\n");
+    // A healthy device of group 1 closed its action only after the soak, with its health
+    // check's second pass.
+    let well = groups[0].iter().find(|c| !sick.contains(c)).unwrap();
+    let agent_log = log_text(&root_of(&fleet, well), "DMSvc");
+    assert!(agent_log.contains("runs again at the end of the 3 s soak"), "{agent_log}");
+    assert!(
+        agent_log.contains("its health check check passed again at the end of the soak"),
+        "{agent_log}"
+    );
     // Groups 3 and 4 were never offered it.
     let st = mp.admin_json(&["advertisement", "status", "r1"]);
     let reached: Vec<String> = st["devices"]
@@ -128,28 +150,78 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
         .collect();
     // (A device of the second group may not have polled yet: the pause came at 2 failures.)
     assert!((7..=10).contains(&reached.len()), "{st}");
-    for cid in names(&group(&r, 2)["devices"]).iter().chain(&names(&group(&r, 3)["devices"])) {
+    for cid in groups[2].iter().chain(&groups[3]) {
         assert!(!reached.contains(cid), "{cid} of a later group got it: {st}");
     }
 
     // A device that joins the collection while the rollout waits joins the running group.
     let _joiner = devices_from(&mp, 20..21, &mp.url());
-    // Resume: the failures counted so far are set aside.
-    mp.admin(&["rollout", "resume", "r1"]);
-    let r = wait_rollout(&mp, 180, "the rollout never finished", |r| {
-        r["rollout"]["state"] == "finished"
+    // Resumed with the fixed version: the released groups get it, the sick devices too, and
+    // the rollout goes on to the end on it.
+    mp.admin(&["rollout", "resume", "r1", "--program", "tool-fixed"]);
+    wait_rollout(&mp, 180, "the rollout never finished", |r| r["rollout"]["state"] == "finished");
+    // The last group finished the rollout at 80%; every device is confirmed soon after.
+    let r = wait_rollout(&mp, 60, "not every device was confirmed", |r| {
+        (0..4).map(|i| group(r, i)["counts"]["succeeded"].as_u64().unwrap_or(0)).sum::<u64>() == 21
     });
     let g2 = group(&r, 1);
     assert!(names(&g2["devices"]).contains(&"dev-20".to_string()), "the joiner: {r:#}");
-    assert_eq!(names(&g2["acknowledged"]).len(), 2, "{r:#}");
-    assert_eq!(g2["counts"]["succeeded"], 4, "three of the group and the joiner: {r:#}");
-    for i in 2..4 {
-        assert_eq!(group(&r, i)["counts"]["succeeded"], 5, "{r:#}");
+    assert_eq!(g2["counts"]["succeeded"], 6, "the group, its sick devices and the joiner: {r:#}");
+    for cid in &sick {
+        let runs = std::fs::read_to_string(root_of(&fleet, cid).join("runs")).unwrap();
+        assert!(runs.ends_with("fixed\n"), "{cid} runs the fixed version: {runs:?}");
     }
     let log = mp.admin(&["rollout", "show", "r1"]);
     assert!(log.contains("resumed by"), "{log}");
+    assert!(log.contains("with tool-fixed (tool 1.0.1.0)"), "{log}");
     assert!(log.contains("the rollout finished"), "{log}");
     assert!(mp.log_text().contains("rollout r1 paused: group 2 of 4"), "the server's log");
+}
+
+/// A signed package `tool` `version` of two programs: `run`, which appends `tag` to `runs` on
+/// its device, and `check`, its health check, which fails on a device left `sick` when
+/// `fails_when_sick`; its program `prog` runs `run`.
+fn checked_tool(mp: &Mp, version: &str, tag: &str, prog: &str, fails_when_sick: bool) {
+    use std::os::unix::fs::PermissionsExt;
+    let src = mp.w.path(&format!("tool-{tag}-src"));
+    std::fs::create_dir_all(&src).unwrap();
+    let check = if fails_when_sick {
+        "if [ -e \"$DM_DEVICE_ROOT/sick\" ]; then echo 'check: the service does not answer' >&2; exit 1; fi\n"
+    } else {
+        ""
+    };
+    for (file, body) in [
+        ("run.sh", format!("echo {tag} >> \"$DM_DEVICE_ROOT/runs\"\n")),
+        ("check.sh", format!("{check}echo check: well\n")),
+    ] {
+        std::fs::write(src.join(file), format!("#!/bin/sh\n{body}")).unwrap();
+        std::fs::set_permissions(src.join(file), std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let pkg = mp.w.path(&format!("tool-{tag}-pkg"));
+    run_ok(
+        std::process::Command::new(bin("dmpack"))
+            .args(["package", "--source"])
+            .arg(&src)
+            .arg("--out")
+            .arg(&pkg)
+            .args(["--name", "tool", "--package-version", version, "--key"])
+            .arg(mp.w.pki.join("publisher.key"))
+            .arg("--cert")
+            .arg(mp.w.pki.join("publisher.pem"))
+            .args(["--program", "run=run.sh", "--program", "check=check.sh"])
+            .args(["--default-program", "run", "--health-check", "check"]),
+    );
+    mp.add_package(&pkg);
+    mp.admin(&[
+        "program",
+        "add",
+        "--package",
+        &format!("tool@{version}"),
+        "--name",
+        prog,
+        "--program",
+        "run",
+    ]);
 }
 
 /// A signed package `tool` `version` whose program appends `tag` to `runs` on its device,

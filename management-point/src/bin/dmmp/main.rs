@@ -288,7 +288,12 @@ fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
         RolloutCmd::Show { rollout } => r::show(&*store, rollout, now),
         RolloutCmd::Start { rollout } => r::act(&*store, rollout, Do::Start, &by, now),
         RolloutCmd::Pause { rollout } => r::act(&*store, rollout, Do::Pause, &by, now),
-        RolloutCmd::Resume { rollout } => r::act(&*store, rollout, Do::Resume, &by, now),
+        RolloutCmd::Resume { rollout, program: None } => {
+            r::act(&*store, rollout, Do::Resume, &by, now)
+        }
+        RolloutCmd::Resume { rollout, program: Some(p) } => {
+            r::resume_with(&*store, rollout, p, &by, now)
+        }
         RolloutCmd::Stop { rollout } => r::act(&*store, rollout, Do::Stop, &by, now),
         RolloutCmd::Approve { rollout } => r::act(&*store, rollout, Do::Approve, &by, now),
     }

@@ -28,6 +28,56 @@ fn rollout_row(r: &Row) -> Result<Rollout, Fail> {
     })
 }
 
+/// Inserts a rollout's advertisement; its id.
+async fn insert_advertisement(
+    tx: &tokio_postgres::Transaction<'_>,
+    a: &Advertisement,
+) -> Result<i64, Fail> {
+    Ok(tx
+        .query_one(
+            "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) RETURNING id",
+            &[
+                &a.name,
+                &a.program_id,
+                &a.collection_id,
+                &a.kind.as_str(),
+                &a.start_time,
+                &a.expires,
+                &a.window.map(|w| w.to_string()),
+                &a.created,
+                &a.rerun.as_str(),
+                &i64::from(a.allow_downgrade),
+            ],
+        )
+        .await?
+        .try_get(0)?)
+}
+
+/// Moves a rollout from `b` to `r` if it is still where `b` says (state, group,
+/// advertisement), logging `event`; whether it moved.
+async fn move_rollout(
+    tx: &tokio_postgres::Transaction<'_>,
+    b: &Rollout,
+    r: &Rollout,
+    event: &str,
+) -> Result<bool, Fail> {
+    let moved = tx
+        .execute(
+            "UPDATE rollouts SET state = $2, current_group = $3, reason = $4, updated = $5 WHERE id = $1 AND state = $6 AND current_group = $7 AND advertisement_id = $8",
+            &[&r.id, &r.state.as_str(), &r.current_group, &r.reason, &r.updated, &b.state.as_str(), &b.current_group, &b.advertisement_id],
+        )
+        .await?
+        == 1;
+    if moved {
+        tx.execute(
+            "INSERT INTO rollout_events (rollout_id, time, text) VALUES ($1, $2, $3)",
+            &[&r.id, &r.updated, &event],
+        )
+        .await?;
+    }
+    Ok(moved)
+}
+
 impl RolloutStorage for PgStore {
     fn add_rollout(&self, a: &Advertisement, r: &Rollout) -> Result<(i64, i64)> {
         let (a, r) = (a.clone(), r.clone());
@@ -35,24 +85,7 @@ impl RolloutStorage for PgStore {
         self.run("add a rollout", async move {
             let mut c = pool.get().await?;
             let tx = c.transaction().await?;
-            let adv: i64 = tx
-                .query_one(
-                    "INSERT INTO advertisements (name, program_id, collection_id, kind, start_time, expires, maintenance_window, created, canceled, rerun, allow_downgrade)                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 0, $9, $10) RETURNING id",
-                    &[
-                        &a.name,
-                        &a.program_id,
-                        &a.collection_id,
-                        &a.kind.as_str(),
-                        &a.start_time,
-                        &a.expires,
-                        &a.window.map(|w| w.to_string()),
-                        &a.created,
-                        &a.rerun.as_str(),
-                        &i64::from(a.allow_downgrade),
-                    ],
-                )
-                .await?
-                .try_get(0)?;
+            let adv = insert_advertisement(&tx, &a).await?;
             let id: i64 = tx
                 .query_one(
                     "INSERT INTO rollouts (name, advertisement_id, spec, state, current_group, reason, created, updated)                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
@@ -85,22 +118,41 @@ impl RolloutStorage for PgStore {
         self.run("update a rollout", async move {
             let mut c = pool.get().await?;
             let tx = c.transaction().await?;
-            let moved = tx
-                .execute(
-                    "UPDATE rollouts SET state = $2, current_group = $3, reason = $4, updated = $5 WHERE id = $1 AND state = $6 AND current_group = $7",
-                    &[&r.id, &r.state.as_str(), &r.current_group, &r.reason, &r.updated, &b.state.as_str(), &b.current_group],
-                )
-                .await?
-                == 1;
-            if moved {
-                tx.execute(
-                    "INSERT INTO rollout_events (rollout_id, time, text) VALUES ($1, $2, $3)",
-                    &[&r.id, &r.updated, &event],
-                )
-                .await?;
-            }
+            let moved = move_rollout(&tx, &b, &r, &event).await?;
             tx.commit().await?;
             Ok(moved)
+        })
+    }
+
+    fn replace_rollout_advertisement(
+        &self,
+        before: &Rollout,
+        r: &Rollout,
+        a: &Advertisement,
+        event: &str,
+    ) -> Result<Option<i64>> {
+        let (b, r, a, event) = (before.clone(), r.clone(), a.clone(), event.to_string());
+        let pool = self.pool.clone();
+        self.run("give a rollout a new version", async move {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            if !move_rollout(&tx, &b, &r, &event).await? {
+                return Ok(None);
+            }
+            let adv = insert_advertisement(&tx, &a).await?;
+            tx.execute("UPDATE rollouts SET advertisement_id = $2 WHERE id = $1", &[&r.id, &adv])
+                .await?;
+            tx.execute("UPDATE rollout_members SET acknowledged = 0 WHERE rollout_id = $1", &[&r.id])
+                .await?;
+            let old = b.advertisement_id;
+            tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = $1", &[&old]).await?;
+            tx.execute(
+                "UPDATE actions SET status = 'canceling', updated = $2 WHERE advertisement_id = $1 AND status IN ('waiting', 'scheduled', 'retrieved', 'running')",
+                &[&old, &r.updated],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(Some(adv))
         })
     }
 
