@@ -126,7 +126,7 @@ fn main() {
     let r = Rollout {
         id: 1,
         name: "r1".into(),
-        advertisement_id: 1,
+        target: rollout::Target::Advertisement(1),
         spec: Spec {
             split,
             gates: Gates { success_threshold: 95, error_threshold: 10 },
@@ -143,10 +143,16 @@ fn main() {
         updated: 0,
     };
     let groups_of = members.iter().map(|m| (m.device_id, m.group)).collect();
-    v.rollouts.insert(1, RolloutGate { rollout: r.clone(), members, groups: groups_of });
+    v.rollouts.insert(
+        rollout::Target::Advertisement(1),
+        RolloutGate { rollout: r.clone(), members, groups: groups_of },
+    );
     let last_seen: HashMap<i64, i64> = (1..=3_000).map(|i| (i, now - 1)).collect();
 
-    let (counts, _) = evaluate(&v, &last_seen, &r, now, None);
+    // A program's rollout reads the view alone; the store (empty) is for update deployments'.
+    let dir = tempfile::tempdir().unwrap();
+    let store = dm_mp::storage::SqliteStore::open(&dir.path().join("db")).unwrap();
+    let (counts, _) = evaluate(&v, &store, &last_seen, &r, now, None).unwrap();
     let time = |f: &mut dyn FnMut()| {
         let mut times: Vec<f64> = (0..rounds)
             .map(|_| {
@@ -159,13 +165,13 @@ fn main() {
         (times[times.len() / 2], times[times.len() - 1])
     };
     let full = time(&mut || {
-        let (c, failed) = evaluate(&v, &last_seen, &r, now, None);
+        let (c, failed) = evaluate(&v, &store, &last_seen, &r, now, None).unwrap();
         std::hint::black_box((rollout::tick(&r, &c, now), failed));
     });
     let mut cache = Cached::default();
-    evaluate(&v, &last_seen, &r, now, Some(&mut cache));
+    evaluate(&v, &store, &last_seen, &r, now, Some(&mut cache)).unwrap();
     let tick = time(&mut || {
-        let (c, failed) = evaluate(&v, &last_seen, &r, now, Some(&mut cache));
+        let (c, failed) = evaluate(&v, &store, &last_seen, &r, now, Some(&mut cache)).unwrap();
         std::hint::black_box((rollout::tick(&r, &c, now), failed));
     });
     let g = counts[2];
@@ -187,7 +193,7 @@ fn main() {
         full.0, full.1
     );
     // Where the time goes: the lookups alone.
-    let members = &v.rollouts[&1].members;
+    let members = &v.rollouts[&rollout::Target::Advertisement(1)].members;
     let t = Instant::now();
     let mut found = 0usize;
     for m in members.iter().filter(|m| m.group == 2) {
@@ -203,7 +209,7 @@ fn main() {
         "of which device lookups {devices_ms:.2} ms, action lookups {:.2} ms ({found})",
         t.elapsed().as_secs_f64() * 1000.0
     );
-    let gate = &v.rollouts[&1];
+    let gate = &v.rollouts[&rollout::Target::Advertisement(1)];
     let t = Instant::now();
     let mut released = 0usize;
     for id in 1..=n as i64 {

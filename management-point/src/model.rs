@@ -1059,6 +1059,9 @@ pub mod updates {
         pub window: Option<super::MaintenanceWindow>,
         /// When it was made.
         pub created: i64,
+        /// Offered to no device but through its rollout (`dmmp update deploy --held`).
+        #[serde(default)]
+        pub held: bool,
     }
 
     impl UpdateDeployment {
@@ -1094,6 +1097,16 @@ pub mod updates {
         pub reason: Option<String>,
         /// When it was reported.
         pub updated: i64,
+    }
+
+    /// Where some devices are with the updates of a deployment: their stored states of
+    /// those updates, and when each last scanned (a device that never did is absent).
+    #[derive(Debug, Clone, Default, PartialEq, Eq)]
+    pub struct UpdateProgress {
+        /// The states, by device then update.
+        pub states: Vec<DeviceUpdateState>,
+        /// (device, when it last scanned).
+        pub scanned: Vec<(i64, i64)>,
     }
 
     /// A device's last accepted scan report.

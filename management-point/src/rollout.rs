@@ -18,9 +18,8 @@ pub struct Rollout {
     pub id: i64,
     /// Its name.
     pub name: String,
-    /// The advertisement it releases (made with it; no device is offered it before its group
-    /// is released).
-    pub advertisement_id: i64,
+    /// What it releases: no device is offered it before its group is released.
+    pub target: Target,
     /// How it is cut, gated and timed.
     pub spec: Spec,
     /// Where it is.
@@ -33,6 +32,44 @@ pub struct Rollout {
     pub created: i64,
     /// Last change (Unix seconds).
     pub updated: i64,
+}
+
+/// What a rollout releases.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Target {
+    /// An advertisement of a program, made with the rollout: a package, a client upgrade or a
+    /// configuration package.
+    Advertisement(i64),
+    /// A held software update deployment (`dmmp update deploy --held`).
+    UpdateDeployment(i64),
+}
+
+impl Target {
+    /// The advertisement, for a rollout of one.
+    pub fn advertisement(self) -> Option<i64> {
+        match self {
+            Target::Advertisement(a) => Some(a),
+            Target::UpdateDeployment(_) => None,
+        }
+    }
+
+    /// The update deployment, for a rollout of one.
+    pub fn update_deployment(self) -> Option<i64> {
+        match self {
+            Target::Advertisement(_) => None,
+            Target::UpdateDeployment(u) => Some(u),
+        }
+    }
+
+    /// The target of a stored row: exactly one of the two ids.
+    pub fn of_row(advertisement: Option<i64>, update_deployment: Option<i64>) -> Option<Target> {
+        match (advertisement, update_deployment) {
+            (Some(a), None) => Some(Target::Advertisement(a)),
+            (None, Some(u)) => Some(Target::UpdateDeployment(u)),
+            _ => None,
+        }
+    }
 }
 
 /// What `dmmp rollout create` says.
@@ -88,6 +125,17 @@ pub struct Member {
     pub group: i64,
     /// A failure an administrator resumed past: it counts no more.
     pub acknowledged: bool,
+}
+
+/// A group's counts at one moment, for the plots of its progress.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sample {
+    /// When (Unix seconds).
+    pub time: i64,
+    /// The group (0 first).
+    pub group: i64,
+    /// Its counts then.
+    pub counts: Counts,
 }
 
 /// One event of a rollout's life, for its log.
@@ -246,6 +294,8 @@ pub struct Facts {
     /// health check passed and it soaks (10110), passed again at the soak's end (10111), or
     /// failed (10112).
     pub last_code: Option<i32>,
+    /// Why its install failed, when more is known than that it did (an update's reason).
+    pub failure: Option<String>,
 }
 
 /// The status messages of a package's health check (docs/status-messages.md).
@@ -291,7 +341,9 @@ pub fn judge(f: &Facts, t: Timing, now: i64) -> Outcome {
         Some(ActionStatus::Error) if f.last_code == Some(health::FAILED) => {
             Outcome::Failed("its health check failed".into())
         }
-        Some(ActionStatus::Error) => Outcome::Failed("the install failed".into()),
+        Some(ActionStatus::Error) => {
+            Outcome::Failed(f.failure.clone().unwrap_or_else(|| "the install failed".into()))
+        }
         Some(ActionStatus::Canceling) | Some(ActionStatus::Canceled) => {
             Outcome::Failed("the action was canceled".into())
         }
@@ -450,6 +502,55 @@ pub fn facts_of(
         healthy: attr(key::CLIENT_HEALTH).is_none_or(|h| h == "healthy"),
         last_seen: last_seen.or(device.last_seen),
         last_code: action.and_then(|a| a.last_code),
+        failure: None,
+    }
+}
+
+/// What the management point knows of one device for a rollout of an update deployment of
+/// `updates` (id and label): its stored states of them (`states`, this device's), when it
+/// last scanned, its inventory and when it last polled. It maps onto an action's facts: never
+/// scanned, no action yet; an update failed, an action in error with apt's or dpkg's reason;
+/// one still required, in progress, pending its restart or unknown, installing; every one
+/// installed, or not required (no row after a scan), finished when the last was reported, the
+/// new versions reported running (dpkg's database says so).
+pub fn update_facts(
+    updates: &[(i64, String)],
+    states: &[&crate::model::updates::DeviceUpdateState],
+    scanned: Option<i64>,
+    device: &crate::model::Device,
+    last_seen: Option<i64>,
+) -> Facts {
+    use crate::model::updates::UpdateState;
+    let base = Facts {
+        healthy: device
+            .attributes
+            .get(dm_shared::vocab::inventory::CLIENT_HEALTH)
+            .is_none_or(|h| h == "healthy"),
+        last_seen: last_seen.or(device.last_seen),
+        ..Facts::default()
+    };
+    let Some(scanned) = scanned else { return base };
+    let label = |id: i64| updates.iter().find(|u| u.0 == id).map_or("?", |u| u.1.as_str());
+    let mine: Vec<&&crate::model::updates::DeviceUpdateState> =
+        states.iter().filter(|s| updates.iter().any(|u| u.0 == s.update_id)).collect();
+    if let Some(s) = mine.iter().find(|s| s.state == UpdateState::Failed) {
+        let why = s.reason.as_deref().unwrap_or("no reason given");
+        return Facts {
+            action: Some(ActionStatus::Error),
+            action_updated: s.updated,
+            failure: Some(format!("update {} failed: {why}", label(s.update_id))),
+            ..base
+        };
+    }
+    if mine.iter().any(|s| s.state != UpdateState::Installed) {
+        return Facts { action: Some(ActionStatus::Running), ..base };
+    }
+    let when = mine.iter().map(|s| s.updated).max().unwrap_or(scanned);
+    Facts {
+        action: Some(ActionStatus::Finished),
+        action_updated: when,
+        version_reported: true,
+        ..base
     }
 }
 
@@ -642,7 +743,59 @@ mod tests {
             healthy,
             last_seen: Some(seen),
             last_code: None,
+            failure: None,
         }
+    }
+
+    #[test]
+    fn an_update_deployments_devices_are_judged_on_their_update_states() {
+        use crate::model::updates::{DeviceUpdateState, UpdateState};
+        let updates = [(1, "openssl 3.0.15".to_string()), (2, "curl 7.88".to_string())];
+        let dev = crate::model::Device {
+            id: 1,
+            tenant: "DEFAULT".into(),
+            controller_id: "gw-1".into(),
+            token_sha256: None,
+            attributes: Default::default(),
+            created: 0,
+            last_seen: Some(990),
+            registered_by: "admin".into(),
+            auto_confirm: None,
+            cert_sha256: None,
+        };
+        let row = |update_id, state, updated| DeviceUpdateState {
+            device_id: 0,
+            update_id,
+            state,
+            installed: None,
+            reason: (state == UpdateState::Failed).then(|| "dpkg: conffile prompt".into()),
+            updated,
+        };
+        let judge_of = |rows: &[DeviceUpdateState], scanned| {
+            let rows: Vec<&DeviceUpdateState> = rows.iter().collect();
+            judge(&update_facts(&updates, &rows, scanned, &dev, None), T, 1000)
+        };
+        // Never scanned: nothing known yet.
+        assert_eq!(judge_of(&[], None), Outcome::Installing);
+        // Still required, or installing: installing.
+        let required = [row(1, UpdateState::Required, 900), row(2, UpdateState::Installed, 900)];
+        assert_eq!(judge_of(&required, Some(900)), Outcome::Installing);
+        let pending = [row(1, UpdateState::PendingReboot, 900)];
+        assert_eq!(judge_of(&pending, Some(900)), Outcome::Installing);
+        // A failure, with apt's or dpkg's reason and the update named.
+        let failed = [row(1, UpdateState::Installed, 900), row(2, UpdateState::Failed, 950)];
+        assert_eq!(
+            judge_of(&failed, Some(950)),
+            Outcome::Failed("update curl 7.88 failed: dpkg: conffile prompt".into())
+        );
+        // Installed (or not required: no row after a scan): soaked from the last report.
+        let done = [row(1, UpdateState::Installed, 800)];
+        assert_eq!(judge_of(&done, Some(800)), Outcome::Succeeded);
+        let fresh = [row(1, UpdateState::Installed, 980)];
+        assert_eq!(judge_of(&fresh, Some(980)), Outcome::Soaking);
+        assert_eq!(judge_of(&[], Some(800)), Outcome::Succeeded, "needs none of them");
+        // Another deployment's rows do not count.
+        assert_eq!(judge_of(&[row(9, UpdateState::Failed, 900)], Some(800)), Outcome::Succeeded);
     }
 
     #[test]
@@ -795,7 +948,7 @@ mod tests {
         Rollout {
             id: 1,
             name: "r".into(),
-            advertisement_id: 2,
+            target: Target::Advertisement(2),
             spec: Spec {
                 split: Split::Percent(vec![50, 100]),
                 gates: Gates { success_threshold: 100, error_threshold: 50 },

@@ -79,8 +79,26 @@ pkill -9 -x dpkg || true
 pkill -9 -f dmtest-slow.postinst || true
 wait_for 60 'status_of dmtest-slow | grep -q half-configured'
 say "dmtest-slow is $(status_of dmtest-slow)"
-dmmp update deploy --name wave3 --collection all --update dmtest-extra >/dev/null
+say "an update deployment released by a rollout: held from the device until its group is, counted once apt installed it"
+# dmtest-tool asked for a restart above, which would leave every later update pending the
+# restart (a rollout counts those installing); the restarts are guest-images.sh's.
+rm -f /run/reboot-required /run/reboot-required.pkgs
+dmmp update deploy --name wave3 --collection all --update dmtest-extra --held >/dev/null
+dmmp rollout create --name wave3 --update-deployment wave3 --groups 100% \
+    --success-threshold 100 --error-threshold 100 --soak 2 >/dev/null
+sleep 8
+grep -q "update deployment wave3" /var/log/dm/DMSvc*.log \
+    && fail "a held update deployment reached the device before its rollout started"
+status_of dmtest-slow | grep -q half-configured || fail "apt ran before the rollout started"
+dmmp rollout start wave3 >/dev/null
 wait_for 240 '[ "$(version_of dmtest-extra)" = 1.1 ]'
+( wait_for 60 'dmmp --json rollout show wave3 | grep -q "\"finished\""' ) || {
+    dmmp rollout show wave3; dmmp device show vm-1; grep -i rollout mp/serve.log | tail -20
+    fail "the rollout of wave3 did not finish"
+}
+dmmp rollout show wave3
+grep -q "update deployment wave3 is due: installing dmtest-extra 1.1" /var/log/dm/DMSvc*.log \
+    || fail "the agent did not log the due deployment"
 [ "$(status_of dmtest-slow)" = "install ok installed" ] || fail "dmtest-slow was not repaired: $(status_of dmtest-slow)"
 grep -q "dpkg was interrupted" /var/log/dm/DMSvc*.log || fail "the repair was not logged"
 wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "\"installed\""'
@@ -88,10 +106,16 @@ wait_for 60 'dmmp --json update compliance --device vm-1 | grep -q "\"installed\
 say "a package the management point serves changed on its disk: the device refuses it"
 deb=$(ls "$W"/mp/content/updates/fleet/pool/main/d/dmtest-bad/*.deb)
 printf 'X' | dd of="$deb" bs=1 seek=200 conv=notrunc 2>/dev/null
-dmmp update deploy --name wave4 --collection all --update dmtest-bad >/dev/null
+dmmp update deploy --name wave4 --collection all --update dmtest-bad --held >/dev/null
+dmmp rollout create --name wave4 --update-deployment wave4 --groups 100% \
+    --success-threshold 100 --error-threshold 100 --soak 0 >/dev/null
+dmmp rollout start wave4 >/dev/null
 wait_for 120 'dmmp update compliance --device vm-1 | grep dmtest-bad | grep -q failed'
 [ "$(version_of dmtest-bad)" = 1.0 ] || fail "the changed package was installed"
 dmmp update compliance --device vm-1 | grep dmtest-bad | grep -q "SHA-256" || fail "the refusal does not name the hash"
+wait_for 60 'dmmp --json rollout show wave4 | grep -q "\"paused\""'
+dmmp rollout show wave4 | grep -q "vm-1 (update dmtest-bad .* failed: .*SHA-256" \
+    || fail "the rollout does not name the device and apt's reason: $(dmmp rollout show wave4)"
 
 say "dpkg's lock held by another program: waited for, then reported"
 dpkg -i /mnt/host/hold/pool/main/d/dmtest-hold/*.deb > "$W/hold.log" 2>&1 &

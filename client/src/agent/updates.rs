@@ -214,6 +214,13 @@ fn run(w: &mut Worker<'_>, href: &str, m: &mut Memory) -> Result<()> {
                     || t - o.at >= w.settings.software_updates.scan_interval.as_secs() as i64
             });
             if required && retry && !todo.iter().any(|x| x.id == u.id) {
+                log::info!(
+                    "update deployment {} is due: installing {} {} ({})",
+                    d.name,
+                    u.package,
+                    u.version,
+                    u.arch
+                );
                 todo.push(u);
             }
         }

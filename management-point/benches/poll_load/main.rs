@@ -224,8 +224,9 @@ fn rollout(store: &dyn Storage, percent: u8) {
     store.add_collection("everyone", "DEFAULT", &CollectionRule::All).unwrap();
     let spec = r::CreateSpec {
         name: "wave".into(),
-        program: "rolled-run".into(),
-        collection: "everyone".into(),
+        program: Some("rolled-run".into()),
+        update_deployment: None,
+        collection: Some("everyone".into()),
         groups: format!("{percent}%,100%"),
         gates: dm_mp::rollout::Gates { success_threshold: 95, error_threshold: 10 },
         soak: 600,

@@ -1,5 +1,6 @@
-//! `dmmp rollout`: phased rollouts of an advertised program to a collection, group by group,
-//! each gated on the previous group's confirmed successes (docs/rollouts.md). The decisions
+//! `dmmp rollout`: phased rollouts of an advertised program, or of a held software update
+//! deployment, to a collection, group by group, each gated on the previous group's confirmed
+//! successes (docs/rollouts.md). The decisions
 //! are [`crate::rollout`]'s; here they meet the store and the administrator.
 
 use std::collections::HashMap;
@@ -19,10 +20,12 @@ use crate::storage::Storage;
 pub struct CreateSpec {
     /// The rollout's name (its advertisement's too).
     pub name: String,
-    /// The program (id or name).
-    pub program: String,
-    /// The collection (id or name).
-    pub collection: String,
+    /// The program (id or name), or
+    pub program: Option<String>,
+    /// the held update deployment (id or name).
+    pub update_deployment: Option<String>,
+    /// The collection (id or name); an update deployment's own by default.
+    pub collection: Option<String>,
     /// `1%,10%,50%,100%` or `size:N`.
     pub groups: String,
     /// The gates.
@@ -63,23 +66,44 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
     {
         return Err(Error::Usage(format!("a rollout or advertisement is named {:?}", c.name)));
     }
-    let prog = find_program(store, &c.program)?;
-    let col = find_collection(store, &c.collection)?;
-    let on_error = match &c.rollback_program {
-        None => OnError::Pause,
-        Some(p) => OnError::Rollback { program_id: find_program(store, p)?.id },
-    };
     let start_at = c.start.as_deref().map(|s| super::time_arg(s, "start")).transpose()?;
-    let window = c
-        .maintenance_window
-        .as_deref()
-        .map(MaintenanceWindow::parse)
-        .transpose()
-        .map_err(Error::Usage)?;
-    let adv = Advertisement {
-        allow_downgrade: c.allow_downgrade,
-        window,
-        ..Advertisement::mandatory(&c.name, prog.id, col.id, now)
+    let (what, adv, collection, on_error, target) = match (&c.program, &c.update_deployment) {
+        (Some(p), None) => {
+            let prog = find_program(store, p)?;
+            let col = match &c.collection {
+                Some(col) => find_collection(store, col)?,
+                None => {
+                    return Err(Error::Usage("a rollout of a program needs --collection".into()));
+                }
+            };
+            let on_error = match &c.rollback_program {
+                None => OnError::Pause,
+                Some(p) => OnError::Rollback { program_id: find_program(store, p)?.id },
+            };
+            let window = c
+                .maintenance_window
+                .as_deref()
+                .map(MaintenanceWindow::parse)
+                .transpose()
+                .map_err(Error::Usage)?;
+            let adv = Advertisement {
+                allow_downgrade: c.allow_downgrade,
+                window,
+                ..Advertisement::mandatory(&c.name, prog.id, col.id, now)
+            };
+            // The advertisement's id is the store's, given when both are added.
+            (prog.name, Some(adv), col, on_error, rollout::Target::Advertisement(0))
+        }
+        (None, Some(d)) => {
+            let (x, col) = held_deployment(store, d, c)?;
+            let target = rollout::Target::UpdateDeployment(x.id);
+            (format!("update deployment {}", x.name), None, col, OnError::Pause, target)
+        }
+        _ => {
+            return Err(Error::Usage(
+                "a rollout deploys one --program or one --update-deployment".into(),
+            ));
+        }
     };
     let spec = Spec {
         split,
@@ -91,10 +115,10 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
         on_error,
     };
     let state = if c.approval { RolloutState::WaitingForApproval } else { RolloutState::Ready };
-    let mut r = Rollout {
+    let r = Rollout {
         id: 0,
         name: c.name.clone(),
-        advertisement_id: 0,
+        target,
         spec,
         state,
         current_group: 0,
@@ -102,20 +126,69 @@ pub fn create(store: &dyn Storage, c: &CreateSpec, now: i64) -> Result<Out> {
         created: now,
         updated: now,
     };
-    let (adv_id, id) = store.add_rollout(&adv, &r)?;
-    (r.id, r.advertisement_id) = (id, adv_id);
+    let r = store.add_rollout(adv.as_ref(), &r)?;
     let text = format!(
-        "rollout {id} {:?} created ({}): {} to {} in groups {}, success {}%, error {}%, soak {} s\n",
+        "rollout {} {:?} created ({}): {what} to {} in groups {}, success {}%, error {}%, soak {} s\n",
+        r.id,
         r.name,
         r.state.as_str(),
-        prog.name,
-        col.name,
+        collection.name,
         c.groups,
         g.success_threshold,
         g.error_threshold,
         c.soak
     );
     Ok(Out::new(text, json!(r)))
+}
+
+/// Finds an update deployment by id or name.
+fn find_deployment(store: &dyn Storage, d: &str) -> Result<updates::UpdateDeployment> {
+    let id = d.parse::<i64>().ok();
+    store
+        .update_deployments()?
+        .into_iter()
+        .find(|x| Some(x.id) == id || x.name == d)
+        .ok_or_else(|| Error::NotFound(format!("update deployment {d}")))
+}
+
+/// The update deployment `d` a rollout `c` may release, and its collection: held (so no
+/// device has it yet), with no rollout of its own yet, and none of a program's settings asked.
+fn held_deployment(
+    store: &dyn Storage,
+    d: &str,
+    c: &CreateSpec,
+) -> Result<(updates::UpdateDeployment, Collection)> {
+    let x = find_deployment(store, d)?;
+    if !x.held {
+        return Err(Error::Usage(format!(
+            "update deployment {} is not held: the devices of its collection may have it already; make it with `dmmp update deploy --held`",
+            x.name
+        )));
+    }
+    let target = rollout::Target::UpdateDeployment(x.id);
+    if let Some(r) = store.rollouts()?.into_iter().find(|r| r.target == target) {
+        return Err(Error::Usage(format!(
+            "update deployment {} is released by rollout {} already",
+            x.name, r.name
+        )));
+    }
+    if c.rollback_program.is_some() || c.maintenance_window.is_some() || c.allow_downgrade {
+        return Err(Error::Usage(
+            "--rollback-program, --maintenance-window and --allow-downgrade are a program's; an update deployment has its own window (dmmp update deploy --maintenance-window)".into(),
+        ));
+    }
+    let col = store.collections()?.into_iter().find(|col| col.id == x.collection_id).ok_or_else(
+        || Error::NotFound(format!("the collection of update deployment {}", x.name)),
+    )?;
+    if let Some(asked) = &c.collection {
+        if find_collection(store, asked)?.id != col.id {
+            return Err(Error::Usage(format!(
+                "update deployment {} goes to collection {}, not {asked}",
+                x.name, col.name
+            )));
+        }
+    }
+    Ok((x, col))
 }
 
 /// Finds a rollout by id or name.
@@ -130,15 +203,18 @@ pub fn find(store: &dyn Storage, r: &str) -> Result<Rollout> {
 
 /// Starts `r` (its members assigned from its collection now) and logs `why`.
 fn start(store: &dyn Storage, r: &Rollout, now: i64, why: &str) -> Result<(Rollout, usize)> {
-    let adv = store
-        .advertisements()?
-        .into_iter()
-        .find(|a| a.id == r.advertisement_id)
-        .ok_or_else(|| Error::NotFound(format!("the advertisement of rollout {}", r.name)))?;
+    let collection_id = match r.target {
+        rollout::Target::Advertisement(a) => {
+            store.advertisements()?.into_iter().find(|x| x.id == a).map(|x| x.collection_id)
+        }
+        rollout::Target::UpdateDeployment(u) => {
+            store.update_deployments()?.into_iter().find(|x| x.id == u).map(|x| x.collection_id)
+        }
+    };
     let col = store
         .collections()?
         .into_iter()
-        .find(|c| c.id == adv.collection_id)
+        .find(|c| Some(c.id) == collection_id)
         .ok_or_else(|| Error::NotFound(format!("the collection of rollout {}", r.name)))?;
     let members = rollout::assign(&r.name, &r.spec.split, &col, &store.devices()?);
     store.add_rollout_members(r.id, &members)?;
@@ -206,10 +282,17 @@ pub fn resume_with(
     let r = find(store, name)?;
     let to = rollout::command(r.state, Command::Resume).map_err(Error::Usage)?;
     let prog = find_program(store, program)?;
+    let Some(old_id) = r.target.advertisement() else {
+        return Err(Error::Usage(format!(
+            "rollout {} releases an update deployment; --program is for a rollout of a program",
+            r.name
+        )));
+    };
     let ads = store.advertisements()?;
-    let old = ads.iter().find(|a| a.id == r.advertisement_id).ok_or_else(|| {
-        Error::NotFound(format!("advertisement {} of rollout {}", r.advertisement_id, r.name))
-    })?;
+    let old = ads
+        .iter()
+        .find(|a| a.id == old_id)
+        .ok_or_else(|| Error::NotFound(format!("advertisement {old_id} of rollout {}", r.name)))?;
     if prog.id == old.program_id {
         return Err(Error::Usage(format!(
             "rollout {} already deploys {}; resume without --program",
@@ -236,7 +319,7 @@ pub fn resume_with(
     let Some(id) = store.replace_rollout_advertisement(&r, &next, &adv, &event)? else {
         return Err(Error::Usage(format!("rollout {} changed meanwhile; try again", r.name)));
     };
-    next.advertisement_id = id;
+    next.target = rollout::Target::Advertisement(id);
     log::info!("rollout {} {event}", r.name);
     Ok(Out::new(format!("rollout {} {event}\n", r.name), json!(next)))
 }
@@ -262,22 +345,44 @@ impl Snapshot {
         r: &Rollout,
         now: i64,
     ) -> Result<(Vec<Counts>, rollout::Failures)> {
-        let adv = store.advertisements()?.into_iter().find(|a| a.id == r.advertisement_id);
-        let pkg = adv
-            .and_then(|a| store.programs().ok()?.into_iter().find(|p| p.id == a.program_id))
-            .and_then(|p| store.packages().ok()?.into_iter().find(|k| k.id == p.package_id))
-            .ok_or_else(|| Error::NotFound(format!("the package of rollout {}", r.name)))?;
-        let actions: HashMap<i64, Action> = store
-            .actions()?
-            .into_iter()
-            .filter(|a| a.advertisement_id == r.advertisement_id)
-            .map(|a| (a.device_id, a))
-            .collect();
-        let want = rollout::Want::of(&pkg);
-        let facts = |id: i64| match self.devices.get(&id) {
-            Some(d) => rollout::facts_of(&want, actions.get(&id), d, None),
-            None => rollout::Facts::default(),
+        let ids: Vec<i64> = self.members.iter().map(|m| m.device_id).collect();
+        let facts: HashMap<i64, rollout::Facts> = match r.target {
+            rollout::Target::Advertisement(adv_id) => {
+                let adv = store.advertisements()?.into_iter().find(|a| a.id == adv_id);
+                let pkg = adv
+                    .and_then(|a| store.programs().ok()?.into_iter().find(|p| p.id == a.program_id))
+                    .and_then(|p| store.packages().ok()?.into_iter().find(|k| k.id == p.package_id))
+                    .ok_or_else(|| Error::NotFound(format!("the package of rollout {}", r.name)))?;
+                let actions: HashMap<i64, Action> = store
+                    .actions()?
+                    .into_iter()
+                    .filter(|a| a.advertisement_id == adv_id)
+                    .map(|a| (a.device_id, a))
+                    .collect();
+                let want = rollout::Want::of(&pkg);
+                ids.iter()
+                    .filter_map(|id| {
+                        let d = self.devices.get(id)?;
+                        Some((*id, rollout::facts_of(&want, actions.get(id), d, None)))
+                    })
+                    .collect()
+            }
+            rollout::Target::UpdateDeployment(dep) => {
+                let x = find_deployment(store, &dep.to_string())?;
+                let names: HashMap<i64, String> =
+                    store.updates()?.into_iter().map(|u| (u.id, u.label())).collect();
+                let updates: Vec<(i64, String)> = x
+                    .updates
+                    .iter()
+                    .map(|u| (*u, names.get(u).cloned().unwrap_or_else(|| format!("#{u}"))))
+                    .collect();
+                let progress = store.update_progress(&ids, &x.updates)?;
+                crate::server::rollouts::update_facts(&progress, &updates, &ids, |id| {
+                    self.devices.get(&id).map(|d| (d, None))
+                })
+            }
         };
+        let facts = |id: i64| facts.get(&id).cloned().unwrap_or_default();
         let t = rollout::Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
         let groups = rollout::group_count(&self.members);
         Ok(rollout::count(&self.members, groups, None, facts, t, now))
@@ -367,7 +472,8 @@ pub fn show(store: &dyn Storage, name: &str, now: i64) -> Result<Out> {
     for e in &events {
         text.push_str(&format!("  {}  {}\n", when(Some(e.time)), e.text));
     }
-    Ok(Out::new(text, json!({"rollout": r, "groups": groups, "log": events})))
+    let progress = store.rollout_samples(r.id)?;
+    Ok(Out::new(text, json!({"rollout": r, "groups": groups, "log": events, "progress": progress})))
 }
 
 /// A group's state as people read it.
@@ -397,8 +503,9 @@ mod tests {
     fn spec(groups: &str, window: Option<&str>) -> CreateSpec {
         CreateSpec {
             name: "r1".into(),
-            program: "run".into(),
-            collection: "all".into(),
+            program: Some("run".into()),
+            update_deployment: None,
+            collection: Some("all".into()),
             groups: groups.into(),
             gates: Gates { success_threshold: 100, error_threshold: 10 },
             soak: 60,

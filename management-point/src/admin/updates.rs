@@ -466,6 +466,9 @@ pub struct DeployArgs {
     pub reboot: RebootPolicy,
     /// The daily window devices install in.
     pub window: Option<MaintenanceWindow>,
+    /// Offered to no device until a rollout releases it (`dmmp rollout create
+    /// --update-deployment`).
+    pub held: bool,
 }
 
 /// `dmmp update deploy`: the updates are fixed when the deployment is made; only approved
@@ -517,6 +520,7 @@ pub fn deploy(store: &dyn Storage, a: &DeployArgs, now: i64) -> Result<Out> {
         reboot: a.reboot,
         window: a.window,
         created: now,
+        held: a.held,
     };
     let id = store.add_update_deployment(&d)?;
     Ok(Out::new(
@@ -530,7 +534,11 @@ pub fn deploy(store: &dyn Storage, a: &DeployArgs, now: i64) -> Result<Out> {
             a.spread,
             a.reboot.as_str(),
             a.window.map(|w| format!(", installed {w} UTC")).unwrap_or_default()
-        ),
+        ) + if a.held {
+            "held: no device gets it until a rollout releases it (dmmp rollout create --update-deployment)\n"
+        } else {
+            ""
+        },
         json!({"id": id, "updates": ids}),
     ))
 }
@@ -551,11 +559,15 @@ pub fn deployments(store: &dyn Storage) -> Result<Out> {
                 when(Some(d.available)),
                 when(Some(d.deadline)),
                 d.reboot.as_str().into(),
+                if d.held { "held (a rollout releases it)".into() } else { String::new() },
             ]
         })
         .collect();
     Ok(Out::new(
-        table(&["ID", "NAME", "COLLECTION", "UPDATES", "AVAILABLE", "DEADLINE", "REBOOT"], &rows),
+        table(
+            &["ID", "NAME", "COLLECTION", "UPDATES", "AVAILABLE", "DEADLINE", "REBOOT", "HELD"],
+            &rows,
+        ),
         json!(list),
     ))
 }

@@ -266,7 +266,8 @@ pub(super) fn deployment(
             .deployment_of(a)
             .ok_or_else(|| ApiError::internal(format!("action {} has no package", a.id)))?;
         let window = window_open(&view, adv, d.id, now);
-        let soak = view.rollouts.get(&adv.id).map_or(0, |g| g.rollout.spec.soak);
+        let gate = view.rollouts.get(&crate::rollout::Target::Advertisement(adv.id));
+        let soak = gate.map_or(0, |g| g.rollout.spec.soak);
         (adv.clone(), prog.clone(), pkg.clone(), window, soak)
     };
     let (download, mut update) = match adv.kind {

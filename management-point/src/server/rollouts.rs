@@ -10,8 +10,10 @@ use std::collections::{HashMap, VecDeque};
 
 use super::state::{AppState, RolloutGate, View};
 use crate::error::Result;
+use crate::model::updates::UpdateState;
 use crate::model::{Advertisement, CollectionRule, Rerun};
-use crate::rollout::{self, Counts, Facts, OnError, Rollout, RolloutState, Timing};
+use crate::rollout::{self, Counts, Facts, OnError, Rollout, RolloutState, Target, Timing};
+use crate::storage::Storage;
 
 /// The members whose facts one evaluation reads afresh from the view, besides the ones it
 /// has not seen yet. Reading a member's device and action costs about 0.8 µs (two hash
@@ -34,12 +36,14 @@ pub struct Memory {
 pub struct Cached {
     /// The group they are of.
     group: i64,
-    /// The advertisement they are about (a rollout resumed with a fixed version has a new one).
-    advertisement: i64,
+    /// What they are about (a rollout resumed with a fixed version has a new advertisement).
+    target: Option<Target>,
     /// Each member's facts as last read.
     facts: HashMap<i64, Facts>,
     /// Where the next slice starts.
     cursor: usize,
+    /// The counts last recorded as a sample of the group's progress.
+    recorded: Option<Counts>,
 }
 
 /// When devices joined running rollouts in the last minute, per rollout.
@@ -95,8 +99,7 @@ pub fn tick(state: &AppState, memory: &mut Memory) -> Result<usize> {
 fn start(state: &AppState, r: &Rollout, now: i64) -> Result<bool> {
     let members = {
         let v = state.read();
-        let adv = v.advertisements.get(&r.advertisement_id);
-        let Some(col) = adv.and_then(|a| v.collections.get(&a.collection_id)) else {
+        let Some(col) = v.rollout_collection(r.target) else {
             return Ok(false);
         };
         let devices: Vec<_> = v.devices.values().cloned().collect();
@@ -118,9 +121,8 @@ fn admit_joiners(state: &AppState, r: &Rollout, joins: &mut Joins, now: i64) -> 
     }
     let new: Vec<(i64, i64)> = {
         let v = state.read();
-        let adv = v.advertisements.get(&r.advertisement_id);
-        let col = adv.and_then(|a| v.collections.get(&a.collection_id));
-        let (Some(col), Some(g)) = (col, v.rollouts.get(&r.advertisement_id)) else {
+        let (Some(col), Some(g)) = (v.rollout_collection(r.target), v.rollouts.get(&r.target))
+        else {
             return Ok(false);
         };
         let mut ids: Vec<i64> = v
@@ -148,58 +150,113 @@ fn admit_joiners(state: &AppState, r: &Rollout, joins: &mut Joins, now: i64) -> 
 /// A running rollout's current group counted from `view` (the other groups' counts are zero),
 /// with `last_seen` the last-seen times not yet in the view's devices, and its failed devices.
 /// With `cache`, only the members it does not hold and the next [`SLICE`] of them are read
-/// from the view, the others judged on what was read before; without, every member is read.
-/// Reads each member's device and action by key: the cost grows with the group, never with
-/// the fleet.
+/// afresh, the others judged on what was read before; without, every member is read.
+/// A program's devices are read from the view by key (their device and action); an update
+/// deployment's from `store` as well (their update states), in one query per reading: the
+/// cost grows with the group, never with the fleet.
 pub fn evaluate(
     view: &View,
+    store: &dyn Storage,
     last_seen: &HashMap<i64, i64>,
     r: &Rollout,
     now: i64,
     cache: Option<&mut Cached>,
-) -> (Vec<Counts>, rollout::Failures) {
-    let adv = view.advertisements.get(&r.advertisement_id);
-    let pkg = adv
-        .and_then(|a| view.programs.get(&a.program_id))
-        .and_then(|p| view.packages.get(&p.package_id));
-    let (Some(pkg), Some(g)) = (pkg, view.rollouts.get(&r.advertisement_id)) else {
-        return (Vec::new(), Vec::new());
-    };
-    let want = rollout::Want::of(pkg);
-    let read = |id: i64| -> Facts {
-        let Some(d) = view.device_keys.get(&id).and_then(|k| view.devices.get(k)) else {
-            return Facts::default();
-        };
-        let action = view.actions_of(id).find(|a| a.advertisement_id == r.advertisement_id);
-        let last = last_seen.get(&id).copied().max(d.last_seen);
-        rollout::facts_of(&want, action, d, last)
-    };
+) -> Result<(Vec<Counts>, rollout::Failures)> {
+    let Some(g) = view.rollouts.get(&r.target) else { return Ok((Vec::new(), Vec::new())) };
     let t = Timing { soak: r.spec.soak, silent_after: r.spec.silent_after };
     let groups = rollout::group_count(&g.members);
-    let Some(cache) = cache else {
-        return rollout::count(&g.members, groups, Some(r.current_group), read, t, now);
-    };
-    if (cache.group, cache.advertisement) != (r.current_group, r.advertisement_id) {
-        *cache = Cached {
-            group: r.current_group,
-            advertisement: r.advertisement_id,
-            ..Cached::default()
-        };
-    }
     let current: Vec<i64> =
         g.members.iter().filter(|m| m.group == r.current_group).map(|m| m.device_id).collect();
-    for id in &current {
-        if !cache.facts.contains_key(id) {
-            cache.facts.insert(*id, read(*id));
-        }
+    let Some(cache) = cache else {
+        let fresh = read_facts(view, store, last_seen, r, &current)?;
+        let facts = |id: i64| fresh.get(&id).cloned().unwrap_or_default();
+        return Ok(rollout::count(&g.members, groups, Some(r.current_group), facts, t, now));
+    };
+    if (cache.group, cache.target) != (r.current_group, Some(r.target)) {
+        *cache = Cached { group: r.current_group, target: Some(r.target), ..Cached::default() };
     }
-    for i in 0..SLICE.min(current.len()) {
-        let id = current[(cache.cursor + i) % current.len()];
-        cache.facts.insert(id, read(id));
-    }
+    let mut wanted: Vec<i64> =
+        current.iter().filter(|id| !cache.facts.contains_key(id)).copied().collect();
+    wanted
+        .extend((0..SLICE.min(current.len())).map(|i| current[(cache.cursor + i) % current.len()]));
+    wanted.sort_unstable();
+    wanted.dedup();
+    cache.facts.extend(read_facts(view, store, last_seen, r, &wanted)?);
     cache.cursor = (cache.cursor + SLICE) % current.len().max(1);
     let known = |id: i64| cache.facts.get(&id).cloned().unwrap_or_default();
-    rollout::count(&g.members, groups, Some(r.current_group), known, t, now)
+    Ok(rollout::count(&g.members, groups, Some(r.current_group), known, t, now))
+}
+
+/// The facts of devices `ids` of rollout `r`, read afresh.
+fn read_facts(
+    view: &View,
+    store: &dyn Storage,
+    last_seen: &HashMap<i64, i64>,
+    r: &Rollout,
+    ids: &[i64],
+) -> Result<HashMap<i64, Facts>> {
+    let device = |id: i64| view.device_keys.get(&id).and_then(|k| view.devices.get(k));
+    let seen = |id: i64, d: &crate::model::Device| last_seen.get(&id).copied().max(d.last_seen);
+    match r.target {
+        Target::Advertisement(adv) => {
+            let pkg = view
+                .advertisements
+                .get(&adv)
+                .and_then(|a| view.programs.get(&a.program_id))
+                .and_then(|p| view.packages.get(&p.package_id));
+            let Some(pkg) = pkg else { return Ok(HashMap::new()) };
+            let want = rollout::Want::of(pkg);
+            Ok(ids
+                .iter()
+                .filter_map(|&id| {
+                    let d = device(id)?;
+                    let action = view.actions_of(id).find(|a| a.advertisement_id == adv);
+                    Some((id, rollout::facts_of(&want, action, d, seen(id, d))))
+                })
+                .collect())
+        }
+        Target::UpdateDeployment(dep) => {
+            let Some(x) = view.update_deployments.iter().find(|x| x.id == dep) else {
+                return Ok(HashMap::new());
+            };
+            let progress = store.update_progress(ids, &x.updates)?;
+            // Names for people, read only when a failure needs one.
+            let failed = progress.states.iter().any(|s| s.state == UpdateState::Failed);
+            let names: HashMap<i64, String> = if failed {
+                store.updates()?.into_iter().map(|u| (u.id, u.label())).collect()
+            } else {
+                HashMap::new()
+            };
+            let updates: Vec<(i64, String)> = x
+                .updates
+                .iter()
+                .map(|u| (*u, names.get(u).cloned().unwrap_or_else(|| format!("#{u}"))))
+                .collect();
+            Ok(update_facts(&progress, &updates, ids, |id| device(id).map(|d| (d, seen(id, d)))))
+        }
+    }
+}
+
+/// The facts of devices `ids` for an update deployment of `updates`, from `progress` and
+/// each device (with its last poll) as `device` finds it.
+pub fn update_facts<'d>(
+    progress: &crate::model::updates::UpdateProgress,
+    updates: &[(i64, String)],
+    ids: &[i64],
+    device: impl Fn(i64) -> Option<(&'d crate::model::Device, Option<i64>)>,
+) -> HashMap<i64, Facts> {
+    let mut states: HashMap<i64, Vec<&crate::model::updates::DeviceUpdateState>> = HashMap::new();
+    for s in &progress.states {
+        states.entry(s.device_id).or_default().push(s);
+    }
+    let scanned: HashMap<i64, i64> = progress.scanned.iter().copied().collect();
+    ids.iter()
+        .filter_map(|&id| {
+            let (d, seen) = device(id)?;
+            let rows = states.get(&id).map_or(&[][..], Vec::as_slice);
+            Some((id, rollout::update_facts(updates, rows, scanned.get(&id).copied(), d, seen)))
+        })
+        .collect()
 }
 
 /// Counts a running rollout's current group and moves it as the gates say.
@@ -208,11 +265,14 @@ pub fn evaluate(
 fn gate(state: &AppState, r: &Rollout, cached: &mut Cached, now: i64) -> Result<bool> {
     // The times not flushed yet (a few seconds' polls): copied, so no poll waits for this.
     let seen = state.last_seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
-    let (counts, _) = evaluate(&state.read(), &seen, r, now, Some(cached));
+    let store = state.store.as_ref();
+    let (counts, _) = evaluate(&state.read(), store, &seen, r, now, Some(cached))?;
+    record(store, r, &counts, cached, now)?;
     if rollout::tick(r, &counts, now).is_none() {
         return Ok(false);
     }
-    let (counts, failed) = evaluate(&state.read(), &seen, r, now, None);
+    let (counts, failed) = evaluate(&state.read(), store, &seen, r, now, None)?;
+    record(store, r, &counts, cached, now)?;
     let Some((next, event)) = rollout::tick(r, &counts, now) else { return Ok(false) };
     let rollback = match (next.state, r.spec.on_error) {
         (RolloutState::Paused, OnError::Rollback { program_id }) => Some(program_id),
@@ -250,6 +310,27 @@ fn gate(state: &AppState, r: &Rollout, cached: &mut Cached, now: i64) -> Result<
     Ok(true)
 }
 
+/// Records the current group's counts as a sample of its progress when they changed since
+/// the last one recorded (the console plots them).
+fn record(
+    store: &dyn Storage,
+    r: &Rollout,
+    counts: &[Counts],
+    cached: &mut Cached,
+    now: i64,
+) -> Result<()> {
+    let Some(c) = counts.get(r.current_group as usize).copied() else { return Ok(()) };
+    if cached.recorded == Some(c) {
+        return Ok(());
+    }
+    store.add_rollout_sample(
+        r.id,
+        &rollout::Sample { time: now, group: r.current_group, counts: c },
+    )?;
+    cached.recorded = Some(c);
+    Ok(())
+}
+
 /// Advertises the previous version (`program_id`) to every device of the current group of
 /// `g`'s rollout, a downgrade allowed and run again: an explicit collection of them, then the
 /// advertisement (last: no device sees one without the other).
@@ -257,12 +338,10 @@ fn roll_back(state: &AppState, r: &Rollout, program_id: i64, now: i64) -> Result
     let name = rollout::rollback_name(&r.name, r.current_group, now);
     let (tenant, devices) = {
         let v = state.read();
-        let adv = v.advertisements.get(&r.advertisement_id);
-        let tenant =
-            adv.and_then(|a| v.collections.get(&a.collection_id)).map(|c| c.tenant.clone());
+        let tenant = v.rollout_collection(r.target).map(|c| c.tenant.clone());
         let devices: Vec<i64> = v
             .rollouts
-            .get(&r.advertisement_id)
+            .get(&r.target)
             .map(|g| {
                 g.members
                     .iter()

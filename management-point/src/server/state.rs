@@ -42,9 +42,9 @@ pub struct View {
     pub update_deployments: Vec<crate::model::updates::UpdateDeployment>,
     /// A marker that moves when a repository is imported (none: no catalog).
     pub updates_marker: Option<String>,
-    /// Rollouts by the advertisement they release, with their members' groups: a device is
-    /// offered such an advertisement only once its group is released.
-    pub rollouts: HashMap<i64, RolloutGate>,
+    /// Rollouts by what they release, with their members' groups: a device is offered such an
+    /// advertisement, or held update deployment, only once its group is released.
+    pub rollouts: HashMap<crate::rollout::Target, RolloutGate>,
     /// Certificates an administrator revoked (SHA-256 of their DER).
     pub revoked_certs: std::collections::HashSet<String>,
     /// The console's administrators, with the fingerprint of their password hash: a session
@@ -133,10 +133,27 @@ impl View {
             .filter(|a| a.is_active(now))
             .filter(|a| self.collections.get(&a.collection_id).is_some_and(|c| c.contains(d)))
             .filter(|a| d.is_verified(trust_certs) || !self.is_client_deployment(a))
-            .filter(|a| self.rollouts.get(&a.id).is_none_or(|g| g.releases(d.id)))
+            .filter(|a| {
+                let gate = self.rollouts.get(&crate::rollout::Target::Advertisement(a.id));
+                gate.is_none_or(|g| g.releases(d.id))
+            })
             .filter(|a| !self.actions_of(d.id).any(|ac| ac.advertisement_id == a.id))
             .map(|a| a.id)
             .collect()
+    }
+}
+
+impl View {
+    /// The collection a rollout's target goes to.
+    pub fn rollout_collection(&self, t: crate::rollout::Target) -> Option<&Collection> {
+        use crate::rollout::Target;
+        let id = match t {
+            Target::Advertisement(a) => self.advertisements.get(&a)?.collection_id,
+            Target::UpdateDeployment(u) => {
+                self.update_deployments.iter().find(|x| x.id == u)?.collection_id
+            }
+        };
+        self.collections.get(&id)
     }
 }
 
@@ -152,8 +169,8 @@ pub struct RolloutGate {
 }
 
 impl RolloutGate {
-    /// Every rollout and its members, by the advertisement each releases.
-    pub fn load(store: &dyn Storage) -> Result<HashMap<i64, RolloutGate>> {
+    /// Every rollout and its members, by what each releases.
+    pub fn load(store: &dyn Storage) -> Result<HashMap<crate::rollout::Target, RolloutGate>> {
         let mut members: HashMap<i64, Vec<crate::rollout::Member>> = HashMap::new();
         for m in store.rollout_members()? {
             members.entry(m.rollout_id).or_default().push(m);
@@ -164,7 +181,7 @@ impl RolloutGate {
             .map(|r| {
                 let members = members.remove(&r.id).unwrap_or_default();
                 let groups = members.iter().map(|m| (m.device_id, m.group)).collect();
-                (r.advertisement_id, RolloutGate { rollout: r, members, groups })
+                (r.target, RolloutGate { rollout: r, members, groups })
             })
             .collect())
     }

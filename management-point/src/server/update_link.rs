@@ -8,11 +8,20 @@ use super::state::View;
 use crate::model::updates::UpdateDeployment;
 use crate::model::{Device, MaintenanceWindow};
 
-/// The update deployments whose collection holds the device.
+/// The update deployments whose collection holds the device; a held one only once its
+/// rollout released the device's group.
 pub fn deployments_of<'v>(view: &'v View, d: &Device) -> Vec<&'v UpdateDeployment> {
+    let released = |x: &UpdateDeployment| {
+        !x.held
+            || view
+                .rollouts
+                .get(&crate::rollout::Target::UpdateDeployment(x.id))
+                .is_some_and(|g| g.releases(d.id))
+    };
     view.update_deployments
         .iter()
         .filter(|x| view.collections.get(&x.collection_id).is_some_and(|c| c.contains(d)))
+        .filter(|x| released(x))
         .collect()
 }
 

@@ -3,14 +3,15 @@
 
 use crate::error::Result;
 use crate::model::Advertisement;
-use crate::rollout::{Event, Member, Rollout};
+use crate::rollout::{Event, Member, Rollout, Sample};
 
 /// What the management point stores for phased rollouts.
 pub trait RolloutStorage {
-    /// Adds a rollout and the advertisement it releases, in one transaction: no device is
-    /// ever offered the advertisement without its rollout's gate. Returns the advertisement's
-    /// id and the rollout's (`r.advertisement_id` is ignored).
-    fn add_rollout(&self, adv: &Advertisement, r: &Rollout) -> Result<(i64, i64)>;
+    /// Adds a rollout, and with `adv` the advertisement it releases, in one transaction: no
+    /// device is ever offered the advertisement without its rollout's gate (`r.target` is
+    /// then ignored; without, it names a held update deployment). Returns the rollout as
+    /// stored, its id and target set.
+    fn add_rollout(&self, adv: Option<&Advertisement>, r: &Rollout) -> Result<Rollout>;
     /// Every rollout, by id.
     fn rollouts(&self) -> Result<Vec<Rollout>>;
     /// Moves a rollout from `before` to `after` (state, current group, reason, time) and adds
@@ -39,4 +40,8 @@ pub trait RolloutStorage {
     fn acknowledge_rollout_members(&self, rollout_id: i64, devices: &[i64]) -> Result<()>;
     /// A rollout's log, oldest first.
     fn rollout_events(&self, rollout_id: i64) -> Result<Vec<Event>>;
+    /// Records a group's counts at a moment (the gates do when they change).
+    fn add_rollout_sample(&self, rollout_id: i64, s: &Sample) -> Result<()>;
+    /// A rollout's samples, oldest first.
+    fn rollout_samples(&self, rollout_id: i64) -> Result<Vec<Sample>>;
 }

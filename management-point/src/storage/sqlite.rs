@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::*;
 
 /// The schema, one migration per version (`PRAGMA user_version`), oldest first.
-const MIGRATIONS: &[&str] = &[
+pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-001-initial.sql"),
     include_str!("migrations/sqlite-002-signed-programs.sql"),
     include_str!("migrations/sqlite-003-report-ids.sql"),
@@ -25,6 +25,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-010-software-updates.sql"),
     include_str!("migrations/sqlite-011-collection-windows.sql"),
     include_str!("migrations/sqlite-012-rollouts.sql"),
+    include_str!("migrations/sqlite-013-update-rollouts.sql"),
 ];
 
 /// The SQLite store.

@@ -7,10 +7,9 @@ use super::rollouts::RolloutStorage;
 use super::rows::parsed;
 use crate::error::Result;
 use crate::model::Advertisement;
-use crate::rollout::{Event, Member, Rollout};
+use crate::rollout::{Counts, Event, Member, Rollout, Sample, Target};
 
-const COLS: &str =
-    "id, name, advertisement_id, spec, state, current_group, reason, created, updated";
+const COLS: &str = "id, name, advertisement_id, spec, state, current_group, reason, created, updated, update_deployment_id";
 
 fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     let id = r.get(0)?;
@@ -18,7 +17,12 @@ fn rollout_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Rollout> {
     Ok(Rollout {
         id,
         name: r.get(1)?,
-        advertisement_id: r.get(2)?,
+        target: parsed(
+            "rollouts",
+            id,
+            "advertisement_id",
+            Target::of_row(r.get(2)?, r.get(9)?).ok_or("neither or both of its targets"),
+        )?,
         spec: parsed("rollouts", id, "spec", serde_json::from_str(&r.get::<_, String>(3)?))?,
         state: parsed("rollouts", id, "state", state.parse())?,
         current_group: r.get(5)?,
@@ -50,8 +54,8 @@ fn move_rollout(
     event: &str,
 ) -> rusqlite::Result<bool> {
     let moved = tx.execute(
-        "UPDATE rollouts SET state = ?2, current_group = ?3, reason = ?4, updated = ?5 WHERE id = ?1 AND state = ?6 AND current_group = ?7 AND advertisement_id = ?8",
-        params![r.id, r.state.as_str(), r.current_group, r.reason, r.updated, b.state.as_str(), b.current_group, b.advertisement_id],
+        "UPDATE rollouts SET state = ?2, current_group = ?3, reason = ?4, updated = ?5 WHERE id = ?1 AND state = ?6 AND current_group = ?7 AND advertisement_id IS ?8",
+        params![r.id, r.state.as_str(), r.current_group, r.reason, r.updated, b.state.as_str(), b.current_group, b.target.advertisement()],
     )? == 1;
     if moved {
         tx.execute(
@@ -63,14 +67,17 @@ fn move_rollout(
 }
 
 impl RolloutStorage for SqliteStore {
-    fn add_rollout(&self, a: &Advertisement, r: &Rollout) -> Result<(i64, i64)> {
+    fn add_rollout(&self, adv: Option<&Advertisement>, r: &Rollout) -> Result<Rollout> {
         let spec = serde_json::to_string(&r.spec).unwrap_or_default();
         self.with("add a rollout", |c| {
             let tx = c.transaction()?;
-            let adv = insert_advertisement(&tx, a)?;
+            let target = match adv {
+                Some(a) => Target::Advertisement(insert_advertisement(&tx, a)?),
+                None => r.target,
+            };
             tx.execute(
-                "INSERT INTO rollouts (name, advertisement_id, spec, state, current_group, reason, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                params![r.name, adv, spec, r.state.as_str(), r.current_group, r.reason, r.created, r.updated],
+                "INSERT INTO rollouts (name, advertisement_id, update_deployment_id, spec, state, current_group, reason, created, updated) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                params![r.name, target.advertisement(), target.update_deployment(), spec, r.state.as_str(), r.current_group, r.reason, r.created, r.updated],
             )?;
             let id = tx.last_insert_rowid();
             tx.execute(
@@ -78,7 +85,7 @@ impl RolloutStorage for SqliteStore {
                 params![id, r.created, format!("created ({})", r.state.as_str())],
             )?;
             tx.commit()?;
-            Ok((adv, id))
+            Ok(Rollout { id, target, ..r.clone() })
         })
     }
 
@@ -105,6 +112,7 @@ impl RolloutStorage for SqliteStore {
         a: &Advertisement,
         event: &str,
     ) -> Result<Option<i64>> {
+        let Some(old) = before.target.advertisement() else { return Ok(None) };
         self.with("give a rollout a new version", |c| {
             let tx = c.transaction()?;
             if !move_rollout(&tx, before, r, event)? {
@@ -113,7 +121,6 @@ impl RolloutStorage for SqliteStore {
             let adv = insert_advertisement(&tx, a)?;
             tx.execute("UPDATE rollouts SET advertisement_id = ?2 WHERE id = ?1", params![r.id, adv])?;
             tx.execute("UPDATE rollout_members SET acknowledged = 0 WHERE rollout_id = ?1", [r.id])?;
-            let old = before.advertisement_id;
             tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = ?1", [old])?;
             tx.execute(
                 "UPDATE actions SET status = 'canceling', updated = ?2 WHERE advertisement_id = ?1 AND status IN ('waiting', 'scheduled', 'retrieved', 'running')",
@@ -173,6 +180,41 @@ impl RolloutStorage for SqliteStore {
         })
     }
 
+    fn add_rollout_sample(&self, rollout_id: i64, s: &Sample) -> Result<()> {
+        let c = &s.counts;
+        let n = |v: u64| v as i64;
+        self.with("record a rollout's progress", |conn| {
+            conn.execute(
+                "INSERT INTO rollout_samples (rollout_id, time, group_index, size, installing, soaking, succeeded, failed) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                params![rollout_id, s.time, s.group, n(c.size), n(c.installing), n(c.soaking), n(c.succeeded), n(c.failed)],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn rollout_samples(&self, rollout_id: i64) -> Result<Vec<Sample>> {
+        self.with("read a rollout's progress", |c| {
+            let mut st = c.prepare(
+                "SELECT time, group_index, size, installing, soaking, succeeded, failed FROM rollout_samples WHERE rollout_id = ?1 ORDER BY time, group_index",
+            )?;
+            let n = |r: &rusqlite::Row<'_>, i: usize| r.get::<_, i64>(i).map(|v| v.max(0) as u64);
+            st.query_map([rollout_id], |r| {
+                Ok(Sample {
+                    time: r.get(0)?,
+                    group: r.get(1)?,
+                    counts: Counts {
+                        size: n(r, 2)?,
+                        installing: n(r, 3)?,
+                        soaking: n(r, 4)?,
+                        succeeded: n(r, 5)?,
+                        failed: n(r, 6)?,
+                    },
+                })
+            })?
+            .collect()
+        })
+    }
+
     fn rollout_events(&self, rollout_id: i64) -> Result<Vec<Event>> {
         self.with("read a rollout's log", |c| {
             let mut st = c.prepare(
@@ -181,5 +223,80 @@ impl RolloutStorage for SqliteStore {
             st.query_map([rollout_id], |r| Ok(Event { time: r.get(0)?, text: r.get(1)? }))?
                 .collect()
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::Connection;
+
+    use super::super::sqlite::MIGRATIONS;
+    use super::*;
+    use crate::rollout::{Gates, OnError, RolloutState, Spec, Split};
+
+    /// Migration 13 makes the rollout tables again: a database of version 12 holding a
+    /// running rollout keeps it, its members and its log, every foreign key whole.
+    #[test]
+    fn a_version_12_database_keeps_its_rollouts_through_migration_13() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("dmmp.db");
+        let spec = Spec {
+            split: Split::Percent(vec![50, 100]),
+            gates: Gates { success_threshold: 90, error_threshold: 10 },
+            soak: 60,
+            silent_after: 600,
+            start_at: None,
+            joins_per_minute: 5,
+            on_error: OnError::Pause,
+        };
+        {
+            let c = Connection::open(&path).unwrap();
+            c.execute_batch("PRAGMA foreign_keys=ON;").unwrap();
+            for m in &MIGRATIONS[..12] {
+                c.execute_batch(m).unwrap();
+            }
+            c.pragma_update(None, "user_version", 12).unwrap();
+            c.execute_batch(
+                "INSERT INTO devices (id, tenant, controller_id, created, registered_by) VALUES (1, 'DEFAULT', 'd1', 1, 'admin');
+                 INSERT INTO packages (id, name, version, kind, created) VALUES (1, 'p', '1.0.0.0', 'software-distribution', 1);
+                 INSERT INTO programs (id, package_id, name, command, platforms, max_run_time, device_class) VALUES (1, 1, 'run', './r', '[]', 60, 'mobile');
+                 INSERT INTO collections (id, name, rule) VALUES (1, 'all', 'all');
+                 INSERT INTO advertisements (id, name, program_id, collection_id, kind, start_time, created) VALUES (1, 'r1', 1, 1, 'mandatory', 1, 1);",
+            )
+            .unwrap();
+            c.execute(
+                "INSERT INTO rollouts (id, name, advertisement_id, spec, state, current_group, created, updated) VALUES (1, 'r1', 1, ?1, 'running', 0, 1, 2)",
+                [serde_json::to_string(&spec).unwrap()],
+            )
+            .unwrap();
+            c.execute_batch(
+                "INSERT INTO rollout_members VALUES (1, 1, 0, 1);
+                 INSERT INTO rollout_events (rollout_id, time, text) VALUES (1, 1, 'created (ready)');",
+            )
+            .unwrap();
+        }
+        let store = SqliteStore::open(&path).unwrap();
+        let r = store.rollouts().unwrap();
+        assert_eq!(r.len(), 1);
+        assert_eq!(
+            (r[0].target, r[0].state, &r[0].spec),
+            (Target::Advertisement(1), RolloutState::Running, &spec)
+        );
+        let m = store.rollout_members().unwrap();
+        assert_eq!((m[0].rollout_id, m[0].device_id, m[0].acknowledged), (1, 1, true));
+        assert_eq!(store.rollout_events(1).unwrap()[0].text, "created (ready)");
+        drop(store);
+        let c = Connection::open(&path).unwrap();
+        let broken: i64 =
+            c.query_row("SELECT count(*) FROM pragma_foreign_key_check", [], |r| r.get(0)).unwrap();
+        assert_eq!(broken, 0);
+        let held: i64 = c
+            .query_row(
+                "SELECT count(*) FROM pragma_table_info('update_deployments') WHERE name = 'held'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(held, 1);
     }
 }

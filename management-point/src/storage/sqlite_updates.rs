@@ -108,6 +108,7 @@ fn deployment_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<UpdateDeployment> {
         spread: r.get(6)?,
         reboot: parsed("update_deployments", id, "reboot", RebootPolicy::parse(&reboot))?,
         created: r.get(8)?,
+        held: r.get::<_, i64>(10)? != 0,
         window: match r.get::<_, Option<String>>(9)? {
             Some(w) => Some(parsed(
                 "update_deployments",
@@ -252,7 +253,7 @@ impl UpdateStorage for SqliteStore {
     fn add_update_deployment(&self, d: &UpdateDeployment) -> Result<i64> {
         self.with("add an update deployment", |c| {
             c.execute(
-                "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, maintenance_window, created) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, maintenance_window, created, held) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
                 params![
                     d.name,
                     d.collection_id,
@@ -262,7 +263,8 @@ impl UpdateStorage for SqliteStore {
                     d.spread,
                     d.reboot.as_str(),
                     d.window.map(|w| w.to_string()),
-                    d.created
+                    d.created,
+                    d.held
                 ],
             )?;
             Ok(c.last_insert_rowid())
@@ -272,7 +274,7 @@ impl UpdateStorage for SqliteStore {
     fn update_deployments(&self) -> Result<Vec<UpdateDeployment>> {
         self.with("read update deployments", |c| {
             let mut st = c.prepare(
-                "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window FROM update_deployments ORDER BY id",
+                "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window, held FROM update_deployments ORDER BY id",
             )?;
             st.query_map([], deployment_row)?.collect()
         })
@@ -337,6 +339,21 @@ impl UpdateStorage for SqliteStore {
                 ))?;
                 st.query_map([], state_row)?.collect()
             }
+        })
+    }
+
+    fn update_progress(&self, devices: &[i64], updates: &[i64]) -> Result<UpdateProgress> {
+        let (devices, updates) = (to_json(&devices), to_json(&updates));
+        self.with("read update progress", |c| {
+            let mut st = c.prepare(&format!(
+                "SELECT {STATE_COLS} FROM update_states WHERE device_id IN (SELECT value FROM json_each(?1)) AND update_id IN (SELECT value FROM json_each(?2)) ORDER BY device_id, update_id"
+            ))?;
+            let states = st.query_map([&devices, &updates], state_row)?.collect::<rusqlite::Result<_>>()?;
+            let mut st = c.prepare(
+                "SELECT device_id, scanned FROM update_scans WHERE device_id IN (SELECT value FROM json_each(?1)) ORDER BY device_id",
+            )?;
+            let scanned = st.query_map([&devices], |r| Ok((r.get(0)?, r.get(1)?)))?.collect::<rusqlite::Result<_>>()?;
+            Ok(UpdateProgress { states, scanned })
         })
     }
 

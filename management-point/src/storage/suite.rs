@@ -146,6 +146,12 @@ fn the_update_catalog_and_scans_follow_their_serial() {
             "an unknown update id is dropped"
         );
         assert_eq!(s.update_state_counts().unwrap().len(), 2);
+        // A rollout's reading of some devices and some updates: those rows and scans only.
+        let p = s.update_progress(&[d.id, d.id + 100], &[a1]).unwrap();
+        let rows: Vec<(i64, i64, UpdateState)> =
+            p.states.iter().map(|x| (x.device_id, x.update_id, x.state)).collect();
+        assert_eq!((rows, p.scanned), (vec![(d.id, a1, UpdateState::Installed)], vec![(d.id, 12)]));
+        assert_eq!(s.update_progress(&[d.id + 100], &[a1, b]).unwrap(), Default::default());
         let scans = s.update_scans().unwrap();
         assert_eq!((scans[0].serial, scans[0].catalog.as_str()), (2, "c2"));
         // A full report replaces everything.
@@ -178,11 +184,12 @@ fn the_update_catalog_and_scans_follow_their_serial() {
             reboot: updates::RebootPolicy::Allow,
             window: Some(MaintenanceWindow::parse("22:00-04:00").unwrap()),
             created: 1,
+            held: true,
         };
         s.add_update_deployment(&dep).unwrap();
         let got = &s.update_deployments().unwrap()[0];
         assert_eq!((got.updates.clone(), got.reboot), (vec![a1, b], updates::RebootPolicy::Allow));
-        assert_eq!(got.window, dep.window);
+        assert_eq!((got.window, got.held), (dep.window, true));
         assert!(got.window_open(23 * 3600) && !got.window_open(12 * 3600));
         assert!((2..=3602).contains(&got.deadline_of(d.id)));
         assert_eq!(
@@ -676,7 +683,7 @@ fn database_files_are_private_whatever_the_umask() {
 
 #[test]
 fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
-    use crate::rollout::{Gates, Rollout, RolloutState, Spec, Split};
+    use crate::rollout::{Gates, Rollout, RolloutState, Spec, Split, Target};
     each(|s| {
         let (dev, adv) = setup(s);
         let spec = Spec {
@@ -691,7 +698,7 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
         let r = Rollout {
             id: 0,
             name: "r1".into(),
-            advertisement_id: 0,
+            target: Target::Advertisement(0),
             spec,
             state: RolloutState::Ready,
             current_group: 0,
@@ -700,10 +707,11 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
             updated: 10,
         };
         let ad = Advertisement { name: "r1".into(), ..adv };
-        let (adv_id, id) = s.add_rollout(&ad, &r).unwrap();
+        let added = s.add_rollout(Some(&ad), &r).unwrap();
+        let (id, Target::Advertisement(adv_id)) = (added.id, added.target) else { panic!() };
         let stored = s.rollouts().unwrap();
         assert_eq!(stored.len(), 1);
-        assert_eq!((stored[0].id, stored[0].advertisement_id), (id, adv_id));
+        assert_eq!(stored[0], added);
         assert_eq!(stored[0].spec, r.spec);
         assert!(s.advertisements().unwrap().iter().any(|a| a.id == adv_id && a.name == "r1"));
         let before = stored[0].clone();
@@ -720,6 +728,17 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
         assert_eq!((m.len(), m[0].group, m[0].acknowledged), (1, 0, true));
         let log: Vec<String> = s.rollout_events(id).unwrap().into_iter().map(|e| e.text).collect();
         assert_eq!(log, ["created (ready)", "started"]);
+        // The progress samples, oldest first.
+        let counts =
+            |succeeded| crate::rollout::Counts { size: 4, succeeded, ..Default::default() };
+        for (time, n) in [(30, 2), (20, 1)] {
+            let sample = crate::rollout::Sample { time, group: 0, counts: counts(n) };
+            s.add_rollout_sample(id, &sample).unwrap();
+        }
+        let got: Vec<(i64, u64)> =
+            s.rollout_samples(id).unwrap().iter().map(|x| (x.time, x.counts.succeeded)).collect();
+        assert_eq!(got, [(20, 1), (30, 2)]);
+        assert!(s.rollout_samples(id + 1).unwrap().is_empty());
 
         // Resumed with a fixed version: a new advertisement, the old one canceled with its
         // open actions, the failures counted again; once only.
@@ -732,7 +751,10 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
             s.replace_rollout_advertisement(&paused, &resumed, &fixed, "resumed").unwrap().unwrap();
         assert_ne!(new_id, adv_id);
         let stored = &s.rollouts().unwrap()[0];
-        assert_eq!((stored.state, stored.advertisement_id), (RolloutState::Running, new_id));
+        assert_eq!(
+            (stored.state, stored.target),
+            (RolloutState::Running, Target::Advertisement(new_id))
+        );
         let ads = s.advertisements().unwrap();
         assert!(ads.iter().any(|a| a.id == adv_id && a.canceled));
         assert!(ads.iter().any(|a| a.id == new_id && !a.canceled && a.name == "r1-fixed"));
@@ -742,5 +764,34 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
         let again = Advertisement { name: "r1-fixed-2".into(), ..ad.clone() };
         assert_eq!(s.replace_rollout_advertisement(&paused, &resumed, &again, "x").unwrap(), None);
         assert!(!s.advertisements().unwrap().iter().any(|a| a.name == "r1-fixed-2"));
+
+        // A rollout of a held update deployment: no advertisement of its own, and it moves by
+        // compare-and-set as well.
+        let dep = updates::UpdateDeployment {
+            id: 0,
+            name: "wave".into(),
+            collection_id: ad.collection_id,
+            updates: vec![],
+            available: 1,
+            deadline: 1,
+            spread: 0,
+            reboot: updates::RebootPolicy::Suppress,
+            window: None,
+            created: 1,
+            held: true,
+        };
+        let dep_id = s.add_update_deployment(&dep).unwrap();
+        let ads_before = s.advertisements().unwrap().len();
+        let u =
+            Rollout { name: "r2".into(), target: Target::UpdateDeployment(dep_id), ..r.clone() };
+        let u = s.add_rollout(None, &u).unwrap();
+        assert_eq!(u.target, Target::UpdateDeployment(dep_id));
+        assert_eq!(s.advertisements().unwrap().len(), ads_before);
+        assert!(s.rollouts().unwrap().contains(&u));
+        let running = Rollout { state: RolloutState::Running, updated: 50, ..u.clone() };
+        assert!(s.update_rollout(&u, &running, "started").unwrap());
+        assert!(!s.update_rollout(&u, &running, "started").unwrap(), "once");
+        let fixed = Advertisement { name: "r2-x".into(), ..ad.clone() };
+        assert_eq!(s.replace_rollout_advertisement(&running, &u, &fixed, "x").unwrap(), None);
     });
 }

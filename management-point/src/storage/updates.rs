@@ -40,6 +40,9 @@ pub trait UpdateStorage {
     ) -> Result<Option<u64>>;
     /// The stored update states of one device, or of every device, by device then update.
     fn update_states(&self, device_id: Option<i64>) -> Result<Vec<DeviceUpdateState>>;
+    /// Where `devices` are with `updates` (a rollout of an update deployment reads a slice of
+    /// its group at a time): one query each for the states and the scans.
+    fn update_progress(&self, devices: &[i64], updates: &[i64]) -> Result<UpdateProgress>;
     /// How many devices hold each update in each stored state: (update, state, devices).
     fn update_state_counts(&self) -> Result<Vec<(i64, UpdateState, i64)>>;
     /// How many devices are registered (the compliance summary's whole).

@@ -124,6 +124,12 @@ fn a_rollout_releases_group_by_group_on_confirmed_success_and_pauses_at_the_erro
     }
     let reason = r["rollout"]["reason"].as_str().unwrap();
     assert_eq!(reason, "group 2 of 4: 2 of 5 devices failed (error threshold 40%)");
+    // The gates recorded each group's progress as its counts changed, for the console's plots.
+    let samples = r["progress"].as_array().unwrap();
+    let last_of = |g: i64| samples.iter().rev().find(|s| s["group"] == g).map(|s| &s["counts"]);
+    assert_eq!(last_of(0).unwrap()["succeeded"], 4, "{samples:?}");
+    assert_eq!(last_of(1).unwrap()["failed"], 2, "{samples:?}");
+    assert!(samples.len() >= 4, "{samples:?}");
     let log = r["log"].to_string();
     for cid in &sick[1..3] {
         assert!(log.contains(&format!("{cid} (its health check failed)")), "{log}");

@@ -539,6 +539,10 @@ pub enum UpdateCmd {
         /// whenever the deployment is available).
         #[arg(long)]
         maintenance_window: Option<String>,
+        /// Offer it to no device until a rollout releases it group by group (`dmmp rollout
+        /// create --update-deployment NAME`).
+        #[arg(long)]
+        held: bool,
     },
     /// The update deployments.
     Deployments,
@@ -582,12 +586,20 @@ pub struct RolloutCreateArgs {
     /// The rollout's name (its advertisement's too).
     #[arg(long)]
     pub name: String,
-    /// The program (id or name).
+    /// The program (id or name): the rollout makes its advertisement.
+    #[arg(
+        long,
+        required_unless_present = "update_deployment",
+        conflicts_with = "update_deployment"
+    )]
+    pub program: Option<String>,
+    /// A held software update deployment (id or name; `dmmp update deploy --held`) the
+    /// rollout releases group by group.
     #[arg(long)]
-    pub program: String,
-    /// The collection (id or name).
+    pub update_deployment: Option<String>,
+    /// The collection (id or name); an update deployment's own by default.
     #[arg(long)]
-    pub collection: String,
+    pub collection: Option<String>,
     /// The groups: cumulative percentages of the collection (1%,10%,50%,100%) or a group
     /// size (size:50).
     #[arg(long, default_value = "10%,50%,100%")]

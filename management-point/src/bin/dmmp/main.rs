@@ -267,6 +267,7 @@ fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
             let spec = r::CreateSpec {
                 name: a.name.clone(),
                 program: a.program.clone(),
+                update_deployment: a.update_deployment.clone(),
                 collection: a.collection.clone(),
                 groups: a.groups.clone(),
                 gates: Gates {
@@ -348,6 +349,7 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
             spread,
             reboot,
             maintenance_window,
+            held,
         } => {
             let available = available
                 .as_deref()
@@ -374,6 +376,7 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
                     .map(dm_mp::model::MaintenanceWindow::parse)
                     .transpose()
                     .map_err(Error::Usage)?,
+                held: *held,
             };
             u::deploy(&*store, &a, now)
         }

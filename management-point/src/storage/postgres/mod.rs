@@ -50,6 +50,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-010-software-updates.sql"),
     include_str!("../migrations/postgres-011-collection-windows.sql"),
     include_str!("../migrations/postgres-012-rollouts.sql"),
+    include_str!("../migrations/postgres-013-update-rollouts.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.

@@ -6,11 +6,10 @@ use super::PgStore;
 use super::rows::{Fail, from_json, json, parsed};
 use crate::error::Result;
 use crate::model::Advertisement;
-use crate::rollout::{Event, Member, Rollout};
+use crate::rollout::{Counts, Event, Member, Rollout, Sample, Target};
 use crate::storage::rollouts::RolloutStorage;
 
-const COLS: &str =
-    "id, name, advertisement_id, spec, state, current_group, reason, created, updated";
+const COLS: &str = "id, name, advertisement_id, spec, state, current_group, reason, created, updated, update_deployment_id";
 
 fn rollout_row(r: &Row) -> Result<Rollout, Fail> {
     let id: i64 = r.try_get(0)?;
@@ -18,7 +17,12 @@ fn rollout_row(r: &Row) -> Result<Rollout, Fail> {
     Ok(Rollout {
         id,
         name: r.try_get(1)?,
-        advertisement_id: r.try_get(2)?,
+        target: parsed(
+            "rollouts",
+            id,
+            "advertisement_id",
+            Target::of_row(r.try_get(2)?, r.try_get(9)?).ok_or("neither or both of its targets"),
+        )?,
         spec: from_json("rollouts", id, "spec", r.try_get(3)?)?,
         state: parsed("rollouts", id, "state", state.parse())?,
         current_group: r.try_get(5)?,
@@ -63,8 +67,8 @@ async fn move_rollout(
 ) -> Result<bool, Fail> {
     let moved = tx
         .execute(
-            "UPDATE rollouts SET state = $2, current_group = $3, reason = $4, updated = $5 WHERE id = $1 AND state = $6 AND current_group = $7 AND advertisement_id = $8",
-            &[&r.id, &r.state.as_str(), &r.current_group, &r.reason, &r.updated, &b.state.as_str(), &b.current_group, &b.advertisement_id],
+            "UPDATE rollouts SET state = $2, current_group = $3, reason = $4, updated = $5 WHERE id = $1 AND state = $6 AND current_group = $7 AND advertisement_id IS NOT DISTINCT FROM $8",
+            &[&r.id, &r.state.as_str(), &r.current_group, &r.reason, &r.updated, &b.state.as_str(), &b.current_group, &b.target.advertisement()],
         )
         .await?
         == 1;
@@ -79,17 +83,20 @@ async fn move_rollout(
 }
 
 impl RolloutStorage for PgStore {
-    fn add_rollout(&self, a: &Advertisement, r: &Rollout) -> Result<(i64, i64)> {
-        let (a, r) = (a.clone(), r.clone());
+    fn add_rollout(&self, adv: Option<&Advertisement>, r: &Rollout) -> Result<Rollout> {
+        let (a, r) = (adv.cloned(), r.clone());
         let pool = self.pool.clone();
         self.run("add a rollout", async move {
             let mut c = pool.get().await?;
             let tx = c.transaction().await?;
-            let adv = insert_advertisement(&tx, &a).await?;
+            let target = match &a {
+                Some(a) => Target::Advertisement(insert_advertisement(&tx, a).await?),
+                None => r.target,
+            };
             let id: i64 = tx
                 .query_one(
-                    "INSERT INTO rollouts (name, advertisement_id, spec, state, current_group, reason, created, updated)                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
-                    &[&r.name, &adv, &json(&r.spec)?, &r.state.as_str(), &r.current_group, &r.reason, &r.created, &r.updated],
+                    "INSERT INTO rollouts (name, advertisement_id, update_deployment_id, spec, state, current_group, reason, created, updated) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    &[&r.name, &target.advertisement(), &target.update_deployment(), &json(&r.spec)?, &r.state.as_str(), &r.current_group, &r.reason, &r.created, &r.updated],
                 )
                 .await?
                 .try_get(0)?;
@@ -99,7 +106,7 @@ impl RolloutStorage for PgStore {
             )
             .await?;
             tx.commit().await?;
-            Ok((adv, id))
+            Ok(Rollout { id, target, ..r })
         })
     }
 
@@ -131,6 +138,7 @@ impl RolloutStorage for PgStore {
         a: &Advertisement,
         event: &str,
     ) -> Result<Option<i64>> {
+        let Some(old) = before.target.advertisement() else { return Ok(None) };
         let (b, r, a, event) = (before.clone(), r.clone(), a.clone(), event.to_string());
         let pool = self.pool.clone();
         self.run("give a rollout a new version", async move {
@@ -144,7 +152,6 @@ impl RolloutStorage for PgStore {
                 .await?;
             tx.execute("UPDATE rollout_members SET acknowledged = 0 WHERE rollout_id = $1", &[&r.id])
                 .await?;
-            let old = b.advertisement_id;
             tx.execute("UPDATE advertisements SET canceled = 1 WHERE id = $1", &[&old]).await?;
             tx.execute(
                 "UPDATE actions SET status = 'canceling', updated = $2 WHERE advertisement_id = $1 AND status IN ('waiting', 'scheduled', 'retrieved', 'running')",
@@ -224,6 +231,51 @@ impl RolloutStorage for PgStore {
                 )
                 .await?;
             rows.iter().map(|r| Ok(Event { time: r.try_get(0)?, text: r.try_get(1)? })).collect()
+        })
+    }
+
+    fn add_rollout_sample(&self, rollout_id: i64, s: &Sample) -> Result<()> {
+        let s = *s;
+        let pool = self.pool.clone();
+        self.run("record a rollout's progress", async move {
+            let c = pool.get().await?;
+            let n = |v: u64| v as i64;
+            let k = &s.counts;
+            c.execute(
+                "INSERT INTO rollout_samples (rollout_id, time, group_index, size, installing, soaking, succeeded, failed) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                &[&rollout_id, &s.time, &s.group, &n(k.size), &n(k.installing), &n(k.soaking), &n(k.succeeded), &n(k.failed)],
+            )
+            .await?;
+            Ok(())
+        })
+    }
+
+    fn rollout_samples(&self, rollout_id: i64) -> Result<Vec<Sample>> {
+        let pool = self.pool.clone();
+        self.run("read a rollout's progress", async move {
+            let c = pool.get().await?;
+            let rows = c
+                .query(
+                    "SELECT time, group_index, size, installing, soaking, succeeded, failed FROM rollout_samples WHERE rollout_id = $1 ORDER BY time, group_index",
+                    &[&rollout_id],
+                )
+                .await?;
+            let n = |r: &Row, i: usize| r.try_get::<_, i64>(i).map(|v| v.max(0) as u64);
+            rows.iter()
+                .map(|r| {
+                    Ok(Sample {
+                        time: r.try_get(0)?,
+                        group: r.try_get(1)?,
+                        counts: Counts {
+                            size: n(r, 2)?,
+                            installing: n(r, 3)?,
+                            soaking: n(r, 4)?,
+                            succeeded: n(r, 5)?,
+                            failed: n(r, 6)?,
+                        },
+                    })
+                })
+                .collect()
         })
     }
 }

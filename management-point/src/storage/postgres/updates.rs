@@ -253,8 +253,8 @@ impl UpdateStorage for PgStore {
             let c = pool.get().await?;
             let row = c
                 .query_one(
-                    "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING id",
+                    "INSERT INTO update_deployments (name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window, held) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING id",
                     &[
                         &d.name,
                         &d.collection_id,
@@ -265,6 +265,7 @@ impl UpdateStorage for PgStore {
                         &d.reboot.as_str(),
                         &d.created,
                         &d.window.map(|w| w.to_string()),
+                        &i64::from(d.held),
                     ],
                 )
                 .await?;
@@ -273,7 +274,7 @@ impl UpdateStorage for PgStore {
     }
 
     fn update_deployments(&self) -> Result<Vec<UpdateDeployment>> {
-        let sql = "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window FROM update_deployments ORDER BY id";
+        let sql = "SELECT id, name, collection_id, updates, available, deadline, spread, reboot, created, maintenance_window, held FROM update_deployments ORDER BY id";
         self.query_map("read update deployments", sql.into(), params![], |r| {
             let id: i64 = r.try_get(0)?;
             Ok(UpdateDeployment {
@@ -286,6 +287,7 @@ impl UpdateStorage for PgStore {
                 spread: r.try_get(6)?,
                 reboot: reboot_of(id, r.try_get(7)?)?,
                 created: r.try_get(8)?,
+                held: r.try_get::<_, i64>(10)? != 0,
                 window: match r.try_get::<_, Option<String>>(9)? {
                     Some(w) => Some(crate::model::MaintenanceWindow::parse(&w).map_err(|e| {
                         corrupt("update_deployments", id, format!("maintenance_window: {e}"))
@@ -372,6 +374,22 @@ impl UpdateStorage for PgStore {
                 state_row,
             ),
         }
+    }
+
+    fn update_progress(&self, devices: &[i64], updates: &[i64]) -> Result<UpdateProgress> {
+        let states = self.query_map(
+            "read update progress",
+            format!("SELECT {STATE_COLS} FROM update_states WHERE device_id = ANY($1) AND update_id = ANY($2) ORDER BY device_id, update_id"),
+            params![devices.to_vec(), updates.to_vec()],
+            state_row,
+        )?;
+        let scanned = self.query_map(
+            "read update progress",
+            "SELECT device_id, scanned FROM update_scans WHERE device_id = ANY($1) ORDER BY device_id".into(),
+            params![devices.to_vec()],
+            |r| Ok((r.try_get(0)?, r.try_get(1)?)),
+        )?;
+        Ok(UpdateProgress { states, scanned })
     }
 
     fn update_state_counts(&self) -> Result<Vec<(i64, UpdateState, i64)>> {
