@@ -10,6 +10,7 @@
 //! eight hours) or, with no password, by a client certificate pinned with `dmmp admin
 //! certificate` presented in the TLS handshake. Every value a device sent is escaped.
 
+pub mod charts;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;

@@ -87,31 +87,36 @@ pub async fn list(_: Admin, State(st): State<Arc<AppState>>) -> Response {
     page("Rollouts", &body)
 }
 
-/// One group's bar: confirmed, soaking, installing and failed devices, to scale.
-fn bar(c: &rollout::Counts) -> String {
-    let (w, h) = (400.0, 18.0);
-    let total = c.size.max(1) as f64;
-    let mut x = 0.0;
-    let mut svg = format!(
-        "<svg width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{} confirmed, {} soaking, {} installing, {} failed of {}\">",
-        c.succeeded, c.soaking, c.installing, c.failed, c.size
-    );
-    for (n, color) in [
-        (c.succeeded, "#2e7d32"),
-        (c.soaking, "#1565c0"),
-        (c.installing, "#bdbdbd"),
-        (c.failed, "#c62828"),
-    ] {
-        let width = w * n as f64 / total;
-        if n > 0 {
-            svg.push_str(&format!(
-                "<rect x=\"{x:.1}\" y=\"0\" width=\"{width:.1}\" height=\"{h}\" fill=\"{color}\"/>"
-            ));
-        }
-        x += width;
+/// Each released group's confirmed and failed devices over time, from the samples the gates
+/// recorded whenever its counts changed (the distribution status report's plot).
+fn progress(r: &rollout::Rollout, samples: &serde_json::Value, now: i64) -> String {
+    let samples: Vec<rollout::Sample> = serde_json::from_value(samples.clone()).unwrap_or_default();
+    let mut out = String::new();
+    for g in 0..=r.current_group {
+        let mine: Vec<&rollout::Sample> = samples.iter().filter(|s| s.group == g).collect();
+        let (Some(first), Some(last)) = (mine.first(), mine.last()) else { continue };
+        // A group still being evaluated runs until now; one behind runs until its last sample.
+        let end =
+            if g == r.current_group && r.state == RolloutState::Running { now } else { last.time };
+        let points: Vec<(i64, usize, usize)> = mine
+            .iter()
+            .map(|s| (s.time, s.counts.succeeded as usize, s.counts.failed as usize))
+            .collect();
+        out.push_str(&format!(
+            "<h3>group {} over time</h3>{}",
+            g + 1,
+            super::charts::plot(
+                first.time,
+                end.max(first.time + 1),
+                last.counts.size as usize,
+                &points
+            )
+        ));
     }
-    svg.push_str("</svg>");
-    svg
+    if out.is_empty() {
+        return out;
+    }
+    format!("<h2>Progress</h2>{out}")
 }
 
 /// `GET /console/rollouts/{name}`.
@@ -161,7 +166,7 @@ pub async fn show(
             g["group"],
             esc(g["state"].as_str().unwrap_or("")),
             c.size,
-            bar(&c),
+            super::charts::bar(&c),
             c.succeeded,
             c.soaking,
             c.installing,
@@ -176,7 +181,9 @@ pub async fn show(
             ));
         }
     }
-    body.push_str("</table><h2>Log</h2><ul>");
+    body.push_str("</table>");
+    body.push_str(&progress(&r, &json["progress"], st.now()));
+    body.push_str("<h2>Log</h2><ul>");
     for e in json["log"].as_array().into_iter().flatten() {
         let when = crate::admin::when(e["time"].as_i64());
         body.push_str(&format!(
@@ -249,6 +256,32 @@ mod tests {
     use crate::model::AdvertisementKind;
     use crate::server::fixture::Fixture;
 
+    #[test]
+    fn each_released_group_is_plotted_over_time_from_its_samples() {
+        use rollout::{Counts, Sample};
+        let c = |succeeded, failed| Counts { size: 5, succeeded, failed, ..Counts::default() };
+        let samples = vec![
+            Sample { time: 100, group: 0, counts: c(0, 0) },
+            Sample { time: 110, group: 0, counts: c(3, 0) },
+            Sample { time: 120, group: 0, counts: c(5, 0) },
+            Sample { time: 125, group: 1, counts: c(1, 2) },
+        ];
+        let r: rollout::Rollout = serde_json::from_value(serde_json::json!({
+            "id": 1, "name": "r1", "target": {"advertisement": 1},
+            "spec": {"split": {"percent": [50, 100]},
+                     "gates": {"success_threshold": 90, "error_threshold": 40},
+                     "soak": 0, "silent_after": 60, "start_at": null, "joins_per_minute": 5},
+            "state": "paused", "current_group": 1, "reason": null, "created": 1, "updated": 2
+        }))
+        .unwrap();
+        let html = progress(&r, &serde_json::to_value(&samples).unwrap(), 200);
+        assert_eq!(html.matches("<svg").count(), 2, "{html}");
+        assert!(html.contains("group 1 over time") && html.contains("group 2 over time"));
+        assert!(html.contains("targeted 5"), "{html}");
+        // Nothing recorded yet: no section at all.
+        assert_eq!(progress(&r, &serde_json::json!([]), 200), "");
+    }
+
     async fn body_of(r: Response) -> String {
         let b = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         String::from_utf8(b.to_vec()).unwrap()
@@ -283,8 +316,9 @@ mod tests {
         f.advertise("tool", AdvertisementKind::Mandatory);
         let spec = admin::CreateSpec {
             name: "r1".into(),
-            program: "tool-run".into(),
-            collection: "tool-all".into(),
+            program: Some("tool-run".into()),
+            update_deployment: None,
+            collection: Some("tool-all".into()),
             groups: "50%,100%".into(),
             gates: rollout::Gates { success_threshold: 100, error_threshold: 10 },
             soak: 0,
