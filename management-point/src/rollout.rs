@@ -723,6 +723,20 @@ impl Split {
     }
 }
 
+/// A spec for tests: halves, gates 90 % and 10 %, a minute's soak.
+#[cfg(test)]
+pub fn test_spec() -> Spec {
+    Spec {
+        split: Split::Percent(vec![50, 100]),
+        gates: Gates { success_threshold: 90, error_threshold: 10 },
+        soak: 60,
+        silent_after: 600,
+        start_at: None,
+        joins_per_minute: 5,
+        on_error: OnError::Pause,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

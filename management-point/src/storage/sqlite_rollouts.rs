@@ -232,7 +232,7 @@ mod tests {
 
     use super::super::sqlite::MIGRATIONS;
     use super::*;
-    use crate::rollout::{Gates, OnError, RolloutState, Spec, Split};
+    use crate::rollout::RolloutState;
 
     /// Migration 13 makes the rollout tables again: a database of version 12 holding a
     /// running rollout keeps it, its members and its log, every foreign key whole.
@@ -240,15 +240,7 @@ mod tests {
     fn a_version_12_database_keeps_its_rollouts_through_migration_13() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("dmmp.db");
-        let spec = Spec {
-            split: Split::Percent(vec![50, 100]),
-            gates: Gates { success_threshold: 90, error_threshold: 10 },
-            soak: 60,
-            silent_after: 600,
-            start_at: None,
-            joins_per_minute: 5,
-            on_error: OnError::Pause,
-        };
+        let spec = crate::rollout::test_spec();
         {
             let c = Connection::open(&path).unwrap();
             c.execute_batch("PRAGMA foreign_keys=ON;").unwrap();

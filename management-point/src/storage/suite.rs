@@ -683,17 +683,12 @@ fn database_files_are_private_whatever_the_umask() {
 
 #[test]
 fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
-    use crate::rollout::{Gates, Rollout, RolloutState, Spec, Split, Target};
+    use crate::rollout::{Rollout, RolloutState, Spec, Target};
     each(|s| {
         let (dev, adv) = setup(s);
         let spec = Spec {
-            split: Split::Percent(vec![50, 100]),
-            gates: Gates { success_threshold: 90, error_threshold: 10 },
-            soak: 60,
-            silent_after: 600,
-            start_at: None,
-            joins_per_minute: 5,
             on_error: crate::rollout::OnError::Rollback { program_id: 7 },
+            ..crate::rollout::test_spec()
         };
         let r = Rollout {
             id: 0,

@@ -217,17 +217,14 @@ fn checked_tool(mp: &Mp, version: &str, tag: &str, prog: &str, fails_when_sick: 
             .args(["--program", "run=run.sh", "--program", "check=check.sh"])
             .args(["--default-program", "run", "--health-check", "check"]),
     );
-    mp.add_package(&pkg);
-    mp.admin(&[
-        "program",
-        "add",
-        "--package",
-        &format!("tool@{version}"),
-        "--name",
-        prog,
-        "--program",
-        "run",
-    ]);
+    add_tool(mp, &pkg, version, prog);
+}
+
+/// Adds the signed package `tool` `version` in `pkg` and its program `run` as `prog`.
+fn add_tool(mp: &Mp, pkg: &std::path::Path, version: &str, prog: &str) {
+    mp.add_package(pkg);
+    let package = format!("tool@{version}");
+    mp.admin(&["program", "add", "--package", &package, "--name", prog, "--program", "run"]);
 }
 
 /// A signed package `tool` `version` whose program appends `tag` to `runs` on its device,
@@ -244,17 +241,7 @@ fn tool(mp: &Mp, version: &str, tag: &str, prog: &str) {
     .unwrap();
     let pkg = mp.w.path(&format!("tool-{tag}-pkg"));
     sign_package_as(&mp.w, &src, &pkg, ("tool", version), "run.sh", None);
-    mp.add_package(&pkg);
-    mp.admin(&[
-        "program",
-        "add",
-        "--package",
-        &format!("tool@{version}"),
-        "--name",
-        prog,
-        "--program",
-        "run",
-    ]);
+    add_tool(mp, &pkg, version, prog);
 }
 
 #[test]
