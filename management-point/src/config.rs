@@ -209,12 +209,48 @@ pub struct Config {
     /// `[health]`: the thresholds of the health rules (docs/health.md).
     #[serde(default)]
     pub health: Health,
+    /// `[api]`: the management API (docs/management-api.md).
+    #[serde(default)]
+    pub api: Api,
     /// `[tenant_client_ca]`: the device CAs (a PEM file) of each tenant other than the one
     /// `[server] client_ca` serves.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tenant_client_ca: BTreeMap<String, PathBuf>,
     #[serde(skip)]
     dir: PathBuf,
+}
+
+/// `[api]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Api {
+    /// Requests one token may make a minute; more are answered 429.
+    #[serde(default = "default_api_requests_per_minute")]
+    pub requests_per_minute: u32,
+    /// The largest package bundle uploaded (bytes).
+    #[serde(default = "default_api_max_upload")]
+    pub max_upload_bytes: u64,
+    /// PEM roots an uploaded package's publisher must chain to; none: uploads are refused.
+    #[serde(default)]
+    pub package_roots: Option<PathBuf>,
+}
+
+impl Default for Api {
+    fn default() -> Self {
+        Api {
+            requests_per_minute: default_api_requests_per_minute(),
+            max_upload_bytes: default_api_max_upload(),
+            package_roots: None,
+        }
+    }
+}
+
+fn default_api_requests_per_minute() -> u32 {
+    600
+}
+
+fn default_api_max_upload() -> u64 {
+    2 << 30
 }
 
 /// `[health]`.
@@ -295,12 +331,19 @@ impl Config {
                 failed_auth_per_minute: default_failed_auth(),
             },
             health: Health::default(),
+            api: Api::default(),
             tenant_client_ca: BTreeMap::new(),
             dir: dir.to_path_buf(),
         }
     }
 
     fn check(&self) -> std::result::Result<(), String> {
+        if !(1..=100_000).contains(&self.api.requests_per_minute) {
+            return Err("[api] requests_per_minute must be 1 to 100000".into());
+        }
+        if !(1..=16 << 30).contains(&self.api.max_upload_bytes) {
+            return Err("[api] max_upload_bytes must be 1 to 16 GiB".into());
+        }
         if !(1..=1000).contains(&self.health.silent_polls) {
             return Err("[health] silent_polls must be 1 to 1000".into());
         }

@@ -91,7 +91,7 @@ impl Source {
     /// chain to `ca`, PEM, or else to the system's roots in `/etc/ssl/certs`).
     pub fn new(source: &str, suite: &str, ca: Option<&Path>) -> Result<Source> {
         let location = if source.starts_with("https://") || source.starts_with("http://") {
-            Location::Url(source.trim_end_matches('/').to_string(), http_agent(ca)?)
+            Location::Url(source.trim_end_matches('/').to_string(), http_agent(ca, false)?)
         } else {
             Location::Dir(PathBuf::from(source))
         };
@@ -159,8 +159,10 @@ impl Source {
     }
 }
 
-/// The HTTP client of a repository download: rustls with `ca`'s roots, or the system's.
-fn http_agent(ca: Option<&Path>) -> Result<ureq::Agent> {
+/// The HTTP client of a repository download (`api` false: three redirects, an error status is
+/// an error) or of the management API (`api`: no redirect, an error status is an answer to
+/// read): rustls with `ca`'s roots, or the system's.
+pub(crate) fn http_agent(ca: Option<&Path>, api: bool) -> Result<ureq::Agent> {
     use rustls_pki_types::pem::PemObject;
     let file =
         ca.map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Path::to_path_buf);
@@ -185,7 +187,8 @@ fn http_agent(ca: Option<&Path>) -> Result<ureq::Agent> {
         .timeout_connect(Some(CONNECT_TIMEOUT))
         .timeout_recv_response(Some(RESPONSE_TIMEOUT))
         .timeout_global(Some(TRANSFER_TIMEOUT))
-        .max_redirects(3)
+        .max_redirects(if api { 0 } else { 3 })
+        .http_status_as_error(!api)
         .build()
         .into())
 }

@@ -106,6 +106,19 @@ pub enum Error {
     #[error("{0}")]
     Unauthorized(String),
 
+    /// The management API refused or failed an operation `dmmp --server` sent.
+    #[error("{server}: HTTP {status}: {message}")]
+    Api {
+        /// The server.
+        server: String,
+        /// The HTTP status.
+        status: u16,
+        /// The status code it named.
+        code: StatusCode,
+        /// What it said.
+        message: String,
+    },
+
     /// A repository's release file does not verify against the keyring named.
     #[error("{file}: the signature does not verify against {keyring}: {reason}")]
     ReleaseSignature {
@@ -194,6 +207,7 @@ impl Error {
             Error::ReleaseSignature { .. } => StatusCode::DM_E_RELEASE_SIGNATURE,
             Error::RepositoryHash { .. } => StatusCode::DM_E_REPOSITORY_HASH,
             Error::ReleaseStale { .. } => StatusCode::DM_E_RELEASE_STALE,
+            Error::Api { code, .. } => *code,
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod pack;
 
 pub use error::{Error, Result};
 pub mod admin;
+pub mod api;
 pub mod config;
 pub mod debrepo;
 pub mod model;

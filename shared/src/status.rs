@@ -188,6 +188,10 @@ codes! {
     DM_E_IMAGE_FELL_BACK = 0x8004_023F, 105, "The device fell back to its previous system after the restart";
     /// The package's signed health check failed after the install or at the end of the soak.
     DM_E_HEALTH_CHECK = 0x8004_0240, 106, "The package's health check failed";
+    /// The management API's token is missing, unknown, expired or revoked.
+    DM_E_API_UNAUTHORIZED = 0x8004_0241, 107, "The management API token is missing, unknown, expired or revoked";
+    /// The management API's token made more requests this minute than its rate allows.
+    DM_E_API_THROTTLED = 0x8004_0242, 108, "The management API token made too many requests";
 }
 
 impl StatusCode {

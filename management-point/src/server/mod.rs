@@ -4,6 +4,7 @@
 //! HTTP/2. Polls are answered from memory; the database is written for registrations, actions,
 //! feedback and inventory, and for last-seen times in batches.
 
+pub mod api;
 pub mod artifacts;
 pub mod auth;
 pub mod catalog;

@@ -370,18 +370,7 @@ fn roll_back(state: &AppState, r: &Rollout, program_id: i64, now: i64) -> Result
         devices.len()
     );
     // The server wrote these itself: its view takes them now, not at another writer's change.
-    for _ in 0..5 {
-        let seen = state.read().local_writes;
-        let fresh = super::state::View::load(state.store.as_ref())?;
-        if state.install_if_unchanged(fresh, seen) {
-            return Ok(());
-        }
-    }
-    log::warn!(
-        "rollout {}: the view changed during five reloads; {name} is offered after the next",
-        r.name
-    );
-    Ok(())
+    super::state::reload_now(state)
 }
 
 /// Writes a move; logs it when this instance made it.

@@ -61,6 +61,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{base}/dm/updates/catalog"), get(routes::updates_catalog))
         .route(&format!("{base}/dm/updates/scan"), post(routes::updates_scan))
         .route(&format!("{base}/dm/updates/repo/{{repo}}/{{*path}}"), get(routes::updates_file))
+        .merge(super::api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .fallback(|uri: axum::http::Uri| async move {
             log::warn!("no route for {}", uri.path());

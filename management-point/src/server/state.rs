@@ -235,6 +235,8 @@ pub struct AppState {
     pub poll_sleep: String,
     /// The software update catalog as served, rebuilt when an import moves its marker.
     pub catalog: Mutex<Option<Arc<super::catalog::Catalog>>>,
+    /// The management API's requests this minute, by token: (minute, count).
+    pub api_requests: Mutex<HashMap<String, (i64, u32)>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -273,6 +275,7 @@ impl AppState {
             metrics: super::metrics::Metrics::default(),
             poll_sleep,
             catalog: Mutex::new(None),
+            api_requests: Mutex::new(HashMap::new()),
         };
         state.refreshed();
         Ok(state)
@@ -590,4 +593,21 @@ impl AppState {
 /// Reads each of `ids` with `one`, leaving out the ones gone since.
 fn read_each<T>(ids: &[i64], one: impl Fn(i64) -> Result<Option<T>>) -> Result<Vec<T>> {
     ids.iter().filter_map(|id| one(*id).transpose()).collect()
+}
+
+/// Loads the view afresh and installs it, after the server wrote the database itself (its own
+/// writes do not move the data version it watches): what it wrote is served now. Gives up,
+/// logged, after five tries that each saw the view change meanwhile; the next reload has it.
+pub fn reload_now(state: &AppState) -> Result<()> {
+    for _ in 0..5 {
+        let seen = state.read().local_writes;
+        let fresh = View::load(state.store.as_ref())?;
+        if state.install_if_unchanged(fresh, seen) {
+            return Ok(());
+        }
+    }
+    log::warn!(
+        "the view changed during five reloads; the server's own change is served after the next"
+    );
+    Ok(())
 }

@@ -6,11 +6,13 @@
 //! The server and admin commands may run at once: the admin commands write through their own
 //! connection and the server notices through [`Storage::data_version`].
 
+mod api;
 mod interface;
 pub mod postgres;
 mod rollouts;
 mod rows;
 pub mod sqlite;
+mod sqlite_api;
 mod sqlite_files;
 mod sqlite_rollouts;
 mod sqlite_updates;
@@ -18,6 +20,7 @@ mod sqlite_updates;
 mod suite;
 mod updates;
 
+pub use self::api::ApiStorage;
 pub use self::interface::{Changed, RolloutStorage, Storage, UpdateStorage};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;

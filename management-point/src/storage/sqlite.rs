@@ -26,6 +26,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-011-collection-windows.sql"),
     include_str!("migrations/sqlite-012-rollouts.sql"),
     include_str!("migrations/sqlite-013-update-rollouts.sql"),
+    include_str!("migrations/sqlite-014-api.sql"),
 ];
 
 /// The SQLite store.

@@ -790,3 +790,43 @@ fn rollouts_move_once_by_compare_and_set_with_their_members_and_log() {
         assert_eq!(s.replace_rollout_advertisement(&running, &u, &fixed, "x").unwrap(), None);
     });
 }
+
+#[test]
+fn api_tokens_are_kept_hashed_and_revoked_once_and_the_audit_trail_is_read_in_order() {
+    use crate::api::{ApiToken, AuditEntry, Role, token_hash};
+    each(|s| {
+        let t = ApiToken {
+            id: 0,
+            name: "ci".into(),
+            role: Role::Operator,
+            tenant: None,
+            token_sha256: token_hash("dmt_secret"),
+            created: 5,
+            expires: Some(100),
+            revoked: None,
+        };
+        let id = s.add_api_token(&t).unwrap();
+        assert!(s.add_api_token(&t).is_err(), "names and hashes are unique");
+        let got = s.api_tokens().unwrap();
+        assert_eq!(got, vec![ApiToken { id, ..t.clone() }]);
+        assert!(s.revoke_api_token("ci", 50).unwrap());
+        assert!(!s.revoke_api_token("ci", 60).unwrap(), "once");
+        assert_eq!(s.api_tokens().unwrap()[0].revoked, Some(50));
+        let entry = |time, action: &str| AuditEntry {
+            id: 0,
+            time,
+            actor: "token ci".into(),
+            source: "127.0.0.1".into(),
+            action: action.into(),
+            target: "advertisement a".into(),
+            before: None,
+            after: Some("{}".into()),
+        };
+        s.add_audit(&entry(20, "second")).unwrap();
+        s.add_audit(&entry(10, "first")).unwrap();
+        let all: Vec<String> = s.audit(0, 10).unwrap().into_iter().map(|e| e.action).collect();
+        assert_eq!(all, ["first", "second"]);
+        assert_eq!(s.audit(15, 10).unwrap().len(), 1);
+        assert_eq!(s.audit(0, 1).unwrap().len(), 1);
+    });
+}

@@ -15,6 +15,18 @@ pub struct Cli {
     /// Print JSON for scripts instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Run the command through this management point's API (`https://host:port`) instead of
+    /// its database: devices, packages, programs, collections, advertisements, rollouts,
+    /// tokens and the audit trail (docs/management-api.md).
+    #[arg(long, global = true, env = "DMMP_SERVER")]
+    pub server: Option<String>,
+    /// The file holding the API token (`dmmp token create`), with `--server`.
+    #[arg(long, global = true, env = "DMMP_TOKEN_FILE")]
+    pub token_file: Option<PathBuf>,
+    /// PEM roots the server's certificate must chain to, with `--server` (default: the
+    /// system's).
+    #[arg(long, global = true, env = "DMMP_SERVER_CA")]
+    pub server_ca: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -59,6 +71,15 @@ pub enum Command {
     /// previous group's confirmed successes (docs/rollouts.md).
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// Management API tokens (docs/management-api.md).
+    #[command(subcommand)]
+    Token(TokenCmd),
+    /// The audit trail: every change, who made it, from where, before and after.
+    Audit {
+        /// From when (RFC 3339; default: the last day).
+        #[arg(long)]
+        since: Option<String>,
+    },
     /// Administrators of the web console (docs/console.md).
     #[command(subcommand)]
     Admin(AdminCmd),
@@ -677,5 +698,28 @@ pub enum RolloutCmd {
     Approve {
         /// id or name.
         rollout: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum TokenCmd {
+    /// Make a token; its secret is printed once and only its SHA-256 is kept.
+    Create {
+        /// Its name (in the audit trail).
+        #[arg(long)]
+        name: String,
+        /// read-only, operator or administrator.
+        #[arg(long)]
+        role: String,
+        /// How long it works (90d, 12h, 30m or seconds); default: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// The tokens (never their secrets).
+    List,
+    /// Revoke a token: refused from now on.
+    Revoke {
+        /// Its name.
+        name: String,
     },
 }

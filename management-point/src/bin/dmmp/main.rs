@@ -13,11 +13,12 @@ use std::process::ExitCode;
 
 use clap::Parser;
 use dm_mp::admin::init::InitSpec;
-use dm_mp::admin::packages::{self, PackageSource, ProgramSpec};
-use dm_mp::admin::targeting::{self, AdvertiseSpec};
+use dm_mp::admin::packages::{self, PackageSource};
+use dm_mp::admin::targeting;
 use dm_mp::admin::{self, Out, config, devices};
+use dm_mp::api::client::Client;
+use dm_mp::api::ops::{Cx, Op};
 use dm_mp::config::{Config, UnknownDevices};
-use dm_mp::model::AdvertisementKind;
 use dm_mp::{Error, Result};
 
 mod args;
@@ -77,45 +78,15 @@ fn package(cli: &Cli, cmd: &PackageCmd) -> Result<Out> {
             };
             packages::package_add(&cfg, &*store, &src, distribution_point.as_deref(), admin::now())
         }
-        PackageCmd::List => packages::package_list(&*store),
+        PackageCmd::List => Err(through_op()),
         PackageCmd::Remove { package } => packages::package_remove(&*store, package),
     }
 }
 
-fn program(cli: &Cli, cmd: &ProgramCmd) -> Result<Out> {
+fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
     let (_, store) = open(cli)?;
     match cmd {
-        ProgramCmd::Add {
-            package,
-            name,
-            signed_program,
-            command,
-            platforms,
-            max_run_time,
-            device_class,
-        } => {
-            let spec = ProgramSpec {
-                package: package.clone(),
-                name: name.clone(),
-                signed_program: signed_program.clone(),
-                command: command.clone(),
-                platforms: platforms.clone(),
-                max_run_time: *max_run_time,
-                device_class: device_class.clone(),
-            };
-            packages::program_add(&*store, &spec)
-        }
-        ProgramCmd::List => packages::program_list(&*store),
-    }
-}
-
-fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
-    let (cfg, store) = open(cli)?;
-    match cmd {
-        CollectionCmd::Add { name, rule, tenant } => {
-            targeting::collection_add(&cfg, &*store, name, tenant, rule)
-        }
-        CollectionCmd::List => targeting::collection_list(&*store),
+        CollectionCmd::Add { .. } | CollectionCmd::List => Err(through_op()),
         CollectionCmd::Window { collection, window } => {
             targeting::collection_window(&*store, collection, window.as_deref())
         }
@@ -125,60 +96,21 @@ fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
     }
 }
 
-fn advertise(cli: &Cli, a: &AdvertiseArgs) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    let kind = if a.available {
-        AdvertisementKind::Available
-    } else if a.download_only {
-        AdvertisementKind::DownloadOnly
-    } else {
-        AdvertisementKind::Mandatory
-    };
-    let spec = AdvertiseSpec {
-        name: a.name.clone(),
-        program: a.program.clone(),
-        collection: a.collection.clone(),
-        kind,
-        start: a.start.clone(),
-        expires: a.expires.clone(),
-        maintenance_window: a.maintenance_window.clone(),
-        rerun: a.rerun.parse().map_err(Error::Usage)?,
-        allow_downgrade: a.allow_downgrade,
-    };
-    targeting::advertise(&*store, &spec, admin::now())
-}
-
-fn advertisement(cli: &Cli, cmd: &AdvertisementCmd) -> Result<Out> {
-    let (_, store) = open(cli)?;
-    match cmd {
-        AdvertisementCmd::List => targeting::advertisement_list(&*store, admin::now()),
-        AdvertisementCmd::Cancel { advertisement } => {
-            targeting::advertisement_cancel(&*store, advertisement, admin::now())
-        }
-        AdvertisementCmd::Status { advertisement } => {
-            let a = admin::find_advertisement(&*store, advertisement)?;
-            targeting::advertisement_status(&*store, &a)
-        }
-    }
-}
-
 fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
     let (cfg, store) = open(cli)?;
     let now = admin::now();
     match cmd {
-        DeviceCmd::Add { id, tenant, token } => {
-            devices::device_add(&cfg, &*store, id, tenant.as_deref(), token.as_deref(), now)
-        }
         DeviceCmd::Import { csv, tenant } => {
             devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
         }
-        DeviceCmd::List => devices::device_list(&*store),
-        DeviceCmd::Approve { device } => devices::device_approve(&cfg, &*store, device),
-        DeviceCmd::Revoke { device } => devices::device_revoke(&*store, device, now),
         DeviceCmd::UseCertificate { device } => {
             devices::device_use_certificate(&cfg, &*store, device)
         }
-        DeviceCmd::Show { device } => devices::device_show(&*store, device),
+        DeviceCmd::Add { .. }
+        | DeviceCmd::List
+        | DeviceCmd::Approve { .. }
+        | DeviceCmd::Revoke { .. }
+        | DeviceCmd::Show { .. } => Err(through_op()),
     }
 }
 
@@ -190,8 +122,138 @@ fn crl(cli: &Cli, cmd: &CrlCmd) -> Result<Out> {
     }
 }
 
+/// An operation the management API serves, asked of a function that handles the others: the
+/// command line sends every such one through [`run_op`] before.
+fn through_op() -> Error {
+    Error::Usage("this command runs as an operation of the management API".into())
+}
+
+/// The operation a command asks for, when it is one the management API serves.
+fn op_of(cmd: &Command) -> Result<Option<Op>> {
+    let act = |rollout: &String, action: &str, program: Option<&String>| Op::RolloutAct {
+        rollout: rollout.clone(),
+        action: action.into(),
+        program: program.cloned(),
+    };
+    Ok(Some(match cmd {
+        Command::Device(DeviceCmd::List) => Op::DeviceList {},
+        Command::Device(DeviceCmd::Show { device }) => Op::DeviceShow { device: device.clone() },
+        Command::Device(DeviceCmd::Add { id, tenant, token }) => {
+            Op::DeviceAdd { id: id.clone(), tenant: tenant.clone(), token: token.clone() }
+        }
+        Command::Device(DeviceCmd::Approve { device }) => {
+            Op::DeviceApprove { device: device.clone() }
+        }
+        Command::Device(DeviceCmd::Revoke { device }) => {
+            Op::DeviceRevoke { device: device.clone() }
+        }
+        Command::Package(PackageCmd::List) => Op::PackageList {},
+        Command::Program(ProgramCmd::List) => Op::ProgramList {},
+        Command::Program(ProgramCmd::Add {
+            package,
+            name,
+            signed_program,
+            command,
+            platforms,
+            max_run_time,
+            device_class,
+        }) => Op::ProgramAdd {
+            package: package.clone(),
+            name: name.clone(),
+            signed_program: signed_program.clone(),
+            command: command.clone(),
+            platforms: platforms.clone(),
+            max_run_time: *max_run_time,
+            device_class: device_class.clone(),
+        },
+        Command::Collection(CollectionCmd::List) => Op::CollectionList {},
+        Command::Collection(CollectionCmd::Add { name, rule, tenant }) => {
+            Op::CollectionAdd { name: name.clone(), rule: rule.clone(), tenant: tenant.clone() }
+        }
+        Command::Advertise(a) => Op::Advertise {
+            name: a.name.clone(),
+            program: a.program.clone(),
+            collection: a.collection.clone(),
+            kind: if a.available {
+                "available"
+            } else if a.download_only {
+                "download-only"
+            } else {
+                "mandatory"
+            }
+            .into(),
+            start: a.start.clone(),
+            expires: a.expires.clone(),
+            maintenance_window: a.maintenance_window.clone(),
+            rerun: a.rerun.clone(),
+            allow_downgrade: a.allow_downgrade,
+        },
+        Command::Advertisement(AdvertisementCmd::List) => Op::AdvertisementList {},
+        Command::Advertisement(AdvertisementCmd::Status { advertisement })
+        | Command::Status { advertisement } => {
+            Op::AdvertisementStatus { advertisement: advertisement.clone() }
+        }
+        Command::Advertisement(AdvertisementCmd::Cancel { advertisement }) => {
+            Op::AdvertisementCancel { advertisement: advertisement.clone() }
+        }
+        Command::Rollout(RolloutCmd::List) => Op::RolloutList {},
+        Command::Rollout(RolloutCmd::Show { rollout }) => {
+            Op::RolloutShow { rollout: rollout.clone() }
+        }
+        Command::Rollout(RolloutCmd::Approve { rollout }) => act(rollout, "approve", None),
+        Command::Rollout(RolloutCmd::Start { rollout }) => act(rollout, "start", None),
+        Command::Rollout(RolloutCmd::Pause { rollout }) => act(rollout, "pause", None),
+        Command::Rollout(RolloutCmd::Resume { rollout, program }) => {
+            act(rollout, "resume", program.as_ref())
+        }
+        Command::Rollout(RolloutCmd::Stop { rollout }) => act(rollout, "stop", None),
+        Command::Token(TokenCmd::Create { name, role, expires }) => {
+            Op::TokenCreate { name: name.clone(), role: role.clone(), expires: expires.clone() }
+        }
+        Command::Token(TokenCmd::List) => Op::TokenList {},
+        Command::Token(TokenCmd::Revoke { name }) => Op::TokenRevoke { name: name.clone() },
+        Command::Audit { since } => Op::Audit { since: since.clone() },
+        _ => return Ok(None),
+    }))
+}
+
+/// The management API client `--server` and `--token-file` name.
+fn client(cli: &Cli) -> Result<Client> {
+    let server = cli.server.as_deref().unwrap_or_default();
+    let token = cli.token_file.as_deref().ok_or_else(|| {
+        Error::Usage("--server needs --token-file (a token from `dmmp token create`)".into())
+    })?;
+    Client::new(server, token, cli.server_ca.as_deref())
+}
+
+/// Runs an operation: through the management API with `--server`, else on the database (and
+/// its audit trail) as the user running `dmmp`.
+fn run_op(cli: &Cli, op: &Op) -> Result<Out> {
+    if cli.server.is_some() {
+        return client(cli)?.run(op, cli.json);
+    }
+    let (cfg, store) = open(cli)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "an administrator".into());
+    let actor = format!("dmmp ({user})");
+    let cx = Cx { cfg: &cfg, store: &*store, actor: &actor, source: "dmmp", now: admin::now() };
+    op.run(&cx)
+}
+
 /// Runs one command; `None` for `serve`, which prints as it goes.
 fn run(cli: &Cli) -> Result<Option<Out>> {
+    if let Some(op) = op_of(&cli.command)? {
+        return run_op(cli, &op).map(Some);
+    }
+    if cli.server.is_some() {
+        return match &cli.command {
+            Command::Package(PackageCmd::Add { source: Some(bundle), .. }) => {
+                client(cli)?.upload(bundle).map(Some)
+            }
+            _ => Err(Error::Usage(
+                "with --server this command is not served by the management API: run it on the management point's machine (docs/management-api.md)".into(),
+            )),
+        };
+    }
     Ok(Some(match &cli.command {
         Command::Init(a) => init(a)?,
         Command::Migrate { from, to, to_ca } => {
@@ -202,13 +264,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
             return Ok(None);
         }
         Command::Package(c) => package(cli, c)?,
-        Command::Program(c) => program(cli, c)?,
         Command::Collection(c) => collection(cli, c)?,
-        Command::Advertise(a) => advertise(cli, a)?,
-        Command::Advertisement(c) => advertisement(cli, c)?,
-        Command::Status { advertisement: a } => {
-            advertisement(cli, &AdvertisementCmd::Status { advertisement: a.clone() })?
-        }
         Command::Device(c) => device(cli, c)?,
         Command::Crl(c) => crl(cli, c)?,
         Command::Report { name, advertisement, device, state, filter, sort, desc, csv } => {
@@ -227,6 +283,12 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         }
         Command::Update(c) => update(cli, c)?,
         Command::Rollout(c) => rollout(cli, c)?,
+        Command::Program(_)
+        | Command::Advertise(_)
+        | Command::Advertisement(_)
+        | Command::Status { .. }
+        | Command::Token(_)
+        | Command::Audit { .. } => return Err(through_op()),
         Command::Admin(c) => administrator(cli, c)?,
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
@@ -257,11 +319,9 @@ fn duration_arg(s: &str, flag: &str) -> Result<i64> {
 
 fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
     use dm_mp::admin::rollouts as r;
-    use dm_mp::rollout::{Command as Do, Gates};
+    use dm_mp::rollout::Gates;
     let (_, store) = open(cli)?;
     let now = admin::now();
-    let by =
-        format!("{} (dmmp)", std::env::var("USER").unwrap_or_else(|_| "an administrator".into()));
     match cmd {
         RolloutCmd::Create(a) => {
             let spec = r::CreateSpec {
@@ -285,18 +345,7 @@ fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
             };
             r::create(&*store, &spec, now)
         }
-        RolloutCmd::List => r::list(&*store),
-        RolloutCmd::Show { rollout } => r::show(&*store, rollout, now),
-        RolloutCmd::Start { rollout } => r::act(&*store, rollout, Do::Start, &by, now),
-        RolloutCmd::Pause { rollout } => r::act(&*store, rollout, Do::Pause, &by, now),
-        RolloutCmd::Resume { rollout, program: None } => {
-            r::act(&*store, rollout, Do::Resume, &by, now)
-        }
-        RolloutCmd::Resume { rollout, program: Some(p) } => {
-            r::resume_with(&*store, rollout, p, &by, now)
-        }
-        RolloutCmd::Stop { rollout } => r::act(&*store, rollout, Do::Stop, &by, now),
-        RolloutCmd::Approve { rollout } => r::act(&*store, rollout, Do::Approve, &by, now),
+        _ => Err(through_op()),
     }
 }
 

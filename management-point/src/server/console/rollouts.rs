@@ -204,9 +204,13 @@ pub async fn act(
     Path((name, action)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
-    let Some(cmd) = COMMANDS.iter().find(|(s, _)| *s == action).map(|(_, c)| *c) else {
+    if !COMMANDS.iter().any(|(s, _)| *s == action) {
         return message(StatusCode::NOT_FOUND, "Rollout", &format!("no action {action:?}"));
-    };
+    }
+    let source = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
     let credential = credential(req.headers(), req.extensions());
     let body = axum::body::to_bytes(req.into_body(), 4096).await.unwrap_or_default();
     let given = form_csrf(&body).unwrap_or_default();
@@ -220,11 +224,23 @@ pub async fn act(
             "the form is stale or forged; reload the page",
         );
     }
+    // The API's operation: the rollout's log and the audit trail name the administrator.
+    let op = crate::api::ops::Op::RolloutAct {
+        rollout: name.clone(),
+        action: action.clone(),
+        program: None,
+    };
     let by = format!("{who} (console)");
     let st2 = st.clone();
-    let (name2, by2) = (name.clone(), by.clone());
     let done = tokio::task::spawn_blocking(move || {
-        let out = admin::act(st2.store.as_ref(), &name2, cmd, &by2, st2.now())?;
+        let cx = crate::api::ops::Cx {
+            cfg: &st2.config,
+            store: st2.store.as_ref(),
+            actor: &by,
+            source: &source,
+            now: st2.now(),
+        };
+        let out = op.run(&cx)?;
         let fresh = RolloutGate::load(st2.store.as_ref())?;
         st2.write().rollouts = fresh;
         Ok::<_, crate::Error>(out)
@@ -391,6 +407,11 @@ mod tests {
         let stored = &f.state.store.rollouts().unwrap()[0];
         assert_eq!(stored.state, RolloutState::Paused);
         assert_eq!(stored.reason.as_deref(), Some("paused by alice (console)"));
+        // The audit trail has it, with who and from where.
+        let audit = f.state.store.audit(0, 10).unwrap();
+        let e = audit.iter().find(|e| e.action == "rollout-act").unwrap();
+        assert_eq!((e.actor.as_str(), e.target.as_str()), ("alice (console)", "rollout r1"));
+        assert!(e.before.as_deref().is_some_and(|b| b.contains("running")), "{e:?}");
         assert_eq!(
             f.state.read().rollouts.values().next().unwrap().rollout.state,
             RolloutState::Paused

@@ -17,6 +17,7 @@
 //! - Feedback moves an action by compare-and-set on its status, retried: two instances that
 //!   receive feedback for one action at once never interleave.
 
+mod api;
 pub mod cluster;
 mod listen;
 mod migrate;
@@ -51,6 +52,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-011-collection-windows.sql"),
     include_str!("../migrations/postgres-012-rollouts.sql"),
     include_str!("../migrations/postgres-013-update-rollouts.sql"),
+    include_str!("../migrations/postgres-014-api.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.

@@ -1,0 +1,421 @@
+//! The management API's routes under `/api/v1/` (docs/management-api.md): each request
+//! authenticates with `Authorization: Bearer <token>`, is held to its token's role and to a
+//! rate per token, and runs one [`Op`] (the operations `dmmp` runs) off the async threads; a
+//! change lands in the audit trail. Errors have one shape: `{"status", "code", "message"}`,
+//! `code` the status code's name. A failed authentication is answered after the same delay
+//! whether the token exists or not. `GET /api/v1/openapi.json` is the OpenAPI 3 document,
+//! made from the same route table.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{MethodFilter, get, on};
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+use tokio::io::AsyncWriteExt;
+
+use dm_shared::StatusCode as Code;
+
+use super::conn_info::ConnInfo;
+use super::state::AppState;
+use crate::api::ops::{Cx, Op, PACKAGE_UPLOAD, ROUTES, Route};
+use crate::api::{ApiToken, token_hash};
+
+/// How long every failed authentication takes, whatever failed.
+const AUTH_FAILURE_DELAY: Duration = Duration::from_millis(250);
+/// The largest JSON body.
+const MAX_JSON_BODY: usize = 64 * 1024;
+
+/// An error as the API answers it.
+#[derive(Debug)]
+pub struct Failure {
+    status: StatusCode,
+    code: &'static str,
+    message: String,
+}
+
+impl Failure {
+    fn new(status: StatusCode, code: Code, message: impl Into<String>) -> Failure {
+        Failure { status, code: code.name(), message: message.into() }
+    }
+}
+
+impl From<crate::Error> for Failure {
+    fn from(e: crate::Error) -> Failure {
+        use crate::Error as E;
+        let status = match &e {
+            E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Conflict(_) => StatusCode::CONFLICT,
+            E::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
+            // What the server itself failed at.
+            E::Database { .. }
+            | E::Postgres { .. }
+            | E::CorruptRow { .. }
+            | E::Tls { .. }
+            | E::Pki { .. }
+            | E::NoRandomness(_)
+            | E::OutputExists { .. }
+            | E::Config { .. } => StatusCode::INTERNAL_SERVER_ERROR,
+            E::Shared(s)
+                if matches!(
+                    s.code(),
+                    Code::E_FAIL | Code::ERROR_WRITE_FAULT | Code::ERROR_DISK_FULL
+                ) =>
+            {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+            // What the request asked for cannot be (a package that does not verify, a bad
+            // argument, an action that is over).
+            _ => StatusCode::BAD_REQUEST,
+        };
+        let code = e.code().name();
+        Failure { status, code, message: e.to_string() }
+    }
+}
+
+impl IntoResponse for Failure {
+    fn into_response(self) -> Response {
+        let body =
+            json!({"status": self.status.as_u16(), "code": self.code, "message": self.message});
+        let mut r = (self.status, axum::Json(body)).into_response();
+        if self.status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert(header::RETRY_AFTER, header::HeaderValue::from_static("60"));
+        }
+        r
+    }
+}
+
+/// Who a request is, once authenticated.
+struct Caller {
+    token: ApiToken,
+    source: String,
+}
+
+/// The API's routes, with the server's state.
+pub fn routes() -> Router<Arc<AppState>> {
+    let mut router = Router::new().route("/api/v1/openapi.json", get(openapi));
+    for r in ROUTES {
+        let method = if r.method == "GET" { MethodFilter::GET } else { MethodFilter::POST };
+        router = if r.op == PACKAGE_UPLOAD {
+            router.route(r.path, on(method, move |st, req| upload(st, r, req)))
+        } else {
+            router.route(r.path, on(method, move |st, path, req| dispatch(st, r, path, req)))
+        };
+    }
+    router
+}
+
+/// `GET /api/v1/openapi.json`.
+async fn openapi() -> Response {
+    axum::Json(crate::api::openapi::document()).into_response()
+}
+
+/// Authenticates the request, holds it to the route's role and the token's rate, or says why
+/// not. A failed authentication takes [`AUTH_FAILURE_DELAY`] from `start` whatever failed.
+async fn authorize(
+    st: &Arc<AppState>,
+    r: &Route,
+    headers: &HeaderMap,
+    conn: Option<&ConnInfo>,
+    start: Instant,
+) -> Result<Caller, Failure> {
+    let source = conn.map_or_else(|| "unknown".to_string(), |c| c.peer.ip().to_string());
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::trim)
+        .unwrap_or("");
+    // Hashed whether or not there is one, and looked up by hash: no early answer tells a
+    // client more than that it failed.
+    let hash = token_hash(secret);
+    let st2 = st.clone();
+    let found = tokio::task::spawn_blocking(move || {
+        st2.store.api_tokens().map(|all| all.into_iter().find(|t| t.token_sha256 == hash))
+    })
+    .await
+    .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Code::E_FAIL, e.to_string()))?
+    .map_err(Failure::from)?;
+    let now = st.now();
+    let token = match found {
+        Some(t) if !secret.is_empty() && t.unusable(now).is_none() => t,
+        other => {
+            let why = match &other {
+                _ if secret.is_empty() => "no Bearer token",
+                None => "an unknown token",
+                Some(t) => t.unusable(now).unwrap_or("unusable"),
+            };
+            log::warn!("management API: {} {} from {source}: refused, {why}", r.method, r.path);
+            tokio::time::sleep_until((start + AUTH_FAILURE_DELAY).into()).await;
+            return Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                Code::DM_E_API_UNAUTHORIZED,
+                "the token is missing, unknown, expired or revoked",
+            ));
+        }
+    };
+    if !token.role.allows(r.role) {
+        log::warn!(
+            "management API: token {} ({}) may not {} {}: it needs {}",
+            token.name,
+            token.role.as_str(),
+            r.method,
+            r.path,
+            r.role.as_str()
+        );
+        return Err(Failure::new(
+            StatusCode::FORBIDDEN,
+            Code::E_ACCESSDENIED,
+            format!(
+                "token {} is {}; {} {} needs {}",
+                token.name,
+                token.role.as_str(),
+                r.method,
+                r.path,
+                r.role.as_str()
+            ),
+        ));
+    }
+    if !within_rate(st, &token.name, now) {
+        return Err(Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::DM_E_API_THROTTLED,
+            format!(
+                "token {} made more than {} requests this minute",
+                token.name, st.config.api.requests_per_minute
+            ),
+        ));
+    }
+    Ok(Caller { token, source })
+}
+
+/// Counts a request of `token` at `now`: whether it is within the rate.
+fn within_rate(st: &AppState, token: &str, now: i64) -> bool {
+    let mut held = st.api_requests.lock().unwrap_or_else(|p| p.into_inner());
+    let minute = now / 60;
+    held.retain(|_, (m, _)| *m == minute);
+    let e = held.entry(token.to_string()).or_insert((minute, 0));
+    e.1 += 1;
+    e.1 <= st.config.api.requests_per_minute
+}
+
+/// A route's operation: authenticated, built from the path and the JSON body, run.
+async fn dispatch(
+    State(st): State<Arc<AppState>>,
+    r: &'static Route,
+    Path(params): Path<Vec<(String, String)>>,
+    req: Request,
+) -> Response {
+    let start = Instant::now();
+    let caller =
+        match authorize(&st, r, req.headers(), req.extensions().get::<ConnInfo>(), start).await {
+            Ok(c) => c,
+            Err(f) => return f.into_response(),
+        };
+    let text = req.headers().get(header::ACCEPT).is_some_and(|a| a == "text/plain");
+    let mut params = params;
+    params.extend(query_pairs(req.uri().query().unwrap_or("")));
+    let body = match axum::body::to_bytes(req.into_body(), MAX_JSON_BODY).await {
+        Ok(b) if b.is_empty() => Value::Null,
+        Ok(b) => match serde_json::from_slice(&b) {
+            Ok(v) => v,
+            Err(e) => {
+                return Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    Code::E_INVALIDARG,
+                    format!("the body is not JSON: {e}"),
+                )
+                .into_response();
+            }
+        },
+        Err(_) => {
+            return Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ERROR_FILE_TOO_LARGE,
+                format!("the body is over {MAX_JSON_BODY} bytes"),
+            )
+            .into_response();
+        }
+    };
+    let op = match Op::from_route(r, params, body) {
+        Ok(op) => op,
+        Err(e) => {
+            return Failure::new(
+                StatusCode::BAD_REQUEST,
+                Code::E_INVALIDARG,
+                format!("{} {}: {e}", r.method, r.path),
+            )
+            .into_response();
+        }
+    };
+    run(st, caller, op, text).await
+}
+
+/// The query's `key=value` pairs, decoded.
+fn query_pairs(q: &str) -> Vec<(String, String)> {
+    q.split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (super::console::form_decode(k), super::console::form_decode(v)))
+        .collect()
+}
+
+/// Runs `op` for `caller` off the async threads and answers its JSON, or with `text` the text
+/// `dmmp` prints for people.
+async fn run(st: Arc<AppState>, caller: Caller, op: Op, text: bool) -> Response {
+    let name = op.name();
+    let done = tokio::task::spawn_blocking(move || {
+        let actor = format!("token {}", caller.token.name);
+        let cx = Cx {
+            cfg: &st.config,
+            store: st.store.as_ref(),
+            actor: &actor,
+            source: &caller.source,
+            now: st.now(),
+        };
+        let out = op.run(&cx)?;
+        if op.changes() {
+            // What the server serves changes now, not at the next reload.
+            super::state::reload_now(&st)?;
+        }
+        Ok::<_, crate::Error>(out)
+    })
+    .await;
+    match done {
+        Ok(Ok(out)) if text => {
+            ([(header::CONTENT_TYPE, "text/plain; charset=utf-8")], out.text).into_response()
+        }
+        Ok(Ok(out)) => axum::Json(out.json).into_response(),
+        Ok(Err(e)) => {
+            log::warn!("management API: {name}: {e}");
+            Failure::from(e).into_response()
+        }
+        Err(e) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Code::E_FAIL, e.to_string())
+            .into_response(),
+    }
+}
+
+/// `POST /api/v1/packages`: the body, a `.dmpkg` bundle, streams to a private file within
+/// `[api] max_upload_bytes`, then is verified against `[api] package_roots` and stored as
+/// `dmmp package add` does; the file is removed either way.
+async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request) -> Response {
+    let start = Instant::now();
+    let caller =
+        match authorize(&st, r, req.headers(), req.extensions().get::<ConnInfo>(), start).await {
+            Ok(c) => c,
+            Err(f) => return f.into_response(),
+        };
+    let Some(roots) = st.config.api.package_roots.as_ref().map(|p| st.config.resolve(p)) else {
+        return Failure::new(
+            StatusCode::CONFLICT,
+            Code::ERROR_BAD_CONFIGURATION,
+            "this management point takes no uploads: [api] package_roots names no roots",
+        )
+        .into_response();
+    };
+    let dir = st.config.content().join("uploads");
+    let file = match receive(&st, &dir, req.into_body()).await {
+        Ok(f) => f,
+        Err(f) => return f.into_response(),
+    };
+    let st2 = st.clone();
+    let path = file.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let actor = format!("token {}", caller.token.name);
+        let source = crate::admin::packages::PackageSource::Signed { dir: path.clone(), roots };
+        let now = st2.now();
+        let out = crate::admin::packages::package_add(
+            &st2.config,
+            st2.store.as_ref(),
+            &source,
+            None,
+            now,
+        );
+        if let Ok(o) = &out {
+            st2.store.add_audit(&crate::api::AuditEntry {
+                id: 0,
+                time: now,
+                actor,
+                source: caller.source.clone(),
+                action: PACKAGE_UPLOAD.into(),
+                target: format!(
+                    "package {} {}",
+                    o.json["name"].as_str().unwrap_or("?"),
+                    o.json["version"].as_str().unwrap_or("?")
+                ),
+                before: None,
+                after: Some(o.json.to_string()),
+            })?;
+            super::state::reload_now(&st2)?;
+        }
+        out
+    })
+    .await;
+    let _ = dm_shared::fs::remove_file(&file);
+    match done {
+        Ok(Ok(out)) => (StatusCode::CREATED, axum::Json(out.json)).into_response(),
+        Ok(Err(e)) => {
+            log::warn!("management API: package upload refused: {e}");
+            Failure::from(e).into_response()
+        }
+        Err(e) => Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Code::E_FAIL, e.to_string())
+            .into_response(),
+    }
+}
+
+/// Streams `body` to a new private file in `dir`, within `[api] max_upload_bytes`.
+async fn receive(
+    st: &AppState,
+    dir: &std::path::Path,
+    body: Body,
+) -> Result<std::path::PathBuf, Failure> {
+    let fail = |e: std::io::Error| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Code::E_FAIL,
+            format!("{}: {e}", dir.display()),
+        )
+    };
+    tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+    let name = crate::random::hex(16, "an upload name").map_err(Failure::from)?;
+    let path = dir.join(format!("{name}.dmpkg"));
+    let mut f = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&path)
+        .await
+        .map_err(fail)?;
+    let cap = st.config.api.max_upload_bytes;
+    let mut got = 0u64;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = match chunk {
+            Ok(c) => c,
+            Err(e) => {
+                let _ = tokio::fs::remove_file(&path).await;
+                return Err(Failure::new(
+                    StatusCode::BAD_REQUEST,
+                    Code::E_INVALIDARG,
+                    format!("the upload broke off: {e}"),
+                ));
+            }
+        };
+        got += chunk.len() as u64;
+        if got > cap {
+            let _ = tokio::fs::remove_file(&path).await;
+            return Err(Failure::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Code::ERROR_FILE_TOO_LARGE,
+                format!("the package is over [api] max_upload_bytes ({cap} bytes)"),
+            ));
+        }
+        f.write_all(&chunk).await.map_err(fail)?;
+    }
+    f.sync_all().await.map_err(fail)?;
+    Ok(path)
+}

@@ -1,0 +1,19 @@
+//! The [`ApiStorage`] part of the storage interface: the management API's tokens and the
+//! audit trail (docs/management-api.md).
+
+use crate::api::{ApiToken, AuditEntry};
+use crate::error::Result;
+
+/// What the management point stores for its management API.
+pub trait ApiStorage {
+    /// Adds a token (its name unique). Returns its id.
+    fn add_api_token(&self, t: &ApiToken) -> Result<i64>;
+    /// Every token, by id.
+    fn api_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// Revokes the token named `name` at `now`. Returns whether there was one not revoked.
+    fn revoke_api_token(&self, name: &str, now: i64) -> Result<bool>;
+    /// Appends a change to the audit trail. Returns its id.
+    fn add_audit(&self, e: &AuditEntry) -> Result<i64>;
+    /// The changes from `since` (Unix seconds) on, oldest first, at most `limit`.
+    fn audit(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
+}
