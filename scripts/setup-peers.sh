@@ -80,4 +80,13 @@ if [ ! -x "$venv/bin/rauc-hawkbit-client" ]; then
     "$venv/bin/pip" install -q --disable-pip-version-check --no-deps rauc-hawkbit==0.2.0 gbulb==0.6.6
     "$venv/bin/pip" install -q --disable-pip-version-check aiohttp==3.14.5
 fi
+# schemathesis from PyPI, the OpenAPI tool that checks the management API's document against
+# the live server (tests/tests/e2e/api.rs); hypothesis pinned to one it works with.
+venv=target/peers/schemathesis
+if [ ! -x "$venv/bin/st" ]; then
+    echo "setup-peers: schemathesis into $venv" >&2
+    rm -rf "$venv"
+    /usr/bin/python3 -m venv "$venv"
+    "$venv/bin/pip" install -q --disable-pip-version-check schemathesis==3.39.16 hypothesis==6.131.9
+fi
 echo "setup-peers: all peers present" >&2

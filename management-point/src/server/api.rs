@@ -419,3 +419,32 @@ async fn receive(
     f.sync_all().await.map_err(fail)?;
     Ok(path)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::server::fixture::Fixture;
+
+    #[test]
+    fn each_token_is_held_to_its_rate_a_minute() {
+        let f = Fixture::new(|c| c.api.requests_per_minute = 3);
+        let minute = 600;
+        let ok: Vec<bool> = (0..4).map(|_| within_rate(&f.state, "ci", minute)).collect();
+        assert_eq!(ok, [true, true, true, false]);
+        assert!(within_rate(&f.state, "other", minute), "each token has its own");
+        assert!(within_rate(&f.state, "ci", minute + 60), "a new minute");
+    }
+
+    #[test]
+    fn errors_name_the_status_code_and_server_failures_only_are_500() {
+        let f = Failure::from(crate::Error::NotFound("rollout r9".into()));
+        assert_eq!((f.status, f.code), (StatusCode::NOT_FOUND, "ERROR_FILE_NOT_FOUND"));
+        let f = Failure::from(crate::Error::Usage("bad".into()));
+        assert_eq!((f.status, f.code), (StatusCode::BAD_REQUEST, "E_INVALIDARG"));
+        let f = Failure::from(crate::Error::Conflict("exists".into()));
+        assert_eq!(f.status, StatusCode::CONFLICT);
+        let source = rusqlite::Error::InvalidQuery;
+        let f = Failure::from(crate::Error::Database { what: "x".into(), source });
+        assert_eq!(f.status, StatusCode::INTERNAL_SERVER_ERROR);
+    }
+}
