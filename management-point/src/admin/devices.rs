@@ -96,8 +96,9 @@ pub fn device_import(
 }
 
 /// Lists devices.
-pub fn device_list(store: &dyn Storage) -> Result<Out> {
-    let ds = store.devices()?;
+pub fn device_list(store: &dyn Storage, tenant: Option<&str>) -> Result<Out> {
+    let mut ds = store.devices()?;
+    ds.retain(|d| tenant.is_none_or(|t| d.tenant == t));
     let rows: Vec<Vec<String>> = ds
         .iter()
         .map(|d| {
@@ -307,7 +308,9 @@ mod tests {
                 report_id: None,
             })
             .unwrap();
-        for out in [device_show(&store, "dev-1").unwrap().text, device_list(&store).unwrap().text] {
+        for out in
+            [device_show(&store, "dev-1").unwrap().text, device_list(&store, None).unwrap().text]
+        {
             assert!(!out.contains('\x1b') && !out.contains('\x07'), "{out:?}");
             assert!(!out.contains("\nREGISTERED BY"), "a forged line: {out:?}");
             assert!(out.contains("1.0\\x1b[2J"), "{out:?}");

@@ -398,9 +398,31 @@ pub fn evaluate(
     Snapshot::read(store, r)?.evaluate(store, r, now)
 }
 
-/// `dmmp rollout list`.
-pub fn list(store: &dyn Storage) -> Result<Out> {
-    let all = store.rollouts()?;
+/// The tenant of the collection a rollout goes to.
+pub fn tenant_of(store: &dyn Storage, r: &Rollout) -> Result<Option<String>> {
+    let collection = match r.target {
+        rollout::Target::Advertisement(a) => {
+            store.advertisements()?.into_iter().find(|x| x.id == a).map(|x| x.collection_id)
+        }
+        rollout::Target::UpdateDeployment(u) => {
+            store.update_deployments()?.into_iter().find(|x| x.id == u).map(|x| x.collection_id)
+        }
+    };
+    Ok(store.collections()?.into_iter().find(|c| Some(c.id) == collection).map(|c| c.tenant))
+}
+
+/// `dmmp rollout list`; with `tenant`, that tenant's rollouts only.
+pub fn list(store: &dyn Storage, tenant: Option<&str>) -> Result<Out> {
+    let mut all = store.rollouts()?;
+    if let Some(t) = tenant {
+        let mut mine = Vec::new();
+        for r in all {
+            if tenant_of(store, &r)?.as_deref() == Some(t) {
+                mine.push(r);
+            }
+        }
+        all = mine;
+    }
     let rows: Vec<Vec<String>> = all
         .iter()
         .map(|r| {

@@ -33,9 +33,10 @@ pub fn collection_add(
 }
 
 /// Lists collections with their current member counts.
-pub fn collection_list(store: &dyn Storage) -> Result<Out> {
+pub fn collection_list(store: &dyn Storage, tenant: Option<&str>) -> Result<Out> {
     let devices = store.devices()?;
-    let cs = store.collections()?;
+    let mut cs = store.collections()?;
+    cs.retain(|c| tenant.is_none_or(|t| c.tenant == t));
     let rows: Vec<Vec<String>> = cs
         .iter()
         .map(|c| {
@@ -103,11 +104,14 @@ pub fn collection_members(store: &dyn Storage, collection: &str, add: &[String])
 }
 
 /// Lists advertisements.
-pub fn advertisement_list(store: &dyn Storage, now: i64) -> Result<Out> {
+pub fn advertisement_list(store: &dyn Storage, now: i64, tenant: Option<&str>) -> Result<Out> {
     let progs: BTreeMap<i64, Program> = store.programs()?.into_iter().map(|p| (p.id, p)).collect();
     let cols: BTreeMap<i64, Collection> =
         store.collections()?.into_iter().map(|c| (c.id, c)).collect();
-    let ads = store.advertisements()?;
+    let mut ads = store.advertisements()?;
+    ads.retain(|a| {
+        tenant.is_none_or(|t| cols.get(&a.collection_id).is_some_and(|c| c.tenant == t))
+    });
     let rows: Vec<Vec<String>> = ads
         .iter()
         .map(|a| {

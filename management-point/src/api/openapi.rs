@@ -50,6 +50,7 @@ fn fields(op: &str) -> &'static [Field] {
             ("name", "string", true, "its name"),
             ("role", "string", true, "read-only, operator or administrator"),
             ("expires", "string", false, "how long it works: 90d, 12h, 30m or seconds"),
+            ("tenant", "string", false, "the one tenant it sees (default: every tenant)"),
         ],
         _ => &[],
     }

@@ -159,6 +159,9 @@ pub enum Op {
         /// How long it works (`90d`, `12h`, seconds); default: until revoked.
         #[serde(default)]
         expires: Option<String>,
+        /// The one tenant it sees (default: every tenant).
+        #[serde(default)]
+        tenant: Option<String>,
     },
     /// Revokes an API token.
     TokenRevoke {
@@ -191,6 +194,8 @@ pub struct Cx<'a> {
     pub source: &'a str,
     /// Now (Unix seconds).
     pub now: i64,
+    /// The one tenant the caller sees, for a token scoped to it.
+    pub tenant: Option<&'a str>,
 }
 
 /// A route of the management API: the method, the path (its `{…}` parts are fields of the
@@ -390,6 +395,9 @@ impl Op {
 
     /// Runs it, and records it in the audit trail when it changed something.
     pub fn run(&self, cx: &Cx<'_>) -> Result<Out> {
+        if let Some(t) = cx.tenant {
+            self.within_tenant(cx.store, t)?;
+        }
         let before = if self.changes() { self.before(cx) } else { None };
         let out = self.execute(cx)?;
         if self.changes() {
@@ -407,6 +415,67 @@ impl Op {
             log::info!("{} from {}: {} {}", e.actor, e.source, e.action, e.target);
         }
         Ok(out)
+    }
+
+    /// For a caller that sees one tenant: whether what it names is that tenant's. Another
+    /// tenant's device, collection, advertisement or rollout is answered as if it did not
+    /// exist; what spans tenants (packages and programs added, the audit trail, tokens) is
+    /// refused. Lists are filtered where they are made.
+    fn within_tenant(&self, store: &dyn Storage, t: &str) -> Result<()> {
+        let mine = |tenant: Option<String>, what: String| {
+            if tenant.as_deref() == Some(t) { Ok(()) } else { Err(Error::NotFound(what)) }
+        };
+        let collection_tenant = |id: i64| -> Result<Option<String>> {
+            Ok(store.collections()?.into_iter().find(|c| c.id == id).map(|c| c.tenant))
+        };
+        match self {
+            Op::DeviceList {}
+            | Op::CollectionList {}
+            | Op::AdvertisementList {}
+            | Op::RolloutList {}
+            | Op::PackageList {}
+            | Op::ProgramList {} => Ok(()),
+            Op::DeviceShow { device }
+            | Op::DeviceApprove { device }
+            | Op::DeviceRevoke { device } => {
+                let d = admin::find_device(store, device).ok();
+                mine(d.map(|d| d.tenant), format!("device {device}"))
+            }
+            Op::DeviceAdd { tenant: Some(other), .. } | Op::CollectionAdd { tenant: other, .. }
+                if other != t =>
+            {
+                Err(Error::Unauthorized(format!(
+                    "a token of tenant {t} adds only to tenant {t}, not {other}"
+                )))
+            }
+            Op::DeviceAdd { tenant: None, .. } => Err(Error::Usage(format!(
+                "a token of tenant {t} names the tenant of a device it adds: {t}"
+            ))),
+            Op::DeviceAdd { .. } | Op::CollectionAdd { .. } => Ok(()),
+            Op::Advertise { collection, .. } => {
+                let c = admin::find_collection(store, collection).ok();
+                mine(c.map(|c| c.tenant), format!("collection {collection}"))
+            }
+            Op::AdvertisementStatus { advertisement }
+            | Op::AdvertisementCancel { advertisement } => {
+                let tenant = match admin::find_advertisement(store, advertisement) {
+                    Ok(a) => collection_tenant(a.collection_id)?,
+                    Err(_) => None,
+                };
+                mine(tenant, format!("advertisement {advertisement}"))
+            }
+            Op::RolloutShow { rollout } | Op::RolloutAct { rollout, .. } => {
+                let tenant = match admin::rollouts::find(store, rollout) {
+                    Ok(r) => admin::rollouts::tenant_of(store, &r)?,
+                    Err(_) => None,
+                };
+                mine(tenant, format!("rollout {rollout}"))
+            }
+            other => Err(Error::Unauthorized(format!(
+                "a token of tenant {t} cannot {}: it spans tenants",
+                other.name()
+            ))),
+        }
     }
 
     /// The object as it was before a change, when there was one.
@@ -433,7 +502,7 @@ impl Op {
         use crate::admin::{devices, packages, rollouts, targeting};
         let (cfg, store, now) = (cx.cfg, cx.store, cx.now);
         match self {
-            Op::DeviceList {} => devices::device_list(store),
+            Op::DeviceList {} => devices::device_list(store, cx.tenant),
             Op::DeviceShow { device } => devices::device_show(store, device),
             Op::DeviceAdd { id, tenant, token } => {
                 devices::device_add(cfg, store, id, tenant.as_deref(), token.as_deref(), now)
@@ -462,11 +531,11 @@ impl Op {
                     device_class: device_class.clone(),
                 },
             ),
-            Op::CollectionList {} => targeting::collection_list(store),
+            Op::CollectionList {} => targeting::collection_list(store, cx.tenant),
             Op::CollectionAdd { name, rule, tenant } => {
                 targeting::collection_add(cfg, store, name, tenant, rule)
             }
-            Op::AdvertisementList {} => targeting::advertisement_list(store, now),
+            Op::AdvertisementList {} => targeting::advertisement_list(store, now, cx.tenant),
             Op::Advertise {
                 name,
                 program,
@@ -498,7 +567,7 @@ impl Op {
             Op::AdvertisementCancel { advertisement } => {
                 targeting::advertisement_cancel(store, advertisement, now)
             }
-            Op::RolloutList {} => rollouts::list(store),
+            Op::RolloutList {} => rollouts::list(store, cx.tenant),
             Op::RolloutShow { rollout } => rollouts::show(store, rollout, now),
             Op::RolloutAct { rollout, action, program } => {
                 let cmd = command_of(action)?;
@@ -521,8 +590,8 @@ impl Op {
                 audit(store, since)
             }
             Op::TokenList {} => token_list(store),
-            Op::TokenCreate { name, role, expires } => {
-                token_create(store, name, role, expires.as_deref(), now)
+            Op::TokenCreate { name, role, expires, tenant } => {
+                token_create(cfg, store, name, role, expires.as_deref(), tenant.as_deref(), now)
             }
             Op::TokenRevoke { name } => {
                 if !store.revoke_api_token(name, now)? {
@@ -597,21 +666,31 @@ fn token_list(store: &dyn Storage) -> Result<Out> {
                 t.role.as_str().into(),
                 admin::when(Some(t.created)),
                 t.expires.map_or("never".into(), |e| admin::when(Some(e))),
+                t.tenant.clone().unwrap_or_else(|| "all".into()),
                 t.revoked.map_or(String::new(), |r| format!("revoked {}", admin::when(Some(r)))),
             ]
         })
         .collect();
-    Ok(Out::new(admin::table(&["NAME", "ROLE", "CREATED", "EXPIRES", ""], &rows), json!(tokens)))
+    let header = ["NAME", "ROLE", "CREATED", "EXPIRES", "TENANT", ""];
+    Ok(Out::new(admin::table(&header, &rows), json!(tokens)))
 }
 
 /// `dmmp token create`: the secret is answered once and only its SHA-256 is stored.
 fn token_create(
+    cfg: &Config,
     store: &dyn Storage,
     name: &str,
     role: &str,
     expires: Option<&str>,
+    tenant: Option<&str>,
     now: i64,
 ) -> Result<Out> {
+    if let Some(t) = tenant.filter(|t| !cfg.devices.tenants.iter().any(|x| x == t)) {
+        return Err(Error::Usage(format!(
+            "--tenant {t:?}: this server serves {} (dmmp.toml [devices] tenants)",
+            cfg.devices.tenants.join(", ")
+        )));
+    }
     let role: Role = role.parse().map_err(Error::Usage)?;
     let ok_name = !name.is_empty()
         && name.len() <= 64
@@ -639,7 +718,7 @@ fn token_create(
         id: 0,
         name: name.to_string(),
         role,
-        tenant: None,
+        tenant: tenant.map(str::to_string),
         token_sha256: token_hash(&secret),
         created: now,
         expires,
@@ -648,7 +727,7 @@ fn token_create(
     let id = store.add_api_token(&t)?;
     Ok(Out::new(
         format!("{secret}\n"),
-        json!({"id": id, "name": name, "role": role, "expires": expires, "token": secret}),
+        json!({"id": id, "name": name, "role": role, "tenant": tenant, "expires": expires, "token": secret}),
     ))
 }
 

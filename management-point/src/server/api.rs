@@ -50,6 +50,7 @@ impl From<crate::Error> for Failure {
         use crate::Error as E;
         let status = match &e {
             E::NotFound(_) => StatusCode::NOT_FOUND,
+            E::Unauthorized(_) => StatusCode::FORBIDDEN,
             E::Conflict(_) => StatusCode::CONFLICT,
             E::Throttled(_) => StatusCode::TOO_MANY_REQUESTS,
             // What the server itself failed at.
@@ -276,6 +277,7 @@ async fn run(st: Arc<AppState>, caller: Caller, op: Op, text: bool) -> Response 
             actor: &actor,
             source: &caller.source,
             now: st.now(),
+            tenant: caller.token.tenant.as_deref(),
         };
         let out = op.run(&cx)?;
         if op.changes() {
@@ -309,6 +311,14 @@ async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request
             Ok(c) => c,
             Err(f) => return f.into_response(),
         };
+    if let Some(t) = &caller.token.tenant {
+        return Failure::new(
+            StatusCode::FORBIDDEN,
+            Code::E_ACCESSDENIED,
+            format!("a token of tenant {t} cannot upload packages: they serve every tenant"),
+        )
+        .into_response();
+    }
     let Some(roots) = st.config.api.package_roots.as_ref().map(|p| st.config.resolve(p)) else {
         return Failure::new(
             StatusCode::CONFLICT,

@@ -245,3 +245,49 @@ fn schemathesis_finds_every_operation_as_documented_and_no_server_error() {
     // It did call the operations (not a run that found nothing to test).
     assert!(said.contains("/api/v1/rollouts/{rollout}/{action}"), "{said}");
 }
+
+/// A token scoped to one tenant sees nothing of another: not its devices, collections,
+/// advertisements or rollouts (they do not exist for it), and what spans tenants is refused.
+#[test]
+fn a_token_of_one_tenant_sees_nothing_of_another() {
+    let mp = Mp::start(|t| {
+        *t = t.replace("tenants = [\"DEFAULT\"]", "tenants = [\"DEFAULT\", \"acme\"]")
+    });
+    std::fs::create_dir_all(mp.w.path("pipeline")).unwrap();
+    mp.admin(&["device", "add", "--id", "ours-1", "--tenant", "DEFAULT"]);
+    mp.admin(&["device", "add", "--id", "acme-1", "--tenant", "acme"]);
+    mp.admin(&["collection", "add", "--name", "ours", "--rule", "all", "--tenant", "DEFAULT"]);
+    mp.admin(&["collection", "add", "--name", "theirs", "--rule", "all", "--tenant", "acme"]);
+    let acme = token(&mp, "acme-ops", "operator", &["--tenant", "acme"]);
+
+    let devices = remote_json(&mp, &acme, &["device", "list"]);
+    let ids: Vec<&str> =
+        devices.as_array().unwrap().iter().map(|d| d["controller_id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["acme-1"]);
+    let cols = remote_json(&mp, &acme, &["collection", "list"]);
+    assert_eq!(cols.as_array().unwrap().len(), 1, "{cols}");
+    remote_ok(&mp, &acme, &["device", "show", "acme-1"]);
+    // The other tenant's device and collection do not exist for it.
+    let out = remote(&mp, &acme, &["device", "show", "DEFAULT/ours-1"]);
+    assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = remote(
+        &mp,
+        &acme,
+        &["collection", "add", "--name", "x", "--rule", "all", "--tenant", "DEFAULT"],
+    );
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("adds only to tenant acme"));
+    let out =
+        remote(&mp, &acme, &["advertise", "--name", "x", "--program", "p", "--collection", "ours"]);
+    assert_eq!(out.status.code(), Some(10), "{}", String::from_utf8_lossy(&out.stderr));
+    // Its own tenant's are its to change.
+    remote_ok(
+        &mp,
+        &acme,
+        &["collection", "add", "--name", "acme-gw", "--rule", "all", "--tenant", "acme"],
+    );
+    // What spans tenants is refused.
+    let out = remote(&mp, &acme, &["audit"]);
+    assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("spans tenants"));
+}

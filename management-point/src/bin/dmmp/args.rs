@@ -714,6 +714,10 @@ pub enum TokenCmd {
         /// How long it works (90d, 12h, 30m or seconds); default: until revoked.
         #[arg(long)]
         expires: Option<String>,
+        /// The one tenant it sees: another tenant's devices, collections, advertisements and
+        /// rollouts do not exist for it, and what spans tenants is refused.
+        #[arg(long)]
+        tenant: Option<String>,
     },
     /// The tokens (never their secrets).
     List,

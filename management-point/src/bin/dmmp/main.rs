@@ -207,9 +207,12 @@ fn op_of(cmd: &Command) -> Result<Option<Op>> {
             act(rollout, "resume", program.as_ref())
         }
         Command::Rollout(RolloutCmd::Stop { rollout }) => act(rollout, "stop", None),
-        Command::Token(TokenCmd::Create { name, role, expires }) => {
-            Op::TokenCreate { name: name.clone(), role: role.clone(), expires: expires.clone() }
-        }
+        Command::Token(TokenCmd::Create { name, role, expires, tenant }) => Op::TokenCreate {
+            name: name.clone(),
+            role: role.clone(),
+            expires: expires.clone(),
+            tenant: tenant.clone(),
+        },
         Command::Token(TokenCmd::List) => Op::TokenList {},
         Command::Token(TokenCmd::Revoke { name }) => Op::TokenRevoke { name: name.clone() },
         Command::Audit { since } => Op::Audit { since: since.clone() },
@@ -235,7 +238,8 @@ fn run_op(cli: &Cli, op: &Op) -> Result<Out> {
     let (cfg, store) = open(cli)?;
     let user = std::env::var("USER").unwrap_or_else(|_| "an administrator".into());
     let actor = format!("dmmp ({user})");
-    let cx = Cx { cfg: &cfg, store: &*store, actor: &actor, source: "dmmp", now: admin::now() };
+    let now = admin::now();
+    let cx = Cx { cfg: &cfg, store: &*store, actor: &actor, source: "dmmp", now, tenant: None };
     op.run(&cx)
 }
 

@@ -239,6 +239,7 @@ pub async fn act(
             actor: &by,
             source: &source,
             now: st2.now(),
+            tenant: None,
         };
         let out = op.run(&cx)?;
         let fresh = RolloutGate::load(st2.store.as_ref())?;
