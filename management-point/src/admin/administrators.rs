@@ -42,6 +42,17 @@ pub fn password_text(file: Option<&Path>) -> Result<String> {
 
 /// `dmmp admin add`: `text`'s first line is the password, at least 12 characters.
 pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out> {
+    add_with_role(store, name, text, crate::api::Role::Administrator, now)
+}
+
+/// `dmmp admin add --role`: an administrator whose console role is `role` (docs/console.md).
+pub fn add_with_role(
+    store: &dyn Storage,
+    name: &str,
+    text: &str,
+    role: crate::api::Role,
+    now: i64,
+) -> Result<Out> {
     check_name(name)?;
     let password = text.lines().next().unwrap_or("");
     if password.chars().count() < 12 {
@@ -49,9 +60,13 @@ pub fn add(store: &dyn Storage, name: &str, text: &str, now: i64) -> Result<Out>
     }
     let hash = crate::server::console::passwords::hash_password(password)?;
     store.set_administrator(name, &hash, now)?;
+    store.set_administrator_role(name, role)?;
     Ok(Out::new(
-        format!("administrator {name} can log in to the console at /console/\n"),
-        serde_json::json!({"administrator": name}),
+        format!(
+            "administrator {name} ({}) can log in to the console at /console/\n",
+            role.as_str()
+        ),
+        serde_json::json!({"administrator": name, "role": role}),
     ))
 }
 

@@ -125,6 +125,11 @@ pub enum Op {
         /// Its name or id.
         advertisement: String,
     },
+    /// Approves a software update of the catalog (its `.deb` is fetched and kept).
+    UpdateApprove {
+        /// An id, `PACKAGE=VERSION`, or `PACKAGE` (its newest version).
+        update: String,
+    },
     /// Every rollout.
     RolloutList {},
     /// A rollout's groups, failures, log and progress.
@@ -281,6 +286,13 @@ pub const ROUTES: &[Route] = &[
         Role::Operator,
         "Cancel an advertisement",
     ),
+    route(
+        "POST",
+        "/api/v1/updates/{update}/approve",
+        "update-approve",
+        Role::Operator,
+        "Approve a software update",
+    ),
     route("GET", "/api/v1/rollouts", "rollout-list", Role::ReadOnly, "List rollouts"),
     route("GET", "/api/v1/rollouts/{rollout}", "rollout-show", Role::ReadOnly, "Show a rollout"),
     route(
@@ -389,6 +401,7 @@ impl Op {
                 format!("rollout {rollout}")
             }
             Op::TokenCreate { name, .. } | Op::TokenRevoke { name } => format!("token {name}"),
+            Op::UpdateApprove { update } => format!("update {update}"),
             _ => String::new(),
         }
     }
@@ -566,6 +579,9 @@ impl Op {
             }
             Op::AdvertisementCancel { advertisement } => {
                 targeting::advertisement_cancel(store, advertisement, now)
+            }
+            Op::UpdateApprove { update } => {
+                crate::admin::updates::approve(cfg, store, std::slice::from_ref(update), false, now)
             }
             Op::RolloutList {} => rollouts::list(store, cx.tenant),
             Op::RolloutShow { rollout } => rollouts::show(store, rollout, now),

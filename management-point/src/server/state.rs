@@ -50,6 +50,9 @@ pub struct View {
     /// The console's administrators, with the fingerprint of their password hash: a session
     /// lasts while its administrator's is the one they logged in with.
     pub administrators: HashMap<String, String>,
+    /// The console's administrators' roles (one without a row, a pinned certificate's name
+    /// alone, is an administrator).
+    pub admin_roles: HashMap<String, crate::api::Role>,
     /// How many times the server changed the view itself (after writing the database): a
     /// reload that began before one of them must not replace the view.
     pub local_writes: u64,
@@ -77,6 +80,7 @@ impl View {
         v.update_repositories = store.update_repositories()?;
         v.update_deployments = store.update_deployments()?;
         v.updates_marker = super::catalog::marker(&v.update_repositories);
+        v.admin_roles = store.administrator_roles()?.into_iter().collect();
         v.administrators = store
             .administrators()?
             .into_iter()

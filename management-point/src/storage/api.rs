@@ -1,7 +1,7 @@
 //! The [`ApiStorage`] part of the storage interface: the management API's tokens and the
 //! audit trail (docs/management-api.md).
 
-use crate::api::{ApiToken, AuditEntry};
+use crate::api::{ApiToken, AuditEntry, Role};
 use crate::error::Result;
 
 /// What the management point stores for its management API.
@@ -16,4 +16,8 @@ pub trait ApiStorage {
     fn add_audit(&self, e: &AuditEntry) -> Result<i64>;
     /// The changes from `since` (Unix seconds) on, oldest first, at most `limit`.
     fn audit(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
+    /// Sets the console role of administrator `name`. Returns whether there is one.
+    fn set_administrator_role(&self, name: &str, role: Role) -> Result<bool>;
+    /// Every administrator's console role, by name.
+    fn administrator_roles(&self) -> Result<Vec<(String, Role)>>;
 }

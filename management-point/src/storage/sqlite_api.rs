@@ -5,7 +5,7 @@ use rusqlite::params;
 use super::SqliteStore;
 use super::api::ApiStorage;
 use super::rows::parsed;
-use crate::api::{ApiToken, AuditEntry};
+use crate::api::{ApiToken, AuditEntry, Role};
 use crate::error::Result;
 
 impl ApiStorage for SqliteStore {
@@ -57,6 +57,27 @@ impl ApiStorage for SqliteStore {
                 params![e.time, e.actor, e.source, e.action, e.target, e.before, e.after],
             )?;
             Ok(c.last_insert_rowid())
+        })
+    }
+
+    fn set_administrator_role(&self, name: &str, role: Role) -> Result<bool> {
+        self.with("set an administrator's role", |c| {
+            Ok(c.execute(
+                "UPDATE administrators SET role = ?2 WHERE name = ?1",
+                params![name, role.as_str()],
+            )? == 1)
+        })
+    }
+
+    fn administrator_roles(&self) -> Result<Vec<(String, Role)>> {
+        self.with("read the administrators' roles", |c| {
+            let mut st = c.prepare("SELECT name, role FROM administrators ORDER BY name")?;
+            st.query_map([], |r| {
+                let name: String = r.get(0)?;
+                let role = parsed("administrators", &name, "role", r.get::<_, String>(1)?.parse())?;
+                Ok((name, role))
+            })?
+            .collect()
         })
     }
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-use crate::mp::{Mp, as_device};
+use crate::mp::{Mp, advertise_package, as_device};
 use crate::util::workspace_root;
 
 /// A chromedriver on a loopback port, and one browser session.
@@ -175,7 +175,7 @@ impl Drop for Browser {
 
 #[test]
 fn an_administrator_uses_the_console_in_chromium() {
-    let mp = Mp::start(|_| {});
+    let mp = Mp::start(|t| *t = t.replace("rollout_tick_secs = 5", "rollout_tick_secs = 1"));
     let pw = mp.w.path("pw");
     std::fs::write(&pw, "browser test password\n").unwrap();
     mp.admin(&["admin", "add", "--name", "admin", "--password-file", pw.to_str().unwrap()]);
@@ -196,6 +196,20 @@ fn an_administrator_uses_the_console_in_chromium() {
             &["-X", "PUT", "-H", "Content-Type: application/json", "--data-binary", &body, &url],
         );
     }
+    // A package, its program, a collection, a rollout of it running: the overview and the
+    // rollout's page have something to show.
+    advertise_package(&mp, "fw", &[("run.sh", b"#!/bin/sh\n")], &["--mandatory"]);
+    mp.admin(&[
+        "rollout",
+        "create",
+        "--name",
+        "r1",
+        "--program",
+        "fw-run",
+        "--collection",
+        "everyone",
+    ]);
+    mp.admin(&["rollout", "start", "r1"]);
     let shots: PathBuf = workspace_root().join("target/test-output/console");
     std::fs::create_dir_all(&shots).unwrap();
     let b = Browser::start(&mp.w.path("chromium-profile"));
@@ -238,4 +252,38 @@ fn an_administrator_uses_the_console_in_chromium() {
     b.click("form[method=get]:not([action]) button");
     assert_eq!(b.rows(), 1, "{}", b.source());
     b.screenshot(&shots.join("healthy-filtered.png"));
+
+    // The overview: the fleet at a glance, each chart leading to its devices.
+    b.go(&format!("{}/console/", mp.url()));
+    let overview = b.source();
+    for part in ["Devices by health", "Devices by client version", "Software updates", "Rollouts"] {
+        assert!(overview.contains(part), "{part}: {overview}");
+    }
+    assert!(overview.contains("href=\"/console/reports/unhealthy-local\""), "{overview}");
+    b.screenshot(&shots.join("overview.png"));
+    // An operator's form: advertise a program to a collection, with the page's CSRF token.
+    b.type_into("form[action='/console/do/advertise'] input[name=name]", "from-console");
+    b.click("form[action='/console/do/advertise'] button");
+    assert!(b.url().ends_with("/console/reports/distribution-status"), "{}", b.url());
+    let ads = mp.admin(&["advertisement", "list"]);
+    assert!(ads.contains("from-console"), "{ads}");
+    // The rollout's page, with its group plotted over time once the gates recorded it.
+    let start = Instant::now();
+    loop {
+        b.go(&format!("{}/console/rollouts/r1", mp.url()));
+        if b.source().contains("over time") {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(30), "{}", b.source());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    b.screenshot(&shots.join("rollout.png"));
+    // The audit trail names who advertised, from the console.
+    b.go(&format!("{}/console/audit", mp.url()));
+    let audit = b.source();
+    assert!(
+        audit.contains("admin (console)") && audit.contains("advertisement from-console"),
+        "{audit}"
+    );
+    b.screenshot(&shots.join("audit.png"));
 }

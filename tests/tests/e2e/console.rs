@@ -224,7 +224,7 @@ fn a_pinned_client_certificate_opens_the_console_without_a_password_while_it_is_
     let r = with(&cert, &key, "/console/reports/health-summary?format=json");
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["report"], "health-summary");
-    assert!(with(&cert, &key, "/console/").text().contains("Client installation reports"));
+    assert!(with(&cert, &key, "/console/").text().contains("Devices by health"));
     // A certificate nobody pinned, from the same CA, is no administrator; nor is no certificate.
     let r = with(&stranger, &stranger_key, "/console/reports/health-summary");
     assert_eq!((r.status, r.header("location")), (303, Some("/console/login")));

@@ -154,6 +154,10 @@ pub enum AdminCmd {
         /// A file whose first line is the password.
         #[arg(long)]
         password_file: Option<PathBuf>,
+        /// What they may do in the console: read-only (pages), operator (also pause, resume,
+        /// approve and stop rollouts) or administrator.
+        #[arg(long, default_value = "administrator")]
+        role: String,
     },
     /// Pin a client certificate (PEM) to an administrator: it opens the console with no
     /// password while it is valid.

@@ -449,9 +449,10 @@ fn administrator(cli: &Cli, cmd: &AdminCmd) -> Result<Out> {
     use admin::administrators as a;
     let (_, store) = open(cli)?;
     match cmd {
-        AdminCmd::Add { name, password_file } => {
+        AdminCmd::Add { name, password_file, role } => {
             let text = a::password_text(password_file.as_deref())?;
-            a::add(&*store, name, &text, admin::now())
+            let role = role.parse().map_err(Error::Usage)?;
+            a::add_with_role(&*store, name, &text, role, admin::now())
         }
         AdminCmd::Certificate { name, file } => a::certificate(&*store, name, file, admin::now()),
         AdminCmd::Unpin { sha256, file } => a::unpin(&*store, sha256.as_deref(), file.as_deref()),

@@ -77,3 +77,71 @@ mod tests {
         assert!(!empty.contains("NaN") && !empty.contains("inf"), "{empty}");
     }
 }
+
+/// A horizontal bar chart of counts, each bar a link to what it counts when `href` is given:
+/// `(label, count, href)`. Drawn to the largest count.
+pub fn bars(items: &[(String, u64, Option<String>)]) -> String {
+    let (w, row, label_w) = (560.0_f64, 26.0_f64, 210.0_f64);
+    let h = row * items.len().max(1) as f64 + 4.0;
+    let top = items.iter().map(|i| i.1).max().unwrap_or(0).max(1) as f64;
+    let total: u64 = items.iter().map(|i| i.1).sum();
+    let mut svg = format!(
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" class=\"chart\" width=\"{w}\" height=\"{h}\" role=\"img\" aria-label=\"{total} in all\">"
+    );
+    if items.is_empty() {
+        svg.push_str(
+            "<text x=\"0\" y=\"18\" font-size=\"13\" fill=\"#666\">nothing reported yet</text>",
+        );
+    }
+    for (i, (label, n, href)) in items.iter().enumerate() {
+        let y = i as f64 * row + 2.0;
+        let bw = ((w - label_w - 60.0) * (*n as f64) / top).max(if *n > 0 { 2.0 } else { 0.0 });
+        let bar = format!(
+            "<text x=\"0\" y=\"{ty:.1}\" font-size=\"13\">{l}</text>\
+             <rect x=\"{label_w}\" y=\"{y:.1}\" width=\"{bw:.1}\" height=\"{bh:.1}\" rx=\"3\" fill=\"{color}\"/>\
+             <text x=\"{tx:.1}\" y=\"{ty:.1}\" font-size=\"13\">{n}</text>",
+            ty = y + 16.0,
+            l = super::esc(label),
+            bh = row - 8.0,
+            color = color_of(label),
+            tx = label_w + bw + 6.0,
+        );
+        match href {
+            Some(href) => svg.push_str(&format!("<a href=\"{}\">{bar}</a>", super::esc(href))),
+            None => svg.push_str(&bar),
+        }
+    }
+    svg.push_str("</svg>");
+    svg
+}
+
+/// A bar's color by what its label says: well, in progress, or not.
+fn color_of(label: &str) -> &'static str {
+    let l = label.to_lowercase();
+    if l.starts_with("unhealthy") || l.contains("fail") || l.contains("non-compliant") {
+        "#c62828"
+    } else if l.contains("progress") || l.contains("pending") || l.contains("available") {
+        "#1565c0"
+    } else if l.contains("unknown") || l == "?" {
+        "#9e9e9e"
+    } else {
+        "#2e7d32"
+    }
+}
+
+#[cfg(test)]
+mod bar_tests {
+    use super::*;
+
+    #[test]
+    fn bars_link_to_what_they_count_and_escape_labels() {
+        let svg = bars(&[
+            ("healthy".into(), 8, Some("/console/reports/healthy".into())),
+            ("<b>".into(), 2, None),
+        ]);
+        assert!(svg.contains("<a href=\"/console/reports/healthy\">"), "{svg}");
+        assert!(svg.contains("&lt;b&gt;") && !svg.contains("<b>"), "{svg}");
+        assert!(svg.contains("aria-label=\"10 in all\""));
+        assert!(bars(&[]).contains("nothing reported yet"));
+    }
+}

@@ -11,9 +11,11 @@
 //! certificate` presented in the TLS handshake. Every value a device sent is escaped.
 
 pub mod charts;
+pub mod forms;
 #[cfg(any(test, feature = "fuzzing"))]
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod overview;
 pub mod pages;
 pub mod passwords;
 pub mod rollouts;
@@ -73,13 +75,15 @@ fn url(s: &str) -> String {
 fn page(title: &str, body: &str) -> Response {
     let html = format!(
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{t} · dmmp</title>\
-         <style>body{{font-family:sans-serif;margin:2em}}table{{border-collapse:collapse}}\
-         td,th{{border:1px solid #ccc;padding:.25em .5em;text-align:left}}th a{{color:inherit}}</style>\
-         </head><body><nav><a href=\"/console/\">reports</a> · \
-         <form method=\"get\" action=\"/console/search\" style=\"display:inline\">\
-         <input name=\"q\" placeholder=\"controller id or attribute\"> <button>search</button></form> · \
-         <form method=\"post\" action=\"/console/logout\" style=\"display:inline\"><button>log out</button></form>\
-         </nav><h1>{t}</h1>{body}</body></html>",
+         <meta name=\"viewport\" content=\"width=device-width\">\
+         <link rel=\"stylesheet\" href=\"/console/style.css\"></head><body><header><nav>\
+         <a class=\"brand\" href=\"/console/\">dmmp</a>\
+         <a href=\"/console/\">Overview</a><a href=\"/console/reports\">Reports</a>\
+         <a href=\"/console/rollouts\">Rollouts</a><a href=\"/console/audit\">Audit</a>\
+         <form class=\"inline search\" method=\"get\" action=\"/console/search\">\
+         <input name=\"q\" placeholder=\"controller id or attribute\"> <button>search</button></form>\
+         <form class=\"inline\" method=\"post\" action=\"/console/logout\"><button>log out</button></form>\
+         </nav></header><main><h1>{t}</h1>{body}</main></body></html>",
         t = esc(title)
     );
     let mut r = (StatusCode::OK, html).into_response();
@@ -89,12 +93,25 @@ fn page(title: &str, body: &str) -> Response {
     r
 }
 
+/// The console's style sheet: its own, no external fonts, no scripts.
+const STYLE: &str = include_str!("style.css");
+
+/// `GET /console/style.css` (no login: the login page uses it too).
+pub async fn style() -> Response {
+    let mut r = (StatusCode::OK, STYLE).into_response();
+    r.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static("text/css; charset=utf-8"));
+    secure_headers(&mut r);
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("max-age=3600"));
+    r
+}
+
 fn secure_headers(r: &mut Response) {
     let h = r.headers_mut();
     h.insert(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(
-            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'",
+            "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'",
         ),
     );
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
@@ -103,11 +120,12 @@ fn secure_headers(r: &mut Response) {
 
 fn login_page(status: StatusCode, message: &str) -> Response {
     let html = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>log in · dmmp</title></head>\
-         <body><h1>dmmp console</h1><p>{}</p><form method=\"post\" action=\"/console/login\">\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>log in · dmmp</title>\
+         <link rel=\"stylesheet\" href=\"/console/style.css\"></head>\
+         <body><main class=\"login\"><h1>dmmp console</h1><p>{}</p><form method=\"post\" action=\"/console/login\">\
          <label>name <input name=\"name\" autocomplete=\"username\"></label> \
          <label>password <input name=\"password\" type=\"password\" autocomplete=\"current-password\"></label> \
-         <button>log in</button></form></body></html>",
+         <button>log in</button></form></main></body></html>",
         esc(message)
     );
     let mut r = (status, html).into_response();

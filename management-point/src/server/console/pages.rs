@@ -23,12 +23,9 @@ const PAGE_ROWS: usize = 100;
 /// The most rows a page may ask for.
 const MAX_PAGE_ROWS: usize = 1000;
 
-/// `GET /console/`.
-pub async fn index(_: Admin, State(st): State<Arc<AppState>>) -> Response {
-    let mut body = format!(
-        "<p><a href=\"/console/rollouts\">Rollouts</a> ({} running)</p><ul>",
-        super::rollouts::running(&st)
-    );
+/// `GET /console/reports`: every report.
+pub async fn reports_index(_: Admin) -> Response {
+    let mut body = String::from("<ul class=\"reports\">");
     // Reports of one advertisement or one device are linked from where those are shown.
     let per_item = ["advertisement-devices", "device-updates"];
     for (name, title) in REPORTS.iter().filter(|(n, _)| !per_item.contains(n)) {
@@ -36,6 +33,25 @@ pub async fn index(_: Admin, State(st): State<Arc<AppState>>) -> Response {
     }
     body.push_str("</ul>");
     page("Client installation reports", &body)
+}
+
+/// `GET /console/`: the fleet at a glance, each chart leading to the devices behind it.
+pub async fn index(
+    Admin(who): Admin,
+    State(st): State<Arc<AppState>>,
+    req: axum::extract::Request,
+) -> Response {
+    let csrf = super::forms::csrf_field(&st, req.headers(), req.extensions());
+    // Forms only for who may use them.
+    let csrf = super::forms::role_of(&st, &who).allows(crate::api::Role::Operator).then_some(csrf);
+    let st2 = st.clone();
+    let built =
+        tokio::task::spawn_blocking(move || super::overview::build(&st2, csrf.as_deref())).await;
+    match built {
+        Ok(Ok(body)) => page("Overview", &body),
+        Ok(Err(e)) => page("Overview", &format!("<p>{}</p>", esc(&e.to_string()))),
+        Err(e) => page("Overview", &format!("<p>{}</p>", esc(&e.to_string()))),
+    }
 }
 
 /// The device a page starts after, from `after_tenant` (the default tenant when absent) and
@@ -303,10 +319,13 @@ fn device_page(st: &AppState, tenant: &str, cid: &str) -> Option<DevicePage> {
 
 /// `GET /console/devices/{tenant}/{cid}`.
 pub async fn device(
-    _: Admin,
+    Admin(who): Admin,
     State(st): State<Arc<AppState>>,
     Path((tenant, cid)): Path<(String, String)>,
+    req: axum::extract::Request,
 ) -> Response {
+    let csrf = super::forms::csrf_field(&st, req.headers(), req.extensions());
+    let may = super::forms::role_of(&st, &who).allows(crate::api::Role::Operator);
     let st2 = st.clone();
     let found =
         tokio::task::spawn_blocking(move || device_page(&st2, &tenant, &cid)).await.ok().flatten();
@@ -315,12 +334,26 @@ pub async fn device(
     };
     let when = |t| esc(&crate::admin::when(t));
     let mut h = format!(
-        "<p>tenant {} · last poll {} · health <b>{}</b> {}</p><h2>Inventory</h2><table>",
+        "<p>tenant {} · last poll {} · health <b>{}</b> {}</p>",
         esc(&d.tenant),
         when(d.last_seen),
         esc(&v.label()),
         esc(&v.reasons())
     );
+    if may && d.registered_by != "admin" {
+        // A device that registered itself gets client deployments once approved.
+        let me = format!("{}/{}", d.tenant, d.controller_id);
+        h.push_str(&format!(
+            "<form method=\"post\" action=\"/console/do/device-approve\">{csrf}\
+             <input type=\"hidden\" name=\"device\" value=\"{}\">\
+             <input type=\"hidden\" name=\"back\" value=\"/console/devices/{}/{}\">\
+             <button>approve this device for client deployments</button></form>",
+            esc(&me),
+            url(&d.tenant),
+            url(&d.controller_id)
+        ));
+    }
+    h.push_str("<h2>Inventory</h2><table>");
     for (k, val) in &d.attributes {
         h.push_str(&format!("<tr><th>{}</th><td>{}</td></tr>", esc(k), esc(val)));
     }
@@ -408,4 +441,40 @@ pub async fn search(
         h.push_str(&format!("<p><a href=\"{}\" rel=\"next\">next page</a></p>", esc(&to)));
     }
     page("Search", &h)
+}
+
+/// `GET /console/audit`: the audit trail of the last week, newest first, with each change's
+/// object before and after.
+pub async fn audit(_: Admin, State(st): State<Arc<AppState>>) -> Response {
+    let st2 = st.clone();
+    let since = st.now() - 7 * 86_400;
+    let entries = tokio::task::spawn_blocking(move || st2.store.audit(since, 10_000)).await;
+    let entries = match entries {
+        Ok(Ok(e)) => e,
+        Ok(Err(e)) => return page("Audit trail", &format!("<p>{}</p>", esc(&e.to_string()))),
+        Err(e) => return page("Audit trail", &format!("<p>{}</p>", esc(&e.to_string()))),
+    };
+    let mut h = String::from(
+        "<p>Every change of the last week, whoever made it: through the console, the management API or <code>dmmp</code> (<code>dmmp audit</code>).</p>\
+         <table><tr><th>when</th><th>who</th><th>from</th><th>what</th><th>on</th><th>before · after</th></tr>",
+    );
+    for e in entries.iter().rev() {
+        let detail = |label: &str, v: &Option<String>| {
+            v.as_ref().map_or(String::new(), |v| {
+                format!("<details><summary>{label}</summary><code>{}</code></details>", esc(v))
+            })
+        };
+        h.push_str(&format!(
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}{}</td></tr>",
+            esc(&crate::admin::when(Some(e.time))),
+            esc(&e.actor),
+            esc(&e.source),
+            esc(&e.action),
+            esc(&e.target),
+            detail("before", &e.before),
+            detail("after", &e.after)
+        ));
+    }
+    h.push_str("</table>");
+    page("Audit trail", &h)
 }

@@ -3,19 +3,17 @@
 //! its log), and the console's first write actions: approve, start, pause, resume and stop,
 //! as POST forms carrying a CSRF token.
 //!
-//! The CSRF token is an HMAC-SHA256, under a key the server draws at its start, of the
-//! credential the request came with (the session cookie, or the pinned client certificate):
-//! a page of one session cannot be replayed from another, and a form posted from another site
-//! (which cannot read the page) has none. Each action is logged with the administrator's name
-//! and written to the rollout's log.
+//! The CSRF tokens are `forms.rs`'s. Each action is logged with the administrator's name and
+//! written to the rollout's log and the audit trail.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::{Admin, cookie_token, esc, page, redirect, url};
+use super::forms::{credential, csrf_ok, csrf_token, form_csrf};
+use super::{Admin, esc, page, redirect, url};
 use crate::admin::rollouts as admin;
 use crate::rollout::{self, Command, RolloutState};
 use crate::server::conn_info::ConnInfo;
@@ -29,36 +27,6 @@ const COMMANDS: [(&str, Command); 5] = [
     ("resume", Command::Resume),
     ("stop", Command::Stop),
 ];
-
-/// What a request proves it is from: its session cookie, or its client certificate.
-fn credential(headers: &HeaderMap, ext: &axum::http::Extensions) -> Option<String> {
-    if let Some(t) = cookie_token(headers) {
-        return Some(format!("session:{t}"));
-    }
-    let leaf = ext.get::<ConnInfo>()?.client_chain.as_ref()?.first()?.clone();
-    Some(format!("certificate:{}", dm_shared::pki::sha256_hex(&leaf)))
-}
-
-/// The CSRF token of `credential`; none when the server has no key (its random source failed).
-pub fn csrf_token(st: &AppState, credential: &str) -> Option<String> {
-    let key = st.console.csrf_key()?;
-    let key = ring::hmac::Key::new(ring::hmac::HMAC_SHA256, key);
-    let tag = ring::hmac::sign(&key, credential.as_bytes());
-    Some(tag.as_ref().iter().map(|b| format!("{b:02x}")).collect())
-}
-
-/// Whether `given` is the token of `credential` (compared in constant time).
-fn csrf_ok(st: &AppState, credential: &str, given: &str) -> bool {
-    let Some(want) = csrf_token(st, credential) else { return false };
-    want.len() == given.len()
-        && want.bytes().zip(given.bytes()).fold(0u8, |acc, (a, b)| acc | (a ^ b)) == 0
-}
-
-/// `csrf` of a form body.
-fn form_csrf(body: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(body).ok()?;
-    text.split('&').find_map(|kv| kv.strip_prefix("csrf=")).map(super::form_decode)
-}
 
 fn message(status: StatusCode, title: &str, text: &str) -> Response {
     let mut r = page(title, &format!("<p>{}</p>", esc(text)));
@@ -152,7 +120,7 @@ pub async fn show(
         }
         if let Some(t) = &token {
             body.push_str(&format!(
-                "<form method=\"post\" action=\"/console/rollouts/{}/{segment}\" style=\"display:inline\">\
+                "<form method=\"post\" action=\"/console/rollouts/{}/{segment}\" class=\"inline\">\
                  <input type=\"hidden\" name=\"csrf\" value=\"{t}\"><button>{segment}</button></form> ",
                 url(&r.name)
             ));
@@ -211,6 +179,18 @@ pub async fn act(
         .extensions()
         .get::<ConnInfo>()
         .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
+    let role = super::forms::role_of(&st, &who);
+    if !role.allows(crate::api::Role::Operator) {
+        log::warn!(
+            "console: {who} ({}) may not {action} rollout {name}: it needs operator",
+            role.as_str()
+        );
+        return message(
+            StatusCode::FORBIDDEN,
+            "Rollout",
+            &format!("{who} is {}: {action} needs an operator", role.as_str()),
+        );
+    }
     let credential = credential(req.headers(), req.extensions());
     let body = axum::body::to_bytes(req.into_body(), 4096).await.unwrap_or_default();
     let given = form_csrf(&body).unwrap_or_default();
@@ -419,5 +399,15 @@ mod tests {
         );
         // Pausing again is refused with the reason, not a server error.
         assert_eq!(post(format!("csrf={token}")).await.status(), StatusCode::CONFLICT);
+        // A read-only administrator sees the page but cannot act, token or not.
+        f.state.store.set_administrator_role("alice", crate::api::Role::ReadOnly).unwrap();
+        f.reload();
+        let req = request("POST", "/console/rollouts/r1/resume", &cookie, &format!("csrf={token}"));
+        let r =
+            act(admin.clone(), State(f.state.clone()), Path(("r1".into(), "resume".into())), req)
+                .await;
+        assert_eq!(r.status(), StatusCode::FORBIDDEN);
+        assert!(body_of(r).await.contains("read-only"));
+        assert_eq!(f.state.store.rollouts().unwrap()[0].state, RolloutState::Paused);
     }
 }

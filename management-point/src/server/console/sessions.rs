@@ -45,7 +45,7 @@ pub struct Console {
 }
 
 impl Console {
-    /// The key of the forms' CSRF tokens ([`super::rollouts::csrf_token`]).
+    /// The key of the forms' CSRF tokens ([`super::forms::csrf_token`]).
     pub fn csrf_key(&self) -> Option<&[u8]> {
         self.csrf
             .get_or_init(|| {

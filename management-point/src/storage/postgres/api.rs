@@ -2,7 +2,7 @@
 
 use super::PgStore;
 use super::rows::parsed;
-use crate::api::{ApiToken, AuditEntry};
+use crate::api::{ApiToken, AuditEntry, Role};
 use crate::error::Result;
 use crate::storage::api::ApiStorage;
 
@@ -102,6 +102,38 @@ impl ApiStorage for PgStore {
                         before: r.try_get(6)?,
                         after: r.try_get(7)?,
                     })
+                })
+                .collect()
+        })
+    }
+
+    fn set_administrator_role(&self, name: &str, role: Role) -> Result<bool> {
+        let name = name.to_string();
+        let pool = self.pool.clone();
+        self.run("set an administrator's role", async move {
+            let c = pool.get().await?;
+            let n = c
+                .execute(
+                    "UPDATE administrators SET role = $2 WHERE name = $1",
+                    &[&name, &role.as_str()],
+                )
+                .await?;
+            Ok(n == 1)
+        })
+    }
+
+    fn administrator_roles(&self) -> Result<Vec<(String, Role)>> {
+        let pool = self.pool.clone();
+        self.run("read the administrators' roles", async move {
+            let c = pool.get().await?;
+            let rows = c.query("SELECT name, role FROM administrators ORDER BY name", &[]).await?;
+            rows.iter()
+                .map(|r| {
+                    let name: String = r.try_get(0)?;
+                    let role = r.try_get::<_, String>(1)?.parse().map_err(|e: String| {
+                        super::rows::corrupt("administrators", &name, format!("role: {e}"))
+                    })?;
+                    Ok((name, role))
                 })
                 .collect()
         })
