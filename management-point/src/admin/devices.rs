@@ -84,10 +84,25 @@ pub fn device_import(
     tenant: Option<&str>,
     now: i64,
 ) -> Result<Out> {
-    let tenant = tenant_or_default(cfg, tenant);
     let text = String::from_utf8(dm_shared::fs::read_capped(csv, MAX_CSV_BYTES)?)
         .map_err(|_| Error::Usage(format!("{}: not UTF-8 text", csv.display())))?;
-    let rows = parse_device_csv(&text, csv, &tenant)?;
+    device_import_text(cfg, store, &text, &csv.display().to_string(), tenant, now)
+}
+
+/// [`device_import`] of a CSV text (`what` names it in errors), as the management API gets it.
+pub fn device_import_text(
+    cfg: &Config,
+    store: &dyn Storage,
+    text: &str,
+    what: &str,
+    tenant: Option<&str>,
+    now: i64,
+) -> Result<Out> {
+    let tenant = tenant_or_default(cfg, tenant);
+    if text.len() as u64 > MAX_CSV_BYTES {
+        return Err(Error::Usage(format!("{what}: more than {MAX_CSV_BYTES} bytes")));
+    }
+    let rows = parse_device_csv(text, Path::new(what), &tenant)?;
     let n = store.import_devices(&rows, now)?;
     Ok(Out::new(
         format!("{n} devices added ({} already known)\n", rows.len() - n),

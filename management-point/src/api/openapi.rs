@@ -46,6 +46,67 @@ fn fields(op: &str) -> &'static [Field] {
         "rollout-act" => {
             &[("program", "string", false, "with resume: the fixed version's program")]
         }
+        "device-import" => &[
+            ("csv", "string", true, "controller_id,target_token lines"),
+            ("tenant", "string", false, "their tenant (default: the first served)"),
+        ],
+        "update-deploy" => &[
+            ("name", "string", true, "its name"),
+            ("collection", "string", true, "the collection"),
+            ("updates", "array", false, "ids, PACKAGE=VERSION or PACKAGE"),
+            ("all_approved", "boolean", false, "the newest approved version of every package"),
+            ("security", "boolean", false, "the newest approved security updates"),
+            ("available", "string", false, "from when devices may download, RFC 3339"),
+            ("deadline", "string", false, "when devices install, RFC 3339"),
+            ("spread", "string", false, "each device's deadline later by up to this: 2h, 1d"),
+            ("reboot", "string", false, "allow or suppress (default)"),
+            ("maintenance_window", "string", false, "daily window in UTC, 22:00-04:00"),
+            ("held", "boolean", false, "offered to no device until a rollout releases it"),
+        ],
+        "rollout-create" => &[
+            ("name", "string", true, "its name"),
+            ("program", "string", false, "the program, or"),
+            ("update_deployment", "string", false, "the held update deployment"),
+            ("collection", "string", false, "the collection (a program's)"),
+            ("groups", "string", false, "1%,10%,50%,100% or size:N"),
+            ("success_threshold", "percent", false, "percent confirmed before the next group"),
+            ("error_threshold", "percent", false, "percent failed that pauses"),
+            ("soak", "seconds", false, "seconds a device stays healthy to count"),
+            ("silent_after", "seconds", false, "seconds of silence that fail a device"),
+            ("start", "string", false, "when it starts by itself, RFC 3339"),
+            ("approval", "boolean", false, "whether it waits for approval"),
+            ("joins_per_minute", "integer", false, "devices joining a minute"),
+            ("allow_downgrade", "boolean", false, "whether an older version is allowed"),
+            ("rollback_program", "string", false, "the previous version's program"),
+            ("maintenance_window", "string", false, "daily window in UTC"),
+        ],
+        "update-compliance" => &[
+            ("update", "string", false, "one update"),
+            ("device", "string", false, "one device"),
+            ("collection", "string", false, "one collection's devices"),
+        ],
+        "compliance" => &[
+            ("device", "string", false, "one device"),
+            ("advertisement", "string", false, "one advertisement's devices and items"),
+        ],
+        "report" => &[
+            ("advertisement", "string", false, "one advertisement"),
+            ("device", "string", false, "one device"),
+            ("state", "string", false, "one distribution state"),
+            ("filter", "string", false, "rows holding this text"),
+            ("sort", "string", false, "the column to sort by"),
+            ("dir", "string", false, "desc for largest first"),
+            ("limit", "string", false, "the most rows, 1 to 1000"),
+            ("after_tenant", "string", false, "a page starts after this device's tenant"),
+            ("after", "string", false, "and controller id (the previous answer's next)"),
+            ("offset", "string", false, "a sorted page starts after this many rows"),
+        ],
+        "audit" => &[(
+            "since",
+            "string",
+            false,
+            "from when: RFC 3339 or Unix seconds (default: the last day)",
+        )],
         "token-create" => &[
             ("name", "string", true, "its name"),
             ("role", "string", true, "read-only, operator or administrator"),
@@ -59,7 +120,13 @@ fn fields(op: &str) -> &'static [Field] {
 fn field_schema(kind: &str, what: &str) -> Value {
     match kind {
         "array" => json!({"type": "array", "items": {"type": "string"}, "description": what}),
-        "integer" => json!({"type": "integer", "minimum": 1, "description": what}),
+        "integer" => {
+            json!({"type": "integer", "minimum": 1, "maximum": 100000, "description": what})
+        }
+        "percent" => json!({"type": "integer", "minimum": 1, "maximum": 100, "description": what}),
+        "seconds" => {
+            json!({"type": "integer", "minimum": 0, "maximum": 2592000, "description": what})
+        }
         k => json!({"type": k, "description": what}),
     }
 }
@@ -78,10 +145,11 @@ fn operation(r: &Route) -> Value {
             json!({"name": name, "in": "path", "required": true, "schema": schema})
         })
         .collect();
-    if r.op == "audit" {
-        params.push(json!({"name": "since", "in": "query", "required": false,
-            "description": "from when: RFC 3339 or Unix seconds (default: the last day)",
-            "schema": {"type": "string"}}));
+    if r.method == "GET" {
+        for (name, _, _, what) in fields(r.op) {
+            params.push(json!({"name": name, "in": "query", "required": false,
+                "description": what, "schema": {"type": "string"}}));
+        }
     }
     let mut op = json!({
         "operationId": r.op,
@@ -204,7 +272,7 @@ mod tests {
         for r in ROUTES.iter().filter(|r| r.method == "POST" && r.op != PACKAGE_UPLOAD) {
             let value = |kind: &str| match kind {
                 "array" => json!(["linux-aarch64"]),
-                "integer" => json!(60),
+                "integer" | "percent" | "seconds" => json!(60),
                 "boolean" => json!(true),
                 _ => json!("x"),
             };

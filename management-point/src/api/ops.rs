@@ -38,6 +38,15 @@ pub enum Op {
         #[serde(default)]
         token: Option<String>,
     },
+    /// Registers the devices of a CSV text (`controller_id,target_token` lines); known ones
+    /// are left alone.
+    DeviceImport {
+        /// The CSV text.
+        csv: String,
+        /// Their tenant.
+        #[serde(default)]
+        tenant: Option<String>,
+    },
     /// Approves a device that registered itself.
     DeviceApprove {
         /// Controller id or `TENANT/ID`.
@@ -129,6 +138,145 @@ pub enum Op {
     UpdateApprove {
         /// An id, `PACKAGE=VERSION`, or `PACKAGE` (its newest version).
         update: String,
+    },
+    /// Makes an update deployment of approved updates.
+    UpdateDeploy {
+        /// Its name.
+        name: String,
+        /// The collection.
+        collection: String,
+        /// Updates: ids, `PACKAGE=VERSION` or `PACKAGE`.
+        #[serde(default)]
+        updates: Vec<String>,
+        /// The newest approved version of every package.
+        #[serde(default)]
+        all_approved: bool,
+        /// The newest approved security updates.
+        #[serde(default)]
+        security: bool,
+        /// From when devices may download (RFC 3339; default now).
+        #[serde(default)]
+        available: Option<String>,
+        /// When devices install (RFC 3339; default when available).
+        #[serde(default)]
+        deadline: Option<String>,
+        /// Each device's deadline later by up to this (`2h`, `1d`; default 0).
+        #[serde(default)]
+        spread: Option<String>,
+        /// `allow` or `suppress` (default).
+        #[serde(default)]
+        reboot: Option<String>,
+        /// The daily window in UTC.
+        #[serde(default)]
+        maintenance_window: Option<String>,
+        /// Offered to no device until a rollout releases it.
+        #[serde(default)]
+        held: bool,
+    },
+    /// Every update deployment.
+    UpdateDeployments {},
+    /// Software update compliance: the summary and each update, or one device's.
+    UpdateCompliance {
+        /// One update.
+        #[serde(default)]
+        update: Option<String>,
+        /// One device.
+        #[serde(default)]
+        device: Option<String>,
+        /// One collection's devices.
+        #[serde(default)]
+        collection: Option<String>,
+    },
+    /// Configuration baseline compliance.
+    Compliance {
+        /// One device.
+        #[serde(default)]
+        device: Option<String>,
+        /// One advertisement's devices and items.
+        #[serde(default)]
+        advertisement: Option<String>,
+    },
+    /// A report (docs/health.md), a page at a time as the console's JSON.
+    Report {
+        /// Its name.
+        name: String,
+        /// One advertisement.
+        #[serde(default)]
+        advertisement: Option<String>,
+        /// One device.
+        #[serde(default)]
+        device: Option<String>,
+        /// One distribution state.
+        #[serde(default)]
+        state: Option<String>,
+        /// Rows holding this text.
+        #[serde(default)]
+        filter: Option<String>,
+        /// The column to sort by.
+        #[serde(default)]
+        sort: Option<String>,
+        /// `desc` for largest first.
+        #[serde(default)]
+        dir: Option<String>,
+        /// The most rows (1 to 1000; default every row).
+        #[serde(default)]
+        limit: Option<String>,
+        /// A page starts after this device: its tenant,
+        #[serde(default)]
+        after_tenant: Option<String>,
+        /// and its controller id (the previous answer's `next`).
+        #[serde(default)]
+        after: Option<String>,
+        /// A sorted page starts after this many rows.
+        #[serde(default)]
+        offset: Option<String>,
+    },
+    /// Makes a rollout of a program, or of a held update deployment.
+    RolloutCreate {
+        /// Its name.
+        name: String,
+        /// The program, or
+        #[serde(default)]
+        program: Option<String>,
+        /// the held update deployment.
+        #[serde(default)]
+        update_deployment: Option<String>,
+        /// The collection (a program's).
+        #[serde(default)]
+        collection: Option<String>,
+        /// `1%,10%,50%,100%` or `size:N` (default `10%,50%,100%`).
+        #[serde(default)]
+        groups: Option<String>,
+        /// Percent confirmed before the next group (default 95).
+        #[serde(default)]
+        success_threshold: Option<u8>,
+        /// Percent failed that pauses (default 10).
+        #[serde(default)]
+        error_threshold: Option<u8>,
+        /// Seconds of soak (default 600).
+        #[serde(default)]
+        soak: Option<i64>,
+        /// Seconds of silence after installing that fail a device (default 3600).
+        #[serde(default)]
+        silent_after: Option<i64>,
+        /// When it starts by itself (RFC 3339).
+        #[serde(default)]
+        start: Option<String>,
+        /// Whether it waits for approval.
+        #[serde(default)]
+        approval: bool,
+        /// Joiners a minute (default 60).
+        #[serde(default)]
+        joins_per_minute: Option<u32>,
+        /// Whether an older version is allowed.
+        #[serde(default)]
+        allow_downgrade: bool,
+        /// The previous version's program, to roll a failed group back to.
+        #[serde(default)]
+        rollback_program: Option<String>,
+        /// The daily window in UTC.
+        #[serde(default)]
+        maintenance_window: Option<String>,
     },
     /// Every rollout.
     RolloutList {},
@@ -237,6 +385,13 @@ pub const PACKAGE_UPLOAD: &str = "package-upload";
 pub const ROUTES: &[Route] = &[
     route("GET", "/api/v1/devices", "device-list", Role::ReadOnly, "List devices"),
     route("POST", "/api/v1/devices", "device-add", Role::Operator, "Register a device"),
+    route(
+        "POST",
+        "/api/v1/devices/import",
+        "device-import",
+        Role::Operator,
+        "Register the devices of a CSV text",
+    ),
     route("GET", "/api/v1/devices/{device}", "device-show", Role::ReadOnly, "Show a device"),
     route(
         "POST",
@@ -293,7 +448,37 @@ pub const ROUTES: &[Route] = &[
         Role::Operator,
         "Approve a software update",
     ),
+    route(
+        "GET",
+        "/api/v1/update-deployments",
+        "update-deployments",
+        Role::ReadOnly,
+        "List update deployments",
+    ),
+    route(
+        "POST",
+        "/api/v1/update-deployments",
+        "update-deploy",
+        Role::Operator,
+        "Make an update deployment",
+    ),
+    route(
+        "GET",
+        "/api/v1/compliance/updates",
+        "update-compliance",
+        Role::ReadOnly,
+        "Software update compliance",
+    ),
+    route(
+        "GET",
+        "/api/v1/compliance/baselines",
+        "compliance",
+        Role::ReadOnly,
+        "Configuration baseline compliance",
+    ),
+    route("GET", "/api/v1/reports/{name}", "report", Role::ReadOnly, "A report, a page at a time"),
     route("GET", "/api/v1/rollouts", "rollout-list", Role::ReadOnly, "List rollouts"),
+    route("POST", "/api/v1/rollouts", "rollout-create", Role::Operator, "Make a rollout"),
     route("GET", "/api/v1/rollouts/{rollout}", "rollout-show", Role::ReadOnly, "Show a rollout"),
     route(
         "POST",
@@ -402,6 +587,11 @@ impl Op {
             }
             Op::TokenCreate { name, .. } | Op::TokenRevoke { name } => format!("token {name}"),
             Op::UpdateApprove { update } => format!("update {update}"),
+            Op::UpdateDeploy { name, .. } => format!("update deployment {name}"),
+            Op::RolloutCreate { name, .. } => format!("rollout {name}"),
+            Op::DeviceImport { tenant, .. } => {
+                format!("devices of tenant {}", tenant.as_deref().unwrap_or("(default)"))
+            }
             _ => String::new(),
         }
     }
@@ -520,6 +710,9 @@ impl Op {
             Op::DeviceAdd { id, tenant, token } => {
                 devices::device_add(cfg, store, id, tenant.as_deref(), token.as_deref(), now)
             }
+            Op::DeviceImport { csv, tenant } => {
+                devices::device_import_text(cfg, store, csv, "the CSV", tenant.as_deref(), now)
+            }
             Op::DeviceApprove { device } => devices::device_approve(cfg, store, device),
             Op::DeviceRevoke { device } => devices::device_revoke(store, device, now),
             Op::PackageList {} => packages::package_list(store),
@@ -583,6 +776,58 @@ impl Op {
             Op::UpdateApprove { update } => {
                 crate::admin::updates::approve(cfg, store, std::slice::from_ref(update), false, now)
             }
+            Op::UpdateDeploy {
+                name,
+                collection,
+                updates,
+                all_approved,
+                security,
+                available,
+                deadline,
+                spread,
+                reboot,
+                maintenance_window,
+                held,
+            } => {
+                let time =
+                    |t: &Option<String>, flag| t.as_deref().map(|t| admin::time_arg(t, flag));
+                let available = time(available, "available").transpose()?.unwrap_or(now);
+                let a = crate::admin::updates::DeployArgs {
+                    name: name.clone(),
+                    collection: collection.clone(),
+                    updates: updates.clone(),
+                    all_approved: *all_approved,
+                    security: *security,
+                    available,
+                    deadline: time(deadline, "deadline").transpose()?.unwrap_or(available),
+                    spread: spread.as_deref().map(duration).transpose()?.unwrap_or(0),
+                    reboot: crate::model::updates::RebootPolicy::parse(
+                        reboot.as_deref().unwrap_or("suppress"),
+                    )
+                    .map_err(|e| Error::Usage(format!("--reboot: {e}")))?,
+                    window: maintenance_window
+                        .as_deref()
+                        .map(crate::model::MaintenanceWindow::parse)
+                        .transpose()
+                        .map_err(Error::Usage)?,
+                    held: *held,
+                };
+                crate::admin::updates::deploy(store, &a, now)
+            }
+            Op::UpdateDeployments {} => crate::admin::updates::deployments(store),
+            Op::UpdateCompliance { update, device, collection } => {
+                crate::admin::update_compliance::compliance(
+                    store,
+                    update.as_deref(),
+                    device.as_deref(),
+                    collection.as_deref(),
+                )
+            }
+            Op::Compliance { device, advertisement } => {
+                crate::admin::config::compliance(store, device.as_deref(), advertisement.as_deref())
+            }
+            Op::Report { .. } => self.report(cx),
+            Op::RolloutCreate { .. } => self.rollout_create(store, now),
             Op::RolloutList {} => rollouts::list(store, cx.tenant),
             Op::RolloutShow { rollout } => rollouts::show(store, rollout, now),
             Op::RolloutAct { rollout, action, program } => {
@@ -619,9 +864,104 @@ impl Op {
     }
 }
 
+impl Op {
+    /// A report, a page at a time (`limit`, then `after_tenant`/`after` or `offset` from the
+    /// answer's `next`), as the console's JSON.
+    fn report(&self, cx: &Cx<'_>) -> Result<Out> {
+        let Op::Report {
+            name,
+            advertisement,
+            device,
+            state,
+            filter,
+            sort,
+            dir,
+            limit,
+            after_tenant,
+            after,
+            offset,
+        } = self
+        else {
+            return Err(Error::Usage("not a report".into()));
+        };
+        let number = |v: &Option<String>, what: &str| -> Result<Option<usize>> {
+            v.as_deref()
+                .map(|n| {
+                    n.parse::<usize>()
+                        .map_err(|_| Error::Usage(format!("{what} {n:?} is not a number")))
+                })
+                .transpose()
+        };
+        let limit = number(limit, "limit")?;
+        if limit.is_some_and(|l| !(1..=1000).contains(&l)) {
+            return Err(Error::Usage("limit is 1 to 1000".into()));
+        }
+        let tenant = after_tenant.clone().unwrap_or_else(|| crate::config::DEFAULT_TENANT.into());
+        let o = crate::reports::Options {
+            advertisement: advertisement.clone(),
+            device: device.clone(),
+            state: state.clone(),
+            filter: filter.clone(),
+            sort: sort.clone(),
+            desc: dir.as_deref() == Some("desc"),
+            page: crate::reports::Paging {
+                after: after.clone().map(|a| (tenant, a)),
+                offset: number(offset, "offset")?.unwrap_or(0),
+                limit,
+            },
+        };
+        let r = crate::reports::build(cx.store, cx.cfg, name, cx.now, &o)?;
+        Ok(Out::new(r.text(), r.json()))
+    }
+
+    /// `dmmp rollout create`, with its defaults.
+    fn rollout_create(&self, store: &dyn Storage, now: i64) -> Result<Out> {
+        let Op::RolloutCreate {
+            name,
+            program,
+            update_deployment,
+            collection,
+            groups,
+            success_threshold,
+            error_threshold,
+            soak,
+            silent_after,
+            start,
+            approval,
+            joins_per_minute,
+            allow_downgrade,
+            rollback_program,
+            maintenance_window,
+        } = self
+        else {
+            return Err(Error::Usage("not a rollout".into()));
+        };
+        let spec = crate::admin::rollouts::CreateSpec {
+            name: name.clone(),
+            program: program.clone(),
+            update_deployment: update_deployment.clone(),
+            collection: collection.clone(),
+            groups: groups.clone().unwrap_or_else(|| "10%,50%,100%".into()),
+            gates: crate::rollout::Gates {
+                success_threshold: success_threshold.unwrap_or(95),
+                error_threshold: error_threshold.unwrap_or(10),
+            },
+            soak: soak.unwrap_or(600),
+            silent_after: silent_after.unwrap_or(3600),
+            start: start.clone(),
+            approval: *approval,
+            joins_per_minute: joins_per_minute.unwrap_or(60),
+            allow_downgrade: *allow_downgrade,
+            rollback_program: rollback_program.clone(),
+            maintenance_window: maintenance_window.clone(),
+        };
+        crate::admin::rollouts::create(store, &spec, now)
+    }
+}
+
 /// An operation's answer as the audit trail keeps it: a secret it answered (a token) is
 /// never kept.
-fn redacted(v: &Value) -> Value {
+pub fn redacted(v: &Value) -> Value {
     let mut v = v.clone();
     if let Value::Object(m) = &mut v {
         for k in ["token", "target_token"] {
@@ -836,6 +1176,9 @@ mod tests {
                 "advertise" => json!({"name": "x", "program": "x", "collection": "x"}),
                 "rollout-act" => json!({}),
                 "token-create" => json!({"name": "x", "role": "operator"}),
+                "device-import" => json!({"csv": "x"}),
+                "update-deploy" => json!({"name": "x", "collection": "x"}),
+                "rollout-create" => json!({"name": "x"}),
                 _ => json!({}),
             };
             let op = Op::from_route(r, params, body).unwrap_or_else(|e| panic!("{}: {e}", r.op));

@@ -119,6 +119,26 @@ fn a_pipeline_deploys_through_the_api_alone_and_the_audit_trail_says_who_did_wha
     }
     let root = mp.w.path("dev-0");
     assert_eq!(std::fs::read_to_string(root.join("api-ran")).unwrap(), "deployed\n");
+    // Reports and a rollout through the API too.
+    let report = remote_json(&mp, &ci, &["report", "healthy"]);
+    assert!(report.to_string().contains("dev-0"), "{report}");
+    let r = curl(
+        &mp,
+        &[
+            "-H",
+            &format!("Authorization: Bearer {}", std::fs::read_to_string(&ci).unwrap().trim()),
+            &format!("{}/api/v1/reports/healthy?limit=1", mp.url()),
+        ],
+    );
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert!(r.json().get("next").is_some(), "paging as the console's JSON: {}", r.text());
+    remote_ok(
+        &mp,
+        &ci,
+        &["rollout", "create", "--name", "r2", "--program", "tool-run", "--collection", "fleet"],
+    );
+    let shown = remote_json(&mp, &ci, &["rollout", "show", "r2"]);
+    assert_eq!(shown["rollout"]["state"], "ready", "{shown}");
 
     // The audit trail: each change, who, from where, after.
     let audit = mp.admin_json(&["audit"]);
@@ -144,6 +164,12 @@ fn a_pipeline_deploys_through_the_api_alone_and_the_audit_trail_says_who_did_wha
     let made = entries.iter().find(|e| e["action"] == "token-create").unwrap();
     assert_eq!(made["source"], "dmmp");
     assert!(made["after"].as_str().unwrap().contains("(redacted)"), "{made}");
+    // A change dmmp makes on the machine outside the API's operations is in the trail too.
+    mp.admin(&["collection", "window", "fleet", "22:00-04:00"]);
+    let audit2 = mp.admin_json(&["audit"]);
+    let w = audit2.as_array().unwrap().iter().find(|e| e["action"] == "collection-window");
+    assert_eq!(w.map(|e| e["target"].clone()), Some("collection fleet".into()), "{audit2:#}");
+    mp.admin(&["collection", "window", "fleet"]);
     // Reads are not changes.
     assert!(!entries.iter().any(|e| e["action"] == "advertisement-status"), "{audit:#}");
 
@@ -290,4 +316,67 @@ fn a_token_of_one_tenant_sees_nothing_of_another() {
     let out = remote(&mp, &acme, &["audit"]);
     assert_eq!(out.status.code(), Some(5), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(String::from_utf8_lossy(&out.stderr).contains("spans tenants"));
+}
+
+/// Every role on every route, as the served OpenAPI document lists them: a role below the
+/// route's is refused (403) before anything runs; one at or above it is let through (whatever
+/// the operation then says of the made-up names: 400, 404, never 401 or 403).
+#[test]
+fn every_role_is_tried_on_every_route() {
+    let mp = Mp::start(|_| {});
+    std::fs::create_dir_all(mp.w.path("pipeline")).unwrap();
+    let roles = ["read-only", "operator", "administrator"];
+    let secrets: Vec<String> = roles
+        .iter()
+        .map(|r| {
+            let file = token(&mp, &format!("t-{r}"), r, &[]);
+            std::fs::read_to_string(file).unwrap().trim().to_string()
+        })
+        .collect();
+    let doc = curl(&mp, &[&format!("{}/api/v1/openapi.json", mp.url())]).json();
+    let mut tried = 0;
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let Some(needs) = op["description"]
+                .as_str()
+                .and_then(|d| d.strip_prefix("Needs the role "))
+                .map(|d| d.trim_end_matches('.'))
+            else {
+                continue; // the document itself
+            };
+            let needed = roles.iter().position(|r| *r == needs).unwrap();
+            let url = format!("{}{}", mp.url(), path.replace('{', "x-").replace('}', ""));
+            for (i, secret) in secrets.iter().enumerate() {
+                let auth = format!("Authorization: Bearer {secret}");
+                let mut args = vec!["-X", method.as_str(), "-H", auth.as_str()];
+                if method == "post" {
+                    args.extend(["-H", "Content-Type: application/json", "--data-binary", "{}"]);
+                }
+                let upper = method.to_uppercase();
+                args[1] = &upper;
+                args.push(&url);
+                let r = curl(&mp, &args);
+                if i < needed {
+                    assert_eq!(r.status, 403, "{} {method} {path}: {}", roles[i], r.text());
+                    assert_eq!(r.json()["code"], "E_ACCESSDENIED");
+                } else {
+                    assert!(
+                        ![401, 403].contains(&r.status) && r.status < 500,
+                        "{} {method} {path}: {} {}",
+                        roles[i],
+                        r.status,
+                        r.text()
+                    );
+                }
+                tried += 1;
+            }
+        }
+    }
+    assert!(tried >= 3 * 25, "{tried} requests: the document lists every route");
+    // Nothing was changed by a refused request.
+    let audit = mp.admin_json(&["audit"]);
+    assert!(
+        !audit.as_array().unwrap().iter().any(|e| e["actor"] == "token t-read-only"),
+        "{audit:#}"
+    );
 }

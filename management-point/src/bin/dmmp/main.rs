@@ -98,15 +98,12 @@ fn collection(cli: &Cli, cmd: &CollectionCmd) -> Result<Out> {
 
 fn device(cli: &Cli, cmd: &DeviceCmd) -> Result<Out> {
     let (cfg, store) = open(cli)?;
-    let now = admin::now();
     match cmd {
-        DeviceCmd::Import { csv, tenant } => {
-            devices::device_import(&cfg, &*store, csv, tenant.as_deref(), now)
-        }
         DeviceCmd::UseCertificate { device } => {
             devices::device_use_certificate(&cfg, &*store, device)
         }
         DeviceCmd::Add { .. }
+        | DeviceCmd::Import { .. }
         | DeviceCmd::List
         | DeviceCmd::Approve { .. }
         | DeviceCmd::Revoke { .. }
@@ -216,6 +213,80 @@ fn op_of(cmd: &Command) -> Result<Option<Op>> {
         Command::Token(TokenCmd::List) => Op::TokenList {},
         Command::Token(TokenCmd::Revoke { name }) => Op::TokenRevoke { name: name.clone() },
         Command::Audit { since } => Op::Audit { since: since.clone() },
+        Command::Device(DeviceCmd::Import { csv, tenant }) => {
+            let bytes = dm_shared::fs::read_capped(csv, 16 << 20)?;
+            let text = String::from_utf8(bytes)
+                .map_err(|_| Error::Usage(format!("{}: not UTF-8 text", csv.display())))?;
+            Op::DeviceImport { csv: text, tenant: tenant.clone() }
+        }
+        Command::Update(UpdateCmd::Deploy {
+            name,
+            collection,
+            updates,
+            all_approved,
+            security,
+            available,
+            deadline,
+            spread,
+            reboot,
+            maintenance_window,
+            held,
+        }) => Op::UpdateDeploy {
+            name: name.clone(),
+            collection: collection.clone(),
+            updates: updates.clone(),
+            all_approved: *all_approved,
+            security: *security,
+            available: available.clone(),
+            deadline: deadline.clone(),
+            spread: Some(spread.clone()),
+            reboot: Some(reboot.clone()),
+            maintenance_window: maintenance_window.clone(),
+            held: *held,
+        },
+        Command::Update(UpdateCmd::Deployments) => Op::UpdateDeployments {},
+        Command::Update(UpdateCmd::Compliance { update, device, collection }) => {
+            Op::UpdateCompliance {
+                update: update.clone(),
+                device: device.clone(),
+                collection: collection.clone(),
+            }
+        }
+        Command::Compliance { device, advertisement } => {
+            Op::Compliance { device: device.clone(), advertisement: advertisement.clone() }
+        }
+        Command::Report { name, advertisement, device, state, filter, sort, desc, csv: false } => {
+            Op::Report {
+                name: name.clone(),
+                advertisement: advertisement.clone(),
+                device: device.clone(),
+                state: state.clone(),
+                filter: filter.clone(),
+                sort: sort.clone(),
+                dir: desc.then(|| "desc".to_string()),
+                limit: None,
+                after_tenant: None,
+                after: None,
+                offset: None,
+            }
+        }
+        Command::Rollout(RolloutCmd::Create(a)) => Op::RolloutCreate {
+            name: a.name.clone(),
+            program: a.program.clone(),
+            update_deployment: a.update_deployment.clone(),
+            collection: a.collection.clone(),
+            groups: Some(a.groups.clone()),
+            success_threshold: Some(a.success_threshold),
+            error_threshold: Some(a.error_threshold),
+            soak: Some(a.soak),
+            silent_after: Some(a.silent_after),
+            start: a.start.clone(),
+            approval: a.approval,
+            joins_per_minute: Some(a.joins_per_minute),
+            allow_downgrade: a.allow_downgrade,
+            rollback_program: a.rollback_program.clone(),
+            maintenance_window: a.maintenance_window.clone(),
+        },
         _ => return Ok(None),
     }))
 }
@@ -243,8 +314,83 @@ fn run_op(cli: &Cli, op: &Op) -> Result<Out> {
     op.run(&cx)
 }
 
+/// What a command that changes the database but is no API operation does, and to what, for
+/// the audit trail: every change is in it, whichever way it was made.
+fn local_change(cmd: &Command) -> Option<(&'static str, String)> {
+    let path = |p: &std::path::Path| p.display().to_string();
+    Some(match cmd {
+        Command::Package(PackageCmd::Add { source, name, .. }) => {
+            ("package-add", source.as_deref().map(path).or(name.clone()).unwrap_or_default())
+        }
+        Command::Package(PackageCmd::Remove { package }) => ("package-remove", package.clone()),
+        Command::Collection(CollectionCmd::Window { collection, .. }) => {
+            ("collection-window", format!("collection {collection}"))
+        }
+        Command::Collection(CollectionCmd::Members { collection, add }) if !add.is_empty() => {
+            ("collection-members", format!("collection {collection}"))
+        }
+        Command::Device(DeviceCmd::UseCertificate { device }) => {
+            ("device-use-certificate", format!("device {device}"))
+        }
+        Command::Crl(CrlCmd::Add { file }) => ("crl-add", path(file)),
+        Command::Update(UpdateCmd::Import { name, .. }) => ("update-import", name.clone()),
+        Command::Update(UpdateCmd::Approve { updates, .. }) => {
+            ("update-approve", updates.join(", "))
+        }
+        Command::Update(UpdateCmd::Rule(UpdateRuleCmd::Add { name, .. })) => {
+            ("update-rule-add", name.clone())
+        }
+        Command::Admin(AdminCmd::Add { name, .. }) => {
+            ("admin-add", format!("administrator {name}"))
+        }
+        Command::Admin(AdminCmd::Certificate { name, .. }) => {
+            ("admin-certificate", format!("administrator {name}"))
+        }
+        Command::Admin(AdminCmd::Unpin { sha256, file }) => {
+            ("admin-unpin", sha256.clone().or(file.as_deref().map(path)).unwrap_or_default())
+        }
+        Command::Admin(AdminCmd::Remove { name }) => {
+            ("admin-remove", format!("administrator {name}"))
+        }
+        Command::ConfigItem(ConfigItemCmd::Add { file }) => ("config-item-add", path(file)),
+        Command::ConfigPackage(ConfigPackageCmd::Add { source, .. }) => {
+            ("config-package-add", path(source))
+        }
+        _ => return None,
+    })
+}
+
+/// Records a change `dmmp` made on the machine outside the API's operations.
+fn audit_local(cli: &Cli, action: &str, target: String, out: &Out) -> Result<()> {
+    let (_, store) = open(cli)?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "an administrator".into());
+    store.add_audit(&dm_mp::api::AuditEntry {
+        id: 0,
+        time: admin::now(),
+        actor: format!("dmmp ({user})"),
+        source: "dmmp".into(),
+        action: action.into(),
+        target,
+        before: None,
+        after: Some(dm_mp::api::ops::redacted(&out.json).to_string()),
+    })?;
+    Ok(())
+}
+
 /// Runs one command; `None` for `serve`, which prints as it goes.
 fn run(cli: &Cli) -> Result<Option<Out>> {
+    let out = run_command(cli)?;
+    // Through the API, the server records what it did.
+    if let (Some(out), Some((action, target)), None) =
+        (&out, local_change(&cli.command), &cli.server)
+    {
+        audit_local(cli, action, target, out)?;
+    }
+    Ok(out)
+}
+
+/// Runs one command, as [`run`] records it.
+fn run_command(cli: &Cli) -> Result<Option<Out>> {
     if let Some(op) = op_of(&cli.command)? {
         return run_op(cli, &op).map(Some);
     }
@@ -271,7 +417,7 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
         Command::Collection(c) => collection(cli, c)?,
         Command::Device(c) => device(cli, c)?,
         Command::Crl(c) => crl(cli, c)?,
-        Command::Report { name, advertisement, device, state, filter, sort, desc, csv } => {
+        Command::Report { name, advertisement, device, state, filter, sort, desc, csv: true } => {
             let (cfg, store) = open(cli)?;
             let o = dm_mp::reports::Options {
                 advertisement: advertisement.clone(),
@@ -283,74 +429,22 @@ fn run(cli: &Cli) -> Result<Option<Out>> {
                 page: Default::default(),
             };
             let r = dm_mp::reports::build(&*store, &cfg, name, admin::now(), &o)?;
-            Out::new(if *csv { r.csv() } else { r.text() }, r.json())
+            Out::new(r.csv(), r.json())
         }
         Command::Update(c) => update(cli, c)?,
-        Command::Rollout(c) => rollout(cli, c)?,
         Command::Program(_)
+        | Command::Rollout(_)
         | Command::Advertise(_)
         | Command::Advertisement(_)
         | Command::Status { .. }
         | Command::Token(_)
+        | Command::Report { .. }
+        | Command::Compliance { .. }
         | Command::Audit { .. } => return Err(through_op()),
         Command::Admin(c) => administrator(cli, c)?,
         Command::ConfigItem(c) => config_item(cli, c)?,
         Command::ConfigPackage(c) => config_package(cli, c)?,
-        Command::Compliance { device, advertisement } => {
-            let (_, store) = open(cli)?;
-            config::compliance(&*store, device.as_deref(), advertisement.as_deref())?
-        }
     }))
-}
-
-/// `30m`, `2h`, `1d`, `90s` or plain seconds.
-fn duration_arg(s: &str, flag: &str) -> Result<i64> {
-    let (n, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let mult = match unit {
-        "" | "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => 0,
-    };
-    match n.parse::<i64>() {
-        Ok(n) if mult > 0 => Ok(n.saturating_mul(mult)),
-        _ => Err(Error::Usage(format!(
-            "--{flag} {s:?}: expected a duration such as 90s, 30m, 2h or 1d"
-        ))),
-    }
-}
-
-fn rollout(cli: &Cli, cmd: &RolloutCmd) -> Result<Out> {
-    use dm_mp::admin::rollouts as r;
-    use dm_mp::rollout::Gates;
-    let (_, store) = open(cli)?;
-    let now = admin::now();
-    match cmd {
-        RolloutCmd::Create(a) => {
-            let spec = r::CreateSpec {
-                name: a.name.clone(),
-                program: a.program.clone(),
-                update_deployment: a.update_deployment.clone(),
-                collection: a.collection.clone(),
-                groups: a.groups.clone(),
-                gates: Gates {
-                    success_threshold: a.success_threshold,
-                    error_threshold: a.error_threshold,
-                },
-                soak: a.soak,
-                silent_after: a.silent_after,
-                start: a.start.clone(),
-                approval: a.approval,
-                joins_per_minute: a.joins_per_minute,
-                allow_downgrade: a.allow_downgrade,
-                rollback_program: a.rollback_program.clone(),
-                maintenance_window: a.maintenance_window.clone(),
-            };
-            r::create(&*store, &spec, now)
-        }
-        _ => Err(through_op()),
-    }
 }
 
 fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
@@ -391,56 +485,8 @@ fn update(cli: &Cli, cmd: &UpdateCmd) -> Result<Out> {
             u::rule_add(&*store, name, repository.as_deref(), *security_only, sections, now)
         }
         UpdateCmd::Rule(UpdateRuleCmd::List) => u::rule_list(&*store),
-        UpdateCmd::Deploy {
-            name,
-            collection,
-            updates,
-            all_approved,
-            security,
-            available,
-            deadline,
-            spread,
-            reboot,
-            maintenance_window,
-            held,
-        } => {
-            let available = available
-                .as_deref()
-                .map(|t| admin::time_arg(t, "available"))
-                .transpose()?
-                .unwrap_or(now);
-            let a = u::DeployArgs {
-                name: name.clone(),
-                collection: collection.clone(),
-                updates: updates.clone(),
-                all_approved: *all_approved,
-                security: *security,
-                available,
-                deadline: deadline
-                    .as_deref()
-                    .map(|t| admin::time_arg(t, "deadline"))
-                    .transpose()?
-                    .unwrap_or(available),
-                spread: duration_arg(spread, "spread")?,
-                reboot: dm_mp::model::updates::RebootPolicy::parse(reboot)
-                    .map_err(|e| Error::Usage(format!("--reboot: {e}")))?,
-                window: maintenance_window
-                    .as_deref()
-                    .map(dm_mp::model::MaintenanceWindow::parse)
-                    .transpose()
-                    .map_err(Error::Usage)?,
-                held: *held,
-            };
-            u::deploy(&*store, &a, now)
-        }
-        UpdateCmd::Deployments => u::deployments(&*store),
-        UpdateCmd::Compliance { update, device, collection } => {
-            admin::update_compliance::compliance(
-                &*store,
-                update.as_deref(),
-                device.as_deref(),
-                collection.as_deref(),
-            )
+        UpdateCmd::Deploy { .. } | UpdateCmd::Deployments | UpdateCmd::Compliance { .. } => {
+            Err(through_op())
         }
     }
 }
