@@ -132,30 +132,42 @@ pub async fn run(
             &format!("{who} is {}: {name} needs {}", role.as_str(), op.role().as_str()),
         );
     }
-    let by = format!("{who} (console)");
-    let st2 = st.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let cx = Cx {
-            cfg: &st2.config,
-            store: st2.store.as_ref(),
-            actor: &by,
-            source: &source,
-            now: st2.now(),
-            tenant: None,
-        };
-        let out = op.run(&cx)?;
-        crate::server::state::reload_now(&st2)?;
-        Ok::<_, crate::Error>(out)
-    })
-    .await;
-    match done {
-        Ok(Ok(_)) => {
-            log::info!("console: administrator {who}: {name}");
+    match run_as(&st, &who, source, op).await {
+        Ok(()) => {
             let mut r = redirect(&back);
             *r.status_mut() = StatusCode::SEE_OTHER;
             r
         }
-        Ok(Err(e)) => answer(StatusCode::CONFLICT, &e.to_string()),
-        Err(_) => answer(StatusCode::INTERNAL_SERVER_ERROR, "the action failed"),
+        Err((status, why)) => answer(status, &why),
+    }
+}
+
+/// Runs `op` in administrator `who`'s name from `source`, off the async threads, logged and
+/// in the audit trail, and has the server serve what it changed at once. An operation that
+/// cannot be is 409 with why.
+pub async fn run_as(
+    st: &Arc<AppState>,
+    who: &str,
+    source: String,
+    op: Op,
+) -> Result<(), (StatusCode, String)> {
+    let by = format!("{who} (console)");
+    let name = op.name();
+    let st2 = st.clone();
+    let done = tokio::task::spawn_blocking(move || {
+        let now = st2.now();
+        let (cfg, store) = (&st2.config, st2.store.as_ref());
+        let cx = Cx { cfg, store, actor: &by, source: &source, now, tenant: None };
+        op.run(&cx)?;
+        crate::server::state::reload_now(&st2)
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {
+            log::info!("console: administrator {who}: {name}");
+            Ok(())
+        }
+        Ok(Err(e)) => Err((StatusCode::CONFLICT, e.to_string())),
+        Err(_) => Err((StatusCode::INTERNAL_SERVER_ERROR, "the action failed".into())),
     }
 }

@@ -17,7 +17,7 @@ use super::{Admin, esc, page, redirect, url};
 use crate::admin::rollouts as admin;
 use crate::rollout::{self, Command, RolloutState};
 use crate::server::conn_info::ConnInfo;
-use crate::server::state::{AppState, RolloutGate};
+use crate::server::state::AppState;
 
 /// The commands the console offers, by the path segment that names them.
 const COMMANDS: [(&str, Command); 5] = [
@@ -210,38 +210,14 @@ pub async fn act(
         action: action.clone(),
         program: None,
     };
-    let by = format!("{who} (console)");
-    let st2 = st.clone();
-    let done = tokio::task::spawn_blocking(move || {
-        let cx = crate::api::ops::Cx {
-            cfg: &st2.config,
-            store: st2.store.as_ref(),
-            actor: &by,
-            source: &source,
-            now: st2.now(),
-            tenant: None,
-        };
-        let out = op.run(&cx)?;
-        let fresh = RolloutGate::load(st2.store.as_ref())?;
-        st2.write().rollouts = fresh;
-        Ok::<_, crate::Error>(out)
-    })
-    .await;
-    match done {
-        Ok(Ok(_)) => {
-            log::info!("console: administrator {who}: {action} rollout {name}");
+    match super::forms::run_as(&st, &who, source, op).await {
+        Ok(()) => {
             let mut r = redirect(&format!("/console/rollouts/{}", url(&name)));
             *r.status_mut() = StatusCode::SEE_OTHER;
             r
         }
-        Ok(Err(e)) => message(StatusCode::CONFLICT, "Rollout", &e.to_string()),
-        Err(_) => message(StatusCode::INTERNAL_SERVER_ERROR, "Rollout", "the action failed"),
+        Err((status, why)) => message(status, "Rollout", &why),
     }
-}
-
-/// Whether any rollout runs, for the index page.
-pub fn running(st: &AppState) -> usize {
-    st.read().rollouts.values().filter(|g| g.rollout.state == RolloutState::Running).count()
 }
 
 #[cfg(test)]
