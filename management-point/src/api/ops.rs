@@ -564,8 +564,24 @@ impl Op {
                 None => path.push_str(part),
             }
         }
-        let body = if r.method == "GET" { Value::Null } else { Value::Object(fields) };
-        Ok((r.method, path, body))
+        if r.method != "GET" {
+            return Ok((r.method, path, Value::Object(fields)));
+        }
+        // A GET's other fields go in the query string (none are empty or null).
+        let mut sep = '?';
+        for (k, v) in fields {
+            let v = match v {
+                Value::Null => continue,
+                Value::String(s) => s,
+                other => other.to_string(),
+            };
+            path.push(sep);
+            path.push_str(&crate::server::http::encode_segment(&k));
+            path.push('=');
+            path.push_str(&crate::server::http::encode_segment(&v));
+            sep = '&';
+        }
+        Ok((r.method, path, Value::Null))
     }
 
     /// What it is done to, for the audit trail.
@@ -1143,12 +1159,28 @@ mod tests {
                 allow_downgrade: false,
             },
             Op::DeviceList {},
+            Op::Audit { since: Some("2026-12-01T00:00:00Z".into()) },
+            Op::Report {
+                name: "healthy".into(),
+                advertisement: None,
+                device: Some("DEFAULT/gw 1".into()),
+                state: None,
+                filter: Some("a&b=c".into()),
+                sort: None,
+                dir: Some("desc".into()),
+                limit: Some("10".into()),
+                after_tenant: None,
+                after: None,
+                offset: None,
+            },
         ];
         for op in ops {
-            let (method, path, body) = op.request().unwrap();
+            let (method, full, body) = op.request().unwrap();
+            let (path, query) = full.split_once('?').unwrap_or((&full, ""));
             let r = ROUTES.iter().find(|r| r.method == method && r.op == op.name()).unwrap();
-            // The server matches the path against the route's pattern and decodes each part.
-            let params: Vec<(String, String)> = r
+            // The server matches the path against the route's pattern and decodes each part,
+            // then adds the query's fields.
+            let mut params: Vec<(String, String)> = r
                 .path
                 .split('/')
                 .zip(path.split('/'))
@@ -1157,7 +1189,13 @@ mod tests {
                     Some((key.to_string(), pct_decode(v)))
                 })
                 .collect();
-            assert_eq!(Op::from_route(r, params, body).unwrap(), op, "{path}");
+            params.extend(
+                query
+                    .split('&')
+                    .filter_map(|kv| kv.split_once('='))
+                    .map(|(k, v)| (pct_decode(k), pct_decode(v))),
+            );
+            assert_eq!(Op::from_route(r, params, body).unwrap(), op, "{full}");
         }
     }
 

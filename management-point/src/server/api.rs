@@ -75,6 +75,12 @@ impl From<crate::Error> for Failure {
             _ => StatusCode::BAD_REQUEST,
         };
         let code = e.code().name();
+        if status == StatusCode::INTERNAL_SERVER_ERROR {
+            // The detail (a database's words, a path) is the log's, not the client's.
+            log::error!("management API: {e}");
+            let message = "the server failed; its log says why".to_string();
+            return Failure { status, code, message };
+        }
         Failure { status, code, message: e.to_string() }
     }
 }
@@ -219,8 +225,19 @@ async fn dispatch(
             Err(f) => return f.into_response(),
         };
     let text = req.headers().get(header::ACCEPT).is_some_and(|a| a == "text/plain");
+    // A POST's fields are its path's and its body's; a GET's other fields are its query's,
+    // never one its path names.
+    let query = query_pairs(req.uri().query().unwrap_or(""));
+    if r.method == "POST" && !query.is_empty() {
+        let why = "a POST takes its fields from the path and the JSON body, not a query string";
+        return Failure::new(StatusCode::BAD_REQUEST, Code::E_INVALIDARG, why).into_response();
+    }
+    if let Some((k, _)) = query.iter().find(|(k, _)| params.iter().any(|(p, _)| p == k)) {
+        let why = format!("{k} is a part of the path, not of the query");
+        return Failure::new(StatusCode::BAD_REQUEST, Code::E_INVALIDARG, why).into_response();
+    }
     let mut params = params;
-    params.extend(query_pairs(req.uri().query().unwrap_or("")));
+    params.extend(query);
     let body = match axum::body::to_bytes(req.into_body(), MAX_JSON_BODY).await {
         Ok(b) if b.is_empty() => Value::Null,
         Ok(b) => match serde_json::from_slice(&b) {
@@ -327,13 +344,22 @@ async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request
         )
         .into_response();
     };
+    // At most a few at once: each may be gigabytes on the disk while it is verified.
+    let Ok(_slot) = UPLOADS.try_acquire() else {
+        return Failure::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            Code::DM_E_API_THROTTLED,
+            format!("{MAX_UPLOADS} packages are being uploaded; try again when one is done"),
+        )
+        .into_response();
+    };
     let dir = st.config.content().join("uploads");
     let file = match receive(&st, &dir, req.into_body()).await {
         Ok(f) => f,
         Err(f) => return f.into_response(),
     };
     let st2 = st.clone();
-    let path = file.clone();
+    let path = file.0.clone();
     let done = tokio::task::spawn_blocking(move || {
         let actor = format!("token {}", caller.token.name);
         let source = crate::admin::packages::PackageSource::Signed { dir: path.clone(), roots };
@@ -346,7 +372,7 @@ async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request
             now,
         );
         if let Ok(o) = &out {
-            st2.store.add_audit(&crate::api::AuditEntry {
+            let entry = crate::api::AuditEntry {
                 id: 0,
                 time: now,
                 actor,
@@ -359,13 +385,15 @@ async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request
                 ),
                 before: None,
                 after: Some(o.json.to_string()),
-            })?;
+            };
+            st2.store.add_audit(&entry)?;
+            log::info!("{} from {}: {} {}", entry.actor, entry.source, entry.action, entry.target);
             super::state::reload_now(&st2)?;
         }
         out
     })
     .await;
-    let _ = dm_shared::fs::remove_file(&file);
+    drop(file);
     match done {
         Ok(Ok(out)) => (StatusCode::CREATED, axum::Json(out.json)).into_response(),
         Ok(Err(e)) => {
@@ -377,12 +405,23 @@ async fn upload(State(st): State<Arc<AppState>>, r: &'static Route, req: Request
     }
 }
 
-/// Streams `body` to a new private file in `dir`, within `[api] max_upload_bytes`.
-async fn receive(
-    st: &AppState,
-    dir: &std::path::Path,
-    body: Body,
-) -> Result<std::path::PathBuf, Failure> {
+/// The most package uploads at once.
+const MAX_UPLOADS: usize = 2;
+static UPLOADS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(MAX_UPLOADS);
+
+/// An uploaded file, removed when dropped: whether the package verified or not, whether the
+/// upload broke off, the disk filled or the client went away while it was verified.
+struct Upload(std::path::PathBuf);
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Streams `body` to a new private file in `dir` (itself private), within `[api]
+/// max_upload_bytes`.
+async fn receive(st: &AppState, dir: &std::path::Path, body: Body) -> Result<Upload, Failure> {
     let fail = |e: std::io::Error| {
         Failure::new(
             StatusCode::INTERNAL_SERVER_ERROR,
@@ -390,9 +429,11 @@ async fn receive(
             format!("{}: {e}", dir.display()),
         )
     };
-    tokio::fs::create_dir_all(dir).await.map_err(fail)?;
+    dm_shared::fs::create_dir_all(dir, dm_shared::fs::MODE_DIR_PRIVATE)
+        .map_err(|e| Failure::from(crate::Error::from(e)))?;
     let name = crate::random::hex(16, "an upload name").map_err(Failure::from)?;
     let path = dir.join(format!("{name}.dmpkg"));
+    let upload = Upload(path.clone());
     let mut f = tokio::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -407,7 +448,6 @@ async fn receive(
         let chunk = match chunk {
             Ok(c) => c,
             Err(e) => {
-                let _ = tokio::fs::remove_file(&path).await;
                 return Err(Failure::new(
                     StatusCode::BAD_REQUEST,
                     Code::E_INVALIDARG,
@@ -417,7 +457,6 @@ async fn receive(
         };
         got += chunk.len() as u64;
         if got > cap {
-            let _ = tokio::fs::remove_file(&path).await;
             return Err(Failure::new(
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Code::ERROR_FILE_TOO_LARGE,
@@ -427,7 +466,7 @@ async fn receive(
         f.write_all(&chunk).await.map_err(fail)?;
     }
     f.sync_all().await.map_err(fail)?;
-    Ok(path)
+    Ok(upload)
 }
 
 #[cfg(test)]

@@ -14,7 +14,7 @@ pub trait ApiStorage {
     fn revoke_api_token(&self, name: &str, now: i64) -> Result<bool>;
     /// Appends a change to the audit trail. Returns its id.
     fn add_audit(&self, e: &AuditEntry) -> Result<i64>;
-    /// The changes from `since` (Unix seconds) on, oldest first, at most `limit`.
+    /// The changes from `since` (Unix seconds) on, oldest first: the newest `limit` of them.
     fn audit(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>>;
     /// Sets the console role of administrator `name`. Returns whether there is one.
     fn set_administrator_role(&self, name: &str, role: Role) -> Result<bool>;

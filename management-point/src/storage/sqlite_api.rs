@@ -84,9 +84,10 @@ impl ApiStorage for SqliteStore {
     fn audit(&self, since: i64, limit: usize) -> Result<Vec<AuditEntry>> {
         self.with("read the audit trail", |c| {
             let mut st = c.prepare(
-                "SELECT id, time, actor, source, action, target, before, after FROM audit WHERE time >= ?1 ORDER BY time, id LIMIT ?2",
+                "SELECT id, time, actor, source, action, target, before, after FROM audit WHERE time >= ?1 ORDER BY time DESC, id DESC LIMIT ?2",
             )?;
-            st.query_map(params![since, limit as i64], |r| {
+            // The newest `limit`, oldest first.
+            let rows: rusqlite::Result<Vec<AuditEntry>> = st.query_map(params![since, limit as i64], |r| {
                 Ok(AuditEntry {
                     id: r.get(0)?,
                     time: r.get(1)?,
@@ -98,7 +99,11 @@ impl ApiStorage for SqliteStore {
                     after: r.get(7)?,
                 })
             })?
-            .collect()
+            .collect();
+            rows.map(|mut v| {
+                v.reverse();
+                v
+            })
         })
     }
 }

@@ -827,6 +827,8 @@ fn api_tokens_are_kept_hashed_and_revoked_once_and_the_audit_trail_is_read_in_or
         let all: Vec<String> = s.audit(0, 10).unwrap().into_iter().map(|e| e.action).collect();
         assert_eq!(all, ["first", "second"]);
         assert_eq!(s.audit(15, 10).unwrap().len(), 1);
-        assert_eq!(s.audit(0, 1).unwrap().len(), 1);
+        let newest = s.audit(0, 1).unwrap();
+        assert_eq!(newest.len(), 1);
+        assert_eq!(newest[0].action, "second", "a limit keeps the newest");
     });
 }

@@ -170,6 +170,24 @@ fn a_pipeline_deploys_through_the_api_alone_and_the_audit_trail_says_who_did_wha
     let w = audit2.as_array().unwrap().iter().find(|e| e["action"] == "collection-window");
     assert_eq!(w.map(|e| e["target"].clone()), Some("collection fleet".into()), "{audit2:#}");
     mp.admin(&["collection", "window", "fleet"]);
+    // A GET's fields travel in its query: the trail from a time to come is empty.
+    let none = remote_json(&mp, &ci, &["audit", "--since", "2099-01-01T00:00:00Z"]);
+    assert_eq!(none, serde_json::json!([]));
+    // A POST takes none: its path and body say what it does.
+    let secret = std::fs::read_to_string(&ci).unwrap().trim().to_string();
+    let r = curl(
+        &mp,
+        &[
+            "-X",
+            "POST",
+            "-H",
+            &format!("Authorization: Bearer {secret}"),
+            "--data-binary",
+            "{}",
+            &format!("{}/api/v1/advertisements/ship/cancel?advertisement=other", mp.url()),
+        ],
+    );
+    assert_eq!(r.status, 400, "{}", r.text());
     // Reads are not changes.
     assert!(!entries.iter().any(|e| e["action"] == "advertisement-status"), "{audit:#}");
 

@@ -28,3 +28,5 @@ END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER audit_append_only BEFORE UPDATE OR DELETE ON audit
     FOR EACH ROW EXECUTE FUNCTION dm_audit_append_only();
+CREATE TRIGGER audit_never_truncated BEFORE TRUNCATE ON audit
+    FOR EACH STATEMENT EXECUTE FUNCTION dm_audit_append_only();

@@ -86,7 +86,7 @@ impl ApiStorage for PgStore {
             let c = pool.get().await?;
             let rows = c
                 .query(
-                    "SELECT id, time, actor, source, action, target, before, after FROM audit WHERE time >= $1 ORDER BY time, id LIMIT $2",
+                    "SELECT id, time, actor, source, action, target, before, after FROM audit WHERE time >= $1 ORDER BY time DESC, id DESC LIMIT $2",
                     &[&since, &(limit as i64)],
                 )
                 .await?;
@@ -103,7 +103,12 @@ impl ApiStorage for PgStore {
                         after: r.try_get(7)?,
                     })
                 })
-                .collect()
+                .collect::<Result<Vec<AuditEntry>, _>>()
+                .map(|mut v| {
+                    // The newest `limit`, oldest first.
+                    v.reverse();
+                    v
+                })
         })
     }
 
