@@ -12,23 +12,20 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::{Map, Value};
 
-use super::{Admin, cookie_token, esc, page, redirect};
+use super::{Admin, esc, page, redirect};
 use crate::api::Role;
 use crate::api::ops::{Cx, Op};
 use crate::server::conn_info::ConnInfo;
 use crate::server::state::AppState;
 
-/// What a request proves it is from: its session cookie, or its client certificate.
-pub fn credential(headers: &HeaderMap, ext: &axum::http::Extensions) -> Option<String> {
-    if let Some(t) = cookie_token(headers) {
-        return Some(format!("session:{t}"));
-    }
-    let leaf = ext.get::<ConnInfo>()?.client_chain.as_ref()?.first()?.clone();
-    Some(format!("certificate:{}", dm_shared::pki::sha256_hex(&leaf)))
+/// The credential the request's administrator was proved by ([`super::Proved`]): the forms'
+/// CSRF tokens are bound to it alone.
+pub fn credential(ext: &axum::http::Extensions) -> Option<String> {
+    ext.get::<super::Proved>().map(|p| p.0.clone())
 }
 
 /// The CSRF token of `credential`; none when the server has no key (its random source failed).
@@ -53,8 +50,8 @@ pub fn form_csrf(body: &[u8]) -> Option<String> {
 }
 
 /// The hidden field of a form: its CSRF token, for the credential the page was asked with.
-pub fn csrf_field(st: &AppState, headers: &HeaderMap, ext: &axum::http::Extensions) -> String {
-    credential(headers, ext)
+pub fn csrf_field(st: &AppState, ext: &axum::http::Extensions) -> String {
+    credential(ext)
         .and_then(|c| csrf_token(st, &c))
         .map(|t| format!("<input type=\"hidden\" name=\"csrf\" value=\"{t}\">"))
         .unwrap_or_default()
@@ -91,7 +88,7 @@ pub async fn run(
         .extensions()
         .get::<ConnInfo>()
         .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
-    let cred = credential(req.headers(), req.extensions());
+    let cred = credential(req.extensions());
     let body = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
     let text = String::from_utf8_lossy(&body).into_owned();
     let given = form_csrf(&body).unwrap_or_default();

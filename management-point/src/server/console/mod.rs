@@ -181,11 +181,20 @@ fn session(st: &AppState, headers: &HeaderMap) -> Option<String> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Admin(pub String);
 
+/// The credential an [`Admin`] was proved by (`session:…` or `certificate:…`), left in the
+/// request's extensions: the forms' CSRF tokens are bound to it, never to another credential
+/// the request also carries (a dead session's cookie beside a valid certificate).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Proved(pub String);
+
 impl FromRequestParts<Arc<AppState>> for Admin {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, st: &Arc<AppState>) -> Result<Admin, Response> {
         if let Some(name) = session(st, &parts.headers) {
+            if let Some(t) = cookie_token(&parts.headers) {
+                parts.extensions.insert(Proved(format!("session:{t}")));
+            }
             return Ok(Admin(name));
         }
         let leaf = parts
@@ -195,8 +204,10 @@ impl FromRequestParts<Arc<AppState>> for Admin {
         if let Some(leaf) = leaf {
             let st = st.clone();
             let ip = peer(&parts.extensions);
+            let sha = dm_shared::pki::sha256_hex(&leaf);
             let by_cert = tokio::task::spawn_blocking(move || certificate_admin(&st, &leaf, ip));
             if let Ok(Some(name)) = by_cert.await {
+                parts.extensions.insert(Proved(format!("certificate:{sha}")));
                 return Ok(Admin(name));
             }
         }
@@ -504,6 +515,41 @@ mod tests {
         crate::admin::administrators::certificate(store, "ops", &pem, t).unwrap();
         crate::admin::administrators::remove(store, "ops").unwrap();
         assert_eq!(certificate_admin(&f.state, &der, ip), None);
+    }
+
+    /// The attack: a request carries a planted cookie of a dead session (whose CSRF token the
+    /// attacker knows) beside an administrator's valid client certificate. It is let in by the
+    /// certificate, and only the certificate's token is good for its forms.
+    #[tokio::test]
+    async fn a_forms_csrf_token_is_the_proving_credentials_alone() {
+        let f = Fixture::new(|_| {});
+        let now = std::time::SystemTime::now();
+        let spec = super::super::fixture::spec("ops", dm_shared::devpki::Purpose::Client, now, 30);
+        let issued = dm_shared::devpki::issue(&f.ca, &spec).unwrap();
+        let pem = f.dir.path().join("ops.pem");
+        std::fs::write(&pem, &issued.cert_pem).unwrap();
+        let t = f.state.now();
+        crate::admin::administrators::certificate(f.state.store.as_ref(), "ops", &pem, t).unwrap();
+        use rustls_pki_types::pem::PemObject;
+        let der =
+            rustls_pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).unwrap();
+        let mut conn = Fixture::conn();
+        conn.client_chain = Some(vec![der.clone().into_owned()].into());
+        let req = axum::http::Request::builder()
+            .uri("/console/")
+            .header(header::COOKIE, format!("{COOKIE}=dead-session"))
+            .body(())
+            .unwrap();
+        let (mut parts, ()) = req.into_parts();
+        parts.extensions.insert(conn);
+        let admin = Admin::from_request_parts(&mut parts, &f.state).await.unwrap();
+        assert_eq!(admin, Admin("ops".into()));
+        let proved = forms::credential(&parts.extensions).unwrap();
+        assert_eq!(proved, format!("certificate:{}", dm_shared::pki::sha256_hex(&der)));
+        let planted = forms::csrf_token(&f.state, "session:dead-session").unwrap();
+        assert!(!forms::csrf_ok(&f.state, &proved, &planted));
+        let genuine = forms::csrf_token(&f.state, &proved).unwrap();
+        assert!(forms::csrf_ok(&f.state, &proved, &genuine));
     }
 
     #[test]

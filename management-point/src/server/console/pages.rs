@@ -41,7 +41,7 @@ pub async fn index(
     State(st): State<Arc<AppState>>,
     req: axum::extract::Request,
 ) -> Response {
-    let csrf = super::forms::csrf_field(&st, req.headers(), req.extensions());
+    let csrf = super::forms::csrf_field(&st, req.extensions());
     // Forms only for who may use them.
     let csrf = super::forms::role_of(&st, &who).allows(crate::api::Role::Operator).then_some(csrf);
     let st2 = st.clone();
@@ -324,7 +324,7 @@ pub async fn device(
     Path((tenant, cid)): Path<(String, String)>,
     req: axum::extract::Request,
 ) -> Response {
-    let csrf = super::forms::csrf_field(&st, req.headers(), req.extensions());
+    let csrf = super::forms::csrf_field(&st, req.extensions());
     let may = super::forms::role_of(&st, &who).allows(crate::api::Role::Operator);
     let st2 = st.clone();
     let found =
