@@ -73,6 +73,56 @@ fn answer(status: StatusCode, text: &str) -> Response {
 const FORM_OPS: [&str; 4] =
     ["advertise", "device-approve", "advertisement-cancel", "update-approve"];
 
+/// A form's text once its CSRF token proved it is the page's, with the client's address; or
+/// the refusal (403, logged) to answer.
+pub async fn checked(
+    st: &AppState,
+    who: &str,
+    what: &str,
+    req: axum::extract::Request,
+) -> Result<(String, String), Response> {
+    let source = req
+        .extensions()
+        .get::<ConnInfo>()
+        .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
+    let cred = credential(req.extensions());
+    let body = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
+    let given = form_csrf(&body).unwrap_or_default();
+    if !cred.is_some_and(|c| csrf_ok(st, &c, &given)) {
+        log::warn!("console: {who}'s {what} came without a valid CSRF token; refused");
+        return Err(answer(StatusCode::FORBIDDEN, "the form is stale or forged; reload the page"));
+    }
+    Ok((String::from_utf8_lossy(&body).into_owned(), source))
+}
+
+/// Runs `op` from a checked form, held to the administrator's role as a token is to its own,
+/// and shows `back` again (303); or says why not.
+pub async fn perform(
+    st: &Arc<AppState>,
+    who: &str,
+    source: String,
+    op: Op,
+    back: &str,
+) -> Response {
+    let role = role_of(st, who);
+    if !role.allows(op.role()) {
+        let (name, needs) = (op.name(), op.role().as_str());
+        log::warn!("console: {who} ({}) may not {name}: it needs {needs}", role.as_str());
+        return answer(
+            StatusCode::FORBIDDEN,
+            &format!("{who} is {}: {name} needs {needs}", role.as_str()),
+        );
+    }
+    match run_as(st, who, source, op).await {
+        Ok(()) => {
+            let mut r = redirect(back);
+            *r.status_mut() = StatusCode::SEE_OTHER;
+            r
+        }
+        Err((status, why)) => answer(status, &why),
+    }
+}
+
 /// `POST /console/do/{operation}`: the form's fields are the operation's (a checkbox's `on`
 /// is true); `back` is the console page to show again.
 pub async fn run(
@@ -84,18 +134,10 @@ pub async fn run(
     if !FORM_OPS.contains(&name.as_str()) {
         return answer(StatusCode::NOT_FOUND, &format!("no form runs {name:?}"));
     }
-    let source = req
-        .extensions()
-        .get::<ConnInfo>()
-        .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
-    let cred = credential(req.extensions());
-    let body = axum::body::to_bytes(req.into_body(), 16 * 1024).await.unwrap_or_default();
-    let text = String::from_utf8_lossy(&body).into_owned();
-    let given = form_csrf(&body).unwrap_or_default();
-    if !cred.is_some_and(|c| csrf_ok(&st, &c, &given)) {
-        log::warn!("console: {who}'s {name} came without a valid CSRF token; refused");
-        return answer(StatusCode::FORBIDDEN, "the form is stale or forged; reload the page");
-    }
+    let (text, source) = match checked(&st, &who, &name, req).await {
+        Ok(t) => t,
+        Err(refused) => return refused,
+    };
     let mut fields = Map::new();
     let mut back = "/console/".to_string();
     for (k, v) in text.split('&').filter_map(|kv| kv.split_once('=')) {
@@ -117,32 +159,13 @@ pub async fn run(
         Ok(op) => op,
         Err(e) => return answer(StatusCode::BAD_REQUEST, &format!("{name}: {e}")),
     };
-    let role = role_of(&st, &who);
-    if !role.allows(op.role()) {
-        log::warn!(
-            "console: {who} ({}) may not {name}: it needs {}",
-            role.as_str(),
-            op.role().as_str()
-        );
-        return answer(
-            StatusCode::FORBIDDEN,
-            &format!("{who} is {}: {name} needs {}", role.as_str(), op.role().as_str()),
-        );
-    }
-    match run_as(&st, &who, source, op).await {
-        Ok(()) => {
-            let mut r = redirect(&back);
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            r
-        }
-        Err((status, why)) => answer(status, &why),
-    }
+    perform(&st, &who, source, op, &back).await
 }
 
 /// Runs `op` in administrator `who`'s name from `source`, off the async threads, logged and
 /// in the audit trail, and has the server serve what it changed at once. An operation that
 /// cannot be is 409 with why.
-pub async fn run_as(
+async fn run_as(
     st: &Arc<AppState>,
     who: &str,
     source: String,

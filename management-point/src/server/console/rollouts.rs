@@ -12,11 +12,11 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 
-use super::forms::{credential, csrf_ok, csrf_token, form_csrf};
-use super::{Admin, esc, page, redirect, url};
+use super::forms::{credential, csrf_token};
+use super::{Admin, esc, page, url};
 use crate::admin::rollouts as admin;
+use crate::api::ops::Op;
 use crate::rollout::{self, Command, RolloutState};
-use crate::server::conn_info::ConnInfo;
 use crate::server::state::AppState;
 
 /// The commands the console offers, by the path segment that names them.
@@ -175,49 +175,15 @@ pub async fn act(
     if !COMMANDS.iter().any(|(s, _)| *s == action) {
         return message(StatusCode::NOT_FOUND, "Rollout", &format!("no action {action:?}"));
     }
-    let source = req
-        .extensions()
-        .get::<ConnInfo>()
-        .map_or_else(|| "console".to_string(), |c| c.peer.ip().to_string());
-    let role = super::forms::role_of(&st, &who);
-    if !role.allows(crate::api::Role::Operator) {
-        log::warn!(
-            "console: {who} ({}) may not {action} rollout {name}: it needs operator",
-            role.as_str()
-        );
-        return message(
-            StatusCode::FORBIDDEN,
-            "Rollout",
-            &format!("{who} is {}: {action} needs an operator", role.as_str()),
-        );
-    }
-    let credential = credential(req.extensions());
-    let body = axum::body::to_bytes(req.into_body(), 4096).await.unwrap_or_default();
-    let given = form_csrf(&body).unwrap_or_default();
-    if !credential.is_some_and(|c| csrf_ok(&st, &c, &given)) {
-        log::warn!(
-            "console: {who}'s {action} of rollout {name} came without a valid CSRF token; refused"
-        );
-        return message(
-            StatusCode::FORBIDDEN,
-            "Rollout",
-            "the form is stale or forged; reload the page",
-        );
-    }
-    // The API's operation: the rollout's log and the audit trail name the administrator.
-    let op = crate::api::ops::Op::RolloutAct {
-        rollout: name.clone(),
-        action: action.clone(),
-        program: None,
+    let what = format!("{action} of rollout {name}");
+    let source = match super::forms::checked(&st, &who, &what, req).await {
+        Ok((_, source)) => source,
+        Err(refused) => return refused,
     };
-    match super::forms::run_as(&st, &who, source, op).await {
-        Ok(()) => {
-            let mut r = redirect(&format!("/console/rollouts/{}", url(&name)));
-            *r.status_mut() = StatusCode::SEE_OTHER;
-            r
-        }
-        Err((status, why)) => message(status, "Rollout", &why),
-    }
+    // The API's operation: the rollout's log and the audit trail name the administrator.
+    let op = Op::RolloutAct { rollout: name.clone(), action, program: None };
+    let back = format!("/console/rollouts/{}", url(&name));
+    super::forms::perform(&st, &who, source, op, &back).await
 }
 
 #[cfg(test)]
