@@ -617,15 +617,18 @@ impl Op {
         if let Some(t) = cx.tenant {
             self.within_tenant(cx.store, t)?;
         }
-        let before = if self.changes() { self.before(cx) } else { None };
+        // The name costs a serialization of the whole operation (an import's CSV): once.
+        let name = self.name();
+        let changes = route_of(&name).is_some_and(|r| r.method == "POST");
+        let before = if changes { self.before(cx) } else { None };
         let out = self.execute(cx)?;
-        if self.changes() {
+        if changes {
             let e = AuditEntry {
                 id: 0,
                 time: cx.now,
                 actor: cx.actor.to_string(),
                 source: cx.source.to_string(),
-                action: self.name(),
+                action: name,
                 target: self.target(),
                 before: before.map(|b| b.to_string()),
                 after: Some(redacted(&out.json).to_string()),

@@ -142,12 +142,10 @@ async fn authorize(
     // client more than that it failed.
     let hash = token_hash(secret);
     let st2 = st.clone();
-    let found = tokio::task::spawn_blocking(move || {
-        st2.store.api_tokens().map(|all| all.into_iter().find(|t| t.token_sha256 == hash))
-    })
-    .await
-    .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Code::E_FAIL, e.to_string()))?
-    .map_err(Failure::from)?;
+    let found = tokio::task::spawn_blocking(move || st2.store.api_token_by_hash(&hash))
+        .await
+        .map_err(|e| Failure::new(StatusCode::INTERNAL_SERVER_ERROR, Code::E_FAIL, e.to_string()))?
+        .map_err(Failure::from)?;
     let now = st.now();
     let token = match found {
         Some(t) if !secret.is_empty() && t.unusable(now).is_none() => t,
@@ -271,7 +269,7 @@ async fn dispatch(
             .into_response();
         }
     };
-    run(st, caller, op, text).await
+    run(st, r, caller, op, text).await
 }
 
 /// The query's `key=value` pairs, decoded.
@@ -282,10 +280,10 @@ fn query_pairs(q: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-/// Runs `op` for `caller` off the async threads and answers its JSON, or with `text` the text
-/// `dmmp` prints for people.
-async fn run(st: Arc<AppState>, caller: Caller, op: Op, text: bool) -> Response {
-    let name = op.name();
+/// Runs `op` of route `r` for `caller` off the async threads and answers its JSON, or with
+/// `text` the text `dmmp` prints for people.
+async fn run(st: Arc<AppState>, r: &'static Route, caller: Caller, op: Op, text: bool) -> Response {
+    let name = r.op;
     let done = tokio::task::spawn_blocking(move || {
         let actor = format!("token {}", caller.token.name);
         let cx = Cx {
@@ -297,7 +295,7 @@ async fn run(st: Arc<AppState>, caller: Caller, op: Op, text: bool) -> Response 
             tenant: caller.token.tenant.as_deref(),
         };
         let out = op.run(&cx)?;
-        if op.changes() {
+        if r.method == "POST" {
             // What the server serves changes now, not at the next reload.
             super::state::reload_now(&st)?;
         }

@@ -10,6 +10,9 @@ pub trait ApiStorage {
     fn add_api_token(&self, t: &ApiToken) -> Result<i64>;
     /// Every token, by id.
     fn api_tokens(&self) -> Result<Vec<ApiToken>>;
+    /// The token whose secret's SHA-256 is `sha256`, if any (every API request looks its
+    /// token up: by the unique index, not by reading them all).
+    fn api_token_by_hash(&self, sha256: &str) -> Result<Option<ApiToken>>;
     /// Revokes the token named `name` at `now`. Returns whether there was one not revoked.
     fn revoke_api_token(&self, name: &str, now: i64) -> Result<bool>;
     /// Appends a change to the audit trail. Returns its id.

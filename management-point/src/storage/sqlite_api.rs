@@ -8,6 +8,22 @@ use super::rows::parsed;
 use crate::api::{ApiToken, AuditEntry, Role};
 use crate::error::Result;
 
+const TOKEN_COLS: &str = "id, name, role, tenant, token_sha256, created, expires, revoked";
+
+fn token_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ApiToken> {
+    let id: i64 = r.get(0)?;
+    Ok(ApiToken {
+        id,
+        name: r.get(1)?,
+        role: parsed("api_tokens", id, "role", r.get::<_, String>(2)?.parse())?,
+        tenant: r.get(3)?,
+        token_sha256: r.get(4)?,
+        created: r.get(5)?,
+        expires: r.get(6)?,
+        revoked: r.get(7)?,
+    })
+}
+
 impl ApiStorage for SqliteStore {
     fn add_api_token(&self, t: &ApiToken) -> Result<i64> {
         self.with("add an API token", |c| {
@@ -21,23 +37,20 @@ impl ApiStorage for SqliteStore {
 
     fn api_tokens(&self) -> Result<Vec<ApiToken>> {
         self.with("read API tokens", |c| {
-            let mut st = c.prepare(
-                "SELECT id, name, role, tenant, token_sha256, created, expires, revoked FROM api_tokens ORDER BY id",
-            )?;
-            st.query_map([], |r| {
-                let id: i64 = r.get(0)?;
-                Ok(ApiToken {
-                    id,
-                    name: r.get(1)?,
-                    role: parsed("api_tokens", id, "role", r.get::<_, String>(2)?.parse())?,
-                    tenant: r.get(3)?,
-                    token_sha256: r.get(4)?,
-                    created: r.get(5)?,
-                    expires: r.get(6)?,
-                    revoked: r.get(7)?,
-                })
-            })?
-            .collect()
+            let mut st = c.prepare(&format!("SELECT {TOKEN_COLS} FROM api_tokens ORDER BY id"))?;
+            st.query_map([], token_row)?.collect()
+        })
+    }
+
+    fn api_token_by_hash(&self, sha256: &str) -> Result<Option<ApiToken>> {
+        use rusqlite::OptionalExtension;
+        self.with("look up an API token", |c| {
+            c.query_row(
+                &format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE token_sha256 = ?1"),
+                [sha256],
+                token_row,
+            )
+            .optional()
         })
     }
 

@@ -809,6 +809,8 @@ fn api_tokens_are_kept_hashed_and_revoked_once_and_the_audit_trail_is_read_in_or
         assert!(s.add_api_token(&t).is_err(), "names and hashes are unique");
         let got = s.api_tokens().unwrap();
         assert_eq!(got, vec![ApiToken { id, ..t.clone() }]);
+        assert_eq!(s.api_token_by_hash(&t.token_sha256).unwrap(), Some(got[0].clone()));
+        assert_eq!(s.api_token_by_hash(&token_hash("dmt_other")).unwrap(), None);
         assert!(s.revoke_api_token("ci", 50).unwrap());
         assert!(!s.revoke_api_token("ci", 60).unwrap(), "once");
         assert_eq!(s.api_tokens().unwrap()[0].revoked, Some(50));

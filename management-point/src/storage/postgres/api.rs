@@ -6,6 +6,22 @@ use crate::api::{ApiToken, AuditEntry, Role};
 use crate::error::Result;
 use crate::storage::api::ApiStorage;
 
+const TOKEN_COLS: &str = "id, name, role, tenant, token_sha256, created, expires, revoked";
+
+fn token_row(r: &tokio_postgres::Row) -> Result<ApiToken, super::rows::Fail> {
+    let id: i64 = r.try_get(0)?;
+    Ok(ApiToken {
+        id,
+        name: r.try_get(1)?,
+        role: parsed("api_tokens", id, "role", r.try_get::<_, String>(2)?.parse())?,
+        tenant: r.try_get(3)?,
+        token_sha256: r.try_get(4)?,
+        created: r.try_get(5)?,
+        expires: r.try_get(6)?,
+        revoked: r.try_get(7)?,
+    })
+}
+
 impl ApiStorage for PgStore {
     fn add_api_token(&self, t: &ApiToken) -> Result<i64> {
         let t = t.clone();
@@ -26,27 +42,18 @@ impl ApiStorage for PgStore {
         let pool = self.pool.clone();
         self.run("read API tokens", async move {
             let c = pool.get().await?;
-            let rows = c
-                .query(
-                    "SELECT id, name, role, tenant, token_sha256, created, expires, revoked FROM api_tokens ORDER BY id",
-                    &[],
-                )
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    let id: i64 = r.try_get(0)?;
-                    Ok(ApiToken {
-                        id,
-                        name: r.try_get(1)?,
-                        role: parsed("api_tokens", id, "role", r.try_get::<_, String>(2)?.parse())?,
-                        tenant: r.try_get(3)?,
-                        token_sha256: r.try_get(4)?,
-                        created: r.try_get(5)?,
-                        expires: r.try_get(6)?,
-                        revoked: r.try_get(7)?,
-                    })
-                })
-                .collect()
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens ORDER BY id");
+            c.query(&sql, &[]).await?.iter().map(token_row).collect()
+        })
+    }
+
+    fn api_token_by_hash(&self, sha256: &str) -> Result<Option<ApiToken>> {
+        let sha256 = sha256.to_string();
+        let pool = self.pool.clone();
+        self.run("look up an API token", async move {
+            let c = pool.get().await?;
+            let sql = format!("SELECT {TOKEN_COLS} FROM api_tokens WHERE token_sha256 = $1");
+            c.query_opt(&sql, &[&sha256]).await?.as_ref().map(token_row).transpose()
         })
     }
 
