@@ -212,6 +212,9 @@ pub struct Config {
     /// `[api]`: the management API (docs/management-api.md).
     #[serde(default)]
     pub api: Api,
+    /// `[distribution]`: distribution points (docs/distribution-points.md).
+    #[serde(default)]
+    pub distribution: Distribution,
     /// `[tenant_client_ca]`: the device CAs (a PEM file) of each tenant other than the one
     /// `[server] client_ca` serves.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -251,6 +254,52 @@ fn default_api_requests_per_minute() -> u32 {
 
 fn default_api_max_upload() -> u64 {
     2 << 30
+}
+
+/// `[distribution]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Distribution {
+    /// Seconds between a distribution point's reports; one silent for three of them is
+    /// skipped in devices' links, and its pending copies are retrying.
+    #[serde(default = "default_dp_sync")]
+    pub sync_secs: u64,
+    /// Seconds between validations of everything a distribution point holds.
+    #[serde(default = "default_dp_validate")]
+    pub validate_every_secs: u64,
+    /// Seconds a link to a distribution point is good for.
+    #[serde(default = "default_dp_link")]
+    pub link_lifetime_secs: u64,
+    /// Seconds a copy or removal may keep failing before it is given up (failed).
+    #[serde(default = "default_dp_fail")]
+    pub fail_after_secs: u64,
+}
+
+impl Default for Distribution {
+    fn default() -> Self {
+        Distribution {
+            sync_secs: default_dp_sync(),
+            validate_every_secs: default_dp_validate(),
+            link_lifetime_secs: default_dp_link(),
+            fail_after_secs: default_dp_fail(),
+        }
+    }
+}
+
+fn default_dp_sync() -> u64 {
+    60
+}
+
+fn default_dp_validate() -> u64 {
+    86_400
+}
+
+fn default_dp_link() -> u64 {
+    4 * 3600
+}
+
+fn default_dp_fail() -> u64 {
+    3 * 86_400
 }
 
 /// `[health]`.
@@ -332,6 +381,7 @@ impl Config {
             },
             health: Health::default(),
             api: Api::default(),
+            distribution: Distribution::default(),
             tenant_client_ca: BTreeMap::new(),
             dir: dir.to_path_buf(),
         }
@@ -343,6 +393,19 @@ impl Config {
         }
         if !(1..=16 << 30).contains(&self.api.max_upload_bytes) {
             return Err("[api] max_upload_bytes must be 1 to 16 GiB".into());
+        }
+        let d = &self.distribution;
+        if !(1..=3600).contains(&d.sync_secs) {
+            return Err("[distribution] sync_secs must be 1 to 3600".into());
+        }
+        if !(60..=90 * 86_400).contains(&d.validate_every_secs) {
+            return Err("[distribution] validate_every_secs must be 60 to 7776000 (90 days)".into());
+        }
+        if !(60..=7 * 86_400).contains(&d.link_lifetime_secs) {
+            return Err("[distribution] link_lifetime_secs must be 60 to 604800 (7 days)".into());
+        }
+        if !(60..=90 * 86_400).contains(&d.fail_after_secs) {
+            return Err("[distribution] fail_after_secs must be 60 to 7776000 (90 days)".into());
         }
         if !(1..=1000).contains(&self.health.silent_polls) {
             return Err("[health] silent_polls must be 1 to 1000".into());

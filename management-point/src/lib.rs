@@ -10,6 +10,8 @@ pub mod admin;
 pub mod api;
 pub mod config;
 pub mod debrepo;
+pub mod distribution;
+pub mod dp;
 pub mod model;
 pub mod printable;
 pub mod random;

@@ -636,6 +636,23 @@ pub struct CrlList {
 /// no action, such as those DMInstaller and setup queued: `POST {base}/dm/statusMessages`.
 pub const STATUS_MESSAGES_PATH: &str = "dm/statusMessages";
 
+/// The prefix of an artifact's further download links (`dm-next-1`, `dm-next-2`, …), tried in
+/// order after `download` fails: the next distribution points, the management point last.
+pub const NEXT_SOURCE: &str = "dm-next-";
+
+/// An artifact's download links, in the order they are tried: `download`, then
+/// `dm-next-1`, `dm-next-2`, … as long as they go on.
+pub fn download_links(links: &Links) -> Vec<&str> {
+    let mut out: Vec<&str> = links.get("download").map(|l| l.href.as_str()).into_iter().collect();
+    for i in 1.. {
+        match links.get(&format!("{NEXT_SOURCE}{i}")) {
+            Some(l) if i <= 16 => out.push(l.href.as_str()),
+            _ => break,
+        }
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

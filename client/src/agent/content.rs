@@ -71,11 +71,17 @@ fn check_artifacts(chunk: &Chunk, dir: &Path, url: &str) -> Result<u64> {
                 reason: format!("artifact {}: {sha:?} is not a SHA-256", a.filename),
             });
         }
-        let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
-        if !href.starts_with("https://") {
+        let links = dm_shared::ddi::download_links(&a.links);
+        if links.is_empty() {
+            return Err(Error::Malformed {
+                url: url.to_string(),
+                reason: format!("artifact {} has no download link", a.filename),
+            });
+        }
+        if let Some(href) = links.iter().find(|h| !h.starts_with("https://")) {
             return Err(Error::Insecure {
                 url: href.to_string(),
-                reason: format!("the download link of {} is not https", a.filename),
+                reason: format!("a download link of {} is not https", a.filename),
             });
         }
         let len = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
@@ -173,8 +179,8 @@ fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> 
     if std::fs::metadata(dest).is_ok_and(|m| m.len() == a.size) {
         return Ok(());
     }
-    let href = a.links.get("download").map(|l| l.href.as_str()).unwrap_or("");
-    info!("downloading {} ({} bytes)", a.filename, a.size);
+    let sources = dm_shared::ddi::download_links(&a.links);
+    info!("downloading {} ({} bytes) from {} source(s)", a.filename, a.size, sources.len());
     let start = Instant::now();
     let sha256 = a.hashes.sha256.to_ascii_lowercase();
     if sha256.is_empty() {
@@ -183,7 +189,7 @@ fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> 
             a.filename
         );
     }
-    net.download(href, &partial_of(dest), dest, a.size, &sha256, stop)?;
+    from_sources(net, &sources, a, dest, &sha256, stop)?;
     let secs = start.elapsed().as_secs_f64().max(0.001);
     let checked = if sha256.is_empty() {
         "size checked; its bytes are checked by the package's signature next"
@@ -192,6 +198,53 @@ fn fetch(net: &Net, a: &Artifact, dest: &Path, stop: &AtomicBool) -> Result<()> 
     };
     info!("downloaded {} ({:.1} MB/s, {checked})", a.filename, a.size as f64 / secs / 1e6);
     Ok(())
+}
+
+/// Downloads `a` from the first of `sources` that serves it whole and as hashed; a source
+/// that fails (unreachable, refusing, cut, or serving other bytes) is logged and the next one
+/// tried, resuming at the same offset (bytes that failed the hash are dropped first).
+fn from_sources(
+    net: &Net,
+    sources: &[&str],
+    a: &Artifact,
+    dest: &Path,
+    sha256: &str,
+    stop: &AtomicBool,
+) -> Result<()> {
+    let shown = |u: &str| super::net::redact_url(u.split_once('?').map_or(u, |(u, _)| u));
+    let mut last = None;
+    for (i, href) in sources.iter().enumerate() {
+        match net.download(href, &partial_of(dest), dest, a.size, sha256, stop) {
+            Ok(()) => {
+                if i > 0 {
+                    info!(
+                        "downloaded {} from source {} of {}: {}",
+                        a.filename,
+                        i + 1,
+                        sources.len(),
+                        shown(href)
+                    );
+                }
+                return Ok(());
+            }
+            Err(Error::Stopped) => return Err(Error::Stopped),
+            Err(e) => {
+                if let Some(next) = sources.get(i + 1) {
+                    log::warn!(
+                        "downloading {} from {} failed: {e}; trying the next source, {}",
+                        a.filename,
+                        shown(href),
+                        shown(next)
+                    );
+                }
+                last = Some(e);
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Error::Malformed {
+        url: String::new(),
+        reason: format!("artifact {} has no download link", a.filename),
+    }))
 }
 
 /// Verifies an action's downloaded package: signed by a publisher in the `spc` store, every

@@ -7,6 +7,7 @@ pub mod administrators;
 pub mod config;
 pub mod crl;
 pub mod devices;
+pub mod dps;
 pub mod init;
 pub mod migrate;
 pub mod packages;

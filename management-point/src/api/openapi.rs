@@ -46,6 +46,16 @@ fn fields(op: &str) -> &'static [Field] {
         "rollout-act" => {
             &[("program", "string", false, "with resume: the fixed version's program")]
         }
+        "dp-add" => &[
+            ("name", "string", true, "its name"),
+            ("url", "string", true, "where devices reach it, https://host:port"),
+            ("site", "string", false, "its site code"),
+            ("boundaries", "array", false, "address ranges (CIDR) of its devices"),
+            ("pull_from", "string", false, "the distribution point it copies from"),
+            ("rate_limit_kib", "integer", false, "KiB per second it copies at most"),
+            ("window", "string", false, "daily copy window in UTC, 22:00-06:00"),
+        ],
+        "dp-act" => &[("dps", "array", false, "distribution points, or all (not with update)")],
         "device-import" => &[
             ("csv", "string", true, "controller_id,target_token lines"),
             ("tenant", "string", false, "their tenant (default: the first served)"),
@@ -100,6 +110,10 @@ fn fields(op: &str) -> &'static [Field] {
             ("after_tenant", "string", false, "a page starts after this device's tenant"),
             ("after", "string", false, "and controller id (the previous answer's next)"),
             ("offset", "string", false, "a sorted page starts after this many rows"),
+        ],
+        "dp-status" => &[
+            ("package", "string", false, "one package"),
+            ("dp", "string", false, "one distribution point"),
         ],
         "audit" => &[(
             "since",

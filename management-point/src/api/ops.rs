@@ -295,6 +295,49 @@ pub enum Op {
         #[serde(default)]
         program: Option<String>,
     },
+    /// Every distribution point and its health.
+    DpList {},
+    /// Registers a distribution point; its credential is answered once.
+    DpAdd {
+        /// Its name.
+        name: String,
+        /// Where devices reach it (`https://host:port`).
+        url: String,
+        /// Its site code.
+        #[serde(default)]
+        site: String,
+        /// The address ranges (CIDR) of its devices.
+        #[serde(default)]
+        boundaries: Vec<String>,
+        /// The distribution point it copies from.
+        #[serde(default)]
+        pull_from: Option<String>,
+        /// KiB per second it copies at most (0: no limit).
+        #[serde(default)]
+        rate_limit_kib: u64,
+        /// Its daily copy window in UTC (`22:00-06:00`).
+        #[serde(default)]
+        window: Option<String>,
+    },
+    /// Distributes, updates, refreshes, removes or validates a package on distribution points.
+    DpAct {
+        /// The package (`name@version` or id; `update`: its name).
+        package: String,
+        /// `distribute`, `update`, `refresh`, `remove` or `validate`.
+        action: String,
+        /// The distribution points (`all`: every one); not with `update`.
+        #[serde(default)]
+        dps: Vec<String>,
+    },
+    /// Each package's state on each distribution point.
+    DpStatus {
+        /// Only this package.
+        #[serde(default)]
+        package: Option<String>,
+        /// Only this distribution point.
+        #[serde(default)]
+        dp: Option<String>,
+    },
     /// The audit trail from a time on.
     Audit {
         /// RFC 3339 or Unix seconds (default: the last day).
@@ -487,6 +530,34 @@ pub const ROUTES: &[Route] = &[
         Role::Operator,
         "Approve, start, pause, resume or stop a rollout",
     ),
+    route(
+        "GET",
+        "/api/v1/distribution-points",
+        "dp-list",
+        Role::ReadOnly,
+        "List distribution points",
+    ),
+    route(
+        "POST",
+        "/api/v1/distribution-points",
+        "dp-add",
+        Role::Administrator,
+        "Register a distribution point",
+    ),
+    route(
+        "GET",
+        "/api/v1/distribution-points/status",
+        "dp-status",
+        Role::ReadOnly,
+        "Packages on distribution points",
+    ),
+    route(
+        "POST",
+        "/api/v1/packages/{package}/distribution/{action}",
+        "dp-act",
+        Role::Operator,
+        "Distribute, update, refresh, remove or validate a package on distribution points",
+    ),
     route("GET", "/api/v1/audit", "audit", Role::ReadOnly, "The audit trail"),
     route("GET", "/api/v1/tokens", "token-list", Role::Administrator, "List API tokens"),
     route("POST", "/api/v1/tokens", "token-create", Role::Administrator, "Make an API token"),
@@ -605,6 +676,8 @@ impl Op {
             Op::UpdateApprove { update } => format!("update {update}"),
             Op::UpdateDeploy { name, .. } => format!("update deployment {name}"),
             Op::RolloutCreate { name, .. } => format!("rollout {name}"),
+            Op::DpAdd { name, .. } => format!("distribution point {name}"),
+            Op::DpAct { package, .. } => format!("package {package}"),
             Op::DeviceImport { tenant, .. } => {
                 format!("devices of tenant {}", tenant.as_deref().unwrap_or("(default)"))
             }
@@ -859,6 +932,39 @@ impl Op {
                     (cmd, None) => rollouts::act(store, rollout, cmd, cx.actor, now),
                 }
             }
+            Op::DpList {} => {
+                let fresh = 3 * cx.cfg.distribution.sync_secs as i64;
+                admin::dps::list(store, now, fresh)
+            }
+            Op::DpAdd { name, url, site, boundaries, pull_from, rate_limit_kib, window } => {
+                let new = admin::dps::NewDp {
+                    name,
+                    url,
+                    site,
+                    boundaries,
+                    pull_from: pull_from.as_deref(),
+                    rate_limit_kib: *rate_limit_kib,
+                    window: window.as_deref(),
+                };
+                admin::dps::add(store, &new, now)
+            }
+            Op::DpAct { package, action, dps } => match action.as_str() {
+                "distribute" => admin::dps::distribute(store, package, dps, now),
+                "update" if dps.is_empty() => admin::dps::update(store, package, now),
+                "update" => Err(Error::Usage(
+                    "update copies to every distribution point holding the package: it names none"
+                        .into(),
+                )),
+                "refresh" => admin::dps::refresh(store, package, dps, now),
+                "remove" => admin::dps::remove(store, package, dps, now),
+                "validate" => admin::dps::validate(store, package, dps),
+                other => Err(Error::Usage(format!(
+                    "{other:?}: distribute, update, refresh, remove or validate"
+                ))),
+            },
+            Op::DpStatus { package, dp } => {
+                admin::dps::status(store, package.as_deref(), dp.as_deref())
+            }
             Op::Audit { since } => {
                 let since = match since.as_deref() {
                     None => now - 86_400,
@@ -983,7 +1089,7 @@ impl Op {
 pub fn redacted(v: &Value) -> Value {
     let mut v = v.clone();
     if let Value::Object(m) = &mut v {
-        for k in ["token", "target_token"] {
+        for k in ["token", "target_token", "credential"] {
             if m.contains_key(k) {
                 m.insert(k.into(), Value::String("(redacted)".into()));
             }
@@ -1220,6 +1326,7 @@ mod tests {
                 "device-import" => json!({"csv": "x"}),
                 "update-deploy" => json!({"name": "x", "collection": "x"}),
                 "rollout-create" => json!({"name": "x"}),
+                "dp-add" => json!({"name": "x", "url": "https://x"}),
                 _ => json!({}),
             };
             let op = Op::from_route(r, params, body).unwrap_or_else(|e| panic!("{}: {e}", r.op));

@@ -13,6 +13,7 @@ pub mod conn_info;
 pub mod connection;
 pub mod conns;
 pub mod console;
+pub mod dps;
 pub mod fast_poll;
 pub mod feedback;
 #[cfg(test)]
@@ -136,6 +137,20 @@ pub async fn serve(
         })
     };
 
+    let dp_ticker = {
+        let st = state.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(5));
+            loop {
+                tick.tick().await;
+                let st = st.clone();
+                if let Ok(Err(e)) = tokio::task::spawn_blocking(move || dps::tick(&st)).await {
+                    log::error!("cannot check the distribution points: {e}");
+                }
+            }
+        })
+    };
+
     let app = connection::App { state: state.clone(), router: router::router(state.clone()) };
     let deadlines = conns::Deadlines {
         first_request: Duration::from_secs(cfg.server.first_request_timeout_secs),
@@ -185,6 +200,7 @@ pub async fn serve(
     refresher.abort();
     flusher.abort();
     gates.abort();
+    dp_ticker.abort();
     if let Some(m) = metrics_server {
         m.abort();
     }
@@ -299,7 +315,7 @@ async fn serve_metrics(
                 let devices = st.read().devices.len();
                 (
                     [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                    st.metrics.render(reloads, devices, open),
+                    st.metrics.render(reloads, devices, open) + &dps::metrics(&st),
                 )
             }
         }),

@@ -133,23 +133,33 @@ pub(super) fn chunk(
         .artifacts
         .iter()
         .map(|a| {
-            let download = match &pkg.distribution_point {
-                Some(dp) => format!(
+            let mut links = ddi::Links::new();
+            let urls = match &pkg.distribution_point {
+                Some(dp) => vec![format!(
                     "{}/{}",
                     dp.trim_end_matches('/'),
                     a.filename.split('/').map(encode_segment).collect::<Vec<_>>().join("/")
-                ),
-                None => format!(
-                    "{base}/softwaremodules/{}/artifacts/{}",
-                    pkg.id,
-                    encode_segment(&a.filename)
-                ),
+                )],
+                None => {
+                    let own = format!(
+                        "{base}/softwaremodules/{}/artifacts/{}",
+                        pkg.id,
+                        encode_segment(&a.filename)
+                    );
+                    links.insert("md5sum".into(), ddi::Link { href: format!("{own}.MD5SUM") });
+                    super::dps::download_urls(state, d, pkg, &a.filename, own)
+                }
             };
-            let mut links = ddi::Links::new();
-            if pkg.distribution_point.is_none() {
-                links.insert("md5sum".into(), ddi::Link { href: format!("{download}.MD5SUM") });
+            // The nearest source is hawkBit's `download`; the next ones, in order, are
+            // `dm-next-1`, … (the management point last).
+            for (i, href) in urls.into_iter().enumerate() {
+                let key = if i == 0 {
+                    "download".to_string()
+                } else {
+                    format!("{}{i}", ddi::NEXT_SOURCE)
+                };
+                links.insert(key, ddi::Link { href });
             }
-            links.insert("download".into(), ddi::Link { href: download });
             ddi::Artifact {
                 filename: a.filename.clone(),
                 hashes: ddi::Hashes {

@@ -65,6 +65,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route(&format!("{base}/dm/updates/catalog"), get(routes::updates_catalog))
         .route(&format!("{base}/dm/updates/scan"), post(routes::updates_scan))
         .route(&format!("{base}/dm/updates/repo/{{repo}}/{{*path}}"), get(routes::updates_file))
+        .route("/dp/v1/sync", post(super::dps::sync))
+        .route("/dp/v1/content/{package}/{file}", get(super::dps::content))
         .merge(super::api::routes())
         .route_layer(axum::middleware::from_fn_with_state(state.clone(), count))
         .fallback(|uri: axum::http::Uri| async move {

@@ -241,6 +241,8 @@ pub struct AppState {
     pub catalog: Mutex<Option<Arc<super::catalog::Catalog>>>,
     /// The management API's requests this minute, by token: (minute, count).
     pub api_requests: Mutex<HashMap<String, (i64, u32)>>,
+    /// The distribution points, and where devices are.
+    pub dist: super::dps::Distribution,
 }
 
 impl std::fmt::Debug for AppState {
@@ -280,7 +282,9 @@ impl AppState {
             poll_sleep,
             catalog: Mutex::new(None),
             api_requests: Mutex::new(HashMap::new()),
+            dist: super::dps::Distribution::default(),
         };
+        state.dist.reload(state.store.as_ref())?;
         state.refreshed();
         Ok(state)
     }
@@ -453,6 +457,7 @@ impl AppState {
             "database": database,
             "latency_ms": ping.ok().map(|d| d.as_secs_f64() * 1000.0),
             "view": {"fresh": fresh, "refreshed_secs_ago": age, "reloads": reloads},
+            "distribution_points": super::dps::health(self),
         })
     }
 

@@ -18,7 +18,9 @@ pub struct Changed {
 }
 
 /// Everything the management point stores.
-pub trait Storage: UpdateStorage + RolloutStorage + super::api::ApiStorage + Send + Sync {
+pub trait Storage:
+    UpdateStorage + RolloutStorage + super::api::ApiStorage + super::dps::DpStorage + Send + Sync
+{
     /// A number that changes whenever another connection committed a change.
     fn data_version(&self) -> Result<i64>;
     /// The actions and devices other writers made or changed since the last call, when the

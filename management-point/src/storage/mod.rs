@@ -7,12 +7,14 @@
 //! connection and the server notices through [`Storage::data_version`].
 
 mod api;
+mod dps;
 mod interface;
 pub mod postgres;
 mod rollouts;
 mod rows;
 pub mod sqlite;
 mod sqlite_api;
+mod sqlite_dps;
 mod sqlite_files;
 mod sqlite_rollouts;
 mod sqlite_updates;
@@ -21,6 +23,7 @@ mod suite;
 mod updates;
 
 pub use self::api::ApiStorage;
+pub use self::dps::DpStorage;
 pub use self::interface::{Changed, RolloutStorage, Storage, UpdateStorage};
 pub use self::postgres::PgStore;
 pub use self::sqlite::SqliteStore;

@@ -27,6 +27,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite-012-rollouts.sql"),
     include_str!("migrations/sqlite-013-update-rollouts.sql"),
     include_str!("migrations/sqlite-014-api.sql"),
+    include_str!("migrations/sqlite-015-distribution-points.sql"),
 ];
 
 /// The SQLite store.

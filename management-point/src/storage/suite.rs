@@ -834,3 +834,51 @@ fn api_tokens_are_kept_hashed_and_revoked_once_and_the_audit_trail_is_read_in_or
         assert_eq!(newest[0].action, "second", "a limit keeps the newest");
     });
 }
+
+#[test]
+fn distribution_points_and_their_content_are_kept_by_package() {
+    use crate::distribution::{DistributionPoint, DpContent, DpHealth, DpState};
+    each(|s| {
+        let (_, ad) = setup(s);
+        let pid = s.programs().unwrap().iter().find(|p| p.id == ad.program_id).unwrap().package_id;
+        let dp = DistributionPoint {
+            id: 0,
+            name: "site-a".into(),
+            url: "https://dp-a:8443".into(),
+            site: "A".into(),
+            boundaries: vec!["10.1.0.0/16".into()],
+            pull_from: None,
+            rate_limit_kib: 512,
+            window: Some("22:00-06:00".into()),
+            token_sha256: "h".into(),
+            link_key: "k".into(),
+            created: 3,
+            health: DpHealth::default(),
+        };
+        let id = s.add_dp(&dp).unwrap();
+        assert!(s.add_dp(&dp).is_err(), "names and credentials are unique");
+        let health = DpHealth {
+            last_contact: Some(9),
+            free_bytes: Some(1 << 40),
+            content_errors: vec!["a: missing".into()],
+            last_validated: Some(8),
+        };
+        s.set_dp_health(id, &health).unwrap();
+        let got = s.dps().unwrap();
+        assert_eq!(got, vec![DistributionPoint { id, health, ..dp }]);
+        assert_eq!((got[0].token_sha256.as_str(), got[0].link_key.as_str()), ("h", "k"));
+        let row = DpContent::pending(id, pid, "1.0.0.0", 10);
+        s.put_dp_contents(std::slice::from_ref(&row)).unwrap();
+        let installed = DpContent {
+            state: DpState::Installed,
+            last_copied: Some(12),
+            refresh: 2,
+            validate: 1,
+            ..row.clone()
+        };
+        s.put_dp_contents(std::slice::from_ref(&installed)).unwrap();
+        assert_eq!(s.dp_contents().unwrap(), vec![installed]);
+        s.delete_dp_content(id, pid).unwrap();
+        assert!(s.dp_contents().unwrap().is_empty());
+    });
+}

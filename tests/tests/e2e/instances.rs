@@ -110,6 +110,17 @@ pub fn devices(mp: &Mp, n: usize, points: &str) -> Devices {
 
 /// Registers and installs the devices numbered `ids` (`dev-<i>`) polling `points`.
 pub fn devices_from(mp: &Mp, ids: std::ops::Range<usize>, points: &str) -> Devices {
+    devices_with(mp, ids, points, |_| String::new())
+}
+
+/// [`devices_from`], with more settings for each device (`extra(i)`: lines of ini text under
+/// `[Communication]`, then other sections).
+pub fn devices_with(
+    mp: &Mp,
+    ids: std::ops::Range<usize>,
+    points: &str,
+    extra: impl Fn(usize) -> String,
+) -> Devices {
     let bins = mp.w.bin_dir("bins", None);
     let mut out = Devices(Vec::new());
     for i in ids {
@@ -124,7 +135,8 @@ pub fn devices_from(mp: &Mp, ids: std::ops::Range<usize>, points: &str) -> Devic
         let ini = format!(
             "[Installation]\nClientInstallAction=Install\n[Environment]\nManagementPoint={points}\n\
              ControllerId={cid}\n[Communication]\nTargetToken={token}\nPollInterval=10\nRetryMaxDelay=2\n\
-             MinPollInterval=1\n"
+             MinPollInterval=1\n{}",
+            extra(i)
         );
         let folder = mp.w.folder(
             &format!("client-{cid}"),

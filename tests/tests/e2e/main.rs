@@ -11,6 +11,7 @@ mod config;
 mod console;
 mod crash;
 mod cross;
+mod distribution;
 mod enroll;
 mod hostile;
 mod images;

@@ -36,7 +36,12 @@ pub enum Command {
     /// Create a configuration file and an empty database.
     Init(InitArgs),
     /// Serve devices until SIGTERM; prints "listening https://ADDR" when ready.
-    Serve,
+    Serve {
+        /// management-point, or distribution-point: content only, copied from the management
+        /// point named in --config's [distribution_point] (docs/distribution-points.md).
+        #[arg(long, default_value = "management-point", value_parser = ["management-point", "distribution-point"])]
+        role: String,
+    },
     /// Packages: source folders imported as artifacts.
     #[command(subcommand)]
     Package(PackageCmd),
@@ -74,6 +79,10 @@ pub enum Command {
     /// Management API tokens (docs/management-api.md).
     #[command(subcommand)]
     Token(TokenCmd),
+    /// Distribution points: packages copied near the devices, and their state
+    /// (docs/distribution-points.md).
+    #[command(subcommand)]
+    Dp(DpCmd),
     /// The audit trail: every change, who made it, from where, before and after.
     Audit {
         /// From when (RFC 3339; default: the last day).
@@ -702,6 +711,85 @@ pub enum RolloutCmd {
     Approve {
         /// id or name.
         rollout: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DpCmd {
+    /// Register a distribution point; its credential is printed once.
+    Add {
+        /// Its name.
+        #[arg(long)]
+        name: String,
+        /// Where devices reach it: https://HOST:PORT.
+        #[arg(long)]
+        url: String,
+        /// Its site code: devices whose site code is this one use it.
+        #[arg(long, default_value = "")]
+        site: String,
+        /// An address range (CIDR) of the devices that use it; repeat for more.
+        #[arg(long = "boundary")]
+        boundaries: Vec<String>,
+        /// Copy from this distribution point (when it has the package) instead of the
+        /// management point: a pull chain for remote sites.
+        #[arg(long)]
+        pull_from: Option<String>,
+        /// KiB per second it copies at most (0: no limit).
+        #[arg(long, default_value_t = 0)]
+        rate_limit_kib: u64,
+        /// Daily window in UTC in which it copies, such as 22:00-06:00.
+        #[arg(long)]
+        window: Option<String>,
+    },
+    /// List distribution points and their health.
+    List,
+    /// Copy a package to distribution points.
+    Distribute {
+        /// The package: NAME@VERSION or id.
+        package: String,
+        /// A distribution point (or all); repeat for more.
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Copy the newest version of a package to every distribution point holding an older one
+    /// (and remove the older one there).
+    Update {
+        /// The package's name.
+        package: String,
+    },
+    /// Copy a package again to distribution points.
+    Refresh {
+        /// The package: NAME@VERSION or id.
+        package: String,
+        /// A distribution point (or all); repeat for more.
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Remove a package from distribution points.
+    Remove {
+        /// The package: NAME@VERSION or id.
+        package: String,
+        /// A distribution point (or all); repeat for more.
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Rehash a package on distribution points now (corrupt or missing content is reported
+    /// and copied again).
+    Validate {
+        /// The package: NAME@VERSION or id.
+        package: String,
+        /// A distribution point (or all); repeat for more.
+        #[arg(long = "dp", required = true)]
+        dps: Vec<String>,
+    },
+    /// Each package's state on each distribution point.
+    Status {
+        /// Only this package.
+        #[arg(long)]
+        package: Option<String>,
+        /// Only this distribution point.
+        #[arg(long)]
+        dp: Option<String>,
     },
 }
 

@@ -125,6 +125,35 @@ fn through_op() -> Error {
     Error::Usage("this command runs as an operation of the management API".into())
 }
 
+/// The operation a `dmmp dp` command asks for.
+fn dp_op(c: &DpCmd) -> Op {
+    let act = |package: &String, action: &str, dps: &[String]| Op::DpAct {
+        package: package.clone(),
+        action: action.into(),
+        dps: dps.to_vec(),
+    };
+    match c {
+        DpCmd::Add { name, url, site, boundaries, pull_from, rate_limit_kib, window } => {
+            Op::DpAdd {
+                name: name.clone(),
+                url: url.clone(),
+                site: site.clone(),
+                boundaries: boundaries.clone(),
+                pull_from: pull_from.clone(),
+                rate_limit_kib: *rate_limit_kib,
+                window: window.clone(),
+            }
+        }
+        DpCmd::List => Op::DpList {},
+        DpCmd::Distribute { package, dps } => act(package, "distribute", dps),
+        DpCmd::Update { package } => act(package, "update", &[]),
+        DpCmd::Refresh { package, dps } => act(package, "refresh", dps),
+        DpCmd::Remove { package, dps } => act(package, "remove", dps),
+        DpCmd::Validate { package, dps } => act(package, "validate", dps),
+        DpCmd::Status { package, dp } => Op::DpStatus { package: package.clone(), dp: dp.clone() },
+    }
+}
+
 /// The operation a command asks for, when it is one the management API serves.
 fn op_of(cmd: &Command) -> Result<Option<Op>> {
     let act = |rollout: &String, action: &str, program: Option<&String>| Op::RolloutAct {
@@ -194,6 +223,7 @@ fn op_of(cmd: &Command) -> Result<Option<Op>> {
             Op::AdvertisementCancel { advertisement: advertisement.clone() }
         }
         Command::Rollout(RolloutCmd::List) => Op::RolloutList {},
+        Command::Dp(c) => dp_op(c),
         Command::Rollout(RolloutCmd::Show { rollout }) => {
             Op::RolloutShow { rollout: rollout.clone() }
         }
@@ -409,7 +439,11 @@ fn run_command(cli: &Cli) -> Result<Option<Out>> {
         Command::Migrate { from, to, to_ca } => {
             admin::migrate::migrate(from, to, to_ca.as_deref())?
         }
-        Command::Serve => {
+        Command::Serve { role } if role == "distribution-point" => {
+            dm_mp::dp::run(&cli.config)?;
+            return Ok(None);
+        }
+        Command::Serve { .. } => {
             dm_mp::server::run(Config::load(&cli.config)?)?;
             return Ok(None);
         }
@@ -434,6 +468,7 @@ fn run_command(cli: &Cli) -> Result<Option<Out>> {
         Command::Update(c) => update(cli, c)?,
         Command::Program(_)
         | Command::Rollout(_)
+        | Command::Dp(_)
         | Command::Advertise(_)
         | Command::Advertisement(_)
         | Command::Status { .. }
@@ -533,7 +568,7 @@ fn config_package(cli: &Cli, cmd: &ConfigPackageCmd) -> Result<Out> {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.json;
-    let serving = matches!(cli.command, Command::Serve);
+    let serving = matches!(cli.command, Command::Serve { .. });
     let level = if std::env::var_os("DMMP_DEBUG").is_some() {
         log::LevelFilter::Debug
     } else {

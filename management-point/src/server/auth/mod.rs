@@ -58,7 +58,7 @@ pub fn authenticate(
             "the controller id must be 1 to 64 letters, digits, '.', '_' or '-'",
         ));
     }
-    match credential(state, headers, conn)? {
+    let d = match credential(state, headers, conn)? {
         Credential::Certificate(chain) => certificate::authenticate(state, chain, tenant, cid),
         Credential::Target(t) => {
             counted(state, conn, || by_target_token(state, conn, t, tenant, cid))
@@ -67,7 +67,10 @@ pub fn authenticate(
             counted(state, conn, || gateway_token_matches(state, g))?;
             by_gateway_token(state, tenant, cid)
         }
-    }
+    }?;
+    // Its address is its boundary: the distribution points its links name.
+    state.dist.note_peer(d.id, conn.peer.ip());
+    Ok(d)
 }
 
 /// The device a request authenticates as, when [`authenticate`] would find it in the view and

@@ -34,6 +34,8 @@ const TABLES: &[&str] = &[
     "update_deployments",
     "update_states",
     "update_scans",
+    "distribution_points",
+    "dp_content",
 ];
 
 /// Tables whose `id` a sequence hands out.
@@ -49,6 +51,7 @@ const SERIAL: &[&str] = &[
     "updates",
     "update_rules",
     "update_deployments",
+    "distribution_points",
 ];
 
 /// Rows read and written at a time.

@@ -19,6 +19,7 @@
 
 mod api;
 pub mod cluster;
+mod dps;
 mod listen;
 mod migrate;
 mod queries;
@@ -53,6 +54,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres-012-rollouts.sql"),
     include_str!("../migrations/postgres-013-update-rollouts.sql"),
     include_str!("../migrations/postgres-014-api.sql"),
+    include_str!("../migrations/postgres-015-distribution-points.sql"),
 ];
 
 /// The change notifications, installed at every start after the migrations.

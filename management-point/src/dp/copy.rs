@@ -1,0 +1,196 @@
+//! Copying one file to a distribution point: into a `.partial` file, resumed from what it
+//! holds (from whichever source answers next), hashed while streaming, within the rate limit;
+//! renamed into place only when its size and SHA-256 are the management point's.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use dm_shared::digest::Sha256State;
+use dm_shared::fs as dmfs;
+
+use crate::distribution::HoldFile;
+use crate::error::{Error, Result};
+
+/// Connecting, and the answer's head, each within this.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+/// One request's whole transfer: past it, the copy resumes at the next round.
+const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
+/// The largest JSON answer (an assignment) read.
+pub const MAX_JSON: u64 = 16 << 20;
+
+/// The HTTPS client a distribution point copies and reports with, trusting `ca`'s roots
+/// (or the system's).
+pub fn agent(ca: Option<&Path>) -> Result<ureq::Agent> {
+    use rustls_pki_types::pem::PemObject;
+    let file =
+        ca.map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Path::to_path_buf);
+    let pem = dmfs::read_capped(&file, 16 << 20)?;
+    let roots: Vec<ureq::tls::Certificate<'static>> =
+        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
+            .filter_map(|c| c.ok())
+            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
+            .collect();
+    if roots.is_empty() {
+        return Err(Error::Usage(format!("{}: no PEM certificate to trust", file.display())));
+    }
+    let tls = ureq::tls::TlsConfig::builder()
+        .provider(ureq::tls::TlsProvider::Rustls)
+        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
+        .build();
+    Ok(ureq::Agent::config_builder()
+        .tls_config(tls)
+        .timeout_connect(Some(CONNECT_TIMEOUT))
+        .timeout_recv_response(Some(CONNECT_TIMEOUT * 2))
+        .timeout_global(Some(TRANSFER_TIMEOUT))
+        .max_redirects(0)
+        .http_status_as_error(false)
+        .build()
+        .into())
+}
+
+/// A URL for logs: its query (a signed link's signature) left out.
+pub fn shown(url: &str) -> &str {
+    url.split_once('?').map_or(url, |(u, _)| u)
+}
+
+/// Copies `f` to `dest` from its sources in order, resuming from `dest`'s `.partial` file;
+/// `credential` goes only to the management point (`mp`). `rate` is bytes per second (0:
+/// no limit). An error says what each source answered.
+pub fn copy_file(
+    agent: &ureq::Agent,
+    f: &HoldFile,
+    dest: &Path,
+    mp: &str,
+    credential: &str,
+    rate: u64,
+) -> Result<()> {
+    if dest.metadata().is_ok_and(|m| m.len() == f.size) {
+        return Ok(());
+    }
+    if let Some(parent) = dest.parent() {
+        dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
+    }
+    let partial = partial_of(dest);
+    let mut why = Vec::new();
+    for src in &f.sources {
+        // A path is the management point's; only it sees the credential.
+        let (url, auth) = match src.strip_prefix('/') {
+            Some(path) => (format!("{mp}/{path}"), Some(credential)),
+            None if src.starts_with("https://") => (src.clone(), None),
+            None => {
+                why.push(format!("{}: not an https:// URL", shown(src)));
+                continue;
+            }
+        };
+        let src = &url;
+        match fetch(agent, src, auth, &partial, f, rate) {
+            Ok(state) => {
+                let got = state.finish();
+                if got.size == f.size && got.sha256.eq_ignore_ascii_case(&f.sha256) {
+                    return dmfs::rename(&partial, dest).map_err(Error::from);
+                }
+                // The bytes kept may be what was wrong: from byte zero at the next source.
+                dmfs::remove_file(&partial)?;
+                why.push(format!(
+                    "{}: the {} bytes do not have the SHA-256 of the management point's list",
+                    shown(src),
+                    got.size
+                ));
+            }
+            Err(e) => why.push(format!("{}: {e}", shown(src))),
+        }
+        log::warn!("copying {}: {}", f.name, why.last().map_or("", String::as_str));
+    }
+    Err(Error::Usage(format!("cannot copy {}: {}", f.name, why.join("; "))))
+}
+
+/// The hidden `.partial` sibling of `dest`.
+fn partial_of(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.partial"))
+}
+
+/// Fetches what `partial` lacks of `f` from `url`; returns the hash of the whole.
+fn fetch(
+    agent: &ureq::Agent,
+    url: &str,
+    credential: Option<&str>,
+    partial: &Path,
+    f: &HoldFile,
+    rate: u64,
+) -> std::result::Result<Sha256State, String> {
+    let mut state = Sha256State::new();
+    let have = partial.metadata().map_or(0, |m| m.len());
+    if have > f.size {
+        dmfs::remove_file(partial).map_err(|e| e.to_string())?;
+    } else if have > 0 {
+        let file = dmfs::open_regular(partial).map_err(|e| e.to_string())?;
+        let mut r = dm_shared::digest::HashingReader::new(file, f.size);
+        std::io::copy(&mut r, &mut std::io::sink()).map_err(|e| e.to_string())?;
+        state = r.into_state();
+    }
+    if state.count() == f.size {
+        return Ok(state);
+    }
+    let mut req = agent.get(url);
+    if let Some(c) = credential {
+        req = req.header("Authorization", &format!("DpToken {c}"));
+    }
+    let from = state.count();
+    if from > 0 {
+        req = req.header("Range", &format!("bytes={from}-"));
+    }
+    let mut resp = req.call().map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    let mut out = std::fs::OpenOptions::new();
+    out.create(true).write(true);
+    use std::os::unix::fs::OpenOptionsExt;
+    out.mode(dmfs::MODE_PRIVATE);
+    let file = match status {
+        206 => out.append(true).open(partial),
+        200 => {
+            state = Sha256State::new();
+            out.truncate(true).open(partial)
+        }
+        s => {
+            let body =
+                resp.body_mut().with_config().limit(2048).read_to_string().unwrap_or_default();
+            let msg: String = body.chars().filter(|c| !c.is_control()).take(200).collect();
+            return Err(format!("HTTP {s} {msg}"));
+        }
+    };
+    let mut file = file.map_err(|e| format!("{}: {e}", partial.display()))?;
+    let body = resp.body_mut().with_config().limit(f.size - state.count() + 1).reader();
+    let mut r = dm_shared::digest::HashingReader::resume(body, f.size, state);
+    let mut buf = vec![0u8; 256 * 1024];
+    let start = Instant::now();
+    let base = r.count();
+    loop {
+        let n = r.read(&mut buf).map_err(|e| format!("after {} bytes: {e}", r.count()))?;
+        if n == 0 {
+            break;
+        }
+        file.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", partial.display()))?;
+        throttle(rate, r.count() - base, start);
+    }
+    file.sync_all().map_err(|e| format!("{}: {e}", partial.display()))?;
+    if r.over_cap() {
+        return Err(format!("it sends more than the {} bytes of {}", f.size, f.name));
+    }
+    Ok(r.into_state())
+}
+
+/// Sleeps as long as copying `got` bytes since `started` was faster than `rate` per second.
+fn throttle(rate: u64, got: u64, started: Instant) {
+    if rate == 0 {
+        return;
+    }
+    let due = Duration::from_secs_f64(got as f64 / rate as f64);
+    if let Some(wait) = due.checked_sub(started.elapsed()) {
+        std::thread::sleep(wait.min(Duration::from_secs(5)));
+    }
+}

@@ -1,0 +1,449 @@
+//! The management point's side of distribution points (docs/distribution-points.md): their
+//! reports (`POST /dp/v1/sync`, answered with what each is to hold), the content they copy
+//! from here (`GET /dp/v1/content/{package}/{file}`), the links devices get to them, and the
+//! tick that marks copies of silent ones retrying, then failed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+
+use super::conn_info::ConnInfo;
+use super::http::{ApiError, encode_segment};
+use super::state::AppState;
+use crate::distribution::{self as dist, Assignment, DistributionPoint, DpContent, Hold, HoldFile};
+use crate::error::Result;
+use crate::model::{Device, Package};
+
+/// The largest report read (it lists what a distribution point holds).
+const MAX_REPORT: usize = 4 << 20;
+
+/// What the server knows of its distribution points, re-read every few seconds and after each
+/// report (administrators change it from other processes).
+#[derive(Debug, Default)]
+pub struct Distribution {
+    cache: RwLock<Arc<Cache>>,
+    /// The address each device last authenticated from: its boundary.
+    peers: Mutex<HashMap<i64, IpAddr>>,
+}
+
+/// The distribution points and their rows, as last read.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Every distribution point.
+    pub points: Vec<DistributionPoint>,
+    /// Every package on every one.
+    pub rows: Vec<DpContent>,
+}
+
+impl Distribution {
+    /// The cache.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes the address a device authenticated from.
+    pub fn note_peer(&self, device: i64, ip: IpAddr) {
+        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&device) != Some(&ip) {
+            m.insert(device, ip);
+        }
+    }
+
+    fn peer(&self, device: i64) -> Option<IpAddr> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&device).copied()
+    }
+
+    /// Reads the distribution points and their rows again.
+    pub fn reload(&self, store: &dyn crate::storage::Storage) -> Result<()> {
+        let fresh = Cache { points: store.dps()?, rows: store.dp_contents()? };
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+/// Seconds after which a distribution point that has not reported is skipped in links.
+fn fresh_after(st: &AppState) -> i64 {
+    3 * st.config.distribution.sync_secs as i64
+}
+
+/// The URLs of artifact `file` of `pkg` for device `d`, nearest first, the management
+/// point's (`own`) last.
+pub fn download_urls(
+    st: &AppState,
+    d: &Device,
+    pkg: &Package,
+    file: &str,
+    own: String,
+) -> Vec<String> {
+    let cache = st.dist.cache();
+    if cache.rows.is_empty() || pkg.distribution_point.is_some() {
+        return vec![own];
+    }
+    let now = st.now();
+    let site = d.attr(crate::model::attr::SITE_CODE);
+    let near = dist::sources(
+        &cache.points,
+        &cache.rows,
+        pkg.id,
+        st.dist.peer(d.id),
+        site,
+        now,
+        fresh_after(st),
+    );
+    let expires = now + st.config.distribution.link_lifetime_secs as i64;
+    let mut urls: Vec<String> = near
+        .iter()
+        .map(|dp| {
+            format!(
+                "{}{}",
+                dp.url,
+                dist::link(&dp.link_key, pkg.id, file, &d.controller_id, expires)
+            )
+        })
+        .collect();
+    urls.push(own);
+    urls
+}
+
+/// Marks the copies and removals of silent distribution points retrying, then failed, and
+/// re-reads what other processes changed.
+pub fn tick(st: &AppState) -> Result<()> {
+    st.dist.reload(st.store.as_ref())?;
+    let cache = st.dist.cache();
+    let cfg = &st.config.distribution;
+    let now = st.now();
+    let mut changed = Vec::new();
+    for dp in &cache.points {
+        let rows: Vec<DpContent> =
+            cache.rows.iter().filter(|r| r.dp_id == dp.id).cloned().collect();
+        for r in dist::silence(
+            &rows,
+            dp.health.last_contact,
+            now,
+            fresh_after(st),
+            cfg.fail_after_secs as i64,
+        ) {
+            log::warn!(
+                "distribution point {}: package {} {} is {}: {}",
+                dp.name,
+                r.package_id,
+                r.source_version,
+                r.state,
+                r.reason.as_deref().unwrap_or("")
+            );
+            changed.push(r);
+        }
+    }
+    if !changed.is_empty() {
+        st.store.put_dp_contents(&changed)?;
+        st.dist.reload(st.store.as_ref())?;
+    }
+    Ok(())
+}
+
+/// The distribution point a request's `Authorization: DpToken …` names.
+fn authenticate(
+    st: &AppState,
+    headers: &HeaderMap,
+) -> std::result::Result<DistributionPoint, ApiError> {
+    let secret = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().strip_prefix("DpToken "))
+        .map(str::trim)
+        .ok_or_else(|| {
+            ApiError::unauthorized(
+                "a distribution point presents its credential: Authorization: DpToken …",
+            )
+        })?;
+    let hash = crate::api::token_hash(secret);
+    let find = |c: &Cache| c.points.iter().find(|d| d.token_sha256 == hash).cloned();
+    if let Some(dp) = find(&st.dist.cache()) {
+        return Ok(dp);
+    }
+    st.dist.reload(st.store.as_ref()).map_err(ApiError::from)?;
+    find(&st.dist.cache())
+        .ok_or_else(|| ApiError::unauthorized("the credential is no distribution point's"))
+}
+
+/// Runs `f` for an authenticated distribution point off the async threads; a refusal is
+/// logged with the peer's address (and answered after a pause, as the API's are).
+async fn as_dp<T: Send + 'static>(
+    st: Arc<AppState>,
+    headers: HeaderMap,
+    peer: String,
+    what: &'static str,
+    f: impl FnOnce(&AppState, DistributionPoint) -> std::result::Result<T, ApiError> + Send + 'static,
+) -> std::result::Result<T, ApiError> {
+    let r = tokio::task::spawn_blocking(move || {
+        let dp = authenticate(&st, &headers)?;
+        f(&st, dp)
+    })
+    .await
+    .unwrap_or_else(|e| Err(ApiError::internal(format!("handler failed: {e}"))));
+    if let Err(e) = &r {
+        log::warn!("distribution point {what} from {peer} refused: {}", e.message);
+        if e.status == axum::http::StatusCode::UNAUTHORIZED {
+            tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+        }
+    }
+    r
+}
+
+fn peer_of(conn: Option<axum::Extension<ConnInfo>>) -> String {
+    conn.map_or_else(|| "unknown".into(), |c| c.peer.ip().to_string())
+}
+
+/// `POST /dp/v1/sync`: a distribution point's report; the answer is its [`Assignment`].
+pub async fn sync(
+    State(st): State<Arc<AppState>>,
+    conn: Option<axum::Extension<ConnInfo>>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let peer = peer_of(conn);
+    let r = as_dp(st, headers, peer, "report", move |st, dp| {
+        if body.len() > MAX_REPORT {
+            return Err(ApiError::bad_request(format!("a report is at most {MAX_REPORT} bytes")));
+        }
+        let report: dist::Report = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::bad_request(format!("the report: {e}")))?;
+        record(st, &dp, &report).map_err(ApiError::from)?;
+        assignment(st, &dp).map_err(ApiError::from)
+    })
+    .await;
+    match r {
+        Ok(a) => axum::Json(a).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+/// Records a report: the distribution point's health, and its rows moved as it says.
+fn record(st: &AppState, dp: &DistributionPoint, r: &dist::Report) -> Result<()> {
+    let now = st.now();
+    let mut health = dp.health.clone();
+    health.last_contact = Some(now);
+    health.free_bytes = Some(r.free_bytes);
+    health.last_validated = r.last_validated.or(health.last_validated);
+    for e in &r.content_errors {
+        log::warn!(
+            "distribution point {}: package {} file {}: {}",
+            dp.name,
+            e.package,
+            crate::printable::printable(&e.file),
+            crate::printable::printable(&e.reason)
+        );
+        health.content_errors.insert(0, format!("package {} {}: {}", e.package, e.file, e.reason));
+    }
+    health.content_errors.truncate(20);
+    st.store.set_dp_health(dp.id, &health)?;
+    let rows: Vec<DpContent> =
+        st.dist.cache().rows.iter().filter(|x| x.dp_id == dp.id).cloned().collect();
+    let fail_after = st.config.distribution.fail_after_secs as i64;
+    let mut put = Vec::new();
+    for c in dist::reconcile(&rows, r, now, fail_after) {
+        match c {
+            dist::Change::Put(row) => {
+                log::info!(
+                    "distribution point {}: package {} {} is {}{}",
+                    dp.name,
+                    row.package_id,
+                    row.source_version,
+                    row.state,
+                    row.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
+                );
+                put.push(row);
+            }
+            dist::Change::Delete { package_id } => {
+                log::info!("distribution point {}: package {package_id} removed", dp.name);
+                st.store.delete_dp_content(dp.id, package_id)?;
+            }
+        }
+    }
+    st.store.put_dp_contents(&put)?;
+    st.dist.reload(st.store.as_ref())
+}
+
+/// What `dp` is to hold, each file with where to copy it from.
+fn assignment(st: &AppState, dp: &DistributionPoint) -> Result<Assignment> {
+    let cache = st.dist.cache();
+    let view = st.read();
+    let cfg = &st.config.distribution;
+    let now = st.now();
+    let upstream = dp.pull_from.and_then(|id| cache.points.iter().find(|p| p.id == id));
+    let mut hold = Vec::new();
+    for row in cache.rows.iter().filter(|r| r.dp_id == dp.id && r.state.holding()) {
+        let Some(pkg) = view.packages.get(&row.package_id) else { continue };
+        let up = upstream.filter(|u| {
+            u.health.last_contact.is_some_and(|t| now - t <= fresh_after(st))
+                && cache.rows.iter().any(|r| {
+                    r.dp_id == u.id && r.package_id == pkg.id && r.state == dist::DpState::Installed
+                })
+        });
+        let files = pkg
+            .artifacts
+            .iter()
+            .map(|a| {
+                let mut sources = Vec::new();
+                if let Some(u) = up {
+                    let who = format!("dp:{}", dp.name);
+                    let expires = now + cfg.link_lifetime_secs as i64;
+                    sources.push(format!(
+                        "{}{}",
+                        u.url,
+                        dist::link(&u.link_key, pkg.id, &a.filename, &who, expires)
+                    ));
+                }
+                // A path: on the management point as the distribution point reaches it.
+                sources.push(format!("/dp/v1/content/{}/{}", pkg.id, encode_segment(&a.filename)));
+                HoldFile {
+                    name: a.filename.clone(),
+                    size: a.size,
+                    sha256: a.sha256.clone(),
+                    sources,
+                }
+            })
+            .collect();
+        hold.push(Hold {
+            package: pkg.id,
+            name: pkg.name.clone(),
+            version: pkg.version.clone(),
+            bundle: pkg.artifacts.len() == 1
+                && pkg.artifacts[0]
+                    .filename
+                    .ends_with(&format!(".{}", dm_shared::bundle::EXTENSION)),
+            signed: pkg.publisher.is_some(),
+            refresh: row.refresh,
+            validate: row.validate,
+            files,
+        });
+    }
+    Ok(Assignment {
+        sync_secs: cfg.sync_secs,
+        rate_limit_kib: dp.rate_limit_kib,
+        window: dp.window.clone(),
+        validate_every_secs: cfg.validate_every_secs,
+        hold,
+    })
+}
+
+/// `GET /dp/v1/content/{package}/{file}`: a file a distribution point is to hold, with byte
+/// ranges (its copies resume).
+pub async fn content(
+    State(st): State<Arc<AppState>>,
+    conn: Option<axum::Extension<ConnInfo>>,
+    headers: HeaderMap,
+    Path((package, file)): Path<(i64, String)>,
+) -> Response {
+    let peer = peer_of(conn);
+    let h2 = headers.clone();
+    let found = as_dp(st, headers, peer, "copy", move |st, dp| {
+        let holds = st
+            .dist
+            .cache()
+            .rows
+            .iter()
+            .any(|r| r.dp_id == dp.id && r.package_id == package && r.state.holding());
+        let view = st.read();
+        let pkg = view.packages.get(&package).filter(|_| holds).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "distribution point {} is not to hold package {package}",
+                dp.name
+            ))
+        })?;
+        let a = pkg.artifacts.iter().find(|a| a.filename == file).ok_or_else(|| {
+            ApiError::not_found(format!(
+                "package {package} has no file {:?}",
+                file.chars().take(200).collect::<String>()
+            ))
+        })?;
+        let path = a.path.clone().ok_or_else(|| ApiError::not_found("served elsewhere"))?;
+        Ok((path, a.size, a.sha256.clone(), a.filename.clone(), dp.name))
+    })
+    .await;
+    let r = match found {
+        Ok((path, size, sha, name, who)) => {
+            super::artifacts::serve_file(&path, size, &sha, &name, &format!("dp:{who}"), &h2).await
+        }
+        Err(e) => Err(e),
+    };
+    r.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Each distribution point's health for `GET /healthz`: last contact, free space, content
+/// errors, and its packages by state.
+pub fn health(st: &AppState) -> serde_json::Value {
+    let cache = st.dist.cache();
+    let now = st.now();
+    let points: Vec<serde_json::Value> = cache
+        .points
+        .iter()
+        .map(|dp| {
+            let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+            for r in cache.rows.iter().filter(|r| r.dp_id == dp.id) {
+                *states.entry(r.state.as_str()).or_default() += 1;
+            }
+            serde_json::json!({
+                "name": dp.name,
+                "reachable": dp.health.last_contact.is_some_and(|t| now - t <= fresh_after(st)),
+                "last_contact_secs_ago": dp.health.last_contact.map(|t| now - t),
+                "free_bytes": dp.health.free_bytes,
+                "content_errors": dp.health.content_errors,
+                "packages": states,
+            })
+        })
+        .collect();
+    serde_json::Value::Array(points)
+}
+
+/// The distribution points' metrics (Prometheus text).
+pub fn metrics(st: &AppState) -> String {
+    let cache = st.dist.cache();
+    let now = st.now();
+    let mut s = String::from(
+        "# HELP dmmp_distribution_point_up Whether a distribution point reported within three sync intervals.\n\
+         # TYPE dmmp_distribution_point_up gauge\n",
+    );
+    let label = |n: &str| n.replace(['\\', '"', '\n'], "_");
+    for dp in &cache.points {
+        let up = dp.health.last_contact.is_some_and(|t| now - t <= fresh_after(st));
+        s.push_str(&format!(
+            "dmmp_distribution_point_up{{name=\"{}\"}} {}\n",
+            label(&dp.name),
+            u8::from(up)
+        ));
+    }
+    s.push_str("# HELP dmmp_distribution_point_free_bytes Free bytes where a distribution point keeps content.\n# TYPE dmmp_distribution_point_free_bytes gauge\n");
+    for dp in &cache.points {
+        if let Some(b) = dp.health.free_bytes {
+            s.push_str(&format!(
+                "dmmp_distribution_point_free_bytes{{name=\"{}\"}} {b}\n",
+                label(&dp.name)
+            ));
+        }
+    }
+    s.push_str("# HELP dmmp_distribution_point_content_errors Content errors a distribution point's validations found (the last 20).\n# TYPE dmmp_distribution_point_content_errors gauge\n");
+    for dp in &cache.points {
+        s.push_str(&format!(
+            "dmmp_distribution_point_content_errors{{name=\"{}\"}} {}\n",
+            label(&dp.name),
+            dp.health.content_errors.len()
+        ));
+    }
+    s.push_str("# HELP dmmp_distribution_point_packages Packages on a distribution point by state.\n# TYPE dmmp_distribution_point_packages gauge\n");
+    for dp in &cache.points {
+        for state in dist::DpState::ALL {
+            let n = cache.rows.iter().filter(|r| r.dp_id == dp.id && r.state == state).count();
+            s.push_str(&format!(
+                "dmmp_distribution_point_packages{{name=\"{}\",state=\"{state}\"}} {n}\n",
+                label(&dp.name)
+            ));
+        }
+    }
+    s
+}

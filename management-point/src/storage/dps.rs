@@ -1,0 +1,21 @@
+//! The [`DpStorage`] part of the storage interface: distribution points and the packages
+//! each holds (docs/distribution-points.md).
+
+use crate::distribution::{DistributionPoint, DpContent, DpHealth};
+use crate::error::Result;
+
+/// What the management point stores of its distribution points.
+pub trait DpStorage {
+    /// Adds a distribution point (its name and credential unique). Returns its id.
+    fn add_dp(&self, dp: &DistributionPoint) -> Result<i64>;
+    /// Every distribution point, by id.
+    fn dps(&self) -> Result<Vec<DistributionPoint>>;
+    /// Records what a distribution point's report said of its health.
+    fn set_dp_health(&self, id: i64, health: &DpHealth) -> Result<()>;
+    /// Every package on every distribution point, by distribution point and package.
+    fn dp_contents(&self) -> Result<Vec<DpContent>>;
+    /// Adds or replaces rows (by distribution point and package), in one transaction.
+    fn put_dp_contents(&self, rows: &[DpContent]) -> Result<()>;
+    /// Removes a package's row of a distribution point (it was removed there).
+    fn delete_dp_content(&self, dp_id: i64, package_id: i64) -> Result<()>;
+}
