@@ -20,7 +20,7 @@ use health::{Cause, Thresholds, Verdict};
 pub use scan::{Arrange, Next, Paging};
 
 /// Every report: its name (for `dmmp report NAME`) and title (the source documents').
-pub const REPORTS: [(&str, &str); 15] = [
+pub const REPORTS: [(&str, &str); 18] = [
     ("distribution-status", "Software distribution status for the client install program"),
     ("tethered-desktops", "Desktop clients reporting tethered devices"),
     ("deployment-details", "Device client agent deployment status details"),
@@ -36,6 +36,9 @@ pub const REPORTS: [(&str, &str); 15] = [
     ("update-summary", "Software update compliance summary"),
     ("update-compliance", "Software update compliance per update"),
     ("device-updates", "Software updates of a device"),
+    ("distribution-points", "Distribution points: health and packages by state"),
+    ("dp-packages", "Package status on distribution points"),
+    ("dp-content", "Packages on each distribution point"),
 ];
 
 /// The distribution states of a device for an advertisement, as the distribution status
@@ -176,6 +179,9 @@ pub fn build(
         "update-summary" | "update-compliance" | "device-updates" => {
             arranged(updates(store, name, o)?, &a)
         }
+        "distribution-points" | "dp-packages" | "dp-content" => {
+            arranged(distribution_points(store, cfg, name, now)?, &a)
+        }
         list => {
             let mut rows_of = device_rows(store, cfg, now, o, list)?;
             let (rows, n) = scan::page(store, &o.page, &a, &mut *rows_of)?;
@@ -184,6 +190,79 @@ pub fn build(
         }
     };
     Ok(Report { name, title, columns, rows, next })
+}
+
+/// The distribution point reports (docs/distribution-points.md): each distribution point's
+/// health and its packages by state; each package's count of distribution points by state;
+/// each package on each distribution point.
+fn distribution_points(
+    store: &dyn Storage,
+    cfg: &Config,
+    name: &str,
+    now: i64,
+) -> Result<Vec<Vec<String>>> {
+    use crate::admin::dps::{Summary, contact, summarize};
+    let dps = store.dps()?;
+    let rows = store.dp_contents()?;
+    let pkgs: BTreeMap<i64, crate::model::Package> =
+        store.packages()?.into_iter().map(|p| (p.id, p)).collect();
+    let pkg = |id: i64| {
+        pkgs.get(&id)
+            .map_or(("?".to_string(), "?".to_string()), |p| (p.name.clone(), p.version.clone()))
+    };
+    let counts = |s: &Summary| {
+        [s.targeted, s.installed, s.retrying, s.failed]
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+    };
+    let fresh = 3 * cfg.distribution.sync_secs as i64;
+    Ok(match name {
+        "distribution-points" => dps
+            .iter()
+            .map(|d| {
+                let mine: Vec<_> = rows.iter().filter(|r| r.dp_id == d.id).cloned().collect();
+                let total = summarize(&mine).values().fold(Summary::default(), |a, s| Summary {
+                    targeted: a.targeted + s.targeted,
+                    installed: a.installed + s.installed,
+                    retrying: a.retrying + s.retrying,
+                    failed: a.failed + s.failed,
+                });
+                let mut row = vec![
+                    d.name.clone(),
+                    d.site.clone(),
+                    contact(&d.health, now, fresh),
+                    d.health.free_bytes.map_or("?".into(), |b| format!("{} MB", b / 1_000_000)),
+                    d.health.content_errors.first().cloned().unwrap_or_default(),
+                ];
+                row.extend(counts(&total));
+                row
+            })
+            .collect(),
+        "dp-packages" => summarize(&rows)
+            .iter()
+            .map(|(id, s)| {
+                let (n, v) = pkg(*id);
+                [vec![n, v], counts(s)].concat()
+            })
+            .collect(),
+        _ => rows
+            .iter()
+            .map(|r| {
+                let dp =
+                    dps.iter().find(|d| d.id == r.dp_id).map_or("?".into(), |d| d.name.clone());
+                let (n, _) = pkg(r.package_id);
+                vec![
+                    dp,
+                    n,
+                    r.source_version.clone(),
+                    r.state.to_string(),
+                    when(r.last_copied),
+                    r.reason.clone().unwrap_or_default(),
+                ]
+            })
+            .collect(),
+    })
 }
 
 /// The software update reports (docs/software-updates.md), from `dmmp update compliance`'s
@@ -251,6 +330,23 @@ fn columns(name: &str) -> Vec<&'static str> {
             "pending reboot",
         ],
         "device-updates" => vec!["id", "package", "version", "state", "installed now", "reason"],
+        "distribution-points" => vec![
+            "distribution point",
+            "site",
+            "last contact",
+            "free",
+            "last content error",
+            "targeted",
+            "installed",
+            "retrying",
+            "failed",
+        ],
+        "dp-packages" => {
+            vec!["package", "version", "targeted", "installed", "retrying", "failed"]
+        }
+        "dp-content" => {
+            vec!["distribution point", "package", "version", "state", "last copied", "reason"]
+        }
         "advertisement-devices" => {
             vec!["device", "tenant", "state", "status", "last message", "last change"]
         }

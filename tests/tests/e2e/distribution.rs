@@ -372,6 +372,10 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
         "{}",
         logs()
     );
+    let report = mp.admin(&["report", "dp-packages", "--csv"]);
+    assert!(report.contains("big,1.0.0.0,3,3,0,0"), "{report}");
+    let report = mp.admin(&["report", "distribution-points", "--csv"]);
+    assert_eq!(report.lines().filter(|l| l.ends_with(",1,1,0,0")).count(), 3, "{report}");
     let status = mp.admin(&["dp", "status"]);
     assert!(status.contains("TARGETED") && status.contains("installed"), "{status}");
     let h = mp.health();

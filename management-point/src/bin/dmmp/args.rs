@@ -227,7 +227,9 @@ pub enum ConfigPackageCmd {
         /// PEM roots its publisher must chain to.
         #[arg(long)]
         roots: PathBuf,
-        /// An external HTTPS distribution point serving its files.
+        /// An external HTTPS server this one does not manage that already holds its files
+        /// (read-only; devices check every byte by hash and signature). Managed copies near
+        /// the devices: `dmmp dp`.
         #[arg(long)]
         distribution_point: Option<String>,
     },
@@ -288,8 +290,9 @@ pub enum PackageCmd {
         /// Kind of a raw package.
         #[arg(long, default_value = "software-distribution")]
         kind: String,
-        /// An external HTTPS distribution point serving the files (such as nginx), instead
-        /// of this server.
+        /// An external HTTPS server this one does not manage (such as nginx) that already
+        /// holds the files, instead of this server (read-only; devices check every byte by
+        /// hash and signature). Managed copies near the devices: `dmmp dp`.
         #[arg(long)]
         distribution_point: Option<String>,
     },
