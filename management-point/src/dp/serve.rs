@@ -87,7 +87,7 @@ async fn content(
             .into_response();
     };
     log::info!("{peer}: serving package {package} {file:?} to {}", q.device);
-    crate::server::artifacts::serve_file(&s.path, s.size, &s.sha256, &file, &q.device, &headers)
+    crate::server::files::serve_file(&s.path, s.size, &s.sha256, &file, &q.device, &headers)
         .await
         .unwrap_or_else(IntoResponse::into_response)
 }

@@ -3,9 +3,7 @@
 //! from here (`GET /dp/v1/content/{package}/{file}`), the links devices get to them, and the
 //! tick that marks copies of silent ones retrying, then failed.
 
-use std::collections::HashMap;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::{Path, State};
@@ -13,6 +11,7 @@ use axum::http::{HeaderMap, header};
 use axum::response::{IntoResponse, Response};
 
 use super::conn_info::ConnInfo;
+use super::dp_cache::Cache;
 use super::http::{ApiError, encode_segment};
 use super::state::AppState;
 use crate::distribution::{self as dist, Assignment, DistributionPoint, DpContent, Hold, HoldFile};
@@ -21,50 +20,6 @@ use crate::model::{Device, Package};
 
 /// The largest report read (it lists what a distribution point holds).
 const MAX_REPORT: usize = 4 << 20;
-
-/// What the server knows of its distribution points, re-read every few seconds and after each
-/// report (administrators change it from other processes).
-#[derive(Debug, Default)]
-pub struct Distribution {
-    cache: RwLock<Arc<Cache>>,
-    /// The address each device last authenticated from: its boundary.
-    peers: Mutex<HashMap<i64, IpAddr>>,
-}
-
-/// The distribution points and their rows, as last read.
-#[derive(Debug, Default)]
-pub struct Cache {
-    /// Every distribution point.
-    pub points: Vec<DistributionPoint>,
-    /// Every package on every one.
-    pub rows: Vec<DpContent>,
-}
-
-impl Distribution {
-    /// The cache.
-    pub fn cache(&self) -> Arc<Cache> {
-        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Notes the address a device authenticated from.
-    pub fn note_peer(&self, device: i64, ip: IpAddr) {
-        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if m.get(&device) != Some(&ip) {
-            m.insert(device, ip);
-        }
-    }
-
-    fn peer(&self, device: i64) -> Option<IpAddr> {
-        self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&device).copied()
-    }
-
-    /// Reads the distribution points and their rows again.
-    pub fn reload(&self, store: &dyn crate::storage::Storage) -> Result<()> {
-        let fresh = Cache { points: store.dps()?, rows: store.dp_contents()? };
-        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
-        Ok(())
-    }
-}
 
 /// Seconds after which a distribution point that has not reported is skipped in links.
 fn fresh_after(st: &AppState) -> i64 {
@@ -368,37 +323,11 @@ pub async fn content(
     .await;
     let r = match found {
         Ok((path, size, sha, name, who)) => {
-            super::artifacts::serve_file(&path, size, &sha, &name, &format!("dp:{who}"), &h2).await
+            super::files::serve_file(&path, size, &sha, &name, &format!("dp:{who}"), &h2).await
         }
         Err(e) => Err(e),
     };
     r.unwrap_or_else(IntoResponse::into_response)
-}
-
-/// Each distribution point's health for `GET /healthz`: last contact, free space, content
-/// errors, and its packages by state.
-pub fn health(st: &AppState) -> serde_json::Value {
-    let cache = st.dist.cache();
-    let now = st.now();
-    let points: Vec<serde_json::Value> = cache
-        .points
-        .iter()
-        .map(|dp| {
-            let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
-            for r in cache.rows.iter().filter(|r| r.dp_id == dp.id) {
-                *states.entry(r.state.as_str()).or_default() += 1;
-            }
-            serde_json::json!({
-                "name": dp.name,
-                "reachable": dp.health.last_contact.is_some_and(|t| now - t <= fresh_after(st)),
-                "last_contact_secs_ago": dp.health.last_contact.map(|t| now - t),
-                "free_bytes": dp.health.free_bytes,
-                "content_errors": dp.health.content_errors,
-                "packages": states,
-            })
-        })
-        .collect();
-    serde_json::Value::Array(points)
 }
 
 /// The distribution points' metrics (Prometheus text).
@@ -446,4 +375,111 @@ pub fn metrics(st: &AppState) -> String {
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::fixture::Fixture;
+    use super::*;
+    use crate::admin::dps::{NewDp, add, distribute};
+    use crate::distribution::{Held, Report};
+    use crate::model::{AdvertisementKind, Device};
+
+    fn new_dp(f: &Fixture, name: &str, pull_from: Option<&str>, boundary: &[String]) -> String {
+        let n = NewDp {
+            name,
+            url: &format!("https://{name}:8443"),
+            site: "",
+            boundaries: boundary,
+            pull_from,
+            rate_limit_kib: 0,
+            window: None,
+        };
+        let out = add(f.state.store.as_ref(), &n, f.state.now()).unwrap();
+        out.json["credential"].as_str().unwrap().to_string()
+    }
+
+    fn as_dp(f: &Fixture, credential: &str) -> Result<DistributionPoint, ApiError> {
+        authenticate(&f.state, &Fixture::auth(&format!("DpToken {credential}")))
+    }
+
+    fn report(f: &Fixture, dp: &DistributionPoint, held: &[i64]) -> Assignment {
+        let held = held
+            .iter()
+            .map(|p| Held { package: *p, copied: f.state.now(), refresh: 0, validated: 0 })
+            .collect();
+        record(&f.state, dp, &Report { free_bytes: 1 << 30, held, ..Report::default() }).unwrap();
+        assignment(&f.state, dp).unwrap()
+    }
+
+    fn links(f: &Fixture, d: &Device, adv: i64) -> Vec<String> {
+        super::super::poll::poll(&f.state, d).unwrap();
+        let id = f.state.read().actions_of(d.id).find(|a| a.advertisement_id == adv).unwrap().id;
+        let q = Default::default();
+        let dep = super::super::poll::deployment_base(&f.state, d, &id.to_string(), &q).unwrap();
+        let a = &dep.deployment.chunks[0].artifacts[0];
+        dm_shared::ddi::download_links(&a.links).into_iter().map(String::from).collect()
+    }
+
+    #[test]
+    fn reports_install_content_and_devices_are_sent_to_the_nearest_that_holds_it() {
+        let f = Fixture::new(|_| {});
+        let adv = f.advertise("tool", AdvertisementKind::Mandatory);
+        let package = f.state.read().programs[&adv.program_id].package_id;
+        let store = f.state.store.as_ref();
+        let hq = new_dp(&f, "hq", None, &[]);
+        let near = new_dp(&f, "near", Some("hq"), &["127.0.0.0/8".into()]);
+        let all = ["hq".to_string(), "near".to_string()];
+        distribute(store, &package.to_string(), &all, f.state.now()).unwrap();
+        f.state.dist.reload(store).unwrap();
+
+        // Credentials: a wrong one is refused; each names its own distribution point.
+        assert_eq!(
+            as_dp(&f, "dmdp_wrong").unwrap_err().status,
+            axum::http::StatusCode::UNAUTHORIZED
+        );
+        let (hq, near) = (as_dp(&f, &hq).unwrap(), as_dp(&f, &near).unwrap());
+        assert_eq!((hq.name.as_str(), near.name.as_str()), ("hq", "near"));
+
+        // Before hq holds it, near copies from the management point only.
+        let a = report(&f, &near, &[]);
+        assert_eq!(a.hold[0].files[0].sources, [format!("/dp/v1/content/{package}/run.sh")]);
+        // Once hq holds it, from hq first (a link hq accepts for near), then here.
+        report(&f, &hq, &[package]);
+        let a = report(&f, &near, &[]);
+        let src = &a.hold[0].files[0].sources;
+        assert_eq!(src.len(), 2, "{src:?}");
+        let q = src[0].strip_prefix(&format!("https://hq:8443/content/{package}/run.sh?")).unwrap();
+        let param =
+            |k: &str| q.split('&').find_map(|kv| kv.strip_prefix(&format!("{k}="))).unwrap();
+        let expires: i64 = param("expires").parse().unwrap();
+        assert_eq!(param("device"), "dp%3Anear");
+        let ok = dist::check_link(
+            &hq.link_key,
+            package,
+            "run.sh",
+            "dp:near",
+            expires,
+            param("sig"),
+            f.state.now(),
+        );
+        assert_eq!(ok, Ok(()));
+
+        // A device in near's boundary: the management point until near holds it, then near
+        // first and the management point last (hq is not in its boundary).
+        let d = f.device("dev-1", "tok-1");
+        let l = links(&f, &d, adv.id);
+        assert_eq!(l.len(), 1, "{l:?}");
+        assert!(l[0].contains("/softwaremodules/"), "{l:?}");
+        report(&f, &near, &[package]);
+        let l = links(&f, &d, adv.id);
+        assert_eq!(l.len(), 2, "{l:?}");
+        assert!(
+            l[0].starts_with(&format!("https://near:8443/content/{package}/run.sh?device=dev-1&")),
+            "{l:?}"
+        );
+        assert!(l[1].contains("/softwaremodules/"), "{l:?}");
+        let states: Vec<_> = f.state.dist.cache().rows.iter().map(|r| r.state).collect();
+        assert_eq!(states, [dist::DpState::Installed, dist::DpState::Installed]);
+    }
 }

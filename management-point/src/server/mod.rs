@@ -13,9 +13,11 @@ pub mod conn_info;
 pub mod connection;
 pub mod conns;
 pub mod console;
+pub mod dp_cache;
 pub mod dps;
 pub mod fast_poll;
 pub mod feedback;
+pub mod files;
 #[cfg(test)]
 pub mod fixture;
 #[cfg(any(test, feature = "fuzzing"))]

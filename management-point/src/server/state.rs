@@ -242,7 +242,7 @@ pub struct AppState {
     /// The management API's requests this minute, by token: (minute, count).
     pub api_requests: Mutex<HashMap<String, (i64, u32)>>,
     /// The distribution points, and where devices are.
-    pub dist: super::dps::Distribution,
+    pub dist: super::dp_cache::Distribution,
 }
 
 impl std::fmt::Debug for AppState {
@@ -282,7 +282,7 @@ impl AppState {
             poll_sleep,
             catalog: Mutex::new(None),
             api_requests: Mutex::new(HashMap::new()),
-            dist: super::dps::Distribution::default(),
+            dist: super::dp_cache::Distribution::default(),
         };
         state.dist.reload(state.store.as_ref())?;
         state.refreshed();
@@ -457,7 +457,7 @@ impl AppState {
             "database": database,
             "latency_ms": ping.ok().map(|d| d.as_secs_f64() * 1000.0),
             "view": {"fresh": fresh, "refreshed_secs_ago": age, "reloads": reloads},
-            "distribution_points": super::dps::health(self),
+            "distribution_points": self.dist.health(self.now(), 3 * self.config.distribution.sync_secs as i64),
         })
     }
 

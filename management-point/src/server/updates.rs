@@ -14,8 +14,8 @@ use dm_shared::updates::{
     self as wire, DeployedUpdate, FileRef, ScanAck, ScanReport, UpdatesDocument,
 };
 
-use super::artifacts::serve_file;
 use super::catalog::Catalog;
+use super::files::serve_file;
 use super::http::{ApiError, push_segment};
 use super::poll::base_url;
 use super::state::AppState;

@@ -1,0 +1,83 @@
+//! What the server knows of its distribution points (docs/distribution-points.md), in
+//! memory: their rows as last read, and the address each device last authenticated from (its
+//! boundary). The handlers and the tick are [`super::dps`]'s.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, RwLock};
+
+use crate::distribution::{DistributionPoint, DpContent};
+use crate::error::Result;
+
+/// What the server knows of its distribution points, re-read every few seconds and after each
+/// report (administrators change it from other processes).
+#[derive(Debug, Default)]
+pub struct Distribution {
+    cache: RwLock<Arc<Cache>>,
+    /// The address each device last authenticated from: its boundary.
+    peers: Mutex<HashMap<i64, IpAddr>>,
+}
+
+/// The distribution points and their rows, as last read.
+#[derive(Debug, Default)]
+pub struct Cache {
+    /// Every distribution point.
+    pub points: Vec<DistributionPoint>,
+    /// Every package on every one.
+    pub rows: Vec<DpContent>,
+}
+
+impl Distribution {
+    /// The cache.
+    pub fn cache(&self) -> Arc<Cache> {
+        self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Notes the address a device authenticated from.
+    pub fn note_peer(&self, device: i64, ip: IpAddr) {
+        let mut m = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if m.get(&device) != Some(&ip) {
+            m.insert(device, ip);
+        }
+    }
+
+    /// The address device `device` last authenticated from.
+    pub fn peer(&self, device: i64) -> Option<IpAddr> {
+        self.peers.lock().unwrap_or_else(|p| p.into_inner()).get(&device).copied()
+    }
+
+    /// Reads the distribution points and their rows again.
+    pub fn reload(&self, store: &dyn crate::storage::Storage) -> Result<()> {
+        let fresh = Cache { points: store.dps()?, rows: store.dp_contents()? };
+        *self.cache.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(fresh);
+        Ok(())
+    }
+}
+
+impl Distribution {
+    /// Each distribution point's health for `GET /healthz`: whether it reported within
+    /// `fresh_after` seconds of `now`, its free space, its last content errors, and its
+    /// packages by state.
+    pub fn health(&self, now: i64, fresh_after: i64) -> serde_json::Value {
+        let cache = self.cache();
+        let points: Vec<serde_json::Value> = cache
+            .points
+            .iter()
+            .map(|dp| {
+                let mut states: std::collections::BTreeMap<&str, usize> = Default::default();
+                for r in cache.rows.iter().filter(|r| r.dp_id == dp.id) {
+                    *states.entry(r.state.as_str()).or_default() += 1;
+                }
+                serde_json::json!({
+                    "name": dp.name,
+                    "reachable": dp.health.last_contact.is_some_and(|t| now - t <= fresh_after),
+                    "last_contact_secs_ago": dp.health.last_contact.map(|t| now - t),
+                    "free_bytes": dp.health.free_bytes,
+                    "content_errors": dp.health.content_errors,
+                    "packages": states,
+                })
+            })
+            .collect();
+        serde_json::Value::Array(points)
+    }
+}
