@@ -202,6 +202,27 @@ impl Drop for Dp {
     }
 }
 
+/// A small tmpfs mounted at a folder (made), unmounted when dropped.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        std::fs::create_dir_all(at).unwrap();
+        run_ok(
+            Command::new("mount")
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+                .arg(at),
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
 fn write_private(path: &Path, data: &[u8]) {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
@@ -538,6 +559,29 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
         "{}",
         logs()
     );
+
+    // A distribution point whose disk is too small for the package: install-failed, and
+    // the reason says so.
+    let full_dir = mp.w.path("dp-full");
+    let _mount = Tmpfs::mount(&full_dir.join("content"), "16m");
+    let pf = free();
+    let _dp_full = Dp::start(
+        &mp,
+        "dp-full",
+        &format!("https://127.0.0.1:{pf}"),
+        &format!("127.0.0.1:{pf}"),
+        &mp_url,
+        (&cert, &key),
+        None,
+        &[],
+    );
+    mp.admin(&["dp", "distribute", "big@1.1.0.0", "--dp", "dp-full"]);
+    eventually(60, "dp-full reports that it is full", logs, || {
+        let s = mp.admin_json(&["dp", "status", "--dp", "dp-full"]);
+        let r = &s["content"][0];
+        r["state"] == "install-failed"
+            && r["reason"].as_str().is_some_and(|t| t.contains("the distribution point is full"))
+    });
 
     // Removed: gone from every distribution point.
     mp.admin(&["dp", "remove", "big@1.1.0.0", "--dp", "all"]);
