@@ -159,10 +159,8 @@ impl Source {
     }
 }
 
-/// The HTTP client of a repository download (`api` false: three redirects, an error status is
-/// an error) or of the management API (`api`: no redirect, an error status is an answer to
-/// read): rustls with `ca`'s roots, or the system's.
-pub(crate) fn http_agent(ca: Option<&Path>, api: bool) -> Result<ureq::Agent> {
+/// A TLS configuration (rustls, ring) trusting only `ca`'s PEM roots, or the system's.
+pub(crate) fn tls_trusting(ca: Option<&Path>) -> Result<ureq::tls::TlsConfig> {
     use rustls_pki_types::pem::PemObject;
     let file =
         ca.map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Path::to_path_buf);
@@ -175,13 +173,20 @@ pub(crate) fn http_agent(ca: Option<&Path>, api: bool) -> Result<ureq::Agent> {
     if roots.is_empty() {
         return Err(Error::Usage(format!("{}: no PEM certificate to trust", file.display())));
     }
-    let tls = ureq::tls::TlsConfig::builder()
+    Ok(ureq::tls::TlsConfig::builder()
         .provider(ureq::tls::TlsProvider::Rustls)
         .unversioned_rustls_crypto_provider(std::sync::Arc::new(
             rustls::crypto::ring::default_provider(),
         ))
         .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-        .build();
+        .build())
+}
+
+/// The HTTP client of a repository download (`api` false: three redirects, an error status is
+/// an error) or of the management API (`api`: no redirect, an error status is an answer to
+/// read): rustls with `ca`'s roots, or the system's.
+pub(crate) fn http_agent(ca: Option<&Path>, api: bool) -> Result<ureq::Agent> {
+    let tls = tls_trusting(ca)?;
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_connect(Some(CONNECT_TIMEOUT))

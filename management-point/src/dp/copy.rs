@@ -22,25 +22,7 @@ pub const MAX_JSON: u64 = 16 << 20;
 /// The HTTPS client a distribution point copies and reports with, trusting `ca`'s roots
 /// (or the system's).
 pub fn agent(ca: Option<&Path>) -> Result<ureq::Agent> {
-    use rustls_pki_types::pem::PemObject;
-    let file =
-        ca.map_or_else(|| PathBuf::from("/etc/ssl/certs/ca-certificates.crt"), Path::to_path_buf);
-    let pem = dmfs::read_capped(&file, 16 << 20)?;
-    let roots: Vec<ureq::tls::Certificate<'static>> =
-        rustls_pki_types::CertificateDer::pem_slice_iter(&pem)
-            .filter_map(|c| c.ok())
-            .map(|c| ureq::tls::Certificate::from_der(c.as_ref()).to_owned())
-            .collect();
-    if roots.is_empty() {
-        return Err(Error::Usage(format!("{}: no PEM certificate to trust", file.display())));
-    }
-    let tls = ureq::tls::TlsConfig::builder()
-        .provider(ureq::tls::TlsProvider::Rustls)
-        .unversioned_rustls_crypto_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .root_certs(ureq::tls::RootCerts::new_with_certs(&roots))
-        .build();
+    let tls = crate::debrepo::tls_trusting(ca)?;
     Ok(ureq::Agent::config_builder()
         .tls_config(tls)
         .timeout_connect(Some(CONNECT_TIMEOUT))

@@ -119,17 +119,7 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
             let _ = out.flush();
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
-        let stop = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = term.recv() => log::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
-            }
-        };
+        let stop = crate::server::shutdown_signal();
         tokio::pin!(stop);
         loop {
             let (tcp, peer) = tokio::select! {

@@ -481,5 +481,13 @@ mod tests {
         assert!(l[1].contains("/softwaremodules/"), "{l:?}");
         let states: Vec<_> = f.state.dist.cache().rows.iter().map(|r| r.state).collect();
         assert_eq!(states, [dist::DpState::Installed, dist::DpState::Installed]);
+        let m = metrics(&f.state);
+        assert!(m.contains("dmmp_distribution_point_up{name=\"near\"} 1"), "{m}");
+        assert!(
+            m.contains("dmmp_distribution_point_packages{name=\"hq\",state=\"installed\"} 1"),
+            "{m}"
+        );
+        let h = f.state.health();
+        assert_eq!(h["distribution_points"][1]["packages"]["installed"], 1, "{h}");
     }
 }

@@ -265,17 +265,6 @@ pub fn run(config: Config) -> Result<()> {
         .build()
         .map_err(|e| Error::tls("the async runtime", e))?;
     rt.block_on(async move {
-        let shutdown = async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(_) => return std::future::pending().await,
-                };
-            tokio::select! {
-                _ = term.recv() => log::info!("SIGTERM: stopping"),
-                _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
-            }
-        };
         serve(
             state,
             |addr| {
@@ -284,10 +273,22 @@ pub fn run(config: Config) -> Result<()> {
                 let _ = writeln!(out, "listening https://{addr}");
                 let _ = out.flush();
             },
-            shutdown,
+            shutdown_signal(),
         )
         .await
     })
+}
+
+/// Completes at SIGTERM (a service manager's stop) or SIGINT, logging which.
+pub async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = term.recv() => log::info!("SIGTERM: stopping"),
+        _ = tokio::signal::ctrl_c() => log::info!("SIGINT: stopping"),
+    }
 }
 
 /// Serves `GET /metrics` (Prometheus text) on `addr`, plain HTTP: a scraper's port, never the

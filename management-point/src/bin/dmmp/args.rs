@@ -38,7 +38,7 @@ pub enum Command {
     /// Serve devices until SIGTERM; prints "listening https://ADDR" when ready.
     Serve {
         /// management-point, or distribution-point: content only, copied from the management
-        /// point named in --config's [distribution_point] (docs/distribution-points.md).
+        /// point named in --config's `[distribution_point]` (docs/distribution-points.md).
         #[arg(long, default_value = "management-point", value_parser = ["management-point", "distribution-point"])]
         role: String,
     },
