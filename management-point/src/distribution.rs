@@ -139,6 +139,10 @@ pub struct DpContent {
     pub refresh: u32,
     /// Validations asked for.
     pub validate: u32,
+    /// The package (an older version) this one replaces there (`dp update`): removed once
+    /// this one is installed.
+    #[serde(default)]
+    pub replaces: Option<i64>,
 }
 
 impl DpContent {
@@ -154,6 +158,7 @@ impl DpContent {
             since: now,
             refresh: 0,
             validate: 0,
+            replaces: None,
         }
     }
 }
@@ -332,6 +337,21 @@ pub fn reconcile(rows: &[DpContent], r: &Report, now: i64, fail_after: i64) -> V
             next.state =
                 if f.permanent || over { DpState::RemovalFailed } else { DpState::RemovalRetrying };
             next.reason = Some(f.reason.clone());
+        }
+        if next.state == DpState::Installed && row.state != DpState::Installed {
+            // An update's new version is there: the version it replaces goes now.
+            if let Some(old) = next.replaces.take() {
+                if let Some(o) = rows.iter().find(|o| o.package_id == old && o.state.holding()) {
+                    let removal = DpContent {
+                        state: DpState::RemovalPending,
+                        since: now,
+                        reason: Some(format!("replaced by {}", next.source_version)),
+                        ..o.clone()
+                    };
+                    out.retain(|c| !matches!(c, Change::Put(x) if x.package_id == old));
+                    out.push(Change::Put(removal));
+                }
+            }
         }
         if next != *row {
             out.push(Change::Put(next));
@@ -683,6 +703,26 @@ mod tests {
             ..Report::default()
         };
         assert_eq!(one(&[row(DpState::RemovalPending)], &r, 1600), None);
+    }
+
+    #[test]
+    fn an_update_removes_the_version_it_replaces_only_once_it_is_installed() {
+        let old = DpContent { package_id: 6, ..row(DpState::Installed) };
+        let new = DpContent { replaces: Some(6), ..row(DpState::InstallPending) };
+        let rows = [old.clone(), new.clone()];
+        let copying = Report { held: vec![Held { package: 6, ..held(0) }], ..Report::default() };
+        assert!(reconcile(&rows, &copying, 1600, 3600).is_empty(), "the old one stays meanwhile");
+        let done =
+            Report { held: vec![Held { package: 6, ..held(0) }, held(0)], ..Report::default() };
+        let c = reconcile(&rows, &done, 1600, 3600);
+        let put: Vec<(i64, DpState, Option<i64>)> = c
+            .iter()
+            .filter_map(|c| match c {
+                Change::Put(r) => Some((r.package_id, r.state, r.replaces)),
+                Change::Delete { .. } => None,
+            })
+            .collect();
+        assert_eq!(put, [(6, DpState::RemovalPending, None), (7, DpState::Installed, None)]);
     }
 
     #[test]

@@ -15,6 +15,9 @@ use crate::storage::Storage;
 /// The prefix of a distribution point's credential.
 pub const CREDENTIAL_PREFIX: &str = "dmdp_";
 
+/// The highest copy rate limit taken (100 GiB/s in KiB/s).
+pub const MAX_RATE_KIB: u64 = 100 << 20;
+
 /// What `dp add` is told.
 #[derive(Debug, Clone, Default)]
 pub struct NewDp<'a> {
@@ -50,6 +53,17 @@ pub fn add(store: &dyn Storage, n: &NewDp<'_>, now: i64) -> Result<Out> {
         return Err(Error::Usage(format!(
             "distribution point name {:?}: 1 to 64 letters, digits, '.', '_' or '-'",
             n.name
+        )));
+    }
+    if n.name.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(Error::Usage(format!(
+            "distribution point name {:?}: not only digits (an id is named so)",
+            n.name
+        )));
+    }
+    if n.rate_limit_kib > MAX_RATE_KIB {
+        return Err(Error::Usage(format!(
+            "--rate-limit-kib: at most {MAX_RATE_KIB} (0: no limit)"
         )));
     }
     let url = n.url.trim_end_matches('/');
@@ -101,6 +115,18 @@ pub fn add(store: &dyn Storage, n: &NewDp<'_>, now: i64) -> Result<Out> {
     let mut v = json!(dp);
     v["credential"] = json!(credential);
     Ok(Out::new(text, v))
+}
+
+/// `dmmp dp retire`: forgets a distribution point (gone, or its credential leaked): its
+/// credential and links stop working at once, its rows go, and those that copied from it copy
+/// from the management point. Its disk is not touched.
+pub fn retire(store: &dyn Storage, dp: &str) -> Result<Out> {
+    let d = find(store, dp)?;
+    store.remove_dp(d.id)?;
+    Ok(Out::new(
+        format!("distribution point {} retired: its credential no longer works\n", d.name),
+        json!({ "retired": d }),
+    ))
 }
 
 /// `dmmp dp list`: every distribution point and its health.
@@ -156,6 +182,16 @@ fn served(store: &dyn Storage, package: &str) -> Result<Package> {
     Ok(p)
 }
 
+/// A new copy of a package whose row `old` may still be there (being removed): its counters
+/// go on from the old one's, so that the distribution point, which may still hold the old
+/// copy, copies it afresh and later refreshes and validations are never taken as done.
+fn again(old: Option<&DpContent>, new: DpContent) -> DpContent {
+    match old {
+        Some(o) => DpContent { refresh: o.refresh.saturating_add(1), validate: o.validate, ..new },
+        None => new,
+    }
+}
+
 fn row_of(rows: &[DpContent], dp: i64, pkg: i64) -> Option<&DpContent> {
     rows.iter().find(|r| r.dp_id == dp && r.package_id == pkg)
 }
@@ -174,8 +210,8 @@ pub fn distribute(store: &dyn Storage, package: &str, dps: &[String], now: i64) 
             Some(r) if r.state.holding() => {
                 lines.push(format!("{}: already {} ({})", dp.name, r.state, p.version));
             }
-            _ => {
-                put.push(DpContent::pending(dp.id, p.id, &p.version, now));
+            old => {
+                put.push(again(old, DpContent::pending(dp.id, p.id, &p.version, now)));
                 lines.push(format!("{}: {} {} install pending", dp.name, p.name, p.version));
             }
         }
@@ -185,7 +221,8 @@ pub fn distribute(store: &dyn Storage, package: &str, dps: &[String], now: i64) 
 }
 
 /// `dmmp dp update`: the newest version of a package is copied to every distribution point
-/// holding an older one, and the older one removed there once it is.
+/// holding an older one; the older one is removed there once the newest is installed (devices
+/// are sent there for it meanwhile).
 pub fn update(store: &dyn Storage, name: &str, now: i64) -> Result<Out> {
     let name = name.split_once('@').map_or(name, |(n, _)| n);
     let pkgs: Vec<Package> = store.packages()?.into_iter().filter(|p| p.name == name).collect();
@@ -202,19 +239,17 @@ pub fn update(store: &dyn Storage, name: &str, now: i64) -> Result<Out> {
             continue;
         }
         let dp = dps.get(&old.dp_id).cloned().unwrap_or_default();
-        if !row_of(&rows, old.dp_id, newest.id).is_some_and(|r| r.state.holding())
+        let there = row_of(&rows, old.dp_id, newest.id);
+        if !there.is_some_and(|r| r.state.holding() && r.state != DpState::InstallFailed)
             && !put.iter().any(|r: &DpContent| r.dp_id == old.dp_id && r.package_id == newest.id)
         {
-            put.push(DpContent::pending(old.dp_id, newest.id, &newest.version, now));
-            lines.push(format!("{dp}: {name} {} install pending", newest.version));
+            let new = DpContent::pending(old.dp_id, newest.id, &newest.version, now);
+            put.push(again(there, DpContent { replaces: Some(old.package_id), ..new }));
+            lines.push(format!(
+                "{dp}: {name} {} install pending; {} is removed once it is installed",
+                newest.version, old.source_version
+            ));
         }
-        put.push(DpContent {
-            state: DpState::RemovalPending,
-            since: now,
-            reason: None,
-            ..old.clone()
-        });
-        lines.push(format!("{dp}: {name} {} removal pending", old.source_version));
     }
     if put.is_empty() {
         lines.push(format!(
@@ -263,9 +298,10 @@ fn each_row(
 pub fn refresh(store: &dyn Storage, package: &str, dps: &[String], now: i64) -> Result<Out> {
     each_row(store, package, dps, "refresh pending", |r| {
         r.state.holding().then(|| DpContent {
-            state: if r.state == DpState::Installed { DpState::InstallPending } else { r.state },
+            state: DpState::InstallPending,
             refresh: r.refresh.saturating_add(1),
             since: now,
+            reason: None,
             ..r.clone()
         })
     })

@@ -311,6 +311,18 @@ pub fn package_add(
 /// `dmmp package remove`: removes a package no advertisement uses.
 pub fn package_remove(store: &dyn Storage, package: &str) -> Result<Out> {
     let p = find_package(store, package)?;
+    let on: Vec<i64> =
+        store.dp_contents()?.iter().filter(|r| r.package_id == p.id).map(|r| r.dp_id).collect();
+    if !on.is_empty() {
+        let names: Vec<String> =
+            store.dps()?.into_iter().filter(|d| on.contains(&d.id)).map(|d| d.name).collect();
+        return Err(Error::Conflict(format!(
+            "package {} {} is on distribution points {}: dmmp dp remove it there first (or dp retire one that is gone)",
+            p.name,
+            p.version,
+            names.join(", ")
+        )));
+    }
     store.remove_package(p.id)?;
     Ok(Out::new(format!("package {} removed\n", p.id), json!({"removed": p.id})))
 }

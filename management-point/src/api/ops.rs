@@ -319,6 +319,11 @@ pub enum Op {
         #[serde(default)]
         window: Option<String>,
     },
+    /// Forgets a distribution point: its credential stops working, its rows go.
+    DpRetire {
+        /// Its name.
+        dp: String,
+    },
     /// Distributes, updates, refreshes, removes or validates a package on distribution points.
     DpAct {
         /// The package (`name@version` or id; `update`: its name).
@@ -545,6 +550,13 @@ pub const ROUTES: &[Route] = &[
         "Register a distribution point",
     ),
     route(
+        "POST",
+        "/api/v1/distribution-points/{dp}/retire",
+        "dp-retire",
+        Role::Administrator,
+        "Retire a distribution point",
+    ),
+    route(
         "GET",
         "/api/v1/distribution-points/status",
         "dp-status",
@@ -677,6 +689,7 @@ impl Op {
             Op::UpdateDeploy { name, .. } => format!("update deployment {name}"),
             Op::RolloutCreate { name, .. } => format!("rollout {name}"),
             Op::DpAdd { name, .. } => format!("distribution point {name}"),
+            Op::DpRetire { dp } => format!("distribution point {dp}"),
             Op::DpAct { package, .. } => format!("package {package}"),
             Op::DeviceImport { tenant, .. } => {
                 format!("devices of tenant {}", tenant.as_deref().unwrap_or("(default)"))
@@ -962,6 +975,7 @@ impl Op {
                     "{other:?}: distribute, update, refresh, remove or validate"
                 ))),
             },
+            Op::DpRetire { dp } => admin::dps::retire(store, dp),
             Op::DpStatus { package, dp } => {
                 admin::dps::status(store, package.as_deref(), dp.as_deref())
             }

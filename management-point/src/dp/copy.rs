@@ -16,6 +16,8 @@ use crate::error::{Error, Result};
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 /// One request's whole transfer: past it, the copy resumes at the next round.
 const TRANSFER_TIMEOUT: Duration = Duration::from_secs(3600);
+/// What a copy that stops at the end of its window says (not a failure).
+pub const WINDOW_CLOSED: &str = "the copy window closed";
 /// The largest JSON answer (an assignment) read.
 pub const MAX_JSON: u64 = 16 << 20;
 
@@ -39,17 +41,22 @@ pub fn shown(url: &str) -> &str {
     url.split_once('?').map_or(url, |(u, _)| u)
 }
 
-/// Copies `f` to `dest` from its sources in order, resuming from `dest`'s `.partial` file;
-/// `credential` goes only to the management point (`mp`). `rate` is bytes per second (0:
-/// no limit). An error says what each source answered.
-pub fn copy_file(
-    agent: &ureq::Agent,
-    f: &HoldFile,
-    dest: &Path,
-    mp: &str,
-    credential: &str,
-    rate: u64,
-) -> Result<()> {
+/// Where and how a copy goes.
+pub struct To<'a> {
+    /// The management point's URL: paths are on it, and only it gets the credential.
+    pub mp: &'a str,
+    /// The distribution point's credential.
+    pub credential: &'a str,
+    /// Bytes per second at most (0: no limit).
+    pub rate: u64,
+    /// The daily window it copies in: past its end, the copy stops (kept to resume).
+    pub window: Option<&'a str>,
+}
+
+/// Copies `f` to `dest` from its sources in order, resuming from `dest`'s `.partial` file.
+/// An error says what each source answered.
+pub fn copy_file(agent: &ureq::Agent, f: &HoldFile, dest: &Path, to: &To<'_>) -> Result<()> {
+    let (mp, credential) = (to.mp, to.credential);
     if dest.metadata().is_ok_and(|m| m.len() == f.size) {
         return Ok(());
     }
@@ -69,21 +76,30 @@ pub fn copy_file(
             }
         };
         let src = &url;
-        match fetch(agent, src, auth, &partial, f, rate) {
-            Ok(state) => {
-                let got = state.finish();
-                if got.size == f.size && got.sha256.eq_ignore_ascii_case(&f.sha256) {
-                    return dmfs::rename(&partial, dest).map_err(Error::from);
+        // Twice at most: once more from byte zero when a resumed copy fails the hash (the
+        // bytes kept may be what was wrong).
+        for _ in 0..2 {
+            let resumed = partial.metadata().is_ok_and(|m| m.len() > 0);
+            match fetch(agent, src, auth, &partial, f, to) {
+                Ok(state) => {
+                    let got = state.finish();
+                    if got.size == f.size && got.sha256.eq_ignore_ascii_case(&f.sha256) {
+                        return dmfs::rename(&partial, dest).map_err(Error::from);
+                    }
+                    dmfs::remove_file(&partial)?;
+                    why.push(format!(
+                        "{}: the {} bytes do not have the SHA-256 of the management point's list",
+                        shown(src),
+                        got.size
+                    ));
+                    if resumed {
+                        continue;
+                    }
                 }
-                // The bytes kept may be what was wrong: from byte zero at the next source.
-                dmfs::remove_file(&partial)?;
-                why.push(format!(
-                    "{}: the {} bytes do not have the SHA-256 of the management point's list",
-                    shown(src),
-                    got.size
-                ));
+                Err(e) if e == WINDOW_CLOSED => return Err(Error::Usage(WINDOW_CLOSED.into())),
+                Err(e) => why.push(format!("{}: {e}", shown(src))),
             }
-            Err(e) => why.push(format!("{}: {e}", shown(src))),
+            break;
         }
         log::warn!("copying {}: {}", f.name, why.last().map_or("", String::as_str));
     }
@@ -103,7 +119,7 @@ fn fetch(
     credential: Option<&str>,
     partial: &Path,
     f: &HoldFile,
-    rate: u64,
+    to: &To<'_>,
 ) -> std::result::Result<Sha256State, String> {
     let mut state = Sha256State::new();
     let have = partial.metadata().map_or(0, |m| m.len());
@@ -133,7 +149,14 @@ fn fetch(
     use std::os::unix::fs::OpenOptionsExt;
     out.mode(dmfs::MODE_PRIVATE);
     let file = match status {
-        206 => out.append(true).open(partial),
+        206 => {
+            // The bytes must be the ones asked for, or the hash fails only at the end.
+            let range = resp.headers().get("content-range").and_then(|v| v.to_str().ok());
+            if !range.is_some_and(|r| r.starts_with(&format!("bytes {from}-"))) {
+                return Err(format!("it answered the range from byte {from} with {range:?}"));
+            }
+            out.append(true).open(partial)
+        }
         200 => {
             state = Sha256State::new();
             out.truncate(true).open(partial)
@@ -157,7 +180,11 @@ fn fetch(
             break;
         }
         file.write_all(&buf[..n]).map_err(|e| format!("{}: {e}", partial.display()))?;
-        throttle(rate, r.count() - base, start);
+        throttle(to.rate, r.count() - base, start);
+        if !crate::distribution::in_window(to.window, crate::admin::now()) {
+            let _ = file.sync_all();
+            return Err(WINDOW_CLOSED.into());
+        }
     }
     file.sync_all().map_err(|e| format!("{}: {e}", partial.display()))?;
     if r.over_cap() {

@@ -142,6 +142,13 @@ impl Holdings {
                 .check_against(&path, f.size, &f.sha256, BY)?;
         }
         let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(now.max(0) as u64);
+        if h.bundle && h.files.len() != 1 {
+            return Err(Error::Usage(format!(
+                "package {} is named a bundle but has {} files",
+                h.package,
+                h.files.len()
+            )));
+        }
         let signed = if h.bundle {
             let (m, _) = bundle::verify(&staged.join(&h.files[0].name), trust, at)?;
             Some(m)
@@ -184,6 +191,36 @@ impl Holdings {
                 },
             );
         })
+    }
+
+    /// Removes what nothing needs: package folders not held (a removal cut short), copies
+    /// being replaced, and staged copies other than those of `keep` (package, refresh).
+    pub fn sweep(&self, keep: &[(i64, u32)]) -> Result<()> {
+        let held = self.held();
+        let entries =
+            std::fs::read_dir(&self.root).map_err(dm_shared::fs::io_err("list", &self.root))?;
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let stale = match name.parse::<i64>() {
+                Ok(id) => !held.contains_key(&id),
+                Err(_) => name.starts_with(".old-"),
+            };
+            if stale && e.path().is_dir() {
+                log::info!("removing {}: nothing holds it", e.path().display());
+                dmfs::remove_dir_all(&e.path())?;
+            }
+        }
+        let staging = self.root.join(".staging");
+        for e in std::fs::read_dir(&staging).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let copy =
+                name.split_once('-').and_then(|(p, r)| Some((p.parse().ok()?, r.parse().ok()?)));
+            if !copy.is_some_and(|c| keep.contains(&c)) {
+                log::info!("removing {}: no copy needs it", e.path().display());
+                dmfs::remove_dir_all(&e.path())?;
+            }
+        }
+        Ok(())
     }
 
     /// Stops serving package `id` and removes its files.

@@ -23,6 +23,10 @@ use crate::server::http::ApiError;
 
 /// The most connections served at once; more wait in the kernel's queue.
 const MAX_CONNECTIONS: usize = 1024;
+/// The most connections one address holds at once: no one client can take every slot.
+const MAX_PER_ADDRESS: usize = 128;
+/// An HTTP/2 connection is pinged this often, and closed when a ping is not answered in time.
+const H2_KEEPALIVE: Duration = Duration::from_secs(30);
 /// A TLS handshake, and a request's head, each within this.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(15);
 
@@ -119,6 +123,7 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
             let _ = out.flush();
         }
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
+        let per_address = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let stop = crate::server::shutdown_signal();
         tokio::pin!(stop);
         loop {
@@ -133,11 +138,17 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
                     }
                 },
             };
+            let Some(mine) = PerAddress::take(&per_address, peer.ip()) else {
+                log::warn!(
+                    "{peer}: {MAX_PER_ADDRESS} connections from this address already; closing"
+                );
+                continue;
+            };
             let Ok(slot) = slots.clone().acquire_owned().await else { break };
             let _ = tcp.set_nodelay(true);
             let (acceptor, app) = (acceptor.clone(), app.clone());
             tokio::spawn(async move {
-                let _slot = slot;
+                let (_slot, _mine) = (slot, mine);
                 let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await
                 {
                     Ok(Ok(t)) => t,
@@ -160,6 +171,10 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
                 b.http1()
                     .timer(hyper_util::rt::TokioTimer::new())
                     .header_read_timeout(HANDSHAKE_TIMEOUT);
+                b.http2()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .keep_alive_interval(Some(H2_KEEPALIVE))
+                    .keep_alive_timeout(HANDSHAKE_TIMEOUT);
                 if let Err(e) = b.serve_connection(hyper_util::rt::TokioIo::new(tls), svc).await {
                     log::debug!("connection with {peer} ended: {e}");
                 }
@@ -168,4 +183,38 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
         Ok::<(), Error>(())
     })?;
     Ok(())
+}
+
+/// The connections of each address.
+type Counts = Arc<std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>>;
+
+/// One connection of an address, counted while it lives.
+struct PerAddress {
+    counts: Counts,
+    ip: std::net::IpAddr,
+}
+
+impl PerAddress {
+    /// Counts a connection of `ip`, unless it holds [`MAX_PER_ADDRESS`] already.
+    fn take(counts: &Counts, ip: std::net::IpAddr) -> Option<PerAddress> {
+        let mut m = counts.lock().unwrap_or_else(|p| p.into_inner());
+        let n = m.entry(ip).or_default();
+        if *n >= MAX_PER_ADDRESS {
+            return None;
+        }
+        *n += 1;
+        Some(PerAddress { counts: counts.clone(), ip })
+    }
+}
+
+impl Drop for PerAddress {
+    fn drop(&mut self) {
+        let mut m = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = m.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.remove(&self.ip);
+            }
+        }
+    }
 }

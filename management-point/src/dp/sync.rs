@@ -176,7 +176,15 @@ impl Syncer {
                 (s.assignment.clone(), s.generation)
             };
             if let Some(a) = a {
-                if self.work(&a, lock) {
+                // A bug in one pass must not stop copying for good: it is logged, and the
+                // next pass runs.
+                let pass =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.work(&a, lock)));
+                let changed = pass.unwrap_or_else(|_| {
+                    log::error!("a copying pass failed unexpectedly; the next one starts in 2 s");
+                    false
+                });
+                if changed {
                     let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
                     s.report_now = true;
                     cv.notify_all();
@@ -208,6 +216,17 @@ impl Syncer {
                 .get(&package)
                 .is_none_or(|(_, at, _)| Instant::now() >= *at)
         };
+        // Failures of what is neither assigned nor held any more are over.
+        {
+            let held = self.holdings.held();
+            let mut s = lock.lock().unwrap_or_else(|p| p.into_inner());
+            s.failures
+                .retain(|id, _| held.contains_key(id) || a.hold.iter().any(|h| h.package == *id));
+        }
+        let keep: Vec<(i64, u32)> = a.hold.iter().map(|h| (h.package, h.refresh)).collect();
+        if let Err(e) = self.holdings.sweep(&keep) {
+            log::warn!("cannot clear leftovers in {}: {e}", self.holdings.root().display());
+        }
         // Removals first: they make room.
         for id in self.holdings.held().keys() {
             if a.hold.iter().any(|h| h.package == *id) || !due(*id) {
@@ -232,7 +251,7 @@ impl Syncer {
                 continue;
             }
             changed = true;
-            match self.copy(h, a.rate_limit_kib * 1024) {
+            match self.copy(h, a.rate_limit_kib.saturating_mul(1024), a.window.as_deref()) {
                 Ok(()) => {
                     log::info!(
                         "holds package {} {} {} (copied and verified)",
@@ -241,6 +260,10 @@ impl Syncer {
                         h.version
                     );
                     clear_failure(h.package);
+                }
+                Err((e, _)) if e.ends_with(copy::WINDOW_CLOSED) => {
+                    let p = (h.package, &h.name, &h.version);
+                    log::info!("package {} {} {}: {e}; going on in the next window", p.0, p.1, p.2);
                 }
                 Err((e, permanent)) => {
                     log::warn!("package {} {} {}: {e}", h.package, h.name, h.version);
@@ -279,7 +302,12 @@ impl Syncer {
 
     /// Copies a package into its staging folder and installs it; the error says whether
     /// trying again could help.
-    fn copy(&self, h: &Hold, rate: u64) -> std::result::Result<(), (String, bool)> {
+    fn copy(
+        &self,
+        h: &Hold,
+        rate: u64,
+        window: Option<&str>,
+    ) -> std::result::Result<(), (String, bool)> {
         let staged = self.holdings.staging_of(h.package, h.refresh);
         for f in &h.files {
             dm_shared::manifest::check_relative_path(&f.name).map_err(|e| (e.to_string(), true))?;
@@ -298,21 +326,17 @@ impl Syncer {
             ));
         }
         for f in &h.files {
-            copy::copy_file(
-                &self.agent,
-                f,
-                &staged.join(&f.name),
-                &self.mp,
-                &self.credential,
-                rate,
-            )
-            .map_err(|e| (e.to_string(), false))?;
+            let to = copy::To { mp: &self.mp, credential: &self.credential, rate, window };
+            copy::copy_file(&self.agent, f, &staged.join(&f.name), &to)
+                .map_err(|e| (e.to_string(), false))?;
         }
         let r = self.holdings.install(h, &staged, &self.trust, now());
         if let Err(e) = r {
-            // What was copied is not the package: it goes, and is copied again from zero.
+            // What was copied (every file as the management point's list says) is not the
+            // package its publisher signed, or not one these roots trust: copying it again
+            // cannot help. It goes; an administrator's refresh tries again.
             let _ = dm_shared::fs::remove_dir_all(&staged);
-            return Err((e.to_string(), false));
+            return Err((e.to_string(), true));
         }
         Ok(())
     }

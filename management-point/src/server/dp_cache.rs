@@ -16,6 +16,8 @@ pub struct Distribution {
     cache: RwLock<Arc<Cache>>,
     /// The address each device last authenticated from: its boundary.
     peers: Mutex<HashMap<i64, IpAddr>>,
+    /// When an unknown credential last made it reload.
+    last_miss: std::sync::atomic::AtomicI64,
 }
 
 /// The distribution points and their rows, as last read.
@@ -31,6 +33,17 @@ impl Distribution {
     /// The cache.
     pub fn cache(&self) -> Arc<Cache> {
         self.cache.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Whether an unknown credential may make it reload now (at most once a second).
+    pub fn may_reload(&self, now: i64) -> bool {
+        use std::sync::atomic::Ordering;
+        let last = self.last_miss.load(Ordering::Relaxed);
+        now > last
+            && self
+                .last_miss
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
     }
 
     /// Notes the address a device authenticated from.

@@ -121,7 +121,11 @@ fn authenticate(
     if let Some(dp) = find(&st.dist.cache()) {
         return Ok(dp);
     }
-    st.dist.reload(st.store.as_ref()).map_err(ApiError::from)?;
+    // One just added is found at once; unknown credentials cannot make every request a
+    // reload (at most one a second; the tick reloads every 5 s anyway).
+    if st.dist.may_reload(st.now()) {
+        st.dist.reload(st.store.as_ref()).map_err(ApiError::from)?;
+    }
     find(&st.dist.cache())
         .ok_or_else(|| ApiError::unauthorized("the credential is no distribution point's"))
 }
@@ -193,12 +197,15 @@ fn record(st: &AppState, dp: &DistributionPoint, r: &dist::Report) -> Result<()>
             crate::printable::printable(&e.file),
             crate::printable::printable(&e.reason)
         );
-        health.content_errors.insert(0, format!("package {} {}: {}", e.package, e.file, e.reason));
+        let line = format!("package {} {}: {}", e.package, e.file, e.reason);
+        let line: String = crate::printable::printable(&line).chars().take(300).collect();
+        health.content_errors.insert(0, line);
     }
     health.content_errors.truncate(20);
     st.store.set_dp_health(dp.id, &health)?;
+    // Read now, not from the cache: an administrator may have just changed them.
     let rows: Vec<DpContent> =
-        st.dist.cache().rows.iter().filter(|x| x.dp_id == dp.id).cloned().collect();
+        st.store.dp_contents()?.into_iter().filter(|x| x.dp_id == dp.id).collect();
     let fail_after = st.config.distribution.fail_after_secs as i64;
     let mut put = Vec::new();
     for c in dist::reconcile(&rows, r, now, fail_after) {
@@ -232,7 +239,11 @@ fn assignment(st: &AppState, dp: &DistributionPoint) -> Result<Assignment> {
     let now = st.now();
     let upstream = dp.pull_from.and_then(|id| cache.points.iter().find(|p| p.id == id));
     let mut hold = Vec::new();
-    for row in cache.rows.iter().filter(|r| r.dp_id == dp.id && r.state.holding()) {
+    // A failed copy is not tried again until an administrator refreshes it.
+    let wanted = |r: &&DpContent| {
+        r.dp_id == dp.id && r.state.holding() && r.state != dist::DpState::InstallFailed
+    };
+    for row in cache.rows.iter().filter(wanted) {
         let Some(pkg) = view.packages.get(&row.package_id) else { continue };
         let up = upstream.filter(|u| {
             u.health.last_contact.is_some_and(|t| now - t <= fresh_after(st))

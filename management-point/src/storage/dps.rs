@@ -16,6 +16,9 @@ pub trait DpStorage {
     fn dp_contents(&self) -> Result<Vec<DpContent>>;
     /// Adds or replaces rows (by distribution point and package), in one transaction.
     fn put_dp_contents(&self, rows: &[DpContent]) -> Result<()>;
+    /// Removes a distribution point and its rows; those that copied from it copy from the
+    /// management point from now on.
+    fn remove_dp(&self, id: i64) -> Result<()>;
     /// Removes a package's row of a distribution point (it was removed there).
     fn delete_dp_content(&self, dp_id: i64, package_id: i64) -> Result<()>;
 }

@@ -9,8 +9,7 @@ use crate::distribution::{DistributionPoint, DpContent, DpHealth};
 use crate::error::Result;
 
 const DP_COLS: &str = "id, name, url, site, boundaries, pull_from, rate_limit_kib, copy_window, token_sha256, link_key, created, health";
-const CONTENT_COLS: &str =
-    "dp_id, package_id, state, source_version, last_copied, reason, since, refresh, validate";
+const CONTENT_COLS: &str = "dp_id, package_id, state, source_version, last_copied, reason, since, refresh, validate, replaces";
 
 fn dp_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DistributionPoint> {
     let id: i64 = r.get(0)?;
@@ -48,6 +47,7 @@ fn content_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<DpContent> {
         since: r.get(6)?,
         refresh: r.get(7)?,
         validate: r.get(8)?,
+        replaces: r.get(9)?,
     })
 }
 
@@ -98,10 +98,23 @@ impl DpStorage for SqliteStore {
             let tx = c.transaction()?;
             for r in rows {
                 tx.execute(
-                    &format!("INSERT INTO dp_content ({CONTENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9) ON CONFLICT (dp_id, package_id) DO UPDATE SET state = excluded.state, source_version = excluded.source_version, last_copied = excluded.last_copied, reason = excluded.reason, since = excluded.since, refresh = excluded.refresh, validate = excluded.validate"),
-                    params![r.dp_id, r.package_id, r.state.as_str(), r.source_version, r.last_copied, r.reason, r.since, r.refresh, r.validate],
+                    &format!("INSERT INTO dp_content ({CONTENT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (dp_id, package_id) DO UPDATE SET state = excluded.state, source_version = excluded.source_version, last_copied = excluded.last_copied, reason = excluded.reason, since = excluded.since, refresh = excluded.refresh, validate = excluded.validate, replaces = excluded.replaces"),
+                    params![r.dp_id, r.package_id, r.state.as_str(), r.source_version, r.last_copied, r.reason, r.since, r.refresh, r.validate, r.replaces],
                 )?;
             }
+            tx.commit()
+        })
+    }
+
+    fn remove_dp(&self, id: i64) -> Result<()> {
+        self.with("remove a distribution point", |c| {
+            let tx = c.transaction()?;
+            tx.execute(
+                "UPDATE distribution_points SET pull_from = NULL WHERE pull_from = ?1",
+                [id],
+            )?;
+            tx.execute("DELETE FROM dp_content WHERE dp_id = ?1", [id])?;
+            tx.execute("DELETE FROM distribution_points WHERE id = ?1", [id])?;
             tx.commit()
         })
     }

@@ -880,5 +880,17 @@ fn distribution_points_and_their_content_are_kept_by_package() {
         assert_eq!(s.dp_contents().unwrap(), vec![installed]);
         s.delete_dp_content(id, pid).unwrap();
         assert!(s.dp_contents().unwrap().is_empty());
+        let other = DistributionPoint {
+            name: "site-b".into(),
+            token_sha256: "h2".into(),
+            pull_from: Some(id),
+            ..s.dps().unwrap()[0].clone()
+        };
+        let other = s.add_dp(&other).unwrap();
+        s.put_dp_contents(std::slice::from_ref(&row)).unwrap();
+        s.remove_dp(id).unwrap();
+        let left = s.dps().unwrap();
+        assert_eq!((left.len(), left[0].id, left[0].pull_from), (1, other, None));
+        assert!(s.dp_contents().unwrap().is_empty(), "its rows go with it");
     });
 }

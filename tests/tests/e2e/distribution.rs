@@ -589,6 +589,9 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
     for d in [&dp_a, &dp_b, &dp_c] {
         assert!(!d.package_dir(v2).exists(), "{}", d.name);
     }
+    // Retired: its credential stops working at once.
+    mp.admin(&["dp", "retire", "dp-c"]);
+    eventually(30, "dp-c is refused", logs, || dp_c.log_text().contains("HTTP 401"));
     let key_b = dm_mp::distribution::link_key(&dp_a.credential);
     assert_eq!(
         curl(

@@ -746,6 +746,12 @@ pub enum DpCmd {
     },
     /// List distribution points and their health.
     List,
+    /// Forget a distribution point (gone, or its credential leaked): its credential and links
+    /// stop working at once. To give it a new credential, retire it and add it again.
+    Retire {
+        /// Its name.
+        dp: String,
+    },
     /// Copy a package to distribution points.
     Distribute {
         /// The package: NAME@VERSION or id.

@@ -145,6 +145,7 @@ fn dp_op(c: &DpCmd) -> Op {
             }
         }
         DpCmd::List => Op::DpList {},
+        DpCmd::Retire { dp } => Op::DpRetire { dp: dp.clone() },
         DpCmd::Distribute { package, dps } => act(package, "distribute", dps),
         DpCmd::Update { package } => act(package, "update", &[]),
         DpCmd::Refresh { package, dps } => act(package, "refresh", dps),

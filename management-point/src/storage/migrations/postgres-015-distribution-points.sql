@@ -23,5 +23,6 @@ CREATE TABLE dp_content (
     since          BIGINT NOT NULL,
     refresh        BIGINT NOT NULL,
     validate       BIGINT NOT NULL,
+    replaces       BIGINT,
     PRIMARY KEY (dp_id, package_id)
 );

@@ -25,5 +25,6 @@ CREATE TABLE dp_content (
     since          INTEGER NOT NULL,
     refresh        INTEGER NOT NULL,
     validate       INTEGER NOT NULL,
+    replaces       INTEGER,
     PRIMARY KEY (dp_id, package_id)
 );

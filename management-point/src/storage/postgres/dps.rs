@@ -7,8 +7,7 @@ use crate::error::Result;
 use crate::storage::dps::DpStorage;
 
 const DP_COLS: &str = "id, name, url, site, boundaries, pull_from, rate_limit_kib, copy_window, token_sha256, link_key, created, health";
-const CONTENT_COLS: &str =
-    "dp_id, package_id, state, source_version, last_copied, reason, since, refresh, validate";
+const CONTENT_COLS: &str = "dp_id, package_id, state, source_version, last_copied, reason, since, refresh, validate, replaces";
 
 fn dp_row(r: &tokio_postgres::Row) -> Result<DistributionPoint, super::rows::Fail> {
     let id: i64 = r.try_get(0)?;
@@ -46,6 +45,7 @@ fn content_row(r: &tokio_postgres::Row) -> Result<DpContent, super::rows::Fail> 
         since: r.try_get(6)?,
         refresh: r.try_get::<_, i64>(7)?.clamp(0, u32::MAX.into()) as u32,
         validate: r.try_get::<_, i64>(8)?.clamp(0, u32::MAX.into()) as u32,
+        replaces: r.try_get(9)?,
     })
 }
 
@@ -104,14 +104,31 @@ impl DpStorage for PgStore {
         self.run("record distribution point content", async move {
             let mut c = pool.get().await?;
             let tx = c.transaction().await?;
-            let sql = format!("INSERT INTO dp_content ({CONTENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (dp_id, package_id) DO UPDATE SET state = excluded.state, source_version = excluded.source_version, last_copied = excluded.last_copied, reason = excluded.reason, since = excluded.since, refresh = excluded.refresh, validate = excluded.validate");
+            let sql = format!("INSERT INTO dp_content ({CONTENT_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (dp_id, package_id) DO UPDATE SET state = excluded.state, source_version = excluded.source_version, last_copied = excluded.last_copied, reason = excluded.reason, since = excluded.since, refresh = excluded.refresh, validate = excluded.validate, replaces = excluded.replaces");
             for r in &rows {
                 tx.execute(
                     &sql,
-                    &[&r.dp_id, &r.package_id, &r.state.as_str(), &r.source_version, &r.last_copied, &r.reason, &r.since, &i64::from(r.refresh), &i64::from(r.validate)],
+                    &[&r.dp_id, &r.package_id, &r.state.as_str(), &r.source_version, &r.last_copied, &r.reason, &r.since, &i64::from(r.refresh), &i64::from(r.validate), &r.replaces],
                 )
                 .await?;
             }
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+
+    fn remove_dp(&self, id: i64) -> Result<()> {
+        let pool = self.pool.clone();
+        self.run("remove a distribution point", async move {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            tx.execute(
+                "UPDATE distribution_points SET pull_from = NULL WHERE pull_from = $1",
+                &[&id],
+            )
+            .await?;
+            tx.execute("DELETE FROM dp_content WHERE dp_id = $1", &[&id]).await?;
+            tx.execute("DELETE FROM distribution_points WHERE id = $1", &[&id]).await?;
             tx.commit().await?;
             Ok(())
         })
