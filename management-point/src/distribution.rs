@@ -707,7 +707,7 @@ mod tests {
 
     #[test]
     fn an_update_removes_the_version_it_replaces_only_once_it_is_installed() {
-        let old = DpContent { package_id: 6, ..row(DpState::Installed) };
+        let old = DpContent { package_id: 6, last_copied: Some(1500), ..row(DpState::Installed) };
         let new = DpContent { replaces: Some(6), ..row(DpState::InstallPending) };
         let rows = [old.clone(), new.clone()];
         let copying = Report { held: vec![Held { package: 6, ..held(0) }], ..Report::default() };
