@@ -91,11 +91,13 @@ pub fn tick(st: &AppState) -> Result<()> {
                 r.state,
                 r.reason.as_deref().unwrap_or("")
             );
-            changed.push(r);
+            if let Some(was) = rows.iter().find(|w| w.package_id == r.package_id) {
+                changed.push((was.clone(), Some(r)));
+            }
         }
     }
     if !changed.is_empty() {
-        st.store.put_dp_contents(&changed)?;
+        st.store.swap_dp_contents(&changed)?;
         st.dist.reload(st.store.as_ref())?;
     }
     Ok(())
@@ -207,7 +209,8 @@ fn record(st: &AppState, dp: &DistributionPoint, r: &dist::Report) -> Result<()>
     let rows: Vec<DpContent> =
         st.store.dp_contents()?.into_iter().filter(|x| x.dp_id == dp.id).collect();
     let fail_after = st.config.distribution.fail_after_secs as i64;
-    let mut put = Vec::new();
+    let mut swaps = Vec::new();
+    let was = |package: i64| rows.iter().find(|w| w.package_id == package).cloned();
     for c in dist::reconcile(&rows, r, now, fail_after) {
         match c {
             dist::Change::Put(row) => {
@@ -219,15 +222,28 @@ fn record(st: &AppState, dp: &DistributionPoint, r: &dist::Report) -> Result<()>
                     row.state,
                     row.reason.as_deref().map(|r| format!(": {r}")).unwrap_or_default()
                 );
-                put.push(row);
+                if let Some(w) = was(row.package_id) {
+                    swaps.push((w, Some(row)));
+                }
             }
             dist::Change::Delete { package_id } => {
                 log::info!("distribution point {}: package {package_id} removed", dp.name);
-                st.store.delete_dp_content(dp.id, package_id)?;
+                if let Some(w) = was(package_id) {
+                    swaps.push((w, None));
+                }
             }
         }
     }
-    st.store.put_dp_contents(&put)?;
+    // Only rows still as read: an administrator's change since is kept (the next report
+    // is reconciled with it).
+    let written = st.store.swap_dp_contents(&swaps)?;
+    if written < swaps.len() {
+        log::info!(
+            "distribution point {}: {} of its rows changed while its report was read; kept as they are",
+            dp.name,
+            swaps.len() - written
+        );
+    }
     st.dist.reload(st.store.as_ref())
 }
 

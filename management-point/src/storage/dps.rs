@@ -16,6 +16,12 @@ pub trait DpStorage {
     fn dp_contents(&self) -> Result<Vec<DpContent>>;
     /// Adds or replaces rows (by distribution point and package), in one transaction.
     fn put_dp_contents(&self, rows: &[DpContent]) -> Result<()>;
+    /// Replaces rows only where they are still as they were read: each `(was, now)` writes
+    /// `now` (or removes the row, `None`) if the row of `was`'s distribution point and package
+    /// is still `was`, in one transaction. Returns how many were written. A distribution
+    /// point's report and the silence tick write so: an administrator's change made since they
+    /// read is never undone by them.
+    fn swap_dp_contents(&self, swaps: &[(DpContent, Option<DpContent>)]) -> Result<usize>;
     /// Removes a distribution point and its rows; those that copied from it copy from the
     /// management point from now on.
     fn remove_dp(&self, id: i64) -> Result<()>;

@@ -106,6 +106,40 @@ impl DpStorage for SqliteStore {
         })
     }
 
+    fn swap_dp_contents(&self, swaps: &[(DpContent, Option<DpContent>)]) -> Result<usize> {
+        self.with("record distribution point content", |c| {
+            let tx = c.transaction()?;
+            let mut n = 0;
+            for (was, now) in swaps {
+                let current = {
+                    use rusqlite::OptionalExtension;
+                    tx.query_row(
+                        &format!("SELECT {CONTENT_COLS} FROM dp_content WHERE dp_id = ?1 AND package_id = ?2"),
+                        params![was.dp_id, was.package_id],
+                        content_row,
+                    )
+                    .optional()?
+                };
+                if current.as_ref() != Some(was) {
+                    continue;
+                }
+                match now {
+                    Some(r) => tx.execute(
+                        "UPDATE dp_content SET state = ?3, source_version = ?4, last_copied = ?5, reason = ?6, since = ?7, refresh = ?8, validate = ?9, replaces = ?10 WHERE dp_id = ?1 AND package_id = ?2",
+                        params![r.dp_id, r.package_id, r.state.as_str(), r.source_version, r.last_copied, r.reason, r.since, r.refresh, r.validate, r.replaces],
+                    )?,
+                    None => tx.execute(
+                        "DELETE FROM dp_content WHERE dp_id = ?1 AND package_id = ?2",
+                        params![was.dp_id, was.package_id],
+                    )?,
+                };
+                n += 1;
+            }
+            tx.commit()?;
+            Ok(n)
+        })
+    }
+
     fn remove_dp(&self, id: i64) -> Result<()> {
         self.with("remove a distribution point", |c| {
             let tx = c.transaction()?;

@@ -877,7 +877,16 @@ fn distribution_points_and_their_content_are_kept_by_package() {
             ..row.clone()
         };
         s.put_dp_contents(std::slice::from_ref(&installed)).unwrap();
-        assert_eq!(s.dp_contents().unwrap(), vec![installed]);
+        assert_eq!(s.dp_contents().unwrap(), vec![installed.clone()]);
+        // A swap from what is no longer there writes nothing; from what is, writes.
+        let failed = DpContent { state: DpState::InstallFailed, ..installed.clone() };
+        assert_eq!(s.swap_dp_contents(&[(row.clone(), Some(failed.clone()))]).unwrap(), 0);
+        assert_eq!(s.swap_dp_contents(&[(installed.clone(), Some(failed.clone()))]).unwrap(), 1);
+        assert_eq!(s.dp_contents().unwrap(), vec![failed.clone()]);
+        assert_eq!(s.swap_dp_contents(&[(installed, None)]).unwrap(), 0, "not deleted");
+        assert_eq!(s.swap_dp_contents(&[(failed, None)]).unwrap(), 1);
+        assert!(s.dp_contents().unwrap().is_empty());
+        s.put_dp_contents(std::slice::from_ref(&row)).unwrap();
         s.delete_dp_content(id, pid).unwrap();
         assert!(s.dp_contents().unwrap().is_empty());
         let other = DistributionPoint {

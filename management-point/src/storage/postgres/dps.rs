@@ -117,6 +117,41 @@ impl DpStorage for PgStore {
         })
     }
 
+    fn swap_dp_contents(&self, swaps: &[(DpContent, Option<DpContent>)]) -> Result<usize> {
+        let swaps = swaps.to_vec();
+        let pool = self.pool.clone();
+        self.run("record distribution point content", async move {
+            let mut c = pool.get().await?;
+            let tx = c.transaction().await?;
+            let read = format!(
+                "SELECT {CONTENT_COLS} FROM dp_content WHERE dp_id = $1 AND package_id = $2 FOR UPDATE"
+            );
+            let mut n = 0;
+            for (was, now) in &swaps {
+                let current = tx.query_opt(&read, &[&was.dp_id, &was.package_id]).await?;
+                let current = current.as_ref().map(content_row).transpose()?;
+                if current.as_ref() != Some(was) {
+                    continue;
+                }
+                match now {
+                    Some(r) => tx.execute(
+                        "UPDATE dp_content SET state = $3, source_version = $4, last_copied = $5, reason = $6, since = $7, refresh = $8, validate = $9, replaces = $10 WHERE dp_id = $1 AND package_id = $2",
+                        &[&r.dp_id, &r.package_id, &r.state.as_str(), &r.source_version, &r.last_copied, &r.reason, &r.since, &i64::from(r.refresh), &i64::from(r.validate), &r.replaces],
+                    )
+                    .await?,
+                    None => tx.execute(
+                        "DELETE FROM dp_content WHERE dp_id = $1 AND package_id = $2",
+                        &[&was.dp_id, &was.package_id],
+                    )
+                    .await?,
+                };
+                n += 1;
+            }
+            tx.commit().await?;
+            Ok(n)
+        })
+    }
+
     fn remove_dp(&self, id: i64) -> Result<()> {
         let pool = self.pool.clone();
         self.run("remove a distribution point", async move {
