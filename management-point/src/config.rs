@@ -286,6 +286,14 @@ impl Default for Distribution {
     }
 }
 
+impl Distribution {
+    /// Seconds after which a distribution point that has not reported is silent: skipped in
+    /// devices' links, its pending copies retrying (three sync intervals).
+    pub fn silent_after(&self) -> i64 {
+        3 * self.sync_secs as i64
+    }
+}
+
 fn default_dp_sync() -> u64 {
     60
 }

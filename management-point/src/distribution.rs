@@ -54,6 +54,13 @@ pub struct DpHealth {
     pub last_validated: Option<i64>,
 }
 
+impl DpHealth {
+    /// Whether it reported within `silent_after` seconds of `now`.
+    pub fn reachable(&self, now: i64, silent_after: i64) -> bool {
+        self.last_contact.is_some_and(|t| now - t <= silent_after)
+    }
+}
+
 /// The state of one package on one distribution point (the source documents' names).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -483,7 +490,7 @@ pub fn sources<'a>(
         .filter(|dp| {
             rows.iter().any(|r| {
                 r.dp_id == dp.id && r.package_id == package_id && r.state == DpState::Installed
-            }) && dp.health.last_contact.is_some_and(|t| now - t <= fresh_after)
+            }) && dp.health.reachable(now, fresh_after)
         })
         .filter_map(|dp| {
             let by_addr = addr.and_then(|ip| {

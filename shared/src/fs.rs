@@ -204,6 +204,13 @@ pub fn rename(from: &Path, to: &Path) -> Result<()> {
     Ok(())
 }
 
+/// The `.partial` file a download into `dest` goes through until it is whole and checked: a
+/// hidden sibling, so that folder verification never counts it.
+pub fn partial_of(dest: &Path) -> PathBuf {
+    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    dest.with_file_name(format!(".{name}.partial"))
+}
+
 /// Removes a file durably. Returns whether it existed.
 pub fn remove_file(path: &Path) -> Result<bool> {
     match fs::remove_file(path) {
@@ -506,6 +513,12 @@ pub fn write_json<T: serde::Serialize + ?Sized>(path: &Path, value: &T, mode: u3
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn partial_files_are_hidden_siblings() {
+        let p = super::partial_of(std::path::Path::new("/c/a/run.sh"));
+        assert_eq!(p, std::path::Path::new("/c/a/.run.sh.partial"));
+    }
+
     use super::*;
 
     fn mode_of(p: &Path) -> u32 {

@@ -27,11 +27,7 @@ pub fn cache_dir(ctx: &Context, action: u64) -> PathBuf {
     ctx.layout.download_cache_dir().join(format!("action-{action}"))
 }
 
-/// The `.partial` file of a download: hidden, so folder verification never counts it.
-pub fn partial_of(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.partial"))
-}
+pub use dm_shared::fs::partial_of;
 
 /// Counts one more download attempt of an action; returns the count.
 pub fn bump_attempts(ctx: &Context, action: u64) -> u32 {
@@ -311,14 +307,4 @@ pub fn promoted_dir(ctx: &Context, action: u64, package: &str, version: &str) ->
             .collect::<String>()
     };
     ctx.layout.packages_dir().join(format!("{}-{}-{action}", clean(package), clean(version)))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn partial_files_are_hidden_siblings() {
-        assert_eq!(partial_of(Path::new("/c/a/run.sh")), Path::new("/c/a/.run.sh.partial"));
-    }
 }

@@ -39,12 +39,7 @@ pub struct NewDp<'a> {
 
 /// Finds a distribution point by name or id.
 pub fn find(store: &dyn Storage, r: &str) -> Result<DistributionPoint> {
-    let by_id = r.parse::<i64>().ok();
-    store
-        .dps()?
-        .into_iter()
-        .find(|d| d.name == r || Some(d.id) == by_id)
-        .ok_or_else(|| Error::NotFound(format!("distribution point {r}")))
+    super::find_by(store.dps()?, r, "distribution point", |d| d.id, |d| &d.name)
 }
 
 /// `dmmp dp add`: registers a distribution point and makes its credential, answered once.
@@ -154,7 +149,7 @@ pub fn list(store: &dyn Storage, now: i64, fresh_after: i64) -> Result<Out> {
 pub fn contact(h: &DpHealth, now: i64, fresh_after: i64) -> String {
     match h.last_contact {
         None => "never".into(),
-        Some(t) if now - t > fresh_after => format!("{} (silent)", when(Some(t))),
+        Some(t) if !h.reachable(now, fresh_after) => format!("{} (silent)", when(Some(t))),
         Some(t) => when(Some(t)),
     }
 }

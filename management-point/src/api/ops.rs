@@ -945,40 +945,11 @@ impl Op {
                     (cmd, None) => rollouts::act(store, rollout, cmd, cx.actor, now),
                 }
             }
-            Op::DpList {} => {
-                let fresh = 3 * cx.cfg.distribution.sync_secs as i64;
-                admin::dps::list(store, now, fresh)
-            }
-            Op::DpAdd { name, url, site, boundaries, pull_from, rate_limit_kib, window } => {
-                let new = admin::dps::NewDp {
-                    name,
-                    url,
-                    site,
-                    boundaries,
-                    pull_from: pull_from.as_deref(),
-                    rate_limit_kib: *rate_limit_kib,
-                    window: window.as_deref(),
-                };
-                admin::dps::add(store, &new, now)
-            }
-            Op::DpAct { package, action, dps } => match action.as_str() {
-                "distribute" => admin::dps::distribute(store, package, dps, now),
-                "update" if dps.is_empty() => admin::dps::update(store, package, now),
-                "update" => Err(Error::Usage(
-                    "update copies to every distribution point holding the package: it names none"
-                        .into(),
-                )),
-                "refresh" => admin::dps::refresh(store, package, dps, now),
-                "remove" => admin::dps::remove(store, package, dps, now),
-                "validate" => admin::dps::validate(store, package, dps),
-                other => Err(Error::Usage(format!(
-                    "{other:?}: distribute, update, refresh, remove or validate"
-                ))),
-            },
-            Op::DpRetire { dp } => admin::dps::retire(store, dp),
-            Op::DpStatus { package, dp } => {
-                admin::dps::status(store, package.as_deref(), dp.as_deref())
-            }
+            Op::DpList {}
+            | Op::DpAdd { .. }
+            | Op::DpAct { .. }
+            | Op::DpRetire { .. }
+            | Op::DpStatus { .. } => self.distribution(cx),
             Op::Audit { since } => {
                 let since = match since.as_deref() {
                     None => now - 86_400,
@@ -1051,6 +1022,47 @@ impl Op {
         };
         let r = crate::reports::build(cx.store, cx.cfg, name, cx.now, &o)?;
         Ok(Out::new(r.text(), r.json()))
+    }
+
+    /// The distribution point operations (docs/distribution-points.md).
+    fn distribution(&self, cx: &Cx<'_>) -> Result<Out> {
+        let (store, now) = (cx.store, cx.now);
+        match self {
+            Op::DpList {} => admin::dps::list(store, now, cx.cfg.distribution.silent_after()),
+            Op::DpAdd { name, url, site, boundaries, pull_from, rate_limit_kib, window } => {
+                let new = admin::dps::NewDp {
+                    name,
+                    url,
+                    site,
+                    boundaries,
+                    pull_from: pull_from.as_deref(),
+                    rate_limit_kib: *rate_limit_kib,
+                    window: window.as_deref(),
+                };
+                admin::dps::add(store, &new, now)
+            }
+            Op::DpAct { package, action, dps } => match action.as_str() {
+                "distribute" => admin::dps::distribute(store, package, dps, now),
+                "update" if dps.is_empty() => admin::dps::update(store, package, now),
+                "update" => Err(Error::Usage(
+                    "update copies to every distribution point holding the package: it names none"
+                        .into(),
+                )),
+                "refresh" => admin::dps::refresh(store, package, dps, now),
+                "remove" => admin::dps::remove(store, package, dps, now),
+                "validate" => admin::dps::validate(store, package, dps),
+                other => Err(Error::Usage(format!(
+                    "{other:?}: distribute, update, refresh, remove or validate"
+                ))),
+            },
+            Op::DpRetire { dp } => admin::dps::retire(store, dp),
+            Op::DpStatus { package, dp } => {
+                admin::dps::status(store, package.as_deref(), dp.as_deref())
+            }
+            _ => {
+                Err(Error::Usage(format!("{} is not a distribution point operation", self.name())))
+            }
+        }
     }
 
     /// `dmmp rollout create`, with its defaults.

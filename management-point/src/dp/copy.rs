@@ -3,7 +3,7 @@
 //! renamed into place only when its size and SHA-256 are the management point's.
 
 use std::io::{Read, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use dm_shared::digest::Sha256State;
@@ -63,7 +63,7 @@ pub fn copy_file(agent: &ureq::Agent, f: &HoldFile, dest: &Path, to: &To<'_>) ->
     if let Some(parent) = dest.parent() {
         dmfs::create_dir_all(parent, dmfs::MODE_DIR_PRIVATE)?;
     }
-    let partial = partial_of(dest);
+    let partial = dmfs::partial_of(dest);
     let mut why = Vec::new();
     for src in &f.sources {
         // A path is the management point's; only it sees the credential.
@@ -104,12 +104,6 @@ pub fn copy_file(agent: &ureq::Agent, f: &HoldFile, dest: &Path, to: &To<'_>) ->
         log::warn!("copying {}: {}", f.name, why.last().map_or("", String::as_str));
     }
     Err(Error::Usage(format!("cannot copy {}: {}", f.name, why.join("; "))))
-}
-
-/// The hidden `.partial` sibling of `dest`.
-fn partial_of(dest: &Path) -> PathBuf {
-    let name = dest.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    dest.with_file_name(format!(".{name}.partial"))
 }
 
 /// Fetches what `partial` lacks of `f` from `url`; returns the hash of the whole.

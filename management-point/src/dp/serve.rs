@@ -116,12 +116,7 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
         })?;
         let addr = listener.local_addr().map_err(|e| Error::tls("the listener", e))?;
         log::info!("distribution point listening on https://{addr}");
-        {
-            use std::io::Write;
-            let mut out = std::io::stdout();
-            let _ = writeln!(out, "listening https://{addr}");
-            let _ = out.flush();
-        }
+        crate::server::announce(addr);
         let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         let per_address = Arc::new(std::sync::Mutex::new(std::collections::HashMap::new()));
         let stop = crate::server::shutdown_signal();
@@ -129,14 +124,7 @@ pub fn run(cfg: &DpConfig, holdings: Arc<Holdings>, link_key: String) -> Result<
         loop {
             let (tcp, peer) = tokio::select! {
                 _ = &mut stop => break,
-                r = listener.accept() => match r {
-                    Ok(x) => x,
-                    Err(e) => {
-                        log::warn!("accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                },
+                x = crate::server::accept(&listener) => x,
             };
             let Some(mine) = PerAddress::take(&per_address, peer.ip()) else {
                 log::warn!(

@@ -216,7 +216,7 @@ fn distribution_points(
             .map(ToString::to_string)
             .collect::<Vec<_>>()
     };
-    let fresh = 3 * cfg.distribution.sync_secs as i64;
+    let fresh = cfg.distribution.silent_after();
     Ok(match name {
         "distribution-points" => dps
             .iter()

@@ -83,7 +83,7 @@ impl Distribution {
                 }
                 serde_json::json!({
                     "name": dp.name,
-                    "reachable": dp.health.last_contact.is_some_and(|t| now - t <= fresh_after),
+                    "reachable": dp.health.reachable(now, fresh_after),
                     "last_contact_secs_ago": dp.health.last_contact.map(|t| now - t),
                     "free_bytes": dp.health.free_bytes,
                     "content_errors": dp.health.content_errors,

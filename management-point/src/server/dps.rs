@@ -21,48 +21,54 @@ use crate::model::{Device, Package};
 /// The largest report read (it lists what a distribution point holds).
 const MAX_REPORT: usize = 4 << 20;
 
-/// Seconds after which a distribution point that has not reported is skipped in links.
-fn fresh_after(st: &AppState) -> i64 {
-    3 * st.config.distribution.sync_secs as i64
+/// The distribution points device `d` downloads package `pkg` from, nearest first (found
+/// once per deployment, for all its files), and until when links to them are good.
+pub struct Nearest {
+    points: Vec<(String, String)>,
+    package: i64,
+    device: String,
+    expires: i64,
 }
 
-/// The URLs of artifact `file` of `pkg` for device `d`, nearest first, the management
-/// point's (`own`) last.
-pub fn download_urls(
-    st: &AppState,
-    d: &Device,
-    pkg: &Package,
-    file: &str,
-    own: String,
-) -> Vec<String> {
-    let cache = st.dist.cache();
-    if cache.rows.is_empty() || pkg.distribution_point.is_some() {
-        return vec![own];
+impl Nearest {
+    /// Those of `d`'s boundary holding `pkg` (none for a package an external server holds).
+    pub fn of(st: &AppState, d: &Device, pkg: &Package) -> Nearest {
+        let cache = st.dist.cache();
+        let now = st.now();
+        let points = if cache.rows.is_empty() || pkg.distribution_point.is_some() {
+            Vec::new()
+        } else {
+            let site = d.attr(crate::model::attr::SITE_CODE);
+            let fresh = st.config.distribution.silent_after();
+            let near = dist::sources(
+                &cache.points,
+                &cache.rows,
+                pkg.id,
+                st.dist.peer(d.id),
+                site,
+                now,
+                fresh,
+            );
+            near.iter().map(|dp| (dp.url.clone(), dp.link_key.clone())).collect()
+        };
+        Nearest {
+            points,
+            package: pkg.id,
+            device: d.controller_id.clone(),
+            expires: now + st.config.distribution.link_lifetime_secs as i64,
+        }
     }
-    let now = st.now();
-    let site = d.attr(crate::model::attr::SITE_CODE);
-    let near = dist::sources(
-        &cache.points,
-        &cache.rows,
-        pkg.id,
-        st.dist.peer(d.id),
-        site,
-        now,
-        fresh_after(st),
-    );
-    let expires = now + st.config.distribution.link_lifetime_secs as i64;
-    let mut urls: Vec<String> = near
-        .iter()
-        .map(|dp| {
-            format!(
-                "{}{}",
-                dp.url,
-                dist::link(&dp.link_key, pkg.id, file, &d.controller_id, expires)
-            )
-        })
-        .collect();
-    urls.push(own);
-    urls
+
+    /// The URLs of file `file`: a signed link to each, nearest first, then `own` (the
+    /// management point's).
+    pub fn urls(&self, file: &str, own: String) -> Vec<String> {
+        let link = |(url, key): &(String, String)| {
+            format!("{url}{}", dist::link(key, self.package, file, &self.device, self.expires))
+        };
+        let mut urls: Vec<String> = self.points.iter().map(link).collect();
+        urls.push(own);
+        urls
+    }
 }
 
 /// Marks the copies and removals of silent distribution points retrying, then failed, and
@@ -80,7 +86,7 @@ pub fn tick(st: &AppState) -> Result<()> {
             &rows,
             dp.health.last_contact,
             now,
-            fresh_after(st),
+            st.config.distribution.silent_after(),
             cfg.fail_after_secs as i64,
         ) {
             log::warn!(
@@ -262,7 +268,7 @@ fn assignment(st: &AppState, dp: &DistributionPoint) -> Result<Assignment> {
     for row in cache.rows.iter().filter(wanted) {
         let Some(pkg) = view.packages.get(&row.package_id) else { continue };
         let up = upstream.filter(|u| {
-            u.health.last_contact.is_some_and(|t| now - t <= fresh_after(st))
+            u.health.reachable(now, st.config.distribution.silent_after())
                 && cache.rows.iter().any(|r| {
                     r.dp_id == u.id && r.package_id == pkg.id && r.state == dist::DpState::Installed
                 })
@@ -367,7 +373,7 @@ pub fn metrics(st: &AppState) -> String {
     );
     let label = |n: &str| n.replace(['\\', '"', '\n'], "_");
     for dp in &cache.points {
-        let up = dp.health.last_contact.is_some_and(|t| now - t <= fresh_after(st));
+        let up = dp.health.reachable(now, st.config.distribution.silent_after());
         s.push_str(&format!(
             "dmmp_distribution_point_up{{name=\"{}\"}} {}\n",
             label(&dp.name),

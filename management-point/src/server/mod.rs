@@ -177,14 +177,7 @@ pub async fn serve(
     loop {
         let (tcp, peer) = tokio::select! {
             _ = &mut shutdown => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    log::warn!("accept failed: {e}");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
+            x = accept(&listener) => x,
         };
         let _ = tcp.set_nodelay(true);
         // Full: the oldest silent connection (else the oldest idle one) makes room.
@@ -264,19 +257,30 @@ pub fn run(config: Config) -> Result<()> {
         .enable_all()
         .build()
         .map_err(|e| Error::tls("the async runtime", e))?;
-    rt.block_on(async move {
-        serve(
-            state,
-            |addr| {
-                use std::io::Write;
-                let mut out = std::io::stdout();
-                let _ = writeln!(out, "listening https://{addr}");
-                let _ = out.flush();
-            },
-            shutdown_signal(),
-        )
-        .await
-    })
+    rt.block_on(async move { serve(state, announce, shutdown_signal()).await })
+}
+
+/// Says on stdout that the server accepts connections at `addr` (`listening https://ADDR`,
+/// the line scripts and tests wait for).
+pub fn announce(addr: SocketAddr) {
+    use std::io::Write;
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "listening https://{addr}");
+    let _ = out.flush();
+}
+
+/// The next connection of `listener`; a failed accept (out of file descriptors, a connection
+/// reset before it was taken) is logged and tried again after 50 ms.
+pub async fn accept(listener: &TcpListener) -> (tokio::net::TcpStream, SocketAddr) {
+    loop {
+        match listener.accept().await {
+            Ok(x) => return x,
+            Err(e) => {
+                log::warn!("accept failed: {e}");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
 }
 
 /// Completes at SIGTERM (a service manager's stop) or SIGINT, logging which.

@@ -129,6 +129,7 @@ pub(super) fn chunk(
     pkg: &Package,
 ) -> ddi::Chunk {
     let base = base_url(state, &d.tenant, &d.controller_id);
+    let nearest = super::dps::Nearest::of(state, d, pkg);
     let artifacts = pkg
         .artifacts
         .iter()
@@ -147,7 +148,7 @@ pub(super) fn chunk(
                         encode_segment(&a.filename)
                     );
                     links.insert("md5sum".into(), ddi::Link { href: format!("{own}.MD5SUM") });
-                    super::dps::download_urls(state, d, pkg, &a.filename, own)
+                    nearest.urls(&a.filename, own)
                 }
             };
             // The nearest source is hawkBit's `download`; the next ones, in order, are

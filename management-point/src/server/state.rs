@@ -457,7 +457,7 @@ impl AppState {
             "database": database,
             "latency_ms": ping.ok().map(|d| d.as_secs_f64() * 1000.0),
             "view": {"fresh": fresh, "refreshed_secs_ago": age, "reloads": reloads},
-            "distribution_points": self.dist.health(self.now(), 3 * self.config.distribution.sync_secs as i64),
+            "distribution_points": self.dist.health(self.now(), self.config.distribution.silent_after()),
         })
     }
 

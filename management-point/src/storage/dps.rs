@@ -25,6 +25,4 @@ pub trait DpStorage {
     /// Removes a distribution point and its rows; those that copied from it copy from the
     /// management point from now on.
     fn remove_dp(&self, id: i64) -> Result<()>;
-    /// Removes a package's row of a distribution point (it was removed there).
-    fn delete_dp_content(&self, dp_id: i64, package_id: i64) -> Result<()>;
 }

@@ -152,14 +152,4 @@ impl DpStorage for SqliteStore {
             tx.commit()
         })
     }
-
-    fn delete_dp_content(&self, dp_id: i64, package_id: i64) -> Result<()> {
-        self.with("remove distribution point content", |c| {
-            c.execute(
-                "DELETE FROM dp_content WHERE dp_id = ?1 AND package_id = ?2",
-                params![dp_id, package_id],
-            )?;
-            Ok(())
-        })
-    }
 }

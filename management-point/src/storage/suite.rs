@@ -886,9 +886,6 @@ fn distribution_points_and_their_content_are_kept_by_package() {
         assert_eq!(s.swap_dp_contents(&[(installed, None)]).unwrap(), 0, "not deleted");
         assert_eq!(s.swap_dp_contents(&[(failed, None)]).unwrap(), 1);
         assert!(s.dp_contents().unwrap().is_empty());
-        s.put_dp_contents(std::slice::from_ref(&row)).unwrap();
-        s.delete_dp_content(id, pid).unwrap();
-        assert!(s.dp_contents().unwrap().is_empty());
         let other = DistributionPoint {
             name: "site-b".into(),
             token_sha256: "h2".into(),

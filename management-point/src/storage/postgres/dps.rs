@@ -168,17 +168,4 @@ impl DpStorage for PgStore {
             Ok(())
         })
     }
-
-    fn delete_dp_content(&self, dp_id: i64, package_id: i64) -> Result<()> {
-        let pool = self.pool.clone();
-        self.run("remove distribution point content", async move {
-            let c = pool.get().await?;
-            c.execute(
-                "DELETE FROM dp_content WHERE dp_id = $1 AND package_id = $2",
-                &[&dp_id, &package_id],
-            )
-            .await?;
-            Ok(())
-        })
-    }
 }
