@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::instances::devices_with;
+use crate::instances::{devices_with, free_port, now};
 use crate::mp::{Mp, curl};
 use crate::util::*;
 
@@ -330,8 +330,7 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
             .arg("--out-key")
             .arg(b_dir.join("key.pem")),
     );
-    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let (pa, pc) = (free(), free());
+    let (pa, pc) = (free_port(), free_port());
     let mp_url = mp.url();
     let mut dp_a = Dp::start(
         &mp,
@@ -466,7 +465,17 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
     eventually(60, "dev-0 downloads from dp-a", logs, || {
         dp_a.log_text().contains(&format!("serving package {v1} \"payload.bin\" to dev-0"))
     });
-    std::thread::sleep(Duration::from_secs(2));
+    // Killed once dev-0 holds a good part of it (its download is slowed to 1 MiB/s).
+    let partial_len = || {
+        let cache = root(0).join("var/lib/dm/cache");
+        let actions = std::fs::read_dir(cache).into_iter().flatten().flatten();
+        actions
+            .filter_map(|a| std::fs::metadata(a.path().join(".payload.bin.partial")).ok())
+            .map(|m| m.len())
+            .max()
+            .unwrap_or(0)
+    };
+    eventually(30, "dev-0 has 1 MiB of the payload", logs, || partial_len() >= 1 << 20);
     dp_a.kill();
     let done = |adv: &str, n: usize| {
         let s = mp.admin_json(&["advertisement", "status", adv]);
@@ -564,7 +573,7 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
     // the reason says so.
     let full_dir = mp.w.path("dp-full");
     let _mount = Tmpfs::mount(&full_dir.join("content"), "16m");
-    let pf = free();
+    let pf = free_port();
     let _dp_full = Dp::start(
         &mp,
         "dp-full",
@@ -604,8 +613,4 @@ fn packages_are_copied_to_distribution_points_and_devices_download_from_the_near
         .status,
         404
     );
-}
-
-fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }

@@ -36,7 +36,8 @@ fn on_postgres(text: &mut String, url: &str, content: &Path, public: Option<&str
     }
 }
 
-fn free_port() -> u16 {
+/// A port free on loopback now.
+pub fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -185,7 +186,8 @@ fn last_seen(mp: &Mp, cid: &str) -> i64 {
     mp.admin_json(&["device", "show", cid])["device"]["last_seen"].as_i64().unwrap_or(0)
 }
 
-fn now() -> i64 {
+/// Now, in Unix seconds.
+pub fn now() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
 }
 
